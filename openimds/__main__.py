@@ -1,0 +1,3 @@
+from openimds.cli.main import main
+
+raise SystemExit(main())

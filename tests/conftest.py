@@ -1,0 +1,69 @@
+"""Fixtures shared by the whole suite.
+
+Root-only tests (namespaces, haproxy, dnsmasq, iptables) run whenever we are root; when not root
+they skip, except under CI=true where a skip would hide untested code, so they fail instead.
+PostgreSQL tests read OPENIMDS_TEST_DATABASE_URL; under CI=true a missing URL is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+PG_URL_ENV = "OPENIMDS_TEST_DATABASE_URL"
+
+
+def _need(condition: bool, reason: str) -> None:
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"CI=true but {reason}: this test must run in CI")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def needs_root() -> None:
+    """Use in any test that needs root and network namespaces."""
+    _need(os.geteuid() == 0, "needs root (network namespaces)")
+
+
+@pytest.fixture
+def pg_url() -> str:
+    """URL of a throwaway PostgreSQL server (started by .ci/run or by the developer)."""
+    url = os.environ.get(PG_URL_ENV, "")
+    _need(bool(url), f"{PG_URL_ENV} is not set")
+    return url
+
+
+def _delete_netns(name: str) -> None:
+    # Stop whatever we started inside (by pid, only pids living in our own namespace).
+    pids = subprocess.run(
+        ["ip", "netns", "pids", name], capture_output=True, text=True
+    ).stdout.split()
+    for pid in pids:
+        subprocess.run(["kill", "-9", pid], capture_output=True)
+    subprocess.run(["ip", "netns", "delete", name], capture_output=True)
+
+
+@pytest.fixture
+def make_netns(needs_root: None) -> Iterator[Callable[[str], str]]:
+    """Factory for uniquely named test namespaces ("oit-<tag>-<hex>"), always deleted after."""
+    created: list[str] = []
+
+    def factory(tag: str = "ns") -> str:
+        name = f"oit-{tag}-{uuid.uuid4().hex[:8]}"
+        subprocess.run(["ip", "netns", "add", name], check=True)
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        created.append(name)
+        return name
+
+    try:
+        yield factory
+    finally:
+        for name in reversed(created):
+            _delete_netns(name)
