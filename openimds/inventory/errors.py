@@ -1,0 +1,54 @@
+"""Typed inventory errors. The control-plane API maps each family to one HTTP status:
+
+    InventoryError
+    ├── NotFound            -> 404  (a referenced or requested row does not exist)
+    ├── InvalidValue        -> 400  (malformed or out-of-range value, e.g. IP outside its subnet)
+    ├── Conflict            -> 409
+    │   ├── IpAddressInUse
+    │   ├── MacAddressInUse
+    │   ├── SubnetOverlap
+    │   └── InUse           (a row still referenced, e.g. a network with ports)
+    └── StoreUnavailable    -> 503  (the database cannot be reached)
+"""
+
+from __future__ import annotations
+
+
+class InventoryError(Exception):
+    """Base class; `message` is safe to show to an API client."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class NotFound(InventoryError):
+    pass
+
+
+class InvalidValue(InventoryError):
+    pass
+
+
+class Conflict(InventoryError):
+    pass
+
+
+class IpAddressInUse(Conflict):
+    pass
+
+
+class MacAddressInUse(Conflict):
+    pass
+
+
+class SubnetOverlap(Conflict):
+    pass
+
+
+class InUse(Conflict):
+    pass
+
+
+class StoreUnavailable(InventoryError):
+    pass

@@ -1,0 +1,255 @@
+"""The inventory's tables: the one source of truth every other part reads.
+
+Shapes follow Neutron and Nova so the control-plane API can expose them unchanged. Constraints
+that SQL can state (unique MAC per network, unique IP per subnet, foreign keys) are declared here;
+the ones it cannot (IP inside its subnet, CIDR overlap on one network) live in `validate.py` and
+run before every flush, so no write can bypass them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# Explicit constraint names so Alembic migrations are identical on SQLite and PostgreSQL.
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Timestamps:
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+
+class Project(Timestamps, Base):
+    __tablename__ = "projects"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+
+
+class User(Timestamps, Base):
+    __tablename__ = "users"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="RESTRICT"))
+    # A standard KDF string, e.g. "scrypt$n$r$p$salt$hash" (see control/passwords.py).
+    password_hash: Mapped[str] = mapped_column(String(512))
+    roles: Mapped[list[str]] = mapped_column(JSON, default=list)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class Token(Base):
+    """Issued API tokens; only a SHA-256 of the token is stored."""
+
+    __tablename__ = "tokens"
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    roles: Mapped[list[str]] = mapped_column(JSON, default=list)
+    issued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class Network(Timestamps, Base):
+    __tablename__ = "networks"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="RESTRICT"))
+    name: Mapped[str] = mapped_column(String(255), default="")
+    admin_state_up: Mapped[bool] = mapped_column(Boolean, default=True)
+    shared: Mapped[bool] = mapped_column(Boolean, default=False)
+    mtu: Mapped[int] = mapped_column(Integer, default=1500)
+
+    subnets: Mapped[list[Subnet]] = relationship(back_populates="network", passive_deletes=True)
+    ports: Mapped[list[Port]] = relationship(back_populates="network", passive_deletes=True)
+
+
+class Subnet(Timestamps, Base):
+    __tablename__ = "subnets"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    network_id: Mapped[str] = mapped_column(
+        ForeignKey("networks.id", ondelete="RESTRICT"), index=True
+    )
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="RESTRICT"))
+    name: Mapped[str] = mapped_column(String(255), default="")
+    ip_version: Mapped[int] = mapped_column(Integer)
+    cidr: Mapped[str] = mapped_column(String(64))
+    gateway_ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    enable_dhcp: Mapped[bool] = mapped_column(Boolean, default=True)
+    # [{"start": ip, "end": ip}, ...]
+    allocation_pools: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+    # [{"destination": cidr, "nexthop": ip}, ...]
+    host_routes: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+    dns_nameservers: Mapped[list[str]] = mapped_column(JSON, default=list)
+    ipv6_ra_mode: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    ipv6_address_mode: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+    network: Mapped[Network] = relationship(back_populates="subnets")
+
+
+class Port(Timestamps, Base):
+    __tablename__ = "ports"
+    __table_args__ = (UniqueConstraint("network_id", "mac_address"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    network_id: Mapped[str] = mapped_column(
+        ForeignKey("networks.id", ondelete="RESTRICT"), index=True
+    )
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="RESTRICT"))
+    name: Mapped[str] = mapped_column(String(255), default="")
+    mac_address: Mapped[str] = mapped_column(String(32))
+    device_id: Mapped[str] = mapped_column(String(255), default="", index=True)
+    device_owner: Mapped[str] = mapped_column(String(255), default="")
+    admin_state_up: Mapped[bool] = mapped_column(Boolean, default=True)
+    status: Mapped[str] = mapped_column(String(16), default="ACTIVE")
+
+    network: Mapped[Network] = relationship(back_populates="ports")
+    fixed_ips: Mapped[list[FixedIP]] = relationship(
+        back_populates="port", cascade="all, delete-orphan", order_by="FixedIP.id"
+    )
+
+
+class FixedIP(Base):
+    """One address of a port. Unique per subnet; indexed by (ip, network) for lookups."""
+
+    __tablename__ = "fixed_ips"
+    __table_args__ = (
+        UniqueConstraint("subnet_id", "ip_address"),
+        Index("ix_fixed_ips_ip_network", "ip_address", "network_id"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    port_id: Mapped[str] = mapped_column(ForeignKey("ports.id", ondelete="CASCADE"), index=True)
+    subnet_id: Mapped[str] = mapped_column(ForeignKey("subnets.id", ondelete="RESTRICT"))
+    # Denormalised from the subnet so the hot lookup (ip, network) needs one index only.
+    network_id: Mapped[str] = mapped_column(ForeignKey("networks.id", ondelete="RESTRICT"))
+    ip_address: Mapped[str] = mapped_column(String(64))
+
+    port: Mapped[Port] = relationship(back_populates="fixed_ips")
+
+
+class Router(Timestamps, Base):
+    """A router. Its interfaces are ports with device_owner network:router_interface and
+    device_id = router id, exactly as in Neutron."""
+
+    __tablename__ = "routers"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="RESTRICT"))
+    name: Mapped[str] = mapped_column(String(255), default="")
+    admin_state_up: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class Image(Base):
+    """Images are plain names here; the integer id gives the stable EC2 `ami-%08x`."""
+
+    __tablename__ = "images"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+
+
+class KeyPair(Timestamps, Base):
+    __tablename__ = "keypairs"
+    __table_args__ = (UniqueConstraint("user_id", "name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(255))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    public_key: Mapped[str] = mapped_column(Text)
+    fingerprint: Mapped[str] = mapped_column(String(128), default="")
+    type: Mapped[str] = mapped_column(String(16), default="ssh")
+
+
+class Instance(Timestamps, Base):
+    """A server. The integer primary key is its stable EC2 id (`i-%08x`), as in Nova."""
+
+    __tablename__ = "instances"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    uuid: Mapped[str] = mapped_column(String(36), unique=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(255))
+    hostname: Mapped[str] = mapped_column(String(255))
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="RESTRICT"))
+    user_id: Mapped[str | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), nullable=True
+    )
+    availability_zone: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    flavor: Mapped[str] = mapped_column(String(255), default="m1.small")
+    image_id: Mapped[int | None] = mapped_column(
+        ForeignKey("images.id", ondelete="RESTRICT"), nullable=True
+    )
+    key_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    key_data: Mapped[str | None] = mapped_column(Text, nullable=True)
+    user_data: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    # Named `properties` in Python because `metadata` is reserved by SQLAlchemy.
+    properties: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    launch_index: Mapped[int] = mapped_column(Integer, default=0)
+    reservation_id: Mapped[str] = mapped_column(String(255), default="")
+    security_groups: Mapped[list[str]] = mapped_column(JSON, default=lambda: ["default"])
+    password: Mapped[str | None] = mapped_column(Text, nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default="ACTIVE")
+
+    image: Mapped[Image | None] = relationship()
+
+
+class Change(Base):
+    """One committed change: the change feed agents and caches watch."""
+
+    __tablename__ = "changes"
+    revision: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    resource: Mapped[str] = mapped_column(String(32))
+    resource_id: Mapped[str] = mapped_column(String(64))
+    op: Mapped[str] = mapped_column(String(8))  # create | update | delete
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class RevisionCounter(Base):
+    """A single row whose value is the newest revision. Writers take its row lock, so on
+    PostgreSQL revisions become visible in commit order (a sequence alone would not)."""
+
+    __tablename__ = "revision_counter"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    value: Mapped[int] = mapped_column(Integer, default=0)
+
+
+# Which model classes produce change rows, and under which resource name.
+TRACKED: dict[type[Base], str] = {
+    Project: "project",
+    Network: "network",
+    Subnet: "subnet",
+    Port: "port",
+    Router: "router",
+    Instance: "instance",
+    KeyPair: "keypair",
+}
