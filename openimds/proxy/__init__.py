@@ -1,1 +1,31 @@
+"""The per-namespace metadata proxy: haproxy config rendering (pure) and supervision."""
 
+from openimds.proxy.haproxy import (
+    Bind,
+    InvalidProxySpec,
+    ProxySpec,
+    RateLimit,
+    Timeouts,
+    config_path,
+    pidfile_path,
+    proxy_spec_for_network,
+    proxy_spec_for_router,
+    render_haproxy_cfg,
+)
+from openimds.proxy.supervisor import HaproxySupervisor, Outcome, ProxyStartFailed
+
+__all__ = [
+    "Bind",
+    "HaproxySupervisor",
+    "InvalidProxySpec",
+    "Outcome",
+    "ProxySpec",
+    "ProxyStartFailed",
+    "RateLimit",
+    "Timeouts",
+    "config_path",
+    "pidfile_path",
+    "proxy_spec_for_network",
+    "proxy_spec_for_router",
+    "render_haproxy_cfg",
+]

@@ -1,0 +1,381 @@
+"""haproxy configuration for one namespace proxy, as typed values rendered to text.
+
+Pure: no file, process, clock or ConfigOpts access. `ProxySpec` holds everything one proxy
+needs; `render_haproxy_cfg` turns it into byte-stable text, so the supervisor can decide
+"reload or not" by comparing strings (STYLE item 11).
+
+Trust rule: the agent identifies a guest by (X-Neutron-Network-ID | X-Neutron-Router-ID,
+X-Forwarded-For). Every identity header a guest could send is deleted before the proxy sets
+the one id it owns; `option forwardfor` *appends*, so the guest's X-Forwarded-For is deleted
+first and the agent sees exactly one, written by haproxy (spec neutron-metadata §1.5, §7).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Literal, NamedTuple
+
+__all__ = [
+    "DHCP_METADATA_PORT",
+    "IDENTITY_HEADERS",
+    "IDENTITY_HEADER_PREFIXES",
+    "METADATA_IPV4",
+    "METADATA_IPV6",
+    "ROUTER_METADATA_PORT",
+    "Bind",
+    "InvalidProxySpec",
+    "ProxySpec",
+    "RateLimit",
+    "Timeouts",
+    "config_path",
+    "id_header",
+    "pidfile_path",
+    "proxy_spec_for_network",
+    "proxy_spec_for_router",
+    "render_haproxy_cfg",
+    "stats_socket_path",
+]
+
+ResourceKind = Literal["network", "router"]
+
+METADATA_IPV4 = "169.254.169.254"
+METADATA_IPV6 = "fe80::a9fe:a9fe"
+DHCP_METADATA_PORT = 80
+ROUTER_METADATA_PORT = 9697
+
+# Exact names deleted from every guest request. X-OVN-Network-ID is not ours, but an agent
+# that also understands OVN's header must never receive a guest's copy of it.
+IDENTITY_HEADERS: tuple[str, ...] = (
+    "X-Forwarded-For",
+    "X-Instance-ID",
+    "X-Instance-ID-Signature",
+    "X-Tenant-ID",
+    "X-Neutron-Network-ID",
+    "X-Neutron-Router-ID",
+    "X-OVN-Network-ID",
+)
+# Deleted by prefix (haproxy >= 2.2 `del-header NAME -m beg`): Nova's X-Metadata-Provider and
+# X-Metadata-Provider-Signature, and any future member of that family.
+IDENTITY_HEADER_PREFIXES: tuple[str, ...] = ("X-Metadata-Provider",)
+
+# sun_path is 108 bytes including the NUL.
+_MAX_UNIX_PATH = 107
+# Values end up as bare haproxy config tokens: refuse anything that could end a token,
+# start a comment or inject a new line.
+_SAFE_TOKEN = re.compile(r"^[A-Za-z0-9._:@/+=-]+$")
+_SAFE_ID = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+class InvalidProxySpec(ValueError):
+    """A ProxySpec value cannot be rendered safely; the message names the field and the fix."""
+
+
+class Bind(NamedTuple):
+    """One listening address. `interface` is required for a link-local IPv6 address;
+    `v6only` keeps a `::` wildcard from also taking IPv4 (so IPv4 clients keep a plain
+    dotted X-Forwarded-For instead of `::ffff:a.b.c.d`)."""
+
+    host: str
+    port: int
+    interface: str | None = None
+    v6only: bool = False
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """`[metadata_haproxy] timeout_*` in seconds (Neutron's defaults)."""
+
+    connect: int = 30
+    client: int = 32
+    server: int = 32
+    http_request: int = 30
+    http_keep_alive: int = 30
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """`[metadata_rate_limiting]`: per-source-IP base and burst windows; over the limit = 429.
+
+    haproxy cannot key one stick table on both families, so exactly one `ip_version`.
+    """
+
+    ip_version: int = 4
+    base_window: int = 10
+    base_limit: int = 10
+    burst_window: int = 10
+    burst_limit: int = 10
+
+
+@dataclass(frozen=True)
+class ProxySpec:
+    """Everything one namespace proxy needs, as plain values."""
+
+    kind: ResourceKind
+    resource_id: str
+    binds: tuple[Bind, ...]
+    socket_path: str
+    pidfile: str
+    user: str | None = None
+    group: str | None = None
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    maxconn: int = 1024
+    rate_limit: RateLimit | None = None
+    # syslog target ("/dev/log", "127.0.0.1:514", "stdout"); None = no logging at all.
+    log_target: str | None = "/dev/log"
+    debug: bool = False
+    # Admin socket that hands the listening sockets to the next process on reload
+    # (`expose-fd listeners` + `haproxy -x`), so a reload never closes the listener.
+    stats_socket: str | None = None
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+
+def id_header(kind: ResourceKind) -> str:
+    """The header the proxy owns for this kind of namespace."""
+    return "X-Neutron-Network-ID" if kind == "network" else "X-Neutron-Router-ID"
+
+
+def config_path(state_path: str, resource_id: str) -> str:
+    """`<state_path>/ns-metadata-proxy/<id>.conf`, Neutron's location."""
+    return os.path.join(state_path, "ns-metadata-proxy", f"{resource_id}.conf")
+
+
+def pidfile_path(state_path: str, resource_id: str) -> str:
+    """`<state_path>/external/pids/<id>.pid.haproxy`, Neutron's exact name, so a proxy that
+    Neutron left running is found (and replaced or adopted) when openimds takes over."""
+    return os.path.join(state_path, "external", "pids", f"{resource_id}.pid.haproxy")
+
+
+def stats_socket_path(state_path: str, resource_id: str) -> str | None:
+    """`<state_path>/ns-metadata-proxy/<id>.sock`, or None when the path would not fit in a
+    sockaddr_un (the proxy then reloads with a plain `-sf`, which can reset queued connections)."""
+    path = os.path.join(state_path, "ns-metadata-proxy", f"{resource_id}.sock")
+    return path if len(path.encode()) <= _MAX_UNIX_PATH else None
+
+
+def proxy_spec_for_network(
+    network_id: str,
+    *,
+    state_path: str,
+    socket_path: str,
+    port: int = DHCP_METADATA_PORT,
+    ipv6_interface: str | None = None,
+    user: str | None = None,
+    group: str | None = None,
+    timeouts: Timeouts | None = None,
+    rate_limit: RateLimit | None = None,
+    log_target: str | None = "/dev/log",
+    debug: bool = False,
+    pidfile: str | None = None,
+) -> ProxySpec:
+    """The proxy of a `qdhcp-<network>` namespace: bound on 169.254.169.254:port, plus
+    [fe80::a9fe:a9fe]:port on `ipv6_interface` when given (the DHCP tap)."""
+    binds = [Bind(METADATA_IPV4, port)]
+    if ipv6_interface:
+        binds.append(Bind(METADATA_IPV6, port, interface=ipv6_interface))
+    return ProxySpec(
+        kind="network",
+        resource_id=network_id,
+        binds=tuple(binds),
+        socket_path=socket_path,
+        pidfile=pidfile or pidfile_path(state_path, network_id),
+        user=user or None,
+        group=group or None,
+        timeouts=timeouts or Timeouts(),
+        rate_limit=rate_limit,
+        log_target=log_target,
+        debug=debug,
+        stats_socket=stats_socket_path(state_path, network_id),
+    )
+
+
+def proxy_spec_for_router(
+    router_id: str,
+    *,
+    state_path: str,
+    socket_path: str,
+    port: int = ROUTER_METADATA_PORT,
+    ipv6: bool = False,
+    user: str | None = None,
+    group: str | None = None,
+    timeouts: Timeouts | None = None,
+    rate_limit: RateLimit | None = None,
+    log_target: str | None = "/dev/log",
+    debug: bool = False,
+    pidfile: str | None = None,
+) -> ProxySpec:
+    """The proxy of a `qrouter-<router>` namespace: 0.0.0.0:port (the REDIRECT target), plus a
+    v6-only `[::]:port` when `ipv6` (guests reaching fe80::a9fe:a9fe via ip6tables REDIRECT)."""
+    binds = [Bind("0.0.0.0", port)]
+    if ipv6:
+        binds.append(Bind("::", port, v6only=True))
+    return ProxySpec(
+        kind="router",
+        resource_id=router_id,
+        binds=tuple(binds),
+        socket_path=socket_path,
+        pidfile=pidfile or pidfile_path(state_path, router_id),
+        user=user or None,
+        group=group or None,
+        timeouts=timeouts or Timeouts(),
+        rate_limit=rate_limit,
+        log_target=log_target,
+        debug=debug,
+        stats_socket=stats_socket_path(state_path, router_id),
+    )
+
+
+def render_haproxy_cfg(spec: ProxySpec) -> str:
+    """The complete haproxy.cfg for `spec`; the same spec always gives the same bytes."""
+    t = spec.timeouts
+    lines: list[str] = [
+        "# Generated by openimds for the metadata proxy; changes are overwritten.",
+        "global",
+    ]
+    if spec.log_target:
+        lines.append(
+            f"    log         {spec.log_target} local0 {'debug' if spec.debug else 'info'}"
+        )
+        # A tag starting with "haproxy" lets Debian's rsyslog route it to haproxy.log.
+        lines.append(f"    log-tag     haproxy-metadata-proxy-{spec.resource_id}")
+    if spec.user:
+        lines.append(_user_line("user", "uid", spec.user))
+    if spec.group:
+        lines.append(_user_line("group", "gid", spec.group))
+    lines += [
+        f"    maxconn     {spec.maxconn}",
+        # One thread: half the memory of the per-core default, and one proxy serves one network.
+        "    nbthread    1",
+        f"    pidfile     {spec.pidfile}",
+        "    daemon",
+    ]
+    if spec.stats_socket:
+        lines.append(
+            f"    stats socket {spec.stats_socket} mode 600 level admin expose-fd listeners"
+        )
+    lines += ["", "defaults"]
+    if spec.log_target:
+        lines += ["    log global", "    option httplog", "    option dontlognull"]
+    lines += [
+        "    mode http",
+        "    option http-server-close",
+        "    option forwardfor",
+        "    retries                 3",
+        f"    timeout http-request    {t.http_request}s",
+        f"    timeout connect         {t.connect}s",
+        f"    timeout client          {t.client}s",
+        f"    timeout server          {t.server}s",
+        f"    timeout http-keep-alive {t.http_keep_alive}s",
+    ]
+    rl = spec.rate_limit
+    if rl is not None:
+        table = "ip" if rl.ip_version == 4 else "ipv6"
+        expire = max(rl.base_window, rl.burst_window)
+        lines += [
+            "",
+            "backend base_rate_limiter",
+            f"    stick-table type {table} size 10k expire {expire}s"
+            f" store http_req_rate({rl.base_window}s)",
+            "",
+            "backend burst_rate_limiter",
+            f"    stick-table type {table} size 10k expire {expire}s"
+            f" store http_req_rate({rl.burst_window}s)",
+        ]
+    lines += ["", "listen listener"]
+    lines += [f"    bind {_bind(b)}" for b in spec.binds]
+    if rl is not None:
+        lines += [
+            "    http-request track-sc0 src table base_rate_limiter",
+            "    http-request track-sc1 src table burst_rate_limiter",
+            "    http-request deny deny_status 429"
+            f" if {{ src_http_req_rate(base_rate_limiter) gt {rl.base_limit} }}",
+            "    http-request deny deny_status 429"
+            f" if {{ src_http_req_rate(burst_rate_limiter) gt {rl.burst_limit} }}",
+        ]
+    # Deletion runs before set-header and before forwardfor appends the real client address.
+    lines += [f"    http-request del-header {name}" for name in IDENTITY_HEADERS]
+    lines += [f"    http-request del-header {p} -m beg" for p in IDENTITY_HEADER_PREFIXES]
+    lines.append(f"    http-request set-header {id_header(spec.kind)} {spec.resource_id}")
+    lines.append(f"    server metadata {spec.socket_path}")
+    return "\n".join(lines) + "\n"
+
+
+def _bind(b: Bind) -> str:
+    addr = ipaddress.ip_address(b.host)
+    text = f"[{b.host}]:{b.port}" if addr.version == 6 else f"{b.host}:{b.port}"
+    if b.interface:
+        text += f" interface {b.interface}"
+    if b.v6only:
+        text += " v6only"
+    return text
+
+
+def _user_line(name_kw: str, id_kw: str, value: str) -> str:
+    # Seeds pass numeric ids (--metadata_proxy_user=998); haproxy takes those as uid/gid, so
+    # no passwd lookup is needed here.
+    return f"    {id_kw:<11} {value}" if value.isdigit() else f"    {name_kw:<11} {value}"
+
+
+def _validate(spec: ProxySpec) -> None:
+    if spec.kind not in ("network", "router"):
+        raise InvalidProxySpec(f"kind must be 'network' or 'router', not {spec.kind!r}")
+    if not _SAFE_ID.match(spec.resource_id):
+        raise InvalidProxySpec(
+            f"resource_id {spec.resource_id!r} must be a UUID-like token (letters, digits, . _ -)"
+        )
+    if not spec.binds:
+        raise InvalidProxySpec("binds is empty: give at least one (host, port) to listen on")
+    for b in spec.binds:
+        try:
+            addr = ipaddress.ip_address(b.host)
+        except ValueError as exc:
+            raise InvalidProxySpec(f"bind host {b.host!r} is not an IP address") from exc
+        if not 0 < b.port < 65536:
+            raise InvalidProxySpec(f"bind port {b.port} is outside 1..65535")
+        if addr.version == 6 and addr.is_link_local and not b.interface:
+            raise InvalidProxySpec(f"link-local bind {b.host} needs an interface name")
+        if b.interface is not None and not _SAFE_ID.match(b.interface):
+            raise InvalidProxySpec(f"interface {b.interface!r} is not a valid interface name")
+        if b.v6only and addr.version != 6:
+            raise InvalidProxySpec(f"v6only makes no sense on IPv4 bind {b.host}")
+    for name in ("socket_path", "pidfile"):
+        value = getattr(spec, name)
+        if not os.path.isabs(value) or not _SAFE_TOKEN.match(value):
+            raise InvalidProxySpec(f"{name} {value!r} must be an absolute path without spaces")
+    if len(spec.socket_path.encode()) > _MAX_UNIX_PATH:
+        raise InvalidProxySpec(
+            f"socket_path {spec.socket_path!r} is longer than {_MAX_UNIX_PATH} bytes; "
+            "unix sockets cannot be that long, choose a shorter metadata_proxy_socket"
+        )
+    if spec.stats_socket is not None and (
+        not os.path.isabs(spec.stats_socket)
+        or not _SAFE_TOKEN.match(spec.stats_socket)
+        or len(spec.stats_socket.encode()) > _MAX_UNIX_PATH
+    ):
+        raise InvalidProxySpec(f"stats_socket {spec.stats_socket!r} is not a usable socket path")
+    for name in ("user", "group"):
+        value = getattr(spec, name)
+        if value is not None and not _SAFE_ID.match(value):
+            raise InvalidProxySpec(f"{name} {value!r} must be a user/group name or numeric id")
+    if spec.log_target is not None and not _SAFE_TOKEN.match(spec.log_target):
+        raise InvalidProxySpec(f"log_target {spec.log_target!r} must be one token")
+    if spec.maxconn < 1:
+        raise InvalidProxySpec("maxconn must be at least 1")
+    t = spec.timeouts
+    for name in ("connect", "client", "server", "http_request", "http_keep_alive"):
+        if getattr(t, name) < 1:
+            raise InvalidProxySpec(f"timeout {name} must be at least 1 second")
+    rl = spec.rate_limit
+    if rl is not None:
+        if rl.ip_version not in (4, 6):
+            raise InvalidProxySpec(
+                f"rate limit ip_version must be exactly 4 or 6, not {rl.ip_version}: haproxy "
+                "cannot key one stick table on both families"
+            )
+        for name in ("base_window", "base_limit", "burst_window", "burst_limit"):
+            if getattr(rl, name) < 1:
+                raise InvalidProxySpec(f"rate limit {name} must be at least 1")

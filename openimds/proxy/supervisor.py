@@ -1,0 +1,380 @@
+"""Keep one daemonised haproxy per namespace in the state its ProxySpec describes.
+
+The supervisor holds no state that matters: everything is rediscovered from the files it owns
+(`<state>/ns-metadata-proxy/<id>.conf`, the pid file named in that config) and from /proc.
+So an agent that restarts *adopts* a healthy haproxy instead of restarting it, and any agent
+can call `ensure` as often as it likes (level-triggered, STYLE items 6-8):
+
+    ensure(spec, netns)   start | adopt | nothing | reload (config text changed) | restart (died)
+    stop(resource_id)     kill by pid (verified), remove config, pid file and admin socket
+    owned_ids()           ids with a config on disk, so a reconciler can stop what its plan lacks
+
+A pid is only ever signalled after /proc/<pid>/cmdline proves it is haproxy started with *our*
+config path, so a recycled pid is never killed. Reloads use haproxy's seamless reload
+(`-x <admin socket> -sf <old pid>`): the new process takes over the old listening sockets, so
+the listener never closes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import ipaddress
+import logging
+import os
+import re
+import signal
+import stat
+import tempfile
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from openimds.linux.process import CommandFailed, run
+from openimds.proxy.haproxy import ProxySpec, config_path, pidfile_path, render_haproxy_cfg
+
+__all__ = [
+    "HaproxySupervisor",
+    "Outcome",
+    "ProxyStartFailed",
+    "listening_sockets",
+    "parse_proc_net_tcp",
+]
+
+LOG = logging.getLogger(__name__)
+
+_TCP_LISTEN = "0A"
+_PIDFILE_LINE = re.compile(r"^\s*pidfile\s+(\S+)\s*$", re.MULTILINE)
+_STATS_LINE = re.compile(r"^\s*stats socket\s+(\S+)", re.MULTILINE)
+
+
+class Outcome(enum.Enum):
+    """What `ensure` did."""
+
+    STARTED = "started"  # nothing was running and nothing had run before
+    RESTARTED = "restarted"  # a pid file or tracked pid showed it had run, but it was dead
+    ADOPTED = "adopted"  # found running with the wanted config; first time this object saw it
+    UNCHANGED = "unchanged"  # running with the wanted config
+    RELOADED = "reloaded"  # running with another config; replaced without closing the listener
+
+
+class ProxyStartFailed(RuntimeError):
+    """haproxy did not come up listening in time (or rejected its config)."""
+
+
+@dataclass(frozen=True)
+class _Paths:
+    conf: str
+    pidfile: str
+    stats_socket: str | None
+
+
+class HaproxySupervisor:
+    """ensure/stop haproxy processes whose configs live under `state_path`."""
+
+    def __init__(
+        self,
+        state_path: str,
+        *,
+        haproxy: str = "haproxy",
+        ready_timeout: float = 10.0,
+        stop_timeout: float = 5.0,
+    ) -> None:
+        self.state_path = state_path
+        self.haproxy = haproxy
+        self.ready_timeout = ready_timeout
+        self.stop_timeout = stop_timeout
+        # Pids this object has seen running, only to tell ADOPTED from UNCHANGED and
+        # STARTED from RESTARTED in logs; correctness never depends on it.
+        self._seen: dict[str, int] = {}
+
+    # -- public verbs ------------------------------------------------------------------
+
+    def ensure(self, spec: ProxySpec, netns: str | None) -> Outcome:
+        """Make the proxy for `spec` run in `netns` (None = current namespace) with exactly
+        the rendered config, listening on every bind. Idempotent."""
+        rid = spec.resource_id
+        text = render_haproxy_cfg(spec)
+        conf = config_path(self.state_path, rid)
+        on_disk = _read(conf)
+        old_paths = self._paths(rid, on_disk)
+        pid = self._live_pid(conf, old_paths.pidfile, netns)
+
+        if pid is not None and on_disk == text:
+            outcome = Outcome.UNCHANGED if self._seen.get(rid) == pid else Outcome.ADOPTED
+            self._seen[rid] = pid
+            LOG.debug("proxy %s %s (pid %d)", rid, outcome.value, pid)
+            return outcome
+
+        self._install(conf, text)
+        if pid is not None:
+            reuse_fds = old_paths.stats_socket if _is_socket(old_paths.stats_socket) else None
+            if old_paths.pidfile != spec.pidfile:
+                # The new process writes the new pid file; drop the old one with the old owner.
+                _unlink(old_paths.pidfile)
+            try:
+                self._exec(conf, spec.pidfile, netns, reuse_fds=reuse_fds, replace_pid=pid)
+                new_pid = self._wait_ready(spec, conf, netns, not_pid=pid)
+            except ProxyStartFailed:
+                # The old process still runs its old config: put that config back so the
+                # next ensure() sees the difference and retries instead of reporting UNCHANGED.
+                if on_disk is not None:
+                    self._write(conf, on_disk)
+                raise
+            outcome = Outcome.RELOADED
+        else:
+            had_run = rid in self._seen or os.path.exists(old_paths.pidfile)
+            # A haproxy of ours that lost its pid file would otherwise keep serving the old
+            # config next to the new one (SO_REUSEPORT lets both bind): stop it first.
+            strays = _pids_with_config(conf)
+            if strays:
+                LOG.warning("proxy %s: stopping haproxy without pid file: %s", rid, strays)
+                self._terminate(strays, conf)
+            _unlink(spec.pidfile)
+            self._exec(conf, spec.pidfile, netns, reuse_fds=None, replace_pid=None)
+            new_pid = self._wait_ready(spec, conf, netns, not_pid=None)
+            outcome = Outcome.RESTARTED if had_run or strays else Outcome.STARTED
+        self._seen[rid] = new_pid
+        LOG.info("proxy %s %s (pid %d, netns %s)", rid, outcome.value, new_pid, netns or "-")
+        return outcome
+
+    def stop(self, resource_id: str) -> bool:
+        """Stop the proxy for `resource_id` and remove its files. True if a process was
+        stopped. Also stops old processes of a soft reload that are still draining."""
+        conf = config_path(self.state_path, resource_id)
+        paths = self._paths(resource_id, _read(conf))
+        pids = set(_pids_with_config(conf))
+        stopped = bool(pids)
+        if pids:
+            self._terminate(sorted(pids), conf)
+        for path in (conf, paths.pidfile, paths.stats_socket):
+            _unlink(path)
+        self._seen.pop(resource_id, None)
+        if stopped:
+            LOG.info("proxy %s stopped (pids %s)", resource_id, sorted(pids))
+        return stopped
+
+    def pid(self, resource_id: str, netns: str | None = None) -> int | None:
+        """The pid of the running proxy (from its pid file, verified), or None."""
+        conf = config_path(self.state_path, resource_id)
+        paths = self._paths(resource_id, _read(conf))
+        return self._live_pid(conf, paths.pidfile, netns)
+
+    def is_listening(self, spec: ProxySpec, netns: str | None = None) -> bool:
+        """True when the verified proxy process's namespace has a TCP listener on every bind."""
+        pid = self.pid(spec.resource_id, netns)
+        return pid is not None and _binds_listening(spec, pid)
+
+    def owned_ids(self) -> list[str]:
+        """Resource ids that have a proxy config on disk (running or not), sorted."""
+        folder = os.path.dirname(config_path(self.state_path, "x"))
+        try:
+            names = os.listdir(folder)
+        except FileNotFoundError:
+            return []
+        return sorted(n[: -len(".conf")] for n in names if n.endswith(".conf"))
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _paths(self, resource_id: str, conf_text: str | None) -> _Paths:
+        # The config on disk names the pid file and admin socket it was started with, so
+        # stop/reload find them even if the caller's defaults changed since.
+        pidfile = pidfile_path(self.state_path, resource_id)
+        stats = None
+        if conf_text:
+            if m := _PIDFILE_LINE.search(conf_text):
+                pidfile = m.group(1)
+            if m := _STATS_LINE.search(conf_text):
+                stats = m.group(1)
+        return _Paths(config_path(self.state_path, resource_id), pidfile, stats)
+
+    def _live_pid(self, conf: str, pidfile: str, netns: str | None) -> int | None:
+        pid = _read_pid(pidfile)
+        if pid is None or not _is_our_haproxy(pid, conf):
+            return None
+        if not _in_netns(pid, netns):
+            # The namespace was deleted and re-created: this haproxy serves a dead namespace.
+            LOG.warning("proxy pid %d for %s is not in netns %s", pid, conf, netns)
+            return None
+        return pid
+
+    def _install(self, conf: str, text: str) -> None:
+        """Write the config atomically, after haproxy itself accepted it, so a bad spec
+        (say an unknown user) never replaces a working config."""
+        self._write(conf, text, check=True)
+
+    def _write(self, conf: str, text: str, *, check: bool = False) -> None:
+        folder = os.path.dirname(conf)
+        os.makedirs(folder, mode=0o755, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".conf")
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(text)
+            os.chmod(tmp, 0o644)
+            if check:
+                try:
+                    run([self.haproxy, "-c", "-q", "-f", tmp])
+                except CommandFailed as exc:
+                    raise ProxyStartFailed(
+                        f"haproxy rejected the config for {conf}: {exc}"
+                    ) from exc
+            os.replace(tmp, conf)
+        finally:
+            _unlink(tmp)
+
+    def _exec(
+        self,
+        conf: str,
+        pidfile: str,
+        netns: str | None,
+        *,
+        reuse_fds: str | None,
+        replace_pid: int | None,
+    ) -> None:
+        # The config says `daemon`: haproxy binds, forks, writes the pid file and its parent
+        # exits, so `run` returns once the listener exists and the agent is free to restart.
+        argv = [self.haproxy, "-f", conf]
+        if reuse_fds:
+            argv += ["-x", reuse_fds]
+        if replace_pid is not None:
+            argv += ["-sf", str(replace_pid)]
+        os.makedirs(os.path.dirname(pidfile), mode=0o755, exist_ok=True)
+        try:
+            run(argv, netns=netns, env=_clean_env())
+        except CommandFailed as exc:
+            raise ProxyStartFailed(str(exc)) from exc
+
+    def _wait_ready(
+        self, spec: ProxySpec, conf: str, netns: str | None, *, not_pid: int | None
+    ) -> int:
+        deadline = time.monotonic() + self.ready_timeout
+        while True:
+            pid = self._live_pid(conf, spec.pidfile, netns)
+            if pid is not None and pid != not_pid and _binds_listening(spec, pid):
+                return pid
+            if time.monotonic() > deadline:
+                raise ProxyStartFailed(
+                    f"haproxy for {spec.kind} {spec.resource_id} is not listening on "
+                    f"{[f'{b.host}:{b.port}' for b in spec.binds]} after {self.ready_timeout}s "
+                    f"(pid file {spec.pidfile}); is the address configured in netns {netns}?"
+                )
+            time.sleep(0.02)
+
+    def _terminate(self, pids: Iterable[int], conf: str) -> None:
+        pids = list(pids)
+        for pid in pids:
+            _signal(pid, conf, signal.SIGTERM)
+        deadline = time.monotonic() + self.stop_timeout
+        while time.monotonic() < deadline:
+            if not any(_is_our_haproxy(p, conf) for p in pids):
+                return
+            time.sleep(0.02)
+        for pid in pids:
+            _signal(pid, conf, signal.SIGKILL)
+
+
+# -- /proc helpers (module level: no state) ----------------------------------------------
+
+
+def _signal(pid: int, conf: str, sig: signal.Signals) -> None:
+    # Re-verify right before signalling: the pid may have exited and been reused meanwhile.
+    if _is_our_haproxy(pid, conf):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
+def _is_our_haproxy(pid: int, conf: str) -> bool:
+    """pid is a live (non-zombie) haproxy whose argv has `-f <conf>`."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            argv = fh.read().decode(errors="replace").split("\0")
+        with open(f"/proc/{pid}/stat") as fh:
+            # State follows the parenthesised comm, which may itself contain spaces.
+            state = fh.read().rpartition(")")[2].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    if state in ("Z", "X") or not argv or "haproxy" not in os.path.basename(argv[0]):
+        return False
+    return any(a == "-f" and b == conf for a, b in zip(argv, argv[1:], strict=False))
+
+
+def _pids_with_config(conf: str) -> list[int]:
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit() and _is_our_haproxy(int(name), conf):
+            found.append(int(name))
+    return sorted(found)
+
+
+def _in_netns(pid: int, netns: str | None) -> bool:
+    want = f"/run/netns/{netns}" if netns else "/proc/self/ns/net"
+    try:
+        a, b = os.stat(f"/proc/{pid}/ns/net"), os.stat(want)
+    except FileNotFoundError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def parse_proc_net_tcp(text: str, *, ipv6: bool) -> set[tuple[str, int]]:
+    """Listening (address, port) pairs from /proc/net/tcp or /proc/net/tcp6 text."""
+    out: set[tuple[str, int]] = set()
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 4 or fields[3] != _TCP_LISTEN:
+            continue
+        hexaddr, hexport = fields[1].split(":")
+        raw = bytes.fromhex(hexaddr)
+        # The kernel prints each 32-bit word in host (little-endian) order.
+        packed = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+        addr = ipaddress.IPv6Address(packed) if ipv6 else ipaddress.IPv4Address(packed)
+        out.add((str(addr), int(hexport, 16)))
+    return out
+
+
+def listening_sockets(pid: int) -> set[tuple[str, int]]:
+    """TCP listeners in the network namespace of `pid` (both families)."""
+    out: set[tuple[str, int]] = set()
+    for name, v6 in (("tcp", False), ("tcp6", True)):
+        text = _read(f"/proc/{pid}/net/{name}")
+        if text:
+            out |= parse_proc_net_tcp(text, ipv6=v6)
+    return out
+
+
+def _binds_listening(spec: ProxySpec, pid: int) -> bool:
+    have = listening_sockets(pid)
+    return all((b.host, b.port) in have for b in spec.binds)
+
+
+def _clean_env() -> dict[str, str]:
+    # haproxy needs nothing from the agent's environment; keep proxies variables out of it.
+    return {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")}
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as fh:
+            return fh.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def _read_pid(path: str) -> int | None:
+    text = _read(path)
+    if not text:
+        return None
+    first = text.split()[0] if text.split() else ""
+    return int(first) if first.isdigit() else None
+
+
+def _is_socket(path: str | None) -> bool:
+    try:
+        return path is not None and stat.S_ISSOCK(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def _unlink(path: str | None) -> None:
+    if path:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
