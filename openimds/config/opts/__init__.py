@@ -1,0 +1,5 @@
+"""Option definitions, one module per concern.
+
+Each option object is defined exactly once here and registered into every service that reads
+it (see ``openimds.config.services``), so a shared option cannot drift between services.
+"""

@@ -1,0 +1,72 @@
+"""The metadata agent (metadata_agent.ini) and the credentials every agent uses.
+
+The REST-era Keystone options (auth_url, admin_user, ...) were removed from Neutron in
+Mitaka, but openimds agents do authenticate to the control-plane API with them, so they are
+current options here, without a deprecation warning.
+"""
+
+from __future__ import annotations
+
+from oslo_config import cfg, types
+
+nova_metadata_host = cfg.HostAddressOpt(
+    "nova_metadata_host",
+    default="127.0.0.1",
+    deprecated_name="nova_metadata_ip",
+    help="Host of the metadata API.",
+)
+nova_metadata_port = cfg.PortOpt("nova_metadata_port", default=8775,
+                                 help="Port of the metadata API.")
+nova_metadata_protocol = cfg.StrOpt(
+    "nova_metadata_protocol", default="http", choices=["http", "https"],
+    help="Scheme used to reach the metadata API.",
+)
+nova_metadata_insecure = cfg.BoolOpt(
+    "nova_metadata_insecure", default=False, help="Skip TLS verification of the metadata API."
+)
+nova_metadata_urls = cfg.ListOpt(
+    "nova_metadata_urls",
+    item_type=types.URI(schemes=["http", "https"]),
+    default=[],
+    help="openimds: metadata API base URLs tried in order (failover); when set it replaces "
+    "nova_metadata_host/port/protocol.",
+)
+auth_ca_cert = cfg.StrOpt("auth_ca_cert", help="CA file to verify the metadata API (and auth_url).")
+nova_client_cert = cfg.StrOpt("nova_client_cert", default="",
+                              help="Client certificate for the metadata API.")
+nova_client_priv_key = cfg.StrOpt("nova_client_priv_key", default="",
+                                  help="Private key of nova_client_cert.")
+metadata_proxy_shared_secret_agent = cfg.StrOpt(
+    "metadata_proxy_shared_secret",
+    default="",
+    secret=True,
+    help="HMAC key; must equal the metadata API's [neutron] metadata_proxy_shared_secret.",
+)
+metadata_backlog = cfg.IntOpt("metadata_backlog", default=4096, min=1,
+                              help="Listen backlog of the agent's unix socket.")
+
+METADATA_AGENT_OPTS: list[cfg.Opt] = [
+    nova_metadata_host, nova_metadata_port, nova_metadata_protocol, nova_metadata_insecure,
+    nova_metadata_urls, auth_ca_cert, nova_client_cert, nova_client_priv_key,
+    metadata_proxy_shared_secret_agent, metadata_backlog,
+]
+
+# How every agent authenticates to the control-plane API.
+AUTH_OPTS: list[cfg.Opt] = [
+    cfg.URIOpt("auth_url", schemes=["http", "https"],
+               help="Identity endpoint of the control-plane API (/v2.0 or /v3 form)."),
+    cfg.StrOpt("auth_region", help="Region to pick from the service catalog."),
+    cfg.StrOpt("admin_tenant_name", help="Project the agent's token is scoped to."),
+    cfg.StrOpt("admin_user", help="The agent's user."),
+    cfg.StrOpt("admin_password", secret=True, help="The agent's password."),
+    cfg.BoolOpt("auth_insecure", default=False, help="Skip TLS verification of auth_url."),
+    cfg.StrOpt("endpoint_type", default="adminURL",
+               choices=["adminURL", "internalURL", "publicURL"],
+               help="Which catalog endpoint of the control-plane API to use."),
+]
+
+AGENT_STATE_OPTS: list[cfg.Opt] = [
+    cfg.FloatOpt("report_interval", default=30, min=0,
+                 help="Seconds between agent state reports (0 = off)."),
+    cfg.BoolOpt("log_agent_heartbeats", default=False, help="Log every state report."),
+]

@@ -1,0 +1,14 @@
+"""The L3 agent (l3_agent.ini): the proxy and REDIRECT rule in router namespaces."""
+
+from __future__ import annotations
+
+from oslo_config import cfg
+
+DEFAULT_OPTS: list[cfg.Opt] = [
+    cfg.BoolOpt("enable_metadata_proxy", default=True,
+                help="Run the proxy in every router namespace and install the REDIRECT rule."),
+    cfg.StrOpt("metadata_access_mark", default="0x1",
+               help="iptables mark for metadata traffic (masked with 0xffff)."),
+    cfg.StrOpt("external_ingress_mark", default="0x2",
+               help="iptables mark for traffic from the external network."),
+]

@@ -1,0 +1,125 @@
+"""The metadata API (nova.conf): listener, identification mode, caching, vendor data.
+
+Upstream names and groups are kept. Old `[DEFAULT]` spellings that nova once accepted stay
+accepted as deprecated aliases, because operators bring nova.conf files written for them
+(the seed's nova.conf uses `service_neutron_metadata_proxy` and
+`neutron_metadata_proxy_shared_secret`).
+"""
+
+from __future__ import annotations
+
+from oslo_config import cfg, types
+
+enabled_apis = cfg.ListOpt(
+    "enabled_apis",
+    item_type=types.String(choices=["osapi_compute", "metadata"]),
+    default=["osapi_compute", "metadata"],
+    help="API servers a nova.conf-driven process runs: osapi_compute = the compute part of "
+    "the control-plane API, metadata = the metadata API.",
+)
+metadata_listen = cfg.HostAddressOpt(
+    "metadata_listen", default="0.0.0.0", help="Address the metadata API listens on."
+)
+metadata_listen_port = cfg.PortOpt(
+    "metadata_listen_port", default=8775, help="Port of the metadata API."
+)
+# One option for both the API and the agent (same name, same section in an all-in-one
+# file); each service picks its own default when unset, as nova and neutron do.
+metadata_workers = cfg.IntOpt(
+    "metadata_workers",
+    min=0,
+    help="Workers of the metadata API / metadata agent; unset = the CPU count for the API, "
+    "half of it for the agent.",
+)
+metrics_listen = cfg.HostAddressOpt(
+    "metrics_listen", default="127.0.0.1", help="Address of the Prometheus /metrics listener."
+)
+metrics_listen_port = cfg.PortOpt(
+    "metrics_listen_port", default=9779, help="Port of the Prometheus /metrics listener."
+)
+
+DEFAULT_OPTS: list[cfg.Opt] = [
+    enabled_apis, metadata_listen, metadata_listen_port, metadata_workers,
+    metrics_listen, metrics_listen_port,
+]
+
+# openimds defaults to proxy mode (nova's default is false): the agent in front of the API
+# is the normal deployment, and direct mode on a multi-tenant network would mis-identify
+# callers whose addresses overlap.
+service_metadata_proxy = cfg.BoolOpt(
+    "service_metadata_proxy",
+    default=True,
+    deprecated_opts=[
+        cfg.DeprecatedOpt("service_neutron_metadata_proxy", group="DEFAULT"),
+        cfg.DeprecatedOpt("service_quantum_metadata_proxy", group="DEFAULT"),
+    ],
+    help="Trust signed X-Instance-ID headers from the metadata agent (proxy mode); false = "
+    "identify the caller by its address (direct mode).",
+)
+metadata_proxy_shared_secret_api = cfg.StrOpt(
+    "metadata_proxy_shared_secret",
+    default="",
+    secret=True,
+    deprecated_opts=[
+        cfg.DeprecatedOpt("neutron_metadata_proxy_shared_secret", group="DEFAULT"),
+        cfg.DeprecatedOpt("quantum_metadata_proxy_shared_secret", group="DEFAULT"),
+    ],
+    help="HMAC key; must equal the metadata agent's metadata_proxy_shared_secret.",
+)
+NEUTRON_OPTS: list[cfg.Opt] = [service_metadata_proxy, metadata_proxy_shared_secret_api]
+
+metadata_cache_expiration = cfg.IntOpt(
+    "metadata_cache_expiration",
+    default=15,
+    min=0,
+    deprecated_group="DEFAULT",
+    help="Seconds a rendered document may be reused. openimds also drops it as soon as the "
+    "change feed reports a change to the instance.",
+)
+dhcp_domain = cfg.StrOpt(
+    "dhcp_domain", default="novalocal", help="Domain appended to hostnames in the metadata."
+)
+vendordata_providers = cfg.ListOpt(
+    "vendordata_providers",
+    item_type=types.String(choices=["StaticJSON", "DynamicJSON"]),
+    default=["StaticJSON"],
+    deprecated_group="DEFAULT",
+    help="Vendor data sources, in order.",
+)
+vendordata_jsonfile_path = cfg.StrOpt(
+    "vendordata_jsonfile_path", deprecated_group="DEFAULT",
+    help="JSON file served as StaticJSON vendor data; unset = {}.",
+)
+vendordata_dynamic_targets = cfg.ListOpt(
+    "vendordata_dynamic_targets", default=[], deprecated_group="DEFAULT",
+    help="DynamicJSON targets as name@url.",
+)
+vendordata_dynamic_connect_timeout = cfg.IntOpt(
+    "vendordata_dynamic_connect_timeout", default=5, min=3, deprecated_group="DEFAULT",
+    help="Connect timeout for DynamicJSON targets, in seconds.",
+)
+vendordata_dynamic_read_timeout = cfg.IntOpt(
+    "vendordata_dynamic_read_timeout", default=5, min=0, deprecated_group="DEFAULT",
+    help="Read timeout for DynamicJSON targets, in seconds.",
+)
+vendordata_dynamic_ssl_certfile = cfg.StrOpt(
+    "vendordata_dynamic_ssl_certfile", default="", deprecated_group="DEFAULT",
+    help="CA bundle for https DynamicJSON targets.",
+)
+vendordata_dynamic_failure_fatal = cfg.BoolOpt(
+    "vendordata_dynamic_failure_fatal", default=False, deprecated_group="DEFAULT",
+    help="A failing DynamicJSON target makes the request fail (500) instead of giving {}.",
+)
+trusted_proxies = cfg.ListOpt(
+    "trusted_proxies",
+    item_type=types.IPAddress(),
+    default=[],
+    help="openimds: addresses whose X-Forwarded-For is honoured in direct mode (replaces "
+    "nova's removed use_forwarded_for, limited to known peers).",
+)
+API_OPTS: list[cfg.Opt] = [
+    metadata_cache_expiration, dhcp_domain, vendordata_providers, vendordata_jsonfile_path,
+    vendordata_dynamic_targets, vendordata_dynamic_connect_timeout,
+    vendordata_dynamic_read_timeout, vendordata_dynamic_ssl_certfile,
+    vendordata_dynamic_failure_fatal, trusted_proxies,
+]

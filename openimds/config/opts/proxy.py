@@ -1,0 +1,65 @@
+"""Options of the namespace proxies, shared by every agent that writes or runs one.
+
+The metadata agent, the DHCP and L3 agents and `ns-metadata-proxy` all read the same
+`metadata_proxy_socket`/user/group, as in Neutron, so they are defined here once.
+"""
+
+from __future__ import annotations
+
+from oslo_config import cfg, types
+
+metadata_proxy_socket = cfg.StrOpt(
+    "metadata_proxy_socket",
+    default="$state_path/metadata_proxy",
+    help="Unix socket between the namespace proxies and the metadata agent.",
+)
+metadata_proxy_user = cfg.StrOpt(
+    "metadata_proxy_user", default="",
+    help="User (name or uid) the proxies run as; empty = the agent's effective user.",
+)
+metadata_proxy_group = cfg.StrOpt(
+    "metadata_proxy_group", default="",
+    help="Group (name or gid) the proxies run as; empty = the agent's effective group.",
+)
+metadata_proxy_socket_mode = cfg.StrOpt(
+    "metadata_proxy_socket_mode",
+    default="deduce",
+    choices=["user", "group", "all", "deduce"],
+    help="Socket mode: user=0644, group=0664, all=0666, deduce = from the proxy user/group.",
+)
+SOCKET_OPTS: list[cfg.Opt] = [
+    metadata_proxy_socket, metadata_proxy_user, metadata_proxy_group,
+    metadata_proxy_socket_mode,
+]
+
+metadata_port = cfg.PortOpt(
+    "metadata_port", default=9697,
+    help="Port the proxy listens on in a router namespace (the REDIRECT target).",
+)
+pid_file = cfg.StrOpt("pid_file", help="ns-metadata-proxy: pid file of this proxy.")
+router_id = cfg.StrOpt("router_id", help="ns-metadata-proxy: the router it serves.")
+network_id = cfg.StrOpt("network_id", help="ns-metadata-proxy: the network it serves.")
+NS_PROXY_OPTS: list[cfg.Opt] = [pid_file, router_id, network_id]
+
+HAPROXY_OPTS: list[cfg.Opt] = [
+    cfg.IntOpt("timeout_connect", default=30, min=1, help="haproxy timeout connect (s)."),
+    cfg.IntOpt("timeout_client", default=32, min=1, help="haproxy timeout client (s)."),
+    cfg.IntOpt("timeout_server", default=32, min=1, help="haproxy timeout server (s)."),
+    cfg.IntOpt("timeout_http_request", default=30, min=1,
+               help="haproxy timeout http-request (s)."),
+    cfg.IntOpt("timeout_http_keep_alive", default=30, min=1,
+               help="haproxy timeout http-keep-alive (s)."),
+]
+
+RATE_LIMIT_OPTS: list[cfg.Opt] = [
+    cfg.BoolOpt("rate_limit_enabled", default=False,
+                help="Rate-limit metadata requests per source address in the proxy."),
+    cfg.ListOpt("ip_versions", item_type=types.Integer(choices=[4, 6]), default=[4],
+                help="The one IP version rate limiting applies to (4 or 6)."),
+    cfg.IntOpt("base_window_duration", default=10, min=1, help="Base window (s)."),
+    cfg.IntOpt("base_query_rate_limit", default=10, min=1,
+               help="Requests allowed per base window."),
+    cfg.IntOpt("burst_window_duration", default=10, min=1, help="Burst window (s)."),
+    cfg.IntOpt("burst_query_rate_limit", default=10, min=1,
+               help="Requests allowed per burst window."),
+]

@@ -1,0 +1,77 @@
+"""Which options each service reads: service name -> (section, options) pairs.
+
+"all-in-one" is the union, for one process (or one check) that runs every part.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from oslo_config import cfg
+
+from openimds.config.opts import agent, common, control_api, dhcp, l3, metadata_api, proxy
+
+Registration = tuple[str, Sequence[cfg.Opt]]  # (section, options); "DEFAULT" for the top
+
+_COMMON: list[Registration] = [("DEFAULT", common.DEFAULT_OPTS),
+                               ("database", common.DATABASE_OPTS)]
+_PROXY_WRITER: list[Registration] = [
+    ("DEFAULT", proxy.SOCKET_OPTS),
+    ("metadata_haproxy", proxy.HAPROXY_OPTS),
+    ("metadata_rate_limiting", proxy.RATE_LIMIT_OPTS),
+]
+_AGENT: list[Registration] = [("DEFAULT", agent.AUTH_OPTS), ("AGENT", agent.AGENT_STATE_OPTS)]
+
+_BY_SERVICE: dict[str, list[Registration]] = {
+    "control-api": [*_COMMON, ("DEFAULT", control_api.DEFAULT_OPTS)],
+    "metadata-api": [
+        *_COMMON,
+        ("DEFAULT", metadata_api.DEFAULT_OPTS),
+        ("neutron", metadata_api.NEUTRON_OPTS),
+        ("api", metadata_api.API_OPTS),
+    ],
+    "metadata-agent": [
+        *_COMMON,
+        *_AGENT,
+        ("DEFAULT", agent.METADATA_AGENT_OPTS),
+        ("DEFAULT", [metadata_api.metadata_workers]),
+        ("DEFAULT", proxy.SOCKET_OPTS),
+        ("metadata_haproxy", proxy.HAPROXY_OPTS),
+    ],
+    "dhcp-agent": [*_COMMON, *_AGENT, *_PROXY_WRITER, ("DEFAULT", dhcp.DEFAULT_OPTS)],
+    "l3-agent": [
+        *_COMMON, *_AGENT, *_PROXY_WRITER,
+        ("DEFAULT", l3.DEFAULT_OPTS), ("DEFAULT", [proxy.metadata_port]),
+    ],
+    "ns-metadata-proxy": [
+        *_COMMON, *_PROXY_WRITER,
+        ("DEFAULT", [proxy.metadata_port]), ("DEFAULT", proxy.NS_PROXY_OPTS),
+    ],
+}
+
+
+def _union() -> list[Registration]:
+    seen: set[tuple[str, int]] = set()
+    out: list[Registration] = []
+    for regs in _BY_SERVICE.values():
+        for section, opts in regs:
+            fresh = [o for o in opts if (section, id(o)) not in seen]
+            seen.update((section, id(o)) for o in fresh)
+            if fresh:
+                out.append((section, fresh))
+    return out
+
+
+_BY_SERVICE["all-in-one"] = _union()
+
+SERVICES: tuple[str, ...] = tuple(_BY_SERVICE)
+
+
+def registrations(service: str) -> list[Registration]:
+    """The (section, options) pairs of `service`; ValueError names the known services."""
+    try:
+        return _BY_SERVICE[service]
+    except KeyError:
+        raise ValueError(
+            f"unknown service {service!r}; known: {', '.join(SERVICES)}"
+        ) from None
