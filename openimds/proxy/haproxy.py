@@ -64,9 +64,9 @@ IDENTITY_HEADER_PREFIXES: tuple[str, ...] = ("X-Metadata-Provider",)
 # sun_path is 108 bytes including the NUL.
 _MAX_UNIX_PATH = 107
 # Values end up as bare haproxy config tokens: refuse anything that could end a token,
-# start a comment or inject a new line.
-_SAFE_TOKEN = re.compile(r"^[A-Za-z0-9._:@/+=-]+$")
-_SAFE_ID = re.compile(r"^[A-Za-z0-9._-]+$")
+# start a comment or inject a new line. Always fullmatch: `$` would accept a trailing newline.
+_SAFE_TOKEN = re.compile(r"[A-Za-z0-9._:@/+=-]+")
+_SAFE_ID = re.compile(r"[A-Za-z0-9._-]+")
 
 
 class InvalidProxySpec(ValueError):
@@ -323,7 +323,7 @@ def _user_line(name_kw: str, id_kw: str, value: str) -> str:
 def _validate(spec: ProxySpec) -> None:
     if spec.kind not in ("network", "router"):
         raise InvalidProxySpec(f"kind must be 'network' or 'router', not {spec.kind!r}")
-    if not _SAFE_ID.match(spec.resource_id):
+    if not _SAFE_ID.fullmatch(spec.resource_id):
         raise InvalidProxySpec(
             f"resource_id {spec.resource_id!r} must be a UUID-like token (letters, digits, . _ -)"
         )
@@ -338,13 +338,13 @@ def _validate(spec: ProxySpec) -> None:
             raise InvalidProxySpec(f"bind port {b.port} is outside 1..65535")
         if addr.version == 6 and addr.is_link_local and not b.interface:
             raise InvalidProxySpec(f"link-local bind {b.host} needs an interface name")
-        if b.interface is not None and not _SAFE_ID.match(b.interface):
+        if b.interface is not None and not _SAFE_ID.fullmatch(b.interface):
             raise InvalidProxySpec(f"interface {b.interface!r} is not a valid interface name")
         if b.v6only and addr.version != 6:
             raise InvalidProxySpec(f"v6only makes no sense on IPv4 bind {b.host}")
     for name in ("socket_path", "pidfile"):
         value = getattr(spec, name)
-        if not os.path.isabs(value) or not _SAFE_TOKEN.match(value):
+        if not os.path.isabs(value) or not _SAFE_TOKEN.fullmatch(value):
             raise InvalidProxySpec(f"{name} {value!r} must be an absolute path without spaces")
     if len(spec.socket_path.encode()) > _MAX_UNIX_PATH:
         raise InvalidProxySpec(
@@ -353,15 +353,15 @@ def _validate(spec: ProxySpec) -> None:
         )
     if spec.stats_socket is not None and (
         not os.path.isabs(spec.stats_socket)
-        or not _SAFE_TOKEN.match(spec.stats_socket)
+        or not _SAFE_TOKEN.fullmatch(spec.stats_socket)
         or len(spec.stats_socket.encode()) > _MAX_UNIX_PATH
     ):
         raise InvalidProxySpec(f"stats_socket {spec.stats_socket!r} is not a usable socket path")
     for name in ("user", "group"):
         value = getattr(spec, name)
-        if value is not None and not _SAFE_ID.match(value):
+        if value is not None and not _SAFE_ID.fullmatch(value):
             raise InvalidProxySpec(f"{name} {value!r} must be a user/group name or numeric id")
-    if spec.log_target is not None and not _SAFE_TOKEN.match(spec.log_target):
+    if spec.log_target is not None and not _SAFE_TOKEN.fullmatch(spec.log_target):
         raise InvalidProxySpec(f"log_target {spec.log_target!r} must be one token")
     if spec.maxconn < 1:
         raise InvalidProxySpec("maxconn must be at least 1")

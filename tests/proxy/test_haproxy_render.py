@@ -1,0 +1,226 @@
+"""Pure tests of the haproxy config renderer: values in, text out, no processes."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from openimds.proxy.haproxy import (
+    Bind,
+    InvalidProxySpec,
+    ProxySpec,
+    RateLimit,
+    Timeouts,
+    config_path,
+    pidfile_path,
+    proxy_spec_for_network,
+    proxy_spec_for_router,
+    render_haproxy_cfg,
+    stats_socket_path,
+)
+
+NET = "6e2b1c2a-6d1b-4b7e-9a8e-2b7f3c1d0a11"
+RTR = "8a4b1e2c-0000-4000-8000-000000000001"
+STATE = "/var/lib/neutron"
+SOCK = "/var/lib/neutron/metadata_proxy"
+
+
+def lines(text: str) -> list[str]:
+    return [ln.strip() for ln in text.splitlines()]
+
+
+def listener(text: str) -> list[str]:
+    ls = lines(text)
+    return ls[ls.index("listen listener") + 1 :]
+
+
+def net_spec(**kw: object) -> ProxySpec:
+    return proxy_spec_for_network(NET, state_path=STATE, socket_path=SOCK, **kw)  # type: ignore[arg-type]
+
+
+def rtr_spec(**kw: object) -> ProxySpec:
+    return proxy_spec_for_router(RTR, state_path=STATE, socket_path=SOCK, **kw)  # type: ignore[arg-type]
+
+
+def test_paths_follow_neutron_layout() -> None:
+    assert config_path(STATE, NET) == f"{STATE}/ns-metadata-proxy/{NET}.conf"
+    assert pidfile_path(STATE, NET) == f"{STATE}/external/pids/{NET}.pid.haproxy"
+    assert stats_socket_path(STATE, NET) == f"{STATE}/ns-metadata-proxy/{NET}.sock"
+    # Too long for sockaddr_un: no admin socket rather than a haproxy that cannot start.
+    assert stats_socket_path("/" + "x" * 100, NET) is None
+
+
+@pytest.mark.parametrize("spec", [net_spec(), rtr_spec()], ids=["network", "router"])
+def test_every_identity_header_deleted_before_set(spec: ProxySpec) -> None:
+    body = listener(render_haproxy_cfg(spec))
+    deleted = [ln for ln in body if ln.startswith("http-request del-header")]
+    assert deleted == [
+        "http-request del-header X-Forwarded-For",
+        "http-request del-header X-Instance-ID",
+        "http-request del-header X-Instance-ID-Signature",
+        "http-request del-header X-Tenant-ID",
+        "http-request del-header X-Neutron-Network-ID",
+        "http-request del-header X-Neutron-Router-ID",
+        "http-request del-header X-OVN-Network-ID",
+        "http-request del-header X-Metadata-Provider -m beg",
+    ]
+    set_lines = [ln for ln in body if ln.startswith("http-request set-header")]
+    assert len(set_lines) == 1
+    # set-header comes after every deletion, or the deletion would remove our own header.
+    assert body.index(set_lines[0]) > max(body.index(d) for d in deleted)
+    assert not [ln for ln in body if "add-header" in ln]
+
+
+def test_network_sets_network_id_and_binds_metadata_address() -> None:
+    body = listener(render_haproxy_cfg(net_spec()))
+    assert f"http-request set-header X-Neutron-Network-ID {NET}" in body
+    assert [ln for ln in body if ln.startswith("bind")] == ["bind 169.254.169.254:80"]
+    assert f"server metadata {SOCK}" in body
+
+
+def test_network_ipv6_listener_is_bracketed_with_interface() -> None:
+    body = listener(render_haproxy_cfg(net_spec(ipv6_interface="tap0123abcd-ef")))
+    assert [ln for ln in body if ln.startswith("bind")] == [
+        "bind 169.254.169.254:80",
+        "bind [fe80::a9fe:a9fe]:80 interface tap0123abcd-ef",
+    ]
+
+
+def test_router_sets_router_id_and_binds_wildcard_metadata_port() -> None:
+    body = listener(render_haproxy_cfg(rtr_spec()))
+    assert f"http-request set-header X-Neutron-Router-ID {RTR}" in body
+    assert [ln for ln in body if ln.startswith("bind")] == ["bind 0.0.0.0:9697"]
+    body6 = listener(render_haproxy_cfg(rtr_spec(ipv6=True, port=9698)))
+    assert [ln for ln in body6 if ln.startswith("bind")] == [
+        "bind 0.0.0.0:9698",
+        "bind [::]:9698 v6only",
+    ]
+
+
+def test_global_and_defaults() -> None:
+    ls = lines(render_haproxy_cfg(net_spec(user="neutron", group="996", debug=True)))
+    g = ls[ls.index("global") + 1 : ls.index("defaults")]
+    assert "nbthread    1" in g
+    assert "maxconn     1024" in g
+    assert "user        neutron" in g
+    assert "gid         996" in g  # numeric ids from the seed's command line
+    assert f"pidfile     {STATE}/external/pids/{NET}.pid.haproxy" in g
+    assert "daemon" in g
+    assert "log         /dev/log local0 debug" in g
+    assert f"log-tag     haproxy-metadata-proxy-{NET}" in g
+    assert (
+        f"stats socket {STATE}/ns-metadata-proxy/{NET}.sock mode 600 level admin "
+        "expose-fd listeners" in g
+    )
+    d = ls[ls.index("defaults") + 1 : ls.index("listen listener")]
+    for want in (
+        "mode http",
+        "option forwardfor",
+        "option http-server-close",
+        "timeout http-request    30s",
+        "timeout connect         30s",
+        "timeout client          32s",
+        "timeout server          32s",
+        "timeout http-keep-alive 30s",
+    ):
+        assert want in d
+
+
+def test_no_user_no_log_when_not_asked() -> None:
+    text = render_haproxy_cfg(net_spec(log_target=None))
+    assert "user" not in text and "uid" not in text and "group" not in text
+    assert "log" not in text.replace("log-tag", "")  # no log lines at all
+
+
+def test_custom_timeouts() -> None:
+    spec = net_spec(
+        timeouts=Timeouts(connect=1, client=2, server=60, http_request=4, http_keep_alive=5)
+    )
+    ls = lines(render_haproxy_cfg(spec))
+    for want in (
+        "timeout connect         1s",
+        "timeout client          2s",
+        "timeout server          60s",
+        "timeout http-request    4s",
+        "timeout http-keep-alive 5s",
+    ):
+        assert want in ls
+
+
+def test_rate_limit_variant() -> None:
+    spec = rtr_spec(
+        rate_limit=RateLimit(
+            ip_version=6, base_window=20, base_limit=5, burst_window=2, burst_limit=3
+        )
+    )
+    ls = lines(render_haproxy_cfg(spec))
+    assert "backend base_rate_limiter" in ls
+    assert "stick-table type ipv6 size 10k expire 20s store http_req_rate(20s)" in ls
+    assert "stick-table type ipv6 size 10k expire 20s store http_req_rate(2s)" in ls
+    body = listener("\n".join(ls))
+    assert body[1:5] == [
+        "http-request track-sc0 src table base_rate_limiter",
+        "http-request track-sc1 src table burst_rate_limiter",
+        "http-request deny deny_status 429 if { src_http_req_rate(base_rate_limiter) gt 5 }",
+        "http-request deny deny_status 429 if { src_http_req_rate(burst_rate_limiter) gt 3 }",
+    ]
+    assert "rate_limiter" not in render_haproxy_cfg(rtr_spec())
+
+
+def test_output_is_byte_stable() -> None:
+    a = render_haproxy_cfg(net_spec(ipv6_interface="tapx", rate_limit=RateLimit()))
+    b = render_haproxy_cfg(net_spec(ipv6_interface="tapx", rate_limit=RateLimit()))
+    assert a == b
+    assert a.endswith("\n") and "\t" not in a
+    assert render_haproxy_cfg(net_spec()) != render_haproxy_cfg(
+        net_spec(timeouts=Timeouts(server=33))
+    )
+
+
+@pytest.mark.parametrize(
+    "change, fragment",
+    [
+        ({"resource_id": "x\n    server evil /tmp/s"}, "resource_id"),
+        ({"resource_id": ""}, "resource_id"),
+        ({"socket_path": "relative/sock"}, "socket_path"),
+        ({"socket_path": "/tmp/with space"}, "socket_path"),
+        ({"socket_path": "/" + "s" * 120}, "socket_path"),
+        ({"pidfile": "/tmp/p\nuser root"}, "pidfile"),
+        ({"user": "root\n"}, "user"),
+        ({"binds": ()}, "binds"),
+        ({"binds": (Bind("fe80::a9fe:a9fe", 80),)}, "interface"),
+        ({"binds": (Bind("not-an-ip", 80),)}, "not an IP"),
+        ({"binds": (Bind("0.0.0.0", 0),)}, "port"),
+        ({"binds": (Bind("0.0.0.0", 80, v6only=True),)}, "v6only"),
+        ({"rate_limit": RateLimit(ip_version=46)}, "exactly 4 or 6"),
+        ({"kind": "subnet"}, "kind"),
+    ],
+)
+def test_unsafe_or_impossible_values_are_refused(change: dict[str, object], fragment: str) -> None:
+    base = {
+        "kind": "network",
+        "resource_id": NET,
+        "binds": (Bind("169.254.169.254", 80),),
+        "socket_path": SOCK,
+        "pidfile": "/tmp/p.pid",
+    }
+    base.update(change)
+    with pytest.raises(InvalidProxySpec, match=fragment):
+        ProxySpec(**base)  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy not installed")
+def test_rendered_configs_pass_haproxy_check(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The installed haproxy (2.6 on Debian 12) accepts every variant, incl. `-m beg`."""
+    for i, spec in enumerate(
+        [
+            net_spec(ipv6_interface="lo", rate_limit=RateLimit(), user="0", group="0"),
+            rtr_spec(ipv6=True, rate_limit=RateLimit(ip_version=6), log_target=None),
+        ]
+    ):
+        cfg = tmp_path / f"{i}.cfg"
+        cfg.write_text(render_haproxy_cfg(spec))
+        proc = subprocess.run(["haproxy", "-c", "-f", str(cfg)], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
