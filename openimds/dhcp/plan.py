@@ -1,0 +1,467 @@
+"""What one network needs in its DHCP namespace: a pure function of the inventory and `now`.
+
+`desired_dhcp_state(network, opts, now)` returns a `DhcpPlan` (or None: nothing should exist).
+The applier compares the plan with what `openimds.linux.observe` reads and makes the difference;
+no decision here ever looks at the kernel, so a restart or a missed event converges to the same
+result (the field bug of spec neutron-metadata.md section 3.7 cannot happen).
+
+Rules follow spec neutron-metadata.md sections 3.1-3.4 and 3.6 (HEAD behaviour), with the
+file shapes of the seeds (spec/seed-configs.md): per-subnet tags `tag<index>` and, in each
+subnet's opts block, the route lines, the router line, then the DNS line.
+
+One deliberate change from upstream: the metadata address and the proxy are tied together and
+follow the metadata decision, instead of the address being added whenever an option is on.
+When a subnet stops being isolated (a router port takes its gateway IP), its opts at once route
+169.254.169.254 via the gateway, but address and proxy keep being planned for
+`dhcp_lease_duration` seconds after that router port's `created_at`, because guests keep the
+route they were leased until they renew. The window is computed from inventory timestamps and
+`now` only, so a restart changes nothing; `DhcpPlan.next_change_at` says when the plan changes
+by time alone so the agent can schedule a re-reconcile.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from openimds.dhcp.model import (
+    DEVICE_OWNER_DHCP,
+    DEVICE_OWNER_DISTRIBUTED,
+    ROUTER_INTERFACE_OWNERS,
+    NetworkInfo,
+    PortInfo,
+    SubnetInfo,
+)
+
+__all__ = [
+    "METADATA_V4",
+    "METADATA_V6",
+    "DhcpOptions",
+    "DhcpPlan",
+    "DnsmasqArgs",
+    "desired_dhcp_state",
+    "dhcp_device_id",
+    "isolated_subnets",
+    "render_addn_hosts",
+    "render_host_file",
+    "render_opts",
+    "tap_name",
+]
+
+METADATA_IP = "169.254.169.254"
+METADATA_V4 = "169.254.169.254/32"
+METADATA_V6 = "fe80::a9fe:a9fe/128"
+METADATA_NETWORK = ipaddress.ip_network("169.254.0.0/16")
+
+# Ports that never get a DHCP host entry (spec 3.5, Wallaby+).
+IGNORED_OWNERS = frozenset(
+    {
+        "network:router_ha_interface",
+        "network:floatingip",
+        DEVICE_OWNER_DHCP,
+        DEVICE_OWNER_DISTRIBUTED,
+    }
+)
+SLAAC = "slaac"
+DHCPV6_STATELESS = "dhcpv6-stateless"
+
+
+@dataclass(frozen=True)
+class DhcpOptions:
+    """The dhcp_agent.ini / neutron.conf options the plan depends on (plain values)."""
+
+    enable_isolated_metadata: bool = False
+    force_metadata: bool = False
+    enable_metadata_network: bool = False
+    dhcp_lease_duration: int = 86400  # seconds; -1 = infinite
+    dns_domain: str = "openstacklocal"
+    dhcp_confs: str = "/var/lib/openimds/dhcp"
+    dnsmasq_lease_max: int = 2**24
+    dnsmasq_config_file: str = ""  # "" -> /dev/null, so no system dnsmasq.conf is read
+    dnsmasq_dns_servers: tuple[str, ...] = ()
+    # True (the seeds' shape): dnsmasq answers DNS for the addn_hosts names on the tap.
+    # False adds --port=0, which turns DNS off entirely.
+    serve_dns: bool = True
+    ipv6_enabled: bool = True  # does the host have IPv6 (gates fe80::a9fe:a9fe)
+    # Which network:dhcp port is ours (Neutron: dhcp_device_id(host, network)). None = the
+    # oldest DHCP port of the network, for single-agent deployments.
+    dhcp_port_device_id: str | None = None
+
+
+@dataclass(frozen=True)
+class DnsmasqArgs:
+    """dnsmasq's command line as typed values; `argv()` renders it in the seeds' order."""
+
+    interface: str
+    conf_dir: str
+    ranges: tuple[str, ...]  # values of --dhcp-range
+    lease_max: int
+    conf_file: str
+    domain: str
+    serve_dns: bool = True
+    dns_servers: tuple[str, ...] = ()
+
+    @property
+    def pid_file(self) -> str:
+        return f"{self.conf_dir}/pid"
+
+    @property
+    def host_file(self) -> str:
+        return f"{self.conf_dir}/host"
+
+    @property
+    def addn_hosts_file(self) -> str:
+        return f"{self.conf_dir}/addn_hosts"
+
+    @property
+    def opts_file(self) -> str:
+        return f"{self.conf_dir}/opts"
+
+    @property
+    def lease_file(self) -> str:
+        return f"{self.conf_dir}/leases"
+
+    def argv(self, binary: str = "dnsmasq") -> list[str]:
+        # --keep-in-foreground: the agent supervises dnsmasq as a child (process.spawn);
+        # everything after it is the seeds' command line.
+        args = [
+            binary,
+            "--keep-in-foreground",
+            "--no-hosts",
+            "--no-resolv",
+            "--strict-order",
+            "--bind-interfaces",
+            f"--interface={self.interface}",
+            "--except-interface=lo",
+            f"--pid-file={self.pid_file}",
+            f"--dhcp-hostsfile={self.host_file}",
+            f"--addn-hosts={self.addn_hosts_file}",
+            f"--dhcp-optsfile={self.opts_file}",
+            f"--dhcp-leasefile={self.lease_file}",
+        ]
+        args += [f"--dhcp-range={r}" for r in self.ranges]
+        args += [f"--dhcp-lease-max={self.lease_max}", f"--conf-file={self.conf_file}"]
+        args += [f"--server={s}" for s in self.dns_servers]
+        if self.domain:
+            args.append(f"--domain={self.domain}")
+        if not self.serve_dns:
+            args.append("--port=0")
+        return args
+
+
+@dataclass(frozen=True)
+class DhcpPlan:
+    network_id: str
+    namespace: str  # qdhcp-<network id>
+    interface: str  # tap + first 11 chars of the DHCP port id
+    port_id: str
+    mac_address: str
+    mtu: int
+    # Everything on the tap: the DHCP port's ip/prefix (subnet order), then metadata addresses.
+    addresses: tuple[str, ...]
+    conf_dir: str
+    host_file: str  # file contents
+    addn_hosts: str
+    opts: str
+    dnsmasq: DnsmasqArgs
+    metadata_proxy: bool  # haproxy on 169.254.169.254:80 in this namespace
+    # enable_metadata_network (spec 3.6): the proxy identifies the router, not the network.
+    proxy_router_id: str | None = None
+    proxy_bind_ipv6: bool = False  # also [fe80::a9fe:a9fe]:80 on the tap
+    # When the plan changes by time alone (end of a lease window); None = never.
+    next_change_at: datetime | None = None
+    isolated: tuple[str, ...] = field(default=())  # ids of isolated DHCP subnets (for logs)
+
+    def files(self) -> dict[str, str]:
+        """Path -> contents of every file dnsmasq reads."""
+        return {
+            self.dnsmasq.host_file: self.host_file,
+            self.dnsmasq.addn_hosts_file: self.addn_hosts,
+            self.dnsmasq.opts_file: self.opts,
+        }
+
+
+def tap_name(port_id: str) -> str:
+    """Neutron's device name: 'tap' + the first 11 characters of the port id (15 max)."""
+    return f"tap{port_id[:11]}"
+
+
+def dhcp_device_id(host: str, network_id: str) -> str:
+    """The device_id Neutron's DHCP agent on `host` gives its port on `network_id`."""
+    return f"dhcp{uuid.uuid5(uuid.NAMESPACE_DNS, host)}-{network_id}"
+
+
+def _same_ip(a: str, b: str) -> bool:
+    try:
+        return ipaddress.ip_address(a) == ipaddress.ip_address(b)
+    except ValueError:
+        return False
+
+
+def _gateway_router_ports(network: NetworkInfo, subnet: SubnetInfo) -> list[PortInfo]:
+    if not subnet.gateway_ip:
+        return []
+    return [
+        p
+        for p in network.ports
+        if p.device_owner in ROUTER_INTERFACE_OWNERS
+        and any(sid == subnet.id and _same_ip(ip, subnet.gateway_ip) for sid, ip in p.fixed_ips)
+    ]
+
+
+def isolated_subnets(network: NetworkInfo) -> dict[str, bool]:
+    """subnet id -> isolated (spec 3.1): no router interface port holds its gateway IP."""
+    return {s.id: not _gateway_router_ports(network, s) for s in network.subnets}
+
+
+def _ip_in(port: PortInfo | None, subnet_id: str) -> str | None:
+    if port is None:
+        return None
+    return next((ip for sid, ip in port.fixed_ips if sid == subnet_id), None)
+
+
+def _ovn_metadata_port(network: NetworkInfo) -> PortInfo | None:
+    return next(
+        (
+            p
+            for p in network.ports
+            if p.device_owner == DEVICE_OWNER_DISTRIBUTED and p.device_id.startswith("ovnmeta-")
+        ),
+        None,
+    )
+
+
+def _pick_dhcp_port(network: NetworkInfo, opts: DhcpOptions) -> PortInfo | None:
+    ports = [p for p in network.ports if p.device_owner == DEVICE_OWNER_DHCP]
+    if opts.dhcp_port_device_id is not None:
+        ports = [p for p in ports if p.device_id == opts.dhcp_port_device_id]
+    return min(ports, key=lambda p: (p.created_at, p.id), default=None)
+
+
+def _fmt_addr(ip: str, version: int) -> str:
+    return f"[{ip}]" if version == 6 else ip
+
+
+def _opt(version: int, tag: str, name: str, values: list[str] | None = None) -> str:
+    prefix = "option6" if version == 6 else "option"
+    line = f"tag:{tag},{prefix}:{name}" if not name.isdigit() else f"tag:{tag},{name}"
+    return ",".join([line, *values]) if values else line
+
+
+def render_opts(
+    network: NetworkInfo,
+    dhcp_port: PortInfo | None,
+    opts: DhcpOptions,
+) -> str:
+    """The dnsmasq opts file (spec 3.4), one block per DHCP-enabled subnet in subnet order."""
+    subnets = [s for s in network.subnets if s.enable_dhcp]
+    isolated = isolated_subnets(network)
+    ovn_port = _ovn_metadata_port(network)
+    lines: list[str] = []
+    for index, subnet in enumerate(subnets):
+        tag = f"tag{index}"
+        v = subnet.ip_version
+        if v == 6 and subnet.ipv6_address_mode == SLAAC:
+            continue
+        dns_lines: list[str] = []
+        if subnet.dns_nameservers:
+            if list(subnet.dns_nameservers) in (["0.0.0.0"], ["::"]):
+                # An "any" address means: tell guests there is no DNS server.
+                dns_lines.append(_opt(v, tag, "dns-server"))
+            else:
+                servers = [_fmt_addr(s, v) for s in subnet.dns_nameservers]
+                dns_lines.append(_opt(v, tag, "dns-server", servers))
+        if v == 6:
+            lines += dns_lines
+            if opts.dns_domain:
+                lines.append(_opt(6, tag, "domain-search", [opts.dns_domain]))
+            continue  # dnsmasq has no DHCPv6 route option
+
+        gateway = subnet.gateway_ip
+        routes: list[str] = []
+        for dest, nexthop in subnet.host_routes:
+            if dest == "0.0.0.0/0":
+                # Never emitted as such: it is the gateway when the subnet has none.
+                gateway = gateway or nexthop
+                continue
+            routes.append(f"{dest},{nexthop}")
+
+        via: str | None = None
+        if ovn_port is not None and _ip_in(ovn_port, subnet.id):
+            via = _ip_in(ovn_port, subnet.id)
+        elif opts.force_metadata or (isolated[subnet.id] and opts.enable_isolated_metadata):
+            via = _ip_in(dhcp_port, subnet.id)
+        elif not isolated[subnet.id] and gateway:
+            via = gateway
+        if via:
+            routes.append(f"{METADATA_V4},{via}")
+
+        for other in subnets:
+            if other.id != subnet.id and other.ip_version == 4:
+                routes.insert(0, f"{other.cidr},0.0.0.0")  # on-link, reverse subnet order
+        if routes and gateway:
+            routes.append(f"0.0.0.0/0,{gateway}")
+        if routes:
+            lines.append(_opt(4, tag, "classless-static-route", routes))
+            lines.append(_opt(4, tag, "249", routes))
+        lines.append(_opt(4, tag, "router", [gateway] if gateway else None))
+        lines += dns_lines
+    return "".join(f"{line}\n" for line in lines)
+
+
+def _host_entries(network: NetworkInfo, opts: DhcpOptions) -> list[tuple[str, str, str, str]]:
+    """(mac, ip as written, fqdn, hostname) for each leasable fixed IP, ports sorted by id."""
+    leasable = {
+        s.id: s
+        for s in network.subnets
+        if s.enable_dhcp
+        and not (s.ip_version == 6 and s.ipv6_address_mode in (SLAAC, DHCPV6_STATELESS))
+    }
+    entries = []
+    for port in sorted(network.ports, key=lambda p: p.id):
+        if port.device_owner in IGNORED_OWNERS:
+            continue
+        for sid, ip in port.fixed_ips:
+            subnet = leasable.get(sid)
+            if subnet is None:
+                continue
+            hostname = "host-" + ip.replace(".", "-").replace(":", "-")
+            fqdn = f"{hostname}.{opts.dns_domain}" if opts.dns_domain else hostname
+            entries.append((port.mac_address, _fmt_addr(ip, subnet.ip_version), fqdn, hostname))
+    return entries
+
+
+def render_host_file(network: NetworkInfo, opts: DhcpOptions) -> str:
+    """--dhcp-hostsfile: `mac,fqdn,ip` per fixed IP (IPv6 bracketed)."""
+    return "".join(f"{mac},{fqdn},{ip}\n" for mac, ip, fqdn, _ in _host_entries(network, opts))
+
+
+def render_addn_hosts(network: NetworkInfo, opts: DhcpOptions) -> str:
+    """--addn-hosts: `ip<TAB>fqdn hostname` per fixed IP, so dnsmasq resolves guest names."""
+    return "".join(
+        f"{ip.strip('[]')}\t{fqdn} {host}\n" for _, ip, fqdn, host in _host_entries(network, opts)
+    )
+
+
+def _dhcp_ranges(subnets: list[SubnetInfo], lease: int) -> tuple[list[str], int]:
+    lease_text = "infinite" if lease < 0 else f"{lease}s"
+    ranges: list[str] = []
+    size = 0
+    for index, subnet in enumerate(subnets):
+        net = ipaddress.ip_network(subnet.cidr, strict=False)
+        if subnet.ip_version == 4:
+            mask: str = str(net.netmask)
+        elif subnet.ipv6_address_mode == SLAAC:
+            continue  # addresses come from router advertisements, not dnsmasq
+        else:
+            mask = str(net.prefixlen)
+        ranges.append(f"set:tag{index},{net.network_address},static,{mask},{lease_text}")
+        size += net.num_addresses
+    return ranges, size
+
+
+def _metadata_decision(
+    network: NetworkInfo,
+    subnets: list[SubnetInfo],
+    isolated: dict[str, bool],
+    opts: DhcpOptions,
+    now: datetime,
+) -> tuple[bool, str | None, datetime | None]:
+    """(serve the proxy?, router id for the proxy header, when this changes by time).
+
+    Spec 3.2 order of checks, then the openimds lease window.
+    """
+    if _ovn_metadata_port(network) is not None:
+        return False, None, None
+    if opts.force_metadata:
+        return True, None, None
+    if not opts.enable_isolated_metadata:
+        return False, None, None
+    if opts.enable_metadata_network and any(
+        ipaddress.ip_network(s.cidr, strict=False).subnet_of(METADATA_NETWORK)  # type: ignore[arg-type]
+        for s in subnets
+        if s.ip_version == 4
+    ):
+        router_ports = sorted(
+            (p for p in network.ports if p.device_owner in ROUTER_INTERFACE_OWNERS),
+            key=lambda p: (p.created_at, p.id),
+        )
+        return True, (router_ports[0].device_id if router_ports else None), None
+    if any(isolated[s.id] for s in subnets):
+        return True, None, None
+    # Every DHCP subnet is routed now. Guests that leased the DHCP-port route before the router
+    # came keep using it until renewal, so keep serving until the last lease window closes.
+    if opts.dhcp_lease_duration < 0:
+        return True, None, None  # leases never expire: the old route never goes away
+    lease = timedelta(seconds=opts.dhcp_lease_duration)
+    ends = []
+    for subnet in subnets:
+        routed_since = min(p.created_at for p in _gateway_router_ports(network, subnet))
+        ends.append(routed_since + lease)
+    open_until = max(ends)
+    if now < open_until:
+        return True, None, open_until
+    return False, None, None
+
+
+def desired_dhcp_state(network: NetworkInfo, opts: DhcpOptions, now: datetime) -> DhcpPlan | None:
+    """The whole DHCP namespace for `network`, or None when nothing should exist there."""
+    subnets = [s for s in network.subnets if s.enable_dhcp]
+    if not subnets:
+        return None
+    port = _pick_dhcp_port(network, opts)
+    by_id = {s.id: s for s in subnets}
+    if port is None or not any(sid in by_id for sid, _ in port.fixed_ips):
+        return None
+
+    isolated = isolated_subnets(network)
+    serve, router_id, next_change = _metadata_decision(network, subnets, isolated, opts, now)
+
+    addresses: list[str] = []
+    for subnet in subnets:  # subnet order, so the primary address is stable
+        for sid, ip in port.fixed_ips:
+            if sid == subnet.id:
+                prefix = ipaddress.ip_network(subnet.cidr, strict=False).prefixlen
+                addresses.append(f"{ip}/{prefix}")
+    bind_v6 = False
+    if serve:
+        if not any(a.split("/")[0] == METADATA_IP for a in addresses):
+            addresses.append(METADATA_V4)
+        if opts.ipv6_enabled and any(s.ip_version == 6 for s in subnets):
+            addresses.append(METADATA_V6)
+            bind_v6 = True
+
+    conf_dir = f"{opts.dhcp_confs.rstrip('/')}/{network.id}"
+    ranges, size = _dhcp_ranges(subnets, opts.dhcp_lease_duration)
+    iface = tap_name(port.id)
+    dnsmasq = DnsmasqArgs(
+        interface=iface,
+        conf_dir=conf_dir,
+        ranges=tuple(ranges),
+        lease_max=min(size, opts.dnsmasq_lease_max),
+        conf_file=opts.dnsmasq_config_file or "/dev/null",
+        domain=opts.dns_domain,
+        serve_dns=opts.serve_dns,
+        dns_servers=opts.dnsmasq_dns_servers,
+    )
+    return DhcpPlan(
+        network_id=network.id,
+        namespace=f"qdhcp-{network.id}",
+        interface=iface,
+        port_id=port.id,
+        mac_address=port.mac_address,
+        mtu=network.mtu,
+        addresses=tuple(addresses),
+        conf_dir=conf_dir,
+        host_file=render_host_file(network, opts),
+        addn_hosts=render_addn_hosts(network, opts),
+        opts=render_opts(network, port, opts),
+        dnsmasq=dnsmasq,
+        metadata_proxy=serve,
+        proxy_router_id=router_id,
+        proxy_bind_ipv6=bind_v6,
+        next_change_at=next_change,
+        isolated=tuple(s.id for s in subnets if isolated[s.id]),
+    )
