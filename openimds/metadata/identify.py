@@ -1,0 +1,180 @@
+"""Who is asking: pure identification from headers, peer address and options (spec section 11).
+
+Three modes, chosen by configuration and headers only:
+
+* proxy mode (`service_metadata_proxy` true): a signed `X-Instance-ID` plus `X-Tenant-ID`;
+* provider mode (proxy mode with a non-empty `X-Metadata-Provider`): a signed provider id plus
+  the first `X-Forwarded-For` address;
+* direct mode (`service_metadata_proxy` false): the TCP peer, or the `X-Forwarded-For` entry
+  added by a trusted proxy.
+
+Headers are multi-valued on purpose: WSGI joins repeated headers, hiding a duplicate identity
+header; here a duplicate is a 400. Lookups in the inventory happen later, in `respond.py`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from openimds.metadata.errors import BadSignature, DuplicateHeader, InternalError, MissingHeader
+
+__all__ = [
+    "ByAddress",
+    "ByInstanceId",
+    "ByProvider",
+    "Headers",
+    "IdentifySettings",
+    "Identity",
+    "identify",
+    "parse_trusted_proxies",
+    "sign_instance_id",
+    "verify_signature",
+]
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+INSTANCE_ID = "X-Instance-ID"
+SIGNATURE = "X-Instance-ID-Signature"
+TENANT_ID = "X-Tenant-ID"
+PROVIDER = "X-Metadata-Provider"
+PROVIDER_SIGNATURE = "X-Metadata-Provider-Signature"
+FORWARDED_FOR = "X-Forwarded-For"
+
+
+class Headers:
+    """Case-insensitive, multi-valued view over (name, value) pairs as they arrived."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, pairs: Iterable[tuple[str, str]]) -> None:
+        values: dict[str, list[str]] = {}
+        for name, value in pairs:
+            values.setdefault(name.lower(), []).append(value)
+        self._values = values
+
+    def get_all(self, name: str) -> list[str]:
+        return self._values.get(name.lower(), [])
+
+    def get(self, name: str) -> str | None:
+        found = self._values.get(name.lower())
+        return found[0] if found else None
+
+
+@dataclass(frozen=True)
+class IdentifySettings:
+    service_metadata_proxy: bool = True
+    shared_secret: str = ""
+    # Peers whose X-Forwarded-For is believed in direct mode (addresses or CIDRs).
+    trusted_proxies: tuple[IpNetwork, ...] = ()
+
+
+@dataclass(frozen=True)
+class ByInstanceId:
+    instance_id: str
+    tenant_id: str
+    # The raw X-Forwarded-For (nova's request address: the local-ipv4 fallback only).
+    request_address: str | None
+
+
+@dataclass(frozen=True)
+class ByProvider:
+    provider: str
+    address: str
+
+
+@dataclass(frozen=True)
+class ByAddress:
+    address: str
+
+
+Identity = ByInstanceId | ByProvider | ByAddress
+
+
+def sign_instance_id(secret: str, instance_id: str) -> str:
+    """Lower-case hex HMAC-SHA256 of `instance_id` keyed with `secret` (neutron and nova)."""
+    return hmac.new(secret.encode(), instance_id.encode(), hashlib.sha256).hexdigest()
+
+
+def verify_signature(secret: str, value: str, signature: str) -> bool:
+    """Constant-time check of `signature` against `sign_instance_id(secret, value)`."""
+    expected = sign_instance_id(secret, value)
+    return hmac.compare_digest(expected.encode(), signature.encode("utf-8", "surrogateescape"))
+
+
+def parse_trusted_proxies(values: Iterable[str]) -> tuple[IpNetwork, ...]:
+    """Validate `[api] trusted_proxies` at startup; a typo must stop the service, not open it."""
+    return tuple(ipaddress.ip_network(value.strip(), strict=False) for value in values if value)
+
+
+def _single(headers: Headers, name: str) -> str | None:
+    values = headers.get_all(name)
+    if not values:
+        return None
+    if len(values) > 1:
+        raise DuplicateHeader(name)
+    return values[0]
+
+
+def _is_trusted(address: str, trusted: Sequence[IpNetwork]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in trusted)
+
+
+def _direct_address(headers: Headers, peer: str | None, settings: IdentifySettings) -> str:
+    if not peer:
+        raise InternalError(log_detail="direct mode: the caller's address is unknown")
+    if not _is_trusted(peer, settings.trusted_proxies):
+        return peer
+    hops = [h.strip() for value in headers.get_all(FORWARDED_FOR) for h in value.split(",")]
+    hops = [h for h in hops if h]
+    # Walk from the nearest hop back: the first address we do not trust is the caller, so a
+    # guest cannot choose its identity by prepending entries to the header.
+    for hop in reversed(hops):
+        if not _is_trusted(hop, settings.trusted_proxies):
+            return hop
+    return hops[0] if hops else peer
+
+
+def identify(headers: Headers, peer: str | None, settings: IdentifySettings) -> Identity:
+    """The caller's identity claim, or a MetadataError (400 header, 403 signature, 500 address)."""
+    if not settings.service_metadata_proxy:
+        return ByAddress(_direct_address(headers, peer, settings))
+
+    provider = _single(headers, PROVIDER)
+    if provider:
+        forwarded = headers.get_all(FORWARDED_FOR)
+        if not forwarded:
+            raise MissingHeader(FORWARDED_FOR)
+        address = ", ".join(forwarded).split(",")[0]
+        if settings.shared_secret:
+            signature = _single(headers, PROVIDER_SIGNATURE)
+            if not signature or not verify_signature(settings.shared_secret, provider, signature):
+                raise BadSignature(log_detail=f"provider {provider!r}: bad or missing signature")
+        return ByProvider(provider=provider, address=address)
+
+    # Missing headers are reported in nova's order before any duplicate.
+    for name in (INSTANCE_ID, SIGNATURE, TENANT_ID):
+        if not headers.get_all(name):
+            raise MissingHeader(name)
+    instance_id = _single(headers, INSTANCE_ID)
+    tenant_id = _single(headers, TENANT_ID)
+    signature = _single(headers, SIGNATURE)
+    assert instance_id is not None and tenant_id is not None and signature is not None
+    if not signature or not verify_signature(settings.shared_secret, instance_id, signature):
+        # Only the received value is logged: the expected HMAC is a forgery oracle (LP 2150094).
+        raise BadSignature(
+            log_detail=f"instance {instance_id!r}: signature {signature!r} does not match"
+        )
+    forwarded = headers.get_all(FORWARDED_FOR)
+    return ByInstanceId(
+        instance_id=instance_id,
+        tenant_id=tenant_id,
+        request_address=", ".join(forwarded) if forwarded else None,
+    )

@@ -1,0 +1,301 @@
+"""Request → response, without sockets: the whole metadata API behaviour in one place.
+
+`Responder.respond(MetadataRequest) -> MetadataResponse` follows nova's order (spec section 2):
+the bare `/` first, then identification, then the instance lookup and tenant check, then the
+path. Every failure is a `MetadataError` turned into a response here, at one edge, so no
+traceback can reach a guest. The aiohttp handler in `server.py` only converts types.
+
+Per-request values come in with the request (`today`, `random_bytes`) so this module has no
+clock and no entropy source of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import posixpath
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any, Protocol
+
+from openimds.metadata import errors as e
+from openimds.metadata.identify import (
+    ByAddress,
+    ByInstanceId,
+    ByProvider,
+    Headers,
+    IdentifySettings,
+    identify,
+)
+from openimds.metadata.source import InstanceSource, PasswordResult
+from openimds.metadata.tree import (
+    HTML,
+    JSON,
+    TEXT,
+    Dir,
+    PasswordLeaf,
+    RequestAddressLeaf,
+    SeededJsonLeaf,
+    TextLeaf,
+    Tree,
+    VendorData2Leaf,
+    VendordataOptions,
+    ec2_version_listing,
+    lookup,
+    render_tree,
+)
+from openimds.metadata.vendordata import merge_vendordata2
+from openimds.metadata.view import InstanceView
+
+__all__ = [
+    "PASSWORD_MAX_BYTES",
+    "MetadataRequest",
+    "MetadataResponse",
+    "RespondSettings",
+    "Responder",
+    "VendordataFetcher",
+    "normalise_path",
+]
+
+LOG = logging.getLogger(__name__)
+
+# Four of nova's 255-character system-metadata chunks.
+PASSWORD_MAX_BYTES = 1020
+RANDOM_SEED_BYTES = 512
+
+
+@dataclass(frozen=True)
+class MetadataRequest:
+    method: str
+    # Percent-decoded path without the query string (the query is ignored, as in nova).
+    path: str
+    headers: tuple[tuple[str, str], ...]
+    peer: str | None
+    today: date
+    random_bytes: Callable[[int], bytes]
+    # Read by the edge for POST only, at most PASSWORD_MAX_BYTES + 1 bytes.
+    body: bytes | None = None
+
+
+@dataclass(frozen=True)
+class MetadataResponse:
+    status: int
+    content_type: str
+    body: bytes
+    # For the access log and metrics: who asked (instance uuid) and what happened.
+    instance_id: str | None = None
+    outcome: str = "ok"
+    family: str = "other"
+
+
+@dataclass(frozen=True)
+class RespondSettings:
+    identify: IdentifySettings = field(default_factory=IdentifySettings)
+    dhcp_domain: str | None = "novalocal"
+    vendordata: VendordataOptions = field(default_factory=VendordataOptions)
+    # Rendered trees kept per process; views themselves are the source's business.
+    tree_cache_size: int = 20000
+
+
+class VendordataFetcher(Protocol):
+    async def fetch(self, view: InstanceView) -> list[tuple[str, Any]]: ...
+
+
+def normalise_path(path: str) -> str:
+    """POSIX normpath as nova applies it (two leading slashes survive, on purpose)."""
+    if not path.startswith("/"):
+        path = "/" + path
+    return posixpath.normpath(path)
+
+
+def _family(tokens: list[str]) -> str:
+    if not tokens or tokens == [""]:
+        return "root"
+    if tokens[0] == "openstack":
+        return "openstack"
+    return "ec2"
+
+
+def _outcome(err: e.MetadataError) -> str:
+    # kebab-case of the error class: a closed, low-cardinality set for logs and metrics.
+    name = type(err).__name__
+    return "".join("-" + c.lower() if c.isupper() else c for c in name).lstrip("-")
+
+
+class Responder:
+    """Built once per process by the wiring; holds the source, options and the tree cache."""
+
+    def __init__(
+        self,
+        source: InstanceSource,
+        settings: RespondSettings | None = None,
+        *,
+        vendordata: VendordataFetcher | None = None,
+        on_tree_cache: Callable[[bool], None] | None = None,
+    ) -> None:
+        self.source = source
+        self.settings = settings or RespondSettings()
+        self.vendordata = vendordata
+        self._trees: OrderedDict[str, tuple[InstanceView, date, Tree]] = OrderedDict()
+        self._on_tree_cache = on_tree_cache
+
+    def _tree(self, view: InstanceView, today: date) -> Tree:
+        cached = self._trees.get(view.uuid)
+        # Identity, not equality: the source hands out a new object exactly when data changed.
+        if cached is not None and cached[0] is view and cached[1] == today:
+            self._trees.move_to_end(view.uuid)
+            if self._on_tree_cache:
+                self._on_tree_cache(True)
+            return cached[2]
+        if self._on_tree_cache:
+            self._on_tree_cache(False)
+        tree = render_tree(
+            view,
+            today=today,
+            dhcp_domain=self.settings.dhcp_domain,
+            vendordata=self.settings.vendordata,
+        )
+        self._trees[view.uuid] = (view, today, tree)
+        self._trees.move_to_end(view.uuid)
+        while len(self._trees) > self.settings.tree_cache_size:
+            self._trees.popitem(last=False)
+        return tree
+
+    async def _instance(self, req: MetadataRequest) -> tuple[InstanceView, str | None]:
+        """Identify the caller and load its view; returns (view, request address)."""
+        who = identify(Headers(req.headers), req.peer, self.settings.identify)
+        if isinstance(who, ByInstanceId):
+            view = await self.source.view_for_instance(who.instance_id)
+            if view is None:
+                raise e.InstanceNotFound(log_detail=f"no instance {who.instance_id!r}")
+            if view.project_id != who.tenant_id:
+                raise e.InstanceNotFound(
+                    log_detail=f"instance {who.instance_id!r} is not in tenant {who.tenant_id!r}"
+                )
+            return view, who.request_address
+        if isinstance(who, ByProvider):
+            matches = await self.source.ports_for_provider(who.provider, who.address)
+            if matches is None:
+                raise e.ProviderLookupFailed(
+                    f"Could not find any subnets for provider {who.provider}"
+                )
+            if len(matches) != 1:
+                raise e.ProviderLookupFailed(
+                    f"Expected a single port matching provider {who.provider} "
+                    f"and IP {who.address}. Found {len(matches)}."
+                )
+            match = matches[0]
+            view = await self.source.view_for_instance(match.device_id)
+            if view is None or view.project_id != match.project_id:
+                raise e.InstanceNotFound(log_detail=f"provider port {match.port_id}: no instance")
+            return view, who.address
+        assert isinstance(who, ByAddress)
+        matches = await self.source.ports_for_address(who.address)
+        if not matches:
+            raise e.InstanceNotFound(log_detail=f"no port has address {who.address}")
+        owners = {m.device_id for m in matches}
+        if len(owners) > 1 or len(matches) > 1:
+            # Overlapping tenant ranges: refusing beats serving one tenant another's secrets.
+            raise e.InstanceNotFound(
+                log_detail=f"address {who.address} is ambiguous: ports "
+                + ", ".join(f"{m.port_id} on network {m.network_id}" for m in matches)
+            )
+        view = await self.source.view_for_instance(matches[0].device_id)
+        if view is None:
+            raise e.InstanceNotFound(
+                log_detail=f"address {who.address}: device {matches[0].device_id!r} is no instance"
+            )
+        return view, who.address
+
+    async def _password(
+        self, req: MetadataRequest, view: InstanceView, leaf: PasswordLeaf
+    ) -> MetadataResponse:
+        method = req.method.upper()
+        if method == "GET":
+            return MetadataResponse(200, HTML, (leaf.current or "").encode(), view.uuid)
+        if method != "POST":
+            raise e.PasswordMethod()
+        # The already-set check comes first, as in nova (a big POST over a set password is 409).
+        if leaf.current:
+            raise e.PasswordAlreadySet()
+        body = req.body or b""
+        if len(body) > PASSWORD_MAX_BYTES:
+            raise e.PasswordTooLarge()
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise e.PasswordInvalid() from exc
+        result = await self.source.set_password(view.uuid, text)
+        if result is PasswordResult.ALREADY_SET:
+            raise e.PasswordAlreadySet()
+        if result is PasswordResult.NOT_FOUND:
+            raise e.PasswordInvalid(f"Instance {view.uuid} could not be found.")
+        return MetadataResponse(200, HTML, b"", view.uuid, outcome="password-set")
+
+    async def _serve(
+        self, req: MetadataRequest, tokens: list[str]
+    ) -> tuple[MetadataResponse, InstanceView]:
+        view, request_address = await self._instance(req)
+        try:
+            return await self._leaf(req, tokens, view, request_address), view
+        except e.MetadataError as err:
+            err.instance_id = view.uuid
+            raise
+
+    async def _leaf(
+        self,
+        req: MetadataRequest,
+        tokens: list[str],
+        view: InstanceView,
+        request_address: str | None,
+    ) -> MetadataResponse:
+        node = lookup(self._tree(view, req.today), tokens)
+        if isinstance(node, PasswordLeaf):
+            return await self._password(req, view, node)
+        if isinstance(node, Dir):
+            return MetadataResponse(200, TEXT, node.listing, view.uuid)
+        if isinstance(node, TextLeaf):
+            return MetadataResponse(200, node.content_type, node.body, view.uuid)
+        if isinstance(node, SeededJsonLeaf):
+            body = node.body(req.random_bytes(RANDOM_SEED_BYTES))
+            return MetadataResponse(200, JSON, body, view.uuid)
+        if isinstance(node, RequestAddressLeaf):
+            return MetadataResponse(200, TEXT, str(request_address).encode(), view.uuid)
+        assert isinstance(node, VendorData2Leaf)
+        dynamic: list[tuple[str, Any]] = []
+        if "DynamicJSON" in node.providers and self.vendordata is not None:
+            dynamic = await self.vendordata.fetch(view)
+        doc = merge_vendordata2(node.providers, node.static, dynamic)
+        return MetadataResponse(200, JSON, json.dumps(doc).encode(), view.uuid)
+
+    async def respond(self, req: MetadataRequest) -> MetadataResponse:
+        path = normalise_path(req.path)
+        if path == "/":
+            # Answered before identification, for anybody (nova does the same).
+            return MetadataResponse(200, TEXT, ec2_version_listing(), family="root")
+        tokens = path.split("/")[1:]
+        family = _family(tokens)
+        try:
+            resp, _view = await self._serve(req, tokens)
+        except e.MetadataError as err:
+            return self._error(req, err, family)
+        except Exception as exc:  # the guest must never see a traceback
+            LOG.exception("%s %s: unexpected failure", req.method, req.path)
+            return self._error(req, e.InternalError(log_detail=repr(exc)), family)
+        return MetadataResponse(
+            resp.status, resp.content_type, resp.body, resp.instance_id, resp.outcome, family
+        )
+
+    def _error(self, req: MetadataRequest, err: e.MetadataError, family: str) -> MetadataResponse:
+        accept = Headers(req.headers).get("Accept")
+        ctype, body = e.error_body(err.status, err.explanation, accept)
+        detail = err.log_detail or err.explanation
+        if err.status >= 500:
+            LOG.error("%s %s: %s", req.method, req.path, detail)
+        elif err.log_detail:
+            LOG.warning("%s %s: %s", req.method, req.path, detail)
+        return MetadataResponse(
+            err.status, ctype, body, err.instance_id, outcome=_outcome(err), family=family
+        )
