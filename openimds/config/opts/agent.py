@@ -31,6 +31,8 @@ nova_metadata_urls = cfg.ListOpt(
     help="openimds: metadata API base URLs tried in order (failover); when set it replaces "
     "nova_metadata_host/port/protocol.",
 )
+# In AUTH_OPTS: every agent verifies the control-plane API with it; the metadata agent
+# also verifies the metadata API (Neutron's meaning).
 auth_ca_cert = cfg.StrOpt("auth_ca_cert", help="CA file to verify the metadata API (and auth_url).")
 nova_client_cert = cfg.StrOpt("nova_client_cert", default="",
                               help="Client certificate for the metadata API.")
@@ -47,12 +49,13 @@ metadata_backlog = cfg.IntOpt("metadata_backlog", default=4096, min=1,
 
 METADATA_AGENT_OPTS: list[cfg.Opt] = [
     nova_metadata_host, nova_metadata_port, nova_metadata_protocol, nova_metadata_insecure,
-    nova_metadata_urls, auth_ca_cert, nova_client_cert, nova_client_priv_key,
+    nova_metadata_urls, nova_client_cert, nova_client_priv_key,
     metadata_proxy_shared_secret_agent, metadata_backlog,
 ]
 
 # How every agent authenticates to the control-plane API.
 AUTH_OPTS: list[cfg.Opt] = [
+    auth_ca_cert,
     cfg.URIOpt("auth_url", schemes=["http", "https"],
                help="Identity endpoint of the control-plane API (/v2.0 or /v3 form)."),
     cfg.StrOpt("auth_region", help="Region to pick from the service catalog."),
