@@ -63,8 +63,8 @@ def run_check(config_files: list[str], config_dirs: list[str], service: str | No
     for i, loaded in enumerate(loads):
         if i:
             print(file=out)
-        files = ", ".join(loaded.files) or "no files, defaults only"
-        print(f"# {loaded.service} ({files})", file=out)
+        shown_files = ", ".join(loaded.files) or "no files, defaults only"
+        print(f"# {loaded.service} ({shown_files})", file=out)
         for section, options in effective_options(loaded):
             print(f"[{section}]", file=out)
             for opt in options:
