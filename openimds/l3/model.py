@@ -1,0 +1,112 @@
+"""Input values for the L3 plan, declared by their consumer (this package).
+
+`router_from_neutron` builds a `RouterInfo` from the control-plane API's Neutron-shaped JSON
+(`{"routers": [...]}`, `{"ports": [...]}`, `{"subnets": [...]}`), so that
+`plan.desired_router_state` only ever sees frozen values.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "ROUTER_INTERFACE_OWNERS",
+    "RouterInfo",
+    "RouterInterface",
+    "router_from_neutron",
+    "routers_from_neutron",
+]
+
+ROUTER_INTERFACE_OWNERS = frozenset(
+    {
+        "network:router_interface",
+        "network:ha_router_replicated_interface",
+        "network:router_interface_distributed",
+    }
+)
+
+
+@dataclass(frozen=True)
+class RouterInterface:
+    """One router interface port: becomes a qr- device bridged onto `network_id`."""
+
+    port_id: str
+    network_id: str
+    mac_address: str
+    addresses: tuple[str, ...]  # "ip/prefixlen", in fixed_ips order
+    mtu: int = 1500
+
+
+@dataclass(frozen=True)
+class RouterInfo:
+    id: str
+    name: str
+    project_id: str
+    interfaces: tuple[RouterInterface, ...]
+
+
+def router_from_neutron(
+    router: Mapping[str, Any],
+    ports: Iterable[Mapping[str, Any]],
+    subnets: Iterable[Mapping[str, Any]],
+    networks: Iterable[Mapping[str, Any]] = (),
+) -> RouterInfo:
+    """The router plus its interface ports (device_id = router id, router-interface owner).
+
+    Prefix lengths come from the subnets' CIDRs; a fixed IP on an unknown subnet is skipped
+    rather than guessed. Interfaces are sorted by port id so the plan is order-independent.
+    """
+    prefix = {s["id"]: ipaddress.ip_network(s["cidr"], strict=False).prefixlen for s in subnets}
+    mtu = {n["id"]: int(n.get("mtu") or 1500) for n in networks}
+    interfaces = []
+    for p in ports:
+        if (
+            p.get("device_id") != router["id"]
+            or p.get("device_owner") not in ROUTER_INTERFACE_OWNERS
+        ):
+            continue
+        addrs = tuple(
+            f"{f['ip_address']}/{prefix[f['subnet_id']]}"
+            for f in p.get("fixed_ips") or ()
+            if f["subnet_id"] in prefix
+        )
+        interfaces.append(
+            RouterInterface(
+                port_id=p["id"],
+                network_id=p["network_id"],
+                mac_address=p["mac_address"].lower(),
+                addresses=addrs,
+                mtu=mtu.get(p["network_id"], 1500),
+            )
+        )
+    return RouterInfo(
+        id=router["id"],
+        name=router.get("name") or "",
+        project_id=router.get("project_id") or router.get("tenant_id") or "",
+        interfaces=tuple(sorted(interfaces, key=lambda i: i.port_id)),
+    )
+
+
+def routers_from_neutron(
+    routers: Mapping[str, Any] | Iterable[Mapping[str, Any]],
+    ports: Mapping[str, Any] | Iterable[Mapping[str, Any]],
+    subnets: Mapping[str, Any] | Iterable[Mapping[str, Any]],
+    networks: Mapping[str, Any] | Iterable[Mapping[str, Any]] = (),
+) -> dict[str, RouterInfo]:
+    """All routers by id; accepts the API bodies (`{"routers": [...]}`) or plain lists."""
+    r = _unwrap(routers, "routers")
+    p = _unwrap(ports, "ports")
+    s = _unwrap(subnets, "subnets")
+    n = _unwrap(networks, "networks")
+    return {x["id"]: router_from_neutron(x, p, s, n) for x in r}
+
+
+def _unwrap(
+    body: Mapping[str, Any] | Iterable[Mapping[str, Any]], key: str
+) -> list[Mapping[str, Any]]:
+    if isinstance(body, Mapping):
+        return list(body.get(key) or ())
+    return list(body)

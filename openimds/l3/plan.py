@@ -1,0 +1,246 @@
+"""What one router needs in its namespace: a pure function of the inventory and the options.
+
+`desired_router_state(router, opts)` returns a `RouterPlan`: the `qrouter-<id>` namespace, one
+`qr-` device per interface port, sysctls, the complete rule set of our own iptables chains as
+(table, chain, rule) tuples (spec neutron-metadata.md section 4.1, with our chain prefix instead
+of `neutron-l3-agent-`), and whether the proxy runs. `render_iptables_restore(rules, existing)`
+turns the rule set into `iptables-restore --noflush` text that rewrites only our chains.
+
+Rules are written exactly as `iptables-save` prints them, so comparing the plan with a saved
+namespace is a plain equality and a namespace already in sync renders to "" (applying twice
+is a no-op, not merely harmless).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from openimds.l3.model import RouterInfo
+from openimds.linux.iptables import BUILTIN_CHAINS, IptablesState, Rule
+
+__all__ = [
+    "CHAIN_NAME_MAX",
+    "L3Options",
+    "QrPort",
+    "RouterPlan",
+    "desired_router_state",
+    "qr_name",
+    "render_iptables_restore",
+]
+
+CHAIN_NAME_MAX = 28  # xtables: 29 bytes including the NUL
+TABLE_ORDER = ("raw", "mangle", "nat", "filter", "security")
+METADATA_V4 = "169.254.169.254/32"
+METADATA_V6 = "fe80::a9fe:a9fe/128"
+# Our chains are <prefix><builtin>, the longest builtin being POSTROUTING.
+_LONGEST_SUFFIX = len("POSTROUTING")
+
+
+@dataclass(frozen=True)
+class L3Options:
+    """The l3_agent.ini options the plan depends on (plain values)."""
+
+    enable_metadata_proxy: bool = True
+    metadata_port: int = 9697
+    metadata_access_mark: str = "0x1"
+    ipv6_enabled: bool = True  # ip6tables rules for fe80::a9fe:a9fe and a "::" listener
+    chain_prefix: str = "openimds-l3-"
+
+    def __post_init__(self) -> None:
+        if len(self.chain_prefix) + _LONGEST_SUFFIX > CHAIN_NAME_MAX:
+            raise ValueError(
+                f"chain_prefix {self.chain_prefix!r} is too long: chain names are limited to "
+                f"{CHAIN_NAME_MAX} characters; use at most {CHAIN_NAME_MAX - _LONGEST_SUFFIX}"
+            )
+        if not 0 < self.metadata_port < 65536:
+            raise ValueError(f"metadata_port {self.metadata_port} is not a TCP port")
+        int(self.metadata_access_mark, 0)  # raises ValueError with the bad value
+
+
+@dataclass(frozen=True)
+class QrPort:
+    name: str  # qr-<first 11 chars of the port id>
+    port_id: str
+    network_id: str  # the bridge it joins
+    mac_address: str
+    addresses: tuple[str, ...]  # gateway "ip/prefix" values
+    mtu: int
+
+
+@dataclass(frozen=True)
+class RouterPlan:
+    router_id: str
+    namespace: str  # qrouter-<router id>
+    ports: tuple[QrPort, ...]
+    sysctls: tuple[tuple[str, str], ...]
+    rules: tuple[Rule, ...]  # iptables (IPv4)
+    rules6: tuple[Rule, ...]  # ip6tables
+    chain_prefix: str
+    metadata_proxy: bool
+    proxy_listen: tuple[str, int] | None  # haproxy bind (host, port) when metadata_proxy
+
+
+def qr_name(port_id: str) -> str:
+    """Neutron's device name: 'qr-' + the first 11 characters of the port id (14 chars)."""
+    return f"qr-{port_id[:11]}"
+
+
+def _mark(opts: L3Options) -> str:
+    # iptables-save prints marks as lower-case hex; normalise "1" or "0X1" to match it.
+    return f"{hex(int(opts.metadata_access_mark, 0))}/0xffff"
+
+
+def metadata_rules(opts: L3Options, dest: str) -> list[Rule]:
+    """Spec 4.1 (and 4.3 with dest=fe80::a9fe:a9fe/128), in iptables-save's canonical form."""
+    p = opts.chain_prefix
+    mark = _mark(opts)
+    port = opts.metadata_port
+    rules: list[Rule] = [
+        # Always, even with the proxy off, so stray early requests are marked (and never forwarded).
+        ("mangle", "PREROUTING", f"-j {p}PREROUTING"),
+        (
+            "mangle",
+            f"{p}PREROUTING",
+            f"-d {dest} -i qr-+ -p tcp -m tcp --dport 80 -j MARK --set-xmark {mark}",
+        ),
+        ("filter", "FORWARD", f"-j {p}FORWARD"),
+        ("filter", f"{p}FORWARD", f"-m mark --mark {mark} -j DROP"),
+    ]
+    if opts.enable_metadata_proxy:
+        rules += [
+            ("nat", "PREROUTING", f"-j {p}PREROUTING"),
+            (
+                "nat",
+                f"{p}PREROUTING",
+                f"-d {dest} -i qr-+ -p tcp -m tcp --dport 80 -j REDIRECT --to-ports {port}",
+            ),
+            ("filter", "INPUT", f"-j {p}INPUT"),
+            # Only redirected (marked) packets may reach the proxy port (LP #1187102).
+            ("filter", f"{p}INPUT", f"-m mark --mark {mark} -j ACCEPT"),
+            ("filter", f"{p}INPUT", f"-p tcp -m tcp --dport {port} -j DROP"),
+        ]
+    return rules
+
+
+def desired_router_state(router: RouterInfo, opts: L3Options) -> RouterPlan:
+    ports = tuple(
+        QrPort(
+            name=qr_name(i.port_id),
+            port_id=i.port_id,
+            network_id=i.network_id,
+            mac_address=i.mac_address,
+            addresses=i.addresses,
+            mtu=i.mtu,
+        )
+        for i in sorted(router.interfaces, key=lambda i: i.port_id)
+    )
+    sysctls = [("net.ipv4.ip_forward", "1")]
+    if opts.ipv6_enabled:
+        sysctls.append(("net.ipv6.conf.all.forwarding", "1"))
+    listen = None
+    if opts.enable_metadata_proxy:
+        listen = ("::" if opts.ipv6_enabled else "0.0.0.0", opts.metadata_port)
+    return RouterPlan(
+        router_id=router.id,
+        namespace=f"qrouter-{router.id}",
+        ports=ports,
+        sysctls=tuple(sysctls),
+        rules=tuple(metadata_rules(opts, METADATA_V4)),
+        rules6=tuple(metadata_rules(opts, METADATA_V6)) if opts.ipv6_enabled else (),
+        chain_prefix=opts.chain_prefix,
+        metadata_proxy=opts.enable_metadata_proxy,
+        proxy_listen=listen,
+    )
+
+
+def _targets(rule: str) -> str | None:
+    words = rule.split()
+    for flag in ("-j", "-g"):
+        if flag in words and words.index(flag) + 1 < len(words):
+            return words[words.index(flag) + 1]
+    return None
+
+
+def _ordered(tables: Iterable[str]) -> list[str]:
+    return sorted(set(tables), key=lambda t: (TABLE_ORDER.index(t) if t in TABLE_ORDER else 99, t))
+
+
+def render_iptables_restore(
+    rules: Sequence[Rule],
+    existing: IptablesState | None = None,
+    prefix: str = "openimds-l3-",
+) -> str:
+    """`iptables-restore --noflush` text that makes our chains exactly `rules`; "" if in sync.
+
+    Ownership is by name: every chain starting with `prefix` is ours. Rules in our chains are
+    written after declaring the chain (`:chain - [0:0]`, which flushes an existing chain under
+    --noflush). Rules in builtin chains (the jumps) cannot be handled that way, since those
+    chains are not ours to flush: given `existing` (parsed iptables-save of the namespace), a
+    missing jump is inserted at the top, extra copies are deleted, and jumps to our chains
+    that the plan no longer has are deleted, after which those chains are flushed and removed.
+    Without `existing` the namespace is assumed to have none of our chains (first apply).
+
+    `render_iptables_restore([], existing)` therefore removes everything we own.
+    """
+    existing = existing or IptablesState()
+    want_owned: dict[str, dict[str, list[str]]] = {}  # table -> our chain -> rules
+    want_builtin: dict[str, list[tuple[str, str]]] = {}  # table -> [(chain, rule)]
+    for table, chain, rule in rules:
+        if chain.startswith(prefix):
+            want_owned.setdefault(table, {}).setdefault(chain, []).append(rule)
+        elif chain in BUILTIN_CHAINS:
+            want_builtin.setdefault(table, [])
+            if (chain, rule) not in want_builtin[table]:
+                want_builtin[table].append((chain, rule))
+        else:
+            raise ValueError(
+                f"rule in chain {chain!r}, which is neither ours ({prefix}*) nor builtin"
+            )
+        target = _targets(rule)
+        if target and target.startswith(prefix):
+            want_owned.setdefault(table, {}).setdefault(target, [])
+    for table_chains in want_owned.values():
+        for chain in table_chains:
+            if len(chain) > CHAIN_NAME_MAX:
+                raise ValueError(f"chain name {chain!r} is longer than {CHAIN_NAME_MAX}")
+
+    have_owned = existing.owned_chains(prefix)
+    out: list[str] = []
+    for table in _ordered([*want_owned, *want_builtin, *have_owned]):
+        saved = existing.table(table)
+        desired = want_owned.get(table, {})
+        stale = [c for c in have_owned.get(table, []) if c not in desired]
+        lines: list[str] = []
+        in_sync = not stale
+
+        # Builtin chains: delete jumps to our chains that are not wanted, and extra copies.
+        wanted_builtin = want_builtin.get(table, [])
+        for chain, rule in saved.rules:
+            if chain in BUILTIN_CHAINS:
+                target = _targets(rule)
+                owned_jump = bool(target and target.startswith(prefix))
+                if owned_jump and (chain, rule) not in wanted_builtin:
+                    lines.append(f"-D {chain} {rule}")
+                    in_sync = False
+        inserts: list[str] = []
+        for chain, rule in wanted_builtin:
+            count = saved.rules_in(chain).count(rule)
+            if count == 0:
+                inserts.append(f"-I {chain} 1 {rule}")
+            lines += [f"-D {chain} {rule}"] * max(0, count - 1)
+            in_sync = in_sync and count == 1
+        for chain, chain_rules in desired.items():
+            in_sync = in_sync and chain in saved.chains and saved.rules_in(chain) == chain_rules
+        if in_sync:
+            continue
+
+        out.append(f"*{table}")
+        out += [f":{c} - [0:0]" for c in sorted([*desired, *stale])]  # declare = flush
+        out += lines
+        out += [f"-X {c}" for c in sorted(stale)]
+        for chain in sorted(desired):
+            out += [f"-A {chain} {r}" for r in desired[chain]]
+        out += inserts
+        out.append("COMMIT")
+    return "".join(f"{line}\n" for line in out)
