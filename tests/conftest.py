@@ -67,3 +67,43 @@ def make_netns(needs_root: None) -> Iterator[Callable[[str], str]]:
     finally:
         for name in reversed(created):
             _delete_netns(name)
+
+
+@pytest.fixture
+def pg_fresh_url(pg_url: str) -> Iterator[str]:
+    """A brand-new empty PostgreSQL database on the test server, dropped afterwards."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    base = make_url(pg_url)
+    admin = base.set(drivername="postgresql").render_as_string(hide_password=False)
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield base.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: object) -> str:
+    """Run a test once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/inventory.sqlite"
+    return str(request.getfixturevalue("pg_fresh_url"))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print how many PostgreSQL tests really ran, so CI output proves it."""
+    counts: dict[str, int] = {}
+    for outcome in ("passed", "failed", "skipped", "error"):
+        for report in terminalreporter.stats.get(outcome, []):
+            if "postgres" not in getattr(report, "keywords", {}):
+                continue
+            if outcome == "passed" and report.when != "call":
+                continue
+            counts[outcome] = counts.get(outcome, 0) + 1
+    summary = ", ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "none ran"
+    terminalreporter.write_line(f"openimds: PostgreSQL tests: {summary}")
