@@ -194,7 +194,8 @@ class Store:
         def note(resource: str, rid: str, op: str) -> None:
             key = (resource, rid)
             previous = pending.get(key)
-            if previous == "create" and op == "update":
+            # A row's own create/delete outranks an "update" implied by its child rows.
+            if previous in ("create", "delete") and op == "update":
                 return
             if previous == "create" and op == "delete":
                 pending.pop(key)
