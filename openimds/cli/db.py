@@ -17,10 +17,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _upgrade(args: argparse.Namespace) -> int:
-    from openimds.cli.wiring import database_url
+    from openimds.config import database_url, load_config
     from openimds.inventory.migrate import upgrade
 
-    url = database_url(args.config_files, args.config_dirs)
+    url = database_url(load_config("control-api", args.config_files, args.config_dirs))
     upgrade(url)
     print(f"database schema is current: {url}")
     return 0
