@@ -154,15 +154,16 @@ class HaproxySupervisor:
             LOG.info("proxy %s stopped (pids %s)", resource_id, sorted(pids))
         return stopped
 
-    def pid(self, resource_id: str, netns: str | None = None) -> int | None:
-        """The pid of the running proxy (from its pid file, verified), or None."""
+    def pid(self, resource_id: str) -> int | None:
+        """The pid of the running proxy (from its pid file, verified to be our haproxy), or
+        None. Whatever namespace it is in: `ensure` is what checks the namespace."""
         conf = config_path(self.state_path, resource_id)
-        paths = self._paths(resource_id, _read(conf))
-        return self._live_pid(conf, paths.pidfile, netns)
+        pid = _read_pid(self._paths(resource_id, _read(conf)).pidfile)
+        return pid if pid is not None and _is_our_haproxy(pid, conf) else None
 
-    def is_listening(self, spec: ProxySpec, netns: str | None = None) -> bool:
-        """True when the verified proxy process's namespace has a TCP listener on every bind."""
-        pid = self.pid(spec.resource_id, netns)
+    def is_listening(self, spec: ProxySpec) -> bool:
+        """True when the running proxy's namespace has a TCP listener on every bind of spec."""
+        pid = self.pid(spec.resource_id)
         return pid is not None and _binds_listening(spec, pid)
 
     def owned_ids(self) -> list[str]:
