@@ -80,9 +80,9 @@ class BadRequest(MetadataError):
 
 
 class MissingHeader(BadRequest):
-    def __init__(self, header: str) -> None:
+    def __init__(self, header: str, explanation: str | None = None) -> None:
         self.header = header
-        super().__init__(f"{header} header is missing from request.")
+        super().__init__(explanation or f"{header} header is missing from request.")
 
 
 class DuplicateHeader(BadRequest):

@@ -151,7 +151,8 @@ def identify(headers: Headers, peer: str | None, settings: IdentifySettings) -> 
     if provider:
         forwarded = headers.get_all(FORWARDED_FOR)
         if not forwarded:
-            raise MissingHeader(FORWARDED_FOR)
+            # Nova's wording for this one differs from the proxy-mode headers.
+            raise MissingHeader(FORWARDED_FOR, "X-Forwarded-For is missing from request.")
         address = ", ".join(forwarded).split(",")[0]
         if settings.shared_secret:
             signature = _single(headers, PROVIDER_SIGNATURE)

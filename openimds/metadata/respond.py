@@ -259,7 +259,7 @@ class Responder:
         if isinstance(node, TextLeaf):
             return MetadataResponse(200, node.content_type, node.body, view.uuid)
         if isinstance(node, SeededJsonLeaf):
-            body = node.body(req.random_bytes(RANDOM_SEED_BYTES))
+            body = node.body(req.random_bytes(RANDOM_SEED_BYTES) if node.needs_seed else b"")
             return MetadataResponse(200, JSON, body, view.uuid)
         if isinstance(node, RequestAddressLeaf):
             return MetadataResponse(200, TEXT, str(request_address).encode(), view.uuid)

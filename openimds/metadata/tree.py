@@ -67,9 +67,16 @@ class SeededJsonLeaf:
     """meta_data.json split around `random_seed`, which must be fresh on every response."""
 
     prefix: bytes
-    suffix: bytes
+    # None for versions before 2013-04-04, whose document has no random_seed.
+    suffix: bytes | None
+
+    @property
+    def needs_seed(self) -> bool:
+        return self.suffix is not None
 
     def body(self, seed: bytes) -> bytes:
+        if self.suffix is None:
+            return self.prefix
         return self.prefix + base64.b64encode(seed) + self.suffix
 
 
@@ -241,7 +248,7 @@ def _seeded_json(doc: dict[str, Any]) -> SeededJsonLeaf:
     items = list(doc.items())
     keys = [k for k, _ in items]
     if "random_seed" not in keys:
-        return SeededJsonLeaf(prefix=json.dumps(doc).encode(), suffix=b"")
+        return SeededJsonLeaf(prefix=json.dumps(doc).encode(), suffix=None)
     i = keys.index("random_seed")
     before, after = items[:i], items[i + 1 :]
     prefix = "{" + _dumps_items(before) + (", " if before else "") + '"random_seed": "'
@@ -264,7 +271,7 @@ def _openstack_dir(
     versions: dict[str, Node] = {}
     for version in v.OPENSTACK_VERSIONS:
         md = _seeded_json(meta_data(view, version, dhcp_domain=dhcp_domain))
-        md = seen.setdefault(md.prefix + b"\0" + md.suffix, md)
+        md = seen.setdefault(md.prefix + b"\0" + (md.suffix or b""), md)
         files: dict[str, Node] = {"meta_data.json": md, "network_data.json": net_leaf}
         listing = ["meta_data.json"]
         if view.user_data is not None:

@@ -51,7 +51,6 @@ def full_view(**overrides: object) -> InstanceView:
         flavor="m1.small",
         image_name="cirros",
         image_ec2_id=1,
-        kernel_ec2_id=2,
         key_name="key",
         key_data=KEY,
         keypair=KeyPairView("key", KEY, "ssh"),

@@ -1,0 +1,47 @@
+"""Building requests for the responder in tests."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import date
+
+from openimds.metadata.identify import sign_instance_id
+from openimds.metadata.respond import MetadataRequest, MetadataResponse, Responder
+
+TODAY = date(2026, 1, 1)
+_counter = itertools.count()
+
+
+def counting_bytes(n: int) -> bytes:
+    """Deterministic but different on every call, like fresh entropy must be."""
+    return next(_counter).to_bytes(8, "big") * (n // 8)
+
+
+def signed_headers(instance_id: str, tenant: str, secret: str) -> list[tuple[str, str]]:
+    return [
+        ("X-Instance-ID", instance_id),
+        ("X-Tenant-ID", tenant),
+        ("X-Instance-ID-Signature", sign_instance_id(secret, instance_id)),
+    ]
+
+
+async def call(
+    responder: Responder,
+    path: str,
+    *,
+    method: str = "GET",
+    headers: list[tuple[str, str]] | None = None,
+    peer: str | None = "192.0.2.10",
+    body: bytes | None = None,
+    today: date = TODAY,
+) -> MetadataResponse:
+    req = MetadataRequest(
+        method=method,
+        path=path,
+        headers=tuple(headers or ()),
+        peer=peer,
+        today=today,
+        random_bytes=counting_bytes,
+        body=body,
+    )
+    return await responder.respond(req)
