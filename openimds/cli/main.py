@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 COMMAND_MODULES: tuple[str, ...] = (
     "openimds.cli.db",
+    "openimds.cli.proxy_cmd",
     "openimds.cli.allinone",
     "openimds.cli.config_cmd",
 )

@@ -154,6 +154,13 @@ class HaproxySupervisor:
             LOG.info("proxy %s stopped (pids %s)", resource_id, sorted(pids))
         return stopped
 
+    def write_config(self, spec: ProxySpec) -> str:
+        """Validate and atomically write the config for `spec` without touching any process
+        (for running haproxy under another supervisor); returns the config path."""
+        conf = config_path(self.state_path, spec.resource_id)
+        self._install(conf, render_haproxy_cfg(spec))
+        return conf
+
     def pid(self, resource_id: str) -> int | None:
         """The pid of the running proxy (from its pid file, verified to be our haproxy), or
         None. Whatever namespace it is in: `ensure` is what checks the namespace."""

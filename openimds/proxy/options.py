@@ -1,0 +1,54 @@
+"""Map the `[metadata_haproxy]` and `[metadata_rate_limiting]` options to plain values.
+
+The one place a ConfigOpts meets the proxy package: agents' wiring code calls these and hands
+the dataclasses to the pure spec helpers.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from openimds.proxy.haproxy import RateLimit, Timeouts
+
+__all__ = ["rate_limit_from_conf", "timeouts_from_conf"]
+
+LOG = logging.getLogger(__name__)
+
+
+def timeouts_from_conf(conf: Any) -> Timeouts:
+    """`[metadata_haproxy] timeout_*` as Timeouts."""
+    g = conf.metadata_haproxy
+    return Timeouts(
+        connect=int(g.timeout_connect),
+        client=int(g.timeout_client),
+        server=int(g.timeout_server),
+        http_request=int(g.timeout_http_request),
+        http_keep_alive=int(g.timeout_http_keep_alive),
+    )
+
+
+def rate_limit_from_conf(conf: Any) -> RateLimit | None:
+    """`[metadata_rate_limiting]` as a RateLimit, or None when disabled.
+
+    As in Neutron, `ip_versions` must be exactly [4] or [6] (one stick table cannot hold both
+    families); anything else is logged and means "no limit", never a proxy that fails to start.
+    """
+    g = conf.metadata_rate_limiting
+    if not g.rate_limit_enabled:
+        return None
+    versions = list(g.ip_versions or [])
+    if versions not in ([4], [6]):
+        LOG.warning(
+            "[metadata_rate_limiting] ip_versions = %s: rate limiting needs exactly one of 4 "
+            "or 6; proxies run without a limit",
+            versions,
+        )
+        return None
+    return RateLimit(
+        ip_version=versions[0],
+        base_window=int(g.base_window_duration),
+        base_limit=int(g.base_query_rate_limit),
+        burst_window=int(g.burst_window_duration),
+        burst_limit=int(g.burst_query_rate_limit),
+    )
