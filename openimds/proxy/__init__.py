@@ -12,6 +12,7 @@ from openimds.proxy.haproxy import (
     proxy_spec_for_router,
     render_haproxy_cfg,
 )
+from openimds.proxy.options import rate_limit_from_conf, timeouts_from_conf
 from openimds.proxy.supervisor import HaproxySupervisor, Outcome, ProxyStartFailed
 
 __all__ = [
@@ -27,5 +28,7 @@ __all__ = [
     "pidfile_path",
     "proxy_spec_for_network",
     "proxy_spec_for_router",
+    "rate_limit_from_conf",
     "render_haproxy_cfg",
+    "timeouts_from_conf",
 ]

@@ -16,7 +16,8 @@ import pytest
 from openimds.cli.main import build_parser
 from openimds.cli.proxy_cmd import spec_from_args
 from openimds.config import load_config
-from openimds.proxy.haproxy import Bind, config_path
+from openimds.proxy.haproxy import Bind, RateLimit, Timeouts, config_path
+from openimds.proxy.options import rate_limit_from_conf, timeouts_from_conf
 from openimds.proxy.supervisor import HaproxySupervisor, listening_sockets
 
 RID = "8a4b1e2c-0000-4000-8000-000000000001"
@@ -104,3 +105,25 @@ def test_command_runs_and_readopts_haproxy_in_a_namespace(
     finally:
         HaproxySupervisor(state).stop(rid)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.parametrize(
+    "ini, want",
+    [
+        ("", None),
+        ("rate_limit_enabled = true\n", RateLimit()),
+        (
+            "rate_limit_enabled = true\nip_versions = 6\nbase_window_duration = 20\n"
+            "base_query_rate_limit = 5\nburst_window_duration = 2\nburst_query_rate_limit = 3\n",
+            RateLimit(ip_version=6, base_window=20, base_limit=5, burst_window=2, burst_limit=3),
+        ),
+        # Both families cannot share one stick table: warn and run unlimited, as Neutron does.
+        ("rate_limit_enabled = true\nip_versions = 4,6\n", None),
+    ],
+)
+def test_options_from_ini(tmp_path: Path, ini: str, want: RateLimit | None) -> None:
+    path = tmp_path / "l3_agent.ini"
+    path.write_text("[metadata_haproxy]\ntimeout_server = 90\n[metadata_rate_limiting]\n" + ini)
+    conf = load_config("ns-metadata-proxy", [str(path)])
+    assert rate_limit_from_conf(conf) == want
+    assert timeouts_from_conf(conf) == Timeouts(server=90)
