@@ -1,0 +1,99 @@
+"""Every way an agent request can fail, as closed types mapped to HTTP at one edge (server.py).
+
+    AgentError (status, text)
+    ├── BadRequest (400)
+    │   ├── ConflictingIds        both X-Neutron-Network-ID and X-Neutron-Router-ID, or one repeated
+    │   ├── MissingId             neither id header (the request did not come through our proxy)
+    │   └── BadAddress            no usable X-Forwarded-For hop
+    ├── NotFound (404)
+    │   ├── NoPort                no port with that address on the network(s)
+    │   ├── AmbiguousAddress      more than one port with that address (an inventory problem)
+    │   ├── NotAnInstance         the port belongs to a DHCP server, a router, ...
+    │   └── RouterWithoutNetworks the router has no interfaces (never a search of all networks)
+    └── Unavailable (503, Retry-After)
+        ├── NotReady              the port index has not synchronised yet
+        └── UpstreamUnavailable   no metadata API answered (refused, reset, timed out)
+
+`text` is what the guest sees (plain text, like Neutron's socket-era pages); `log_detail` is for
+the operator's log only (port ids, which upstream failed).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AgentError",
+    "AmbiguousAddress",
+    "BadAddress",
+    "BadRequest",
+    "ConflictingIds",
+    "MissingId",
+    "NoPort",
+    "NotAnInstance",
+    "NotFound",
+    "NotReady",
+    "RouterWithoutNetworks",
+    "Unavailable",
+    "UpstreamUnavailable",
+]
+
+
+class AgentError(Exception):
+    status: int = 500
+
+    def __init__(self, text: str, *, log_detail: str | None = None) -> None:
+        self.text = text
+        self.log_detail = log_detail
+        super().__init__(text)
+
+
+class BadRequest(AgentError):
+    status = 400
+
+
+class ConflictingIds(BadRequest):
+    pass
+
+
+class MissingId(BadRequest):
+    pass
+
+
+class BadAddress(BadRequest):
+    pass
+
+
+class NotFound(AgentError):
+    status = 404
+
+
+class NoPort(NotFound):
+    pass
+
+
+class AmbiguousAddress(NotFound):
+    def __init__(self, text: str, port_ids: tuple[str, ...], *, log_detail: str | None = None
+                 ) -> None:
+        super().__init__(text, log_detail=log_detail)
+        self.port_ids = port_ids
+
+
+class NotAnInstance(NotFound):
+    pass
+
+
+class RouterWithoutNetworks(NotFound):
+    pass
+
+
+class Unavailable(AgentError):
+    status = 503
+    # Seconds a client should wait; cloud-init retries on its own schedule anyway.
+    retry_after = 5
+
+
+class NotReady(Unavailable):
+    pass
+
+
+class UpstreamUnavailable(Unavailable):
+    pass
