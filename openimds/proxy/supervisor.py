@@ -31,7 +31,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from openimds.linux.process import CommandFailed, run
-from openimds.proxy.haproxy import ProxySpec, config_path, pidfile_path, render_haproxy_cfg
+from openimds.proxy.haproxy import (
+    ProxySpec,
+    ResourceKind,
+    config_path,
+    id_header,
+    pidfile_path,
+    render_haproxy_cfg,
+)
 
 __all__ = [
     "HaproxySupervisor",
@@ -173,14 +180,20 @@ class HaproxySupervisor:
         pid = self.pid(spec.resource_id)
         return pid is not None and _binds_listening(spec, pid)
 
-    def owned_ids(self) -> list[str]:
-        """Resource ids that have a proxy config on disk (running or not), sorted."""
+    def owned_ids(self, kind: ResourceKind | None = None) -> list[str]:
+        """Resource ids that have a proxy config on disk (running or not), sorted; with
+        `kind`, only those whose config sets that kind's header, so a DHCP and an L3 agent
+        sharing a state_path never stop each other's proxies."""
         folder = os.path.dirname(config_path(self.state_path, "x"))
         try:
             names = os.listdir(folder)
         except FileNotFoundError:
             return []
-        return sorted(n[: -len(".conf")] for n in names if n.endswith(".conf"))
+        ids = sorted(n[: -len(".conf")] for n in names if n.endswith(".conf"))
+        if kind is None:
+            return ids
+        marker = f"http-request set-header {id_header(kind)} "
+        return [i for i in ids if marker in (_read(config_path(self.state_path, i)) or "")]
 
     # -- internals ---------------------------------------------------------------------
 

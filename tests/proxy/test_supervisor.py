@@ -372,6 +372,8 @@ def test_new_supervisor_adopts_running_proxy(env: Env) -> None:
     assert restarted_agent.pid(spec.resource_id) == pid
     assert restarted_agent.ensure(spec, env.proxy_ns) is Outcome.UNCHANGED
     assert restarted_agent.owned_ids() == [spec.resource_id]
+    assert restarted_agent.owned_ids("router") == [spec.resource_id]
+    assert restarted_agent.owned_ids("network") == []
 
 
 def test_stop_removes_process_and_files(env: Env) -> None:
