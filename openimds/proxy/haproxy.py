@@ -29,6 +29,7 @@ __all__ = [
     "InvalidProxySpec",
     "ProxySpec",
     "RateLimit",
+    "ResourceKind",
     "Timeouts",
     "config_path",
     "id_header",
