@@ -1,0 +1,228 @@
+"""The aiohttp application: one route table, one adapter, one error edge.
+
+Every route is a `Route` naming a sync operation (see call.py). The adapter authenticates the
+X-Auth-Token, parses the JSON body, runs the operation in a worker thread (the database is sync
+SQLAlchemy; the event loop must never wait on it) and writes the Reply. The error middleware is
+the one place exceptions become HTTP: ApiError and inventory errors keep their status, anything
+else is logged and answered with a bare 500 body (never a traceback).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from aiohttp import web
+
+from openimds.control import (
+    auth,
+    changes,
+    keypairs,
+    networks,
+    ports,
+    routers,
+    servers,
+    subnets,
+)
+from openimds.control.call import Call, Operation, Reply, Settings
+from openimds.control.errors import (
+    ApiError,
+    BadRequest,
+    error_body,
+    flavor_for_path,
+    for_status,
+    from_inventory,
+)
+from openimds.inventory.errors import InventoryError
+from openimds.inventory.store import Store
+
+LOG = logging.getLogger(__name__)
+
+# Bodies above this are refused by aiohttp with a 413 before we parse them; user data (64 KiB
+# decoded, ~88 KiB as base64) fits well inside.
+MAX_BODY = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    op: Operation
+    summary: str
+    body: str | None = None  # OpenAPI request schema name
+    auth: bool = True
+    long_poll: bool = False
+    tag: str = "network"
+
+
+def _crud(plural: str, singular: str, mod: Any, *, update: bool = True) -> list[Route]:
+    base = f"/v2.0/{plural}"
+    title = singular.capitalize()
+    out = [
+        Route("GET", base, getattr(mod, f"list_{plural}"), f"List {plural}"),
+        Route("POST", base, getattr(mod, f"create_{singular}"), f"Create a {singular}",
+              f"{title}Create"),
+        Route("GET", base + "/{id}", getattr(mod, f"show_{singular}"), f"Show a {singular}"),
+        Route("DELETE", base + "/{id}", getattr(mod, f"delete_{singular}"),
+              f"Delete a {singular}"),
+    ]
+    if update:
+        out.append(Route("PUT", base + "/{id}", getattr(mod, f"update_{singular}"),
+                         f"Update a {singular}", f"{title}Update"))
+    return out
+
+
+ROUTES: tuple[Route, ...] = (
+    Route("POST", "/v3/auth/tokens", auth.post_v3_token, "Issue a token (Keystone v3)",
+          "V3Auth", auth=False, tag="identity"),
+    Route("POST", "/v2.0/tokens", auth.post_v2_token, "Issue a token (Keystone v2.0)",
+          "V2Auth", auth=False, tag="identity"),
+    *_crud("networks", "network", networks),
+    *_crud("subnets", "subnet", subnets),
+    *_crud("ports", "port", ports),
+    *_crud("routers", "router", routers),
+    Route("PUT", "/v2.0/routers/{id}/add_router_interface", routers.add_router_interface,
+          "Attach a subnet or port to a router", "RouterInterface"),
+    Route("PUT", "/v2.0/routers/{id}/remove_router_interface",
+          routers.remove_router_interface, "Detach a subnet or port from a router",
+          "RouterInterface"),
+    Route("GET", "/v2.0/changes", changes.get_changes, "Long-poll the change feed",
+          long_poll=True),
+    Route("GET", "/v2.1/servers", servers.list_servers, "List servers (brief)", tag="compute"),
+    Route("GET", "/v2.1/servers/detail", servers.list_servers_detail, "List servers (detail)",
+          tag="compute"),
+    Route("POST", "/v2.1/servers", servers.create_server, "Create a server", "ServerCreate",
+          tag="compute"),
+    Route("GET", "/v2.1/servers/{id}", servers.show_server, "Show a server", tag="compute"),
+    Route("DELETE", "/v2.1/servers/{id}", servers.delete_server, "Delete a server",
+          tag="compute"),
+    Route("GET", "/v2.1/os-keypairs", keypairs.list_keypairs, "List key pairs", tag="compute"),
+    Route("POST", "/v2.1/os-keypairs", keypairs.create_keypair, "Import a key pair",
+          "KeypairCreate", tag="compute"),
+    Route("GET", "/v2.1/os-keypairs/{name}", keypairs.show_keypair, "Show a key pair",
+          tag="compute"),
+    Route("DELETE", "/v2.1/os-keypairs/{name}", keypairs.delete_keypair, "Delete a key pair",
+          tag="compute"),
+)
+
+STORE = web.AppKey("store", Store)
+SETTINGS = web.AppKey("settings", Settings)
+POOLS = web.AppKey("pools", dict)
+
+
+def render(reply: Reply) -> web.Response:
+    if reply.body is None:
+        return web.Response(status=reply.status, headers=reply.headers)
+    return web.json_response(reply.body, status=reply.status, headers=reply.headers)
+
+
+async def _json_body(request: web.Request) -> Any:
+    raw = await request.read()
+    if not raw.strip():
+        return None
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        raise BadRequest("The request body is not valid JSON.", type="MalformedRequestBody"
+                         ) from None
+
+
+def _adapter(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        app = request.app
+        store, settings = app[STORE], app[SETTINGS]
+        loop = asyncio.get_running_loop()
+        pool = app[POOLS]["long_poll" if route.long_poll else "default"]
+        ctx = None
+        if route.auth:
+            ctx = await loop.run_in_executor(
+                app[POOLS]["default"],
+                partial(auth.validate_token, store, request.headers.get("X-Auth-Token")))
+        body = await _json_body(request) if request.method in ("POST", "PUT") else None
+        call = Call(store=store, settings=settings, ctx=ctx, params=dict(request.match_info),
+                    query=list(request.query.items()), body=body,
+                    base_url=f"{request.scheme}://{request.host}", headers=request.headers)
+        reply = await loop.run_in_executor(pool, route.op, call)
+        return render(reply)
+
+    handler.__name__ = route.op.__name__
+    return handler
+
+
+@web.middleware
+async def error_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        err = exc
+    except InventoryError as exc:
+        err = from_inventory(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        messages = {404: "The resource could not be found.",
+                    405: f"The method {request.method} is not allowed on {request.path}.",
+                    413: f"The request body is larger than {MAX_BODY} bytes."}
+        err = for_status(exc.status, messages.get(exc.status, exc.reason))
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception:
+        LOG.exception("unhandled error in %s %s", request.method, request.path)
+        err = ApiError("Request failed: an internal server error occurred (see the server "
+                       "log).")
+    response = web.json_response(error_body(err, flavor_for_path(request.path)),
+                                 status=err.status)
+    if err.status == 401:
+        response.headers["WWW-Authenticate"] = (
+            f'Keystone uri="{request.scheme}://{request.host}/v3"')
+    return response
+
+
+async def _versions(request: web.Request) -> web.Response:
+    base = f"{request.scheme}://{request.host}"
+    return web.json_response({"versions": [
+        {"id": "v2.0", "status": "CURRENT", "links": [{"rel": "self", "href": f"{base}/v2.0/"}]},
+        {"id": "v2.1", "status": "CURRENT", "links": [{"rel": "self", "href": f"{base}/v2.1/"}]},
+        {"id": "v3.0", "status": "stable", "links": [{"rel": "self", "href": f"{base}/v3/"}]},
+    ]})
+
+
+async def _openapi(request: web.Request) -> web.Response:
+    from openimds.control.openapi import openapi_document
+
+    return web.json_response(openapi_document(ROUTES))
+
+
+async def _start_pools(app: web.Application) -> None:
+    # Separate pools: long polls park a thread each for up to max_changes_timeout, and must not
+    # starve ordinary requests of workers.
+    app[POOLS]["default"] = ThreadPoolExecutor(32, thread_name_prefix="control-db")
+    app[POOLS]["long_poll"] = ThreadPoolExecutor(256, thread_name_prefix="control-poll")
+
+
+async def _stop_pools(app: web.Application) -> None:
+    for pool in app[POOLS].values():
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def build_app(store: Store, settings: Settings | None = None) -> web.Application:
+    """The control-plane API over `store`."""
+    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY)
+    app[STORE] = store
+    app[SETTINGS] = settings or Settings()
+    app[POOLS] = {}
+    app.on_startup.append(_start_pools)
+    app.on_cleanup.append(_stop_pools)
+    app.router.add_get("/", _versions)
+    app.router.add_get("/openapi.json", _openapi)
+    for route in ROUTES:
+        app.router.add_route(route.method, route.path, _adapter(route))
+    return app

@@ -1,0 +1,170 @@
+"""IP address management: default pools, pool checks and first-free allocation.
+
+The pure helpers mirror Neutron's `ipam.utils.generate_pools`: a pool runs from the first host
+after the network address to the last host before the broadcast (IPv6 has no broadcast), minus
+the gateway. Allocation hands out the lowest free pool address; the gateway is never handed out
+automatically, and an explicitly requested address may be anywhere in the subnet except the
+network/broadcast address and (for non-router ports) the gateway.
+
+`allocate_ip` is the store-side half: it reads the subnet's used addresses inside the caller's
+write transaction. SQLite serialises writers (BEGIN IMMEDIATE), so two transactions never pick
+the same address; on PostgreSQL the (subnet_id, ip_address) unique constraint catches a race and
+the API retries the whole transaction (see resources.retry_on_race).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Iterator, Sequence
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from openimds.control.errors import BadRequest, Conflict
+from openimds.inventory.models import FixedIP, Subnet
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Pool = tuple[Address, Address]
+
+
+def default_pools(cidr: str, gateway_ip: str | None) -> list[dict[str, str]]:
+    """Neutron's default allocation pools for `cidr` with `gateway_ip` excluded."""
+    net = ipaddress.ip_network(cidr, strict=True)
+    first, last = net.network_address, net.broadcast_address
+    if first == last:  # a /32 or /128 holds exactly one address
+        return [{"start": str(first), "end": str(last)}]
+    lo = first + 1
+    hi = last - 1 if net.version == 4 else last
+    if lo >= hi:  # /31: no room for a pool
+        return []
+    pools: list[tuple[Address, Address]] = [(lo, hi)]
+    if gateway_ip:
+        gw = ipaddress.ip_address(gateway_ip)
+        split: list[tuple[Address, Address]] = []
+        for start, end in pools:
+            if start <= gw <= end:
+                if start < gw:
+                    split.append((start, gw - 1))
+                if gw < end:
+                    split.append((gw + 1, end))
+            else:
+                split.append((start, end))
+        pools = split
+    return [{"start": str(s), "end": str(e)} for s, e in pools]
+
+
+def parse_pools(pools: Sequence[dict[str, str]]) -> list[Pool]:
+    return [(ipaddress.ip_address(p["start"]), ipaddress.ip_address(p["end"])) for p in pools]
+
+
+def check_pools(cidr: str, gateway_ip: str | None, pools: Sequence[dict[str, str]]) -> None:
+    """Reject pools outside the subnet, reversed, overlapping each other or holding the gateway."""
+    net = ipaddress.ip_network(cidr, strict=True)
+    parsed: list[Pool] = []
+    for pool in pools:
+        try:
+            start = ipaddress.ip_address(pool["start"])
+            end = ipaddress.ip_address(pool["end"])
+        except (KeyError, TypeError, ValueError):
+            raise BadRequest(f"Invalid allocation pool {pool!r}: needs start and end IP addresses",
+                             type="InvalidAllocationPool") from None
+        if start not in net or end not in net:
+            raise BadRequest(f"The allocation pool {start}-{end} spans beyond the subnet cidr "
+                             f"{net}.", type="OutOfBoundsAllocationPool")
+        if start > end:
+            raise BadRequest(f"The allocation pool {start}-{end} ends before it starts",
+                             type="InvalidAllocationPool")
+        if net.prefixlen < net.max_prefixlen and (
+            start == net.network_address
+            or (net.version == 4 and end == net.broadcast_address)
+        ):
+            raise BadRequest(f"The allocation pool {start}-{end} includes the network or "
+                             "broadcast address", type="InvalidAllocationPool")
+        parsed.append((start, end))
+    parsed.sort()
+    for (_, end_a), (start_b, end_b) in zip(parsed, parsed[1:], strict=False):
+        if start_b <= end_a:
+            raise BadRequest(f"Found overlapping allocation pools: {start_b}-{end_b}",
+                             type="OverlappingAllocationPools")
+    if gateway_ip:
+        gw = ipaddress.ip_address(gateway_ip)
+        if any(s <= gw <= e for s, e in parsed):
+            raise BadRequest(f"Gateway ip {gw} conflicts with allocation pool",
+                             type="GatewayConflictWithAllocationPools")
+
+
+def candidates(pools: Iterable[Pool]) -> Iterator[Address]:
+    """Every pool address in order (lazily: an IPv6 /64 pool is never materialised)."""
+    for start, end in sorted(pools):
+        addr = start
+        while addr <= end:
+            yield addr
+            if addr == end:
+                break
+            addr = addr + 1
+
+
+def first_free(pools: Sequence[Pool], used: set[str], gateway_ip: str | None) -> str | None:
+    """The lowest pool address not in `used` and not the gateway; None when the pools are full.
+
+    Bounded by len(used) + 2 steps: only used addresses (and the gateway) are skipped.
+    """
+    skip = set(used)
+    if gateway_ip:
+        skip.add(str(ipaddress.ip_address(gateway_ip)))
+    for addr in candidates(pools):
+        if str(addr) not in skip:
+            return str(addr)
+    return None
+
+
+def check_requested(cidr: str, gateway_ip: str | None, ip: str, *, router: bool) -> str:
+    """Normalise an explicitly requested address, or explain why it cannot be used."""
+    net = ipaddress.ip_network(cidr, strict=True)
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        raise BadRequest(f"Invalid input: '{ip}' is not a valid IP address",
+                         type="InvalidInput") from None
+    if addr not in net:
+        raise BadRequest(f"IP address {addr} is not a valid IP for the specified subnet {net}.",
+                         type="InvalidIpForSubnet")
+    if net.prefixlen < net.max_prefixlen - 1 and (
+        addr == net.network_address or (net.version == 4 and addr == net.broadcast_address)
+    ):
+        raise BadRequest(f"IP address {addr} is the network or broadcast address of {net}.",
+                         type="InvalidIpForSubnet")
+    if gateway_ip and addr == ipaddress.ip_address(gateway_ip) and not router:
+        raise Conflict(f"IP address {addr} is the gateway of subnet {net}; only a router "
+                       "interface may take it.", type="IpAddressInUse")
+    return str(addr)
+
+
+# ---- store side ---------------------------------------------------------------------------
+
+
+def used_addresses(session: Session, subnet_id: str) -> set[str]:
+    return set(session.scalars(select(FixedIP.ip_address).where(FixedIP.subnet_id == subnet_id)))
+
+
+def allocate_ip(session: Session, subnet: Subnet) -> str:
+    """The next free pool address of `subnet`, inside the caller's transaction."""
+    found = first_free(parse_pools(subnet.allocation_pools or []),
+                       used_addresses(session, subnet.id), subnet.gateway_ip)
+    if found is None:
+        raise Conflict(f"No more IP addresses available for subnet {subnet.id}.",
+                       type="IpAddressGenerationFailure")
+    return found
+
+
+def reserve_ip(session: Session, subnet: Subnet, ip: str, *, router: bool = False) -> str:
+    """Check that an explicitly requested `ip` is valid and free on `subnet`."""
+    addr = check_requested(subnet.cidr, subnet.gateway_ip, ip, router=router)
+    taken = session.scalars(
+        select(FixedIP.port_id).where(FixedIP.subnet_id == subnet.id, FixedIP.ip_address == addr)
+    ).first()
+    if taken is not None:
+        raise Conflict(f"Unable to complete operation for network {subnet.network_id}. The IP "
+                       f"address {addr} is in use.", type="IpAddressInUse")
+    return addr
