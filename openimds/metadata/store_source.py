@@ -1,0 +1,523 @@
+"""`StoreSource`: instance views from the inventory, cached until the change feed says otherwise.
+
+* A view is loaded on first use (one read transaction, off the event loop) and then served from
+  memory: a cache hit does no query. Concurrent misses for one instance share one load.
+* A watcher task follows `Store.changes_since` from the revision read at start-up and drops
+  every cached view the change can affect: the instance itself; its ports (including a port
+  newly given its device id); the subnets and networks it sits on, and DHCP ports there (they
+  decide `dhcp_server` and the MTU); and its key pair.
+* Loads and invalidations race safely through epochs: a load stores its result only if nothing
+  touching that instance (or any subnet/network/key pair) was invalidated while it ran, so a
+  change applied mid-load can never be overwritten by the older read.
+* Direct-mode address lookups are cached the same way, keyed by IP and dropped per port.
+
+Nothing here is a TTL: correctness comes from the feed. `applied_revision` says how far the
+feed has been applied; `wait_for_revision` lets callers (and tests) wait for a given commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from openimds.inventory.models import FixedIP, Instance, KeyPair, Network, Port, Subnet
+from openimds.inventory.store import ChangeRecord, Store
+from openimds.metadata.source import AddressMatch, PasswordResult
+from openimds.metadata.view import FixedIPView, InstanceView, KeyPairView, PortView, SubnetView
+
+__all__ = ["StoreSource", "load_view"]
+
+LOG = logging.getLogger(__name__)
+DHCP_OWNER = "network:dhcp"
+ROUTER_OWNERS = ("network:router_interface", "network:router_interface_distributed")
+GONE_STATUSES = ("DELETED", "SOFT_DELETED")
+
+
+# ---- loading (runs in a worker thread) ------------------------------------------------------
+
+
+@dataclass
+class _Deps:
+    """What a loaded view was rendered from, for invalidation."""
+
+    ports: set[str] = field(default_factory=set)
+    subnets: set[str] = field(default_factory=set)
+    networks: set[str] = field(default_factory=set)
+    keypair: tuple[str | None, str] | None = None
+
+
+def _subnet_view(subnet: Subnet, dhcp_server: str | None) -> SubnetView:
+    return SubnetView(
+        id=subnet.id,
+        cidr=subnet.cidr,
+        ip_version=subnet.ip_version,
+        gateway_ip=subnet.gateway_ip,
+        host_routes=tuple((r["destination"], r["nexthop"]) for r in subnet.host_routes or ()),
+        dns_nameservers=tuple(subnet.dns_nameservers or ()),
+        enable_dhcp=bool(subnet.enable_dhcp),
+        ipv6_ra_mode=subnet.ipv6_ra_mode,
+        ipv6_address_mode=subnet.ipv6_address_mode,
+        dhcp_server=dhcp_server,
+    )
+
+
+def load_view(session: Session, uuid: str) -> tuple[InstanceView, _Deps] | None:
+    """Read one instance and everything its trees show, or None if it does not exist."""
+    inst = session.scalar(
+        select(Instance).options(selectinload(Instance.image)).where(Instance.uuid == uuid)
+    )
+    if inst is None or inst.status in GONE_STATUSES:
+        return None
+    deps = _Deps()
+    ports = session.scalars(
+        select(Port)
+        .options(selectinload(Port.fixed_ips))
+        .where(Port.device_id == uuid)
+        # Attach order stands in for nova's VIF order.
+        .order_by(Port.created_at, Port.id)
+    ).all()
+    subnet_ids = {fip.subnet_id for p in ports for fip in p.fixed_ips}
+    network_ids = {p.network_id for p in ports}
+    subnets = (
+        {s.id: s for s in session.scalars(select(Subnet).where(Subnet.id.in_(subnet_ids)))}
+        if subnet_ids
+        else {}
+    )
+    mtus = (
+        {
+            row[0]: row[1]
+            for row in session.execute(
+                select(Network.id, Network.mtu).where(Network.id.in_(network_ids))
+            )
+        }
+        if network_ids
+        else {}
+    )
+    dhcp_servers: dict[str, str] = {}
+    if subnet_ids:
+        rows = session.execute(
+            select(FixedIP.subnet_id, FixedIP.ip_address, Port.id)
+            .join(Port, Port.id == FixedIP.port_id)
+            .where(Port.device_owner == DHCP_OWNER, FixedIP.subnet_id.in_(subnet_ids))
+            .order_by(FixedIP.id)
+        )
+        for subnet_id, ip, port_id in rows:
+            dhcp_servers.setdefault(subnet_id, ip)
+            deps.ports.add(port_id)
+    port_views = []
+    for port in ports:
+        fixed = tuple(
+            FixedIPView(
+                fip.ip_address,
+                _subnet_view(subnets[fip.subnet_id], dhcp_servers.get(fip.subnet_id)),
+            )
+            for fip in port.fixed_ips
+            if fip.subnet_id in subnets
+        )
+        port_views.append(
+            PortView(
+                id=port.id,
+                mac_address=port.mac_address,
+                network_id=port.network_id,
+                mtu=mtus.get(port.network_id),
+                fixed_ips=fixed,
+            )
+        )
+        deps.ports.add(port.id)
+    deps.subnets = set(subnet_ids)
+    deps.networks = set(network_ids)
+    keypair = None
+    if inst.key_name:
+        deps.keypair = (inst.user_id, inst.key_name)
+        query = select(KeyPair).where(KeyPair.name == inst.key_name)
+        query = query.where(
+            KeyPair.user_id == inst.user_id
+            if inst.user_id
+            else KeyPair.project_id == inst.project_id
+        )
+        record = session.scalars(query.order_by(KeyPair.id)).first()
+        if record is not None:
+            keypair = KeyPairView(record.name, record.public_key, record.type or "ssh")
+    image = inst.image
+    view = InstanceView(
+        uuid=inst.uuid,
+        ec2_id=inst.id,
+        name=inst.name,
+        hostname=inst.hostname,
+        project_id=inst.project_id,
+        availability_zone=inst.availability_zone,
+        flavor=inst.flavor,
+        image_name=image.name if image is not None else None,
+        image_ec2_id=image.id if image is not None else None,
+        key_name=inst.key_name,
+        key_data=inst.key_data,
+        keypair=keypair,
+        user_data=inst.user_data,
+        metadata={str(k): v for k, v in (inst.properties or {}).items()},
+        launch_index=inst.launch_index,
+        reservation_id=inst.reservation_id,
+        security_groups=tuple(inst.security_groups or ()),
+        created_at=inst.created_at,
+        password=inst.password or None,
+        ports=tuple(port_views),
+    )
+    return view, deps
+
+
+@dataclass(frozen=True)
+class _PortFacts:
+    """A changed port as it is now (None fields when it was deleted)."""
+
+    port_id: str
+    device_id: str | None
+    device_owner: str | None
+    network_id: str | None
+    addresses: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _KeyFacts:
+    keypair_id: str
+    user_id: str | None
+    name: str | None
+
+
+# ---- the source ------------------------------------------------------------------------------
+
+
+class StoreSource:
+    """See the module docstring. Create it and call `start()` on the serving event loop."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        on_cache: Callable[[str, bool], None] | None = None,
+        feed_timeout: float = 10.0,
+    ) -> None:
+        self.store = store
+        self._on_cache = on_cache
+        self._feed_timeout = feed_timeout
+        self._views: dict[str, InstanceView] = {}
+        self._deps: dict[str, _Deps] = {}
+        self._by_port: dict[str, set[str]] = defaultdict(set)
+        self._by_subnet: dict[str, set[str]] = defaultdict(set)
+        self._by_network: dict[str, set[str]] = defaultdict(set)
+        self._by_key: dict[tuple[str | None, str], set[str]] = defaultdict(set)
+        self._epoch: dict[str, int] = defaultdict(int)
+        self._global_epoch = 0
+        self._loading: dict[str, asyncio.Future[InstanceView | None]] = {}
+        self._addresses: dict[str, list[AddressMatch]] = {}
+        self._address_ports: dict[str, set[str]] = defaultdict(set)  # port id -> ips cached
+        self._address_epoch = 0
+        self.applied_revision = -1
+        self._revision_event: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._revision_event = asyncio.Event()
+        self.applied_revision = await asyncio.to_thread(self.store.current_revision)
+        self._task = asyncio.create_task(self._watch(), name="metadata-change-feed")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def ready(self) -> bool:
+        return self.applied_revision >= 0 and self._task is not None and not self._task.done()
+
+    async def wait_for_revision(self, revision: int, timeout: float = 10.0) -> None:
+        """Return once every change up to `revision` has been applied to the caches."""
+        assert self._revision_event is not None, "start() first"
+        async with asyncio.timeout(timeout):
+            while self.applied_revision < revision:
+                self._revision_event.clear()
+                await self._revision_event.wait()
+
+    # ---- InstanceSource ----------------------------------------------------------------------
+    def _hit(self, kind: str, hit: bool) -> None:
+        if self._on_cache is not None:
+            self._on_cache(kind, hit)
+
+    async def view_for_instance(self, uuid: str) -> InstanceView | None:
+        view = self._views.get(uuid)
+        if view is not None:
+            self._hit("view", True)
+            return view
+        pending = self._loading.get(uuid)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        self._hit("view", False)
+        future: asyncio.Future[InstanceView | None] = asyncio.get_running_loop().create_future()
+        self._loading[uuid] = future
+        epochs = (self._epoch[uuid], self._global_epoch)
+        try:
+            loaded = await asyncio.to_thread(self._load, uuid)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: waiters (if any) re-raise it themselves
+            raise
+        finally:
+            self._loading.pop(uuid, None)
+        view = None
+        if loaded is not None:
+            view, deps = loaded
+            if epochs == (self._epoch[uuid], self._global_epoch):
+                self._remember(view, deps)
+        future.set_result(view)
+        return view
+
+    def _load(self, uuid: str) -> tuple[InstanceView, _Deps] | None:
+        with self.store.read() as session:
+            return load_view(session, uuid)
+
+    def _remember(self, view: InstanceView, deps: _Deps) -> None:
+        uuid = view.uuid
+        self._views[uuid] = view
+        self._deps[uuid] = deps
+        for port in deps.ports:
+            self._by_port[port].add(uuid)
+        for subnet in deps.subnets:
+            self._by_subnet[subnet].add(uuid)
+        for network in deps.networks:
+            self._by_network[network].add(uuid)
+        if deps.keypair is not None:
+            self._by_key[deps.keypair].add(uuid)
+
+    def _forget(self, uuid: str) -> None:
+        self._epoch[uuid] += 1
+        self._views.pop(uuid, None)
+        deps = self._deps.pop(uuid, None)
+        if deps is None:
+            return
+        for index, keys in (
+            (self._by_port, deps.ports),
+            (self._by_subnet, deps.subnets),
+            (self._by_network, deps.networks),
+        ):
+            for key in keys:
+                owners = index.get(key)
+                if owners is not None:
+                    owners.discard(uuid)
+                    if not owners:
+                        del index[key]
+        if deps.keypair is not None:
+            owners = self._by_key.get(deps.keypair)
+            if owners is not None:
+                owners.discard(uuid)
+                if not owners:
+                    del self._by_key[deps.keypair]
+
+    async def ports_for_address(self, address: str) -> list[AddressMatch]:
+        cached = self._addresses.get(address)
+        if cached is not None:
+            self._hit("address", True)
+            return cached
+        self._hit("address", False)
+        epoch = self._address_epoch
+        found, port_ids = await asyncio.to_thread(self._load_address, address)
+        if epoch == self._address_epoch:
+            self._addresses[address] = found
+            for port_id in port_ids:
+                self._address_ports[port_id].add(address)
+        return found
+
+    def _load_address(self, address: str) -> tuple[list[AddressMatch], set[str]]:
+        with self.store.read() as session:
+            rows = session.execute(
+                select(Port.id, Port.network_id, Port.device_id, Port.project_id)
+                .join(FixedIP, FixedIP.port_id == Port.id)
+                .where(FixedIP.ip_address == address)
+                .order_by(Port.id)
+            )
+            rows = list(rows)
+        # Ports without a device (and the routers' and DHCP's own) do not identify an instance,
+        # but their ids are kept so a later device assignment invalidates this entry.
+        matches = [
+            AddressMatch(port_id, network_id, device_id, project_id)
+            for port_id, network_id, device_id, project_id in rows
+            if device_id
+        ]
+        return matches, {row[0] for row in rows}
+
+    async def ports_for_provider(self, provider: str, address: str) -> list[AddressMatch] | None:
+        # Providers are not cached: the mode is rare and its lookups are two indexed queries.
+        return await asyncio.to_thread(self._load_provider, provider, address)
+
+    def _load_provider(self, provider: str, address: str) -> list[AddressMatch] | None:
+        """A provider serves the network whose id it is, or the networks of the router whose
+        id it is (the inventory has no `advanced_service_providers`)."""
+        with self.store.read() as session:
+            networks = set(session.scalars(select(Network.id).where(Network.id == provider)))
+            networks |= set(
+                session.scalars(
+                    select(Port.network_id).where(
+                        Port.device_id == provider, Port.device_owner.in_(ROUTER_OWNERS)
+                    )
+                )
+            )
+            has_subnets = networks and session.scalar(
+                select(Subnet.id).where(Subnet.network_id.in_(networks)).limit(1)
+            )
+            if not has_subnets:
+                return None
+            rows = session.execute(
+                select(Port.id, Port.network_id, Port.device_id, Port.project_id)
+                .join(FixedIP, FixedIP.port_id == Port.id)
+                .where(FixedIP.ip_address == address, Port.network_id.in_(networks))
+            )
+            return [AddressMatch(*row) for row in rows]
+
+    async def set_password(self, uuid: str, password: str) -> PasswordResult:
+        result = await asyncio.to_thread(self._set_password, uuid, password)
+        # Do not wait for the feed: the guest's next GET must see its own write.
+        self._forget(uuid)
+        return result
+
+    def _set_password(self, uuid: str, password: str) -> PasswordResult:
+        with self.store.session() as session:
+            inst = session.scalar(select(Instance).where(Instance.uuid == uuid).with_for_update())
+            if inst is None or inst.status in GONE_STATUSES:
+                return PasswordResult.NOT_FOUND
+            # Checked under the row lock (BEGIN IMMEDIATE on SQLite): write-once for real,
+            # unlike nova's check against a possibly stale cache.
+            if inst.password:
+                return PasswordResult.ALREADY_SET
+            inst.password = password
+            return PasswordResult.SET
+
+    # ---- the change feed -----------------------------------------------------------------------
+    def _read_changes(
+        self, revision: int
+    ) -> tuple[list[ChangeRecord], list[_PortFacts], list[_KeyFacts]]:
+        changes = self.store.changes_since(revision, timeout=self._feed_timeout)
+        port_ids = {c.resource_id for c in changes if c.resource == "port"}
+        key_ids = {c.resource_id for c in changes if c.resource == "keypair"}
+        ports: list[_PortFacts] = []
+        keys: list[_KeyFacts] = []
+        if port_ids or key_ids:
+            with self.store.read() as session:
+                found: dict[str, _PortFacts] = {}
+                if port_ids:
+                    for port in session.scalars(
+                        select(Port)
+                        .options(selectinload(Port.fixed_ips))
+                        .where(Port.id.in_(port_ids))
+                    ):
+                        found[port.id] = _PortFacts(
+                            port.id,
+                            port.device_id,
+                            port.device_owner,
+                            port.network_id,
+                            tuple(f.ip_address for f in port.fixed_ips),
+                        )
+                ports = [
+                    found.get(pid) or _PortFacts(pid, None, None, None, ()) for pid in port_ids
+                ]
+                int_ids = [int(k) for k in key_ids if k.isdigit()]
+                records = (
+                    {
+                        str(k.id): k
+                        for k in session.scalars(select(KeyPair).where(KeyPair.id.in_(int_ids)))
+                    }
+                    if int_ids
+                    else {}
+                )
+                for kid in key_ids:
+                    rec = records.get(kid)
+                    keys.append(
+                        _KeyFacts(kid, rec.user_id if rec else None, rec.name if rec else None)
+                    )
+        return changes, ports, keys
+
+    def _invalidate_all(self) -> None:
+        for uuid in list(self._views):
+            self._forget(uuid)
+        self._global_epoch += 1
+        self._addresses.clear()
+        self._address_ports.clear()
+        self._address_epoch += 1
+
+    def _drop_addresses(self, port_id: str, addresses: Iterable[str]) -> None:
+        self._address_epoch += 1
+        for ip in self._address_ports.pop(port_id, set()) | set(addresses):
+            self._addresses.pop(ip, None)
+
+    def apply(
+        self, changes: list[ChangeRecord], ports: list[_PortFacts], keys: list[_KeyFacts]
+    ) -> None:
+        """Invalidate what `changes` can affect (the facts are the changed rows as they are now)."""
+        port_facts = {p.port_id: p for p in ports}
+        key_facts = {k.keypair_id: k for k in keys}
+        for change in changes:
+            rid = change.resource_id
+            if change.resource == "instance":
+                # Address matches hold only port facts, so they stay valid.
+                self._forget(rid)
+            elif change.resource == "port":
+                facts = port_facts.get(rid) or _PortFacts(rid, None, None, None, ())
+                # The previous owner of a re-assigned port may be loading right now.
+                self._global_epoch += 1
+                for uuid in list(self._by_port.get(rid, ())):
+                    self._forget(uuid)
+                if facts.device_id:
+                    self._forget(facts.device_id)
+                if facts.device_owner == DHCP_OWNER and facts.network_id:
+                    for uuid in list(self._by_network.get(facts.network_id, ())):
+                        self._forget(uuid)
+                    self._global_epoch += 1
+                self._drop_addresses(rid, facts.addresses)
+            elif change.resource == "subnet":
+                for uuid in list(self._by_subnet.get(rid, ())):
+                    self._forget(uuid)
+                self._global_epoch += 1
+            elif change.resource == "network":
+                for uuid in list(self._by_network.get(rid, ())):
+                    self._forget(uuid)
+                self._global_epoch += 1
+            elif change.resource == "keypair":
+                facts_k = key_facts.get(rid)
+                if facts_k is not None and facts_k.name is not None:
+                    targets = set(self._by_key.get((facts_k.user_id, facts_k.name), ()))
+                else:
+                    # A deleted key pair: we no longer know its name, so drop every view that
+                    # shows a key pair (rare, and correct).
+                    targets = {u for u, d in self._deps.items() if d.keypair is not None}
+                for uuid in targets:
+                    self._forget(uuid)
+                self._global_epoch += 1
+            # projects, routers, users: nothing rendered depends on them.
+
+    async def _watch(self) -> None:
+        assert self._revision_event is not None
+        while not self._stopping:
+            try:
+                changes, ports, keys = await asyncio.to_thread(
+                    self._read_changes, self.applied_revision
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # We may miss nothing (the feed resumes from our revision), but a view loaded
+                # meanwhile could be stale relative to a change we cannot read yet: drop all.
+                LOG.warning("change feed unavailable (%s); caches cleared, retrying", exc)
+                self._invalidate_all()
+                await asyncio.sleep(1.0)
+                continue
+            if not changes:
+                continue
+            self.apply(changes, ports, keys)
+            self.applied_revision = changes[-1].revision
+            self._revision_event.set()

@@ -1,0 +1,281 @@
+"""StoreSource against a real inventory (SQLite, and PostgreSQL when configured).
+
+Every change is made through `Store.session()` exactly as the control plane makes it, and the
+assertion is what the next request answers once the feed has applied that revision.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from sqlalchemy import event, select
+
+from openimds.inventory.migrate import open_store
+from openimds.inventory.models import (
+    FixedIP,
+    Image,
+    Instance,
+    KeyPair,
+    Network,
+    Port,
+    Project,
+    Subnet,
+    User,
+)
+from openimds.inventory.store import Store
+from openimds.metadata.identify import IdentifySettings
+from openimds.metadata.respond import Responder, RespondSettings
+from openimds.metadata.store_source import StoreSource
+from tests.metadata.fixtures import KEY, SECRET
+from tests.metadata.helpers import call, signed_headers
+
+INSTANCE = "6f0c8a52-3c1b-4d53-9a3e-0a8d6c3f4e21"
+
+
+def seed(store: Store) -> dict[str, Any]:
+    with store.session() as s:
+        project = Project(name="demo")
+        s.add(project)
+        s.flush()
+        user = User(name="alice", project_id=project.id, password_hash="x")
+        image = Image(name="cirros")
+        s.add_all([user, image])
+        s.flush()
+        net = Network(project_id=project.id, name="net1", mtu=1450)
+        s.add(net)
+        s.flush()
+        sub = Subnet(
+            network_id=net.id,
+            project_id=project.id,
+            ip_version=4,
+            cidr="10.0.0.0/24",
+            gateway_ip="10.0.0.1",
+            enable_dhcp=False,
+            host_routes=[{"destination": "172.16.0.0/16", "nexthop": "10.0.0.254"}],
+            dns_nameservers=["8.8.8.8"],
+        )
+        s.add(sub)
+        s.flush()
+        s.add(KeyPair(name="key", user_id=user.id, project_id=project.id, public_key=KEY))
+        inst = Instance(
+            uuid=INSTANCE,
+            name="web-1",
+            hostname="web-1",
+            project_id=project.id,
+            user_id=user.id,
+            availability_zone="nova",
+            image_id=image.id,
+            key_name="key",
+            key_data=KEY,
+            user_data=b"#cloud-config\n",
+            properties={"role": "web"},
+            reservation_id="r-00000001",
+        )
+        s.add(inst)
+        s.flush()
+        port = Port(
+            network_id=net.id,
+            project_id=project.id,
+            mac_address="fa:16:3e:00:00:05",
+            device_id=INSTANCE,
+            device_owner="compute:nova",
+            fixed_ips=[FixedIP(subnet_id=sub.id, ip_address="10.0.0.5")],
+        )
+        s.add(port)
+        s.flush()
+        return {
+            "project": project.id,
+            "user": user.id,
+            "network": net.id,
+            "subnet": sub.id,
+            "port": port.id,
+            "ec2": inst.id,
+            "image": image.id,
+        }
+
+
+class Harness:
+    def __init__(self, store: Store, source: StoreSource, ids: dict[str, Any]) -> None:
+        self.store = store
+        self.source = source
+        self.ids = ids
+        self.responder = Responder(source, RespondSettings(identify=IdentifySettings(True, SECRET)))
+        self.headers = signed_headers(INSTANCE, ids["project"], SECRET)
+
+    async def get(self, path: str, **kw: Any) -> Any:
+        return await call(self.responder, path, headers=self.headers, **kw)
+
+    async def settle(self) -> None:
+        await self.source.wait_for_revision(self.store.current_revision())
+
+
+@pytest.fixture
+async def harness(db_url: str) -> AsyncIterator[Harness]:
+    store = open_store(db_url)
+    ids = seed(store)
+    source = StoreSource(store, feed_timeout=1.0)
+    await source.start()
+    try:
+        yield Harness(store, source, ids)
+    finally:
+        await source.stop()
+        store.dispose()
+
+
+async def test_view_from_inventory(harness: Harness) -> None:
+    view = await harness.source.view_for_instance(INSTANCE)
+    assert view is not None
+    assert view.ec2_id == harness.ids["ec2"] and view.image_ec2_id == harness.ids["image"]
+    assert view.keypair is not None and view.keypair.public_key == KEY
+    assert view.first_ipv4() == "10.0.0.5"
+    ec2 = await harness.get("/latest/meta-data/instance-id")
+    assert ec2.body == f"i-{harness.ids['ec2']:08x}".encode()
+    md = json.loads((await harness.get("/openstack/latest/meta_data.json")).body)
+    assert md["uuid"] == INSTANCE and md["public_keys"] == {"key": KEY}
+    assert md["meta"] == {"role": "web"} and md["project_id"] == harness.ids["project"]
+    nd = json.loads((await harness.get("/openstack/latest/network_data.json")).body)
+    assert nd["links"][0]["mtu"] == 1450
+    assert nd["networks"][0]["type"] == "ipv4"
+    assert nd["networks"][0]["routes"][1] == {
+        "network": "172.16.0.0",
+        "netmask": "255.255.0.0",
+        "gateway": "10.0.0.254",
+    }
+    assert (await harness.get("/latest/user-data")).body == b"#cloud-config\n"
+
+
+async def test_unknown_and_wrong_tenant(harness: Harness) -> None:
+    other = signed_headers("00000000-0000-0000-0000-000000000000", harness.ids["project"], SECRET)
+    assert (await call(harness.responder, "/openstack", headers=other)).status == 404
+    wrong = signed_headers(INSTANCE, "someone-else", SECRET)
+    assert (await call(harness.responder, "/openstack", headers=wrong)).status == 404
+
+
+async def test_cache_hit_runs_no_query(harness: Harness) -> None:
+    statements: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        # The feed's own long-poll reads `changes`; anything else is a lookup.
+        if "changes" not in statement and "revision_counter" not in statement:
+            statements.append(statement)
+
+    assert (await harness.get("/openstack/latest/meta_data.json")).status == 200
+    engine = harness.store._read_engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        for path in ("/openstack/latest/meta_data.json", "/latest/meta-data/hostname"):
+            assert (await harness.get(path)).status == 200
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert statements == []
+
+
+async def _mutate(harness: Harness, fn: Any) -> None:
+    with harness.store.session() as s:
+        fn(s)
+    await harness.settle()
+
+
+async def test_changes_are_visible_after_their_revision(harness: Harness) -> None:
+    ids = harness.ids
+    assert (await harness.get("/latest/meta-data/hostname")).body == b"web-1.novalocal"
+
+    def rename(s: Any) -> None:
+        s.scalar(select(Instance).where(Instance.uuid == INSTANCE)).hostname = "renamed"
+
+    await _mutate(harness, rename)
+    assert (await harness.get("/latest/meta-data/hostname")).body == b"renamed.novalocal"
+
+    def mtu(s: Any) -> None:
+        s.get(Network, ids["network"]).mtu = 1400
+
+    await _mutate(harness, mtu)
+    nd = json.loads((await harness.get("/openstack/latest/network_data.json")).body)
+    assert nd["links"][0]["mtu"] == 1400
+
+    def dns(s: Any) -> None:
+        s.get(Subnet, ids["subnet"]).dns_nameservers = ["9.9.9.9"]
+
+    await _mutate(harness, dns)
+    nd = json.loads((await harness.get("/openstack/latest/network_data.json")).body)
+    assert nd["services"] == [{"type": "dns", "address": "9.9.9.9"}]
+
+    def dhcp_port(s: Any) -> None:
+        s.add(
+            Port(
+                network_id=ids["network"],
+                project_id=ids["project"],
+                mac_address="fa:16:3e:00:00:02",
+                device_id="dhcp-agent",
+                device_owner="network:dhcp",
+                fixed_ips=[FixedIP(subnet_id=ids["subnet"], ip_address="10.0.0.2")],
+            )
+        )
+
+    await _mutate(harness, dhcp_port)
+    nd = json.loads((await harness.get("/openstack/latest/network_data.json")).body)
+    # A DHCP server on the subnet: DHCP form and no MTU, as nova does.
+    assert nd["links"][0]["mtu"] is None
+    assert nd["networks"][0]["type"] == "ipv4_dhcp"
+
+    def second_ip(s: Any) -> None:
+        port = s.get(Port, ids["port"])
+        port.fixed_ips.append(FixedIP(subnet_id=ids["subnet"], ip_address="10.0.0.50"))
+
+    await _mutate(harness, second_ip)
+    view = await harness.source.view_for_instance(INSTANCE)
+    assert [f.ip_address for f in view.ports[0].fixed_ips] == ["10.0.0.5", "10.0.0.50"]  # type: ignore[union-attr]
+
+    def drop_key(s: Any) -> None:
+        s.delete(s.scalars(select(KeyPair)).one())
+
+    await _mutate(harness, drop_key)
+    md = json.loads((await harness.get("/openstack/latest/meta_data.json")).body)
+    assert "public_keys" not in md
+    # EC2 keeps the instance's own copy of the key.
+    assert (await harness.get("/latest/meta-data/public-keys/0/openssh-key")).body == KEY.encode()
+
+    def delete_instance(s: Any) -> None:
+        s.delete(s.get(Port, ids["port"]))
+        s.delete(s.scalar(select(Instance).where(Instance.uuid == INSTANCE)))
+
+    await _mutate(harness, delete_instance)
+    assert (await harness.get("/openstack")).status == 404
+
+
+async def test_direct_mode_lookup_follows_port_changes(harness: Harness) -> None:
+    responder = Responder(harness.source, RespondSettings(identify=IdentifySettings(False)))
+    resp = await call(responder, "/latest/meta-data/instance-id", peer="10.0.0.5")
+    assert resp.status == 200
+    assert (await call(responder, "/latest/meta-data/instance-id", peer="10.0.0.9")).status == 404
+
+    def move(s: Any) -> None:
+        # As the control plane does a fixed_ips update: the list is replaced.
+        port = s.get(Port, harness.ids["port"])
+        port.fixed_ips = [FixedIP(subnet_id=harness.ids["subnet"], ip_address="10.0.0.9")]
+
+    await _mutate(harness, move)
+    assert (await call(responder, "/latest/meta-data/instance-id", peer="10.0.0.5")).status == 404
+    assert (await call(responder, "/latest/meta-data/instance-id", peer="10.0.0.9")).status == 200
+
+
+async def test_password_is_stored_once_in_the_inventory(harness: Harness) -> None:
+    url = "/openstack/latest/password"
+    assert (await harness.get(url, method="POST", body=b"c2VjcmV0")).status == 200
+    assert (await harness.get(url)).body == b"c2VjcmV0"
+    assert (await harness.get(url, method="POST", body=b"again")).status == 409
+    with harness.store.read() as s:
+        stored = s.scalar(select(Instance.password).where(Instance.uuid == INSTANCE))
+    assert stored == "c2VjcmV0"
+    # A second process (another worker) sees it through the feed.
+    other = StoreSource(harness.store, feed_timeout=1.0)
+    await other.start()
+    try:
+        responder = Responder(other, RespondSettings(identify=IdentifySettings(True, SECRET)))
+        resp = await call(responder, url, method="POST", headers=harness.headers, body=b"x")
+        assert resp.status == 409
+    finally:
+        await other.stop()
