@@ -17,6 +17,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "openimds.cli.proxy_cmd",
     "openimds.cli.allinone",
     "openimds.cli.config_cmd",
+    "openimds.cli.metadata_cmd",
 )
 
 

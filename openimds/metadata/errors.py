@@ -15,8 +15,8 @@
     │   └── PathNotFound           no such version, key or file for this instance
     ├── Conflict (409)
     │   └── PasswordAlreadySet
-    ├── UpstreamFailed (502)       a fatal DynamicJSON vendordata target failed
-    └── InternalError (500)        the caller's address is unknown, or the inventory failed
+    └── InternalError (500)        the caller's address is unknown, the inventory failed,
+        └── UpstreamFailed         or a fatal DynamicJSON vendordata target failed
 
 The explanation is what nova sends (byte-compatible where the spec pins it) and otherwise says
 what to send instead. `error_response` renders the webob-style body negotiated on `Accept`.
@@ -138,13 +138,13 @@ class PasswordAlreadySet(Conflict):
     pass
 
 
-class UpstreamFailed(MetadataError):
-    status = 502
-    default_explanation = "A vendordata service failed; try again later."
-
-
 class InternalError(MetadataError):
     status = 500
+
+
+class UpstreamFailed(InternalError):
+    # 500 as in nova (and as the option's help says): no 4xx fits a failure on our side.
+    default_explanation = "A vendordata service failed; try again later."
 
 
 def _accept_quality(accept: str, offer: str) -> float:

@@ -1,0 +1,101 @@
+"""`openimds metadata-api`: the metadata API service (nova-api-metadata's options).
+
+Flat wiring: config → MetadataSettings (plain values, validated here) → serve().
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from typing import Any
+
+from openimds.cli.common import config_parent, setup_logging
+
+LOG = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "metadata-api",
+        parents=[config_parent()],
+        help="serve the EC2 and OpenStack metadata trees (nova's metadata API)",
+    )
+    parser.add_argument(
+        "--no-migrate",
+        action="store_true",
+        help="do not bring the inventory schema up to date before serving",
+    )
+    parser.set_defaults(func=_run)
+
+
+def settings_from_conf(conf: Any) -> Any:
+    """MetadataSettings from a loaded `metadata-api` ConfigOpts; raises ValueError on bad values."""
+    from openimds.config import database_url
+    from openimds.metadata.identify import IdentifySettings, parse_trusted_proxies
+    from openimds.metadata.respond import RespondSettings
+    from openimds.metadata.server import MetadataSettings
+    from openimds.metadata.tree import VendordataOptions
+    from openimds.metadata.vendordata import (
+        DynamicVendordataOptions,
+        load_static_vendordata,
+        parse_targets,
+    )
+
+    api = conf.api
+    providers = tuple(api.vendordata_providers or ())
+    identify = IdentifySettings(
+        service_metadata_proxy=bool(conf.neutron.service_metadata_proxy),
+        shared_secret=str(conf.neutron.metadata_proxy_shared_secret or ""),
+        trusted_proxies=parse_trusted_proxies(str(a) for a in (api.trusted_proxies or ())),
+    )
+    if identify.service_metadata_proxy and not identify.shared_secret:
+        LOG.warning(
+            "[neutron] metadata_proxy_shared_secret is empty: signatures are checked with an "
+            "empty key, which anybody can compute"
+        )
+    static = (
+        load_static_vendordata(api.vendordata_jsonfile_path) if "StaticJSON" in providers else {}
+    )
+    workers = conf.metadata_workers
+    if workers is None:
+        workers = os.cpu_count() or 1
+    return MetadataSettings(
+        listen=str(conf.metadata_listen),
+        port=int(conf.metadata_listen_port),
+        workers=max(1, int(workers)),
+        metrics_listen=str(conf.metrics_listen),
+        metrics_port=int(conf.metrics_listen_port),
+        respond=RespondSettings(
+            identify=identify,
+            dhcp_domain=api.dhcp_domain or None,
+            vendordata=VendordataOptions(providers=providers, static=static),
+        ),
+        dynamic_vendordata=DynamicVendordataOptions(
+            targets=parse_targets(api.vendordata_dynamic_targets or ()),
+            connect_timeout=float(api.vendordata_dynamic_connect_timeout),
+            read_timeout=float(api.vendordata_dynamic_read_timeout),
+            ssl_certfile=api.vendordata_dynamic_ssl_certfile or None,
+            failure_fatal=bool(api.vendordata_dynamic_failure_fatal),
+        ),
+        database_url=database_url(conf),
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    from openimds.config import load_config
+    from openimds.inventory.migrate import upgrade
+    from openimds.metadata.server import serve
+
+    conf = load_config("metadata-api", args.config_files, args.config_dirs)
+    debug = bool(args.debug or conf.debug)
+    setup_logging(debug, conf.log_file)
+    try:
+        settings = settings_from_conf(conf)
+    except (ValueError, OSError) as exc:
+        LOG.error("metadata-api: invalid configuration: %s", exc)
+        return 2
+    if not args.no_migrate and settings.database_url:
+        # Once, here, before the workers start: they must not race each other to migrate.
+        upgrade(settings.database_url)
+    return serve(settings, debug=debug)

@@ -1,0 +1,366 @@
+"""The metadata API over HTTP: aiohttp adapters around `Responder`, workers, metrics listener.
+
+    MetadataSettings ─► build_source ─► Responder ─► metadata_app (one catch-all handler)
+                                                 └─► ops_app (/healthcheck, /metrics)
+
+`serve(settings)` runs one worker in this process, or `workers` processes sharing the port with
+SO_REUSEPORT while this process serves the metrics listener (merged multiprocess metrics) and
+supervises them. The handler only converts between aiohttp and the pure request/response
+types; all behaviour lives in `respond.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import unquote
+
+from aiohttp import web
+
+from openimds.metadata.metrics import MetadataMetrics, render_metrics
+from openimds.metadata.respond import (
+    PASSWORD_MAX_BYTES,
+    MetadataRequest,
+    Responder,
+    RespondSettings,
+)
+from openimds.metadata.source import DictSource, InstanceSource
+from openimds.metadata.vendordata import DynamicVendordata, DynamicVendordataOptions
+
+__all__ = [
+    "MetadataSettings",
+    "build_worker",
+    "metadata_app",
+    "ops_app",
+    "serve",
+]
+
+LOG = logging.getLogger(__name__)
+ACCESS = logging.getLogger("openimds.metadata.access")
+
+
+@dataclass(frozen=True)
+class MetadataSettings:
+    listen: str = "0.0.0.0"
+    port: int = 8775
+    workers: int = 1
+    metrics_listen: str = "127.0.0.1"
+    # 0 disables the metrics listener.
+    metrics_port: int = 9779
+    respond: RespondSettings = field(default_factory=RespondSettings)
+    dynamic_vendordata: DynamicVendordataOptions = field(default_factory=DynamicVendordataOptions)
+    # None: serve `demo_views` from memory (tests, demos) instead of the inventory.
+    database_url: str | None = None
+    demo_source: DictSource | None = None
+    # Wait this long for in-flight requests on shutdown.
+    shutdown_timeout: float = 5.0
+
+
+async def _read_limited(request: web.Request, limit: int) -> bytes:
+    # Only the password POST uses a body, and only up to 1020 bytes: read one byte more to
+    # detect "too large" without buffering whatever a client decides to send.
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = await request.content.read(limit - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+def _path_of(request: web.Request) -> str:
+    # raw_path keeps `//x` and `%2F` as sent; nova sees the WSGI PATH_INFO, percent-decoded.
+    raw = request.raw_path.split("?", 1)[0]
+    return unquote(raw, errors="surrogateescape")
+
+
+def metadata_app(
+    responder: Responder,
+    metrics: MetadataMetrics | None = None,
+    *,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    entropy: Callable[[int], bytes] = os.urandom,
+) -> web.Application:
+    """The guest-facing application: every method and path go to `responder`."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        body = None
+        if request.method == "POST" and request.can_read_body:
+            body = await _read_limited(request, PASSWORD_MAX_BYTES + 1)
+        req = MetadataRequest(
+            method=request.method,
+            path=_path_of(request),
+            headers=tuple(request.headers.items()),
+            peer=request.remote,
+            today=clock().date(),
+            random_bytes=entropy,
+            body=body,
+        )
+        resp = await responder.respond(req)
+        elapsed = time.perf_counter() - started
+        if metrics is not None:
+            metrics.observe(resp.status, resp.family, elapsed)
+        ACCESS.info(
+            '%s "%s %s" %d %d instance=%s outcome=%s %.1fms',
+            request.remote,
+            request.method,
+            request.raw_path,
+            resp.status,
+            len(resp.body),
+            resp.instance_id or "-",
+            resp.outcome,
+            elapsed * 1000,
+        )
+        # aiohttp sends HEAD responses with this Content-Length and no body, as webob does.
+        return web.Response(
+            status=resp.status, body=resp.body, headers={"Content-Type": resp.content_type}
+        )
+
+    app = web.Application(handler_args={"max_field_size": 16384})
+    app.router.add_route("*", "/{tail:.*}", handle)
+    return app
+
+
+def ops_app(
+    ready: Callable[[], bool],
+    status: Callable[[], dict[str, Any]],
+    registry_getter: Callable[[], Any] | None,
+) -> web.Application:
+    """The operator listener: `/healthcheck` (503 until ready) and `/metrics`."""
+
+    async def healthcheck(request: web.Request) -> web.Response:
+        ok = ready()
+        return web.json_response({"ready": ok, **status()}, status=200 if ok else 503)
+
+    async def metrics(request: web.Request) -> web.Response:
+        if registry_getter is None:
+            raise web.HTTPNotFound()
+        text = await asyncio.to_thread(render_metrics, registry_getter())
+        return web.Response(body=text, headers={"Content-Type": "text/plain; version=0.0.4"})
+
+    app = web.Application()
+    app.router.add_get("/healthcheck", healthcheck)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+@dataclass
+class Worker:
+    """Everything one serving process owns, built by `build_worker` and closed by `close`."""
+
+    responder: Responder
+    source: InstanceSource
+    metrics: MetadataMetrics
+    started: float
+    closers: list[Callable[[], Awaitable[None]]]
+
+    def status(self) -> dict[str, Any]:
+        revision = getattr(self.source, "applied_revision", None)
+        return {"revision": revision, "uptime": round(time.monotonic() - self.started, 1)}
+
+    async def close(self) -> None:
+        for closer in reversed(self.closers):
+            with contextlib.suppress(Exception):
+                await closer()
+
+
+async def build_worker(settings: MetadataSettings, metrics: MetadataMetrics) -> Worker:
+    """Source, vendordata client and responder for one process (on the running loop)."""
+    closers: list[Callable[[], Awaitable[None]]] = []
+    source: InstanceSource
+    if settings.database_url is None:
+        source = settings.demo_source or DictSource()
+    else:
+        from openimds.inventory.store import Store
+        from openimds.metadata.store_source import StoreSource
+
+        store = Store(settings.database_url)
+        store_source = StoreSource(store, on_cache=metrics.cache_event)
+
+        async def dispose() -> None:
+            store.dispose()
+
+        closers.append(dispose)
+        await store_source.start()
+        closers.append(store_source.stop)
+        source = store_source
+    fetcher = None
+    if "DynamicJSON" in settings.respond.vendordata.providers:
+        fetcher = DynamicVendordata(settings.dynamic_vendordata)
+        closers.append(fetcher.close)
+    responder = Responder(
+        source,
+        settings.respond,
+        vendordata=fetcher,
+        on_tree_cache=lambda hit: metrics.cache_event("tree", hit),
+    )
+    return Worker(responder, source, metrics, time.monotonic(), closers)
+
+
+async def _run_sites(
+    runners: list[tuple[web.AppRunner, str, int, bool]], stop: asyncio.Event
+) -> None:
+    try:
+        for runner, host, port, reuse_port in runners:
+            await runner.setup()
+            site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
+            await site.start()
+            LOG.info("listening on %s:%d", host, port)
+        await stop.wait()
+    finally:
+        for runner, *_ in runners:
+            await runner.cleanup()
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+
+
+async def _serve_single(settings: MetadataSettings) -> None:
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    metrics = MetadataMetrics()
+    worker = await build_worker(settings, metrics)
+    try:
+        runners = [
+            (
+                web.AppRunner(
+                    metadata_app(worker.responder, metrics),
+                    access_log=None,
+                    shutdown_timeout=settings.shutdown_timeout,
+                ),
+                settings.listen,
+                settings.port,
+                False,
+            )
+        ]
+        if settings.metrics_port:
+            ops = ops_app(worker.source.ready, worker.status, lambda: metrics.registry)
+            runners.append(
+                (
+                    web.AppRunner(ops, access_log=None),
+                    settings.metrics_listen,
+                    settings.metrics_port,
+                    False,
+                )
+            )
+        await _run_sites(runners, stop)
+    finally:
+        await worker.close()
+
+
+async def _serve_worker(settings: MetadataSettings, ready: Any) -> None:
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    metrics = MetadataMetrics()
+    worker = await build_worker(settings, metrics)
+    try:
+        runner = web.AppRunner(
+            metadata_app(worker.responder, metrics),
+            access_log=None,
+            shutdown_timeout=settings.shutdown_timeout,
+        )
+        await runner.setup()
+        site = web.TCPSite(runner, settings.listen, settings.port, reuse_port=True)
+        await site.start()
+        ready.set()
+        try:
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+    finally:
+        await worker.close()
+
+
+def _worker_main(settings: MetadataSettings, ready: Any, debug: bool) -> None:
+    from openimds.cli.common import setup_logging
+
+    setup_logging(debug)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve_worker(settings, ready))
+
+
+async def _supervise(settings: MetadataSettings, debug: bool) -> int:
+    ctx = multiprocessing.get_context("spawn")
+    events = [ctx.Event() for _ in range(settings.workers)]
+    procs = [
+        ctx.Process(target=_worker_main, args=(settings, ev, debug), name=f"metadata-worker-{i}")
+        for i, ev in enumerate(events)
+    ]
+    for proc in procs:
+        proc.start()
+    started = time.monotonic()
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+
+    def ready() -> bool:
+        return all(p.is_alive() for p in procs) and all(ev.is_set() for ev in events)
+
+    def status() -> dict[str, Any]:
+        return {
+            "workers": sum(p.is_alive() for p in procs),
+            "uptime": round(time.monotonic() - started, 1),
+        }
+
+    async def watch_children() -> None:
+        # A dead worker is not restarted behind the operator's back: stop, and let the
+        # service manager restart the whole service.
+        while not stop.is_set():
+            if any(not p.is_alive() for p in procs):
+                LOG.error("a metadata worker exited; stopping")
+                stop.set()
+            await asyncio.sleep(0.5)
+
+    watcher = asyncio.create_task(watch_children())
+    try:
+        runners = []
+        if settings.metrics_port:
+            ops = ops_app(ready, status, lambda: None)
+            runners.append(
+                (
+                    web.AppRunner(ops, access_log=None),
+                    settings.metrics_listen,
+                    settings.metrics_port,
+                    False,
+                )
+            )
+        await _run_sites(runners, stop)
+    finally:
+        watcher.cancel()
+        for proc in procs:
+            if proc.is_alive() and proc.pid is not None:
+                os.kill(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            await asyncio.to_thread(proc.join, settings.shutdown_timeout + 5)
+            if proc.is_alive():
+                proc.kill()
+    return 0 if all(p.exitcode == 0 for p in procs) else 1
+
+
+def serve(settings: MetadataSettings, *, debug: bool = False) -> int:
+    """Run the metadata API until SIGTERM/SIGINT. Returns the process exit code."""
+    if settings.workers <= 1:
+        asyncio.run(_serve_single(settings))
+        return 0
+    if settings.demo_source is not None:
+        raise ValueError("the in-memory demo source cannot be shared by several workers")
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        # Workers inherit it; prometheus_client reads it at import time in each new process.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="openimds-metrics-")
+    return asyncio.run(_supervise(settings, debug))
