@@ -177,7 +177,12 @@ class PortIndex:
                 self._routers.add(router_id)
             case RouterRemoved(router_id=router_id):
                 self._routers.discard(router_id)
-        if revision is not None and revision > self.revision:
+        if revision is not None:
+            self.advance(revision)
+
+    def advance(self, revision: int) -> None:
+        """Record that every change up to `revision` has been applied."""
+        if revision > self.revision:
             self.revision = revision
 
     def _put(self, port: PortEntry) -> None:

@@ -1,0 +1,278 @@
+"""The agent's HTTP adapter on the unix socket, and the process wiring around it.
+
+    build_app(index, sync, upstream) -> aiohttp.web.Application
+    bind_unix_socket(settings) -> socket.socket      mode/owner/backlog applied before listen
+    serve(settings, feed_factory)                    blocks; forks metadata_workers processes
+
+The handler is a short adapter: headers -> resolve() (pure) -> Upstream.forward -> response.
+AgentError subclasses become their status with a plain-text page at one edge (`_error_response`);
+anything unexpected is logged with its traceback and the guest gets a bare 500, never a trace.
+
+`/healthz` answers only requests without an `X-Neutron-*-ID` header, i.e. never a guest's (our
+proxies always set one), so a guest asking for /healthz gets the metadata API's answer instead.
+It is 503 until the first sync (the readiness gate), then 200, with revision and counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import stat
+import time
+from collections.abc import Callable
+
+from aiohttp import web
+
+from openimds.agent.errors import AgentError, AmbiguousAddress, NotReady, Unavailable
+from openimds.agent.feed import IndexSync, InventoryFeed
+from openimds.agent.index import PortIndex
+from openimds.agent.resolve import FORWARDED_FOR, NETWORK_ID, ROUTER_ID, AgentRequest, resolve
+from openimds.agent.settings import AgentSettings
+from openimds.agent.upstream import Upstream
+
+__all__ = ["AgentState", "bind_unix_socket", "build_app", "run_worker", "serve"]
+
+LOG = logging.getLogger("openimds.agent")
+
+NOT_READY_TEXT = ("The metadata agent is starting and has not loaded the port inventory yet. "
+                  "Please try again later.")
+
+
+class AgentState:
+    """What one worker holds: the index, its sync loop and the upstream client."""
+
+    def __init__(self, index: PortIndex, sync: IndexSync, upstream: Upstream) -> None:
+        self.index = index
+        self.sync = sync
+        self.upstream = upstream
+        self.started = time.monotonic()
+
+
+_STATE: web.AppKey[AgentState] = web.AppKey("agent_state", AgentState)
+
+
+def _error_response(exc: AgentError) -> web.Response:
+    headers = {}
+    if isinstance(exc, Unavailable):
+        headers["Retry-After"] = str(exc.retry_after)
+    return web.Response(status=exc.status, text=exc.text + "\n", content_type="text/plain",
+                        headers=headers)
+
+
+def _health(state: AgentState) -> web.Response:
+    ready = state.sync.ready.is_set()
+    body = {
+        "ready": ready,
+        "revision": state.index.revision,
+        "ports": len(state.index),
+        "control_plane_connected": state.sync.connected,
+        "uptime": round(time.monotonic() - state.started, 3),
+    }
+    return web.Response(status=200 if ready else 503, text=json.dumps(body),
+                        content_type="application/json")
+
+
+async def _handle(request: web.Request) -> web.StreamResponse:
+    state = request.app[_STATE]
+    headers = request.headers
+    req = AgentRequest(
+        forwarded_for=headers.getall(FORWARDED_FOR, []),
+        network_ids=headers.getall(NETWORK_ID, []),
+        router_ids=headers.getall(ROUTER_ID, []),
+    )
+    if request.path == "/healthz" and not req.network_ids and not req.router_ids:
+        return _health(state)
+    try:
+        if not state.sync.ready.is_set():
+            raise NotReady(NOT_READY_TEXT)
+        res = resolve(req, state.index)
+        body = await request.read()
+        answer = await state.upstream.forward(request.method, request.raw_path, body, res)
+    except AgentError as exc:
+        level = logging.ERROR if isinstance(exc, AmbiguousAddress) else logging.WARNING
+        LOG.log(level, "%s %s -> %d: %s", request.method, request.path, exc.status,
+                exc.log_detail or exc.text)
+        return _error_response(exc)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        LOG.exception("%s %s -> 500: unexpected error", request.method, request.path)
+        return web.Response(status=500, text="An unknown error has occurred. "
+                            "Please try your request again.\n", content_type="text/plain")
+    out_headers: dict[str, str] = {}
+    if answer.content_encoding:
+        out_headers["Content-Encoding"] = answer.content_encoding
+    if answer.retry_after:
+        out_headers["Retry-After"] = answer.retry_after
+    resp = web.Response(status=answer.status, body=answer.body, headers=out_headers)
+    # Relay the metadata API's exact Content-Type (charset included), or none at all rather
+    # than aiohttp's application/octet-stream default.
+    if answer.content_type:
+        resp.headers["Content-Type"] = answer.content_type
+    else:
+        resp.headers.pop("Content-Type", None)
+    LOG.debug("%s %s -> %d (instance %s, port %s)", request.method, request.path, answer.status,
+              res.instance_id, res.port_id)
+    return resp
+
+
+def build_app(state: AgentState) -> web.Application:
+    # client_max_size: guests send small bodies (a password is at most ~1 KiB); 1 MiB is ample.
+    app = web.Application(client_max_size=1024 * 1024)
+    app[_STATE] = state
+    app.router.add_route("*", "/{tail:.*}", _handle)
+    return app
+
+
+def bind_unix_socket(settings: AgentSettings) -> socket.socket:
+    """Create the listening socket with its mode and owner set before anyone can connect.
+
+    A leftover socket file from a dead agent is removed; a live one (something accepts a
+    connection) is an error, so two agents never steal each other's socket."""
+    path = settings.socket_path
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        st = os.lstat(path)
+        if not stat.S_ISSOCK(st.st_mode):
+            raise RuntimeError(f"{path} exists and is not a socket; refusing to replace it")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(path)
+        except OSError:
+            os.unlink(path)
+        else:
+            raise RuntimeError(f"another process is already serving on {path}")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    # The restrictive umask closes the window between bind and chmod.
+    old_umask = os.umask(0o177)
+    try:
+        sock.bind(path)
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, settings.socket_mode)
+    if settings.socket_uid is not None or settings.socket_gid is not None:
+        os.chown(path, -1 if settings.socket_uid is None else settings.socket_uid,
+                 -1 if settings.socket_gid is None else settings.socket_gid)
+    sock.listen(settings.backlog)
+    sock.setblocking(False)
+    return sock
+
+
+FeedFactory = Callable[[AgentSettings], InventoryFeed]
+
+
+async def run_worker(sock: socket.socket, settings: AgentSettings, feed: InventoryFeed,
+                     stop: asyncio.Event | None = None) -> None:
+    """Serve on an already-listening socket until `stop` is set (or SIGTERM/SIGINT)."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+    index = PortIndex()
+    sync = IndexSync(feed, index)
+    upstream = Upstream(settings)
+    state = AgentState(index, sync, upstream)
+    runner = web.AppRunner(build_app(state), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.SockSite(runner, sock)
+    await site.start()
+    sync_task = asyncio.create_task(sync.run(), name="index-sync")
+    LOG.info("metadata agent serving on %s (pid %d; upstream %s)", settings.socket_path,
+             os.getpid(), ", ".join(settings.upstream_urls))
+    try:
+        stopped = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait({sync_task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if sync_task in done:
+            sync_task.result()  # the loop only ends by a bug: surface it
+    finally:
+        sync_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sync_task
+        await runner.cleanup()
+        await upstream.close()
+        aclose = getattr(feed, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+def _run_loop(sock: socket.socket, settings: AgentSettings, feed_factory: FeedFactory) -> None:
+    try:
+        import uvloop
+    except ImportError:
+        uvloop = None  # type: ignore[assignment]
+
+    async def main() -> None:
+        await run_worker(sock, settings, feed_factory(settings))
+
+    if uvloop is not None:
+        uvloop.run(main())
+    else:
+        asyncio.run(main())
+
+
+def serve(settings: AgentSettings, feed_factory: FeedFactory) -> int:
+    """Bind the socket, then serve in this process (workers <= 1) or in forked workers that
+    share it; each worker keeps its own index (no shared state to lock)."""
+    sock = bind_unix_socket(settings)
+    try:
+        if settings.workers <= 1:
+            _run_loop(sock, settings, feed_factory)
+            return 0
+        return _supervise(sock, settings, feed_factory)
+    finally:
+        sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(settings.socket_path)
+
+
+def _supervise(sock: socket.socket, settings: AgentSettings, feed_factory: FeedFactory) -> int:
+    children: set[int] = set()
+    stopping = False
+
+    def spawn() -> None:
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                _run_loop(sock, settings, feed_factory)
+            except BaseException:
+                LOG.exception("worker %d failed", os.getpid())
+                code = 1
+            os._exit(code)
+        children.add(pid)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in list(children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    for _ in range(settings.workers):
+        spawn()
+    LOG.info("metadata agent: %d workers on %s", settings.workers, settings.socket_path)
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        children.discard(pid)
+        if not stopping:
+            LOG.error("worker %d exited (status %d); starting another", pid, status)
+            time.sleep(1)  # a worker that dies at once must not become a fork loop
+            spawn()
+    return 0

@@ -1,0 +1,289 @@
+"""The agent end to end on its unix socket: fake control plane, loopback metadata API stub.
+
+Everything here is real except the control plane (an in-memory InventoryFeed): the socket, the
+aiohttp server, the pooled upstream client, the signature checked by the stub.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import logging
+import os
+import stat
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from openimds.agent.feed import Backoff
+
+from .fakes import GZ_BODY, IFACE, FakeFeed, port_dict
+from .harness import RunningAgent, StubUpstream, free_port, settings_for
+
+SECRET = "S3cr3t!"
+
+
+async def poll(pred: Callable[[], object], timeout: float = 3.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await pred():  # type: ignore[misc]
+        if loop.time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[StubUpstream]:
+    up = StubUpstream(SECRET)
+    await up.start()
+    yield up
+    await up.stop()
+
+
+@pytest.fixture
+async def feed() -> FakeFeed:
+    f = FakeFeed()
+    for p in [
+        port_dict("p-a", "net-a", "10.0.0.5", device="vm-a", project="proj-a"),
+        port_dict("p-b", "net-b", "10.0.0.5", device="vm-b", project="proj-b"),
+        port_dict("ri-a", "net-a", "10.0.0.1", device="r1", owner=IFACE),
+        port_dict("ri-c", "net-c", "10.1.0.1", device="r1", owner=IFACE),
+        port_dict("p-c", "net-c", "10.1.0.7", device="vm-c", project="proj-c"),
+        port_dict("dhcp-a", "net-a", "10.0.0.2", device="dhcp", owner="network:dhcp"),
+        port_dict("dup1", "net-d", "10.4.0.9", device="vm-d1"),
+        port_dict("dup2", "net-d", "10.4.0.9", device="vm-d2"),
+    ]:
+        await f.put_port(p)
+    await f.put_router("r1")
+    await f.put_router("r-empty")
+    return f
+
+
+@pytest.fixture
+async def agent(tmp_path: Path, upstream: StubUpstream, feed: FakeFeed
+                ) -> AsyncIterator[RunningAgent]:
+    async with RunningAgent(settings_for(tmp_path, [upstream.url], SECRET), feed) as a:
+        await a.wait_ready()
+        yield a
+
+
+# -- overlap ---------------------------------------------------------------------------------
+async def test_overlapping_addresses_get_their_own_instance(agent: RunningAgent) -> None:
+    a = await agent.request(xff=["10.0.0.5"], network=["net-a"])
+    b = await agent.request(xff=["10.0.0.5"], network=["net-b"])
+    assert (a.status, b.status) == (200, 200)
+    ja, jb = json.loads(a.body), json.loads(b.body)
+    assert (ja["instance"], ja["tenant"]) == ("vm-a", "proj-a")
+    assert (jb["instance"], jb["tenant"]) == ("vm-b", "proj-b")
+    assert ja["xff"] == ["10.0.0.5"]
+
+
+async def test_router_on_two_networks_resolves_each(agent: RunningAgent) -> None:
+    a = json.loads((await agent.request(xff=["10.0.0.5"], router=["r1"])).body)
+    c = json.loads((await agent.request(xff=["10.1.0.7"], router=["r1"])).body)
+    assert (a["instance"], c["instance"]) == ("vm-a", "vm-c")
+
+
+async def test_ipv4_mapped_address(agent: RunningAgent) -> None:
+    r = await agent.request(xff=["::ffff:10.0.0.5"], network=["net-b"])
+    assert json.loads(r.body)["instance"] == "vm-b"
+
+
+# -- spoofing --------------------------------------------------------------------------------
+async def test_guest_sent_forwarded_for_is_ignored(agent: RunningAgent) -> None:
+    # vm-a (10.0.0.5 on net-a) sends "X-Forwarded-For: 10.1.0.7" to pass as vm-c; haproxy
+    # appends the real source after it. Only that last hop counts.
+    r = await agent.request(xff=["10.1.0.7", "10.0.0.5"], network=["net-a"])
+    assert json.loads(r.body)["instance"] == "vm-a"
+    r = await agent.request(xff=["10.1.0.7, 10.0.0.5"], network=["net-a"])
+    assert json.loads(r.body)["instance"] == "vm-a"
+    # Reversed order: the last hop (10.1.0.7) has no port on net-a, so 404, never vm-a.
+    r = await agent.request(xff=["10.0.0.5, 10.1.0.7"], network=["net-a"])
+    assert r.status == 404
+
+
+async def test_both_or_repeated_ids_are_400(agent: RunningAgent) -> None:
+    r = await agent.request(xff=["10.0.0.5"], network=["net-a"], router=["r1"])
+    assert r.status == 400
+    assert b"Both network net-a and router r1 defined." in r.body
+    assert (await agent.request(xff=["10.0.0.5"], network=["net-a", "net-b"])).status == 400
+    assert (await agent.request(xff=["10.0.0.5"])).status == 400
+
+
+async def test_guest_headers_are_not_forwarded(agent: RunningAgent) -> None:
+    r = await agent.request(xff=["10.0.0.5"], network=["net-a"], extra=[("X-Guest", "hi"),
+                            ("X-Instance-ID", "vm-b")])
+    body = json.loads(r.body)
+    assert body["instance"] == "vm-a" and body["guest_header"] == ""
+
+
+# -- errors ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(("xff", "net", "router"), [
+    ("10.9.9.9", "net-a", None),       # unknown address
+    ("10.4.0.9", "net-d", None),       # ambiguous
+    ("10.0.0.2", "net-a", None),       # DHCP port
+    ("10.0.0.1", None, "r1"),          # the router's own port
+    ("10.0.0.5", None, "r-empty"),     # router without interfaces
+    ("10.0.0.5", None, "r-nope"),      # unknown router
+])
+async def test_not_found_cases(agent: RunningAgent, xff: str, net: str | None,
+                               router: str | None) -> None:
+    r = await agent.request(xff=[xff], network=[net] if net else [],
+                            router=[router] if router else [])
+    assert r.status == 404
+    assert r.body.startswith(b"Instance was not found on ")
+
+
+async def test_ambiguous_is_logged_with_port_ids(agent: RunningAgent,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.ERROR, logger="openimds.agent"):
+        r = await agent.request(xff=["10.4.0.9"], network=["net-d"])
+    assert r.status == 404
+    assert any("dup1" in m and "dup2" in m for m in caplog.messages)
+
+
+async def test_relay_status_body_type_length(agent: RunningAgent) -> None:
+    r = await agent.request("/user_data.gz", xff=["10.0.0.5"], network=["net-a"])
+    assert r.status == 200
+    assert r.body == GZ_BODY  # not decompressed
+    assert gzip.decompress(r.body).startswith(b"#cloud-config")
+    assert r.headers["Content-Type"] == "application/octet-stream"
+    assert int(r.headers["Content-Length"]) == len(GZ_BODY)
+    r = await agent.request("/missing?x=1", xff=["10.0.0.5"], network=["net-a"])
+    assert r.status == 404
+    assert r.headers["Content-Type"] == "application/json; charset=utf-8"
+    assert json.loads(r.body)["path"] == "/missing?x=1"
+    assert int(r.headers["Content-Length"]) == len(r.body)
+
+
+async def test_password_post_passes_through(agent: RunningAgent) -> None:
+    r = await agent.request("/openstack/2013-04-04/password", method="POST", body=b"c2VjcmV0",
+                            xff=["10.0.0.5"], network=["net-b"])
+    body = json.loads(r.body)
+    assert (body["method"], body["body"], body["instance"]) == ("POST", "c2VjcmV0", "vm-b")
+
+
+async def test_upstream_down_then_back(agent: RunningAgent, upstream: StubUpstream) -> None:
+    await upstream.stop()
+    r = await agent.request(xff=["10.0.0.5"], network=["net-a"])
+    assert r.status == 503
+    assert r.headers["Retry-After"].isdigit()
+    assert b"temporarily unavailable" in r.body
+    await upstream.start()  # same port; no agent restart
+    r = await agent.request(xff=["10.0.0.5"], network=["net-a"])
+    assert r.status == 200
+
+
+async def test_upstream_timeout_is_503(agent: RunningAgent) -> None:
+    r = await agent.request("/slow?s=3", xff=["10.0.0.5"], network=["net-a"])
+    assert r.status == 503 and "Retry-After" in r.headers
+
+
+async def test_failover_to_second_upstream(tmp_path: Path, feed: FakeFeed) -> None:
+    second = StubUpstream(SECRET)
+    await second.start()
+    dead = f"http://127.0.0.1:{free_port()}"
+    try:
+        async with RunningAgent(settings_for(tmp_path, [dead, second.url], SECRET), feed) as a:
+            await a.wait_ready()
+            for _ in range(3):
+                r = await a.request(xff=["10.0.0.5"], network=["net-a"])
+                assert r.status == 200
+    finally:
+        await second.stop()
+
+
+async def test_secret_mismatch_is_403_and_logged(tmp_path: Path, upstream: StubUpstream,
+                                                 feed: FakeFeed,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    async with RunningAgent(settings_for(tmp_path, [upstream.url], "SECRETE_KEY"), feed) as a:
+        await a.wait_ready()
+        with caplog.at_level(logging.WARNING, logger="openimds.agent"):
+            r = await a.request(xff=["10.0.0.5"], network=["net-a"])
+    assert r.status == 403
+    assert b"Invalid proxy request signature." in r.body
+    assert any("shared secrets likely do not match" in m for m in caplog.messages)
+
+
+# -- control plane ---------------------------------------------------------------------------
+async def test_not_ready_until_first_sync_then_serves(tmp_path: Path, upstream: StubUpstream,
+                                                      feed: FakeFeed) -> None:
+    await feed.set_down(True)
+    async with RunningAgent(settings_for(tmp_path, [upstream.url], SECRET), feed) as a:
+        r = await a.request(xff=["10.0.0.5"], network=["net-a"])
+        assert r.status == 503 and "Retry-After" in r.headers
+        assert (await a.request("/healthz")).status == 503
+        await feed.set_down(False)
+        await a.wait_ready(timeout=5)
+        assert (await a.request(xff=["10.0.0.5"], network=["net-a"])).status == 200
+
+
+async def test_control_plane_lost_after_start_keeps_serving(agent: RunningAgent,
+                                                           feed: FakeFeed) -> None:
+    await feed.set_down(True)
+    await asyncio.sleep(0.1)
+    r = await agent.request(xff=["10.0.0.5"], network=["net-b"])
+    assert r.status == 200 and json.loads(r.body)["instance"] == "vm-b"
+    health = json.loads((await agent.request("/healthz")).body)
+    assert health["ready"] is True
+    # Changes made while we were cut off arrive by a resync when it comes back.
+    feed.down = False  # make the change without waking waiters, then announce recovery
+    await feed.delete_port("p-b")
+    await feed.put_port(port_dict("p-b2", "net-b", "10.0.0.5", device="vm-b2"))
+
+    async def moved() -> bool:
+        r = await agent.request(xff=["10.0.0.5"], network=["net-b"])
+        return r.status == 200 and json.loads(r.body)["instance"] == "vm-b2"
+    await poll(moved, timeout=20)
+
+
+# -- churn -----------------------------------------------------------------------------------
+async def test_delete_and_reuse_ip_resolves_new_owner(agent: RunningAgent, feed: FakeFeed
+                                                      ) -> None:
+    await feed.delete_port("p-a")
+
+    async def gone() -> bool:
+        return (await agent.request(xff=["10.0.0.5"], network=["net-a"])).status == 404
+    await poll(gone)
+    await feed.put_port(port_dict("p-new", "net-a", "10.0.0.5", device="vm-new",
+                                  project="proj-new"))
+
+    async def new_owner() -> bool:
+        r = await agent.request(xff=["10.0.0.5"], network=["net-a"])
+        return r.status == 200 and json.loads(r.body)["instance"] == "vm-new"
+    await poll(new_owner)
+
+
+async def test_router_interface_added_and_removed(agent: RunningAgent, feed: FakeFeed) -> None:
+    await feed.put_port(port_dict("ri-e", "net-b", "10.0.0.1", device="r-empty", owner=IFACE))
+
+    async def attached() -> bool:
+        r = await agent.request(xff=["10.0.0.5"], router=["r-empty"])
+        return r.status == 200 and json.loads(r.body)["instance"] == "vm-b"
+    await poll(attached)
+    await feed.delete_port("ri-e")
+
+    async def detached() -> bool:
+        return (await agent.request(xff=["10.0.0.5"], router=["r-empty"])).status == 404
+    await poll(detached)
+
+
+# -- socket ----------------------------------------------------------------------------------
+async def test_socket_mode_applied(agent: RunningAgent) -> None:
+    st = os.stat(agent.settings.socket_path)
+    assert stat.S_ISSOCK(st.st_mode)
+    assert stat.S_IMODE(st.st_mode) == 0o644
+
+
+async def test_second_agent_on_same_socket_refused(agent: RunningAgent) -> None:
+    from openimds.agent.server import bind_unix_socket
+    with pytest.raises(RuntimeError, match="already serving"):
+        bind_unix_socket(agent.settings)
+
+
+def test_backoff_grows_and_caps() -> None:
+    b = Backoff(initial=1, maximum=4)
+    delays = [b.next_delay() for _ in range(5)]
+    assert delays[0] <= 1.2 and delays[-1] <= 4.8 and delays[-1] >= 3.2
