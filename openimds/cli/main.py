@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 COMMAND_MODULES: tuple[str, ...] = (
     "openimds.cli.db",
+    "openimds.cli.control_cmd",
+    "openimds.cli.client_cmd",
     "openimds.cli.proxy_cmd",
     "openimds.cli.allinone",
     "openimds.cli.config_cmd",

@@ -1,0 +1,584 @@
+"""Client commands of `openimds`: talk to the control-plane API like `openstack`/`neutron` do.
+
+Noun-verb commands (`network create|list|show|delete`, `subnet ...`, `router ... | router add
+subnet R S`, `port ...`, `server ...`, `keypair ...`) and the seeds' legacy spellings
+(`net-create`, `subnet-create [--no-gateway] [--name S] NET CIDR`, `router-create`,
+`router-interface-add ROUTER SUBNET`, ...). Credentials come from OS_AUTH_URL, OS_USERNAME,
+OS_PASSWORD and OS_PROJECT_NAME (or the matching --os-* flags). Names or ids are accepted
+wherever an id is taken. Output is a table, or the API's JSON with `-f json`. An API error
+prints the server's message and exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import sys
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from openimds.cli.common import config_parent
+
+Handler = Callable[[Any, argparse.Namespace], Any]
+
+
+class CliError(Exception):
+    """A problem worth one line on stderr and exit status 1."""
+
+
+# ---- plumbing ---------------------------------------------------------------------------------
+
+
+def client_parent() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("-f", "--format", choices=("table", "json"), default="table",
+                        help="output format (json for scripts)")
+    parent.add_argument("--os-auth-url", default=None, help="default: $OS_AUTH_URL")
+    parent.add_argument("--os-username", default=None, help="default: $OS_USERNAME")
+    parent.add_argument("--os-password", default=None, help="default: $OS_PASSWORD")
+    parent.add_argument("--os-project-name", default=None, help="default: $OS_PROJECT_NAME")
+    parent.add_argument("--os-region-name", default=None, help="default: $OS_REGION_NAME")
+    return parent
+
+
+def _credentials(args: argparse.Namespace) -> dict[str, Any]:
+    def pick(flag: str | None, env: str) -> str | None:
+        return flag if flag is not None else os.environ.get(env)
+
+    values = {
+        "auth_url": pick(args.os_auth_url, "OS_AUTH_URL"),
+        "username": pick(args.os_username, "OS_USERNAME"),
+        "password": pick(args.os_password, "OS_PASSWORD"),
+        "project_name": pick(args.os_project_name, "OS_PROJECT_NAME")
+        or os.environ.get("OS_TENANT_NAME"),
+    }
+    missing = [k for k, v in values.items() if not v]
+    if missing:
+        names = {"auth_url": "OS_AUTH_URL", "username": "OS_USERNAME",
+                 "password": "OS_PASSWORD", "project_name": "OS_PROJECT_NAME"}
+        raise CliError("missing credentials: set " + ", ".join(names[m] for m in missing)
+                       + " (or source the openrc file)")
+    values["region"] = pick(args.os_region_name, "OS_REGION_NAME")
+    return values
+
+
+def _runner(handler: Handler, kind: str) -> Callable[[argparse.Namespace], int]:
+    """Wrap a handler: build the client, translate errors, print the result."""
+
+    def run(args: argparse.Namespace) -> int:
+        from openimds.control.client import ApiConnectionError, ApiError, SyncControlClient
+
+        try:
+            creds = _credentials(args)
+            with SyncControlClient(**creds) as api:
+                result = handler(api, args)
+        except ApiError as exc:
+            print(f"openimds: {exc.message}", file=sys.stderr)
+            return 1
+        except (ApiConnectionError, CliError, OSError) as exc:
+            print(f"openimds: {exc}", file=sys.stderr)
+            return 1
+        _print(result, kind, args.format)
+        return 0
+
+    return run
+
+
+def _leaf(verbs: argparse._SubParsersAction, name: str, handler: Handler, kind: str,
+          help: str) -> argparse.ArgumentParser:
+    parser = verbs.add_parser(name, parents=[config_parent(), client_parent()], help=help)
+    parser.set_defaults(func=_runner(handler, kind))
+    return parser
+
+
+def is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def find(api: Any, resource: str, value: str) -> dict[str, Any]:
+    """The one `resource` whose id or name is `value`."""
+    from openimds.control.client import ApiError
+
+    singular = resource.rstrip("s")
+    if is_uuid(value):
+        try:
+            return dict(api.get(resource, value))
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+    if resource == "servers":
+        matches = [s for s in api.list("servers") if s["name"] == value]
+    else:
+        matches = api.list(resource, name=value)
+    if not matches:
+        raise CliError(f"No {singular} with a name or ID of '{value}' exists.")
+    if len(matches) > 1:
+        raise CliError(f"More than one {singular} exists with the name '{value}'; use its ID.")
+    return dict(matches[0])
+
+
+def _kv(text: str, what: str) -> dict[str, str]:
+    """`a=1,b=2` -> {"a": "1", "b": "2"}."""
+    out = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        if not sep or not key:
+            raise CliError(f"invalid {what} {text!r}: expected key=value[,key=value]")
+        out[key.strip()] = value.strip()
+    return out
+
+
+# ---- output -------------------------------------------------------------------------------------
+
+LIST_COLUMNS: dict[str, list[tuple[str, str]]] = {
+    "networks": [("ID", "id"), ("Name", "name"), ("Subnets", "subnets")],
+    "subnets": [("ID", "id"), ("Name", "name"), ("Network", "network_id"), ("Subnet", "cidr"),
+                ("Gateway", "gateway_ip")],
+    "ports": [("ID", "id"), ("Name", "name"), ("MAC Address", "mac_address"),
+              ("Fixed IP Addresses", "fixed_ips"), ("Device Owner", "device_owner"),
+              ("Status", "status")],
+    "routers": [("ID", "id"), ("Name", "name"), ("Status", "status"),
+                ("State", "admin_state_up"), ("Project", "project_id")],
+    "servers": [("ID", "id"), ("Name", "name"), ("Status", "status"),
+                ("Networks", "addresses"), ("Image", "image"), ("Flavor", "flavor")],
+    "keypairs": [("Name", "name"), ("Fingerprint", "fingerprint"), ("Type", "type")],
+}
+
+
+def _cell(key: str, value: Any) -> str:
+    if key == "fixed_ips" and isinstance(value, list):
+        return "\n".join(f"ip_address='{f['ip_address']}', subnet_id='{f['subnet_id']}'"
+                         for f in value)
+    if key == "addresses" and isinstance(value, dict):
+        return "; ".join(f"{net}={', '.join(a['addr'] for a in addrs)}"
+                         for net, addrs in value.items())
+    if key == "admin_state_up" and isinstance(value, bool):
+        return "UP" if value else "DOWN"
+    if key == "flavor" and isinstance(value, dict):
+        return str(value.get("original_name", ""))
+    if key == "image" and isinstance(value, dict):
+        return str(value.get("name", ""))
+    if isinstance(value, list):
+        return "\n".join(_cell("", v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
+    if value is None:
+        return "None"
+    return str(value)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """An ASCII table like python-openstackclient's (multi-line cells allowed)."""
+    split = [[c.split("\n") for c in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in split:
+        for i, lines in enumerate(row):
+            widths[i] = max(widths[i], *(len(line) for line in lines))
+    rule = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
+    out = [rule, "| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+           + " |", rule]
+    for row in split:
+        height = max(len(lines) for lines in row)
+        for n in range(height):
+            out.append("| " + " | ".join((lines[n] if n < len(lines) else "").ljust(w)
+                                         for lines, w in zip(row, widths, strict=True)) + " |")
+    out.append(rule)
+    return "\n".join(out)
+
+
+def _print(result: Any, kind: str, fmt: str) -> None:
+    if result is None:
+        return
+    if fmt == "json":
+        print(json.dumps(result, indent=2, sort_keys=True))
+        return
+    if isinstance(result, list):
+        columns = LIST_COLUMNS[kind]
+        print(table([c[0] for c in columns],
+                    [[_cell(key, item.get(key)) for _, key in columns] for item in result]))
+    else:
+        print(table(["Field", "Value"], [[k, _cell(k, v)] for k, v in sorted(result.items())]))
+
+
+# ---- networks -------------------------------------------------------------------------------
+
+
+def _network_create(api: Any, args: argparse.Namespace) -> Any:
+    body: dict[str, Any] = {"name": args.name, "admin_state_up": not args.disable}
+    if args.share:
+        body["shared"] = True
+    return api.create("networks", body)
+
+
+def _deleter(resource: str) -> Handler:
+    def handler(api: Any, args: argparse.Namespace) -> None:
+        for value in args.names:
+            # Key pairs are addressed by name in Nova; everything else by id.
+            api.delete(resource, value if resource == "keypairs" else
+                       find(api, resource, value)["id"])
+
+    return handler
+
+
+def _shower(resource: str) -> Handler:
+    def handler(api: Any, args: argparse.Namespace) -> Any:
+        if resource == "keypairs":
+            return api.get("keypairs", args.name)
+        return find(api, resource, args.name)
+
+    return handler
+
+
+def _register_network(sub: argparse._SubParsersAction) -> None:
+    verbs = sub.add_parser("network", help="networks").add_subparsers(metavar="VERB")
+    p = _leaf(verbs, "create", _network_create, "networks", "create a network")
+    p.add_argument("name")
+    p.add_argument("--share", action="store_true", help="visible to every project (admin)")
+    p.add_argument("--disable", action="store_true", help="admin_state_up false")
+    _leaf(verbs, "list", lambda api, a: api.list("networks"), "networks", "list networks")
+    _leaf(verbs, "show", _shower("networks"), "networks", "show a network").add_argument("name")
+    _leaf(verbs, "delete", _deleter("networks"), "networks",
+          "delete networks").add_argument("names", nargs="+")
+
+
+# ---- subnets --------------------------------------------------------------------------------
+
+
+def subnet_body(network_id: str, cidr: str, *, name: str = "", no_gateway: bool = False,
+                gateway: str | None = None, dhcp: bool = True, ip_version: int | None = None,
+                host_routes: Sequence[str] = (), dns: Sequence[str] = (),
+                pools: Sequence[str] = ()) -> dict[str, Any]:
+    body: dict[str, Any] = {"network_id": network_id, "cidr": cidr, "name": name,
+                            "enable_dhcp": dhcp}
+    if ip_version is not None:
+        body["ip_version"] = ip_version
+    if no_gateway:
+        body["gateway_ip"] = None
+    elif gateway is not None:
+        body["gateway_ip"] = None if gateway == "none" else gateway
+    if host_routes:
+        routes = []
+        for text in host_routes:
+            kv = _kv(text, "--host-route")
+            if set(kv) != {"destination", "gateway"}:
+                raise CliError("--host-route takes destination=CIDR,gateway=IP")
+            routes.append({"destination": kv["destination"], "nexthop": kv["gateway"]})
+        body["host_routes"] = routes
+    if dns:
+        body["dns_nameservers"] = list(dns)
+    if pools:
+        body["allocation_pools"] = [_kv(p, "--allocation-pool") for p in pools]
+    return body
+
+
+def _subnet_create(api: Any, args: argparse.Namespace) -> Any:
+    network = find(api, "networks", args.network)
+    return api.create("subnets", subnet_body(
+        network["id"], args.subnet_range, name=args.name, no_gateway=args.no_gateway,
+        gateway=args.gateway, dhcp=not args.no_dhcp, ip_version=args.ip_version,
+        host_routes=args.host_route, dns=args.dns_nameserver, pools=args.allocation_pool))
+
+
+def _subnet_list(api: Any, args: argparse.Namespace) -> Any:
+    filters = {}
+    if args.network:
+        filters["network_id"] = find(api, "networks", args.network)["id"]
+    return api.list("subnets", **filters)
+
+
+def _register_subnet(sub: argparse._SubParsersAction) -> None:
+    verbs = sub.add_parser("subnet", help="subnets").add_subparsers(metavar="VERB")
+    p = _leaf(verbs, "create", _subnet_create, "subnets", "create a subnet")
+    p.add_argument("name")
+    p.add_argument("--network", required=True, help="network name or id")
+    p.add_argument("--subnet-range", required=True, metavar="CIDR")
+    gw = p.add_mutually_exclusive_group()
+    gw.add_argument("--no-gateway", action="store_true", help="no gateway IP")
+    gw.add_argument("--gateway", metavar="IP", help="gateway IP (default: first host)")
+    p.add_argument("--no-dhcp", action="store_true", help="enable_dhcp false")
+    p.add_argument("--dhcp", action="store_false", dest="no_dhcp", help="enable_dhcp (default)")
+    p.add_argument("--ip-version", type=int, choices=(4, 6), default=None)
+    p.add_argument("--host-route", action="append", default=[],
+                   metavar="destination=CIDR,gateway=IP")
+    p.add_argument("--dns-nameserver", action="append", default=[], metavar="IP")
+    p.add_argument("--allocation-pool", action="append", default=[], metavar="start=IP,end=IP")
+    ls = _leaf(verbs, "list", _subnet_list, "subnets", "list subnets")
+    ls.add_argument("--network", help="only this network's subnets")
+    _leaf(verbs, "show", _shower("subnets"), "subnets", "show a subnet").add_argument("name")
+    _leaf(verbs, "delete", _deleter("subnets"), "subnets",
+          "delete subnets").add_argument("names", nargs="+")
+
+
+# ---- routers --------------------------------------------------------------------------------
+
+
+def _router_interface(action: str, by: str) -> Handler:
+    def handler(api: Any, args: argparse.Namespace) -> Any:
+        router = find(api, "routers", args.router)
+        target = find(api, "subnets" if by == "subnet" else "ports", args.target)
+        return api.router_interface(router["id"], action, **{f"{by}_id": target["id"]})
+
+    return handler
+
+
+def _register_router(sub: argparse._SubParsersAction) -> None:
+    verbs = sub.add_parser("router", help="routers").add_subparsers(metavar="VERB")
+    p = _leaf(verbs, "create", lambda api, a: api.create("routers", {"name": a.name}),
+              "routers", "create a router")
+    p.add_argument("name")
+    _leaf(verbs, "list", lambda api, a: api.list("routers"), "routers", "list routers")
+    _leaf(verbs, "show", _shower("routers"), "routers", "show a router").add_argument("name")
+    _leaf(verbs, "delete", _deleter("routers"), "routers",
+          "delete routers").add_argument("names", nargs="+")
+    for action in ("add", "remove"):
+        what = verbs.add_parser(action, help=f"{action} a router interface").add_subparsers(
+            metavar="subnet|port")
+        for by in ("subnet", "port"):
+            leaf = _leaf(what, by, _router_interface(action, by), "routers",
+                         f"{action} the router interface on a {by}")
+            leaf.add_argument("router", help="router name or id")
+            leaf.add_argument("target", help=f"{by} name or id")
+
+
+# ---- ports ----------------------------------------------------------------------------------
+
+
+def _fixed_ips(entries: Sequence[str], api: Any) -> list[dict[str, str]]:
+    out = []
+    for text in entries:
+        kv = _kv(text, "--fixed-ip")
+        entry = {}
+        if "subnet" in kv:
+            entry["subnet_id"] = find(api, "subnets", kv.pop("subnet"))["id"]
+        if "ip-address" in kv:
+            entry["ip_address"] = kv.pop("ip-address")
+        if kv or not entry:
+            raise CliError("--fixed-ip takes subnet=SUBNET[,ip-address=IP] or ip-address=IP")
+        out.append(entry)
+    return out
+
+
+def _port_create(api: Any, args: argparse.Namespace) -> Any:
+    network = find(api, "networks", args.network)
+    body: dict[str, Any] = {"network_id": network["id"], "name": args.name}
+    if args.fixed_ip:
+        body["fixed_ips"] = _fixed_ips(args.fixed_ip, api)
+    for key in ("mac_address", "device_id", "device_owner"):
+        if getattr(args, key) is not None:
+            body[key] = getattr(args, key)
+    return api.create("ports", body)
+
+
+def _port_list(api: Any, args: argparse.Namespace) -> Any:
+    filters: dict[str, Any] = {}
+    if args.network:
+        filters["network_id"] = find(api, "networks", args.network)["id"]
+    if args.device_id:
+        filters["device_id"] = args.device_id
+    if args.device_owner:
+        filters["device_owner"] = args.device_owner
+    if args.fixed_ip:
+        filters["fixed_ips"] = [f"ip_address={ip}" for ip in args.fixed_ip]
+    return api.list("ports", **filters)
+
+
+def _register_port(sub: argparse._SubParsersAction) -> None:
+    verbs = sub.add_parser("port", help="ports").add_subparsers(metavar="VERB")
+    p = _leaf(verbs, "create", _port_create, "ports", "create a port")
+    p.add_argument("name")
+    p.add_argument("--network", required=True)
+    p.add_argument("--fixed-ip", action="append", default=[],
+                   metavar="subnet=SUBNET,ip-address=IP")
+    p.add_argument("--mac-address")
+    p.add_argument("--device-id")
+    p.add_argument("--device-owner")
+    ls = _leaf(verbs, "list", _port_list, "ports", "list ports")
+    ls.add_argument("--network")
+    ls.add_argument("--device-id")
+    ls.add_argument("--device-owner")
+    ls.add_argument("--fixed-ip", action="append", default=[], metavar="IP",
+                    help="only ports holding this address")
+    _leaf(verbs, "show", _shower("ports"), "ports", "show a port").add_argument("name")
+    _leaf(verbs, "delete", _deleter("ports"), "ports",
+          "delete ports").add_argument("names", nargs="+")
+
+
+# ---- servers --------------------------------------------------------------------------------
+
+
+def _server_networks(api: Any, args: argparse.Namespace) -> list[dict[str, str]]:
+    nets: list[dict[str, str]] = []
+    for i, name in enumerate(args.network):
+        entry = {"uuid": find(api, "networks", name)["id"]}
+        # --fixed-ip pairs with the --network of the same position.
+        if i < len(args.fixed_ip):
+            entry["fixed_ip"] = args.fixed_ip[i]
+        nets.append(entry)
+    if len(args.fixed_ip) > len(args.network):
+        raise CliError("each --fixed-ip needs a --network before it")
+    for port in args.port:
+        nets.append({"port": find(api, "ports", port)["id"]})
+    for nic in args.nic:
+        kv = _kv(nic, "--nic")
+        if "port-id" in kv:
+            nets.append({"port": find(api, "ports", kv["port-id"])["id"]})
+        elif "net-id" in kv:
+            entry = {"uuid": find(api, "networks", kv["net-id"])["id"]}
+            ip = kv.get("v4-fixed-ip") or kv.get("v6-fixed-ip")
+            if ip:
+                entry["fixed_ip"] = ip
+            nets.append(entry)
+        else:
+            raise CliError("--nic takes net-id=NET[,v4-fixed-ip=IP] or port-id=PORT")
+    return nets
+
+
+def _server_create(api: Any, args: argparse.Namespace) -> Any:
+    body: dict[str, Any] = {"name": args.name, "networks": _server_networks(api, args) or "none"}
+    if args.user_data:
+        with open(args.user_data, "rb") as fh:
+            body["user_data"] = base64.b64encode(fh.read()).decode("ascii")
+    if args.property:
+        body["metadata"] = {}
+        for text in args.property:
+            key, sep, value = text.partition("=")
+            if not sep or not key:
+                raise CliError(f"invalid --property {text!r}: expected key=value")
+            body["metadata"][key] = value
+    for flag, key in (("key_name", "key_name"), ("availability_zone", "availability_zone"),
+                      ("flavor", "flavorRef"), ("image", "imageRef")):
+        if getattr(args, flag):
+            body[key] = getattr(args, flag)
+    return api.create("servers", body)
+
+
+def _register_server(sub: argparse._SubParsersAction) -> None:
+    verbs = sub.add_parser("server", help="servers").add_subparsers(metavar="VERB")
+    p = _leaf(verbs, "create", _server_create, "servers", "create a server")
+    p.add_argument("name")
+    p.add_argument("--network", action="append", default=[], help="network name or id")
+    p.add_argument("--fixed-ip", action="append", default=[], metavar="IP",
+                   help="address on the --network at the same position")
+    p.add_argument("--port", action="append", default=[], help="existing port name or id")
+    p.add_argument("--nic", action="append", default=[],
+                   metavar="net-id=NET,v4-fixed-ip=IP|port-id=PORT")
+    p.add_argument("--user-data", metavar="FILE")
+    p.add_argument("--property", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--key-name")
+    p.add_argument("--availability-zone")
+    p.add_argument("--flavor")
+    p.add_argument("--image")
+    _leaf(verbs, "list", lambda api, a: api.list("servers"), "servers", "list servers")
+    _leaf(verbs, "show", _shower("servers"), "servers", "show a server").add_argument("name")
+    _leaf(verbs, "delete", _deleter("servers"), "servers",
+          "delete servers").add_argument("names", nargs="+")
+
+
+# ---- key pairs ------------------------------------------------------------------------------
+
+
+def _keypair_create(api: Any, args: argparse.Namespace) -> Any:
+    if not args.public_key:
+        raise CliError("openimds imports public keys only: pass --public-key FILE")
+    with open(os.path.expanduser(args.public_key), encoding="utf-8") as fh:
+        key = fh.read().strip()
+    return api.create("keypairs", {"name": args.name, "public_key": key})
+
+
+def _register_keypair(sub: argparse._SubParsersAction) -> None:
+    verbs = sub.add_parser("keypair", help="key pairs").add_subparsers(metavar="VERB")
+    p = _leaf(verbs, "create", _keypair_create, "keypairs", "import a public key")
+    p.add_argument("name")
+    p.add_argument("--public-key", metavar="FILE")
+    _leaf(verbs, "list", lambda api, a: api.list("keypairs"), "keypairs", "list key pairs")
+    _leaf(verbs, "show", _shower("keypairs"), "keypairs", "show a key pair").add_argument("name")
+    _leaf(verbs, "delete", _deleter("keypairs"), "keypairs",
+          "delete key pairs").add_argument("names", nargs="+")
+
+
+# ---- the legacy neutron spellings of the seeds ------------------------------------------------
+
+
+def _legacy_subnet_create(api: Any, args: argparse.Namespace) -> Any:
+    network = find(api, "networks", args.network)
+    return api.create("subnets", subnet_body(
+        network["id"], args.cidr, name=args.name or "", no_gateway=args.no_gateway,
+        gateway=args.gateway_ip, dhcp=not args.disable_dhcp, ip_version=args.ip_version,
+        host_routes=args.host_route, dns=args.dns_nameserver, pools=args.allocation_pool))
+
+
+def _legacy_interface(action: str) -> Handler:
+    def handler(api: Any, args: argparse.Namespace) -> Any:
+        router = find(api, "routers", args.router)
+        # neutron's INTERFACE is a subnet by default, or `subnet=X` / `port=X`.
+        kind, sep, value = args.interface.partition("=")
+        if not sep:
+            kind, value = "subnet", args.interface
+        if kind not in ("subnet", "port"):
+            raise CliError("INTERFACE is SUBNET, subnet=SUBNET or port=PORT")
+        target = find(api, "subnets" if kind == "subnet" else "ports", value)
+        return api.router_interface(router["id"], action, **{f"{kind}_id": target["id"]})
+
+    return handler
+
+
+def _register_legacy(sub: argparse._SubParsersAction) -> None:
+    p = _leaf(sub, "net-create", lambda api, a: api.create("networks", {"name": a.name}),
+              "networks", "create a network (neutron spelling)")
+    p.add_argument("name")
+    _leaf(sub, "net-list", lambda api, a: api.list("networks"), "networks", "list networks")
+    _leaf(sub, "net-show", _shower("networks"), "networks", "show a network").add_argument("name")
+    _leaf(sub, "net-delete", _deleter("networks"), "networks",
+          "delete networks").add_argument("names", nargs="+")
+
+    p = _leaf(sub, "subnet-create", _legacy_subnet_create, "subnets",
+              "create a subnet (neutron spelling: NETWORK CIDR)")
+    p.add_argument("network")
+    p.add_argument("cidr")
+    p.add_argument("--name")
+    gw = p.add_mutually_exclusive_group()
+    gw.add_argument("--no-gateway", action="store_true")
+    gw.add_argument("--gateway", "--gateway-ip", dest="gateway_ip")
+    p.add_argument("--disable-dhcp", action="store_true")
+    p.add_argument("--enable-dhcp", action="store_false", dest="disable_dhcp")
+    p.add_argument("--ip-version", type=int, choices=(4, 6), default=None)
+    p.add_argument("--host-route", action="append", default=[],
+                   metavar="destination=CIDR,gateway=IP")
+    p.add_argument("--dns-nameserver", action="append", default=[])
+    p.add_argument("--allocation-pool", action="append", default=[], metavar="start=IP,end=IP")
+    _leaf(sub, "subnet-list", lambda api, a: api.list("subnets"), "subnets", "list subnets")
+    _leaf(sub, "subnet-show", _shower("subnets"), "subnets", "show a subnet").add_argument("name")
+    _leaf(sub, "subnet-delete", _deleter("subnets"), "subnets",
+          "delete subnets").add_argument("names", nargs="+")
+
+    p = _leaf(sub, "router-create", lambda api, a: api.create("routers", {"name": a.name}),
+              "routers", "create a router (neutron spelling)")
+    p.add_argument("name")
+    _leaf(sub, "router-list", lambda api, a: api.list("routers"), "routers", "list routers")
+    _leaf(sub, "router-show", _shower("routers"), "routers", "show a router").add_argument("name")
+    _leaf(sub, "router-delete", _deleter("routers"), "routers",
+          "delete routers").add_argument("names", nargs="+")
+    for name, action in (("router-interface-add", "add"), ("router-interface-delete", "remove")):
+        p = _leaf(sub, name, _legacy_interface(action), "routers",
+                  f"{action} a router interface (neutron spelling: ROUTER INTERFACE)")
+        p.add_argument("router")
+        p.add_argument("interface", help="SUBNET, subnet=SUBNET or port=PORT")
+    _leaf(sub, "port-list", lambda api, a: api.list("ports"), "ports", "list ports")
+    _leaf(sub, "port-show", _shower("ports"), "ports", "show a port").add_argument("name")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    _register_network(subparsers)
+    _register_subnet(subparsers)
+    _register_router(subparsers)
+    _register_port(subparsers)
+    _register_server(subparsers)
+    _register_keypair(subparsers)
+    _register_legacy(subparsers)

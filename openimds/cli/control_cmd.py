@@ -1,0 +1,150 @@
+"""Server-side control-plane commands: `openimds control-api` (the REST API server) and the
+identity administration that writes the database directly: `bootstrap`, `project create`,
+`user create` (they read `[database] connection` like the server does)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+from openimds.cli.common import config_parent, setup_logging
+
+LOG = logging.getLogger("openimds.control-api")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    api = subparsers.add_parser("control-api", parents=[config_parent()],
+                                help="run the control-plane REST API (Neutron/Nova shapes)")
+    api.set_defaults(func=_serve)
+
+    boot = subparsers.add_parser(
+        "bootstrap", parents=[config_parent()],
+        help="create project 'admin' and user 'admin' (role admin); safe to run again")
+    boot.add_argument("--admin-password", required=True, help="password of the admin user")
+    boot.set_defaults(func=_bootstrap)
+
+    project = subparsers.add_parser("project", help="projects (writes the database directly)")
+    pverbs = project.add_subparsers(dest="project_command", metavar="VERB")
+    pcreate = pverbs.add_parser("create", parents=[config_parent()], help="create a project")
+    pcreate.add_argument("name")
+    pcreate.add_argument("--description", default="")
+    pcreate.add_argument("--or-show", action="store_true",
+                         help="succeed if the project already exists")
+    pcreate.set_defaults(func=_project_create)
+
+    user = subparsers.add_parser("user", help="users (writes the database directly)")
+    uverbs = user.add_subparsers(dest="user_command", metavar="VERB")
+    ucreate = uverbs.add_parser("create", parents=[config_parent()], help="create a user")
+    ucreate.add_argument("name")
+    ucreate.add_argument("--project", required=True, help="project name or id")
+    ucreate.add_argument("--password", required=True)
+    ucreate.add_argument("--role", choices=("member", "admin", "service"), default="member",
+                         help="member: own project; admin: all projects; service: read all "
+                              "projects and the change feed (agents)")
+    ucreate.add_argument("--or-show", action="store_true",
+                         help="update the user if it already exists")
+    ucreate.set_defaults(func=_user_create)
+
+
+def _conf(args: argparse.Namespace) -> Any:
+    from openimds.config import load_config
+
+    return load_config("control-api", args.config_files, args.config_dirs)
+
+
+def _store(args: argparse.Namespace) -> Any:
+    from openimds.config import database_url
+    from openimds.inventory.migrate import open_store
+
+    return open_store(database_url(_conf(args)))
+
+
+def settings_from_conf(conf: Any) -> Any:
+    """The API's plain settings from a loaded control-api ConfigOpts."""
+    from openimds.control.call import Settings
+
+    return Settings(bind_host=conf.bind_host, bind_port=conf.bind_port,
+                    token_expiration=conf.token_expiration)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from openimds.config import ConfigError, database_url
+    from openimds.control.app import build_app
+    from openimds.inventory.migrate import open_store
+
+    setup_logging(args.debug)
+    try:
+        conf = _conf(args)
+    except ConfigError as exc:
+        print(f"openimds control-api: {exc}", file=sys.stderr)
+        return 2
+    settings = settings_from_conf(conf)
+    store = open_store(database_url(conf))
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # optional accelerator
+        pass
+    LOG.info("control-plane API listening on %s:%s", settings.bind_host, settings.bind_port)
+    try:
+        web.run_app(build_app(store, settings), host=settings.bind_host,
+                    port=settings.bind_port, print=None, access_log=LOG)
+    finally:
+        store.dispose()
+    return 0
+
+
+def _fail(message: str) -> int:
+    print(f"openimds: {message}", file=sys.stderr)
+    return 1
+
+
+def _bootstrap(args: argparse.Namespace) -> int:
+    from openimds.control.auth import bootstrap
+    from openimds.control.errors import ApiError
+
+    store = _store(args)
+    try:
+        project_id, user_id = bootstrap(store, args.admin_password)
+    except ApiError as exc:
+        return _fail(exc.message)
+    finally:
+        store.dispose()
+    print(f"admin user {user_id} in project admin ({project_id}) is ready")
+    return 0
+
+
+def _project_create(args: argparse.Namespace) -> int:
+    from openimds.control.auth import create_project
+    from openimds.control.errors import ApiError
+
+    store = _store(args)
+    try:
+        pid = create_project(store, args.name, args.description, exist_ok=args.or_show)
+    except ApiError as exc:
+        return _fail(exc.message)
+    finally:
+        store.dispose()
+    print(pid)
+    return 0
+
+
+def _user_create(args: argparse.Namespace) -> int:
+    from openimds.control.auth import create_user
+    from openimds.control.errors import ApiError
+
+    store = _store(args)
+    try:
+        uid = create_user(store, args.name, args.password, args.project, args.role,
+                          exist_ok=args.or_show)
+    except ApiError as exc:
+        return _fail(exc.message)
+    finally:
+        store.dispose()
+    print(uid)
+    return 0

@@ -1,0 +1,350 @@
+"""The HTTP client of the control-plane API, for the CLI and the agents.
+
+    async with ControlClient(auth_url, username, password, project_name) as api:
+        nets = await api.list("networks")
+        ports = await api.list("ports", network_id=net_id, fixed_ips="ip_address=10.0.0.5")
+        page = await api.changes(since=0, timeout=30)
+
+`auth_url` may end in `/v3` (Keystone v3 password auth) or `/v2.0` (the legacy route the seed's
+metadata_agent.ini names); a bare `http://host:port` uses v3. The token is cached and renewed
+shortly before it expires, and once more on a 401. The network and compute endpoints come from
+the token's service catalog (region `region` when given), so the identity and resource URLs may
+differ. Errors arrive as `ApiError(status, type, message)` carrying the server's text;
+connection failures as `ApiConnectionError`. `SyncControlClient` wraps the same calls for the
+CLI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+
+__all__ = ["RESOURCES", "ApiConnectionError", "ApiError", "ChangesPage", "ControlClient",
+           "SyncControlClient"]
+
+# resource name -> (service, collection path, singular key)
+RESOURCES: dict[str, tuple[str, str, str]] = {
+    "networks": ("network", "/v2.0/networks", "network"),
+    "subnets": ("network", "/v2.0/subnets", "subnet"),
+    "ports": ("network", "/v2.0/ports", "port"),
+    "routers": ("network", "/v2.0/routers", "router"),
+    "servers": ("compute", "/servers", "server"),
+    "keypairs": ("compute", "/os-keypairs", "keypair"),
+}
+
+# Renew this many seconds before expiry so a token never dies mid-request.
+RENEW_MARGIN = 60.0
+
+
+class ApiError(Exception):
+    """An error answer from the API: HTTP status, the server's error type and message."""
+
+    def __init__(self, status: int, type: str, message: str) -> None:
+        super().__init__(f"{message} (HTTP {status})")
+        self.status = status
+        self.type = type
+        self.message = message
+
+
+class ApiConnectionError(Exception):
+    """The API could not be reached (refused, timed out, bad URL)."""
+
+
+@dataclass(frozen=True)
+class ChangesPage:
+    changes: list[dict[str, Any]]
+    revision: int  # pass as the next `since`
+    current_revision: int  # the store's revision before this page was read
+
+
+def _error_from(status: int, text: str) -> ApiError:
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return ApiError(status, "HTTPError", text.strip() or f"HTTP {status}")
+    if isinstance(body, dict) and body:
+        inner = body.get("NeutronError") or body.get("error") or next(iter(body.values()))
+        if isinstance(inner, dict):
+            kind = inner.get("type") or inner.get("title") or next(iter(body))
+            return ApiError(status, str(kind), str(inner.get("message", text)))
+    return ApiError(status, "HTTPError", text)
+
+
+def _parse_time(text: str | None) -> float:
+    if not text:
+        return time.time() + 300
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC).timestamp()
+
+
+def _query(filters: Mapping[str, Any]) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for key, value in filters.items():
+        if value is None:
+            continue
+        values = value if isinstance(value, list | tuple | set) else [value]
+        for item in values:
+            out.append((key, str(item).lower() if isinstance(item, bool) else str(item)))
+    return out
+
+
+class ControlClient:
+    """Async client; see the module docstring. One aiohttp session (pooled connections)."""
+
+    def __init__(self, auth_url: str, username: str, password: str, project_name: str, *,
+                 region: str | None = None, timeout: float = 30.0,
+                 session: aiohttp.ClientSession | None = None) -> None:
+        self.auth_url = auth_url.rstrip("/")
+        self.username = username
+        self.password = password
+        self.project_name = project_name
+        self.region = region
+        self.timeout = timeout
+        self._session = session
+        self._own_session = session is None
+        self._token: str | None = None
+        self._expires = 0.0
+        self._endpoints: dict[str, str] = {}
+        self._auth_lock = asyncio.Lock()
+
+    async def __aenter__(self) -> ControlClient:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None and self._own_session:
+            await self._session.close()
+        self._session = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+            self._own_session = True
+        return self._session
+
+    # ---- authentication -------------------------------------------------------------------
+
+    @property
+    def token(self) -> str | None:
+        return self._token
+
+    async def authenticate(self) -> str:
+        """Get a fresh token (and endpoints from its catalog)."""
+        if self.auth_url.endswith("/v2.0"):
+            url = self.auth_url + "/tokens"
+            body: dict[str, Any] = {"auth": {
+                "passwordCredentials": {"username": self.username, "password": self.password},
+                "tenantName": self.project_name}}
+        else:
+            base = self.auth_url if self.auth_url.endswith("/v3") else self.auth_url + "/v3"
+            url = base + "/auth/tokens"
+            body = {"auth": {
+                "identity": {"methods": ["password"], "password": {"user": {
+                    "name": self.username, "password": self.password,
+                    "domain": {"name": "Default"}}}},
+                "scope": {"project": {"name": self.project_name,
+                                      "domain": {"name": "Default"}}}}}
+        status, headers, text = await self._send("POST", url, body, token=None)
+        if status >= 400:
+            raise _error_from(status, text)
+        data = json.loads(text)
+        if "access" in data:
+            access = data["access"]
+            self._token = access["token"]["id"]
+            self._expires = _parse_time(access["token"].get("expires"))
+            self._endpoints = self._v2_endpoints(access.get("serviceCatalog", []))
+        else:
+            self._token = headers.get("X-Subject-Token")
+            self._expires = _parse_time(data["token"].get("expires_at"))
+            self._endpoints = self._v3_endpoints(data["token"].get("catalog", []))
+        if not self._token:
+            raise ApiError(status, "HTTPError", "the identity answer carried no token")
+        return self._token
+
+    def _v3_endpoints(self, catalog: Sequence[dict[str, Any]]) -> dict[str, str]:
+        out = {}
+        for service in catalog:
+            for ep in service.get("endpoints", []):
+                if ep.get("interface") != "public":
+                    continue
+                if self.region and ep.get("region") not in (None, self.region):
+                    continue
+                out.setdefault(service.get("type", ""), ep["url"].rstrip("/"))
+        return out
+
+    def _v2_endpoints(self, catalog: Sequence[dict[str, Any]]) -> dict[str, str]:
+        out = {}
+        for service in catalog:
+            for ep in service.get("endpoints", []):
+                if self.region and ep.get("region") not in (None, self.region):
+                    continue
+                out.setdefault(service.get("type", ""), ep["publicURL"].rstrip("/"))
+        return out
+
+    async def _ensure_token(self) -> str:
+        async with self._auth_lock:
+            if self._token is None or time.time() > self._expires - RENEW_MARGIN:
+                await self.authenticate()
+            assert self._token is not None
+            return self._token
+
+    def _base(self, service: str) -> str:
+        if service in self._endpoints:
+            return self._endpoints[service]
+        root = self.auth_url.removesuffix("/v3").removesuffix("/v2.0")
+        return root + ("/v2.1" if service == "compute" else "")
+
+    # ---- transport --------------------------------------------------------------------------
+
+    async def _send(self, method: str, url: str, body: Any, *, token: str | None,
+                    params: Sequence[tuple[str, str]] = (),
+                    timeout: float | None = None) -> tuple[int, Mapping[str, str], str]:
+        headers = {"Accept": "application/json"}
+        if token:
+            headers["X-Auth-Token"] = token
+        try:
+            async with self._http().request(
+                method, url, json=body, params=list(params), headers=headers,
+                timeout=aiohttp.ClientTimeout(total=timeout or self.timeout),
+            ) as resp:
+                return resp.status, resp.headers, await resp.text()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ApiConnectionError(f"cannot reach {url}: {exc or type(exc).__name__}"
+                                     ) from exc
+
+    async def request(self, method: str, service: str, path: str, body: Any = None, *,
+                      params: Sequence[tuple[str, str]] = (),
+                      timeout: float | None = None) -> Any:
+        """One authenticated call; re-authenticates once on a 401. Returns the JSON body."""
+        for attempt in (1, 2):
+            token = await self._ensure_token()
+            status, _, text = await self._send(method, self._base(service) + path, body,
+                                               token=token, params=params, timeout=timeout)
+            if status == 401 and attempt == 1:
+                async with self._auth_lock:
+                    if self._token == token:
+                        self._token = None
+                continue
+            if status >= 400:
+                raise _error_from(status, text)
+            return json.loads(text) if text.strip() else None
+        raise AssertionError("unreachable")
+
+    # ---- resources --------------------------------------------------------------------------
+
+    @staticmethod
+    def _resource(resource: str) -> tuple[str, str, str]:
+        try:
+            return RESOURCES[resource]
+        except KeyError:
+            raise ValueError(f"unknown resource {resource!r}; known: {', '.join(RESOURCES)}"
+                             ) from None
+
+    async def list(self, resource: str, **filters: Any) -> list[dict[str, Any]]:
+        """List `resource` with Neutron filters; a list value repeats the key (OR)."""
+        service, path, key = self._resource(resource)
+        if resource == "servers":
+            path += "/detail"
+        data = await self.request("GET", service, path, params=_query(filters))
+        items = data[resource]
+        if resource == "keypairs":  # Nova wraps each item
+            items = [i["keypair"] for i in items]
+        return list(items)
+
+    async def get(self, resource: str, rid: str) -> dict[str, Any]:
+        service, path, key = self._resource(resource)
+        data = await self.request("GET", service, f"{path}/{rid}")
+        return dict(data[key])
+
+    async def create(self, resource: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Create from the inner attributes (`{"name": ...}`; the wrapper key is added)."""
+        service, path, key = self._resource(resource)
+        data = await self.request("POST", service, path, {key: dict(body)})
+        return dict(data[key])
+
+    async def update(self, resource: str, rid: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        service, path, key = self._resource(resource)
+        data = await self.request("PUT", service, f"{path}/{rid}", {key: dict(body)})
+        return dict(data[key])
+
+    async def delete(self, resource: str, rid: str) -> None:
+        service, path, _ = self._resource(resource)
+        await self.request("DELETE", service, f"{path}/{rid}")
+
+    async def router_interface(self, router_id: str, action: str, *,
+                               subnet_id: str | None = None,
+                               port_id: str | None = None) -> dict[str, Any]:
+        """`action` is "add" or "remove"."""
+        if action not in ("add", "remove"):
+            raise ValueError("action must be add or remove")
+        body = {k: v for k, v in (("subnet_id", subnet_id), ("port_id", port_id)) if v}
+        data = await self.request("PUT", "network",
+                                  f"/v2.0/routers/{router_id}/{action}_router_interface", body)
+        return dict(data)
+
+    async def changes(self, since: int, timeout: float = 0.0,
+                      limit: int | None = None) -> ChangesPage:
+        """Long-poll the change feed (admin or service role)."""
+        params = [("since", str(since)), ("timeout", str(timeout))]
+        if limit is not None:
+            params.append(("limit", str(limit)))
+        data = await self.request("GET", "network", "/v2.0/changes", params=params,
+                                  timeout=self.timeout + timeout)
+        return ChangesPage(list(data["changes"]), int(data["revision"]),
+                           int(data["current_revision"]))
+
+
+class SyncControlClient:
+    """Blocking wrapper for the CLI: the same methods, run on a private event loop."""
+
+    def __init__(self, auth_url: str, username: str, password: str, project_name: str,
+                 **kwargs: Any) -> None:
+        self._runner = asyncio.Runner()
+        self._client = ControlClient(auth_url, username, password, project_name, **kwargs)
+
+    def _run(self, coro: Any) -> Any:
+        return self._runner.run(coro)
+
+    def close(self) -> None:
+        self._run(self._client.close())
+        self._runner.close()
+
+    def __enter__(self) -> SyncControlClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def request(self, method: str, service: str, path: str, body: Any = None,
+                **kwargs: Any) -> Any:
+        return self._run(self._client.request(method, service, path, body, **kwargs))
+
+    def list(self, resource: str, **filters: Any) -> list[dict[str, Any]]:
+        return self._run(self._client.list(resource, **filters))  # type: ignore[no-any-return]
+
+    def get(self, resource: str, rid: str) -> dict[str, Any]:
+        return self._run(self._client.get(resource, rid))  # type: ignore[no-any-return]
+
+    def create(self, resource: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        return self._run(self._client.create(resource, body))  # type: ignore[no-any-return]
+
+    def update(self, resource: str, rid: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        return self._run(self._client.update(resource, rid, body))  # type: ignore[no-any-return]
+
+    def delete(self, resource: str, rid: str) -> None:
+        self._run(self._client.delete(resource, rid))
+
+    def router_interface(self, router_id: str, action: str, **kwargs: Any) -> dict[str, Any]:
+        return self._run(  # type: ignore[no-any-return]
+            self._client.router_interface(router_id, action, **kwargs))
+
+    def changes(self, since: int, timeout: float = 0.0, limit: int | None = None) -> ChangesPage:
+        return self._run(self._client.changes(since, timeout, limit))  # type: ignore[no-any-return]
