@@ -1,0 +1,141 @@
+"""The real entry point: `openimds metadata-api` with a config file, SQLite inventory, 2 workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from openimds.inventory.migrate import open_store
+from openimds.inventory.models import Instance
+from openimds.metadata.identify import sign_instance_id
+from tests.metadata.test_store_source import INSTANCE, seed
+
+requests = pytest.importorskip("requests")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def clean_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    return env
+
+
+class Server:
+    def __init__(self, port: int, ops: int, project: str, url: str) -> None:
+        self.base = f"http://127.0.0.1:{port}"
+        self.ops = f"http://127.0.0.1:{ops}"
+        self.project = project
+        self.url = url
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "X-Instance-ID": INSTANCE,
+            "X-Tenant-ID": self.project,
+            "X-Instance-ID-Signature": sign_instance_id("s3cret", INSTANCE),
+        }
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    url = f"sqlite:///{tmp_path}/inv.sqlite"
+    store = open_store(url)
+    ids = seed(store)
+    store.dispose()
+    port, ops = free_port(), free_port()
+    conf = tmp_path / "nova.conf"
+    conf.write_text(
+        f"""[DEFAULT]
+metadata_listen = 127.0.0.1
+metadata_listen_port = {port}
+metadata_workers = 2
+metrics_listen = 127.0.0.1
+metrics_listen_port = {ops}
+state_path = {tmp_path}
+
+[database]
+connection = {url}
+
+[neutron]
+service_metadata_proxy = true
+metadata_proxy_shared_secret = s3cret
+"""
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "openimds", "metadata-api", "--config-file", str(conf)],
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    srv = Server(port, ops, ids["project"], url)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, proc.stdout.read().decode()  # type: ignore[union-attr]
+            try:
+                if requests.get(srv.ops + "/healthcheck", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert time.monotonic() < deadline, "metadata-api did not become ready"
+            time.sleep(0.2)
+        yield srv
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            out, _ = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+        assert b"Traceback" not in out, out.decode()
+
+
+def test_cli_serves_signed_requests_and_follows_the_inventory(server: Server) -> None:
+    session = requests.Session()
+    session.trust_env = False
+    r = session.get(server.base + "/openstack/latest/meta_data.json", headers=server.headers())
+    assert r.status_code == 200 and r.json()["uuid"] == INSTANCE
+    assert session.get(server.base + "/openstack").status_code == 400
+    # Several requests so both workers (SO_REUSEPORT) are likely to serve some.
+    for _ in range(20):
+        r = session.get(server.base + "/latest/meta-data/hostname", headers=server.headers())
+        assert r.text == "web-1.novalocal"
+
+    store = open_store(server.url, migrate=False)
+    try:
+        with store.session() as s:
+            s.scalar(select(Instance).where(Instance.uuid == INSTANCE)).hostname = "moved"
+    finally:
+        store.dispose()
+    # Another process wrote to SQLite: the feed notices within its poll interval, in every
+    # worker. Fresh connections spread requests over the workers.
+    deadline = time.monotonic() + 10
+    seen: list[str] = []
+    while time.monotonic() < deadline:
+        seen = [
+            requests.get(
+                server.base + "/latest/meta-data/hostname", headers=server.headers(), timeout=5
+            ).text
+            for _ in range(10)
+        ]
+        if all(text == "moved.novalocal" for text in seen):
+            break
+        time.sleep(0.2)
+    assert all(text == "moved.novalocal" for text in seen), seen
+
+    metrics = session.get(server.ops + "/metrics").text
+    assert "openimds_metadata_requests_total" in metrics
+    assert 'status="200"' in metrics and 'status="400"' in metrics
