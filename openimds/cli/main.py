@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "openimds.cli.allinone",
     "openimds.cli.config_cmd",
     "openimds.cli.metadata_cmd",
+    "openimds.cli.agent_cmd",
 )
 
 

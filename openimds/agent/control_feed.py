@@ -1,0 +1,126 @@
+"""ControlFeed: the InventoryFeed over the control-plane API (openimds.control.client).
+
+Authenticates with the seed's REST-era options (auth_url, admin_user, admin_password,
+admin_tenant_name); the user needs the `service` or `admin` role to read the change feed.
+
+    snapshot()       GET /v2.0/changes?limit=0 (the current revision C), then list ports and
+                     routers; watching from C replays anything committed during the listing.
+    changes(since)   GET /v2.0/changes?since=N&timeout=S (long poll)
+    get_port(id)     GET /v2.0/ports/{id}, 404 -> None          (likewise get_router)
+
+Client exceptions are translated here, once: connection errors, auth failures and 5xx become
+FeedUnavailable (the sync loop backs off and retries); a feed whose revision went backwards
+(a restored or replaced database) is a FeedGap (full resync).
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+
+from openimds.agent.feed import ChangeBatch, ChangeRecord, FeedGap, FeedUnavailable, Snapshot
+from openimds.agent.settings import AgentSettings
+from openimds.control.client import ApiConnectionError, ApiError, ControlClient
+
+__all__ = ["ControlFeed", "MissingCredentials"]
+
+
+class MissingCredentials(ValueError):
+    """metadata_agent.ini lacks what the agent needs to reach the control plane."""
+
+
+@asynccontextmanager
+async def _api_errors(what: str) -> AsyncIterator[None]:
+    try:
+        yield
+    except ApiConnectionError as exc:
+        raise FeedUnavailable(f"{what}: {exc}") from exc
+    except ApiError as exc:
+        hint = ""
+        if exc.status in (401, 403):
+            hint = (" (check admin_user/admin_password/admin_tenant_name; the user needs the "
+                    "service or admin role)")
+        raise FeedUnavailable(f"{what}: {exc}{hint}") from exc
+
+
+class ControlFeed:
+    def __init__(self, client: ControlClient,
+                 session: aiohttp.ClientSession | None = None) -> None:
+        self.client = client
+        self._session = session  # ours to close (the client closes only sessions it made)
+
+    @staticmethod
+    def check_settings(settings: AgentSettings) -> None:
+        """Raise MissingCredentials naming every option that is unset."""
+        missing = [name for name, value in (
+            ("auth_url", settings.auth_url), ("admin_user", settings.username),
+            ("admin_password", settings.password), ("admin_tenant_name", settings.project_name),
+        ) if not value]
+        if missing:
+            raise MissingCredentials(
+                "metadata_agent.ini [DEFAULT] needs " + ", ".join(missing)
+                + " to reach the control-plane API")
+
+    @classmethod
+    def from_settings(cls, settings: AgentSettings) -> ControlFeed:
+        """Call inside the running event loop (aiohttp sessions bind to it)."""
+        cls.check_settings(settings)
+        session = None
+        assert settings.auth_url is not None
+        if settings.auth_url.startswith("https:"):
+            if settings.auth_insecure:
+                ctx = ssl.create_default_context()
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+            else:
+                ctx = ssl.create_default_context(cafile=settings.auth_ca_cert or None)
+            session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx))
+        client = ControlClient(settings.auth_url, settings.username or "",
+                               settings.password or "", settings.project_name or "",
+                               session=session)
+        return cls(client, session)
+
+    async def aclose(self) -> None:
+        await self.client.close()
+        if self._session is not None:
+            await self._session.close()
+
+    async def snapshot(self) -> Snapshot:
+        async with _api_errors("reading the inventory"):
+            head = await self.client.changes(since=0, timeout=0, limit=0)
+            ports = await self.client.list("ports")
+            routers = await self.client.list("routers")
+        return Snapshot(head.current_revision, ports, [str(r["id"]) for r in routers])
+
+    async def changes(self, since: int, timeout: float) -> ChangeBatch:
+        async with _api_errors("watching the change feed"):
+            page = await self.client.changes(since=since, timeout=timeout)
+        if page.current_revision < since:
+            raise FeedGap(f"the control plane is at revision {page.current_revision}, "
+                          f"behind our {since}")
+        records = [ChangeRecord(int(c["revision"]), str(c["resource"]), str(c["resource_id"]),
+                                str(c["op"])) for c in page.changes]
+        return ChangeBatch(records, page.revision)
+
+    async def _get(self, resource: str, rid: str) -> Mapping[str, Any] | None:
+        async with _api_errors(f"reading {resource} {rid}"):
+            try:
+                return await self.client.get(resource, rid)
+            except ApiError as exc:
+                if exc.status == 404:  # deleted since the change was recorded
+                    return None
+                raise
+
+    async def get_port(self, port_id: str) -> Mapping[str, Any] | None:
+        return await self._get("ports", port_id)
+
+    async def get_router(self, router_id: str) -> Mapping[str, Any] | None:
+        return await self._get("routers", router_id)
+
+    async def ports_of_device(self, device_id: str) -> Sequence[Mapping[str, Any]]:
+        async with _api_errors(f"listing ports of {device_id}"):
+            return await self.client.list("ports", device_id=device_id)
