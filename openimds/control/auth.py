@@ -54,7 +54,8 @@ def issue_token(store: Store, username: str, password: str, *, project_name: str
                 project_id: str | None = None, user_id: str | None = None,
                 ttl: int = 3600) -> IssuedToken:
     """Check the password and store a new token; Unauthorized on any mismatch (one message)."""
-    denied = Unauthorized("The request you have made requires authentication.")
+    denied = Unauthorized("The request you have made requires authentication: wrong user name, "
+                          "password or project.")
     with store.session() as s:
         if user_id:
             user = s.get(User, user_id)
