@@ -276,11 +276,6 @@ async def base_url(request: pytest.FixtureRequest) -> AsyncIterator[str]:
             await r.cleanup()
 
 
-def _need(path: str, module: str) -> None:
-    if not Path(path).exists():
-        pytest.skip(f"{path} missing")
-
-
 async def test_cloud_init_openstack_reader(base_url: str) -> None:
     if not Path(SYSTEM_PYTHON).exists():
         pytest.skip("no system python")
