@@ -93,13 +93,13 @@ def network_data(view: InstanceView) -> dict[str, Any]:
             }
         )
         for version in (4, 6):
-            fip = first.get(version)
-            if fip is None:
+            chosen = first.get(version)
+            if chosen is None:
                 continue
             networks.append(
-                _network_entry(f"network{len(networks)}", link_id, port, fip.subnet, fip)
+                _network_entry(f"network{len(networks)}", link_id, port, chosen.subnet, chosen)
             )
-            for dns in fip.subnet.dns_nameservers:
+            for dns in chosen.subnet.dns_nameservers:
                 entry = {"type": "dns", "address": dns}
                 if entry not in services:
                     services.append(entry)

@@ -336,13 +336,14 @@ class StoreSource:
 
     def _load_address(self, address: str) -> tuple[list[AddressMatch], set[str]]:
         with self.store.read() as session:
-            rows = session.execute(
-                select(Port.id, Port.network_id, Port.device_id, Port.project_id)
-                .join(FixedIP, FixedIP.port_id == Port.id)
-                .where(FixedIP.ip_address == address)
-                .order_by(Port.id)
+            rows = list(
+                session.execute(
+                    select(Port.id, Port.network_id, Port.device_id, Port.project_id)
+                    .join(FixedIP, FixedIP.port_id == Port.id)
+                    .where(FixedIP.ip_address == address)
+                    .order_by(Port.id)
+                )
             )
-            rows = list(rows)
         # Ports without a device (and the routers' and DHCP's own) do not identify an instance,
         # but their ids are kept so a later device assignment invalidates this entry.
         matches = [
