@@ -1,0 +1,167 @@
+"""`openimds dhcp-agent`: one reconcile key per network id.
+
+Which rows a network depends on: the network, its subnets, its ports, and (through their
+interface ports) the routers attached to it, because router attachment changes the opts
+(spec neutron-metadata.md 3.4) and the proxy decision (3.2). Everything else is in
+`openimds.reconcile.InventoryAgent`; the wiring from a ConfigOpts is `build_dhcp_agent`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+from datetime import datetime
+from typing import Any
+
+from openimds.dhcp.apply import NAMESPACE_PREFIX, DhcpApplier, DhcpSettings
+from openimds.dhcp.model import NetworkInfo, networks_from_neutron
+from openimds.dhcp.plan import DhcpOptions, desired_dhcp_state
+from openimds.linux.fabric import BRIDGE_PREFIX, ensure_fabric
+from openimds.linux.links import delete_link
+from openimds.linux.netns import list_netns
+from openimds.linux.observe import links
+from openimds.reconcile import InventoryAgent, InventoryReader, Snapshot
+
+__all__ = ["DhcpAgent", "build_dhcp_agent", "dhcp_options_from_conf"]
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class DhcpAgent(InventoryAgent):
+    name = "dhcp-agent"
+
+    def __init__(
+        self,
+        reader: InventoryReader,
+        applier: DhcpApplier,
+        options: DhcpOptions,
+        *,
+        fabric_namespace: str,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(reader, **kwargs)
+        self.applier = applier
+        self.options = options
+        self.fabric_namespace = fabric_namespace
+        self._networks: tuple[int, dict[str, NetworkInfo]] | None = None
+
+    def prepare(self) -> None:
+        ensure_fabric(self.fabric_namespace)
+
+    def keys(self, snap: Snapshot) -> set[str]:
+        return snap.ids("networks")
+
+    def owners(self, snap: Snapshot) -> dict[tuple[str, str], set[str]]:
+        # Every known row has an entry (maybe empty): a change to a row that touches no
+        # network must not widen to "every network".
+        out: dict[tuple[str, str], set[str]] = {("router", r["id"]): set() for r in snap.routers}
+        for n in snap.networks:
+            out[("network", n["id"])] = {n["id"]}
+        for s in snap.subnets:
+            out[("subnet", s["id"])] = {s["network_id"]} if s.get("network_id") else set()
+        for p in snap.ports:
+            if p.get("network_id"):
+                out[("port", p["id"])] = {p["network_id"]}
+                if p.get("device_id") and str(p.get("device_owner", "")).startswith(
+                    "network:router_interface"
+                ):
+                    out.setdefault(("router", p["device_id"]), set()).add(p["network_id"])
+        return out
+
+    def orphan_keys(self) -> set[str]:
+        found = {
+            k for n in list_netns(NAMESPACE_PREFIX) if self.owns(k := n[len(NAMESPACE_PREFIX) :])
+        }
+        confs = self.applier.settings.dhcp_confs
+        with contextlib.suppress(FileNotFoundError):
+            found |= {
+                d
+                for d in os.listdir(confs)
+                if _ID.match(d) and os.path.isdir(os.path.join(confs, d))
+            }
+        found |= set(self.applier.proxy.owned_ids("network"))
+        return found
+
+    def _model(self, snap: Snapshot) -> dict[str, NetworkInfo]:
+        if self._networks is None or self._networks[0] != snap.revision:
+            self._networks = (
+                snap.revision,
+                networks_from_neutron(snap.networks, snap.subnets, snap.ports),
+            )
+        return self._networks[1]
+
+    def reconcile_key(
+        self, key: str, snap: Snapshot, now: datetime, log: logging.LoggerAdapter[Any]
+    ) -> datetime | None:
+        network = self._model(snap).get(key)
+        plan = desired_dhcp_state(network, self.options, now) if network else None
+        self.applier.apply(key, plan, network_exists=network is not None, log=log)
+        return plan.next_change_at if plan else None
+
+    async def full_sync(self) -> None:
+        await super().full_sync()
+        snap = self.snapshot
+        if snap is not None:
+            await asyncio.to_thread(self.sweep_bridges, snap)
+
+    def sweep_bridges(self, snap: Snapshot) -> list[str]:
+        """Delete empty `brq*` bridges of networks that are gone (a bridge with ports left is
+        kept: something still plugged into it belongs to someone else)."""
+        fabric = self.applier.settings.fabric
+        prefixes = {f"{BRIDGE_PREFIX}{n[:11]}" for n in snap.ids("networks")}
+        all_links = links(fabric)
+        removed = []
+        for link in all_links:
+            if link.kind != "bridge" or not link.name.startswith(BRIDGE_PREFIX):
+                continue
+            if link.name in prefixes or any(x.master == link.name for x in all_links):
+                continue
+            delete_link(fabric, link.name)
+            removed.append(link.name)
+        if removed:
+            self.log.info("removed orphan bridges %s", removed)
+        return removed
+
+
+def dhcp_options_from_conf(conf: Any) -> DhcpOptions:
+    return DhcpOptions(
+        enable_isolated_metadata=bool(conf.enable_isolated_metadata),
+        force_metadata=bool(conf.force_metadata),
+        enable_metadata_network=bool(conf.enable_metadata_network),
+        dhcp_lease_duration=int(conf.dhcp_lease_duration),
+        dns_domain=conf.dns_domain or "",
+        dhcp_confs=conf.dhcp_confs,
+        dnsmasq_lease_max=int(conf.dnsmasq_lease_max),
+        dnsmasq_config_file=conf.dnsmasq_config_file or "",
+        dnsmasq_dns_servers=tuple(conf.dnsmasq_dns_servers or ()),
+        ipv6_enabled=os.path.exists("/proc/net/if_inet6"),
+    )
+
+
+def build_dhcp_agent(conf: Any, reader: InventoryReader, **kwargs: Any) -> DhcpAgent:
+    """The agent for a loaded `dhcp-agent` ConfigOpts over `reader`."""
+    from openimds.proxy import HaproxySupervisor, rate_limit_from_conf, timeouts_from_conf
+
+    fabric = ensure_fabric(conf.fabric_namespace or "")
+    settings = DhcpSettings(
+        fabric=fabric,
+        dhcp_confs=conf.dhcp_confs,
+        state_path=conf.state_path,
+        metadata_proxy_socket=conf.metadata_proxy_socket,
+        proxy_user=conf.metadata_proxy_user or None,
+        proxy_group=conf.metadata_proxy_group or None,
+        timeouts=timeouts_from_conf(conf),
+        rate_limit=rate_limit_from_conf(conf),
+        proxy_log_target="/dev/log" if os.path.exists("/dev/log") else None,
+    )
+    applier = DhcpApplier(settings, HaproxySupervisor(conf.state_path))
+    return DhcpAgent(
+        reader,
+        applier,
+        dhcp_options_from_conf(conf),
+        fabric_namespace=conf.fabric_namespace or "",
+        **kwargs,
+    )

@@ -1,0 +1,331 @@
+"""Make one network's DHCP namespace match its plan: observe → pure diff → execute.
+
+`observe_dhcp` reads what exists (namespace, links, addresses, dnsmasq's files and process, the
+proxy configs on disk); `diff_dhcp(plan, actual, settings)` is pure and returns the typed
+actions of `openimds.linux.actions`; `DhcpApplier.apply` runs them. `plan=None` (network gone,
+or nothing to serve) converges to nothing: proxy, dnsmasq, links, namespace and files go, and
+the network's bridge too once the network itself is gone from the inventory.
+
+dnsmasq is daemonised and tracked by the pid file in its conf dir, so it survives an agent
+restart and is adopted (same pid). It is restarted only when its argv differs from the plan's
+(or its tap was re-created), and sent SIGHUP only when the files it reads changed. A marker
+file `reloaded` holds "<pid> <digest of the files>" written after each start or SIGHUP, so a
+crash between writing the files and signalling is caught on the next pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from openimds.dhcp.plan import DhcpPlan
+from openimds.linux import actions as act
+from openimds.linux.dnsmasq import DnsmasqProcess, daemon_argv, find_dnsmasq, netns_inode
+from openimds.linux.fabric import bridge_name, fabric_port_name
+from openimds.linux.netns import netns_exists
+from openimds.linux.observe import Address, Link, addresses, links, normalize_cidr
+from openimds.proxy.haproxy import (
+    Bind,
+    ProxySpec,
+    RateLimit,
+    Timeouts,
+    pidfile_path,
+    proxy_spec_for_network,
+    stats_socket_path,
+)
+
+__all__ = [
+    "MARKER_NAME",
+    "DhcpActual",
+    "DhcpApplier",
+    "DhcpSettings",
+    "diff_dhcp",
+    "files_digest",
+    "namespace_name",
+    "observe_dhcp",
+    "proxy_spec_for_plan",
+]
+
+LOG = logging.getLogger(__name__)
+
+MARKER_NAME = "reloaded"
+NAMESPACE_PREFIX = "qdhcp-"
+
+
+def namespace_name(network_id: str) -> str:
+    return f"{NAMESPACE_PREFIX}{network_id}"
+
+
+@dataclass(frozen=True)
+class DhcpSettings:
+    """What the applier needs besides the plan (plain values from the agent's wiring)."""
+
+    fabric: str  # fabric namespace name (already resolved: never "")
+    dhcp_confs: str
+    state_path: str
+    metadata_proxy_socket: str
+    proxy_user: str | None = None
+    proxy_group: str | None = None
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    rate_limit: RateLimit | None = None
+    proxy_log_target: str | None = None
+
+    def conf_dir(self, network_id: str) -> str:
+        return os.path.join(self.dhcp_confs, network_id)
+
+
+@dataclass(frozen=True)
+class DhcpActual:
+    """What one network has on this host, as plain values."""
+
+    namespace_exists: bool = False
+    links: tuple[Link, ...] = ()  # in qdhcp-<id>
+    addresses: tuple[Address, ...] = ()  # in qdhcp-<id>
+    fabric_links: tuple[Link, ...] = ()  # the network's bridge and our port's bridge side
+    files: dict[str, str | None] = field(default_factory=dict)
+    conf_dir_exists: bool = False
+    dnsmasq: DnsmasqProcess | None = None
+    netns_inode: tuple[int, int] | None = None
+    marker: str | None = None
+    proxy_configured: bool = False  # a network proxy config for this id is on disk
+
+    def link(self, name: str) -> Link | None:
+        return next((x for x in self.links if x.name == name), None)
+
+    def fabric_link(self, name: str) -> Link | None:
+        return next((x for x in self.fabric_links if x.name == name), None)
+
+
+def files_digest(files: dict[str, str]) -> str:
+    h = hashlib.sha256()
+    for path in sorted(files):
+        h.update(path.encode() + b"\0" + files[path].encode() + b"\0")
+    return h.hexdigest()[:32]
+
+
+def proxy_spec_for_plan(plan: DhcpPlan, settings: DhcpSettings) -> ProxySpec | None:
+    if not plan.metadata_proxy:
+        return None
+    if plan.proxy_router_id:
+        # enable_metadata_network (spec 3.6): bound like a network proxy, but identifying the
+        # router, so the agent searches every network of that router.
+        rid = plan.proxy_router_id
+        binds = [Bind("169.254.169.254", 80)]
+        if plan.proxy_bind_ipv6:
+            binds.append(Bind("fe80::a9fe:a9fe", 80, interface=plan.interface))
+        return ProxySpec(
+            kind="router",
+            resource_id=rid,
+            binds=tuple(binds),
+            socket_path=settings.metadata_proxy_socket,
+            pidfile=pidfile_path(settings.state_path, rid),
+            user=settings.proxy_user,
+            group=settings.proxy_group,
+            timeouts=settings.timeouts,
+            rate_limit=settings.rate_limit,
+            log_target=settings.proxy_log_target,
+            stats_socket=stats_socket_path(settings.state_path, rid),
+        )
+    return proxy_spec_for_network(
+        plan.network_id,
+        state_path=settings.state_path,
+        socket_path=settings.metadata_proxy_socket,
+        ipv6_interface=plan.interface if plan.proxy_bind_ipv6 else None,
+        user=settings.proxy_user,
+        group=settings.proxy_group,
+        timeouts=settings.timeouts,
+        rate_limit=settings.rate_limit,
+        log_target=settings.proxy_log_target,
+    )
+
+
+def _kernel_link_local(a: Address) -> bool:
+    # What the kernel adds by itself (and sync_addresses leaves alone).
+    return a.family == 6 and a.scope == "link" and a.cidr.endswith("/64")
+
+
+def _port_ok(plan: DhcpPlan, actual: DhcpActual, bridge: str) -> tuple[bool, bool]:
+    """(everything as planned, the veth pair itself is intact)."""
+    tap = actual.link(plan.interface)
+    near = actual.fabric_link(fabric_port_name(plan.port_id))
+    br = actual.fabric_link(bridge)
+    paired = (
+        tap is not None
+        and near is not None
+        and tap.kind == "veth"
+        and near.kind == "veth"
+        and tap.peer_ifindex == near.ifindex
+        and near.peer_ifindex == tap.ifindex
+    )
+    ok = (
+        paired
+        and br is not None
+        and br.kind == "bridge"
+        and br.up
+        and tap is not None
+        and near is not None
+        and tap.mac == plan.mac_address.lower()
+        and tap.mtu == plan.mtu
+        and tap.up
+        and near.master == bridge
+        and near.mtu == plan.mtu
+        and near.up
+    )
+    return ok, paired
+
+
+def diff_dhcp(
+    network_id: str,
+    plan: DhcpPlan | None,
+    actual: DhcpActual,
+    settings: DhcpSettings,
+    *,
+    network_exists: bool,
+) -> list[act.Action]:
+    """The actions that turn `actual` into `plan` (pure)."""
+    ns = namespace_name(network_id)
+    conf_dir = settings.conf_dir(network_id)
+    pidfile = os.path.join(conf_dir, "pid")
+    bridge = bridge_name(network_id)
+    out: list[act.Action] = []
+
+    if plan is None:
+        if actual.proxy_configured:
+            out.append(act.StopProxy(network_id))
+        if actual.dnsmasq is not None:
+            out.append(act.StopDnsmasq(actual.dnsmasq.pid, pidfile))
+        # Deleting our end of a veth removes the bridge side at once (a namespace's devices
+        # otherwise vanish asynchronously, and the names would still be taken).
+        out += [act.DeleteLink(ns, x.name) for x in actual.links if x.name != "lo"]
+        if actual.namespace_exists:
+            out.append(act.DeleteNamespace(ns))
+        if actual.conf_dir_exists:
+            out.append(act.RemoveTree(conf_dir))
+        if not network_exists and actual.fabric_link(bridge) is not None:
+            out.append(act.DeleteLink(settings.fabric, bridge))
+        return out
+
+    if not actual.namespace_exists:
+        out.append(act.EnsureNamespace(ns))
+    out += [
+        act.DeleteLink(ns, x.name)
+        for x in actual.links
+        if x.name not in ("lo", plan.interface)
+    ]
+    port_ok, paired = _port_ok(plan, actual, bridge)
+    if not port_ok:
+        out.append(
+            act.EnsurePortLink(
+                settings.fabric,
+                network_id,
+                plan.port_id,
+                ns,
+                plan.interface,
+                plan.mac_address,
+                plan.mtu,
+            )
+        )
+
+    spec = proxy_spec_for_plan(plan, settings)
+    if spec is None and actual.proxy_configured:
+        # Before the address goes: haproxy is bound to it.
+        out.append(act.StopProxy(network_id))
+
+    have = {
+        a.cidr for a in actual.addresses if a.dev == plan.interface and not _kernel_link_local(a)
+    }
+    want = {normalize_cidr(c) for c in plan.addresses}
+    if not paired or have != want:
+        out.append(act.SyncAddresses(ns, plan.interface, tuple(plan.addresses)))
+
+    files = plan.files()
+    changed = [p for p, text in files.items() if actual.files.get(p) != text]
+    out += [act.WriteFile(p, files[p]) for p in sorted(changed)]
+
+    digest = files_digest(files)
+    marker = os.path.join(conf_dir, MARKER_NAME)
+    argv = tuple(daemon_argv(plan.dnsmasq.argv()))
+    proc = actual.dnsmasq
+    restart = (
+        proc is None
+        or proc.netns_inode != actual.netns_inode
+        or proc.argv != argv
+        or not paired  # a new tap: dnsmasq's sockets belong to the old one
+    )
+    if restart:
+        if proc is not None:
+            out.append(act.StopDnsmasq(proc.pid, pidfile))
+        out.append(act.StartDnsmasq(ns, argv, marker, digest))
+    elif changed or actual.marker != f"{proc.pid} {digest}":
+        out.append(act.ReloadDnsmasq(pidfile, marker, digest))
+
+    if spec is not None:
+        # Always: ensure is idempotent and cheap, adopts after a restart, restarts if dead.
+        out.append(act.EnsureProxy(spec, ns))
+    return out
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as fh:
+            return fh.read()
+    except FileNotFoundError:
+        return None
+
+
+def observe_dhcp(
+    network_id: str,
+    plan: DhcpPlan | None,
+    settings: DhcpSettings,
+    proxy_ids: Iterable[str],
+) -> DhcpActual:
+    """Read the state of one network on this host (only what `diff_dhcp` looks at)."""
+    ns = namespace_name(network_id)
+    exists = netns_exists(ns)
+    conf_dir = settings.conf_dir(network_id)
+    wanted_fabric = {bridge_name(network_id)}
+    if plan is not None:
+        wanted_fabric.add(fabric_port_name(plan.port_id))
+    return DhcpActual(
+        namespace_exists=exists,
+        links=tuple(links(ns)) if exists else (),
+        addresses=tuple(addresses(ns)) if exists else (),
+        fabric_links=tuple(x for x in links(settings.fabric) if x.name in wanted_fabric),
+        files={p: _read(p) for p in plan.files()} if plan is not None else {},
+        conf_dir_exists=os.path.isdir(conf_dir),
+        dnsmasq=find_dnsmasq(os.path.join(conf_dir, "pid")),
+        netns_inode=netns_inode(ns) if exists else None,
+        marker=(_read(os.path.join(conf_dir, MARKER_NAME)) or "").strip() or None,
+        proxy_configured=network_id in set(proxy_ids),
+    )
+
+
+class DhcpApplier:
+    """observe → diff → execute for one network at a time."""
+
+    def __init__(self, settings: DhcpSettings, proxy: Any) -> None:
+        self.settings = settings
+        self.proxy = proxy  # HaproxySupervisor (ensure/stop/owned_ids)
+        self.executor = act.Executor(proxy)
+
+    def apply(
+        self,
+        network_id: str,
+        plan: DhcpPlan | None,
+        *,
+        network_exists: bool,
+        log: logging.LoggerAdapter[Any] | logging.Logger = LOG,
+    ) -> list[act.Action]:
+        actual = observe_dhcp(network_id, plan, self.settings, self.proxy.owned_ids("network"))
+        actions = diff_dhcp(
+            network_id, plan, actual, self.settings, network_exists=network_exists
+        )
+        changes = [a for a in actions if not isinstance(a, act.EnsureProxy)]
+        if changes:
+            log.info("%d actions: %s", len(changes), ", ".join(type(a).__name__ for a in changes))
+        self.executor.run(actions)
+        return actions

@@ -1,0 +1,225 @@
+"""Make one router's namespace match its plan: observe → pure diff → execute.
+
+`observe_router` reads the namespace (links, addresses, sysctls, iptables-save of both
+families) and the router's bridge-side ports; `diff_router(plan, actual, settings)` is pure;
+`RouterApplier.apply` runs the actions. `plan=None` (router gone) converges to nothing: the
+proxy is stopped, the qr- veths deleted (which also removes their bridge side at once) and the
+namespace deleted. Bridges belong to networks, so they are created here when missing but never
+deleted (the DHCP agent removes a network's bridge when the network goes).
+
+iptables: `render_iptables_restore(plan.rules, saved)` is "" when our chains already hold
+exactly the plan, so a pass over a router in sync runs no iptables-restore at all.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from openimds.l3.plan import RouterPlan, render_iptables_restore
+from openimds.linux import actions as act
+from openimds.linux import iptables as ipt
+from openimds.linux.fabric import bridge_name, fabric_port_name
+from openimds.linux.netns import get_sysctl, netns_exists
+from openimds.linux.observe import Address, Link, addresses, links, normalize_cidr
+from openimds.proxy.haproxy import ProxySpec, RateLimit, Timeouts, proxy_spec_for_router
+
+__all__ = [
+    "NAMESPACE_PREFIX",
+    "RouterActual",
+    "RouterApplier",
+    "RouterSettings",
+    "diff_router",
+    "namespace_name",
+    "observe_router",
+    "proxy_spec_for_plan",
+]
+
+LOG = logging.getLogger(__name__)
+
+NAMESPACE_PREFIX = "qrouter-"
+
+
+def namespace_name(router_id: str) -> str:
+    return f"{NAMESPACE_PREFIX}{router_id}"
+
+
+@dataclass(frozen=True)
+class RouterSettings:
+    fabric: str  # resolved fabric namespace name
+    state_path: str
+    metadata_proxy_socket: str
+    proxy_user: str | None = None
+    proxy_group: str | None = None
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    rate_limit: RateLimit | None = None
+    proxy_log_target: str | None = None
+
+
+@dataclass(frozen=True)
+class RouterActual:
+    namespace_exists: bool = False
+    links: tuple[Link, ...] = ()
+    addresses: tuple[Address, ...] = ()
+    fabric_links: tuple[Link, ...] = ()  # our ports' bridge sides and their bridges
+    sysctls: dict[str, str | None] = field(default_factory=dict)
+    iptables: ipt.IptablesState = field(default_factory=ipt.IptablesState)
+    ip6tables: ipt.IptablesState = field(default_factory=ipt.IptablesState)
+    proxy_configured: bool = False
+
+    def link(self, name: str) -> Link | None:
+        return next((x for x in self.links if x.name == name), None)
+
+    def fabric_link(self, name: str) -> Link | None:
+        return next((x for x in self.fabric_links if x.name == name), None)
+
+
+def proxy_spec_for_plan(plan: RouterPlan, settings: RouterSettings) -> ProxySpec | None:
+    if not plan.metadata_proxy or plan.proxy_listen is None:
+        return None
+    host, port = plan.proxy_listen
+    return proxy_spec_for_router(
+        plan.router_id,
+        state_path=settings.state_path,
+        socket_path=settings.metadata_proxy_socket,
+        port=port,
+        ipv6=host == "::",
+        user=settings.proxy_user,
+        group=settings.proxy_group,
+        timeouts=settings.timeouts,
+        rate_limit=settings.rate_limit,
+        log_target=settings.proxy_log_target,
+    )
+
+
+def diff_router(
+    router_id: str, plan: RouterPlan | None, actual: RouterActual, settings: RouterSettings
+) -> list[act.Action]:
+    """The actions that turn `actual` into `plan` (pure)."""
+    ns = namespace_name(router_id)
+    out: list[act.Action] = []
+    if plan is None:
+        if actual.proxy_configured:
+            out.append(act.StopProxy(router_id))
+        out += [act.DeleteLink(ns, x.name) for x in actual.links if x.name != "lo"]
+        if actual.namespace_exists:
+            out.append(act.DeleteNamespace(ns))
+        return out
+
+    if not actual.namespace_exists:
+        out.append(act.EnsureNamespace(ns))
+    # Set explicitly: a new namespace copies the host's IPv4 settings (MACHINE-NOTES).
+    out += [
+        act.SetSysctl(ns, key, value)
+        for key, value in plan.sysctls
+        if actual.sysctls.get(key) != value
+    ]
+    wanted = {p.name for p in plan.ports}
+    out += [act.DeleteLink(ns, x.name) for x in actual.links if x.name not in wanted | {"lo"}]
+    for p in plan.ports:
+        bridge = bridge_name(p.network_id)
+        qr = actual.link(p.name)
+        near = actual.fabric_link(fabric_port_name(p.port_id))
+        br = actual.fabric_link(bridge)
+        paired = (
+            qr is not None
+            and near is not None
+            and qr.kind == "veth"
+            and near.kind == "veth"
+            and qr.peer_ifindex == near.ifindex
+            and near.peer_ifindex == qr.ifindex
+        )
+        ok = (
+            paired
+            and qr is not None
+            and near is not None
+            and br is not None
+            and br.kind == "bridge"
+            and br.up
+            and qr.mac == p.mac_address.lower()
+            and qr.mtu == p.mtu
+            and qr.up
+            and near.master == bridge
+            and near.mtu == p.mtu
+            and near.up
+        )
+        if not ok:
+            out.append(
+                act.EnsurePortLink(
+                    settings.fabric, p.network_id, p.port_id, ns, p.name, p.mac_address, p.mtu
+                )
+            )
+        have = {
+            a.cidr
+            for a in actual.addresses
+            if a.dev == p.name and not (a.family == 6 and a.scope == "link")
+        }
+        if not paired or have != {normalize_cidr(c) for c in p.addresses}:
+            out.append(act.SyncAddresses(ns, p.name, p.addresses))
+
+    v4 = render_iptables_restore(plan.rules, actual.iptables, plan.chain_prefix)
+    if v4:
+        out.append(act.RestoreIptables(ns, v4))
+    v6 = render_iptables_restore(plan.rules6, actual.ip6tables, plan.chain_prefix)
+    if v6:
+        out.append(act.RestoreIptables(ns, v6, ipv6=True))
+
+    spec = proxy_spec_for_plan(plan, settings)
+    if spec is not None:
+        out.append(act.EnsureProxy(spec, ns))
+    elif actual.proxy_configured:
+        out.append(act.StopProxy(router_id))
+    return out
+
+
+def observe_router(
+    router_id: str,
+    plan: RouterPlan | None,
+    settings: RouterSettings,
+    proxy_ids: Iterable[str],
+) -> RouterActual:
+    ns = namespace_name(router_id)
+    exists = netns_exists(ns)
+    wanted_fabric: set[str] = set()
+    if plan is not None:
+        for p in plan.ports:
+            wanted_fabric |= {bridge_name(p.network_id), fabric_port_name(p.port_id)}
+    fabric = tuple(x for x in links(settings.fabric) if x.name in wanted_fabric)
+    if not exists:
+        return RouterActual(fabric_links=fabric, proxy_configured=router_id in set(proxy_ids))
+    sysctls = {k: get_sysctl(ns, k) for k, _ in plan.sysctls} if plan is not None else {}
+    want6 = plan is not None and bool(plan.rules6)
+    return RouterActual(
+        namespace_exists=True,
+        links=tuple(links(ns)),
+        addresses=tuple(addresses(ns)),
+        fabric_links=fabric,
+        sysctls=sysctls,
+        iptables=ipt.save(ns) if plan is not None else ipt.IptablesState(),
+        ip6tables=ipt.save(ns, ipv6=True) if want6 else ipt.IptablesState(),
+        proxy_configured=router_id in set(proxy_ids),
+    )
+
+
+class RouterApplier:
+    def __init__(self, settings: RouterSettings, proxy: Any) -> None:
+        self.settings = settings
+        self.proxy = proxy  # HaproxySupervisor
+        self.executor = act.Executor(proxy)
+
+    def apply(
+        self,
+        router_id: str,
+        plan: RouterPlan | None,
+        *,
+        log: logging.LoggerAdapter[Any] | logging.Logger = LOG,
+    ) -> list[act.Action]:
+        actual = observe_router(router_id, plan, self.settings, self.proxy.owned_ids("router"))
+        actions = diff_router(router_id, plan, actual, self.settings)
+        changes = [a for a in actions if not isinstance(a, act.EnsureProxy)]
+        if changes:
+            log.info("%d actions: %s", len(changes), ", ".join(type(a).__name__ for a in changes))
+        self.executor.run(actions)
+        return actions

@@ -1,0 +1,240 @@
+"""Typed actions that appliers compute (pure diff) and one dumb executor that performs them.
+
+The DHCP and L3 appliers observe a namespace, compare with their plan in a pure function that
+returns a list of these values, then hand the list to `Executor.run`. Every action is an
+idempotent verb of the linux layer, so re-running a list after a crash half-way is safe, and a
+test can assert on the list without touching the kernel (STYLE items 6 and 10).
+
+The proxy actions carry an opaque spec for an object with `ensure(spec, netns)` and
+`stop(resource_id)` (the haproxy supervisor); the linux layer does not import the proxy package.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from openimds.linux import dnsmasq, iptables
+from openimds.linux.addresses import sync_addresses
+from openimds.linux.fabric import ensure_port_link
+from openimds.linux.links import delete_link
+from openimds.linux.netns import delete_netns, ensure_netns, set_sysctl
+
+__all__ = [
+    "Action",
+    "DeleteLink",
+    "DeleteNamespace",
+    "EnsureNamespace",
+    "EnsurePortLink",
+    "EnsureProxy",
+    "Executor",
+    "ProxyDriver",
+    "ReloadDnsmasq",
+    "RemoveTree",
+    "RestoreIptables",
+    "SetSysctl",
+    "StartDnsmasq",
+    "StopDnsmasq",
+    "StopProxy",
+    "SyncAddresses",
+    "WriteFile",
+]
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EnsureNamespace:
+    name: str
+
+
+@dataclass(frozen=True)
+class DeleteNamespace:
+    name: str
+
+
+@dataclass(frozen=True)
+class SetSysctl:
+    netns: str
+    key: str
+    value: str
+
+
+@dataclass(frozen=True)
+class EnsurePortLink:
+    """Bridge of `network_id` in `fabric`, veth tap<port> there, far end `ifname` in `netns`."""
+
+    fabric: str
+    network_id: str
+    port_id: str
+    netns: str
+    ifname: str
+    mac: str
+    mtu: int
+
+
+@dataclass(frozen=True)
+class DeleteLink:
+    netns: str
+    name: str
+
+
+@dataclass(frozen=True)
+class SyncAddresses:
+    netns: str
+    dev: str
+    cidrs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class WriteFile:
+    path: str
+    text: str
+    mode: int = 0o644
+
+
+@dataclass(frozen=True)
+class RemoveTree:
+    path: str
+
+
+@dataclass(frozen=True)
+class StartDnsmasq:
+    """Start dnsmasq, then record "<pid> <digest of the files it read>" in `marker`."""
+
+    netns: str
+    argv: tuple[str, ...]
+    marker: str
+    digest: str
+
+
+@dataclass(frozen=True)
+class StopDnsmasq:
+    pid: int
+    pidfile: str
+
+
+@dataclass(frozen=True)
+class ReloadDnsmasq:
+    """SIGHUP, then record "<pid> <digest>" in `marker`, so a crash between the file writes
+    and the signal is seen (and the signal re-sent) on the next pass."""
+
+    pidfile: str
+    marker: str
+    digest: str
+
+
+@dataclass(frozen=True)
+class RestoreIptables:
+    netns: str
+    text: str
+    ipv6: bool = False
+
+
+@dataclass(frozen=True)
+class EnsureProxy:
+    spec: Any  # openimds.proxy.ProxySpec
+    netns: str
+
+
+@dataclass(frozen=True)
+class StopProxy:
+    resource_id: str
+
+
+Action = (
+    EnsureNamespace
+    | DeleteNamespace
+    | SetSysctl
+    | EnsurePortLink
+    | DeleteLink
+    | SyncAddresses
+    | WriteFile
+    | RemoveTree
+    | StartDnsmasq
+    | StopDnsmasq
+    | ReloadDnsmasq
+    | RestoreIptables
+    | EnsureProxy
+    | StopProxy
+)
+
+
+class ProxyDriver(Protocol):
+    def ensure(self, spec: Any, netns: str | None) -> Any: ...
+
+    def stop(self, resource_id: str) -> bool: ...
+
+
+def write_atomic(path: str, text: str, mode: int = 0o644) -> None:
+    folder = os.path.dirname(path)
+    os.makedirs(folder, mode=0o755, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        # dnsmasq re-reads its files after dropping to its own user: they must be readable.
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+class Executor:
+    """Performs actions in order; the first failure raises (the next pass re-observes)."""
+
+    def __init__(self, proxy: ProxyDriver | None = None) -> None:
+        self.proxy = proxy
+
+    def run(self, actions: Iterable[Action], *, log: logging.LoggerAdapter[Any] | None = None) -> None:
+        for action in actions:
+            (log or LOG).debug("apply %s", action)
+            self.one(action)
+
+    def one(self, a: Action) -> None:  # noqa: C901 - one flat dispatch is the point
+        if isinstance(a, EnsureNamespace):
+            ensure_netns(a.name)
+        elif isinstance(a, DeleteNamespace):
+            delete_netns(a.name)
+        elif isinstance(a, SetSysctl):
+            set_sysctl(a.netns, a.key, a.value)
+        elif isinstance(a, EnsurePortLink):
+            ensure_port_link(a.fabric, a.network_id, a.port_id, a.netns, a.ifname, a.mac, a.mtu)
+        elif isinstance(a, DeleteLink):
+            delete_link(a.netns, a.name)
+        elif isinstance(a, SyncAddresses):
+            sync_addresses(a.netns, a.dev, a.cidrs)
+        elif isinstance(a, WriteFile):
+            write_atomic(a.path, a.text, a.mode)
+        elif isinstance(a, RemoveTree):
+            shutil.rmtree(a.path, ignore_errors=True)
+        elif isinstance(a, StartDnsmasq):
+            pid = dnsmasq.start_dnsmasq(a.argv, a.netns)
+            write_atomic(a.marker, f"{pid} {a.digest}\n")
+        elif isinstance(a, StopDnsmasq):
+            dnsmasq.stop_dnsmasq(a.pid, a.pidfile)
+        elif isinstance(a, ReloadDnsmasq):
+            found = dnsmasq.find_dnsmasq(a.pidfile)
+            if found is None or not dnsmasq.reload_dnsmasq(found.pid, a.pidfile):
+                raise RuntimeError(f"no dnsmasq of ours behind {a.pidfile} to reload")
+            write_atomic(a.marker, f"{found.pid} {a.digest}\n")
+        elif isinstance(a, RestoreIptables):
+            iptables.restore(a.netns, a.text, ipv6=a.ipv6)
+        elif isinstance(a, EnsureProxy):
+            self._proxy().ensure(a.spec, a.netns)
+        elif isinstance(a, StopProxy):
+            self._proxy().stop(a.resource_id)
+        else:  # pragma: no cover - the union above is closed
+            raise TypeError(f"unknown action {a!r}")
+
+    def _proxy(self) -> ProxyDriver:
+        if self.proxy is None:
+            raise RuntimeError("a proxy action needs an Executor built with a proxy driver")
+        return self.proxy
