@@ -159,6 +159,12 @@ class IndexSync:
                     LOG.debug("control plane still unavailable (%s); next try in %.1fs",
                               exc, delay)
                 await asyncio.sleep(delay)
+            except Exception:
+                # A malformed answer or a bug in a refetch must not stop the agent serving
+                # from what it has: log it, back off, and start over with a full listing.
+                self.connected = False
+                LOG.exception("index sync failed unexpectedly; resynchronising")
+                await asyncio.sleep(self.backoff.next_delay())
 
     async def full_sync(self) -> None:
         snap = await self.feed.snapshot()

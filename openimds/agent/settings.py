@@ -14,7 +14,7 @@ import pwd
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["AgentSettings", "SOCKET_MODES", "deduce_socket_mode", "upstream_base_urls"]
+__all__ = ["SOCKET_MODES", "AgentSettings", "deduce_socket_mode", "from_conf", "upstream_base_urls"]
 
 SOCKET_MODES = {"user": 0o644, "group": 0o664, "all": 0o666}
 

@@ -16,7 +16,7 @@ from openimds.cli.common import config_parent, setup_logging
 EXIT_INVALID = 2
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     agent = subparsers.add_parser(
         "metadata-agent",
         parents=[config_parent()],
