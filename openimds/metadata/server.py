@@ -288,12 +288,22 @@ async def _serve_worker(settings: MetadataSettings, ready: Any) -> None:
         await worker.close()
 
 
+def _run(coro: Any) -> Any:
+    # uvloop when installed (a declared dependency on Linux): measurably faster per request.
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
 def _worker_main(settings: MetadataSettings, ready: Any, debug: bool) -> None:
     from openimds.cli.common import setup_logging
 
     setup_logging(debug)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve_worker(settings, ready))
+        _run(_serve_worker(settings, ready))
 
 
 async def _supervise(settings: MetadataSettings, debug: bool) -> int:
@@ -356,7 +366,7 @@ async def _supervise(settings: MetadataSettings, debug: bool) -> int:
 def serve(settings: MetadataSettings, *, debug: bool = False) -> int:
     """Run the metadata API until SIGTERM/SIGINT. Returns the process exit code."""
     if settings.workers <= 1:
-        asyncio.run(_serve_single(settings))
+        _run(_serve_single(settings))
         return 0
     if settings.demo_source is not None:
         raise ValueError("the in-memory demo source cannot be shared by several workers")

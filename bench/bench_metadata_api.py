@@ -1,0 +1,348 @@
+"""Benchmark: signed meta_data.json from `openimds metadata-api` beside a haproxy static reply.
+
+Not a test. For each (workers, instances) pair it seeds a fresh SQLite inventory, starts the
+real `openimds metadata-api` (proxy mode), warms every instance's cache, then drives 64
+keep-alive connections with wrk; every request is signed for one of the instances, round
+robin. In the same run a haproxy `http-request return` of a body of the same size gives the
+ceiling for this machine. Prints requests/s, p50 and p99 for each.
+
+    .venv/bin/python bench/bench_metadata_api.py [--duration 10] [--workers 1,2]
+        [--instances 10,10000] [--connections 64] [--threads 2]
+
+Needs wrk and haproxy on PATH. Only processes started here are stopped (by pid).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from openimds.inventory.migrate import open_store  # noqa: E402
+from openimds.inventory.models import (  # noqa: E402
+    FixedIP,
+    Image,
+    Instance,
+    Network,
+    Port,
+    Project,
+    Subnet,
+)
+from openimds.metadata.identify import sign_instance_id  # noqa: E402
+
+SECRET = "bench-secret"
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBenchBenchBenchBenchBenchBenchBenchBench bench@host"
+
+
+@dataclass
+class Result:
+    name: str
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def clean_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    return env
+
+
+def seed(url: str, count: int) -> list[tuple[str, str]]:
+    """`count` instances with one port each on a /16; returns (uuid, project) pairs."""
+    store = open_store(url)
+    out: list[tuple[str, str]] = []
+    try:
+        with store.session() as s:
+            project = Project(name="bench")
+            s.add(project)
+            image = Image(name="bench-image")
+            s.add(image)
+            s.flush()
+            net = Network(project_id=project.id, name="bench", mtu=1450)
+            s.add(net)
+            s.flush()
+            sub = Subnet(
+                network_id=net.id,
+                project_id=project.id,
+                ip_version=4,
+                cidr="10.0.0.0/16",
+                gateway_ip="10.0.0.1",
+                dns_nameservers=["10.0.0.2"],
+            )
+            s.add(sub)
+            s.flush()
+            ids = (project.id, image.id, net.id, sub.id)
+        project_id, image_id, net_id, sub_id = ids
+        batch = 500
+        for start in range(0, count, batch):
+            with store.session() as s:
+                for i in range(start, min(count, start + batch)):
+                    n = i + 10
+                    inst = Instance(
+                        name=f"vm-{i}",
+                        hostname=f"vm-{i}",
+                        project_id=project_id,
+                        image_id=image_id,
+                        availability_zone="nova",
+                        key_name="bench",
+                        key_data=KEY,
+                        user_data=b"#cloud-config\n",
+                        properties={"index": str(i)},
+                        reservation_id=f"r-{i:08x}",
+                    )
+                    s.add(inst)
+                    s.flush()
+                    s.add(
+                        Port(
+                            network_id=net_id,
+                            project_id=project_id,
+                            mac_address=f"fa:16:3e:{(n >> 16) & 255:02x}:{(n >> 8) & 255:02x}:{n & 255:02x}",
+                            device_id=inst.uuid,
+                            device_owner="compute:nova",
+                            fixed_ips=[
+                                FixedIP(subnet_id=sub_id, ip_address=f"10.0.{n >> 8}.{n & 255}")
+                            ],
+                        )
+                    )
+                    out.append((inst.uuid, project_id))
+    finally:
+        store.dispose()
+    return out
+
+
+def wait_http(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    while True:
+        try:
+            with opener.open(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url} did not come up")
+        time.sleep(0.2)
+
+
+def signed_get(base: str, uuid: str, project: str) -> bytes:
+    req = urllib.request.Request(
+        base + "/openstack/latest/meta_data.json",
+        headers={
+            "X-Instance-ID": uuid,
+            "X-Tenant-ID": project,
+            "X-Instance-ID-Signature": sign_instance_id(SECRET, uuid),
+        },
+    )
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(req, timeout=10) as resp:
+        return resp.read()
+
+
+def lua_script(path: Path, pairs: list[tuple[str, str]]) -> None:
+    rows = ",\n".join(f'{{"{u}", "{p}", "{sign_instance_id(SECRET, u)}"}}' for u, p in pairs)
+    path.write_text(
+        f"""
+local ids = {{
+{rows}
+}}
+local n = 0
+request = function()
+  n = n + 1
+  local row = ids[(n % #ids) + 1]
+  wrk.headers["X-Instance-ID"] = row[1]
+  wrk.headers["X-Tenant-ID"] = row[2]
+  wrk.headers["X-Instance-ID-Signature"] = row[3]
+  return wrk.format("GET", "/openstack/latest/meta_data.json")
+end
+"""
+    )
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
+    if not m:
+        raise ValueError(text)
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def run_wrk(name: str, url: str, args: argparse.Namespace, script: Path | None) -> Result:
+    cmd = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{args.duration}s", "--latency"]
+    if script is not None:
+        cmd += ["-s", str(script)]
+    out = subprocess.run(cmd + [url], capture_output=True, text=True, env=clean_env(), check=True)
+    text = out.stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"^\s+50%\s+(\S+)", text, re.M).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1))  # type: ignore[union-attr]
+    m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    errors = int(m.group(1)) if m else 0
+    return Result(name, rps, p50, p99, errors)
+
+
+def start_haproxy(tmp: Path, body: bytes, workers: int) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    (tmp / "body.json").write_bytes(body)
+    cfg = tmp / "haproxy.cfg"
+    cfg.write_text(
+        f"""global
+    nbthread {workers}
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend static
+    bind 127.0.0.1:{port}
+    http-request return status 200 content-type application/json file {tmp}/body.json
+"""
+    )
+    proc = subprocess.Popen(["haproxy", "-db", "-f", str(cfg)], env=clean_env())
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    return proc, base
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def start_api(tmp: Path, url: str, workers: int) -> tuple[subprocess.Popen[bytes], str]:
+    port, ops = free_port(), free_port()
+    conf = tmp / f"nova-{workers}.conf"
+    conf.write_text(
+        f"""[DEFAULT]
+metadata_listen = 127.0.0.1
+metadata_listen_port = {port}
+metadata_workers = {workers}
+metrics_listen = 127.0.0.1
+metrics_listen_port = {ops}
+state_path = {tmp}
+
+[database]
+connection = {url}
+
+[neutron]
+service_metadata_proxy = true
+metadata_proxy_shared_secret = {SECRET}
+"""
+    )
+    log = open(tmp / f"api-{workers}.log", "wb")  # noqa: SIM115 - closed with the process
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "openimds", "metadata-api", "--config-file", str(conf)],
+        env=clean_env(),
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    wait_http(f"http://127.0.0.1:{ops}/healthcheck")
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--workers", default=f"1,{os.cpu_count() or 2}")
+    parser.add_argument("--instances", default="10,10000")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+    for tool in ("wrk", "haproxy"):
+        if shutil.which(tool) is None:
+            parser.error(f"{tool} not found on PATH")
+    # Access logs would measure the terminal: keep them, but at WARNING only.
+    results: list[dict[str, object]] = []
+    with tempfile.TemporaryDirectory(prefix="openimds-bench-") as tmpdir:
+        tmp = Path(tmpdir)
+        for count in [int(x) for x in args.instances.split(",")]:
+            url = f"sqlite:///{tmp}/inv-{count}.sqlite"
+            t0 = time.monotonic()
+            pairs = seed(url, count)
+            print(f"seeded {count} instances in {time.monotonic() - t0:.1f}s", flush=True)
+            script = tmp / f"ids-{count}.lua"
+            lua_script(script, pairs)
+            for workers in [int(x) for x in args.workers.split(",")]:
+                api, base = start_api(tmp, url, workers)
+                hap = None
+                try:
+                    t0 = time.monotonic()
+                    body = b""
+                    # Warm: each worker loads each instance on its first request anyway; one
+                    # pass per worker makes the measured run mostly cache hits.
+                    for _ in range(workers):
+                        for uuid, project in pairs:
+                            body = signed_get(base, uuid, project)
+                    warm = time.monotonic() - t0
+                    hap, hbase = start_haproxy(tmp, body, workers)
+                    api_r = run_wrk(f"openimds w={workers} n={count}", base, args, script)
+                    hap_r = run_wrk(f"haproxy   t={workers} n={count}", hbase + "/", args, None)
+                finally:
+                    stop(api)
+                    if hap is not None:
+                        stop(hap)
+                for r in (api_r, hap_r):
+                    print(
+                        f"{r.name:28s} {r.rps:10.0f} req/s  p50 {r.p50_ms:7.2f} ms  "
+                        f"p99 {r.p99_ms:7.2f} ms  non-2xx {r.errors}  "
+                        f"(body {len(body)} B, warm-up {warm:.1f}s)",
+                        flush=True,
+                    )
+                    results.append(
+                        {
+                            "name": r.name,
+                            "workers": workers,
+                            "instances": count,
+                            "rps": r.rps,
+                            "p50_ms": r.p50_ms,
+                            "p99_ms": r.p99_ms,
+                            "non_2xx": r.errors,
+                            "body_bytes": len(body),
+                        }
+                    )
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
