@@ -141,8 +141,8 @@ class MemoryInventory:
 
 
 class ControlInventory:
-    """InventoryReader over the control-plane client (`openimds.control.client.ControlClient`:
-    `list(resource)` and `changes(since, timeout)` answering the `/v2.0/changes` body)."""
+    """InventoryReader over `openimds.control.client.ControlClient` (`list(resource)` and
+    `changes(since, timeout, limit)` returning a `ChangesPage`)."""
 
     def __init__(self, client: Any) -> None:
         self.client = client
@@ -150,8 +150,8 @@ class ControlInventory:
     async def snapshot(self) -> Snapshot:
         # Read the revision *before* listing: a change committed during the listing then shows
         # up again in the feed instead of being missed.
-        body = await self.client.changes(since=2**62, timeout=0)
-        revision = int(_get(body, "current_revision") or _get(body, "revision") or 0)
+        body = await self.client.changes(since=0, timeout=0, limit=0)
+        revision = int(_get(body, "current_revision") or 0)
         lists = [_unwrap(await self.client.list(r), r) for r in RESOURCES]
         return Snapshot(revision, *(tuple(x) for x in lists))
 

@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "openimds.cli.config_cmd",
     "openimds.cli.metadata_cmd",
     "openimds.cli.agent_cmd",
+    "openimds.cli.network_agents_cmd",
 )
 
 

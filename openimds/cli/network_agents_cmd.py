@@ -1,0 +1,157 @@
+"""`openimds dhcp-agent`, `openimds l3-agent` and `openimds port-plug`.
+
+The agents read dhcp_agent.ini / l3_agent.ini (the seed's options work), authenticate to the
+control-plane API with the REST-era options (auth_url, admin_user, admin_password,
+admin_tenant_name) and reconcile until SIGTERM/SIGINT. `port-plug` puts an instance port into
+a namespace for tests and demos: a veth from the network's bridge in the fabric namespace,
+with the port's MAC on the far end; addresses only with --configure-ip (normally the guest's
+DHCP client sets them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import signal
+import ssl
+import sys
+from typing import Any
+
+from openimds.cli.common import config_parent, setup_logging
+
+__all__ = ["register"]
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "dhcp-agent", parents=[config_parent()],
+        help="run the DHCP agent (qdhcp namespaces, dnsmasq, isolated-metadata proxies)",
+    )
+    p.set_defaults(func=_dhcp_agent)
+    p = subparsers.add_parser(
+        "l3-agent", parents=[config_parent()],
+        help="run the L3 agent (qrouter namespaces, qr- ports, REDIRECT, proxies)",
+    )
+    p.set_defaults(func=_l3_agent)
+    p = subparsers.add_parser(
+        "port-plug", parents=[config_parent()],
+        help="plug an instance port into a network namespace (tests and demos)",
+    )
+    p.add_argument("port", metavar="PORT", help="port id")
+    p.add_argument("--netns", required=True, help="namespace for the far end (created)")
+    p.add_argument("--ifname", default="eth0", help="device name in NETNS (default eth0)")
+    p.add_argument(
+        "--configure-ip", action="store_true",
+        help="also add the port's fixed IPs and a default route via the subnet gateway",
+    )
+    p.set_defaults(func=_port_plug)
+
+
+def _load(service: str, args: argparse.Namespace) -> Any:
+    from openimds.config import load_config
+
+    conf = load_config(service, args.config_files, args.config_dirs)
+    setup_logging(args.debug or bool(conf.debug))
+    return conf
+
+
+def _client(conf: Any) -> Any:
+    """ControlClient from the agent's ini file; call inside the running loop."""
+    import aiohttp
+
+    from openimds.control.client import ControlClient
+
+    missing = [
+        name
+        for name in ("auth_url", "admin_user", "admin_password", "admin_tenant_name")
+        if not getattr(conf, name, None)
+    ]
+    if missing:
+        raise SystemExit(
+            "error: [DEFAULT] " + ", ".join(missing) + " must be set to reach the control plane"
+        )
+    session = None
+    if conf.auth_url.startswith("https:"):
+        ctx = ssl.create_default_context(cafile=getattr(conf, "auth_ca_cert", None) or None)
+        if conf.auth_insecure:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx))
+    return ControlClient(
+        conf.auth_url, conf.admin_user, conf.admin_password, conf.admin_tenant_name,
+        session=session,
+    )
+
+
+async def _run_agent(conf: Any, build: Any) -> int:
+    from openimds.reconcile import ControlInventory
+
+    client = _client(conf)
+    try:
+        agent = build(conf, ControlInventory(client))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, agent.stop)
+        await agent.run()
+    finally:
+        await client.close()
+    return 0
+
+
+def _dhcp_agent(args: argparse.Namespace) -> int:
+    from openimds.dhcp.agent import build_dhcp_agent
+
+    return asyncio.run(_run_agent(_load("dhcp-agent", args), build_dhcp_agent))
+
+
+def _l3_agent(args: argparse.Namespace) -> int:
+    from openimds.l3.agent import build_l3_agent
+
+    return asyncio.run(_run_agent(_load("l3-agent", args), build_l3_agent))
+
+
+async def _fetch_port(
+    conf: Any, port_id: str
+) -> tuple[dict[str, Any], list[dict[str, Any]], int]:
+    client = _client(conf)
+    try:
+        port = await client.get("ports", port_id)
+        subnets = await client.list("subnets", network_id=port["network_id"])
+        network = await client.get("networks", port["network_id"])
+    finally:
+        await client.close()
+    return port, subnets, int(network.get("mtu") or 1500)
+
+
+def static_config(
+    port: dict[str, Any], subnets: list[dict[str, Any]]
+) -> tuple[list[str], str | None]:
+    """(["ip/prefix", ...], IPv4 gateway) for --configure-ip (pure)."""
+    by_id = {s["id"]: s for s in subnets}
+    cidrs, gateway = [], None
+    for f in port.get("fixed_ips") or ():
+        s = by_id.get(f["subnet_id"])
+        if s is None:
+            continue
+        prefix = ipaddress.ip_network(s["cidr"], strict=False).prefixlen
+        cidrs.append(f"{f['ip_address']}/{prefix}")
+        if gateway is None and s.get("gateway_ip") and int(s.get("ip_version", 4)) == 4:
+            gateway = s["gateway_ip"]
+    return cidrs, gateway
+
+
+def _port_plug(args: argparse.Namespace) -> int:
+    from openimds.linux.fabric import ensure_fabric, plug_port
+
+    conf = _load("dhcp-agent", args)
+    port, subnets, mtu = asyncio.run(_fetch_port(conf, args.port))
+    fabric = ensure_fabric(conf.fabric_namespace or "")
+    cidrs, gateway = static_config(port, subnets) if args.configure_ip else ([], None)
+    plug_port(
+        fabric, port["network_id"], port["id"], port["mac_address"], args.netns,
+        ifname=args.ifname, mtu=mtu, addresses=cidrs, gateway=gateway,
+    )
+    print(f"plugged port {port['id']} ({port['mac_address']}) into {args.netns} as {args.ifname}",
+          file=sys.stderr)
+    return 0
