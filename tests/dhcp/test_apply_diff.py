@@ -1,0 +1,154 @@
+"""diff_dhcp as a table: observed values in, typed actions out (no root, no kernel)."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime
+
+from openimds.dhcp.apply import DhcpActual, DhcpSettings, diff_dhcp, files_digest
+from openimds.dhcp.model import NetworkInfo, PortInfo, SubnetInfo
+from openimds.dhcp.plan import DhcpOptions, DhcpPlan, desired_dhcp_state
+from openimds.linux import actions as act
+from openimds.linux.dnsmasq import DnsmasqProcess, daemon_argv
+from openimds.linux.observe import Address, Link
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+NET = "net-1"
+NS = f"qdhcp-{NET}"
+SETTINGS = DhcpSettings(
+    fabric="fab", dhcp_confs="/s/dhcp", state_path="/s", metadata_proxy_socket="/s/mp"
+)
+INODE = (4, 1234)
+
+
+def plan(isolated: bool = True) -> DhcpPlan:
+    subnet = SubnetInfo("s1", "10.0.0.0/24", 4, "10.0.0.1", True)
+    ports = [
+        PortInfo("dhcpport-0001", "fa:16:3e:00:00:02", (("s1", "10.0.0.2"),), "network:dhcp",
+                 "d", T0),
+        PortInfo("vmport", "fa:16:3e:00:00:05", (("s1", "10.0.0.5"),), "compute:nova", "i", T0),
+    ]
+    if not isolated:
+        ports.append(PortInfo("rport", "fa:16:3e:00:00:01", (("s1", "10.0.0.1"),),
+                              "network:router_interface", "r", T0))
+    net = NetworkInfo(NET, "n", "p", 1500, (subnet,), tuple(ports))
+    opts = DhcpOptions(enable_isolated_metadata=True, dhcp_confs="/s/dhcp", dhcp_lease_duration=60)
+    p = desired_dhcp_state(net, opts, T0 if isolated else datetime(2027, 1, 1, tzinfo=UTC))
+    assert p is not None
+    return p
+
+
+def in_sync(p: DhcpPlan) -> DhcpActual:
+    """What a host that already matches `p` looks like."""
+    tap = Link(p.interface, 7, "veth", p.mac_address, 1500, True, None, 9, 0)
+    near = Link("tapdhcpport-00", 9, "veth", "aa:aa:aa:aa:aa:aa", 1500, True, "brqnet-1", 7, 1)
+    br = Link("brqnet-1", 3, "bridge", "bb:bb:bb:bb:bb:bb", 1500, True, None, None, None)
+    addrs = tuple(
+        Address(p.interface, c, 4, "global", False, False) for c in p.addresses
+    ) + (Address(p.interface, "fe80::1/64", 6, "link", False, False),)
+    proc = DnsmasqProcess(4242, tuple(daemon_argv(p.dnsmasq.argv())), INODE)
+    return DhcpActual(
+        namespace_exists=True,
+        links=(Link("lo", 1, None, "", 65536, True, None, None, None), tap),
+        addresses=addrs,
+        fabric_links=(br, near),
+        files=p.files(),
+        conf_dir_exists=True,
+        dnsmasq=proc,
+        netns_inode=INODE,
+        marker=f"4242 {files_digest(p.files())}",
+        proxy_configured=p.metadata_proxy,
+    )
+
+
+def kinds(actions: list[act.Action]) -> list[str]:
+    return [type(a).__name__ for a in actions]
+
+
+def test_nothing_there_builds_everything_in_order() -> None:
+    p = plan()
+    out = diff_dhcp(NET, p, DhcpActual(), SETTINGS, network_exists=True)
+    assert kinds(out) == [
+        "EnsureNamespace", "EnsurePortLink", "SyncAddresses",
+        "WriteFile", "WriteFile", "WriteFile", "StartDnsmasq", "EnsureProxy",
+    ]
+    start = out[6]
+    assert isinstance(start, act.StartDnsmasq)
+    assert "--keep-in-foreground" not in start.argv
+    assert start.digest == files_digest(p.files())
+
+
+def test_in_sync_is_only_the_idempotent_proxy_ensure() -> None:
+    p = plan()
+    assert kinds(diff_dhcp(NET, p, in_sync(p), SETTINGS, network_exists=True)) == ["EnsureProxy"]
+
+
+def test_router_attached_after_window_stops_proxy_before_removing_address() -> None:
+    old, new = plan(), plan(isolated=False)
+    assert not new.metadata_proxy
+    out = diff_dhcp(NET, new, in_sync(old), SETTINGS, network_exists=True)
+    assert kinds(out) == ["StopProxy", "SyncAddresses", "WriteFile", "WriteFile", "WriteFile",
+                          "ReloadDnsmasq"]
+
+
+def test_crash_between_write_and_sighup_is_seen_through_the_marker() -> None:
+    p = plan()
+    actual = dataclasses.replace(in_sync(p), marker="4242 stale")
+    assert kinds(diff_dhcp(NET, p, actual, SETTINGS, network_exists=True)) == [
+        "ReloadDnsmasq", "EnsureProxy"
+    ]
+
+
+def test_argv_change_or_foreign_namespace_restarts_dnsmasq() -> None:
+    p = plan()
+    for proc in (
+        DnsmasqProcess(4242, ("dnsmasq", "--other"), INODE),
+        DnsmasqProcess(4242, tuple(daemon_argv(p.dnsmasq.argv())), (4, 999)),
+    ):
+        actual = dataclasses.replace(in_sync(p), dnsmasq=proc)
+        out = diff_dhcp(NET, p, actual, SETTINGS, network_exists=True)
+        assert kinds(out) == ["StopDnsmasq", "StartDnsmasq", "EnsureProxy"]
+        assert out[0] == act.StopDnsmasq(4242, "/s/dhcp/net-1/pid")
+
+
+def test_dead_dnsmasq_is_started_and_new_tap_restarts_it() -> None:
+    p = plan()
+    out = diff_dhcp(NET, p, dataclasses.replace(in_sync(p), dnsmasq=None), SETTINGS,
+                    network_exists=True)
+    assert kinds(out) == ["StartDnsmasq", "EnsureProxy"]
+    # The veth was re-created (peer ifindex no longer matches): links, addresses, dnsmasq.
+    actual = in_sync(p)
+    tap = dataclasses.replace(actual.links[1], peer_ifindex=55)
+    out = diff_dhcp(NET, p, dataclasses.replace(actual, links=(actual.links[0], tap)), SETTINGS,
+                    network_exists=True)
+    assert kinds(out) == ["EnsurePortLink", "SyncAddresses", "StopDnsmasq", "StartDnsmasq",
+                          "EnsureProxy"]
+
+
+def test_stale_links_in_namespace_are_deleted() -> None:
+    p = plan()
+    actual = in_sync(p)
+    old_tap = Link("tapoldport-00", 8, "veth", "fa:16:3e:00:00:09", 1500, True, None, 10, 0)
+    actual = dataclasses.replace(actual, links=(*actual.links, old_tap))
+    out = diff_dhcp(NET, p, actual, SETTINGS, network_exists=True)
+    assert out[0] == act.DeleteLink(NS, "tapoldport-00")
+
+
+def test_gone_network_tears_everything_down() -> None:
+    actual = in_sync(plan())
+    out = diff_dhcp(NET, None, actual, SETTINGS, network_exists=False)
+    assert out == [
+        act.StopProxy(NET),
+        act.StopDnsmasq(4242, "/s/dhcp/net-1/pid"),
+        act.DeleteLink(NS, actual.links[1].name),
+        act.DeleteNamespace(NS),
+        act.RemoveTree("/s/dhcp/net-1"),
+        act.DeleteLink("fab", "brqnet-1"),
+    ]
+    # A network that exists but needs no DHCP keeps its bridge (instances may use it).
+    out = diff_dhcp(NET, None, actual, SETTINGS, network_exists=True)
+    assert act.DeleteLink("fab", "brqnet-1") not in out
+
+
+def test_nothing_to_remove_is_no_action() -> None:
+    assert diff_dhcp(NET, None, DhcpActual(), SETTINGS, network_exists=False) == []

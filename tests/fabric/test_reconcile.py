@@ -1,0 +1,123 @@
+"""The reconcile loop without a kernel: dedupe queue, timers, backoff, change → key mapping."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from openimds.reconcile import InventoryAgent, MemoryInventory, Snapshot, TerminalError, WorkQueue
+
+
+async def test_queue_dedupes_and_reruns_a_key_added_while_active() -> None:
+    q = WorkQueue()
+    for k in ("a", "b", "a", "a"):
+        q.add(k)
+    assert await q.get() == "a"
+    q.add("a")  # arrives while "a" runs: must run once more afterwards
+    assert await q.get() == "b"
+    q.done("b")
+    q.done("a")
+    assert await q.get() == "a"
+    q.done("a")
+    assert q.idle()
+
+
+async def test_timers_keep_the_earliest_and_backoff_grows() -> None:
+    q = WorkQueue(base_delay=0.01, max_delay=0.04)
+    q.add_after("k", 10)
+    q.add_after("k", 0.01)
+    q.add_after("k", 5)
+    assert 0 <= q.scheduled()["k"] <= 0.01
+    assert await asyncio.wait_for(q.get(), 1) == "k"
+    q.done("k")
+    assert [q.add_rate_limited("x") for _ in range(4)] == [0.01, 0.02, 0.04, 0.04]
+    q.forget("x")
+    assert q.add_rate_limited("x") == 0.01
+    q.close()
+
+
+class FakeAgent(InventoryAgent):
+    name = "fake"
+
+    def __init__(self, reader: MemoryInventory, **kw: Any) -> None:
+        super().__init__(reader, **kw)
+        self.calls: list[tuple[str, bool]] = []  # (key, present in snapshot)
+        self.fail: dict[str, int] = {}
+        self.terminal: set[str] = set()
+        self.next_at: dict[str, datetime] = {}
+        self.host: set[str] = set()
+
+    def keys(self, snap: Snapshot) -> set[str]:
+        return snap.ids("networks")
+
+    def owners(self, snap: Snapshot) -> dict[tuple[str, str], set[str]]:
+        out: dict[tuple[str, str], set[str]] = {("network", n["id"]): {n["id"]}
+                                                for n in snap.networks}
+        for p in snap.ports:
+            out[("port", p["id"])] = {p["network_id"]}
+        return out
+
+    def orphan_keys(self) -> set[str]:
+        return set(self.host)
+
+    def reconcile_key(self, key: str, snap: Snapshot, now: datetime,
+                      log: logging.LoggerAdapter[Any]) -> datetime | None:
+        self.calls.append((key, key in snap.ids("networks")))
+        if self.fail.get(key, 0) > 0:
+            self.fail[key] -= 1
+            raise RuntimeError("boom")
+        if key in self.terminal:
+            raise TerminalError("bad input")
+        return self.next_at.pop(key, None)
+
+
+async def test_agent_maps_changes_to_keys_including_deleted_ports() -> None:
+    inv = MemoryInventory()
+    inv.put("network", {"id": "n1"})
+    inv.put("network", {"id": "n2"})
+    inv.put("port", {"id": "p1", "network_id": "n1"})
+    agent = FakeAgent(inv, watch_timeout=0.2)
+    agent.host = {"orphan"}
+    task = asyncio.create_task(agent.run())
+    try:
+        await agent.wait_synced(inv.revision)
+        # Startup: every network plus the orphan found on the host (absent -> converge to none).
+        assert sorted(agent.calls) == [("n1", True), ("n2", True), ("orphan", False)]
+        agent.calls.clear()
+        # A deleted port is gone from the new snapshot; the old one / memo still maps it.
+        rev = inv.delete("port", "p1")
+        await agent.wait_synced(rev)
+        assert agent.calls == [("n1", True)]
+        agent.calls.clear()
+        rev = inv.delete("network", "n2")
+        await agent.wait_synced(rev)
+        assert agent.calls == [("n2", False)]
+    finally:
+        agent.stop()
+        await task
+
+
+async def test_errors_are_retried_terminal_ones_are_not_and_timers_requeue() -> None:
+    inv = MemoryInventory()
+    for n in ("bad", "dead", "timed"):
+        inv.put("network", {"id": n})
+    agent = FakeAgent(inv, watch_timeout=0.2, queue=WorkQueue(base_delay=0.05))
+    agent.fail["bad"] = 2
+    agent.terminal.add("dead")
+    agent.next_at["timed"] = datetime.now(UTC) + timedelta(seconds=0.2)
+    task = asyncio.create_task(agent.run())
+    try:
+        for _ in range(100):
+            if [c for c in agent.calls if c[0] == "bad"] == [("bad", True)] * 3 and \
+                    agent.calls.count(("timed", True)) == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert agent.calls.count(("bad", True)) == 3  # two failures, then success
+        assert agent.calls.count(("timed", True)) == 2  # startup, then its timer
+        assert agent.calls.count(("dead", True)) == 1
+        assert agent.counters.by_outcome == {"ok": 3, "error": 2, "terminal": 1}
+    finally:
+        agent.stop()
+        await task

@@ -1,0 +1,92 @@
+"""diff_router as a table: observed values in, typed actions out (no root, no kernel)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from openimds.l3.apply import RouterActual, RouterSettings, diff_router
+from openimds.l3.model import RouterInfo, RouterInterface
+from openimds.l3.plan import L3Options, desired_router_state
+from openimds.linux import actions as act
+from openimds.linux.iptables import IptablesState, SavedTable
+from openimds.linux.observe import Address, Link
+
+RID = "router-1"
+NS = f"qrouter-{RID}"
+SETTINGS = RouterSettings(fabric="fab", state_path="/s", metadata_proxy_socket="/s/mp")
+ROUTER = RouterInfo(RID, "r", "p", (
+    RouterInterface("port-aaaaaaaa", "net-a", "fa:16:3e:00:00:01", ("10.0.0.1/24",)),
+))
+OPTS = L3Options(ipv6_enabled=False)
+
+
+def saved(rules: tuple[tuple[str, str, str], ...]) -> IptablesState:
+    tables: dict[str, SavedTable] = {}
+    for t in {r[0] for r in rules}:
+        chains = {c: "ACCEPT" for c in ("PREROUTING", "INPUT", "FORWARD", "OUTPUT")}
+        chains |= {r[1]: "-" for r in rules if r[0] == t and r[1].startswith("openimds")}
+        tables[t] = SavedTable(t, chains, tuple((c, x) for tt, c, x in rules if tt == t))
+    return IptablesState(tables)
+
+
+def in_sync() -> RouterActual:
+    plan = desired_router_state(ROUTER, OPTS)
+    qr = Link("qr-port-aaaaaa", 5, "veth", "fa:16:3e:00:00:01", 1500, True, None, 8, 0)
+    near = Link("tapport-aaaaaa", 8, "veth", "aa:aa:aa:aa:aa:aa", 1500, True, "brqnet-a", 5, 1)
+    br = Link("brqnet-a", 2, "bridge", "bb:bb:bb:bb:bb:bb", 1500, True, None, None, None)
+    return RouterActual(
+        namespace_exists=True,
+        links=(Link("lo", 1, None, "", 65536, True, None, None, None), qr),
+        addresses=(Address("qr-port-aaaaaa", "10.0.0.1/24", 4, "global", False, False),),
+        fabric_links=(br, near),
+        sysctls=dict(plan.sysctls),
+        iptables=saved(plan.rules),
+        proxy_configured=True,
+    )
+
+
+def kinds(actions: list[act.Action]) -> list[str]:
+    return [type(a).__name__ for a in actions]
+
+
+def test_fresh_router_builds_everything() -> None:
+    plan = desired_router_state(ROUTER, OPTS)
+    out = diff_router(RID, plan, RouterActual(), SETTINGS)
+    assert kinds(out) == ["EnsureNamespace", "SetSysctl", "EnsurePortLink", "SyncAddresses",
+                          "RestoreIptables", "EnsureProxy"]
+    assert out[1] == act.SetSysctl(NS, "net.ipv4.ip_forward", "1")
+    assert out[2] == act.EnsurePortLink("fab", "net-a", "port-aaaaaaaa", NS, "qr-port-aaaaaa",
+                                        "fa:16:3e:00:00:01", 1500)
+
+
+def test_in_sync_router_only_ensures_the_proxy() -> None:
+    plan = desired_router_state(ROUTER, OPTS)
+    assert kinds(diff_router(RID, plan, in_sync(), SETTINGS)) == ["EnsureProxy"]
+
+
+def test_drifted_rule_and_sysctl_are_repaired_and_stale_port_removed() -> None:
+    plan = desired_router_state(ROUTER, OPTS)
+    actual = in_sync()
+    stale = Link("qr-oldport-000", 6, "veth", "fa:16:3e:00:00:09", 1500, True, None, 9, 0)
+    actual = dataclasses.replace(
+        actual,
+        links=(*actual.links, stale),
+        sysctls={"net.ipv4.ip_forward": "0"},
+        iptables=saved(plan.rules[:-1]),
+    )
+    out = diff_router(RID, plan, actual, SETTINGS)
+    assert kinds(out) == ["SetSysctl", "DeleteLink", "RestoreIptables", "EnsureProxy"]
+    assert out[1] == act.DeleteLink(NS, "qr-oldport-000")
+
+
+def test_proxy_disabled_stops_it() -> None:
+    plan = desired_router_state(ROUTER, L3Options(ipv6_enabled=False, enable_metadata_proxy=False))
+    out = diff_router(RID, plan, in_sync(), SETTINGS)
+    assert kinds(out) == ["RestoreIptables", "StopProxy"]
+
+
+def test_gone_router_tears_down() -> None:
+    out = diff_router(RID, None, in_sync(), SETTINGS)
+    assert out == [act.StopProxy(RID), act.DeleteLink(NS, "qr-port-aaaaaa"),
+                   act.DeleteNamespace(NS)]
+    assert diff_router(RID, None, RouterActual(), SETTINGS) == []
