@@ -7,6 +7,7 @@ agent runs in-process (ControlFeed) or as `openimds metadata-agent` in its own p
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import os
 import signal
@@ -14,12 +15,14 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
+from sqlalchemy import select
 
 from openimds.agent.control_feed import ControlFeed
 from openimds.control import auth
@@ -27,6 +30,7 @@ from openimds.control.app import build_app
 from openimds.control.call import Settings
 from openimds.control.client import ControlClient
 from openimds.inventory.migrate import open_store
+from openimds.inventory.models import Instance, Port, Project
 
 from .harness import RunningAgent, StubUpstream, free_port, settings_for
 
@@ -93,7 +97,6 @@ async def upstream() -> AsyncIterator[StubUpstream]:
 
 def agent_settings(tmp: Path, control: ControlPlane, upstream: StubUpstream) -> Any:
     base = settings_for(tmp, [upstream.url], SECRET)
-    from dataclasses import replace
     # The seed's REST-era form: a /v2.0 auth_url, tenant "service", user "neutron".
     return replace(base, auth_url=control.url + "/v2.0", username="neutron",
                    password=SERVICE_PW, project_name="service")
@@ -175,9 +178,6 @@ async def test_real_control_plane(tmp_path: Path, control: ControlPlane,
 
 async def _store_ports(control: ControlPlane) -> list[dict[str, Any]]:
     # The API is down in the caller; read the ports through the store's own session instead.
-    from sqlalchemy import select
-
-    from openimds.inventory.models import Port
     with control.store.session() as s:
         return [{"id": p.id, "device_id": p.device_id} for p in s.scalars(select(Port))]
 
@@ -253,3 +253,80 @@ def test_command_rejects_missing_credentials(tmp_path: Path) -> None:
                           timeout=30)
     assert proc.returncode == 2
     assert "auth_url" in proc.stderr and "admin_password" in proc.stderr
+
+
+async def test_full_chain_with_real_metadata_api(tmp_path: Path, control: ControlPlane) -> None:
+    """control-plane API + `openimds metadata-api` (a process) + the agent: the real chain."""
+    user_data = gzip.compress(b"#cloud-config\nhostname: chained\n")
+    with control.store.session() as s:
+        admin_project = s.scalars(select(Project).where(Project.name == "admin")).one().id
+        inst = Instance(name="chained", hostname="chained", project_id=admin_project,
+                        availability_zone="nova", user_data=user_data)
+        s.add(inst)
+        s.flush()
+        vm_uuid = inst.uuid
+    async with control.admin() as api:
+        net, _ = await make_network(api, "10.0.0.0/24")
+        other, _ = await make_network(api, "10.0.0.0/24")
+        await make_vm_port(api, net, "10.0.0.5", vm_uuid)
+
+    md_port, metrics_port = free_port(), free_port()
+    nova = tmp_path / "nova.conf"
+    nova.write_text(
+        "[DEFAULT]\nmetadata_listen = 127.0.0.1\n"
+        f"metadata_listen_port = {md_port}\nmetadata_workers = 1\n"
+        f"metrics_listen_port = {metrics_port}\nstate_path = {tmp_path}\n"
+        f"[database]\nconnection = sqlite:///{tmp_path / 'inventory.sqlite'}\n"
+        f"[neutron]\nservice_metadata_proxy = true\nmetadata_proxy_shared_secret = {SECRET}\n")
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    md = subprocess.Popen([sys.executable, "-m", "openimds", "metadata-api", "--config-file",
+                           str(nova)], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            assert md.poll() is None, md.stdout.read().decode()  # type: ignore[union-attr]
+            try:
+                _r, w = await asyncio.open_connection("127.0.0.1", md_port)
+                w.close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "metadata-api did not start"
+                await asyncio.sleep(0.1)
+        up = StubUpstream(SECRET, md_port)  # only for its URL; the real API answers
+        settings = agent_settings(tmp_path, control, up)
+        async with RunningAgent(settings, ControlFeed.from_settings(settings)) as agent:
+            await agent.wait_ready()
+            r = await agent.request("/openstack/latest/meta_data.json", xff=["10.0.0.5"],
+                                    network=[net])
+            assert r.status == 200, r.body
+            assert json.loads(r.body)["uuid"] == vm_uuid
+            r = await agent.request("/openstack/latest/user_data", xff=["10.0.0.5"],
+                                    network=[net])
+            assert r.status == 200 and r.body == user_data
+            r = await agent.request("/latest/meta-data/instance-id", xff=["10.0.0.5"],
+                                    network=[net])
+            assert r.status == 200 and r.body.startswith(b"i-")
+            r = await agent.request("/openstack/latest/meta_data.json", xff=["10.0.0.5"],
+                                    network=[other])
+            assert r.status == 404
+            r = await agent.request("/openstack/2013-04-04/password", method="POST",
+                                    body=b"sekrit", xff=["10.0.0.5"], network=[net])
+            assert r.status == 200, r.body
+            r = await agent.request("/openstack/2013-04-04/password", xff=["10.0.0.5"],
+                                    network=[net])
+            assert r.body == b"sekrit"
+        # A wrong secret: the real API says 403 and the agent relays it.
+        bad = replace(settings, shared_secret="SECRETE_KEY")
+        async with RunningAgent(bad, ControlFeed.from_settings(bad)) as agent:
+            await agent.wait_ready()
+            r = await agent.request("/openstack/latest/meta_data.json", xff=["10.0.0.5"],
+                                    network=[net])
+            assert r.status == 403
+    finally:
+        md.send_signal(signal.SIGTERM)
+        try:
+            md.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            md.kill()
+            md.communicate()
