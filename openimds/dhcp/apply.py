@@ -260,7 +260,7 @@ def diff_dhcp(
         if proc is not None:
             out.append(act.StopDnsmasq(proc.pid, pidfile))
         out.append(act.StartDnsmasq(ns, argv, marker, digest))
-    elif changed or actual.marker != f"{proc.pid} {digest}":
+    elif proc is not None and (changed or actual.marker != f"{proc.pid} {digest}"):
         out.append(act.ReloadDnsmasq(pidfile, marker, digest))
 
     if spec is not None:
