@@ -139,20 +139,25 @@ def _adapter(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespon
         store, settings = app[STORE], app[SETTINGS]
         loop = asyncio.get_running_loop()
         pool = app[POOLS]["long_poll" if route.long_poll else "default"]
-        ctx = None
-        if route.auth:
-            ctx = await loop.run_in_executor(
-                app[POOLS]["default"],
-                partial(auth.validate_token, store, request.headers.get("X-Auth-Token")))
+        token = request.headers.get("X-Auth-Token")
+        if route.auth and not token:
+            auth.validate_token(store, token)  # raises the 401 without touching the database
         body = await _json_body(request) if request.method in ("POST", "PUT") else None
-        call = Call(store=store, settings=settings, ctx=ctx, params=dict(request.match_info),
+        call = Call(store=store, settings=settings, ctx=None, params=dict(request.match_info),
                     query=list(request.query.items()), body=body,
                     base_url=f"{request.scheme}://{request.host}", headers=request.headers)
-        reply = await loop.run_in_executor(pool, route.op, call)
+        # One worker-thread hop per request: the token check and the operation together.
+        reply = await loop.run_in_executor(pool, partial(_authenticated, route, call, token))
         return render(reply)
 
     handler.__name__ = route.op.__name__
     return handler
+
+
+def _authenticated(route: Route, call: Call, token: str | None) -> Reply:
+    if route.auth:
+        call.ctx = auth.validate_token(call.store, token)
+    return route.op(call)
 
 
 @web.middleware

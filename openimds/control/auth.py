@@ -89,14 +89,16 @@ def validate_token(store: Store, token: str | None) -> RequestContext:
         raise Unauthorized("Authentication required: send a token in X-Auth-Token "
                            "(POST /v3/auth/tokens issues one).")
     with store.read() as s:
-        row = s.get(Token, token_hash(token))
-        if row is None or _aware(row.expires_at) <= _now():
-            raise Unauthorized("The token is invalid or has expired; authenticate again.")
-        user = s.get(User, row.user_id)
-        project = s.get(Project, row.project_id)
-        if user is None or project is None or not user.enabled:
-            raise Unauthorized("The token is invalid or has expired; authenticate again.")
-        return RequestContext(user.id, user.name, project.id, project.name, tuple(row.roles))
+        # One indexed query per request: the token row (primary key) with its user and project.
+        row = s.execute(
+            select(Token.expires_at, Token.roles, User.id, User.name, Project.id, Project.name)
+            .join(User, User.id == Token.user_id).join(Project, Project.id == Token.project_id)
+            .where(Token.token_hash == token_hash(token), User.enabled.is_(True))
+        ).first()
+    if row is None or _aware(row[0]) <= _now():
+        raise Unauthorized("The token is invalid or has expired; authenticate again.")
+    expires_at, roles, user_id, user_name, project_id, project_name = row
+    return RequestContext(user_id, user_name, project_id, project_name, tuple(roles))
 
 
 # ---- administration (server-side commands write the database directly) -----------------------

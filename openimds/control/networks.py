@@ -46,7 +46,7 @@ def _mtu(value: object) -> int:
 def list_networks(call: Call) -> Reply:
     filters = parse_filters(call, LIST_SPEC)
     stmt = scoped(select(Network), Network, call.context, shared=shared_network())
-    for cond in filters.sql:
+    for cond in filters.sql.values():
         stmt = stmt.where(cond)
     stmt = stmt.options(selectinload(Network.subnets)).order_by(Network.created_at, Network.id)
     with call.store.read() as s:

@@ -64,7 +64,7 @@ class ListSpec:
 
 @dataclass
 class Filters:
-    sql: list[ColumnElement[bool]]
+    sql: dict[str, ColumnElement[bool]]  # filter name -> condition
     post: dict[str, list[str]]
     fields: list[str]
 
@@ -79,16 +79,16 @@ def parse_filters(call: Call, spec: ListSpec, *, special: Sequence[str] = ()) ->
         if key not in spec.columns and key not in spec.attributes:
             raise BadRequest(f"Unknown filter {key!r} for this resource.", type="InvalidInput")
         grouped.setdefault(key, []).append(value)
-    sql: list[ColumnElement[bool]] = []
+    sql: dict[str, ColumnElement[bool]] = {}
     post: dict[str, list[str]] = {}
     for key, values in grouped.items():
         column = spec.columns.get(key)
         if column is None:
             post[key] = values
         elif key in spec.bool_columns:
-            sql.append(column.in_([parse_bool(v, key) for v in values]))
+            sql[key] = column.in_([parse_bool(v, key) for v in values])
         else:
-            sql.append(column.in_(values))
+            sql[key] = column.in_(values)
     fields = [f for v in call.query_values("fields") for f in v.split(",") if f]
     return Filters(sql, post, fields)
 

@@ -46,7 +46,7 @@ UPDATE_FIELDS = ("name", "admin_state_up", "description")
 def list_routers(call: Call) -> Reply:
     filters = parse_filters(call, LIST_SPEC)
     stmt = scoped(select(Router), Router, call.context)
-    for cond in filters.sql:
+    for cond in filters.sql.values():
         stmt = stmt.where(cond)
     with call.store.read() as s:
         items = [router_dict(r) for r in s.scalars(stmt.order_by(Router.created_at, Router.id))]

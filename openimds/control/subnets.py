@@ -174,7 +174,7 @@ def list_subnets(call: Call) -> Reply:
     filters = parse_filters(call, LIST_SPEC)
     stmt = scoped(select(Subnet).join(Network, Subnet.network_id == Network.id), Subnet,
                   call.context, shared=shared_network())
-    for cond in filters.sql:
+    for cond in filters.sql.values():
         stmt = stmt.where(cond)
     with call.store.read() as s:
         items = [subnet_dict(x) for x in s.scalars(stmt.order_by(Subnet.created_at, Subnet.id))]
