@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
@@ -51,6 +51,33 @@ class _Deps:
     subnets: set[str] = field(default_factory=set)
     networks: set[str] = field(default_factory=set)
     keypair: tuple[str | None, str] | None = None
+    # DHCP servers read for networks that were not in the caller's DHCP cache.
+    dhcp: dict[str, DhcpServers] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DhcpServers:
+    """The `network:dhcp` ports of one network: first address per subnet, and their ids."""
+
+    by_subnet: dict[str, str]
+    port_ids: frozenset[str]
+
+
+def load_dhcp_servers(session: Session, network_id: str) -> DhcpServers:
+    # By network (indexed), not by subnet: fixed_ips.subnet_id has no index of its own, and
+    # scanning every fixed IP per miss made a 10,000-instance cold start take minutes.
+    rows = session.execute(
+        select(FixedIP.subnet_id, FixedIP.ip_address, Port.id)
+        .join(FixedIP, FixedIP.port_id == Port.id)
+        .where(Port.network_id == network_id, Port.device_owner == DHCP_OWNER)
+        .order_by(FixedIP.id)
+    )
+    by_subnet: dict[str, str] = {}
+    port_ids: set[str] = set()
+    for subnet_id, ip, port_id in rows:
+        by_subnet.setdefault(subnet_id, ip)
+        port_ids.add(port_id)
+    return DhcpServers(by_subnet, frozenset(port_ids))
 
 
 def _subnet_view(subnet: Subnet, dhcp_server: str | None) -> SubnetView:
@@ -68,8 +95,14 @@ def _subnet_view(subnet: Subnet, dhcp_server: str | None) -> SubnetView:
     )
 
 
-def load_view(session: Session, uuid: str) -> tuple[InstanceView, _Deps] | None:
-    """Read one instance and everything its trees show, or None if it does not exist."""
+def load_view(
+    session: Session, uuid: str, dhcp_cache: Mapping[str, DhcpServers] | None = None
+) -> tuple[InstanceView, _Deps] | None:
+    """Read one instance and everything its trees show, or None if it does not exist.
+
+    `dhcp_cache` holds DHCP servers already known per network; the ones read here are
+    returned in `_Deps.dhcp` for the caller to cache.
+    """
     inst = session.scalar(
         select(Instance).options(selectinload(Instance.image)).where(Instance.uuid == uuid)
     )
@@ -101,16 +134,11 @@ def load_view(session: Session, uuid: str) -> tuple[InstanceView, _Deps] | None:
         else {}
     )
     dhcp_servers: dict[str, str] = {}
-    if subnet_ids:
-        rows = session.execute(
-            select(FixedIP.subnet_id, FixedIP.ip_address, Port.id)
-            .join(Port, Port.id == FixedIP.port_id)
-            .where(Port.device_owner == DHCP_OWNER, FixedIP.subnet_id.in_(subnet_ids))
-            .order_by(FixedIP.id)
-        )
-        for subnet_id, ip, port_id in rows:
-            dhcp_servers.setdefault(subnet_id, ip)
-            deps.ports.add(port_id)
+    for network_id in sorted(network_ids):
+        known = (dhcp_cache or {}).get(network_id)
+        if known is None:
+            known = deps.dhcp[network_id] = load_dhcp_servers(session, network_id)
+        dhcp_servers.update(known.by_subnet)
     port_views = []
     for port in ports:
         fixed = tuple(
@@ -217,6 +245,9 @@ class StoreSource:
         self._addresses: dict[str, list[AddressMatch]] = {}
         self._address_ports: dict[str, set[str]] = defaultdict(set)  # port id -> ips cached
         self._address_epoch = 0
+        self._dhcp: dict[str, DhcpServers] = {}
+        self._dhcp_port_network: dict[str, str] = {}
+        self._dhcp_epoch = 0
         self.applied_revision = -1
         self._revision_event: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
@@ -263,8 +294,9 @@ class StoreSource:
         future: asyncio.Future[InstanceView | None] = asyncio.get_running_loop().create_future()
         self._loading[uuid] = future
         epochs = (self._epoch[uuid], self._global_epoch)
+        dhcp_epoch = self._dhcp_epoch
         try:
-            loaded = await asyncio.to_thread(self._load, uuid)
+            loaded = await asyncio.to_thread(self._load, uuid, dict(self._dhcp))
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # mark retrieved: waiters (if any) re-raise it themselves
@@ -274,14 +306,21 @@ class StoreSource:
         view = None
         if loaded is not None:
             view, deps = loaded
+            if dhcp_epoch == self._dhcp_epoch:
+                for network_id, servers in deps.dhcp.items():
+                    self._dhcp[network_id] = servers
+                    for port_id in servers.port_ids:
+                        self._dhcp_port_network[port_id] = network_id
             if epochs == (self._epoch[uuid], self._global_epoch):
                 self._remember(view, deps)
         future.set_result(view)
         return view
 
-    def _load(self, uuid: str) -> tuple[InstanceView, _Deps] | None:
+    def _load(
+        self, uuid: str, dhcp: Mapping[str, DhcpServers]
+    ) -> tuple[InstanceView, _Deps] | None:
         with self.store.read() as session:
-            return load_view(session, uuid)
+            return load_view(session, uuid, dhcp)
 
     def _remember(self, view: InstanceView, deps: _Deps) -> None:
         uuid = view.uuid
@@ -446,10 +485,24 @@ class StoreSource:
     def _invalidate_all(self) -> None:
         for uuid in list(self._views):
             self._forget(uuid)
+        self._dhcp.clear()
+        self._dhcp_port_network.clear()
+        self._dhcp_epoch += 1
         self._global_epoch += 1
         self._addresses.clear()
         self._address_ports.clear()
         self._address_epoch += 1
+
+    def _drop_dhcp(self, network_id: str) -> None:
+        """A DHCP port (or the network) changed: every instance there shows dhcp_server/MTU."""
+        self._dhcp_epoch += 1
+        servers = self._dhcp.pop(network_id, None)
+        if servers is not None:
+            for port_id in servers.port_ids:
+                self._dhcp_port_network.pop(port_id, None)
+        for uuid in list(self._by_network.get(network_id, ())):
+            self._forget(uuid)
+        self._global_epoch += 1
 
     def _drop_addresses(self, port_id: str, addresses: Iterable[str]) -> None:
         self._address_epoch += 1
@@ -475,19 +528,19 @@ class StoreSource:
                     self._forget(uuid)
                 if facts.device_id:
                     self._forget(facts.device_id)
-                if facts.device_owner == DHCP_OWNER and facts.network_id:
-                    for uuid in list(self._by_network.get(facts.network_id, ())):
-                        self._forget(uuid)
-                    self._global_epoch += 1
+                dhcp_networks = {self._dhcp_port_network.get(rid)}
+                if facts.device_owner == DHCP_OWNER:
+                    dhcp_networks.add(facts.network_id)
+                for network_id in dhcp_networks - {None}:
+                    assert network_id is not None
+                    self._drop_dhcp(network_id)
                 self._drop_addresses(rid, facts.addresses)
             elif change.resource == "subnet":
                 for uuid in list(self._by_subnet.get(rid, ())):
                     self._forget(uuid)
                 self._global_epoch += 1
             elif change.resource == "network":
-                for uuid in list(self._by_network.get(rid, ())):
-                    self._forget(uuid)
-                self._global_epoch += 1
+                self._drop_dhcp(rid)
             elif change.resource == "keypair":
                 facts_k = key_facts.get(rid)
                 if facts_k is not None and facts_k.name is not None:

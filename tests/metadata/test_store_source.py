@@ -221,6 +221,14 @@ async def test_changes_are_visible_after_their_revision(harness: Harness) -> Non
     assert nd["links"][0]["mtu"] is None
     assert nd["networks"][0]["type"] == "ipv4_dhcp"
 
+    def drop_dhcp_port(s: Any) -> None:
+        s.delete(s.scalars(select(Port).where(Port.device_owner == "network:dhcp")).one())
+
+    await _mutate(harness, drop_dhcp_port)
+    nd = json.loads((await harness.get("/openstack/latest/network_data.json")).body)
+    assert nd["links"][0]["mtu"] == 1400
+    assert nd["networks"][0]["type"] == "ipv4"
+
     def second_ip(s: Any) -> None:
         port = s.get(Port, ids["port"])
         port.fixed_ips.append(FixedIP(subnet_id=ids["subnet"], ip_address="10.0.0.50"))
