@@ -170,7 +170,7 @@ class ControlClient:
         return self._token
 
     def _v3_endpoints(self, catalog: Sequence[dict[str, Any]]) -> dict[str, str]:
-        out = {}
+        out: dict[str, str] = {}
         for service in catalog:
             for ep in service.get("endpoints", []):
                 if ep.get("interface") != "public":
@@ -181,7 +181,7 @@ class ControlClient:
         return out
 
     def _v2_endpoints(self, catalog: Sequence[dict[str, Any]]) -> dict[str, str]:
-        out = {}
+        out: dict[str, str] = {}
         for service in catalog:
             for ep in service.get("endpoints", []):
                 if self.region and ep.get("region") not in (None, self.region):

@@ -18,7 +18,7 @@ from sqlalchemy import Select, or_
 
 ROLES = ("admin", "member", "service")
 
-T = TypeVar("T", bound=tuple[Any, ...])
+S = TypeVar("S", bound=Select[Any])
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,8 @@ class RequestContext:
         return project_id == self.project_id
 
 
-def scoped(stmt: Select[T], model: Any, ctx: RequestContext, *, write: bool = False,
-           shared: Any = None) -> Select[T]:
+def scoped(stmt: S, model: Any, ctx: RequestContext, *, write: bool = False,
+           shared: Any = None) -> S:
     """Restrict `stmt` to rows of `model` the caller may see (or change, with `write`).
 
     `shared` is an optional SQL expression that also makes a row readable (shared networks).

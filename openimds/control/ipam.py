@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -23,25 +24,41 @@ from sqlalchemy.orm import Session
 from openimds.control.errors import BadRequest, Conflict
 from openimds.inventory.models import FixedIP, Subnet
 
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-Pool = tuple[Address, Address]
+
+
+@dataclass(frozen=True, order=True)
+class Pool:
+    """An inclusive address range as integers (ipaddress' v4|v6 unions do not type-check in
+    comparisons, and integers make the arithmetic plain)."""
+
+    start: int
+    end: int
+    version: int
+
+
+def _text(value: int, version: int) -> str:
+    return str(ipaddress.IPv4Address(value) if version == 4 else ipaddress.IPv6Address(value))
+
+
+def _int(ip: str) -> int:
+    return int(ipaddress.ip_address(ip))
 
 
 def default_pools(cidr: str, gateway_ip: str | None) -> list[dict[str, str]]:
     """Neutron's default allocation pools for `cidr` with `gateway_ip` excluded."""
     net = ipaddress.ip_network(cidr, strict=True)
-    first, last = net.network_address, net.broadcast_address
+    first, last, version = int(net.network_address), int(net.broadcast_address), net.version
     if first == last:  # a /32 or /128 holds exactly one address
-        return [{"start": str(first), "end": str(last)}]
+        return [{"start": _text(first, version), "end": _text(last, version)}]
     lo = first + 1
-    hi = last - 1 if net.version == 4 else last
+    hi = last - 1 if version == 4 else last
     if lo >= hi:  # /31: no room for a pool
         return []
-    pools: list[tuple[Address, Address]] = [(lo, hi)]
+    pools = [(lo, hi)]
     if gateway_ip:
-        gw = ipaddress.ip_address(gateway_ip)
-        split: list[tuple[Address, Address]] = []
+        gw = _int(gateway_ip)
+        split: list[tuple[int, int]] = []
         for start, end in pools:
             if start <= gw <= end:
                 if start < gw:
@@ -51,11 +68,15 @@ def default_pools(cidr: str, gateway_ip: str | None) -> list[dict[str, str]]:
             else:
                 split.append((start, end))
         pools = split
-    return [{"start": str(s), "end": str(e)} for s, e in pools]
+    return [{"start": _text(s, version), "end": _text(e, version)} for s, e in pools]
 
 
 def parse_pools(pools: Sequence[dict[str, str]]) -> list[Pool]:
-    return [(ipaddress.ip_address(p["start"]), ipaddress.ip_address(p["end"])) for p in pools]
+    out = []
+    for p in pools:
+        start = ipaddress.ip_address(p["start"])
+        out.append(Pool(int(start), _int(p["end"]), start.version))
+    return out
 
 
 def check_pools(cidr: str, gateway_ip: str | None, pools: Sequence[dict[str, str]]) -> None:
@@ -64,45 +85,43 @@ def check_pools(cidr: str, gateway_ip: str | None, pools: Sequence[dict[str, str
     parsed: list[Pool] = []
     for pool in pools:
         try:
-            start = ipaddress.ip_address(pool["start"])
-            end = ipaddress.ip_address(pool["end"])
+            start_ip = ipaddress.ip_address(pool["start"])
+            end_ip = ipaddress.ip_address(pool["end"])
         except (KeyError, TypeError, ValueError):
             raise BadRequest(f"Invalid allocation pool {pool!r}: needs start and end IP addresses",
                              type="InvalidAllocationPool") from None
-        if start not in net or end not in net:
-            raise BadRequest(f"The allocation pool {start}-{end} spans beyond the subnet cidr "
-                             f"{net}.", type="OutOfBoundsAllocationPool")
+        if start_ip not in net or end_ip not in net:
+            raise BadRequest(f"The allocation pool {start_ip}-{end_ip} spans beyond the subnet "
+                             f"cidr {net}.", type="OutOfBoundsAllocationPool")
+        start, end = int(start_ip), int(end_ip)
         if start > end:
-            raise BadRequest(f"The allocation pool {start}-{end} ends before it starts",
+            raise BadRequest(f"The allocation pool {start_ip}-{end_ip} ends before it starts",
                              type="InvalidAllocationPool")
         if net.prefixlen < net.max_prefixlen and (
-            start == net.network_address
-            or (net.version == 4 and end == net.broadcast_address)
+            start == int(net.network_address)
+            or (net.version == 4 and end == int(net.broadcast_address))
         ):
-            raise BadRequest(f"The allocation pool {start}-{end} includes the network or "
+            raise BadRequest(f"The allocation pool {start_ip}-{end_ip} includes the network or "
                              "broadcast address", type="InvalidAllocationPool")
-        parsed.append((start, end))
+        parsed.append(Pool(start, end, net.version))
     parsed.sort()
-    for (_, end_a), (start_b, end_b) in zip(parsed, parsed[1:], strict=False):
-        if start_b <= end_a:
-            raise BadRequest(f"Found overlapping allocation pools: {start_b}-{end_b}",
+    for a, b in zip(parsed, parsed[1:], strict=False):
+        if b.start <= a.end:
+            raise BadRequest(f"Found overlapping allocation pools: "
+                             f"{_text(b.start, b.version)}-{_text(b.end, b.version)}",
                              type="OverlappingAllocationPools")
     if gateway_ip:
-        gw = ipaddress.ip_address(gateway_ip)
-        if any(s <= gw <= e for s, e in parsed):
-            raise BadRequest(f"Gateway ip {gw} conflicts with allocation pool",
+        gw = _int(gateway_ip)
+        if any(p.start <= gw <= p.end for p in parsed):
+            raise BadRequest(f"Gateway ip {gateway_ip} conflicts with allocation pool",
                              type="GatewayConflictWithAllocationPools")
 
 
-def candidates(pools: Iterable[Pool]) -> Iterator[Address]:
+def candidates(pools: Iterable[Pool]) -> Iterator[str]:
     """Every pool address in order (lazily: an IPv6 /64 pool is never materialised)."""
-    for start, end in sorted(pools):
-        addr = start
-        while addr <= end:
-            yield addr
-            if addr == end:
-                break
-            addr = addr + 1
+    for pool in sorted(pools):
+        for value in range(pool.start, pool.end + 1):
+            yield _text(value, pool.version)
 
 
 def first_free(pools: Sequence[Pool], used: set[str], gateway_ip: str | None) -> str | None:
@@ -114,8 +133,8 @@ def first_free(pools: Sequence[Pool], used: set[str], gateway_ip: str | None) ->
     if gateway_ip:
         skip.add(str(ipaddress.ip_address(gateway_ip)))
     for addr in candidates(pools):
-        if str(addr) not in skip:
-            return str(addr)
+        if addr not in skip:
+            return addr
     return None
 
 
@@ -135,7 +154,7 @@ def check_requested(cidr: str, gateway_ip: str | None, ip: str, *, router: bool)
     ):
         raise BadRequest(f"IP address {addr} is the network or broadcast address of {net}.",
                          type="InvalidIpForSubnet")
-    if gateway_ip and addr == ipaddress.ip_address(gateway_ip) and not router:
+    if gateway_ip and int(addr) == _int(gateway_ip) and not router:
         raise Conflict(f"IP address {addr} is the gateway of subnet {net}; only a router "
                        "interface may take it.", type="IpAddressInUse")
     return str(addr)

@@ -105,10 +105,11 @@ def resolve_fixed_ips(session: Session, network_id: str, requested: Sequence[Any
             raise BadRequest("Invalid input for fixed_ips: give a subnet_id, an ip_address "
                              "or both", type="InvalidInput")
         if subnet_id is not None:
-            subnet = by_id.get(subnet_id)
-            if subnet is None:
+            found = by_id.get(subnet_id)
+            if found is None:
                 raise BadRequest(f"Invalid input for operation: subnet {subnet_id} is not on "
                                  f"network {network_id}.", type="InvalidInput")
+            subnet = found
         else:
             assert ip is not None
             subnet = _subnet_for_ip(subnets, ip, network_id)
@@ -116,12 +117,12 @@ def resolve_fixed_ips(session: Session, network_id: str, requested: Sequence[Any
             # Addresses picked earlier in this same request are not in the table yet.
             used = ipam.used_addresses(session, subnet.id) | {a for s, a in taken
                                                               if s == subnet.id}
-            found = ipam.first_free(ipam.parse_pools(subnet.allocation_pools or []), used,
-                                    subnet.gateway_ip)
-            if found is None:
+            free = ipam.first_free(ipam.parse_pools(subnet.allocation_pools or []), used,
+                                   subnet.gateway_ip)
+            if free is None:
                 raise Conflict(f"No more IP addresses available for subnet {subnet.id}.",
                                type="IpAddressGenerationFailure")
-            addr = found
+            addr = free
         else:
             addr = ipam.reserve_ip(session, subnet, ip, router=router)
         if (subnet.id, addr) in taken:
@@ -164,7 +165,7 @@ def build_port(session: Session, network: Network, project_id: str, *,
 # ---- operations ---------------------------------------------------------------------------
 
 
-def list_statement(call: Call, filters: Filters) -> Select[tuple[Port]]:
+def list_statement(call: Call, filters: Filters) -> Select[Any]:
     """The SQL of a port listing (bench/bench_port_lookup.py EXPLAINs this very statement)."""
     stmt = scoped(select(Port), Port, call.context).options(selectinload(Port.fixed_ips))
     fip = _fixed_ip_filter(call)

@@ -24,7 +24,7 @@ from openimds.control.resources import (
     post_filter,
 )
 from openimds.control.serializers import router_dict, select_fields
-from openimds.inventory.models import FixedIP, Network, Port, Router, Subnet
+from openimds.inventory.models import Network, Port, Router, Subnet
 
 ROUTER_INTERFACE = "network:router_interface"
 
@@ -195,6 +195,3 @@ def remove_router_interface(call: Call) -> Reply:
         s.delete(port)
     return Reply(200, info)
 
-
-def interface_ports_of(s: Session, router_id: str) -> list[FixedIP]:
-    return [f for p in _interfaces(s, router_id) for f in p.fixed_ips]
