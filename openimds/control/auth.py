@@ -22,7 +22,7 @@ from sqlalchemy import delete, select
 from openimds.control.call import Call, Reply
 from openimds.control.context import ROLES, RequestContext
 from openimds.control.errors import BadRequest, Conflict, Unauthorized
-from openimds.control.passwords import DUMMY_HASH, hash_password, verify_password
+from openimds.control.passwords import dummy_hash, hash_password, verify_password
 from openimds.control.serializers import iso
 from openimds.inventory.models import Project, Token, User
 from openimds.inventory.store import Store
@@ -62,7 +62,7 @@ def issue_token(store: Store, username: str, password: str, *, project_name: str
         else:
             user = s.scalars(select(User).where(User.name == username)).first()
         # Always run the KDF so an unknown user costs the same time as a wrong password.
-        ok = verify_password(password, user.password_hash if user else DUMMY_HASH)
+        ok = verify_password(password, user.password_hash if user else dummy_hash())
         if user is None or not ok or not user.enabled:
             raise denied
         project = s.get(Project, user.project_id)

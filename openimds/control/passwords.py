@@ -7,6 +7,7 @@ without breaking existing hashes (verification reads the parameters from the str
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import secrets
@@ -50,5 +51,8 @@ def verify_password(password: str, stored: str) -> bool:
     return hmac.compare_digest(actual, expected)
 
 
-# Checked when the user does not exist, so an unknown name costs the same time as a bad password.
-DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
+@functools.cache
+def dummy_hash() -> str:
+    """Checked when the user does not exist, so an unknown name costs the same time as a bad
+    password. Made on first use, not at import (the KDF is deliberately slow)."""
+    return hash_password(secrets.token_urlsafe(16))
