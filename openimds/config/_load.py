@@ -255,7 +255,11 @@ def load_config(service: str, config_files: Sequence[str],
     """
     loaded = inspect_config(service, config_files, config_dirs)
     for finding in loaded.findings:
-        LOG.warning("%s", finding)
+        # One file commonly serves several services (all-in-one, a shared neutron.conf):
+        # another service's option is expected there, so it is noted only at debug level.
+        # `openimds config check` still reports every finding.
+        level = logging.DEBUG if finding.kind == "unused" else logging.WARNING
+        LOG.log(level, "%s", finding)
     return loaded.conf
 
 
