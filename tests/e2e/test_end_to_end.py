@@ -134,7 +134,7 @@ def test_seed2_router_attach_restart_and_detach(cloud: Cloud) -> None:
 
 def test_router_path_redirect_and_direct_port_dropped(cloud: Cloud) -> None:
     tag = _uid()
-    net = cloud.cli("net-create", f"rt-{tag}")
+    cloud.cli("net-create", f"rt-{tag}")
     cloud.cli("subnet-create", "--name", f"rt-sub-{tag}", f"rt-{tag}", "10.20.0.0/24")
     router = cloud.cli("router-create", f"rr-{tag}")
     cloud.cli("router-interface-add", f"rr-{tag}", f"rt-sub-{tag}")
