@@ -202,6 +202,7 @@ def _attach(s: Session, call: Call, inst: Instance, nets: Sequence[dict[str, str
                 raise Conflict(f"Port {port.id} is still in use by {port.device_id}.")
             port.device_id = inst.uuid
             port.device_owner = owner
+            port.preserve_on_delete = True
         else:
             network = get_visible(s, Network, entry["uuid"], ctx, "Network",
                                   shared=shared_network())
@@ -301,7 +302,12 @@ def delete_server(call: Call) -> Reply:
         if not call.context.sees_project(inst.project_id, write=True):
             raise NotFound(f"Instance {inst.uuid} could not be found.")
         for port in _ports_of(s, [inst.uuid])[inst.uuid]:
-            s.delete(port)
+            if port.preserve_on_delete:
+                port.device_id = ""
+                port.device_owner = ""
+                port.preserve_on_delete = False
+            else:
+                s.delete(port)
         s.flush()
         s.delete(inst)
     return Reply(204)

@@ -136,6 +136,9 @@ class Port(Timestamps, Base):
     device_owner: Mapped[str] = mapped_column(String(255), default="")
     admin_state_up: Mapped[bool] = mapped_column(Boolean, default=True)
     status: Mapped[str] = mapped_column(String(16), default="ACTIVE")
+    # True for a port the user created and handed to a server: deleting the server unbinds it
+    # instead of deleting it, as Nova does.
+    preserve_on_delete: Mapped[bool] = mapped_column(Boolean, default=False)
 
     network: Mapped[Network] = relationship(back_populates="ports")
     fixed_ips: Mapped[list[FixedIP]] = relationship(

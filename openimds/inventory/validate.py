@@ -61,12 +61,12 @@ def check_subnet_fields(subnet: Subnet) -> None:
     for pool in subnet.allocation_pools or []:
         start = ip_in_network(pool.get("start", ""), net, "pool start")
         end = ip_in_network(pool.get("end", ""), net, "pool end")
-        if ipaddress.ip_address(start) > ipaddress.ip_address(end):
+        # Both ends are inside `net`, hence of one IP version: comparing as ints is exact.
+        if int(ipaddress.ip_address(start)) > int(ipaddress.ip_address(end)):
             raise InvalidValue(f"allocation pool {start}-{end} ends before it starts")
     for route in subnet.host_routes or []:
-        parse_dest = route.get("destination", "")
         try:
-            ipaddress.ip_network(parse_dest, strict=False)
+            ipaddress.ip_network(route.get("destination", ""), strict=False)
             ipaddress.ip_address(route.get("nexthop", ""))
         except ValueError as exc:
             raise InvalidValue(f"invalid host route {route!r}: {exc}") from exc

@@ -89,6 +89,12 @@ async def test_server_on_existing_port(api: Api) -> None:
     assert shown["device_id"] == body["server"]["id"]
     status, _ = await server(api, "alice", name="vm2", networks=[{"port": port["id"]}])
     assert status == 409
+    # Deleting the server unbinds the user's port (as Nova does) rather than deleting it.
+    status, _ = await api.call("alice", "DELETE", f"/v2.1/servers/{body['server']['id']}")
+    assert status == 204
+    kept = (await api.ok("alice", "GET", f"/v2.0/ports/{port['id']}"))["port"]
+    assert (kept["device_id"], kept["device_owner"]) == ("", "")
+    assert kept["fixed_ips"] == port["fixed_ips"]
 
 
 async def test_server_failures_leave_nothing_behind(api: Api) -> None:

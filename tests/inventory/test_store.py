@@ -256,3 +256,20 @@ def test_long_poll_wakes_on_commit_in_same_process(store: Store) -> None:
     got = store.changes_since(rev, timeout=10)
     assert [(c.resource, c.op) for c in got] == [("network", "update")]
     assert time.monotonic() - start < 2
+
+
+def test_migrations_match_the_models(db_url: str) -> None:
+    """A model change without its migration would make SQLite and PostgreSQL drift apart."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from openimds.inventory.models import Base
+
+    upgrade(db_url)
+    st = Store(db_url)
+    try:
+        with st._read_engine.connect() as conn:
+            diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    finally:
+        st.dispose()
+    assert diff == []
