@@ -1,0 +1,687 @@
+"""Shared harness of the namespace benchmarks (bench_chain, bench_network_scale, bench_boot_storm).
+
+Not a test. `Node` starts a real `openimds all-in-one` (like tests/e2e/cloud.py, copied rather
+than imported so benchmarks never depend on test code) with a fabric namespace
+`bench-fab-<hex>`; client namespaces are `bench-c-<hex>`; the qdhcp-/qrouter- namespaces are
+those of the uuid4 networks the benchmark creates. `Node.cleanup()` stops all-in-one by pid,
+kills only processes inside those namespaces (found through /proc, like `ip netns pids`),
+deletes the namespaces and the state directory. It runs from `finally`, and SIGTERM/SIGHUP are
+turned into KeyboardInterrupt so that `finally` also runs when the run is stopped.
+
+Requests to 169.254.169.254 are only ever made from inside client namespaces:
+* wrk runs under `ip netns exec <client ns>`;
+* `NsClient` is this file run as `python bench/_harness.py client` under `ip netns exec` of a
+  client namespace. It makes every socket inside the namespace it is told to use, by setns(2)
+  of its one thread before socket(2), and checks the thread's namespace inode afterwards; it
+  refuses any namespace whose name is not a benchmark client namespace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+MD_ADDR = "169.254.169.254"
+CLIENT_PREFIX = "bench-c-"
+CLIENT_SCRIPT = Path(__file__).resolve()
+USER_AGENT = "Cloud-Init/22.4.2"
+
+
+# ---- small helpers ---------------------------------------------------------------------------
+
+
+def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment without any *proxy* variable, so no request can be sent to a proxy."""
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env.update(extra or {})
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def sh(*argv: str, netns: str | None = None, check: bool = True, timeout: float = 60) -> str:
+    full = ["ip", "netns", "exec", netns, *argv] if netns else list(argv)
+    proc = subprocess.run(full, capture_output=True, text=True, timeout=timeout, env=clean_env())
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"{full} exited {proc.returncode}: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"condition not met within {timeout}s (last: {value!r})")
+        time.sleep(interval)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100); NaN for no values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def slope(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """Least-squares slope of ys over xs (the marginal cost per unit of x)."""
+    n = len(xs)
+    mx, my = sum(xs) / n, sum(ys) / n
+    den = sum((x - mx) ** 2 for x in xs)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / den if den else 0.0
+
+
+def install_stop_handlers() -> None:
+    """SIGTERM/SIGHUP raise KeyboardInterrupt, so every `finally` cleanup runs as on Ctrl-C."""
+
+    def _raise(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise)
+
+
+# ---- namespaces and processes ----------------------------------------------------------------
+
+
+def netns_inode(name: str) -> int | None:
+    try:
+        return os.stat(f"/run/netns/{name}").st_ino
+    except OSError:
+        return None
+
+
+def processes_by_netns() -> dict[int, list[tuple[int, str]]]:
+    """netns inode -> [(pid, comm)] of every live, non-zombie process (one /proc scan)."""
+    out: dict[int, list[tuple[int, str]]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            ino = os.stat(f"/proc/{entry.name}/ns/net").st_ino
+            stat = Path(f"/proc/{entry.name}/stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        if stat[stat.rindex(")") + 2] == "Z":
+            continue
+        out.setdefault(ino, []).append((int(entry.name), comm))
+    return out
+
+
+def netns_pids(name: str) -> list[int]:
+    ino = netns_inode(name)
+    if ino is None:
+        return []
+    # A namespace that is the host's (inode equal to ours) is never ours to touch.
+    if ino == os.stat("/proc/self/ns/net").st_ino:
+        raise RuntimeError(f"{name} is the host namespace")
+    return [pid for pid, _ in processes_by_netns().get(ino, [])]
+
+
+def kill_and_delete(ns: str) -> None:
+    """Kill the processes inside `ns` by pid, then delete `ns` (never anything else)."""
+    for pid in netns_pids(ns):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    if netns_inode(ns) is not None:
+        subprocess.run(["ip", "netns", "delete", ns], capture_output=True)
+
+
+def pss_kb(pid: int) -> int:
+    """Pss of one process in kB (smaps_rollup); 0 when it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def ns_pss_kb(names: Iterable[str], comms: Sequence[str]) -> tuple[int, int]:
+    """(sum of Pss in kB, number of processes) of the processes named `comms` in `names`.
+
+    Pss divides every shared page among the processes mapping it, so the sum over all copies
+    is the real memory they take together; its growth per namespace is the marginal cost."""
+    table = processes_by_netns()
+    total = count = 0
+    for name in names:
+        ino = netns_inode(name)
+        for pid, comm in table.get(ino, []) if ino is not None else []:
+            if comm in comms:
+                total += pss_kb(pid)
+                count += 1
+    return total, count
+
+
+# ---- the node --------------------------------------------------------------------------------
+
+
+class Node:
+    """One `openimds all-in-one` node plus client namespaces on its fabric."""
+
+    def __init__(self, *, extra_conf: str = "", lease_duration: int = 86400) -> None:
+        self.tag = uuid.uuid4().hex[:8]
+        self.state = Path(tempfile.mkdtemp(prefix=f"bench-{self.tag}-", dir="/tmp"))
+        os.chmod(self.state, 0o755)  # dnsmasq re-reads its files as an unprivileged user
+        self.fabric = f"bench-fab-{self.tag}"
+        self.api_port = free_port()
+        self.md_port = free_port()
+        self.metrics_port = free_port()
+        self.conf = self.state / "bench.conf"
+        self.conf.write_text(
+            "[DEFAULT]\n"
+            f"fabric_namespace = {self.fabric}\n"
+            f"bind_port = {self.api_port}\n"
+            f"auth_url = http://127.0.0.1:{self.api_port}/v2.0\n"
+            f"metadata_listen_port = {self.md_port}\n"
+            f"nova_metadata_port = {self.md_port}\n"
+            f"metrics_listen_port = {self.metrics_port}\n"
+            f"dhcp_lease_duration = {lease_duration}\n" + extra_conf
+        )
+        self.clients: list[str] = []
+        self.network_ids: set[str] = set()
+        self.router_ids: set[str] = set()
+        self.log = open(self.state / "all-in-one.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.password = ""
+        self.extra_pids: list[int] = []
+
+    # lifecycle
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "openimds", "all-in-one", "--state-dir", str(self.state),
+             "--config-file", str(self.conf)],
+            stdout=self.log, stderr=subprocess.STDOUT, env=clean_env(), cwd=ROOT,
+        )
+        openrc = self.state / "openrc"
+        wait_for(openrc.exists, timeout=60)
+        found = re.search(r"OS_PASSWORD=(\S+)", openrc.read_text())
+        assert found
+        self.password = found.group(1)
+
+        def api_up() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError("all-in-one exited; see " + str(self.state / "all-in-one.log"))
+            try:
+                asyncio.run(self._probe())
+                return True
+            except Exception:  # noqa: BLE001 - any failure means "not yet"
+                return False
+
+        wait_for(api_up, timeout=90, interval=0.3)
+        wait_for((self.state / "metadata_proxy").exists, timeout=60)
+        wait_for(lambda: netns_inode(self.fabric) is not None, timeout=60)
+
+    async def _probe(self) -> None:
+        async with self.api() as api:
+            await api.list("networks")
+
+    def api(self) -> Any:
+        from openimds.control.client import ControlClient
+
+        return ControlClient(f"http://127.0.0.1:{self.api_port}/v3", "admin", self.password,
+                             "admin")
+
+    def child_pid(self, service: str) -> int | None:
+        """Pid of the live all-in-one child running `service` (e.g. "metadata-agent")."""
+        if self.proc is None:
+            return None
+        for pid in _children(self.proc.pid):
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if service.encode() in argv:
+                return pid
+        return None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if not self.log.closed:
+            self.log.close()
+
+    def cleanup(self) -> None:
+        try:
+            self.stop()
+        finally:
+            for pid in self.extra_pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            names = [*self.clients]
+            names += [f"qdhcp-{n}" for n in self.network_ids]
+            names += [f"qrouter-{r}" for r in self.router_ids]
+            names.append(self.fabric)
+            for ns in names:
+                with contextlib.suppress(Exception):
+                    kill_and_delete(ns)
+            shutil.rmtree(self.state, ignore_errors=True)
+
+    # inventory helpers (async: one ControlClient per benchmark phase)
+    async def create_network(self, api: Any, name: str, cidr: str, *, gateway: bool = False,
+                             pool: tuple[str, str] | None = None) -> tuple[str, str]:
+        """An isolated network with one DHCP subnet; returns (network id, subnet id)."""
+        net = await api.create("networks", {"name": name})
+        self.network_ids.add(net["id"])  # recorded at once: cleanup must know it
+        body: dict[str, Any] = {"network_id": net["id"], "cidr": cidr, "ip_version": 4,
+                                "name": name + "-sub", "enable_dhcp": True}
+        if not gateway:
+            body["gateway_ip"] = None
+        if pool:
+            body["allocation_pools"] = [{"start": pool[0], "end": pool[1]}]
+        sub = await api.create("subnets", body)
+        return net["id"], sub["id"]
+
+    async def dhcp_ip(self, api: Any, network_id: str) -> str:
+        ports = await api.list("ports", network_id=network_id, device_owner="network:dhcp")
+        if not ports:
+            raise RuntimeError(f"no DHCP port on {network_id}")
+        return str(ports[0]["fixed_ips"][0]["ip_address"])
+
+    def network_ready(self, network_id: str, table: dict[int, list[tuple[int, str]]]) -> bool:
+        """qdhcp-<id> exists and holds a dnsmasq and a haproxy."""
+        ino = netns_inode(f"qdhcp-{network_id}")
+        comms = {comm for _, comm in table.get(ino, [])} if ino is not None else set()
+        return {"dnsmasq", "haproxy"} <= comms
+
+    def network_gone(self, network_id: str) -> bool:
+        return netns_inode(f"qdhcp-{network_id}") is None
+
+    # client namespaces
+    def client_ns(self, network_id: str, port: dict[str, Any], addresses: Sequence[str],
+                  prefixlen: int, route_via: str) -> str:
+        """A client namespace plugged into the fabric with `port` (its MAC), holding every
+        address in `addresses` on eth0, with 169.254.169.254 routed via the DHCP port (what
+        option 121 gives a guest; set statically so DHCP timing stays out of the figures)."""
+        from openimds.linux.fabric import plug_port
+
+        ns = f"{CLIENT_PREFIX}{uuid.uuid4().hex[:8]}"
+        self.clients.append(ns)  # before creation: a half-made namespace is still cleaned up
+        plug_port(self.fabric, network_id, port["id"], port["mac_address"], ns)
+        batch = "".join(f"addr add {a}/{prefixlen} dev eth0\n" for a in addresses)
+        batch += f"route replace {MD_ADDR}/32 via {route_via} dev eth0\n"
+        subprocess.run(["ip", "-n", ns, "-batch", "-"], input=batch, text=True, check=True,
+                       capture_output=True)
+        sh("ip", "link", "set", "lo", "up", netns=ns)
+        return ns
+
+
+def _children(ppid: int) -> list[int]:
+    out = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry.name}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[1]) == ppid and fields[0] != "Z":
+            out.append(int(entry.name))
+    return out
+
+
+# ---- wrk inside a namespace ------------------------------------------------------------------
+
+
+@dataclass
+class WrkResult:
+    name: str
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    non2xx: int
+    socket_errors: int
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+
+
+def _ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if not m:
+        raise ValueError(text)
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def run_wrk(name: str, netns: str, url: str, *, threads: int, connections: int,
+            duration: int, headers: Sequence[str] = ()) -> WrkResult:
+    """wrk inside `netns` (the only place from which 169.254.169.254 may be reached)."""
+    cmd = ["ip", "netns", "exec", netns, "wrk", f"-t{threads}", f"-c{connections}",
+           f"-d{duration}s", "--latency", "--timeout", "10s"]
+    for h in headers:
+        cmd += ["-H", h]
+    out = subprocess.run(cmd + [url], capture_output=True, text=True, env=clean_env(),
+                         check=True, timeout=duration + 60).stdout
+
+    def grab(pattern: str) -> str:
+        m = re.search(pattern, out, re.M)
+        if not m:
+            raise RuntimeError(f"unexpected wrk output:\n{out}")
+        return m.group(1)
+
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return WrkResult(
+        name=name,
+        rps=float(grab(r"Requests/sec:\s+([\d.]+)")),
+        p50_ms=_ms(grab(r"^\s+50%\s+(\S+)")),
+        p99_ms=_ms(grab(r"^\s+99%\s+(\S+)")),
+        requests=int(grab(r"(\d+) requests in")),
+        non2xx=int(non2xx.group(1)) if non2xx else 0,
+        socket_errors=sum(int(x) for x in sock.groups()) if sock else 0,
+    )
+
+
+# ---- the in-namespace client (controller side) -----------------------------------------------
+
+
+class NsClient:
+    """Drives `python bench/_harness.py client` running inside client namespace `home`.
+
+    One JSON request per line on its stdin, one JSON answer per line on its stdout."""
+
+    def __init__(self, home: str, node: Node) -> None:
+        if not home.startswith(CLIENT_PREFIX):
+            raise ValueError(home)
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", home, sys.executable, str(CLIENT_SCRIPT), "client",
+             str(os.stat("/proc/self/ns/net").st_ino)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=clean_env(), text=True,
+        )
+        node.extra_pids.append(self.proc.pid)
+
+    def call(self, **request: Any) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the namespace client died")
+        answer = dict(json.loads(line))
+        if "error" in answer:
+            raise RuntimeError(answer["error"])
+        return answer
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+# ---- the in-namespace client (the process itself) --------------------------------------------
+
+CLONE_NEWNET = 0x40000000
+OPENSTACK_FILES = ("meta_data.json", "user_data", "vendor_data.json", "vendor_data2.json",
+                   "network_data.json")
+OPENSTACK_VERSIONS = ("2018-08-27", "2017-02-22", "2016-10-06", "2016-06-30", "2015-10-15",
+                      "2013-10-17", "2013-04-04", "2012-08-10")
+
+
+class _Netns:
+    """setns(2) of this (single) thread into client namespaces, checked by inode."""
+
+    def __init__(self, host_ino: int) -> None:
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        self.fds: dict[str, int] = {}
+        self.current = os.stat("/proc/thread-self/ns/net").st_ino
+        self.host = host_ino
+
+    def enter(self, name: str) -> None:
+        if not name.startswith(CLIENT_PREFIX) or "/" in name:
+            raise ValueError(f"not a benchmark client namespace: {name}")
+        want = os.stat(f"/run/netns/{name}").st_ino
+        if want == self.current:
+            return
+        if want == self.host:
+            raise RuntimeError(f"{name} is the host namespace")
+        fd = self.fds.get(name)
+        if fd is None:
+            fd = self.fds[name] = os.open(f"/run/netns/{name}", os.O_RDONLY)
+        if self.libc.setns(fd, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"setns {name}")
+        got = os.stat("/proc/thread-self/ns/net").st_ino
+        if got != want:
+            raise RuntimeError(f"setns {name}: landed in {got}")
+        self.current = got
+
+
+class _Http:
+    """One GET per new TCP connection, like cloud-init (a new requests.Session each time)."""
+
+    def __init__(self, timeout: float, host_ino: int) -> None:
+        self.netns = _Netns(host_ino)
+        self.timeout = timeout
+
+    async def get(self, ns: str, src: str, path: str) -> tuple[int, bytes]:
+        loop = asyncio.get_running_loop()
+        # No await between setns and socket(): the socket is born in `ns`.
+        self.netns.enter(ns)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        writer = None
+        try:
+            sock.setblocking(False)
+            sock.bind((src, 0))
+            await asyncio.wait_for(loop.sock_connect(sock, (MD_ADDR, 80)), self.timeout)
+            reader, writer = await asyncio.open_connection(sock=sock)
+            writer.write(
+                f"GET {path} HTTP/1.1\r\nHost: {MD_ADDR}\r\nUser-Agent: {USER_AGENT}\r\n"
+                "Accept-Encoding: gzip, deflate\r\nAccept: */*\r\nConnection: keep-alive\r\n\r\n"
+                .encode()
+            )
+            return await asyncio.wait_for(_read_response(reader), self.timeout)
+        finally:
+            if writer is not None:
+                writer.close()
+            else:
+                sock.close()
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        headers[k.strip().lower()] = v.strip()
+    if "content-length" in headers:
+        body = await reader.readexactly(int(headers["content-length"]))
+    elif headers.get("transfer-encoding", "").lower() == "chunked":
+        body = b""
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            body += await reader.readexactly(size + 2)
+            if size == 0:
+                break
+            body = body[:-2]
+    else:
+        body = await reader.read()
+    return status, body
+
+
+async def _poll(http: _Http, req: dict[str, Any]) -> dict[str, Any]:
+    """GET meta_data.json until it names `uuid`; report the monotonic time of that answer."""
+    deadline = time.monotonic() + float(req.get("timeout", 30))
+    tries = 0
+    last = ""
+    while time.monotonic() < deadline:
+        tries += 1
+        try:
+            status, body = await http.get(req["ns"], req["src"], "/openstack/latest/meta_data.json")
+            if status == 200 and json.loads(body).get("uuid") == req["uuid"]:
+                return {"ok": True, "t": time.monotonic(), "tries": tries}
+            last = f"{status} {body[:100]!r}"
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
+            last = repr(exc)
+        await asyncio.sleep(float(req.get("interval", 0.005)))
+    return {"ok": False, "t": time.monotonic(), "tries": tries, "last": last}
+
+
+class _Instance:
+    """cloud-init 22.4.2's OpenStack datasource request sequence for one instance."""
+
+    def __init__(self, http: _Http, ns: str, src: str, uuid_: str) -> None:
+        self.http, self.ns, self.src, self.uuid = http, ns, src, uuid_
+        self.latencies: list[float] = []
+        self.failures: list[str] = []
+
+    async def get(self, path: str, *, must: bool = True) -> tuple[int, bytes]:
+        t0 = time.monotonic()
+        try:
+            status, body = await self.http.get(self.ns, self.src, path)
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
+            self.latencies.append(time.monotonic() - t0)
+            self.failures.append(f"{self.src} {path}: {exc!r}")
+            return 0, b""
+        self.latencies.append(time.monotonic() - t0)
+        # Optional OpenStack files may 404 (cloud-init skips them); anything else must be 200.
+        if status != 200 and (must or status != 404):
+            self.failures.append(f"{self.src} {path}: HTTP {status} {body[:80]!r}")
+        return status, body
+
+    async def run(self) -> None:
+        status, body = await self.get("/openstack")  # wait_for_url: 2xx and a non-empty body
+        if status != 200 or not body.strip():
+            return
+        status, body = await self.get("/openstack")  # read_v2 asks again for the versions
+        offered = body.decode().split()
+        ver = next((v for v in OPENSTACK_VERSIONS if v in offered), "latest")
+        for name in OPENSTACK_FILES:
+            status, body = await self.get(f"/openstack/{ver}/{name}", must=name == "meta_data.json")
+            if name == "meta_data.json" and status == 200:
+                meta = json.loads(body)
+                if meta.get("uuid") != self.uuid:
+                    self.failures.append(f"{self.src}: uuid {meta.get('uuid')} != {self.uuid}")
+                for f in meta.get("files", []):
+                    if f.get("content_path"):
+                        await self.get(f"/openstack{f['content_path']}")
+        await self.crawl("/latest/meta-data/")
+
+    async def crawl(self, url: str) -> None:
+        """MetadataMaterializer: directories first (depth first), then leaves, listing order."""
+        status, body = await self.get(url)
+        if status != 200:
+            return
+        dirs, leaves = [], []
+        for line in body.decode().splitlines():
+            line = line.strip()
+            if not line:
+                continue
+            if line.endswith("/"):
+                if line.rstrip("/") != "security-credentials":
+                    dirs.append(line)
+            elif "=" in line:
+                leaves.append(line.split("=", 1)[0] + "/openssh-key")
+            elif line != "security-credentials":
+                leaves.append(line)
+        for d in dirs:
+            await self.crawl(url + d)
+        for leaf in leaves:
+            status, body = await self.get(url + leaf)
+            if url == "/latest/meta-data/" and leaf == "local-ipv4" and status == 200 \
+                    and body.decode() != self.src:
+                self.failures.append(f"{self.src}: local-ipv4 {body.decode()}")
+
+
+async def _storm(http: _Http, req: dict[str, Any]) -> dict[str, Any]:
+    instances = [_Instance(http, i["ns"], i["src"], i["uuid"]) for i in req["instances"]]
+    t0 = time.monotonic()
+    await asyncio.gather(*(inst.run() for inst in instances))
+    total = time.monotonic() - t0
+    lat = [x for inst in instances for x in inst.latencies]
+    failures = [f for inst in instances for f in inst.failures]
+    per_instance = [sum(inst.latencies) for inst in instances]
+    return {
+        "total_s": total,
+        "requests": len(lat),
+        "failed": len(failures),
+        "failures": failures[:20],
+        "p50_ms": percentile(lat, 50) * 1000,
+        "p99_ms": percentile(lat, 99) * 1000,
+        "max_ms": max(lat) * 1000 if lat else float("nan"),
+        "instance_p50_s": percentile(per_instance, 50),
+        "instance_max_s": max(per_instance) if per_instance else float("nan"),
+        "requests_per_instance": len(lat) / max(1, len(instances)),
+    }
+
+
+async def _client_main(host_ino: int) -> None:
+    http = _Http(timeout=30, host_ino=host_ino)
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 26)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while True:
+        line = await reader.readline()
+        if not line:
+            return
+        req = json.loads(line)
+        try:
+            if req["op"] == "poll":
+                answer = await _poll(http, req)
+            elif req["op"] == "storm":
+                answer = await _storm(http, req)
+            elif req["op"] == "get":
+                status, body = await http.get(req["ns"], req["src"], req["path"])
+                answer = {"status": status, "body": body.decode("utf-8", "replace")}
+            else:
+                answer = {"error": f"unknown op {req['op']}"}
+        except Exception as exc:  # noqa: BLE001 - reported to the controller
+            answer = {"error": repr(exc)}
+        sys.stdout.write(json.dumps(answer) + "\n")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3 or sys.argv[1] != "client":
+        raise SystemExit("usage: ip netns exec bench-c-<hex> python bench/_harness.py client "
+                         "<netns inode of the host>")
+    # Refuse to run in the namespace the controller runs in (the host's).
+    host = int(sys.argv[2])
+    if os.stat("/proc/self/ns/net").st_ino == host:
+        raise SystemExit("the namespace client must run inside a client namespace")
+    asyncio.run(_client_main(host))

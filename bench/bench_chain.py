@@ -1,0 +1,201 @@
+"""Benchmark (issue 5): the full metadata chain from inside a guest namespace, beside a static
+haproxy, and the memory of one more proxied namespace.
+
+Not a test. Starts a real `openimds all-in-one` with a benchmark fabric namespace, creates an
+isolated network with one server, and plugs a client namespace into the fabric with that
+server's port and address (169.254.169.254 routed via the DHCP port, as option 121 would).
+wrk, run inside that namespace, then measures, with 64 connections:
+
+* the chain  haproxy (qdhcp ns) -> unix socket -> metadata agent -> metadata API,
+  GET /openstack/latest/meta_data.json, keep-alive and with a new connection per request
+  (`Connection: close`: cloud-init opens a new connection for every request);
+* in the same run, a static haproxy (`http-request return` of the same body, nbthread 1 like the
+  product's proxy) in another namespace on the same bridge: the ceiling of this machine.
+
+Bar: chain keep-alive req/s >= 10 % of the static keep-alive rate.
+
+Memory: networks are added one at a time; after each one is up (dnsmasq and haproxy in its
+qdhcp namespace) the Pss (smaps_rollup) of every haproxy in the benchmark's qdhcp namespaces is
+summed; the marginal cost is the least-squares slope over the network count.
+Bar: <= 5 MB per proxied namespace.
+
+    .venv/bin/python bench/bench_chain.py [--duration 10] [--connections 64] [--threads 2]
+        [--networks 6] [--workers N]
+
+Root only. Every namespace and process is the benchmark's own and is removed at the end, also on
+failure or Ctrl-C; requests to 169.254.169.254 leave only the client namespace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from _harness import (  # noqa: E402
+    MD_ADDR,
+    Node,
+    NsClient,
+    WrkResult,
+    clean_env,
+    install_stop_handlers,
+    ns_pss_kb,
+    processes_by_netns,
+    run_wrk,
+    slope,
+    verdict,
+    wait_for,
+)
+
+PATH = "/openstack/latest/meta_data.json"
+CIDR, PREFIX = "10.99.0.0/24", 24
+GUEST_IP, STATIC_IP = "10.99.0.10", "10.99.0.250"
+
+
+async def _setup(node: Node) -> dict[str, Any]:
+    async with node.api() as api:
+        net, _ = await node.create_network(api, "chain", CIDR)
+        server = await api.create("servers", {"name": "chain-vm",
+                                              "networks": [{"uuid": net, "fixed_ip": GUEST_IP}]})
+        (port,) = await api.list("ports", device_id=server["id"])
+        static = await api.create("ports", {"network_id": net, "name": "static",
+                                            "fixed_ips": [{"ip_address": STATIC_IP}]})
+        wait_for(lambda: node.network_ready(net, processes_by_netns()), timeout=60, interval=0.2)
+        dhcp_ip = await node.dhcp_ip(api, net)
+    return {"net": net, "server": server["id"], "port": port, "static": static, "dhcp": dhcp_ip}
+
+
+def start_static(node: Node, ns: str, body: bytes) -> None:
+    """haproxy answering every request with `body`, bound to STATIC_IP:80 inside `ns`."""
+    (node.state / "static.json").write_bytes(body)
+    cfg = node.state / "static.cfg"
+    cfg.write_text(
+        f"""global
+    nbthread 1
+    maxconn 1024
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend static
+    bind {STATIC_IP}:80
+    http-request return status 200 content-type application/json file {node.state}/static.json
+"""
+    )
+    proc = subprocess.Popen(["ip", "netns", "exec", ns, "haproxy", "-db", "-f", str(cfg)],
+                            env=clean_env(), stdout=subprocess.DEVNULL)
+    node.extra_pids.append(proc.pid)  # `ip netns exec` execs haproxy: the same pid
+
+    def listening() -> bool:
+        return subprocess.run(["ip", "netns", "exec", ns, "bash", "-c",
+                               f"exec 3<>/dev/tcp/{STATIC_IP}/80"],
+                              capture_output=True).returncode == 0
+
+    wait_for(listening, timeout=10, interval=0.1)
+
+
+async def _add_networks(node: Node, count: int) -> list[tuple[int, float, int]]:
+    """Add networks one by one; after each is up: (networks, haproxy Pss MB, haproxy count)."""
+    points = []
+    names = lambda: [f"qdhcp-{n}" for n in node.network_ids]  # noqa: E731
+    async with node.api() as api:
+        for i in range(count + 1):
+            if i:
+                net, _ = await node.create_network(api, f"pss-{i}", f"10.{100 + i}.0.0/24")
+                wait_for(lambda n=net: node.network_ready(n, processes_by_netns()), timeout=60,
+                         interval=0.1)
+            time.sleep(1.0)  # let the new haproxy finish starting before reading its memory
+            kb, procs = ns_pss_kb(names(), ("haproxy",))
+            points.append((len(node.network_ids), kb / 1024, procs))
+    return points
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=2, help="wrk threads")
+    ap.add_argument("--networks", type=int, default=6, help="networks added for the Pss slope")
+    ap.add_argument("--workers", type=int, help="metadata_workers (agent and API); "
+                    "default: the product's")
+    args = ap.parse_args()
+    for tool in ("wrk", "haproxy", "dnsmasq"):
+        if shutil.which(tool) is None:
+            ap.error(f"{tool} not found on PATH")
+    install_stop_handlers()
+    extra = f"metadata_workers = {args.workers}\n" if args.workers else ""
+    node = Node(extra_conf=extra)
+    try:
+        t0 = time.monotonic()
+        node.start()
+        print(f"all-in-one up in {time.monotonic() - t0:.1f}s (state {node.state})", flush=True)
+        s = asyncio.run(_setup(node))
+        guest = node.client_ns(s["net"], s["port"], [GUEST_IP], PREFIX, s["dhcp"])
+        static_ns = node.client_ns(s["net"], s["static"], [STATIC_IP], PREFIX, s["dhcp"])
+        client = NsClient(guest, node)
+        try:
+            first = client.call(op="poll", ns=guest, src=GUEST_IP, uuid=s["server"], timeout=30)
+            if not first["ok"]:
+                raise RuntimeError(f"metadata not served: {first}")
+            answer = client.call(op="get", ns=guest, src=GUEST_IP, path=PATH)
+        finally:
+            client.close()
+        body = answer["body"].encode()
+        start_static(node, static_ns, body)
+
+        common = {"threads": args.threads, "connections": args.connections,
+                  "duration": args.duration}
+        close = ["Connection: close"]
+        results: list[WrkResult] = []
+        for name, url, hdrs in (
+            ("static haproxy keep-alive", f"http://{STATIC_IP}{PATH}", []),
+            ("chain keep-alive", f"http://{MD_ADDR}{PATH}", []),
+            ("static haproxy new conn", f"http://{STATIC_IP}{PATH}", close),
+            ("chain new conn", f"http://{MD_ADDR}{PATH}", close),
+        ):
+            r = run_wrk(name, guest, url, headers=hdrs, **common)
+            results.append(r)
+            print(f"  ran {name}: {r.rps:.0f} req/s", flush=True)
+        by = {r.name: r for r in results}
+
+        points = asyncio.run(_add_networks(node, args.networks))
+
+        print()
+        print(f"GET {PATH} ({len(body)} B), {args.connections} connections, {args.threads} wrk "
+              f"threads, {args.duration}s each, from inside guest namespace {guest}")
+        print(f"{'':28s} {'req/s':>10s} {'p50 ms':>9s} {'p99 ms':>9s} {'requests':>9s} "
+              f"{'non-2xx':>8s} {'sock err':>8s} {'vs static':>9s}")
+        for r in results:
+            ref = by["static haproxy " + ("keep-alive" if "keep" in r.name else "new conn")]
+            print(f"{r.name:28s} {r.rps:10.0f} {r.p50_ms:9.2f} {r.p99_ms:9.2f} {r.requests:9d} "
+                  f"{r.non2xx:8d} {r.socket_errors:8d} {r.rps / ref.rps:9.1%}")
+        ratio = by["chain keep-alive"].rps / by["static haproxy keep-alive"].rps
+        errors = sum(by[n].non2xx + by[n].socket_errors for n in ("chain keep-alive",
+                                                                  "chain new conn"))
+        print(f"chain keep-alive / static keep-alive = {ratio:.1%} "
+              f"(bar >= 10%: {verdict(ratio >= 0.10 and errors == 0)}"
+              f"{'' if errors == 0 else f'; {errors} errors'})")
+        print()
+        print(f"{'networks':>8s} {'haproxy':>8s} {'Pss MB (sum)':>13s}")
+        for n, mb, procs in points:
+            print(f"{n:8d} {procs:8d} {mb:13.2f}")
+        marginal = slope([p[0] for p in points], [p[1] for p in points])
+        last = points[-1][1] - points[-2][1]
+        print(f"marginal haproxy Pss per proxied namespace: {marginal:.2f} MB (slope), "
+              f"{last:.2f} MB (last step) (bar <= 5 MB: {verdict(marginal <= 5)})")
+    finally:
+        node.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
