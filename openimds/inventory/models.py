@@ -156,7 +156,9 @@ class FixedIP(Base):
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     port_id: Mapped[str] = mapped_column(ForeignKey("ports.id", ondelete="CASCADE"), index=True)
-    subnet_id: Mapped[str] = mapped_column(ForeignKey("subnets.id", ondelete="RESTRICT"))
+    subnet_id: Mapped[str] = mapped_column(
+        ForeignKey("subnets.id", ondelete="RESTRICT"), index=True
+    )
     # Denormalised from the subnet so the hot lookup (ip, network) needs one index only.
     network_id: Mapped[str] = mapped_column(ForeignKey("networks.id", ondelete="RESTRICT"))
     ip_address: Mapped[str] = mapped_column(String(64))

@@ -212,6 +212,8 @@ class Store:
             name = TRACKED.get(type(obj))
             if name and session.is_modified(obj):
                 note(name, _resource_id(obj), "update")
+            elif isinstance(obj, FixedIP) and session.is_modified(obj):
+                note("port", obj.port_id, "update")
         for obj in session.deleted:
             name = TRACKED.get(type(obj))
             if name:

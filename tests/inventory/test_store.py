@@ -221,9 +221,12 @@ def test_every_change_gets_its_own_increasing_revision(store: Store) -> None:
         port = s.scalars(select(Port)).one()
         port.fixed_ips.append(FixedIP(subnet_id=ids["subnet"], ip_address="10.0.0.6"))
     with store.session() as s:
+        port = s.scalars(select(Port)).one()
+        port.fixed_ips[0].ip_address = "10.0.0.7"  # an address changed in place
+    with store.session() as s:
         s.delete(s.scalars(select(Port)).one())
     ops = [(c.resource, c.op) for c in store.changes_since(rev)]
-    assert ops == [("port", "create"), ("port", "update"), ("port", "delete")]
+    assert ops == [("port", "create"), ("port", "update"), ("port", "update"), ("port", "delete")]
 
 
 def test_long_poll_returns_at_once_when_changes_exist(store: Store) -> None:
