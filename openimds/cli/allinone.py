@@ -71,9 +71,9 @@ metadata_proxy_shared_secret = {shared_secret}
 """
 
 
-def render_openrc(admin_password: str) -> str:
+def render_openrc(auth_url: str, admin_password: str) -> str:
     return (
-        "export OS_AUTH_URL=http://127.0.0.1:9696/v3\n"
+        f"export OS_AUTH_URL={auth_url}\n"
         "export OS_USERNAME=admin\n"
         f"export OS_PASSWORD={admin_password}\n"
         "export OS_PROJECT_NAME=admin\n"
@@ -87,20 +87,25 @@ def _write_secret_file(path: Path, text: str) -> None:
     os.chmod(path, 0o600)
 
 
-def prepare_state_dir(state_dir: Path) -> tuple[Path, str]:
-    """Create (first start) or reuse (later starts) the node config; return it and the password."""
+def ensure_node_config(state_dir: Path) -> Path:
+    """Write the node config with fresh secrets on first start; reuse it on every later start."""
     state_dir.mkdir(parents=True, exist_ok=True)
     conf = state_dir / "openimds.conf"
+    if not conf.exists():
+        password = secrets.token_urlsafe(18)
+        secret = secrets.token_hex(24)
+        _write_secret_file(conf, render_node_config(state_dir.resolve(), password, secret))
+    return conf
+
+
+def write_openrc(state_dir: Path, bind_host: str, bind_port: int, password: str) -> Path:
+    """`DIR/openrc` for the CLI, from the effective options (the operator may move the port)."""
+    host = "127.0.0.1" if bind_host in ("", "0.0.0.0", "::") else bind_host
+    if ":" in host:
+        host = f"[{host}]"
     openrc = state_dir / "openrc"
-    if conf.exists() and openrc.exists():
-        for line in openrc.read_text().splitlines():
-            if line.startswith("export OS_PASSWORD="):
-                return conf, line.split("=", 1)[1]
-    password = secrets.token_urlsafe(18)
-    secret = secrets.token_hex(24)
-    _write_secret_file(conf, render_node_config(state_dir.resolve(), password, secret))
-    _write_secret_file(openrc, render_openrc(password))
-    return conf, password
+    _write_secret_file(openrc, render_openrc(f"http://{host}:{bind_port}/v3", password))
+    return openrc
 
 
 @dataclass
@@ -130,8 +135,17 @@ class Child:
 
 def _run(args: argparse.Namespace) -> int:
     setup_logging(args.debug)
+    from openimds.config import ConfigError, load_config
+
     state_dir = Path(args.state_dir).resolve()
-    conf, password = prepare_state_dir(state_dir)
+    conf = ensure_node_config(state_dir)
+    try:
+        node = load_config("all-in-one", [str(conf), *args.config_files], args.config_dirs)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    password = str(node.admin_password)
+    write_openrc(state_dir, str(node.bind_host), int(node.bind_port), password)
     conf_args = ["--config-file", str(conf)]
     for f in args.config_files:
         conf_args += ["--config-file", f]

@@ -408,6 +408,10 @@ def _register_port(sub: argparse._SubParsersAction) -> None:
     _leaf(verbs, "show", _shower("ports"), "ports", "show a port").add_argument("name")
     _leaf(verbs, "delete", _deleter("ports"), "ports",
           "delete ports").add_argument("names", nargs="+")
+    # `port plug` is a node-local action (veths in the fabric), owned by the network agents' CLI.
+    from openimds.cli.network_agents_cmd import add_port_plug
+
+    add_port_plug(verbs, "plug")
 
 
 # ---- servers --------------------------------------------------------------------------------

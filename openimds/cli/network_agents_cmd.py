@@ -34,18 +34,7 @@ def register(subparsers: Any) -> None:
         help="run the L3 agent (qrouter namespaces, qr- ports, REDIRECT, proxies)",
     )
     p.set_defaults(func=_l3_agent)
-    p = subparsers.add_parser(
-        "port-plug", parents=[config_parent()],
-        help="plug an instance port into a network namespace (tests and demos)",
-    )
-    p.add_argument("port", metavar="PORT", help="port id")
-    p.add_argument("--netns", required=True, help="namespace for the far end (created)")
-    p.add_argument("--ifname", default="eth0", help="device name in NETNS (default eth0)")
-    p.add_argument(
-        "--configure-ip", action="store_true",
-        help="also add the port's fixed IPs and a default route via the subnet gateway",
-    )
-    p.set_defaults(func=_port_plug)
+    add_port_plug(subparsers, "port-plug")
 
 
 def _load(service: str, args: argparse.Namespace) -> Any:
@@ -122,6 +111,22 @@ async def _fetch_port(
     finally:
         await client.close()
     return port, subnets, int(network.get("mtu") or 1500)
+
+
+def add_port_plug(subparsers: Any, name: str) -> None:
+    """Register the plug command as `name`: `port-plug` here and `port plug` in the port group."""
+    p = subparsers.add_parser(
+        name, parents=[config_parent()],
+        help="plug an instance port into a network namespace (tests and demos)",
+    )
+    p.add_argument("port", metavar="PORT", help="port id")
+    p.add_argument("--netns", required=True, help="namespace for the far end (created)")
+    p.add_argument("--ifname", default="eth0", help="device name in NETNS (default eth0)")
+    p.add_argument(
+        "--configure-ip", action="store_true",
+        help="also add the port's fixed IPs and a default route via the subnet gateway",
+    )
+    p.set_defaults(func=_port_plug)
 
 
 def static_config(

@@ -69,12 +69,12 @@ class Cloud:
         self.script.chmod(0o755)
         self.guests: list[str] = []
         self.resource_ids: set[str] = set()
-        self.log = open(self.state / "all-in-one.log", "wb")  # noqa: SIM115 - closed in stop()
         self.proc: subprocess.Popen[bytes] | None = None
         self.env: dict[str, str] = {}
 
     # ---- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
+        self.log = open(self.state / "all-in-one.log", "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "openimds", "all-in-one", "--state-dir", str(self.state),
              "--config-file", str(self.extra_conf)],
@@ -82,16 +82,18 @@ class Cloud:
         )
         openrc = self.state / "openrc"
         wait_for(openrc.exists, timeout=30)
-        password = re.search(r"OS_PASSWORD=(\S+)", openrc.read_text())
-        assert password
-        self.env = _clean_env({
-            "OS_AUTH_URL": f"http://127.0.0.1:{self.api_port}/v3",
-            "OS_USERNAME": "admin",
-            "OS_PASSWORD": password.group(1),
-            "OS_PROJECT_NAME": "admin",
-        })
+        wait_for(lambda: f":{self.api_port}/" in openrc.read_text(), timeout=30)
+        # The CLI environment comes from the openrc all-in-one writes, as a newcomer's would.
+        self.env = _clean_env(dict(re.findall(r"export (OS_\w+)=(\S+)", openrc.read_text())))
         wait_for(lambda: self._cli_ok("network", "list"), timeout=60, interval=0.3)
         wait_for((self.state / "metadata_proxy").exists, timeout=30)
+
+    def children(self) -> list[int]:
+        """Pids of all-in-one's live children."""
+        assert self.proc is not None
+        out = subprocess.run(["ps", "-o", "pid=,stat=", "--ppid", str(self.proc.pid)],
+                             capture_output=True, text=True).stdout
+        return [int(p) for p, st in (line.split() for line in out.splitlines()) if "Z" not in st]
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -165,18 +167,27 @@ class Cloud:
         """Plug the port into a fresh guest namespace with the real `openimds port-plug`."""
         ns = f"oit-g-{uuid.uuid4().hex[:8]}"
         self.guests.append(ns)
-        args = ["port-plug", port_id, "--netns", ns, *self.conf_args()]
+        args = ["port", "plug", port_id, "--netns", ns, *self.conf_args()]
         if configure_ip:
             args.append("--configure-ip")
         proc = self.cli_raw(*args)
         assert proc.returncode == 0, proc.stderr
         return ns
 
-    def dhcp(self, guest: str) -> str:
-        """A lease from dnsmasq with option 121 asked for; returns the guest's IPv4 routes."""
-        sh("udhcpc", "-i", "eth0", "-s", str(self.script), "-f", "-q", "-n", "-t", "8", "-T", "1",
-           "-O", "staticroutes", netns=guest, timeout=60)
-        return sh("ip", "-4", "route", netns=guest)
+    def dhcp(self, guest: str, *, within: float = 60) -> str:
+        """A lease from dnsmasq with option 121 asked for; returns the guest's IPv4 routes.
+
+        Retried until `within` seconds: the DHCP agent may still be starting dnsmasq for a
+        network created a moment ago."""
+        deadline = time.monotonic() + within
+        while True:
+            try:
+                sh("udhcpc", "-i", "eth0", "-s", str(self.script), "-f", "-q", "-n", "-t", "5",
+                   "-T", "1", "-O", "staticroutes", netns=guest, timeout=60)
+                return sh("ip", "-4", "route", netns=guest)
+            except AssertionError:
+                if time.monotonic() > deadline:
+                    raise
 
     def fetch(self, guest: str, path: str, *, host: str = "169.254.169.254",
               timeout: float = 10) -> tuple[int, bytes]:
