@@ -102,6 +102,31 @@ def slope(xs: Sequence[float], ys: Sequence[float]) -> float:
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / den if den else 0.0
 
 
+PRIVATE_ENV = "OPENIMDS_BENCH_PRIVATE_NETNS"
+
+
+def enter_private_netns_dir() -> None:
+    """Re-exec this benchmark in a private mount namespace with its own empty /run/netns.
+
+    Why: the DHCP and L3 agents of every all-in-one node treat each `qdhcp-*`/`qrouter-*`
+    namespace listed in /run/netns as theirs, and tear down the ones missing from their own
+    inventory as orphans (at start and on every 60 s resync). Another node on this machine
+    would delete the benchmark's namespaces mid-run, and the benchmark's node would delete
+    theirs. With a private /run/netns each side sees only its own names. Everything the
+    benchmark starts (all-in-one, wrk, the namespace client) inherits this mount namespace."""
+    if os.environ.get(PRIVATE_ENV) == "1":
+        return
+    if os.geteuid() != 0:
+        raise SystemExit("needs root (network namespaces)")
+    os.makedirs("/run/netns", exist_ok=True)
+    os.environ[PRIVATE_ENV] = "1"
+    script = (
+        "mount -t tmpfs -o mode=0755 bench-netns /run/netns && exec \"$0\" \"$@\""
+    )
+    os.execvp("unshare", ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+                          script, sys.executable, *sys.argv])
+
+
 def install_stop_handlers() -> None:
     """SIGTERM/SIGHUP raise KeyboardInterrupt, so every `finally` cleanup runs as on Ctrl-C."""
 
@@ -234,7 +259,9 @@ class Node:
 
         def api_up() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError("all-in-one exited; see " + str(self.state / "all-in-one.log"))
+                self.log.flush()
+                tail = (self.state / "all-in-one.log").read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"all-in-one exited:\n{tail}")
             try:
                 asyncio.run(self._probe())
                 return True

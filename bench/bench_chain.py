@@ -46,6 +46,7 @@ from _harness import (  # noqa: E402
     NsClient,
     WrkResult,
     clean_env,
+    enter_private_netns_dir,
     install_stop_handlers,
     ns_pss_kb,
     processes_by_netns,
@@ -114,6 +115,9 @@ async def _add_networks(node: Node, count: int) -> list[tuple[int, float, int]]:
                 wait_for(lambda n=net: node.network_ready(n, processes_by_netns()), timeout=60,
                          interval=0.1)
             time.sleep(1.0)  # let the new haproxy finish starting before reading its memory
+            # Every network must still have its proxy: a missing one would bias the slope.
+            wait_for(lambda: all(node.network_ready(n, processes_by_netns())
+                                 for n in node.network_ids), timeout=30, interval=0.2)
             kb, procs = ns_pss_kb(names(), ("haproxy",))
             points.append((len(node.network_ids), kb / 1024, procs))
     return points
@@ -131,6 +135,7 @@ def main() -> int:
     for tool in ("wrk", "haproxy", "dnsmasq"):
         if shutil.which(tool) is None:
             ap.error(f"{tool} not found on PATH")
+    enter_private_netns_dir()
     install_stop_handlers()
     extra = f"metadata_workers = {args.workers}\n" if args.workers else ""
     node = Node(extra_conf=extra)
