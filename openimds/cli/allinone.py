@@ -122,16 +122,6 @@ class Child:
         self.proc = subprocess.Popen(self.argv, start_new_session=True)
         self.started_at = time.monotonic()
 
-    def stop(self, grace: float = 10.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
 
 def _run(args: argparse.Namespace) -> int:
     setup_logging(args.debug)
@@ -197,6 +187,20 @@ def _run(args: argparse.Namespace) -> int:
                     child.start()
             time.sleep(0.5)
     finally:
-        for child in reversed(children):
-            child.stop()
+        stop_all(children)
     return 0
+
+
+def stop_all(children: list[Child], grace: float = 15.0) -> None:
+    """SIGTERM every child at once, wait up to `grace` in total, then SIGKILL stragglers."""
+    live = [c.proc for c in children if c.proc is not None and c.proc.poll() is None]
+    for proc in live:
+        proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for proc in live:
+        try:
+            proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            LOG.warning("pid %s did not stop within %.0f s; killing it", proc.pid, grace)
+            proc.kill()
+            proc.wait()

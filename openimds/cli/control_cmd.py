@@ -93,7 +93,8 @@ def _serve(args: argparse.Namespace) -> int:
     LOG.info("control-plane API listening on %s:%s", settings.bind_host, settings.bind_port)
     try:
         web.run_app(build_app(store, settings), host=settings.bind_host,
-                    port=settings.bind_port, print=None, access_log=LOG)
+                    port=settings.bind_port, print=None, access_log=LOG,
+                    shutdown_timeout=5.0)
     finally:
         store.dispose()
     return 0

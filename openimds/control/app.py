@@ -213,6 +213,11 @@ async def _start_pools(app: web.Application) -> None:
     app[POOLS]["long_poll"] = ThreadPoolExecutor(256, thread_name_prefix="control-poll")
 
 
+async def _release_long_polls(app: web.Application) -> None:
+    # Parked long polls would hold shutdown for up to their timeout; answer them now (empty).
+    app[STORE].release_waiters()
+
+
 async def _stop_pools(app: web.Application) -> None:
     for pool in app[POOLS].values():
         pool.shutdown(wait=False, cancel_futures=True)
@@ -225,6 +230,7 @@ def build_app(store: Store, settings: Settings | None = None) -> web.Application
     app[SETTINGS] = settings or Settings()
     app[POOLS] = {}
     app.on_startup.append(_start_pools)
+    app.on_shutdown.append(_release_long_polls)
     app.on_cleanup.append(_stop_pools)
     app.router.add_get("/", _versions)
     app.router.add_get("/openapi.json", _openapi)

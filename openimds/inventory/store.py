@@ -172,10 +172,14 @@ class Store:
             session.rollback()
             session.close()
 
-    def dispose(self) -> None:
+    def release_waiters(self) -> None:
+        """Make every pending and future `changes_since` return at once (process shutdown)."""
         self._closed.set()
         with self._cond:
             self._cond.notify_all()
+
+    def dispose(self) -> None:
+        self.release_waiters()
         self._write_engine.dispose()
         self._read_engine.dispose()
 

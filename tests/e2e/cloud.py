@@ -105,10 +105,27 @@ class Cloud:
                 self.proc.wait()
         self.log.close()
 
+    def _pids_using_state(self) -> list[int]:
+        """Pids whose command line names our unique state dir: our own children, dnsmasq and
+        haproxy started for this test (found even if their namespace is already gone)."""
+        marker = str(self.state).encode()
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit() and int(entry.name) != os.getpid():
+                try:
+                    if marker in (entry / "cmdline").read_bytes():
+                        found.append(int(entry.name))
+                except OSError:
+                    continue
+        return found
+
     def cleanup(self) -> None:
         try:
             self.stop()
         finally:
+            for pid in self._pids_using_state():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             names = [*self.guests]
             for rid in self.resource_ids:
                 names += [f"qdhcp-{rid}", f"qrouter-{rid}"]
