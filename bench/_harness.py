@@ -211,6 +211,55 @@ def ns_pss_kb(names: Iterable[str], comms: Sequence[str]) -> tuple[int, int]:
     return total, count
 
 
+def cpu_seconds(pids: Iterable[int]) -> float:
+    """utime + stime of the given processes and all their live descendants, in seconds."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry.name}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        parents[int(entry.name)] = int(fields[1])
+        cpu[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+    roots = set(pids)
+    total = 0.0
+    for pid in cpu:
+        p = pid
+        while p > 1 and p not in roots:
+            p = parents.get(p, 0)
+        if p in roots:
+            total += cpu[pid]
+    return total
+
+
+class CpuMeter:
+    """CPU seconds used by named groups of processes between `start()` and `stop()`."""
+
+    def __init__(self, groups: dict[str, Callable[[], list[int]]]) -> None:
+        self.groups = groups
+        self.before: dict[str, float] = {}
+        self.used: dict[str, float] = {}
+        self.wall = 0.0
+
+    def start(self) -> None:
+        self.before = {k: cpu_seconds(f()) for k, f in self.groups.items()}
+        self.wall = time.monotonic()
+
+    def stop(self) -> None:
+        self.wall = time.monotonic() - self.wall
+        self.used = {k: cpu_seconds(f()) - self.before[k] for k, f in self.groups.items()}
+
+    def report(self, requests: int) -> str:
+        parts = [f"{k} {v:.1f}s ({v / self.wall:.0%} of a core, "
+                 f"{v / max(1, requests) * 1e6:.0f} us/req)" for k, v in self.used.items()]
+        return f"CPU over {self.wall:.1f}s: " + "; ".join(parts)
+
+
 # ---- the node --------------------------------------------------------------------------------
 
 
@@ -294,6 +343,27 @@ class Node:
             if service.encode() in argv:
                 return pid
         return None
+
+    def service_pids(self, service: str) -> list[int]:
+        pid = self.child_pid(service)
+        return [pid] if pid is not None else []
+
+    def proxy_pids(self) -> list[int]:
+        """haproxy processes in the node's qdhcp namespaces."""
+        table = processes_by_netns()
+        out = []
+        for n in self.network_ids:
+            ino = netns_inode(f"qdhcp-{n}")
+            out += [p for p, c in table.get(ino, []) if c == "haproxy"] if ino else []
+        return out
+
+    def cpu_meter(self, **extra: Callable[[], list[int]]) -> CpuMeter:
+        return CpuMeter({
+            "haproxy": self.proxy_pids,
+            "agent": lambda: self.service_pids("metadata-agent"),
+            "api": lambda: self.service_pids("metadata-api"),
+            **extra,
+        })
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

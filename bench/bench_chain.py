@@ -161,13 +161,19 @@ def main() -> int:
                   "duration": args.duration}
         close = ["Connection: close"]
         results: list[WrkResult] = []
+        cpu: dict[str, str] = {}
+        static_pids = node.extra_pids[-1:]
         for name, url, hdrs in (
             ("static haproxy keep-alive", f"http://{STATIC_IP}{PATH}", []),
             ("chain keep-alive", f"http://{MD_ADDR}{PATH}", []),
             ("static haproxy new conn", f"http://{STATIC_IP}{PATH}", close),
             ("chain new conn", f"http://{MD_ADDR}{PATH}", close),
         ):
+            meter = node.cpu_meter(static=lambda: static_pids)
+            meter.start()
             r = run_wrk(name, guest, url, headers=hdrs, **common)
+            meter.stop()
+            cpu[name] = meter.report(r.requests)
             results.append(r)
             print(f"  ran {name}: {r.rps:.0f} req/s", flush=True)
         by = {r.name: r for r in results}
@@ -183,6 +189,9 @@ def main() -> int:
             ref = by["static haproxy " + ("keep-alive" if "keep" in r.name else "new conn")]
             print(f"{r.name:28s} {r.rps:10.0f} {r.p50_ms:9.2f} {r.p99_ms:9.2f} {r.requests:9d} "
                   f"{r.non2xx:8d} {r.socket_errors:8d} {r.rps / ref.rps:9.1%}")
+        print("CPU by process group during each run (the machine has 2 cores):")
+        for name, text in cpu.items():
+            print(f"  {name}: {text}")
         ratio = by["chain keep-alive"].rps / by["static haproxy keep-alive"].rps
         errors = sum(by[n].non2xx + by[n].socket_errors for n in ("chain keep-alive",
                                                                   "chain new conn"))
