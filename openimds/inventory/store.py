@@ -41,7 +41,7 @@ from openimds.inventory.validate import validate_flush
 LOG = logging.getLogger(__name__)
 NOTIFY_CHANNEL = "openimds_changes"
 # Cross-process SQLite writers cannot signal us; this bounds how late a waiter notices them.
-POLL_INTERVAL = 0.5
+POLL_INTERVAL = 0.1
 
 
 @dataclass(frozen=True)
