@@ -1,0 +1,155 @@
+"""Benchmark (issue 6): boot storm, 1,000 simulated instances on 20 isolated networks each running
+cloud-init's OpenStack request sequence with a new connection per request.
+
+Not a test. Starts a real `openimds all-in-one` with a benchmark fabric namespace, creates 20
+isolated networks (all 10.0.0.0/24: tenants overlap) and 50 servers on each with fixed IPs.
+One client namespace per network is plugged into the fabric with the first server's port and
+holds all 50 fixed IPs on eth0 (169.254.169.254 routed via the DHCP port, as option 121 gives
+it). Once every network answers, the namespace client (bench/_harness.py, one asyncio process
+whose sockets are each made inside the right client namespace) starts all instances at once;
+each binds its own fixed IP as source and runs cloud-init 22.4.2's sequence
+(spec real-clients.md 1): GET /openstack twice, the five /openstack/<ver>/ files, then the EC2
+meta-data crawl (directories first, then leaves), every request on a new TCP connection.
+Every answer must be 200 (404 allowed only for the optional OpenStack files), meta_data.json
+must name the instance's own uuid and local-ipv4 its own address.
+
+Bars: total <= 20 s and no failed request. Per-request p50/p99 are printed, and the CPU used by
+haproxy, the agent and the API during the storm.
+
+    .venv/bin/python bench/bench_boot_storm.py [--networks 20] [--per-network 50]
+        [--workers N]
+
+Root only. Runs in a private /run/netns (see _harness.enter_private_netns_dir); everything it
+creates is removed at the end, also on failure or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from _harness import (  # noqa: E402
+    Node,
+    NsClient,
+    enter_private_netns_dir,
+    install_stop_handlers,
+    processes_by_netns,
+    verdict,
+    wait_for,
+)
+
+CIDR, PREFIX = "10.0.0.0/24", 24
+
+
+def address(i: int) -> str:
+    return f"10.0.0.{i + 10}"
+
+
+async def build(node: Node, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Networks and servers; returns per network: id, dhcp ip, [(ip, uuid, port)]."""
+    out: list[dict[str, Any]] = []
+    sem = asyncio.Semaphore(8)
+    async with node.api() as api:
+        for n in range(args.networks):
+            net, _ = await node.create_network(api, f"storm-{n}", CIDR)
+            out.append({"net": net, "instances": []})
+
+        async def server(entry: dict[str, Any], n: int, i: int) -> None:
+            ip = address(i)
+            async with sem:
+                s = await api.create("servers", {"name": f"storm-{n}-{i}",
+                                                 "networks": [{"uuid": entry["net"],
+                                                               "fixed_ip": ip}]})
+            entry["instances"].append((ip, s["id"]))
+
+        t0 = time.monotonic()
+        await asyncio.gather(*(server(e, n, i) for n, e in enumerate(out)
+                               for i in range(args.per_network)))
+        print(f"  {args.networks * args.per_network} servers created in "
+              f"{time.monotonic() - t0:.1f}s", flush=True)
+        for entry in out:
+            entry["instances"].sort(key=lambda t: tuple(int(x) for x in t[0].split(".")))
+            _first_ip, first_uuid = entry["instances"][0]
+            (port,) = await api.list("ports", device_id=first_uuid)
+            entry["port"] = port
+            entry["dhcp"] = await node.dhcp_ip(api, entry["net"])
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--networks", type=int, default=20)
+    ap.add_argument("--per-network", type=int, default=50)
+    ap.add_argument("--workers", type=int, help="metadata_workers (agent and API); "
+                    "default: the product's")
+    args = ap.parse_args()
+    if args.per_network > 240:
+        ap.error("at most 240 instances per /24 network")
+    for tool in ("haproxy", "dnsmasq"):
+        if shutil.which(tool) is None:
+            ap.error(f"{tool} not found on PATH")
+    enter_private_netns_dir()
+    install_stop_handlers()
+    node = Node(extra_conf=f"metadata_workers = {args.workers}\n" if args.workers else "")
+    client: NsClient | None = None
+    try:
+        t0 = time.monotonic()
+        node.start()
+        print(f"all-in-one up in {time.monotonic() - t0:.1f}s (state {node.state})", flush=True)
+        nets = asyncio.run(build(node, args))
+        wait_for(lambda: all(node.network_ready(e["net"], processes_by_netns()) for e in nets),
+                 timeout=600, interval=0.2)
+        for e in nets:
+            e["ns"] = node.client_ns(e["net"], e["port"], [ip for ip, _ in e["instances"]],
+                                     PREFIX, e["dhcp"])
+        client = NsClient(nets[0]["ns"], node)
+        # Each proxy answers before the storm (the first instance of each network asks once).
+        for e in nets:
+            ip, uid = e["instances"][0]
+            got = client.call(op="poll", ns=e["ns"], src=ip, uuid=uid, timeout=60)
+            if not got["ok"]:
+                raise RuntimeError(f"network {e['net']} does not answer: {got}")
+        print(f"  {len(nets)} networks answer; storm of "
+              f"{sum(len(e['instances']) for e in nets)} instances", flush=True)
+        instances = [{"ns": e["ns"], "src": ip, "uuid": uid}
+                     for e in nets for ip, uid in e["instances"]]
+        proc = client.proc
+        meter = node.cpu_meter(client=lambda: [proc.pid])
+        meter.start()
+        r = client.call(op="storm", instances=instances)
+        meter.stop()
+
+        print()
+        print(f"boot storm: {len(instances)} instances on {len(nets)} networks, cloud-init "
+              f"22.4.2 OpenStack sequence + EC2 crawl, new connection per request")
+        print(f"  requests          {r['requests']} ({r['requests_per_instance']:.0f} per "
+              f"instance), failed {r['failed']}")
+        print(f"  total             {r['total_s']:.1f} s  ({r['requests'] / r['total_s']:.0f} "
+              f"req/s)")
+        print(f"  per request       p50 {r['p50_ms']:.0f} ms, p99 {r['p99_ms']:.0f} ms, "
+              f"max {r['max_ms']:.0f} ms")
+        print(f"  per instance      p50 {r['instance_p50_s']:.1f} s, max "
+              f"{r['instance_max_s']:.1f} s (sum of its request times)")
+        print(f"  {meter.report(r['requests'])}")
+        for f in r["failures"][:10]:
+            print(f"  failed: {f}")
+        ok_total = r["total_s"] <= 20
+        print(f"bar: total <= 20 s: {verdict(ok_total)}; no failed request: "
+              f"{verdict(r['failed'] == 0)}")
+    finally:
+        if client is not None:
+            client.close()
+        node.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
