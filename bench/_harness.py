@@ -390,6 +390,14 @@ class Node:
             for ns in names:
                 with contextlib.suppress(Exception):
                     kill_and_delete(ns)
+            # A daemon whose namespace name is already gone (deleted by someone else) is still
+            # ours if its command line names our unique state directory: kill it by pid.
+            mark = str(self.state).encode()
+            for entry in os.scandir("/proc"):
+                if entry.name.isdigit():
+                    with contextlib.suppress(OSError):
+                        if mark in Path(f"/proc/{entry.name}/cmdline").read_bytes():
+                            os.kill(int(entry.name), signal.SIGKILL)
             shutil.rmtree(self.state, ignore_errors=True)
 
     # inventory helpers (async: one ControlClient per benchmark phase)
