@@ -182,7 +182,8 @@ async def run_worker(sock: socket.socket, settings: AgentSettings, feed: Invento
     state = AgentState(index, sync, upstream)
     runner = web.AppRunner(build_app(state), access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.SockSite(runner, sock)
+    # aiohttp calls listen() again with its own default (128) unless told: keep ours.
+    site = web.SockSite(runner, sock, backlog=settings.backlog)
     await site.start()
     sync_task = asyncio.create_task(sync.run(), name="index-sync")
     LOG.info("metadata agent serving on %s (pid %d; upstream %s)", settings.socket_path,

@@ -16,12 +16,11 @@ import re
 from datetime import datetime
 from typing import Any
 
-from openimds.dhcp.apply import NAMESPACE_PREFIX, DhcpApplier, DhcpSettings
+from openimds.dhcp.apply import DhcpApplier, DhcpSettings
 from openimds.dhcp.model import NetworkInfo, networks_from_neutron
 from openimds.dhcp.plan import DhcpOptions, desired_dhcp_state
 from openimds.linux.fabric import BRIDGE_PREFIX, ensure_fabric
 from openimds.linux.links import delete_link
-from openimds.linux.netns import list_netns
 from openimds.linux.observe import links
 from openimds.reconcile import InventoryAgent, InventoryReader, Snapshot
 
@@ -72,9 +71,9 @@ class DhcpAgent(InventoryAgent):
         return out
 
     def orphan_keys(self) -> set[str]:
-        found = {
-            k for n in list_netns(NAMESPACE_PREFIX) if self.owns(k := n[len(NAMESPACE_PREFIX) :])
-        }
+        # Only what our own state directory says we created: never the host's namespace list,
+        # which may hold another node's qdhcp-* namespaces (see linux/claims.py).
+        found = set(self.applier.claims.ids())
         confs = self.applier.settings.dhcp_confs
         with contextlib.suppress(FileNotFoundError):
             found |= {
@@ -83,7 +82,7 @@ class DhcpAgent(InventoryAgent):
                 if _ID.match(d) and os.path.isdir(os.path.join(confs, d))
             }
         found |= set(self.applier.proxy.owned_ids("network"))
-        return found
+        return {k for k in found if self.owns(k)}
 
     def _model(self, snap: Snapshot) -> dict[str, NetworkInfo]:
         if self._networks is None or self._networks[0] != snap.revision:

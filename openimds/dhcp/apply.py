@@ -24,6 +24,7 @@ from typing import Any
 
 from openimds.dhcp.plan import DhcpPlan
 from openimds.linux import actions as act
+from openimds.linux.claims import Claims
 from openimds.linux.dnsmasq import DnsmasqProcess, daemon_argv, find_dnsmasq, netns_inode
 from openimds.linux.fabric import bridge_name, fabric_port_name
 from openimds.linux.netns import netns_exists
@@ -311,6 +312,7 @@ class DhcpApplier:
         self.settings = settings
         self.proxy = proxy  # HaproxySupervisor (ensure/stop/owned_ids)
         self.executor = act.Executor(proxy)
+        self.claims = Claims(settings.state_path, "network")
 
     def apply(
         self,
@@ -327,5 +329,9 @@ class DhcpApplier:
         changes = [a for a in actions if not isinstance(a, act.EnsureProxy)]
         if changes:
             log.info("%d actions: %s", len(changes), ", ".join(type(a).__name__ for a in changes))
+        if plan is not None:
+            self.claims.add(network_id)  # before anything exists
         self.executor.run(actions)
+        if plan is None:
+            self.claims.remove(network_id)  # everything is gone
         return actions

@@ -12,11 +12,10 @@ import os
 from datetime import datetime
 from typing import Any
 
-from openimds.l3.apply import NAMESPACE_PREFIX, RouterApplier, RouterSettings
+from openimds.l3.apply import RouterApplier, RouterSettings
 from openimds.l3.model import ROUTER_INTERFACE_OWNERS, RouterInfo, routers_from_neutron
 from openimds.l3.plan import L3Options, desired_router_state
 from openimds.linux.fabric import ensure_fabric
-from openimds.linux.netns import list_netns
 from openimds.reconcile import InventoryAgent, InventoryReader, Snapshot
 
 __all__ = ["L3Agent", "build_l3_agent", "l3_options_from_conf"]
@@ -67,10 +66,9 @@ class L3Agent(InventoryAgent):
         return out
 
     def orphan_keys(self) -> set[str]:
-        found = {
-            k for n in list_netns(NAMESPACE_PREFIX) if self.owns(k := n[len(NAMESPACE_PREFIX) :])
-        }
-        return found | set(self.applier.proxy.owned_ids("router"))
+        # Only what our own state directory says we created (see linux/claims.py).
+        found = self.applier.claims.ids() | set(self.applier.proxy.owned_ids("router"))
+        return {k for k in found if self.owns(k)}
 
     def _model(self, snap: Snapshot) -> dict[str, RouterInfo]:
         if self._routers is None or self._routers[0] != snap.revision:

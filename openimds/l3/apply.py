@@ -21,6 +21,7 @@ from typing import Any
 from openimds.l3.plan import RouterPlan, render_iptables_restore
 from openimds.linux import actions as act
 from openimds.linux import iptables as ipt
+from openimds.linux.claims import Claims
 from openimds.linux.fabric import bridge_name, fabric_port_name
 from openimds.linux.netns import get_sysctl, netns_exists
 from openimds.linux.observe import Address, Link, addresses, links, normalize_cidr
@@ -208,6 +209,7 @@ class RouterApplier:
         self.settings = settings
         self.proxy = proxy  # HaproxySupervisor
         self.executor = act.Executor(proxy)
+        self.claims = Claims(settings.state_path, "router")
 
     def apply(
         self,
@@ -221,5 +223,9 @@ class RouterApplier:
         changes = [a for a in actions if not isinstance(a, act.EnsureProxy)]
         if changes:
             log.info("%d actions: %s", len(changes), ", ".join(type(a).__name__ for a in changes))
+        if plan is not None:
+            self.claims.add(router_id)  # before anything exists
         self.executor.run(actions)
+        if plan is None:
+            self.claims.remove(router_id)  # everything is gone
         return actions

@@ -197,7 +197,7 @@ def _write_ini(tmp: Path, control: ControlPlane, upstream: StubUpstream, workers
         f"state_path = {tmp}\n"
         f"metadata_workers = {workers}\n"
         "metadata_proxy_socket_mode = group\n"
-        "metadata_backlog = 128\n")
+        "metadata_backlog = 1000\n")
     return ini
 
 
@@ -228,6 +228,12 @@ async def test_command_serves_and_stops_cleanly(tmp_path: Path, control: Control
                 assert time.monotonic() < deadline, "agent never became ready"
                 await asyncio.sleep(0.05)
             assert oct(os.stat(sock).st_mode & 0o777) == oct(0o664)
+            # The listen queue is metadata_backlog, not the HTTP library's default of 128.
+            listing = subprocess.run(["ss", "-xlnH"], capture_output=True, text=True,
+                                     check=True).stdout
+            queues = {f[4]: int(f[3]) for f in (line.split() for line in listing.splitlines())
+                      if len(f) > 4}
+            assert queues[str(sock)] == 1000, listing
             for _ in range(4):  # several requests, so more than one worker may answer
                 async with http.get("http://agent/latest/meta-data/", headers={
                         "X-Forwarded-For": "10.0.0.5", "X-Neutron-Network-ID": net}) as r:
