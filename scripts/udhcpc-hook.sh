@@ -7,6 +7,7 @@ case "$1" in
   bound|renew)
     ip addr flush dev "$interface"
     ip addr add "$ip/$mask" dev "$interface"
+    [ -n "$mtu" ] && ip link set dev "$interface" mtu "$mtu"
     if [ -n "$staticroutes" ]; then
       # option 121 (asked for with -O staticroutes): RFC 3442 says ignore option 3 then.
       set -- $staticroutes

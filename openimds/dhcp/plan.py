@@ -102,6 +102,9 @@ class DnsmasqArgs:
     domain: str
     serve_dns: bool = True
     dns_servers: tuple[str, ...] = ()
+    # Sent as DHCP option 26: network_data.json withholds the MTU when DHCP serves the
+    # network (as nova does), so DHCP must carry it, as Neutron's dnsmasq driver does.
+    mtu: int | None = None
 
     @property
     def pid_file(self) -> str:
@@ -143,6 +146,8 @@ class DnsmasqArgs:
         ]
         args += [f"--dhcp-range={r}" for r in self.ranges]
         args += [f"--dhcp-lease-max={self.lease_max}", f"--conf-file={self.conf_file}"]
+        if self.mtu:
+            args.append(f"--dhcp-option-force=option:mtu,{self.mtu}")
         args += [f"--server={s}" for s in self.dns_servers]
         if self.domain:
             args.append(f"--domain={self.domain}")
@@ -445,6 +450,7 @@ def desired_dhcp_state(network: NetworkInfo, opts: DhcpOptions, now: datetime) -
         domain=opts.dns_domain,
         serve_dns=opts.serve_dns,
         dns_servers=opts.dnsmasq_dns_servers,
+        mtu=network.mtu if any(sub.ip_version == 4 for sub in subnets) else None,
     )
     return DhcpPlan(
         network_id=network.id,

@@ -119,6 +119,8 @@ def test_seed1_dnsmasq_command_line_has_the_seed_shape() -> None:
         "--dhcp-range=set:tag0,192.168.111.0,static,255.255.255.0,86400s",
         "--dhcp-lease-max=256",
         "--conf-file=/dev/null",
+        # Not in the seed's line; Neutron adds it when the network has an MTU (option 26).
+        "--dhcp-option-force=option:mtu,1500",
         "--domain=openstacklocal",
     ]
     assert set(plan.files()) == {f"{d}/host", f"{d}/addn_hosts", f"{d}/opts"}
