@@ -1,10 +1,14 @@
 """The agent's HTTP adapter on the unix socket, and the process wiring around it.
 
-    build_app(index, sync, upstream) -> aiohttp.web.Application
+    build_app(AgentState) -> aiohttp.web.Server      aiohttp's low-level server, one handler
     bind_unix_socket(settings) -> socket.socket      mode/owner/backlog applied before listen
     serve(settings, feed_factory)                    blocks; forks metadata_workers processes
 
 The handler is a short adapter: headers -> resolve() (pure) -> Upstream.forward -> response.
+It runs on aiohttp's low-level `web.Server` (no Application, router or middleware: the agent has
+one catch-all route, and that machinery was a measurable share of its CPU per request). The
+agent keeps no per-connection state, so haproxy may send any guest's request over any pooled
+connection (docs/proxy.md, `http-reuse always`).
 AgentError subclasses become their status with a plain-text page at one edge (`_error_response`);
 anything unexpected is logged with its traceback and the guest gets a bare 500, never a trace.
 
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -26,14 +31,15 @@ import stat
 import time
 from collections.abc import Callable
 
-from aiohttp import web
+from aiohttp import hdrs, web
+from multidict import CIMultiDict
 
 from openimds.agent.errors import AgentError, AmbiguousAddress, NotReady, Unavailable
 from openimds.agent.feed import IndexSync, InventoryFeed
 from openimds.agent.index import PortIndex
 from openimds.agent.resolve import FORWARDED_FOR, NETWORK_ID, ROUTER_ID, AgentRequest, resolve
 from openimds.agent.settings import AgentSettings
-from openimds.agent.upstream import Upstream
+from openimds.agent.upstream import Upstream, UpstreamResponse
 
 __all__ = ["AgentState", "bind_unix_socket", "build_app", "run_worker", "serve"]
 
@@ -51,9 +57,6 @@ class AgentState:
         self.sync = sync
         self.upstream = upstream
         self.started = time.monotonic()
-
-
-_STATE: web.AppKey[AgentState] = web.AppKey("agent_state", AgentState)
 
 
 def _error_response(exc: AgentError) -> web.Response:
@@ -77,56 +80,71 @@ def _health(state: AgentState) -> web.Response:
                         content_type="application/json")
 
 
-async def _handle(request: web.Request) -> web.StreamResponse:
-    state = request.app[_STATE]
-    headers = request.headers
-    req = AgentRequest(
-        forwarded_for=headers.getall(FORWARDED_FOR, []),
-        network_ids=headers.getall(NETWORK_ID, []),
-        router_ids=headers.getall(ROUTER_ID, []),
-    )
-    if request.path == "/healthz" and not req.network_ids and not req.router_ids:
-        return _health(state)
-    try:
-        if not state.sync.ready.is_set():
-            raise NotReady(NOT_READY_TEXT)
-        res = resolve(req, state.index)
-        body = await request.read()
-        answer = await state.upstream.forward(request.method, request.raw_path, body, res)
-    except AgentError as exc:
-        level = logging.ERROR if isinstance(exc, AmbiguousAddress) else logging.WARNING
-        LOG.log(level, "%s %s -> %d: %s", request.method, request.path, exc.status,
-                exc.log_detail or exc.text)
-        return _error_response(exc)
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        LOG.exception("%s %s -> 500: unexpected error", request.method, request.path)
-        return web.Response(status=500, text="An unknown error has occurred. "
-                            "Please try your request again.\n", content_type="text/plain")
-    out_headers: dict[str, str] = {}
-    if answer.content_encoding:
-        out_headers["Content-Encoding"] = answer.content_encoding
-    if answer.retry_after:
-        out_headers["Retry-After"] = answer.retry_after
-    resp = web.Response(status=answer.status, body=answer.body, headers=out_headers)
-    # Relay the metadata API's exact Content-Type (charset included), or none at all rather
-    # than aiohttp's application/octet-stream default.
+_INTERNAL_ERROR_TEXT = "An unknown error has occurred. Please try your request again.\n"
+
+
+def _relay(answer: UpstreamResponse) -> web.Response:
+    """The metadata API's answer as the guest gets it: status, body bytes, its exact
+    Content-Type (charset included, or none at all rather than aiohttp's
+    application/octet-stream default), Content-Encoding and Retry-After when present."""
+    headers = CIMultiDict()
     if answer.content_type:
-        resp.headers["Content-Type"] = answer.content_type
-    else:
-        resp.headers.pop("Content-Type", None)
-    LOG.debug("%s %s -> %d (instance %s, port %s)", request.method, request.path, answer.status,
-              res.instance_id, res.port_id)
+        headers[hdrs.CONTENT_TYPE] = answer.content_type
+    if answer.content_encoding:
+        headers[hdrs.CONTENT_ENCODING] = answer.content_encoding
+    if answer.retry_after:
+        headers[hdrs.RETRY_AFTER] = answer.retry_after
+    resp = web.Response(status=answer.status, body=answer.body, headers=headers)
+    if not answer.content_type:
+        # web.Response adds application/octet-stream for a bytes body when none is given.
+        resp.headers.pop(hdrs.CONTENT_TYPE, None)
     return resp
 
 
-def build_app(state: AgentState) -> web.Application:
-    # client_max_size: guests send small bodies (a password is at most ~1 KiB); 1 MiB is ample.
-    app = web.Application(client_max_size=1024 * 1024)
-    app[_STATE] = state
-    app.router.add_route("*", "/{tail:.*}", _handle)
-    return app
+def build_app(state: AgentState) -> web.Server:
+    """The request handler on aiohttp's low-level server: every request goes to one function,
+    with no router, middleware chain or Application machinery in the way (the agent serves a
+    single catch-all route, so those only cost time per request)."""
+    index, sync, upstream = state.index, state.sync, state.upstream
+    ready = sync.ready
+
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
+        headers = request.headers
+        network_ids = headers.getall(NETWORK_ID, ())
+        router_ids = headers.getall(ROUTER_ID, ())
+        if not network_ids and not router_ids and request.path == "/healthz":
+            return _health(state)
+        try:
+            if not ready.is_set():
+                raise NotReady(NOT_READY_TEXT)
+            res = resolve(AgentRequest(forwarded_for=headers.getall(FORWARDED_FOR, ()),
+                                       network_ids=network_ids, router_ids=router_ids), index)
+            # A GET (nearly every request) has no body: skip the read coroutine.
+            body = await request.read() if request.body_exists else b""
+            answer = await upstream.forward(request.method, request.raw_path, body, res)
+        except AgentError as exc:
+            level = logging.ERROR if isinstance(exc, AmbiguousAddress) else logging.WARNING
+            LOG.log(level, "%s %s -> %d: %s", request.method, request.path, exc.status,
+                    exc.log_detail or exc.text)
+            return _error_response(exc)
+        except asyncio.CancelledError:
+            raise
+        except web.HTTPException:
+            raise  # e.g. 413 from request.read() over client_max_size: aiohttp answers it
+        except Exception:
+            LOG.exception("%s %s -> 500: unexpected error", request.method, request.path)
+            return web.Response(status=500, text=_INTERNAL_ERROR_TEXT, content_type="text/plain")
+        if LOG.isEnabledFor(logging.DEBUG):
+            LOG.debug("%s %s -> %d (instance %s, port %s)", request.method, request.path,
+                      answer.status, res.instance_id, res.port_id)
+        return _relay(answer)
+
+    # client_max_size stays BaseRequest's 1 MiB: guests send small bodies (a password is at most
+    # ~1 KiB). access_log=None: one log line per request would cost more than the request.
+    # keepalive_timeout: haproxy pools these connections (`http-reuse always`) and must be the
+    # side that closes an idle one (pool-purge-delay), or it could send a request on a
+    # connection we are closing at that moment; an hour is far beyond its idle lifetime.
+    return web.Server(handle, access_log=None, keepalive_timeout=3600)
 
 
 def bind_unix_socket(settings: AgentSettings) -> socket.socket:
@@ -180,7 +198,7 @@ async def run_worker(sock: socket.socket, settings: AgentSettings, feed: Invento
     sync = IndexSync(feed, index)
     upstream = Upstream(settings)
     state = AgentState(index, sync, upstream)
-    runner = web.AppRunner(build_app(state), access_log=None, handle_signals=False)
+    runner = web.ServerRunner(build_app(state), handle_signals=False)
     await runner.setup()
     # aiohttp calls listen() again with its own default (128) unless told: keep ours.
     site = web.SockSite(runner, sock, backlog=settings.backlog)
@@ -211,7 +229,12 @@ def _run_loop(sock: socket.socket, settings: AgentSettings, feed_factory: FeedFa
         uvloop = None  # type: ignore[assignment]
 
     async def main() -> None:
-        await run_worker(sock, settings, feed_factory(settings))
+        feed = feed_factory(settings)
+        # Everything allocated so far (modules, settings, the feed client) lives as long as the
+        # process: move it out of the collector's generations so full collections triggered
+        # by per-request garbage do not rescan it.
+        gc.freeze()
+        await run_worker(sock, settings, feed)
 
     if uvloop is not None:
         uvloop.run(main())

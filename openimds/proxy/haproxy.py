@@ -123,6 +123,11 @@ class ProxySpec:
     group: str | None = None
     timeouts: Timeouts = field(default_factory=Timeouts)
     maxconn: int = 1024
+    # Requests in flight to the agent at once from this proxy; more wait in haproxy's queue
+    # (up to `timeout connect`) instead of piling onto the agent's listen backlog. Also the
+    # most idle agent connections kept (pool-max-conn), so a burst never leaves more than this
+    # many fds open on the agent per namespace; pool-purge-delay halves an idle pool every 5 s.
+    agent_maxconn: int = 32
     rate_limit: RateLimit | None = None
     # syslog target ("/dev/log", "127.0.0.1:514", "stdout"); None = no logging at all.
     log_target: str | None = "/dev/log"
@@ -263,7 +268,13 @@ def render_haproxy_cfg(spec: ProxySpec) -> str:
         lines += ["    log global", "    option httplog", "    option dontlognull"]
     lines += [
         "    mode http",
-        "    option http-server-close",
+        # Keep connections to the agent open and share them between guests' requests: the
+        # identity travels in per-request headers (deleted, set and appended below for every
+        # request), and the agent keeps no per-connection state, so any idle connection may
+        # carry any guest's next request. "always" (not "safe") also lets the first request of
+        # a new guest connection (cloud-init opens one per request) use an idle connection.
+        "    option http-keep-alive",
+        "    http-reuse always",
         "    option forwardfor",
         "    retries                 3",
         f"    timeout http-request    {t.http_request}s",
@@ -301,7 +312,8 @@ def render_haproxy_cfg(spec: ProxySpec) -> str:
     lines += [f"    http-request del-header {name}" for name in IDENTITY_HEADERS]
     lines += [f"    http-request del-header {p} -m beg" for p in IDENTITY_HEADER_PREFIXES]
     lines.append(f"    http-request set-header {id_header(spec.kind)} {spec.resource_id}")
-    lines.append(f"    server metadata {spec.socket_path}")
+    lines.append(f"    server metadata {spec.socket_path} maxconn {spec.agent_maxconn}"
+                 f" pool-max-conn {spec.agent_maxconn} pool-purge-delay 5s")
     return "\n".join(lines) + "\n"
 
 
@@ -366,6 +378,8 @@ def _validate(spec: ProxySpec) -> None:
         raise InvalidProxySpec(f"log_target {spec.log_target!r} must be one token")
     if spec.maxconn < 1:
         raise InvalidProxySpec("maxconn must be at least 1")
+    if spec.agent_maxconn < 1:
+        raise InvalidProxySpec("agent_maxconn must be at least 1")
     t = spec.timeouts
     for name in ("connect", "client", "server", "http_request", "http_keep_alive"):
         if getattr(t, name) < 1:

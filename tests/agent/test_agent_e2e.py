@@ -287,3 +287,36 @@ def test_backoff_grows_and_caps() -> None:
     b = Backoff(initial=1, maximum=4)
     delays = [b.next_delay() for _ in range(5)]
     assert delays[0] <= 1.2 and delays[-1] <= 4.8 and delays[-1] >= 3.2
+
+
+# -- upstream client edges -------------------------------------------------------------------
+async def test_head_is_relayed_without_a_body(agent: RunningAgent) -> None:
+    r = await agent.request(xff=["10.0.0.5"], network=["net-a"], method="HEAD")
+    assert r.status == 200 and r.body == b""
+    # And the pooled connection is still in step for the next request.
+    r = await agent.request(xff=["10.0.0.5"], network=["net-a"])
+    assert r.status == 200 and json.loads(r.body)["instance"] == "vm-a"
+
+
+async def test_many_requests_reuse_pooled_upstream_connections(agent: RunningAgent) -> None:
+    replies = await asyncio.gather(*(agent.request(f"/n{i}", xff=["10.0.0.5"],
+                                                   network=["net-a"]) for i in range(50)))
+    assert [json.loads(r.body)["path"] for r in replies] == [f"/n{i}" for i in range(50)]
+
+
+async def test_inventory_value_with_newline_is_never_sent_as_a_header(
+        agent: RunningAgent, feed: FakeFeed) -> None:
+    await feed.put_port(port_dict("p-x", "net-x", "10.7.0.5", device="vm-x\r\nX-Evil: 1"))
+
+    async def loaded() -> bool:
+        r = await agent.request(xff=["10.7.0.5"], network=["net-x"])
+        return r.status != 404
+    await poll(loaded)
+    r = await agent.request(xff=["10.7.0.5"], network=["net-x"])
+    assert r.status == 500 and b"unknown error" in r.body
+
+
+async def test_body_over_one_mib_is_413(agent: RunningAgent) -> None:
+    r = await agent.request("/openstack/2013-04-04/password", method="POST",
+                            body=b"x" * (1024 * 1024 + 1), xff=["10.0.0.5"], network=["net-b"])
+    assert r.status == 413

@@ -77,7 +77,8 @@ def test_network_sets_network_id_and_binds_metadata_address() -> None:
     body = listener(render_haproxy_cfg(net_spec()))
     assert f"http-request set-header X-Neutron-Network-ID {NET}" in body
     assert [ln for ln in body if ln.startswith("bind")] == ["bind 169.254.169.254:80"]
-    assert f"server metadata {SOCK}" in body
+    # Pooled, shared connections to the agent, bounded per namespace (see test_global_and_defaults).
+    assert f"server metadata {SOCK} maxconn 32 pool-max-conn 32 pool-purge-delay 5s" in body
 
 
 def test_network_ipv6_listener_is_bracketed_with_interface() -> None:
@@ -118,7 +119,10 @@ def test_global_and_defaults() -> None:
     for want in (
         "mode http",
         "option forwardfor",
-        "option http-server-close",
+        # Keep-alive to the agent, any idle connection usable by any guest's request: identity
+        # is per request (headers deleted/set/appended every time), never per connection.
+        "option http-keep-alive",
+        "http-reuse always",
         "timeout http-request    30s",
         "timeout connect         30s",
         "timeout client          32s",
@@ -126,6 +130,7 @@ def test_global_and_defaults() -> None:
         "timeout http-keep-alive 30s",
     ):
         assert want in d
+    assert "option http-server-close" not in d
 
 
 def test_no_user_no_log_when_not_asked() -> None:
@@ -196,6 +201,7 @@ def test_output_is_byte_stable() -> None:
         ({"binds": (Bind("0.0.0.0", 80, v6only=True),)}, "v6only"),
         ({"rate_limit": RateLimit(ip_version=46)}, "exactly 4 or 6"),
         ({"kind": "subnet"}, "kind"),
+        ({"agent_maxconn": 0}, "agent_maxconn"),
     ],
 )
 def test_unsafe_or_impossible_values_are_refused(change: dict[str, object], fragment: str) -> None:
