@@ -79,6 +79,7 @@ def settings_from_conf(conf: Any) -> Any:
             failure_fatal=bool(api.vendordata_dynamic_failure_fatal),
         ),
         database_url=database_url(conf),
+        log_file=str(conf.log_file) if conf.log_file else None,
     )
 
 

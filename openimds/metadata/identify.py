@@ -29,6 +29,7 @@ __all__ = [
     "Headers",
     "IdentifySettings",
     "Identity",
+    "SignatureCache",
     "identify",
     "parse_trusted_proxies",
     "sign_instance_id",
@@ -43,6 +44,11 @@ TENANT_ID = "X-Tenant-ID"
 PROVIDER = "X-Metadata-Provider"
 PROVIDER_SIGNATURE = "X-Metadata-Provider-Signature"
 FORWARDED_FOR = "X-Forwarded-For"
+# Lower-cased once: `identify` reads `Headers._values` directly (it runs on every request).
+_KEY = {
+    name: name.lower()
+    for name in (INSTANCE_ID, SIGNATURE, TENANT_ID, PROVIDER, PROVIDER_SIGNATURE, FORWARDED_FOR)
+}
 
 
 class Headers:
@@ -105,13 +111,45 @@ def verify_signature(secret: str, value: str, signature: str) -> bool:
     return hmac.compare_digest(expected.encode(), signature.encode("utf-8", "surrogateescape"))
 
 
+class SignatureCache:
+    """`verify_signature` for one secret, remembering the expected HMAC of verified values.
+
+    The secret is fixed for the life of a process, so HMAC(value) never changes: computing it
+    once per instance instead of once per request saves ~3 µs. Every request is still compared
+    in constant time against the expected value. Only values that passed once are remembered,
+    so requests with made-up ids and bad signatures cannot push real entries out; the oldest
+    entry goes when `size` is reached.
+    """
+
+    __slots__ = ("_expected", "_secret", "_size")
+
+    def __init__(self, secret: str, size: int = 65536) -> None:
+        self._secret = secret
+        self._size = size
+        self._expected: dict[str, bytes] = {}
+
+    def verify(self, value: str, signature: str) -> bool:
+        received = signature.encode("utf-8", "surrogateescape")
+        expected = self._expected.get(value)
+        if expected is not None:
+            return hmac.compare_digest(expected, received)
+        expected = sign_instance_id(self._secret, value).encode()
+        if not hmac.compare_digest(expected, received):
+            return False
+        if len(self._expected) >= self._size:
+            # dicts keep insertion order: drop the oldest.
+            del self._expected[next(iter(self._expected))]
+        self._expected[value] = expected
+        return True
+
+
 def parse_trusted_proxies(values: Iterable[str]) -> tuple[IpNetwork, ...]:
     """Validate `[api] trusted_proxies` at startup; a typo must stop the service, not open it."""
     return tuple(ipaddress.ip_network(value.strip(), strict=False) for value in values if value)
 
 
 def _single(headers: Headers, name: str) -> str | None:
-    values = headers.get_all(name)
+    values = headers._values.get(_KEY[name])
     if not values:
         return None
     if len(values) > 1:
@@ -142,8 +180,21 @@ def _direct_address(headers: Headers, peer: str | None, settings: IdentifySettin
     return hops[0] if hops else peer
 
 
-def identify(headers: Headers, peer: str | None, settings: IdentifySettings) -> Identity:
-    """The caller's identity claim, or a MetadataError (400 header, 403 signature, 500 address)."""
+def identify(
+    headers: Headers,
+    peer: str | None,
+    settings: IdentifySettings,
+    signatures: SignatureCache | None = None,
+) -> Identity:
+    """The caller's identity claim, or a MetadataError (400 header, 403 signature, 500 address).
+
+    `signatures`, when given, must have been built with `settings.shared_secret`.
+    """
+    verify = (
+        signatures.verify
+        if signatures is not None
+        else lambda value, sig: verify_signature(settings.shared_secret, value, sig)
+    )
     if not settings.service_metadata_proxy:
         return ByAddress(_direct_address(headers, peer, settings))
 
@@ -156,26 +207,27 @@ def identify(headers: Headers, peer: str | None, settings: IdentifySettings) -> 
         address = ", ".join(forwarded).split(",")[0]
         if settings.shared_secret:
             signature = _single(headers, PROVIDER_SIGNATURE)
-            if not signature or not verify_signature(settings.shared_secret, provider, signature):
+            if not signature or not verify(provider, signature):
                 raise BadSignature(log_detail=f"provider {provider!r}: bad or missing signature")
         return ByProvider(provider=provider, address=address)
 
     # Missing headers are reported in nova's order before any duplicate.
+    values = headers._values
     for name in (INSTANCE_ID, SIGNATURE, TENANT_ID):
-        if not headers.get_all(name):
+        if not values.get(_KEY[name]):
             raise MissingHeader(name)
     instance_id = _single(headers, INSTANCE_ID)
     tenant_id = _single(headers, TENANT_ID)
     signature = _single(headers, SIGNATURE)
     assert instance_id is not None and tenant_id is not None and signature is not None
-    if not signature or not verify_signature(settings.shared_secret, instance_id, signature):
+    if not signature or not verify(instance_id, signature):
         # Only the received value is logged: the expected HMAC is a forgery oracle (LP 2150094).
         raise BadSignature(
             log_detail=f"instance {instance_id!r}: signature {signature!r} does not match"
         )
-    forwarded = headers.get_all(FORWARDED_FOR)
+    hops = values.get(_KEY[FORWARDED_FOR])
     return ByInstanceId(
         instance_id=instance_id,
         tenant_id=tenant_id,
-        request_address=", ".join(forwarded) if forwarded else None,
+        request_address=", ".join(hops) if hops else None,
     )

@@ -27,6 +27,7 @@ from openimds.metadata.identify import (
     ByProvider,
     Headers,
     IdentifySettings,
+    SignatureCache,
     identify,
 )
 from openimds.metadata.source import InstanceSource, PasswordResult
@@ -140,6 +141,8 @@ class Responder:
         self.vendordata = vendordata
         self._trees: OrderedDict[str, tuple[InstanceView, date, Tree]] = OrderedDict()
         self._on_tree_cache = on_tree_cache
+        # Settings are frozen, so the secret cannot change under the cache.
+        self._signatures = SignatureCache(self.settings.identify.shared_secret)
 
     def _tree(self, view: InstanceView, today: date) -> Tree:
         cached = self._trees.get(view.uuid)
@@ -165,7 +168,7 @@ class Responder:
 
     async def _instance(self, req: MetadataRequest) -> tuple[InstanceView, str | None]:
         """Identify the caller and load its view; returns (view, request address)."""
-        who = identify(Headers(req.headers), req.peer, self.settings.identify)
+        who = identify(Headers(req.headers), req.peer, self.settings.identify, self._signatures)
         if isinstance(who, ByInstanceId):
             view = await self.source.view_for_instance(who.instance_id)
             if view is None:

@@ -1,6 +1,7 @@
 """The metadata API over HTTP: aiohttp adapters around `Responder`, workers, metrics listener.
 
-    MetadataSettings ─► build_source ─► Responder ─► metadata_app (one catch-all handler)
+    MetadataSettings ─► build_worker ─► Responder ─► metadata_server (aiohttp low-level server,
+                                                 │                  one handler, AccessLog)
                                                  └─► ops_app (/healthcheck, /metrics)
 
 `serve(settings)` runs one worker in this process, or `workers` processes sharing the port with
@@ -13,13 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import multiprocessing
 import os
 import signal
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -27,6 +29,7 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
+from openimds.metadata.access import AccessLog
 from openimds.metadata.metrics import MetadataMetrics, render_metrics
 from openimds.metadata.respond import (
     PASSWORD_MAX_BYTES,
@@ -41,12 +44,12 @@ __all__ = [
     "MetadataSettings",
     "build_worker",
     "metadata_app",
+    "metadata_server",
     "ops_app",
     "serve",
 ]
 
 LOG = logging.getLogger(__name__)
-ACCESS = logging.getLogger("openimds.metadata.access")
 
 
 @dataclass(frozen=True)
@@ -64,9 +67,11 @@ class MetadataSettings:
     demo_source: DictSource | None = None
     # Wait this long for in-flight requests on shutdown.
     shutdown_timeout: float = 5.0
+    # Where worker processes log (the parent's `[DEFAULT] log_file`); None: stderr.
+    log_file: str | None = None
 
 
-async def _read_limited(request: web.Request, limit: int) -> bytes:
+async def _read_limited(request: web.BaseRequest, limit: int) -> bytes:
     # Only the password POST uses a body, and only up to 1020 bytes: read one byte more to
     # detect "too large" without buffering whatever a client decides to send.
     chunks: list[bytes] = []
@@ -80,55 +85,96 @@ async def _read_limited(request: web.Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _path_of(request: web.Request) -> str:
+def _path_of(raw_path: str) -> str:
     # raw_path keeps `//x` and `%2F` as sent; nova sees the WSGI PATH_INFO, percent-decoded.
-    raw = request.raw_path.split("?", 1)[0]
+    raw = raw_path.split("?", 1)[0]
     return unquote(raw, errors="surrogateescape")
 
 
-def metadata_app(
+def _handler(
     responder: Responder,
-    metrics: MetadataMetrics | None = None,
-    *,
-    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-    entropy: Callable[[int], bytes] = os.urandom,
-) -> web.Application:
-    """The guest-facing application: every method and path go to `responder`."""
+    metrics: MetadataMetrics | None,
+    clock: Callable[[], datetime],
+    entropy: Callable[[int], bytes],
+    access_log: AccessLog,
+) -> Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]:
+    observe = metrics.observe if metrics is not None else None
+    respond = responder.respond
+    perf_counter = time.perf_counter
 
-    async def handle(request: web.Request) -> web.StreamResponse:
-        started = time.perf_counter()
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
+        started = perf_counter()
+        method = request.method
         body = None
-        if request.method == "POST" and request.can_read_body:
+        if method == "POST" and request.can_read_body:
             body = await _read_limited(request, PASSWORD_MAX_BYTES + 1)
-        req = MetadataRequest(
-            method=request.method,
-            path=_path_of(request),
-            headers=tuple(request.headers.items()),
-            peer=request.remote,
-            today=clock().date(),
-            random_bytes=entropy,
-            body=body,
+        raw_path = request.raw_path
+        peer = request.remote
+        resp = await respond(
+            MetadataRequest(
+                method=method,
+                path=_path_of(raw_path),
+                headers=tuple(request.headers.items()),
+                peer=peer,
+                today=clock().date(),
+                random_bytes=entropy,
+                body=body,
+            )
         )
-        resp = await responder.respond(req)
-        elapsed = time.perf_counter() - started
-        if metrics is not None:
-            metrics.observe(resp.status, resp.family, elapsed)
-        ACCESS.info(
-            '%s "%s %s" %d %d instance=%s outcome=%s %.1fms',
-            request.remote,
-            request.method,
-            request.raw_path,
+        elapsed = perf_counter() - started
+        if observe is not None:
+            observe(resp.status, resp.family, elapsed)
+        access_log(
+            peer,
+            method,
+            raw_path,
             resp.status,
             len(resp.body),
-            resp.instance_id or "-",
+            resp.instance_id,
             resp.outcome,
-            elapsed * 1000,
+            elapsed,
         )
         # aiohttp sends HEAD responses with this Content-Length and no body, as webob does.
         return web.Response(
             status=resp.status, body=resp.body, headers={"Content-Type": resp.content_type}
         )
 
+    return handle
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def metadata_server(
+    responder: Responder,
+    metrics: MetadataMetrics | None = None,
+    *,
+    clock: Callable[[], datetime] = _utc_now,
+    entropy: Callable[[int], bytes] = os.urandom,
+    access_log: AccessLog | None = None,
+) -> web.Server:
+    """The guest-facing server: every method and path go to `responder` (serve with
+    `web.ServerRunner`; needs a running loop).
+
+    aiohttp's low-level server: one handler, no router, no middlewares, no aiohttp access
+    logger (`access_log`, by default an `AccessLog`, writes the one line per request).
+    """
+    handle = _handler(responder, metrics, clock, entropy, access_log or AccessLog())
+    return web.Server(handle, max_field_size=16384, access_log=None)
+
+
+def metadata_app(
+    responder: Responder,
+    metrics: MetadataMetrics | None = None,
+    *,
+    clock: Callable[[], datetime] = _utc_now,
+    entropy: Callable[[int], bytes] = os.urandom,
+    access_log: AccessLog | None = None,
+) -> web.Application:
+    """The same handler as an aiohttp application, to embed beside other routes; slower per
+    request than `metadata_server` (router and middleware machinery)."""
+    handle = _handler(responder, metrics, clock, entropy, access_log or AccessLog())
     app = web.Application(handler_args={"max_field_size": 16384})
     app.router.add_route("*", "/{tail:.*}", handle)
     return app
@@ -211,7 +257,7 @@ async def build_worker(settings: MetadataSettings, metrics: MetadataMetrics) -> 
 
 
 async def _run_sites(
-    runners: list[tuple[web.AppRunner, str, int, bool]], stop: asyncio.Event
+    runners: Sequence[tuple[web.BaseRunner, str, int, bool]], stop: asyncio.Event
 ) -> None:
     try:
         for runner, host, port, reuse_port in runners:
@@ -219,10 +265,18 @@ async def _run_sites(
             site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
             await site.start()
             LOG.info("listening on %s:%d", host, port)
+        _freeze_startup_objects()
         await stop.wait()
     finally:
         for runner, *_ in runners:
             await runner.cleanup()
+
+
+def _freeze_startup_objects() -> None:
+    # Modules, SQLAlchemy metadata, option tables: alive for the whole process. Moving them out
+    # of the collector's generations keeps full collections from rescanning them under load.
+    gc.collect()
+    gc.freeze()
 
 
 def _stop_on_signals(stop: asyncio.Event) -> None:
@@ -232,23 +286,31 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
             loop.add_signal_handler(sig, stop.set)
 
 
+def _guest_runner(
+    settings: MetadataSettings, worker: Worker, access_log: AccessLog
+) -> web.ServerRunner:
+    return web.ServerRunner(
+        metadata_server(worker.responder, worker.metrics, access_log=access_log),
+        shutdown_timeout=settings.shutdown_timeout,
+    )
+
+
+def _access_log() -> AccessLog:
+    access_log = AccessLog()
+    if not access_log.batch_on(asyncio.get_running_loop()):
+        LOG.info("access log: one record per request (the logging setup is not a plain stream)")
+    return access_log
+
+
 async def _serve_single(settings: MetadataSettings) -> None:
     stop = asyncio.Event()
     _stop_on_signals(stop)
     metrics = MetadataMetrics()
     worker = await build_worker(settings, metrics)
+    access_log = _access_log()
     try:
-        runners = [
-            (
-                web.AppRunner(
-                    metadata_app(worker.responder, metrics),
-                    access_log=None,
-                    shutdown_timeout=settings.shutdown_timeout,
-                ),
-                settings.listen,
-                settings.port,
-                False,
-            )
+        runners: list[tuple[web.BaseRunner, str, int, bool]] = [
+            (_guest_runner(settings, worker, access_log), settings.listen, settings.port, False)
         ]
         if settings.metrics_port:
             ops = ops_app(worker.source.ready, worker.status, lambda: metrics.registry)
@@ -262,6 +324,7 @@ async def _serve_single(settings: MetadataSettings) -> None:
             )
         await _run_sites(runners, stop)
     finally:
+        access_log.flush()
         await worker.close()
 
 
@@ -270,21 +333,23 @@ async def _serve_worker(settings: MetadataSettings, ready: Any) -> None:
     _stop_on_signals(stop)
     metrics = MetadataMetrics()
     worker = await build_worker(settings, metrics)
+    # The parent scrapes this worker's multiprocess files, not its registry.
+    metrics.flush_on(asyncio.get_running_loop())
+    access_log = _access_log()
     try:
-        runner = web.AppRunner(
-            metadata_app(worker.responder, metrics),
-            access_log=None,
-            shutdown_timeout=settings.shutdown_timeout,
-        )
+        runner = _guest_runner(settings, worker, access_log)
         await runner.setup()
         site = web.TCPSite(runner, settings.listen, settings.port, reuse_port=True)
         await site.start()
+        _freeze_startup_objects()
         ready.set()
         try:
             await stop.wait()
         finally:
             await runner.cleanup()
     finally:
+        access_log.flush()
+        metrics.flush()
         await worker.close()
 
 
@@ -301,7 +366,7 @@ def _run(coro: Any) -> Any:
 def _worker_main(settings: MetadataSettings, ready: Any, debug: bool) -> None:
     from openimds.cli.common import setup_logging
 
-    setup_logging(debug)
+    setup_logging(debug, settings.log_file)
     with contextlib.suppress(KeyboardInterrupt):
         _run(_serve_worker(settings, ready))
 

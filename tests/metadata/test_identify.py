@@ -10,6 +10,7 @@ from openimds.metadata.identify import (
     ByAddress,
     Headers,
     IdentifySettings,
+    SignatureCache,
     identify,
     parse_trusted_proxies,
     sign_instance_id,
@@ -321,3 +322,42 @@ def test_identify_pure_direct_mode() -> None:
 def test_trusted_proxies_are_validated() -> None:
     with pytest.raises(ValueError):
         parse_trusted_proxies(["10.0.0.300"])
+
+
+# ---- SignatureCache: the per-process memo of expected HMACs ------------------------------------
+
+
+@pytest.mark.parametrize(("secret", "value", "expected"), VECTORS)
+def test_signature_cache_agrees_with_verify_signature(
+    secret: str, value: str, expected: str
+) -> None:
+    cache = SignatureCache(secret)
+    for _ in range(2):  # first computed, then remembered: same answers
+        assert cache.verify(value, expected)
+        assert not cache.verify(value, expected.upper())
+        assert not cache.verify(value, expected[:-1])
+        assert not cache.verify(value, "")
+        assert not cache.verify(value, "é" * 64)  # non-ASCII: refused, not an exception
+
+
+def test_signature_cache_remembers_only_verified_values_and_is_bounded() -> None:
+    cache = SignatureCache(SECRET, size=2)
+    for i in range(5):
+        assert not cache.verify(f"made-up-{i}", "0" * 64)
+    assert len(cache._expected) == 0  # bad signatures cannot push real entries out
+    ids = ["a", "b", "c"]
+    for value in ids:
+        assert cache.verify(value, sign_instance_id(SECRET, value))
+    assert list(cache._expected) == ["b", "c"]  # oldest dropped
+    assert cache.verify("a", sign_instance_id(SECRET, "a"))  # recomputed, still right
+
+
+async def test_responder_signature_cache_still_refuses_forgeries() -> None:
+    responder = proxy_responder()
+    good = signed_headers(UUID_A, "test", SECRET)
+    assert (await call(responder, "/openstack", headers=good)).status == 200
+    # Same instance id, now cached: a wrong signature is still a 403.
+    forged = [(k, v if k != "X-Instance-ID-Signature" else "0" * 64) for k, v in good]
+    resp = await call(responder, "/openstack", headers=forged)
+    assert resp.status == 403 and resp.outcome == "bad-signature"
+    assert (await call(responder, "/openstack", headers=good)).status == 200

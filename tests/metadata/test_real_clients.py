@@ -29,7 +29,7 @@ from aiohttp import web
 
 from openimds.metadata.identify import IdentifySettings, sign_instance_id
 from openimds.metadata.respond import Responder, RespondSettings
-from openimds.metadata.server import metadata_app
+from openimds.metadata.server import metadata_server
 from openimds.metadata.source import DictSource
 from openimds.metadata.tree import VendordataOptions
 from openimds.metadata.view import FixedIPView, InstanceView, PortView, SubnetView
@@ -211,8 +211,12 @@ async def run_client(python: str, script: str, base: str, **env: str) -> dict:
     return json.loads(out.decode().strip().splitlines()[-1])
 
 
-async def _site(app: web.Application) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(app, access_log=None)
+async def _site(app: web.Application | web.Server) -> tuple[web.BaseRunner, str]:
+    runner: web.BaseRunner = (
+        web.ServerRunner(app)
+        if isinstance(app, web.Server)
+        else web.AppRunner(app, access_log=None)
+    )
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -264,7 +268,7 @@ async def base_url(request: pytest.FixtureRequest) -> AsyncIterator[str]:
         identify=IdentifySettings(service_metadata_proxy=mode == "proxy", shared_secret=SECRET),
         vendordata=VendordataOptions(("StaticJSON",), {"cloud-init": "#cloud-config\n{}\n"}),
     )
-    runner, api = await _site(metadata_app(Responder(DictSource([view]), settings)))
+    runner, api = await _site(metadata_server(Responder(DictSource([view]), settings)))
     runners = [runner]
     base = api
     if mode == "proxy":

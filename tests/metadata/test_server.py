@@ -13,7 +13,7 @@ from aiohttp import web
 from openimds.metadata.identify import IdentifySettings
 from openimds.metadata.metrics import MetadataMetrics
 from openimds.metadata.respond import Responder, RespondSettings
-from openimds.metadata.server import metadata_app, ops_app
+from openimds.metadata.server import metadata_server, ops_app
 from openimds.metadata.source import DictSource
 from tests.metadata.fixtures import SECRET, UUID_A, full_view
 from tests.metadata.helpers import signed_headers
@@ -28,8 +28,12 @@ class Served:
         self.metrics = metrics
 
 
-async def _start(app: web.Application) -> tuple[web.AppRunner, int]:
-    runner = web.AppRunner(app, access_log=None)
+async def _start(app: web.Application | web.Server) -> tuple[web.BaseRunner, int]:
+    runner: web.BaseRunner = (
+        web.ServerRunner(app)
+        if isinstance(app, web.Server)
+        else web.AppRunner(app, access_log=None)
+    )
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -45,7 +49,7 @@ async def served() -> AsyncIterator[Served]:
         RespondSettings(identify=IdentifySettings(True, SECRET)),
         on_tree_cache=lambda hit: metrics.cache_event("tree", hit),
     )
-    runner, port = await _start(metadata_app(responder, metrics))
+    runner, port = await _start(metadata_server(responder, metrics))
     ops_runner, ops_port = await _start(
         ops_app(source.ready, lambda: {"revision": None}, lambda: metrics.registry)
     )
