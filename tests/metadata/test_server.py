@@ -13,7 +13,7 @@ from aiohttp import web
 from openimds.metadata.identify import IdentifySettings
 from openimds.metadata.metrics import MetadataMetrics
 from openimds.metadata.respond import Responder, RespondSettings
-from openimds.metadata.server import metadata_server, ops_app
+from openimds.metadata.server import EntropyPool, metadata_server, ops_app
 from openimds.metadata.source import DictSource
 from tests.metadata.fixtures import SECRET, UUID_A, full_view
 from tests.metadata.helpers import signed_headers
@@ -198,3 +198,30 @@ async def test_healthcheck_is_503_until_ready() -> None:
                 assert r.status == 200
     finally:
         await runner.cleanup()
+
+
+def test_entropy_pool_hands_out_each_byte_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    reads: list[int] = []
+
+    def fake_urandom(n: int) -> bytes:
+        reads.append(n)
+        return bytes([len(reads)]) * n  # each read recognisable by its byte value
+
+    monkeypatch.setattr("openimds.metadata.server.os.urandom", fake_urandom)
+    pool = EntropyPool(1024)
+    got = [pool(300) for _ in range(4)]
+    # Three slices of the first read, then a fresh read: the 124 left over are never used.
+    assert got == [b"\x01" * 300] * 3 + [b"\x02" * 300]
+    assert reads == [1024, 1024]
+    assert pool(2000) == b"\x03" * 2000  # larger than the pool: read directly
+    assert pool(724) == b"\x02" * 724  # the rest of the second read, and no more
+    assert pool(1) == b"\x04"
+
+
+async def test_random_seed_is_fresh_on_every_response(served: Served) -> None:
+    async with aiohttp.ClientSession() as s:
+        seeds = set()
+        for _ in range(200):  # more than one pooled read's worth of 512-byte seeds
+            async with s.get(served.base + "/openstack/latest/meta_data.json", headers=H) as r:
+                seeds.add((await r.json())["random_seed"])
+    assert len(seeds) == 200
