@@ -398,8 +398,9 @@ def _bars(rows: list[dict[str, Any]], wrk_threads: int) -> list[str]:
         ok = slower <= 0.10
         out.append(
             f"{'PASS' if ok else 'FAIL'}  {workers} worker(s), {counts[-1]} vs {counts[0]} "
-            f"instances: {slower:+.1%} slower relative to static (bar <= 10%; raw req/s "
-            f"{raw:+.1%})"
+            f"instances: {abs(slower):.1%} {'slower' if slower > 0 else 'faster'} relative to "
+            f"static (bar: at most 10% slower; raw req/s {abs(raw):.1%} "
+            f"{'slower' if raw > 0 else 'faster'})"
         )
     return out
 
