@@ -10,4 +10,5 @@ if [ -z "${OPENIMDS_TEST_DATABASE_URL:-}" ] && [ "$(id -u)" = 0 ] && command -v 
     trap 'bash scripts/pg-test-server.sh stop "$PG_TEST_DIR"' EXIT
 fi
 .venv/bin/ruff check openimds tests bench
+.venv/bin/mypy openimds
 .venv/bin/python -m pytest "$@"

@@ -87,7 +87,7 @@ def _relay(answer: UpstreamResponse) -> web.Response:
     """The metadata API's answer as the guest gets it: status, body bytes, its exact
     Content-Type (charset included, or none at all rather than aiohttp's
     application/octet-stream default), Content-Encoding and Retry-After when present."""
-    headers = CIMultiDict()
+    headers: CIMultiDict[str] = CIMultiDict()
     if answer.content_type:
         headers[hdrs.CONTENT_TYPE] = answer.content_type
     if answer.content_encoding:
