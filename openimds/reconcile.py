@@ -318,7 +318,10 @@ class InventoryAgent(abc.ABC):
     # -- driving ---------------------------------------------------------------------------
 
     def _take(self, snap: Snapshot) -> None:
-        self.snapshot = snap
+        # The watcher and the periodic resync both take snapshots, concurrently: never let an
+        # older one replace a newer one (the watcher has already moved past its changes).
+        if self.snapshot is None or snap.revision >= self.snapshot.revision:
+            self.snapshot = snap
         for k, v in self.owners(snap).items():
             self._memo.setdefault(k, set()).update(v)
 

@@ -13,15 +13,16 @@ import contextlib
 import logging
 import os
 import re
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from openimds.dhcp.apply import DhcpApplier, DhcpSettings
 from openimds.dhcp.model import NetworkInfo, networks_from_neutron
 from openimds.dhcp.plan import DhcpOptions, desired_dhcp_state
-from openimds.linux.fabric import BRIDGE_PREFIX, ensure_fabric
+from openimds.linux.fabric import bridge_name, ensure_fabric
 from openimds.linux.links import delete_link
-from openimds.linux.observe import links
+from openimds.linux.observe import Link, links
 from openimds.reconcile import InventoryAgent, InventoryReader, Snapshot
 
 __all__ = ["DhcpAgent", "build_dhcp_agent", "dhcp_options_from_conf"]
@@ -46,6 +47,9 @@ class DhcpAgent(InventoryAgent):
         self.options = options
         self.fabric_namespace = fabric_namespace
         self._networks: tuple[int, dict[str, NetworkInfo]] | None = None
+        # Networks this agent has seen in its inventory: the only ones whose bridges it may
+        # sweep (the fabric namespace can be shared with other nodes on the host).
+        self._seen_networks: set[str] = set()
 
     def prepare(self) -> None:
         ensure_fabric(self.fabric_namespace)
@@ -107,22 +111,34 @@ class DhcpAgent(InventoryAgent):
             await asyncio.to_thread(self.sweep_bridges, snap)
 
     def sweep_bridges(self, snap: Snapshot) -> list[str]:
-        """Delete empty `brq*` bridges of networks that are gone (a bridge with ports left is
-        kept: something still plugged into it belongs to someone else)."""
+        """Delete empty `brq*` bridges of networks this agent has seen and that are gone."""
+        current = snap.ids("networks")
+        self._seen_networks |= current
         fabric = self.applier.settings.fabric
-        prefixes = {f"{BRIDGE_PREFIX}{n[:11]}" for n in snap.ids("networks")}
-        all_links = links(fabric)
-        removed = []
-        for link in all_links:
-            if link.kind != "bridge" or not link.name.startswith(BRIDGE_PREFIX):
-                continue
-            if link.name in prefixes or any(x.master == link.name for x in all_links):
-                continue
-            delete_link(fabric, link.name)
-            removed.append(link.name)
-        if removed:
-            self.log.info("removed orphan bridges %s", removed)
-        return removed
+        doomed = orphan_bridges(links(fabric), self._seen_networks - current)
+        for name in doomed:
+            delete_link(fabric, name)
+        # Forget gone networks whose bridge is gone; keep those still in use, to retry.
+        remaining = {x.name for x in links(fabric)}
+        self._seen_networks = current | {
+            n for n in self._seen_networks - current if bridge_name(n) in remaining
+        }
+        if doomed:
+            self.log.info("removed orphan bridges %s", doomed)
+        return doomed
+
+
+def orphan_bridges(all_links: Sequence[Link], gone_networks: set[str]) -> list[str]:
+    """Bridges to delete: those of networks known to be gone, and only while nothing is
+    plugged into them (a port still on it belongs to someone: the platform or a guest)."""
+    wanted = {bridge_name(n) for n in gone_networks}
+    return sorted(
+        link.name
+        for link in all_links
+        if link.kind == "bridge"
+        and link.name in wanted
+        and not any(x.master == link.name for x in all_links)
+    )
 
 
 def dhcp_options_from_conf(conf: Any) -> DhcpOptions:

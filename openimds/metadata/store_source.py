@@ -482,17 +482,6 @@ class StoreSource:
                     )
         return changes, ports, keys
 
-    def _invalidate_all(self) -> None:
-        for uuid in list(self._views):
-            self._forget(uuid)
-        self._dhcp.clear()
-        self._dhcp_port_network.clear()
-        self._dhcp_epoch += 1
-        self._global_epoch += 1
-        self._addresses.clear()
-        self._address_ports.clear()
-        self._address_epoch += 1
-
     def _drop_dhcp(self, network_id: str) -> None:
         """A DHCP port (or the network) changed: every instance there shows dhcp_server/MTU."""
         self._dhcp_epoch += 1
@@ -564,10 +553,11 @@ class StoreSource:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                # We may miss nothing (the feed resumes from our revision), but a view loaded
-                # meanwhile could be stale relative to a change we cannot read yet: drop all.
-                LOG.warning("change feed unavailable (%s); caches cleared, retrying", exc)
-                self._invalidate_all()
+                # Keep serving what is cached: the feed resumes from applied_revision, so every
+                # change committed meanwhile still invalidates its views once it can be read.
+                # (A view loaded meanwhile is as new as the database it came from.)
+                LOG.warning("change feed unavailable (%s); serving cached documents, retrying",
+                            exc)
                 await asyncio.sleep(1.0)
                 continue
             if not changes:

@@ -121,3 +121,16 @@ async def test_errors_are_retried_terminal_ones_are_not_and_timers_requeue() -> 
     finally:
         agent.stop()
         await task
+
+
+def test_an_older_snapshot_never_replaces_a_newer_one() -> None:
+    """The periodic resync and the watcher take snapshots concurrently; a resync whose
+    snapshot was read before the watcher's must not roll the agent back."""
+    agent = FakeAgent(MemoryInventory())
+    newer = Snapshot(revision=7, networks=({"id": "n-new"},))
+    older = Snapshot(revision=5, networks=({"id": "n-old"},))
+    agent._take(newer)
+    agent._take(older)
+    assert agent.snapshot is newer
+    agent._take(Snapshot(revision=8))
+    assert agent.snapshot is not None and agent.snapshot.revision == 8

@@ -6,12 +6,14 @@ assertion is what the next request answers once the feed has applied that revisi
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from sqlalchemy import event, select
+from sqlalchemy.exc import OperationalError
 
 from openimds.inventory.migrate import open_store
 from openimds.inventory.models import (
@@ -287,3 +289,37 @@ async def test_password_is_stored_once_in_the_inventory(harness: Harness) -> Non
         assert resp.status == 409
     finally:
         await other.stop()
+
+
+async def test_cached_documents_are_served_while_the_database_is_away(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database outage must not turn cache hits into errors; the feed catches up after."""
+    assert (await harness.get("/latest/meta-data/hostname")).body == b"web-1.novalocal"
+    real_changes, real_read = harness.store.changes_since, harness.store.read
+    down = True
+
+    def refused() -> OperationalError:
+        return OperationalError("SELECT", {}, Exception("connection refused"))
+
+    def changes(revision: int, timeout: float = 0.0, limit: int = 1000) -> Any:
+        if down:
+            raise refused()
+        return real_changes(revision, timeout, limit)
+
+    def read() -> Any:
+        if down:
+            raise refused()
+        return real_read()
+
+    monkeypatch.setattr(harness.store, "changes_since", changes)
+    monkeypatch.setattr(harness.store, "read", read)
+    await asyncio.sleep(2.5)  # several failed feed reads
+    assert (await harness.get("/latest/meta-data/hostname")).body == b"web-1.novalocal"
+    down = False
+
+    def rename(s: Any) -> None:
+        s.scalar(select(Instance).where(Instance.uuid == INSTANCE)).hostname = "after"
+
+    await _mutate(harness, rename)
+    assert (await harness.get("/latest/meta-data/hostname")).body == b"after.novalocal"
