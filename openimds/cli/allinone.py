@@ -81,10 +81,16 @@ def render_openrc(auth_url: str, admin_password: str) -> str:
 
 
 def _write_secret_file(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    """Write mode 0600 via a temporary file and rename: a crash never leaves a half-written
+    file that a later start would mistake for a complete one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
-    os.chmod(path, 0o600)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
 
 
 def ensure_node_config(state_dir: Path) -> Path:

@@ -40,14 +40,20 @@ def run(
     """Run a command to completion and return its output; raise CommandFailed when `check`."""
     full = in_netns(argv, netns)
     LOG.debug("run: %s", " ".join(full))
-    proc = subprocess.run(
-        full,
-        input=input,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=dict(env) if env is not None else None,
-    )
+    # Callers handle one failure type: a missing tool or a hung one is a failed command too.
+    try:
+        proc = subprocess.run(
+            full,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=dict(env) if env is not None else None,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise CommandFailed(full, -1, f"timed out after {timeout} s") from exc
+    except OSError as exc:
+        raise CommandFailed(full, 127, str(exc)) from exc
     if check and proc.returncode != 0:
         raise CommandFailed(full, proc.returncode, proc.stderr)
     return proc
@@ -64,11 +70,14 @@ def spawn(
     """Start a long-running command (a daemon kept in the foreground) and return its handle."""
     full = in_netns(argv, netns)
     LOG.debug("spawn: %s", " ".join(full))
-    return subprocess.Popen(
-        full,
-        stdin=subprocess.DEVNULL,
-        stdout=stdout,
-        stderr=stderr,
-        env=dict(env) if env is not None else None,
-        start_new_session=True,
-    )
+    try:
+        return subprocess.Popen(
+            full,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            env=dict(env) if env is not None else None,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise CommandFailed(full, 127, str(exc)) from exc

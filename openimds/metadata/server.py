@@ -18,6 +18,7 @@ import gc
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import tempfile
 import time
@@ -468,7 +469,14 @@ def serve(settings: MetadataSettings, *, debug: bool = False) -> int:
         return 0
     if settings.demo_source is not None:
         raise ValueError("the in-memory demo source cannot be shared by several workers")
+    own_dir = None
     if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         # Workers inherit it; prometheus_client reads it at import time in each new process.
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="openimds-metrics-")
-    return asyncio.run(_supervise(settings, debug))
+        own_dir = tempfile.mkdtemp(prefix="openimds-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_dir
+    try:
+        return asyncio.run(_supervise(settings, debug))
+    finally:
+        if own_dir is not None:  # ours: the workers' files are of no use after they exit
+            shutil.rmtree(own_dir, ignore_errors=True)
+            os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
