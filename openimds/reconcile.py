@@ -254,6 +254,10 @@ class Counters:
     by_outcome: collections.Counter[str] = field(default_factory=collections.Counter)
 
 
+# How long a row that left the inventory still maps its late changes to its former owner.
+MEMO_RETENTION = 600.0
+
+
 class InventoryAgent(abc.ABC):
     """Feed watcher + work queue + one worker running `reconcile_key` in a thread.
 
@@ -288,7 +292,10 @@ class InventoryAgent(abc.ABC):
         self.counters = Counters()
         self.log = logging.getLogger(f"openimds.{self.name}")
         # (resource, id) -> keys seen in any snapshot; maps deletes to their former owner.
+        # Rows gone from the inventory are forgotten after MEMO_RETENTION seconds (their
+        # delete has long been handled), so the memo does not grow with churn forever.
         self._memo: dict[tuple[str, str], set[str]] = {}
+        self._memo_gone: dict[tuple[str, str], float] = {}
         self._applied_revision = -1
         self._stopping = asyncio.Event()
 
@@ -322,8 +329,14 @@ class InventoryAgent(abc.ABC):
         # older one replace a newer one (the watcher has already moved past its changes).
         if self.snapshot is None or snap.revision >= self.snapshot.revision:
             self.snapshot = snap
-        for k, v in self.owners(snap).items():
+        owners = self.owners(snap)
+        for k, v in owners.items():
             self._memo.setdefault(k, set()).update(v)
+            self._memo_gone.pop(k, None)
+        now = time.monotonic()
+        for k in self._memo.keys() - owners.keys():
+            if now - self._memo_gone.setdefault(k, now) > MEMO_RETENTION:
+                del self._memo[k], self._memo_gone[k]
 
     def keys_for(self, change: Change, old: Snapshot | None, new: Snapshot) -> set[str]:
         """Keys a change touches: its owners in the old and new snapshots and in the memo.

@@ -7,6 +7,8 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from openimds.reconcile import InventoryAgent, MemoryInventory, Snapshot, TerminalError, WorkQueue
 
 
@@ -134,3 +136,21 @@ def test_an_older_snapshot_never_replaces_a_newer_one() -> None:
     assert agent.snapshot is newer
     agent._take(Snapshot(revision=8))
     assert agent.snapshot is not None and agent.snapshot.revision == 8
+
+
+def test_memo_forgets_rows_gone_for_longer_than_the_retention(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import openimds.reconcile as reconcile
+
+    agent = FakeAgent(MemoryInventory())
+    clock = [1000.0]
+    monkeypatch.setattr(reconcile.time, "monotonic", lambda: clock[0])
+    agent._take(Snapshot(revision=1, networks=({"id": "n1"},),
+                         ports=({"id": "p1", "network_id": "n1"},)))
+    agent._take(Snapshot(revision=2, networks=({"id": "n1"},)))  # p1 deleted
+    assert agent._memo[("port", "p1")] == {"n1"}  # a late change to p1 still maps to n1
+    clock[0] += reconcile.MEMO_RETENTION + 1
+    agent._take(Snapshot(revision=3, networks=({"id": "n1"},)))
+    assert ("port", "p1") not in agent._memo
+    assert agent._memo[("network", "n1")] == {"n1"}
