@@ -15,22 +15,25 @@ FeedUnavailable (the sync loop backs off and retries); a feed whose revision wen
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-import aiohttp
-
 from openimds.agent.feed import ChangeBatch, ChangeRecord, FeedGap, FeedUnavailable, Snapshot
 from openimds.agent.settings import AgentSettings
-from openimds.control.client import ApiConnectionError, ApiError, ControlClient
+from openimds.control.client import (
+    ApiConnectionError,
+    ApiError,
+    ControlClient,
+    MissingCredentials,
+    check_credentials,
+    control_client,
+)
 
 __all__ = ["ControlFeed", "MissingCredentials"]
 
 
-class MissingCredentials(ValueError):
-    """metadata_agent.ini lacks what the agent needs to reach the control plane."""
+_WHERE = "metadata_agent.ini [DEFAULT]"
 
 
 @asynccontextmanager
@@ -48,46 +51,26 @@ async def _api_errors(what: str) -> AsyncIterator[None]:
 
 
 class ControlFeed:
-    def __init__(self, client: ControlClient,
-                 session: aiohttp.ClientSession | None = None) -> None:
+    def __init__(self, client: ControlClient) -> None:
         self.client = client
-        self._session = session  # ours to close (the client closes only sessions it made)
 
     @staticmethod
     def check_settings(settings: AgentSettings) -> None:
         """Raise MissingCredentials naming every option that is unset."""
-        missing = [name for name, value in (
-            ("auth_url", settings.auth_url), ("admin_user", settings.username),
-            ("admin_password", settings.password), ("admin_tenant_name", settings.project_name),
-        ) if not value]
-        if missing:
-            raise MissingCredentials(
-                "metadata_agent.ini [DEFAULT] needs " + ", ".join(missing)
-                + " to reach the control-plane API")
+        check_credentials(settings.auth_url, settings.username, settings.password,
+                          settings.project_name, _WHERE)
 
     @classmethod
     def from_settings(cls, settings: AgentSettings) -> ControlFeed:
-        """Call inside the running event loop (aiohttp sessions bind to it)."""
-        cls.check_settings(settings)
-        session = None
-        assert settings.auth_url is not None
-        if settings.auth_url.startswith("https:"):
-            if settings.auth_insecure:
-                ctx = ssl.create_default_context()
-                ctx.check_hostname = False
-                ctx.verify_mode = ssl.CERT_NONE
-            else:
-                ctx = ssl.create_default_context(cafile=settings.auth_ca_cert or None)
-            session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx))
-        client = ControlClient(settings.auth_url, settings.username or "",
-                               settings.password or "", settings.project_name or "",
-                               session=session)
-        return cls(client, session)
+        """Call inside the running event loop (the client's session binds to it). The agents'
+        one construction path: credential check, TLS (auth_insecure, auth_ca_cert), region."""
+        return cls(control_client(
+            settings.auth_url, settings.username, settings.password, settings.project_name,
+            region=settings.auth_region, insecure=settings.auth_insecure,
+            ca_cert=settings.auth_ca_cert, where=_WHERE))
 
     async def aclose(self) -> None:
         await self.client.close()
-        if self._session is not None:
-            await self._session.close()
 
     async def snapshot(self) -> Snapshot:
         async with _api_errors("reading the inventory"):

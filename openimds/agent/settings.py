@@ -42,6 +42,7 @@ class AgentSettings:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     project_name: str | None = None
+    auth_region: str | None = None
     auth_insecure: bool = False
     auth_ca_cert: str | None = None
 
@@ -140,6 +141,7 @@ def from_conf(conf: Any) -> AgentSettings:
         username=conf.admin_user,
         password=conf.admin_password,
         project_name=conf.admin_tenant_name,
+        auth_region=conf.auth_region or None,
         auth_insecure=conf.auth_insecure,
         auth_ca_cert=conf.auth_ca_cert or None,
     )

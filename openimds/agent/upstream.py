@@ -38,9 +38,10 @@ from yarl import URL
 from openimds.agent.errors import UpstreamUnavailable
 from openimds.agent.resolve import Resolution
 from openimds.agent.settings import AgentSettings
+from openimds.control.tls import client_ssl_context
 from openimds.metadata.identify import sign_instance_id
 
-__all__ = ["Upstream", "UpstreamResponse", "build_ssl_context", "identity_headers"]
+__all__ = ["Upstream", "UpstreamResponse"]
 
 LOG = logging.getLogger("openimds.agent.upstream")
 
@@ -69,30 +70,6 @@ class UpstreamResponse:
     content_encoding: str | None = None
     retry_after: str | None = None
     url: str = ""
-
-
-def identity_headers(secret: str, res: Resolution) -> dict[str, str]:
-    """The headers the metadata API trusts, signed with the shared secret (spec 1.5, 1.8)."""
-    return {
-        "X-Forwarded-For": res.address,
-        "X-Instance-ID": res.instance_id,
-        "X-Tenant-ID": res.project_id,
-        "X-Instance-ID-Signature": sign_instance_id(secret, res.instance_id),
-    }
-
-
-def build_ssl_context(settings: AgentSettings) -> ssl.SSLContext:
-    """Neutron's rules (spec 1.7): verify against auth_ca_cert, else the system CAs, unless
-    nova_metadata_insecure; send a client certificate only when both cert and key are set."""
-    if settings.insecure:
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    else:
-        ctx = ssl.create_default_context(cafile=settings.ca_cert or None)
-    if settings.client_cert and settings.client_key:
-        ctx.load_cert_chain(settings.client_cert, settings.client_key)
-    return ctx
 
 
 class _TransportFailure(Exception):
@@ -297,7 +274,11 @@ class Upstream:
         if self._pools is not None:
             return
         needs_tls = any(u.startswith("https:") for u in self.urls)
-        ctx = build_ssl_context(self.settings) if needs_tls else None
+        s = self.settings
+        # Neutron's rules (spec 1.7): verify against auth_ca_cert, else the system CAs, unless
+        # nova_metadata_insecure; a client certificate only when both cert and key are set.
+        ctx = (client_ssl_context(s.insecure, s.ca_cert, s.client_cert, s.client_key)
+               if needs_tls else None)
         self._pools = [_Pool(u, ctx, self.settings.upstream_connect_timeout) for u in self.urls]
 
     async def close(self) -> None:
@@ -319,6 +300,7 @@ class Upstream:
                 or _UNSAFE_TARGET.search(raw_path) or not raw_path.startswith("/"):
             raise ValueError(f"refusing to forward a header or path with control characters "
                              f"(instance {res.instance_id!r}, path {raw_path!r})")
+        # The four identity headers of spec 1.5, signed with the shared secret (spec 1.8).
         identity = (f"X-Forwarded-For: {res.address}\r\nX-Instance-ID: {res.instance_id}\r\n"
                     f"X-Tenant-ID: {res.project_id}\r\nX-Instance-ID-Signature: {signature}\r\n")
         method = method.upper()

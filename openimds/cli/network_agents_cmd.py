@@ -14,11 +14,13 @@ import argparse
 import asyncio
 import ipaddress
 import signal
-import ssl
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from openimds.cli.common import config_parent, setup_logging
+
+if TYPE_CHECKING:
+    from openimds.control.client import ControlClient
 
 __all__ = ["register"]
 
@@ -45,38 +47,21 @@ def _load(service: str, args: argparse.Namespace) -> Any:
     return conf
 
 
-def _client(conf: Any) -> Any:
-    """ControlClient from the agent's ini file; call inside the running loop."""
-    import aiohttp
+def _client(conf: Any, service: str) -> ControlClient:
+    """The agent's ControlClient (it owns and closes its session); call inside the running
+    loop. A missing credential option exits with one line naming them all."""
+    from openimds.control.client import MissingCredentials, control_client_from_conf
 
-    from openimds.control.client import ControlClient
-
-    missing = [
-        name
-        for name in ("auth_url", "admin_user", "admin_password", "admin_tenant_name")
-        if not getattr(conf, name, None)
-    ]
-    if missing:
-        raise SystemExit(
-            "error: [DEFAULT] " + ", ".join(missing) + " must be set to reach the control plane"
-        )
-    session = None
-    if conf.auth_url.startswith("https:"):
-        ctx = ssl.create_default_context(cafile=getattr(conf, "auth_ca_cert", None) or None)
-        if conf.auth_insecure:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx))
-    return ControlClient(
-        conf.auth_url, conf.admin_user, conf.admin_password, conf.admin_tenant_name,
-        session=session,
-    )
+    try:
+        return control_client_from_conf(conf, f"{service.replace('-', '_')}.ini [DEFAULT]")
+    except MissingCredentials as exc:
+        raise SystemExit(f"error: {exc}") from None
 
 
-async def _run_agent(conf: Any, build: Any) -> int:
+async def _run_agent(service: str, conf: Any, build: Any) -> int:
     from openimds.reconcile import ControlInventory
 
-    client = _client(conf)
+    client = _client(conf, service)
     try:
         agent = build(conf, ControlInventory(client))
         loop = asyncio.get_running_loop()
@@ -91,19 +76,19 @@ async def _run_agent(conf: Any, build: Any) -> int:
 def _dhcp_agent(args: argparse.Namespace) -> int:
     from openimds.dhcp.agent import build_dhcp_agent
 
-    return asyncio.run(_run_agent(_load("dhcp-agent", args), build_dhcp_agent))
+    return asyncio.run(_run_agent("dhcp-agent", _load("dhcp-agent", args), build_dhcp_agent))
 
 
 def _l3_agent(args: argparse.Namespace) -> int:
     from openimds.l3.agent import build_l3_agent
 
-    return asyncio.run(_run_agent(_load("l3-agent", args), build_l3_agent))
+    return asyncio.run(_run_agent("l3-agent", _load("l3-agent", args), build_l3_agent))
 
 
 async def _fetch_port(
     conf: Any, port_id: str
 ) -> tuple[dict[str, Any], list[dict[str, Any]], int]:
-    client = _client(conf)
+    client = _client(conf, "dhcp-agent")
     try:
         port = await client.get("ports", port_id)
         subnets = await client.list("subnets", network_id=port["network_id"])

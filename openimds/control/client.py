@@ -12,12 +12,19 @@ the token's service catalog (region `region` when given), so the identity and re
 differ. Errors arrive as `ApiError(status, type, message)` carrying the server's text;
 connection failures as `ApiConnectionError`. `SyncControlClient` wraps the same calls for the
 CLI.
+
+The client owns its one aiohttp session (made at the first request, closed by `close()`); for an
+https `auth_url` pass `ssl_context` (see `openimds.control.tls.client_ssl_context`). The agents
+build their client in one place, `control_client_from_conf(conf)` (or `control_client(...)` from
+plain values): it names every missing credential option (`MissingCredentials`) and applies
+`auth_region`, `auth_insecure` and `auth_ca_cert`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -26,8 +33,11 @@ from typing import Any
 
 import aiohttp
 
+from openimds.control.tls import client_ssl_context
+
 __all__ = ["RESOURCES", "ApiConnectionError", "ApiError", "ChangesPage", "ControlClient",
-           "SyncControlClient"]
+           "MissingCredentials", "SyncControlClient", "check_credentials",
+           "control_client", "control_client_from_conf"]
 
 # resource name -> (service, collection path, singular key)
 RESOURCES: dict[str, tuple[str, str, str]] = {
@@ -55,6 +65,10 @@ class ApiError(Exception):
 
 class ApiConnectionError(Exception):
     """The API could not be reached (refused, timed out, bad URL)."""
+
+
+class MissingCredentials(ValueError):
+    """An agent's ini file lacks what it needs to reach the control plane."""
 
 
 @dataclass(frozen=True)
@@ -99,15 +113,15 @@ class ControlClient:
 
     def __init__(self, auth_url: str, username: str, password: str, project_name: str, *,
                  region: str | None = None, timeout: float = 30.0,
-                 session: aiohttp.ClientSession | None = None) -> None:
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.auth_url = auth_url.rstrip("/")
         self.username = username
         self.password = password
         self.project_name = project_name
         self.region = region
         self.timeout = timeout
-        self._session = session
-        self._own_session = session is None
+        self.ssl_context = ssl_context
+        self._session: aiohttp.ClientSession | None = None
         self._token: str | None = None
         self._expires = 0.0
         self._endpoints: dict[str, str] = {}
@@ -120,14 +134,23 @@ class ControlClient:
         await self.close()
 
     async def close(self) -> None:
-        if self._session is not None and self._own_session:
-            await self._session.close()
-        self._session = None
+        """Close the session (a later request opens a new one)."""
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    @property
+    def closed(self) -> bool:
+        """True while the client holds no open session (before the first request, after
+        close())."""
+        return self._session is None or self._session.closed
 
     def _http(self) -> aiohttp.ClientSession:
+        # Made lazily: an aiohttp session binds to the running loop.
         if self._session is None:
-            self._session = aiohttp.ClientSession()
-            self._own_session = True
+            connector = (aiohttp.TCPConnector(ssl=self.ssl_context)
+                         if self.ssl_context is not None else None)
+            self._session = aiohttp.ClientSession(connector=connector)
         return self._session
 
     # ---- authentication -------------------------------------------------------------------
@@ -300,6 +323,42 @@ class ControlClient:
                                   timeout=self.timeout + timeout)
         return ChangesPage(list(data["changes"]), int(data["revision"]),
                            int(data["current_revision"]))
+
+
+def check_credentials(auth_url: str | None, username: str | None, password: str | None,
+                      project_name: str | None, where: str = "[DEFAULT]") -> None:
+    """MissingCredentials naming every unset option of auth_url, admin_user, admin_password
+    and admin_tenant_name (`where` says which file and section)."""
+    missing = [name for name, value in (
+        ("auth_url", auth_url), ("admin_user", username), ("admin_password", password),
+        ("admin_tenant_name", project_name),
+    ) if not value]
+    if missing:
+        raise MissingCredentials(f"{where} needs {', '.join(missing)} to reach the "
+                                 "control-plane API")
+
+
+def control_client(auth_url: str | None, username: str | None, password: str | None,
+                   project_name: str | None, *, region: str | None = None,
+                   insecure: bool = False, ca_cert: str | None = None,
+                   where: str = "[DEFAULT]") -> ControlClient:
+    """The agents' client from their auth options (see `check_credentials`). The client owns
+    its session: close() it."""
+    check_credentials(auth_url, username, password, project_name, where)
+    assert auth_url is not None and username and password and project_name
+    ctx = client_ssl_context(insecure, ca_cert) if auth_url.startswith("https:") else None
+    return ControlClient(auth_url, username, password, project_name, region=region or None,
+                         ssl_context=ctx)
+
+
+def control_client_from_conf(conf: Any, where: str = "[DEFAULT]") -> ControlClient:
+    """`control_client` from a loaded ConfigOpts with the agents' AUTH_OPTS (auth_url,
+    admin_user, admin_password, admin_tenant_name, auth_region, auth_insecure, auth_ca_cert).
+    Call inside the running loop that will use it."""
+    return control_client(conf.auth_url, conf.admin_user, conf.admin_password,
+                          conf.admin_tenant_name, region=conf.auth_region,
+                          insecure=bool(conf.auth_insecure), ca_cert=conf.auth_ca_cert,
+                          where=where)
 
 
 class SyncControlClient:

@@ -11,11 +11,8 @@ The proxy actions carry an opaque spec for an object with `ensure(spec, netns)` 
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import shutil
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -23,6 +20,7 @@ from typing import Any, Protocol
 from openimds.linux import dnsmasq, iptables
 from openimds.linux.addresses import sync_addresses
 from openimds.linux.fabric import ensure_port_link
+from openimds.linux.files import write_atomic
 from openimds.linux.links import delete_link
 from openimds.linux.netns import delete_netns, ensure_netns, set_sysctl
 
@@ -170,21 +168,6 @@ class ProxyDriver(Protocol):
     def ensure(self, spec: Any, netns: str | None) -> Any: ...
 
     def stop(self, resource_id: str) -> bool: ...
-
-
-def write_atomic(path: str, text: str, mode: int = 0o644) -> None:
-    folder = os.path.dirname(path)
-    os.makedirs(folder, mode=0o755, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        # dnsmasq re-reads its files after dropping to its own user: they must be readable.
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
 
 
 class Executor:

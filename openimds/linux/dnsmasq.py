@@ -20,6 +20,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from openimds.linux import procfs
 from openimds.linux.process import CommandFailed, run
 
 __all__ = [
@@ -53,59 +54,32 @@ def _pidfile_of(argv: Sequence[str]) -> str | None:
     return None
 
 
-def _read_proc(pid: int) -> tuple[tuple[str, ...], str] | None:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            raw = fh.read()
-        with open(f"/proc/{pid}/stat") as fh:
-            state = fh.read().rpartition(")")[2].split()[0]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return None
-    argv = tuple(x.decode(errors="replace") for x in raw.split(b"\0") if x)
-    return argv, state
-
-
 def _is_ours(pid: int, pidfile: str) -> tuple[str, ...] | None:
-    got = _read_proc(pid)
-    if got is None:
-        return None
-    argv, state = got
-    if state in ("Z", "X") or not argv or os.path.basename(argv[0]) != "dnsmasq":
-        return None
-    return argv if _pidfile_of(argv) == pidfile else None
+    """argv of `pid` if it is a live dnsmasq with our `--pid-file=`, else None."""
+    argv = procfs.live_argv(pid)
+    return argv if argv is not None and _owns_pidfile(argv, pidfile) else None
 
 
-def _read_pid(pidfile: str) -> int | None:
-    try:
-        with open(pidfile) as fh:
-            text = fh.read().strip()
-    except FileNotFoundError:
-        return None
-    return int(text) if text.isdigit() else None
+def _owns_pidfile(argv: Sequence[str], pidfile: str) -> bool:
+    """argv is dnsmasq's, with `--pid-file=<pidfile>` (pure)."""
+    return (bool(argv) and os.path.basename(argv[0]) == "dnsmasq"
+            and _pidfile_of(argv) == pidfile)
 
 
 def netns_inode(netns: str) -> tuple[int, int] | None:
-    try:
-        st = os.stat(f"/run/netns/{netns}")
-    except FileNotFoundError:
-        return None
-    return (st.st_dev, st.st_ino)
+    """(st_dev, st_ino) of /run/netns/<netns>, to compare with DnsmasqProcess.netns_inode."""
+    return procfs.named_netns_id(netns)
 
 
 def find_dnsmasq(pidfile: str) -> DnsmasqProcess | None:
     """The live dnsmasq that owns `pidfile`, verified through /proc, or None."""
-    pid = _read_pid(pidfile)
+    pid = procfs.read_pid_file(pidfile)
     if pid is None:
         return None
     argv = _is_ours(pid, pidfile)
     if argv is None:
         return None
-    try:
-        st = os.stat(f"/proc/{pid}/ns/net")
-        inode: tuple[int, int] | None = (st.st_dev, st.st_ino)
-    except FileNotFoundError:
-        inode = None
-    return DnsmasqProcess(pid, argv, inode)
+    return DnsmasqProcess(pid, argv, procfs.netns_id(pid))
 
 
 def start_dnsmasq(argv: Sequence[str], netns: str, *, timeout: float = 5.0) -> int:
@@ -116,10 +90,8 @@ def start_dnsmasq(argv: Sequence[str], netns: str, *, timeout: float = 5.0) -> i
         raise ValueError("dnsmasq argv has no --pid-file: it could never be adopted or stopped")
     with contextlib.suppress(FileNotFoundError):
         os.unlink(pidfile)
-    # A minimal environment: dnsmasq needs nothing of ours (and no proxy variables).
-    env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")}
     try:
-        run(argv, netns=netns, env=env, timeout=timeout + 5)
+        run(argv, netns=netns, env=procfs.daemon_env(), timeout=timeout + 5)
     except CommandFailed as exc:
         raise RuntimeError(f"dnsmasq did not start in {netns}: {exc}") from exc
     deadline = time.monotonic() + timeout

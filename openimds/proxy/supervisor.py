@@ -19,18 +19,19 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import ipaddress
 import logging
 import os
 import re
 import signal
 import stat
-import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from openimds.linux import procfs
+from openimds.linux.files import read_text, write_atomic
 from openimds.linux.process import CommandFailed, run
+from openimds.linux.procfs import listening_sockets, parse_proc_net_tcp
 from openimds.proxy.haproxy import (
     ProxySpec,
     ResourceKind,
@@ -50,7 +51,6 @@ __all__ = [
 
 LOG = logging.getLogger(__name__)
 
-_TCP_LISTEN = "0A"
 _PIDFILE_LINE = re.compile(r"^\s*pidfile\s+(\S+)\s*$", re.MULTILINE)
 _STATS_LINE = re.compile(r"^\s*stats socket\s+(\S+)", re.MULTILINE)
 
@@ -103,7 +103,7 @@ class HaproxySupervisor:
         rid = spec.resource_id
         text = render_haproxy_cfg(spec)
         conf = config_path(self.state_path, rid)
-        on_disk = _read(conf)
+        on_disk = read_text(conf)
         old_paths = self._paths(rid, on_disk)
         pid = self._live_pid(conf, old_paths.pidfile, netns)
 
@@ -149,7 +149,7 @@ class HaproxySupervisor:
         """Stop the proxy for `resource_id` and remove its files. True if a process was
         stopped. Also stops old processes of a soft reload that are still draining."""
         conf = config_path(self.state_path, resource_id)
-        paths = self._paths(resource_id, _read(conf))
+        paths = self._paths(resource_id, read_text(conf))
         pids = set(_pids_with_config(conf))
         stopped = bool(pids)
         if pids:
@@ -172,7 +172,7 @@ class HaproxySupervisor:
         """The pid of the running proxy (from its pid file, verified to be our haproxy), or
         None. Whatever namespace it is in: `ensure` is what checks the namespace."""
         conf = config_path(self.state_path, resource_id)
-        pid = _read_pid(self._paths(resource_id, _read(conf)).pidfile)
+        pid = procfs.read_pid_file(self._paths(resource_id, read_text(conf)).pidfile)
         return pid if pid is not None and _is_our_haproxy(pid, conf) else None
 
     def is_listening(self, spec: ProxySpec) -> bool:
@@ -193,7 +193,7 @@ class HaproxySupervisor:
         if kind is None:
             return ids
         marker = f"http-request set-header {id_header(kind)} "
-        return [i for i in ids if marker in (_read(config_path(self.state_path, i)) or "")]
+        return [i for i in ids if marker in (read_text(config_path(self.state_path, i)) or "")]
 
     # -- internals ---------------------------------------------------------------------
 
@@ -210,10 +210,10 @@ class HaproxySupervisor:
         return _Paths(config_path(self.state_path, resource_id), pidfile, stats)
 
     def _live_pid(self, conf: str, pidfile: str, netns: str | None) -> int | None:
-        pid = _read_pid(pidfile)
+        pid = procfs.read_pid_file(pidfile)
         if pid is None or not _is_our_haproxy(pid, conf):
             return None
-        if not _in_netns(pid, netns):
+        if not procfs.pid_in_netns(pid, netns):
             # The namespace was deleted and re-created: this haproxy serves a dead namespace.
             LOG.warning("proxy pid %d for %s is not in netns %s", pid, conf, netns)
             return None
@@ -225,23 +225,15 @@ class HaproxySupervisor:
         self._write(conf, text, check=True)
 
     def _write(self, conf: str, text: str, *, check: bool = False) -> None:
-        folder = os.path.dirname(conf)
-        os.makedirs(folder, mode=0o755, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".conf")
-        try:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(text)
-            os.chmod(tmp, 0o644)
-            if check:
-                try:
-                    run([self.haproxy, "-c", "-q", "-f", tmp])
-                except CommandFailed as exc:
-                    raise ProxyStartFailed(
-                        f"haproxy rejected the config for {conf}: {exc}"
-                    ) from exc
-            os.replace(tmp, conf)
-        finally:
-            _unlink(tmp)
+        def haproxy_check(tmp: str) -> None:
+            try:
+                run([self.haproxy, "-c", "-q", "-f", tmp])
+            except CommandFailed as exc:
+                raise ProxyStartFailed(
+                    f"haproxy rejected the config for {conf}: {exc}"
+                ) from exc
+
+        write_atomic(conf, text, 0o644, check=haproxy_check if check else None)
 
     def _exec(
         self,
@@ -261,7 +253,7 @@ class HaproxySupervisor:
             argv += ["-sf", str(replace_pid)]
         os.makedirs(os.path.dirname(pidfile), mode=0o755, exist_ok=True)
         try:
-            run(argv, netns=netns, env=_clean_env())
+            run(argv, netns=netns, env=procfs.daemon_env())
         except CommandFailed as exc:
             raise ProxyStartFailed(str(exc)) from exc
 
@@ -294,7 +286,7 @@ class HaproxySupervisor:
             _signal(pid, conf, signal.SIGKILL)
 
 
-# -- /proc helpers (module level: no state) ----------------------------------------------
+# -- /proc checks (module level, no state; the reads live in openimds.linux.procfs) --------
 
 
 def _signal(pid: int, conf: str, sig: signal.Signals) -> None:
@@ -306,86 +298,24 @@ def _signal(pid: int, conf: str, sig: signal.Signals) -> None:
 
 def _is_our_haproxy(pid: int, conf: str) -> bool:
     """pid is a live (non-zombie) haproxy whose argv has `-f <conf>`."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            argv = fh.read().decode(errors="replace").split("\0")
-        with open(f"/proc/{pid}/stat") as fh:
-            # State follows the parenthesised comm, which may itself contain spaces.
-            state = fh.read().rpartition(")")[2].split()[0]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-    if state in ("Z", "X") or not argv or "haproxy" not in os.path.basename(argv[0]):
+    argv = procfs.live_argv(pid)
+    return argv is not None and _runs_config(argv, conf)
+
+
+def _runs_config(argv: Sequence[str], conf: str) -> bool:
+    """argv is haproxy's, with `-f <conf>` (pure)."""
+    if not argv or "haproxy" not in os.path.basename(argv[0]):
         return False
     return any(a == "-f" and b == conf for a, b in zip(argv, argv[1:], strict=False))
 
 
 def _pids_with_config(conf: str) -> list[int]:
-    found = []
-    for name in os.listdir("/proc"):
-        if name.isdigit() and _is_our_haproxy(int(name), conf):
-            found.append(int(name))
-    return sorted(found)
-
-
-def _in_netns(pid: int, netns: str | None) -> bool:
-    want = f"/run/netns/{netns}" if netns else "/proc/self/ns/net"
-    try:
-        a, b = os.stat(f"/proc/{pid}/ns/net"), os.stat(want)
-    except FileNotFoundError:
-        return False
-    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
-
-
-def parse_proc_net_tcp(text: str, *, ipv6: bool) -> set[tuple[str, int]]:
-    """Listening (address, port) pairs from /proc/net/tcp or /proc/net/tcp6 text."""
-    out: set[tuple[str, int]] = set()
-    for line in text.splitlines()[1:]:
-        fields = line.split()
-        if len(fields) < 4 or fields[3] != _TCP_LISTEN:
-            continue
-        hexaddr, hexport = fields[1].split(":")
-        raw = bytes.fromhex(hexaddr)
-        # The kernel prints each 32-bit word in host (little-endian) order.
-        packed = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
-        addr = ipaddress.IPv6Address(packed) if ipv6 else ipaddress.IPv4Address(packed)
-        out.add((str(addr), int(hexport, 16)))
-    return out
-
-
-def listening_sockets(pid: int) -> set[tuple[str, int]]:
-    """TCP listeners in the network namespace of `pid` (both families)."""
-    out: set[tuple[str, int]] = set()
-    for name, v6 in (("tcp", False), ("tcp6", True)):
-        text = _read(f"/proc/{pid}/net/{name}")
-        if text:
-            out |= parse_proc_net_tcp(text, ipv6=v6)
-    return out
+    return sorted(pid for pid in procfs.all_pids() if _is_our_haproxy(pid, conf))
 
 
 def _binds_listening(spec: ProxySpec, pid: int) -> bool:
     have = listening_sockets(pid)
     return all((b.host, b.port) in have for b in spec.binds)
-
-
-def _clean_env() -> dict[str, str]:
-    # haproxy needs nothing from the agent's environment; keep proxies variables out of it.
-    return {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")}
-
-
-def _read(path: str) -> str | None:
-    try:
-        with open(path) as fh:
-            return fh.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-
-
-def _read_pid(path: str) -> int | None:
-    text = _read(path)
-    if not text:
-        return None
-    first = text.split()[0] if text.split() else ""
-    return int(first) if first.isdigit() else None
 
 
 def _is_socket(path: str | None) -> bool:

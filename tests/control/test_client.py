@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+from aiohttp import web
 from sqlalchemy import delete, func, select
 
-from openimds.control.client import ApiConnectionError, ApiError, ControlClient
+from openimds.agent.control_feed import ControlFeed, MissingCredentials
+from openimds.agent.settings import AgentSettings
+from openimds.cli.network_agents_cmd import _client as agents_client
+from openimds.config import load_config
+from openimds.control.app import build_app
+from openimds.control.call import Settings
+from openimds.control.client import ApiConnectionError, ApiError, ControlClient, control_client
+from openimds.control.tls import client_ssl_context
 from openimds.inventory.models import Token, User
 from openimds.inventory.store import Store
 
@@ -93,3 +105,114 @@ async def test_client_servers_and_keypairs(api: Api) -> None:
         await client.delete("servers", srv["id"])
         assert await client.list("servers") == []
         assert await client.list("keypairs") == []
+
+
+# ---- https: the TLS context and the agents' one construction path ----------------------------
+
+
+@pytest.fixture(scope="module")
+def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (its own CA) and its key."""
+    folder = tmp_path_factory.mktemp("tls")
+    crt, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", str(key), "-out", str(crt), "-days", "2",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=60)
+    return crt, key
+
+
+@dataclass
+class HttpsApi:
+    url: str
+    cafile: str
+
+
+@pytest.fixture
+async def https_api(store: Store, users: dict[str, str], settings: Settings,
+                    cert: tuple[Path, Path]) -> AsyncIterator[HttpsApi]:
+    """The real control-plane app served over https with the self-signed certificate."""
+    import ssl
+
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(str(cert[0]), str(cert[1]))
+    runner = web.AppRunner(build_app(store, settings))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ctx)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield HttpsApi(f"https://127.0.0.1:{port}", str(cert[0]))
+    finally:
+        await runner.cleanup()
+
+
+async def test_ca_file_is_honoured(https_api: HttpsApi) -> None:
+    ca = client_ssl_context(False, https_api.cafile)
+    async with ControlClient(https_api.url + "/v3", "neutron", PASSWORD, "service",
+                             ssl_context=ca) as client:
+        assert await client.list("networks") == []
+    # Without the CA file the system CAs do not know the certificate.
+    async with ControlClient(https_api.url, "neutron", PASSWORD, "service", timeout=10,
+                             ssl_context=client_ssl_context(False, None)) as client:
+        with pytest.raises(ApiConnectionError, match="(?i)certificate"):
+            await client.list("networks")
+    # auth_insecure skips verification (a CA file, if named, is not even read).
+    async with ControlClient(https_api.url, "neutron", PASSWORD, "service",
+                             ssl_context=client_ssl_context(True, "/nonexistent")) as client:
+        assert await client.list("networks") == []
+
+
+def test_client_ssl_context_rules(cert: tuple[Path, Path]) -> None:
+    import ssl
+
+    strict = client_ssl_context(False, None)
+    assert strict.verify_mode == ssl.CERT_REQUIRED and strict.check_hostname
+    loose = client_ssl_context(True, None)
+    assert loose.verify_mode == ssl.CERT_NONE and not loose.check_hostname
+    with pytest.raises(FileNotFoundError):
+        client_ssl_context(False, "/nonexistent/ca.pem")
+    # A client certificate only with both halves (the self-signed pair serves as one).
+    client_ssl_context(False, str(cert[0]), str(cert[0]), str(cert[1]))
+    client_ssl_context(False, None, str(cert[0]), None)  # key missing: not loaded, no error
+
+
+async def test_agents_https_client_is_closed(https_api: HttpsApi, tmp_path: Path) -> None:
+    ini = tmp_path / "dhcp_agent.ini"
+    ini.write_text(f"[DEFAULT]\nauth_url = {https_api.url}/v2.0\nadmin_user = neutron\n"
+                   f"admin_password = {PASSWORD}\nadmin_tenant_name = service\n"
+                   f"auth_region = RegionOne\nauth_ca_cert = {https_api.cafile}\n")
+    client = agents_client(load_config("dhcp-agent", [str(ini)]), "dhcp-agent")
+    assert client.region == "RegionOne" and client.ssl_context is not None
+    assert client.closed  # nothing opened before the first request
+    assert await client.list("networks") == []
+    session = client._session
+    assert session is not None and not client.closed
+    await client.close()
+    assert client.closed and session.closed
+
+
+async def test_agent_feed_over_https_closes_its_client(https_api: HttpsApi) -> None:
+    settings = AgentSettings(socket_path="/nonexistent", auth_url=https_api.url + "/v2.0",
+                             username="neutron", password=PASSWORD, project_name="service",
+                             auth_region="RegionOne", auth_ca_cert=https_api.cafile)
+    feed = ControlFeed.from_settings(settings)
+    snap = await feed.snapshot()
+    assert snap.ports == [] and not feed.client.closed
+    session = feed.client._session
+    await feed.aclose()
+    assert feed.client.closed and session is not None and session.closed
+
+
+async def test_missing_credentials_are_all_named(tmp_path: Path) -> None:
+    with pytest.raises(MissingCredentials, match=r"^x\.ini \[DEFAULT\] needs auth_url, "
+                       r"admin_password to reach"):
+        control_client(None, "u", "", "p", where="x.ini [DEFAULT]")
+    ini = tmp_path / "l3_agent.ini"
+    ini.write_text("[DEFAULT]\nadmin_user = neutron\n")
+    with pytest.raises(SystemExit, match=r"^error: l3_agent\.ini \[DEFAULT\] needs auth_url, "
+                       r"admin_password, admin_tenant_name"):
+        agents_client(load_config("l3-agent", [str(ini)]), "l3-agent")
+    with pytest.raises(MissingCredentials, match="metadata_agent.ini"):
+        ControlFeed.check_settings(AgentSettings(socket_path="/s", auth_url="http://x"))

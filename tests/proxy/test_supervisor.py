@@ -41,6 +41,7 @@ from openimds.proxy.supervisor import (
     HaproxySupervisor,
     Outcome,
     ProxyStartFailed,
+    _runs_config,
     listening_sockets,
     parse_proc_net_tcp,
 )
@@ -71,6 +72,22 @@ def test_parse_proc_net_tcp() -> None:
     assert parse_proc_net_tcp(PROC_TCP, ipv6=False) == {(MD_IP, 80), ("0.0.0.0", 9697)}
     # fe80::a9fe:a9fe is printed as 4 little-endian words.
     assert parse_proc_net_tcp(PROC_TCP6, ipv6=True) == {("fe80::a9fe:a9fe", 80), ("::", 9697)}
+
+
+# ---------------------------------------------------------------------------------------
+# pure: is this argv (as procfs.parse_cmdline gives it) a haproxy running our config?
+
+
+@pytest.mark.parametrize("argv, conf, ours", [
+    (("haproxy", "-f", "/c.conf"), "/c.conf", True),
+    (("/usr/sbin/haproxy", "-f", "/c.conf", "-x", "/s", "-sf", "7"), "/c.conf", True),
+    (("haproxy", "-f", "/other.conf"), "/c.conf", False),
+    (("haproxy", "/c.conf"), "/c.conf", False),
+    (("python", "-f", "/c.conf"), "/c.conf", False),
+    ((), "/c.conf", False),
+])
+def test_haproxy_argv_check(argv: tuple[str, ...], conf: str, ours: bool) -> None:
+    assert _runs_config(argv, conf) is ours
 
 
 # ---------------------------------------------------------------------------------------
