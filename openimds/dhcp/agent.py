@@ -85,7 +85,7 @@ class DhcpAgent(InventoryAgent):
                 for d in os.listdir(confs)
                 if _ID.match(d) and os.path.isdir(os.path.join(confs, d))
             }
-        found |= set(self.applier.proxy.owned_ids("network"))
+        found |= set(self.applier.proxy_ids())
         return {k for k in found if self.owns(k)}
 
     def _model(self, snap: Snapshot) -> dict[str, NetworkInfo]:

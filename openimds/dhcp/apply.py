@@ -25,18 +25,18 @@ from typing import Any
 from openimds.dhcp.plan import DhcpPlan
 from openimds.linux import actions as act
 from openimds.linux.claims import Claims
+from openimds.linux.converge import execute_pass
 from openimds.linux.dnsmasq import DnsmasqProcess, daemon_argv, find_dnsmasq, netns_inode
 from openimds.linux.fabric import bridge_name, fabric_port_name
 from openimds.linux.netns import netns_exists
-from openimds.linux.observe import Address, Link, addresses, links, normalize_cidr
+from openimds.linux.observe import Address, Link, addresses, links
+from openimds.linux.ports import addresses_match, port_link_state
 from openimds.proxy.haproxy import (
-    Bind,
     ProxySpec,
     RateLimit,
     Timeouts,
-    pidfile_path,
+    owned_proxy_ids,
     proxy_spec_for_network,
-    stats_socket_path,
 )
 
 __all__ = [
@@ -92,7 +92,7 @@ class DhcpActual:
     dnsmasq: DnsmasqProcess | None = None
     netns_inode: tuple[int, int] | None = None
     marker: str | None = None
-    proxy_configured: bool = False  # a network proxy config for this id is on disk
+    proxy_configured: bool = False  # a proxy config owned by this network is on disk
 
     def link(self, name: str) -> Link | None:
         return next((x for x in self.links if x.name == name), None)
@@ -109,28 +109,10 @@ def files_digest(files: dict[str, str]) -> str:
 
 
 def proxy_spec_for_plan(plan: DhcpPlan, settings: DhcpSettings) -> ProxySpec | None:
+    """The network's proxy, always keyed (files, ownership, StopProxy) by the network id; a
+    metadata network (spec 3.6, `plan.proxy_router_id`) stamps the router's id instead."""
     if not plan.metadata_proxy:
         return None
-    if plan.proxy_router_id:
-        # enable_metadata_network (spec 3.6): bound like a network proxy, but identifying the
-        # router, so the agent searches every network of that router.
-        rid = plan.proxy_router_id
-        binds = [Bind("169.254.169.254", 80)]
-        if plan.proxy_bind_ipv6:
-            binds.append(Bind("fe80::a9fe:a9fe", 80, interface=plan.interface))
-        return ProxySpec(
-            kind="router",
-            resource_id=rid,
-            binds=tuple(binds),
-            socket_path=settings.metadata_proxy_socket,
-            pidfile=pidfile_path(settings.state_path, rid),
-            user=settings.proxy_user,
-            group=settings.proxy_group,
-            timeouts=settings.timeouts,
-            rate_limit=settings.rate_limit,
-            log_target=settings.proxy_log_target,
-            stats_socket=stats_socket_path(settings.state_path, rid),
-        )
     return proxy_spec_for_network(
         plan.network_id,
         state_path=settings.state_path,
@@ -141,42 +123,8 @@ def proxy_spec_for_plan(plan: DhcpPlan, settings: DhcpSettings) -> ProxySpec | N
         timeouts=settings.timeouts,
         rate_limit=settings.rate_limit,
         log_target=settings.proxy_log_target,
+        router_id=plan.proxy_router_id,
     )
-
-
-def _kernel_link_local(a: Address) -> bool:
-    # What the kernel adds by itself (and sync_addresses leaves alone).
-    return a.family == 6 and a.scope == "link" and a.cidr.endswith("/64")
-
-
-def _port_ok(plan: DhcpPlan, actual: DhcpActual, bridge: str) -> tuple[bool, bool]:
-    """(everything as planned, the veth pair itself is intact)."""
-    tap = actual.link(plan.interface)
-    near = actual.fabric_link(fabric_port_name(plan.port_id))
-    br = actual.fabric_link(bridge)
-    paired = (
-        tap is not None
-        and near is not None
-        and tap.kind == "veth"
-        and near.kind == "veth"
-        and tap.peer_ifindex == near.ifindex
-        and near.peer_ifindex == tap.ifindex
-    )
-    ok = (
-        paired
-        and br is not None
-        and br.kind == "bridge"
-        and br.up
-        and tap is not None
-        and near is not None
-        and tap.mac == plan.mac_address.lower()
-        and tap.mtu == plan.mtu
-        and tap.up
-        and near.master == bridge
-        and near.mtu == plan.mtu
-        and near.up
-    )
-    return ok, paired
 
 
 def diff_dhcp(
@@ -217,8 +165,17 @@ def diff_dhcp(
         for x in actual.links
         if x.name not in ("lo", plan.interface)
     ]
-    port_ok, paired = _port_ok(plan, actual, bridge)
-    if not port_ok:
+    port = port_link_state(
+        actual.links,
+        actual.fabric_links,
+        network_id=network_id,
+        port_id=plan.port_id,
+        ifname=plan.interface,
+        mac=plan.mac_address,
+        mtu=plan.mtu,
+    )
+    paired = port.paired
+    if not port.ok:
         out.append(
             act.EnsurePortLink(
                 settings.fabric,
@@ -236,11 +193,7 @@ def diff_dhcp(
         # Before the address goes: haproxy is bound to it.
         out.append(act.StopProxy(network_id))
 
-    have = {
-        a.cidr for a in actual.addresses if a.dev == plan.interface and not _kernel_link_local(a)
-    }
-    want = {normalize_cidr(c) for c in plan.addresses}
-    if not paired or have != want:
+    if not paired or not addresses_match(actual.addresses, plan.interface, plan.addresses):
         out.append(act.SyncAddresses(ns, plan.interface, tuple(plan.addresses)))
 
     files = plan.files()
@@ -310,7 +263,7 @@ class DhcpApplier:
 
     def __init__(self, settings: DhcpSettings, proxy: Any) -> None:
         self.settings = settings
-        self.proxy = proxy  # HaproxySupervisor (ensure/stop/owned_ids)
+        self.proxy = proxy  # HaproxySupervisor (ensure/stop)
         self.executor = act.Executor(proxy)
         self.claims = Claims(settings.state_path, "network")
 
@@ -322,16 +275,15 @@ class DhcpApplier:
         network_exists: bool,
         log: logging.LoggerAdapter[Any] | logging.Logger = LOG,
     ) -> list[act.Action]:
-        actual = observe_dhcp(network_id, plan, self.settings, self.proxy.owned_ids("network"))
+        actual = observe_dhcp(network_id, plan, self.settings, self.proxy_ids())
         actions = diff_dhcp(
             network_id, plan, actual, self.settings, network_exists=network_exists
         )
-        changes = [a for a in actions if not isinstance(a, act.EnsureProxy)]
-        if changes:
-            log.info("%d actions: %s", len(changes), ", ".join(type(a).__name__ for a in changes))
-        if plan is not None:
-            self.claims.add(network_id)  # before anything exists
-        self.executor.run(actions)
-        if plan is None:
-            self.claims.remove(network_id)  # everything is gone
+        execute_pass(
+            self.executor, self.claims, network_id, actions, wanted=plan is not None, log=log
+        )
         return actions
+
+    def proxy_ids(self) -> list[str]:
+        """Networks with a proxy config of ours on disk (metadata networks included)."""
+        return owned_proxy_ids(self.settings.state_path, "network")

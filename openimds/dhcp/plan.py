@@ -34,6 +34,7 @@ from openimds.dhcp.model import (
     PortInfo,
     SubnetInfo,
 )
+from openimds.proxy.haproxy import METADATA_IPV4, METADATA_IPV4_CIDR, METADATA_IPV6_CIDR
 
 __all__ = [
     "METADATA_V4",
@@ -50,9 +51,9 @@ __all__ = [
     "tap_name",
 ]
 
-METADATA_IP = "169.254.169.254"
-METADATA_V4 = "169.254.169.254/32"
-METADATA_V6 = "fe80::a9fe:a9fe/128"
+METADATA_IP = METADATA_IPV4
+METADATA_V4 = METADATA_IPV4_CIDR
+METADATA_V6 = METADATA_IPV6_CIDR
 METADATA_NETWORK = ipaddress.ip_network("169.254.0.0/16")
 
 # Ports that never get a DHCP host entry (spec 3.5, Wallaby+).

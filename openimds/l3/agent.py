@@ -67,7 +67,7 @@ class L3Agent(InventoryAgent):
 
     def orphan_keys(self) -> set[str]:
         # Only what our own state directory says we created (see linux/claims.py).
-        found = self.applier.claims.ids() | set(self.applier.proxy.owned_ids("router"))
+        found = self.applier.claims.ids() | set(self.applier.proxy_ids())
         return {k for k in found if self.owns(k)}
 
     def _model(self, snap: Snapshot) -> dict[str, RouterInfo]:

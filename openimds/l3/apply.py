@@ -22,10 +22,18 @@ from openimds.l3.plan import RouterPlan, render_iptables_restore
 from openimds.linux import actions as act
 from openimds.linux import iptables as ipt
 from openimds.linux.claims import Claims
+from openimds.linux.converge import execute_pass
 from openimds.linux.fabric import bridge_name, fabric_port_name
 from openimds.linux.netns import get_sysctl, netns_exists
-from openimds.linux.observe import Address, Link, addresses, links, normalize_cidr
-from openimds.proxy.haproxy import ProxySpec, RateLimit, Timeouts, proxy_spec_for_router
+from openimds.linux.observe import Address, Link, addresses, links
+from openimds.linux.ports import addresses_match, port_link_state
+from openimds.proxy.haproxy import (
+    ProxySpec,
+    RateLimit,
+    Timeouts,
+    owned_proxy_ids,
+    proxy_spec_for_router,
+)
 
 __all__ = [
     "NAMESPACE_PREFIX",
@@ -120,44 +128,22 @@ def diff_router(
     wanted = {p.name for p in plan.ports}
     out += [act.DeleteLink(ns, x.name) for x in actual.links if x.name not in wanted | {"lo"}]
     for p in plan.ports:
-        bridge = bridge_name(p.network_id)
-        qr = actual.link(p.name)
-        near = actual.fabric_link(fabric_port_name(p.port_id))
-        br = actual.fabric_link(bridge)
-        paired = (
-            qr is not None
-            and near is not None
-            and qr.kind == "veth"
-            and near.kind == "veth"
-            and qr.peer_ifindex == near.ifindex
-            and near.peer_ifindex == qr.ifindex
+        port = port_link_state(
+            actual.links,
+            actual.fabric_links,
+            network_id=p.network_id,
+            port_id=p.port_id,
+            ifname=p.name,
+            mac=p.mac_address,
+            mtu=p.mtu,
         )
-        ok = (
-            paired
-            and qr is not None
-            and near is not None
-            and br is not None
-            and br.kind == "bridge"
-            and br.up
-            and qr.mac == p.mac_address.lower()
-            and qr.mtu == p.mtu
-            and qr.up
-            and near.master == bridge
-            and near.mtu == p.mtu
-            and near.up
-        )
-        if not ok:
+        if not port.ok:
             out.append(
                 act.EnsurePortLink(
                     settings.fabric, p.network_id, p.port_id, ns, p.name, p.mac_address, p.mtu
                 )
             )
-        have = {
-            a.cidr
-            for a in actual.addresses
-            if a.dev == p.name and not (a.family == 6 and a.scope == "link")
-        }
-        if not paired or have != {normalize_cidr(c) for c in p.addresses}:
+        if not port.paired or not addresses_match(actual.addresses, p.name, p.addresses):
             out.append(act.SyncAddresses(ns, p.name, p.addresses))
 
     v4 = render_iptables_restore(plan.rules, actual.iptables, plan.chain_prefix)
@@ -218,14 +204,14 @@ class RouterApplier:
         *,
         log: logging.LoggerAdapter[Any] | logging.Logger = LOG,
     ) -> list[act.Action]:
-        actual = observe_router(router_id, plan, self.settings, self.proxy.owned_ids("router"))
+        actual = observe_router(router_id, plan, self.settings, self.proxy_ids())
         actions = diff_router(router_id, plan, actual, self.settings)
-        changes = [a for a in actions if not isinstance(a, act.EnsureProxy)]
-        if changes:
-            log.info("%d actions: %s", len(changes), ", ".join(type(a).__name__ for a in changes))
-        if plan is not None:
-            self.claims.add(router_id)  # before anything exists
-        self.executor.run(actions)
-        if plan is None:
-            self.claims.remove(router_id)  # everything is gone
+        execute_pass(
+            self.executor, self.claims, router_id, actions, wanted=plan is not None, log=log
+        )
         return actions
+
+    def proxy_ids(self) -> list[str]:
+        """Routers with a proxy config of ours on disk. Never a metadata network's proxy,
+        which stamps X-Neutron-Router-ID too but belongs to the DHCP agent."""
+        return owned_proxy_ids(self.settings.state_path, "router")

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from openimds.l3.model import RouterInfo
 from openimds.linux.iptables import BUILTIN_CHAINS, IptablesState, Rule
+from openimds.proxy.haproxy import METADATA_IPV4_CIDR, METADATA_IPV6_CIDR, ROUTER_METADATA_PORT
 
 __all__ = [
     "CHAIN_NAME_MAX",
@@ -31,8 +32,8 @@ __all__ = [
 
 CHAIN_NAME_MAX = 28  # xtables: 29 bytes including the NUL
 TABLE_ORDER = ("raw", "mangle", "nat", "filter", "security")
-METADATA_V4 = "169.254.169.254/32"
-METADATA_V6 = "fe80::a9fe:a9fe/128"
+METADATA_V4 = METADATA_IPV4_CIDR
+METADATA_V6 = METADATA_IPV6_CIDR
 # Our chains are <prefix><builtin>, the longest builtin being POSTROUTING.
 _LONGEST_SUFFIX = len("POSTROUTING")
 
@@ -42,7 +43,7 @@ class L3Options:
     """The l3_agent.ini options the plan depends on (plain values)."""
 
     enable_metadata_proxy: bool = True
-    metadata_port: int = 9697
+    metadata_port: int = ROUTER_METADATA_PORT
     metadata_access_mark: str = "0x1"
     ipv6_enabled: bool = True  # ip6tables rules for fe80::a9fe:a9fe and a "::" listener
     chain_prefix: str = "openimds-l3-"

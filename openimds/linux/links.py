@@ -18,6 +18,7 @@ __all__ = [
     "ensure_bridge",
     "ensure_veth_pair",
     "set_link",
+    "veth_paired",
 ]
 
 
@@ -57,7 +58,8 @@ def ensure_bridge(netns: str, name: str) -> None:
     run(["ip", "-n", netns, "link", "set", "dev", name, "up"])
 
 
-def _paired(a: Link | None, b: Link | None) -> bool:
+def veth_paired(a: Link | None, b: Link | None) -> bool:
+    """`a` and `b` are the two ends of one veth (each end's peer ifindex is the other's)."""
     return (
         a is not None
         and b is not None
@@ -85,7 +87,7 @@ def ensure_veth_pair(
     while True:
         a = find_link(netns, name)
         b = find_link(peer_netns, peer_name)
-        if _paired(a, b):
+        if veth_paired(a, b):
             return
         # Deleting either end of a veth removes both, so clear each name that is in the way.
         if a is not None:

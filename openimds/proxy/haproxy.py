@@ -1,13 +1,21 @@
 """haproxy configuration for one namespace proxy, as typed values rendered to text.
 
-Pure: no file, process, clock or ConfigOpts access. `ProxySpec` holds everything one proxy
+Pure (no file, process, clock or ConfigOpts access) apart from `owned_proxy_ids`, which reads
+the configs on disk to tell their owners. `ProxySpec` holds everything one proxy
 needs; `render_haproxy_cfg` turns it into byte-stable text, so the supervisor can decide
 "reload or not" by comparing strings (STYLE item 11).
 
 Trust rule: the agent identifies a guest by (X-Neutron-Network-ID | X-Neutron-Router-ID,
 X-Forwarded-For). Every identity header a guest could send is deleted before the proxy sets
-the one id it owns; `option forwardfor` *appends*, so the guest's X-Forwarded-For is deleted
+the one id it stamps; `option forwardfor` *appends*, so the guest's X-Forwarded-For is deleted
 first and the agent sees exactly one, written by haproxy (spec neutron-metadata §1.5, §7).
+
+Owner and identity: a proxy belongs to one namespace, `qdhcp-<network>` (kind "network", the
+DHCP agent's) or `qrouter-<router>` (kind "router", the L3 agent's), and its files are keyed by
+that id. It normally stamps that same id. The one exception is a DHCP "metadata network" (spec
+§3.6): owned by the network, it stamps X-Neutron-Router-ID. Its config then carries an
+`# owner: network <id>` line, and `config_owner`/`owned_proxy_ids` read ownership from there, so
+an L3 agent sharing the state_path never takes that proxy for its own.
 """
 
 from __future__ import annotations
@@ -23,16 +31,21 @@ __all__ = [
     "IDENTITY_HEADERS",
     "IDENTITY_HEADER_PREFIXES",
     "METADATA_IPV4",
+    "METADATA_IPV4_CIDR",
     "METADATA_IPV6",
+    "METADATA_IPV6_CIDR",
     "ROUTER_METADATA_PORT",
     "Bind",
     "InvalidProxySpec",
     "ProxySpec",
     "RateLimit",
     "ResourceKind",
+    "Identity",
     "Timeouts",
+    "config_owner",
     "config_path",
     "id_header",
+    "owned_proxy_ids",
     "pidfile_path",
     "proxy_spec_for_network",
     "proxy_spec_for_router",
@@ -44,6 +57,9 @@ ResourceKind = Literal["network", "router"]
 
 METADATA_IPV4 = "169.254.169.254"
 METADATA_IPV6 = "fe80::a9fe:a9fe"
+# The same addresses as host routes / interface addresses ("ip/prefix").
+METADATA_IPV4_CIDR = f"{METADATA_IPV4}/32"
+METADATA_IPV6_CIDR = f"{METADATA_IPV6}/128"
 DHCP_METADATA_PORT = 80
 ROUTER_METADATA_PORT = 9697
 
@@ -68,6 +84,10 @@ _MAX_UNIX_PATH = 107
 # start a comment or inject a new line. Always fullmatch: `$` would accept a trailing newline.
 _SAFE_TOKEN = re.compile(r"[A-Za-z0-9._:@/+=-]+")
 _SAFE_ID = re.compile(r"[A-Za-z0-9._-]+")
+# Written only when a proxy stamps another identity than its owner's (see the module doc).
+_OWNER_LINE = re.compile(r"^# owner: (network|router) (\S+)$", re.MULTILINE)
+_SET_HEADER_LINE = re.compile(r"^\s*http-request set-header (X-Neutron-(?:Network|Router)-ID) ",
+                              re.MULTILINE)
 
 
 class InvalidProxySpec(ValueError):
@@ -83,6 +103,13 @@ class Bind(NamedTuple):
     port: int
     interface: str | None = None
     v6only: bool = False
+
+
+class Identity(NamedTuple):
+    """What the proxy stamps on every request: `id_header(kind)` set to `id`."""
+
+    kind: ResourceKind
+    id: str
 
 
 @dataclass(frozen=True)
@@ -112,7 +139,12 @@ class RateLimit:
 
 @dataclass(frozen=True)
 class ProxySpec:
-    """Everything one namespace proxy needs, as plain values."""
+    """Everything one namespace proxy needs, as plain values.
+
+    `kind` and `resource_id` name the owner: the `qdhcp-`/`qrouter-` namespace the proxy
+    serves, whose agent ensures and stops it, and the key of its files (config, pid file, admin
+    socket). `identity` is what it stamps; None (the usual case) stamps the owner itself.
+    """
 
     kind: ResourceKind
     resource_id: str
@@ -135,14 +167,56 @@ class ProxySpec:
     # Admin socket that hands the listening sockets to the next process on reload
     # (`expose-fd listeners` + `haproxy -x`), so a reload never closes the listener.
     stats_socket: str | None = None
+    # Another id to stamp than the owner's: a metadata network identifies its router (§3.6).
+    identity: Identity | None = None
 
     def __post_init__(self) -> None:
         _validate(self)
+
+    @property
+    def stamped(self) -> Identity:
+        """The identity set on every request (the owner unless `identity` says otherwise)."""
+        return self.identity or Identity(self.kind, self.resource_id)
 
 
 def id_header(kind: ResourceKind) -> str:
     """The header the proxy owns for this kind of namespace."""
     return "X-Neutron-Network-ID" if kind == "network" else "X-Neutron-Router-ID"
+
+
+def config_owner(text: str) -> ResourceKind | None:
+    """Which kind of namespace owns a rendered config: its `# owner:` line, else the kind of
+    the header it sets (every proxy that stamps its owner, and configs of older versions)."""
+    if m := _OWNER_LINE.search(text):
+        return "network" if m.group(1) == "network" else "router"
+    if m := _SET_HEADER_LINE.search(text):
+        return "network" if m.group(1) == id_header("network") else "router"
+    return None
+
+
+def owned_proxy_ids(state_path: str, kind: ResourceKind) -> list[str]:
+    """Ids (sorted) with a proxy config under `state_path` owned by `kind` (`config_owner`).
+
+    The one helper here that reads files: it decides ownership by the same rule the renderer
+    writes, so a DHCP and an L3 agent sharing a state_path never stop each other's proxies.
+    """
+    folder = os.path.dirname(config_path(state_path, "x"))
+    try:
+        names = sorted(os.listdir(folder))
+    except FileNotFoundError:
+        return []
+    out = []
+    for name in names:
+        if not name.endswith(".conf") or name.startswith("."):
+            continue
+        try:
+            with open(os.path.join(folder, name)) as fh:
+                text = fh.read()
+        except FileNotFoundError:  # stopped meanwhile
+            continue
+        if config_owner(text) == kind:
+            out.append(name[: -len(".conf")])
+    return out
 
 
 def config_path(state_path: str, resource_id: str) -> str:
@@ -177,9 +251,14 @@ def proxy_spec_for_network(
     log_target: str | None = "/dev/log",
     debug: bool = False,
     pidfile: str | None = None,
+    router_id: str | None = None,
 ) -> ProxySpec:
     """The proxy of a `qdhcp-<network>` namespace: bound on 169.254.169.254:port, plus
-    [fe80::a9fe:a9fe]:port on `ipv6_interface` when given (the DHCP tap)."""
+    [fe80::a9fe:a9fe]:port on `ipv6_interface` when given (the DHCP tap).
+
+    `router_id` makes it a metadata network's proxy (spec §3.6): still the network's (files,
+    ownership), but stamping X-Neutron-Router-ID so the agent searches every network of the
+    router."""
     binds = [Bind(METADATA_IPV4, port)]
     if ipv6_interface:
         binds.append(Bind(METADATA_IPV6, port, interface=ipv6_interface))
@@ -196,6 +275,7 @@ def proxy_spec_for_network(
         log_target=log_target,
         debug=debug,
         stats_socket=stats_socket_path(state_path, network_id),
+        identity=Identity("router", router_id) if router_id else None,
     )
 
 
@@ -240,8 +320,11 @@ def render_haproxy_cfg(spec: ProxySpec) -> str:
     t = spec.timeouts
     lines: list[str] = [
         "# Generated by openimds for the metadata proxy; changes are overwritten.",
-        "global",
     ]
+    stamped = spec.stamped
+    if stamped != (spec.kind, spec.resource_id):
+        lines.append(f"# owner: {spec.kind} {spec.resource_id}")
+    lines.append("global")
     if spec.log_target:
         lines.append(
             f"    log         {spec.log_target} local0 {'debug' if spec.debug else 'info'}"
@@ -311,7 +394,7 @@ def render_haproxy_cfg(spec: ProxySpec) -> str:
     # Deletion runs before set-header and before forwardfor appends the real client address.
     lines += [f"    http-request del-header {name}" for name in IDENTITY_HEADERS]
     lines += [f"    http-request del-header {p} -m beg" for p in IDENTITY_HEADER_PREFIXES]
-    lines.append(f"    http-request set-header {id_header(spec.kind)} {spec.resource_id}")
+    lines.append(f"    http-request set-header {id_header(stamped.kind)} {stamped.id}")
     lines.append(f"    server metadata {spec.socket_path} maxconn {spec.agent_maxconn}"
                  f" pool-max-conn {spec.agent_maxconn} pool-purge-delay 5s")
     return "\n".join(lines) + "\n"
@@ -340,6 +423,15 @@ def _validate(spec: ProxySpec) -> None:
         raise InvalidProxySpec(
             f"resource_id {spec.resource_id!r} must be a UUID-like token (letters, digits, . _ -)"
         )
+    if spec.identity is not None:
+        if spec.identity.kind not in ("network", "router"):
+            raise InvalidProxySpec(
+                f"identity kind must be 'network' or 'router', not {spec.identity.kind!r}"
+            )
+        if not _SAFE_ID.fullmatch(spec.identity.id):
+            raise InvalidProxySpec(
+                f"identity id {spec.identity.id!r} must be a UUID-like token (letters, digits, . _ -)"
+            )
     if not spec.binds:
         raise InvalidProxySpec("binds is empty: give at least one (host, port) to listen on")
     for b in spec.binds:

@@ -152,3 +152,53 @@ def test_gone_network_tears_everything_down() -> None:
 
 def test_nothing_to_remove_is_no_action() -> None:
     assert diff_dhcp(NET, None, DhcpActual(), SETTINGS, network_exists=False) == []
+
+
+def metadata_network_plan(*, metadata_network: bool = True) -> DhcpPlan:
+    """Spec 3.6: a 169.254.169.252/30 network attached to router `rtr-1` (long ago)."""
+    subnet = SubnetInfo("m", "169.254.169.252/30", 4, "169.254.169.253", True)
+    ports = (
+        PortInfo("dhcpport-0001", "fa:16:3e:00:00:02", (("m", "169.254.169.254"),),
+                 "network:dhcp", "d", T0),
+        PortInfo("rport", "fa:16:3e:00:00:01", (("m", "169.254.169.253"),),
+                 "network:router_interface", "rtr-1", T0),
+    )
+    net = NetworkInfo(NET, "n", "p", 1500, (subnet,), ports)
+    opts = DhcpOptions(enable_isolated_metadata=True, enable_metadata_network=metadata_network,
+                       dhcp_confs="/s/dhcp", dhcp_lease_duration=60)
+    p = desired_dhcp_state(net, opts, datetime(2027, 1, 1, tzinfo=UTC))
+    assert p is not None
+    return p
+
+
+def test_metadata_network_proxy_is_keyed_by_the_network() -> None:
+    p = metadata_network_plan()
+    assert p.proxy_router_id == "rtr-1"
+    out = diff_dhcp(NET, p, DhcpActual(), SETTINGS, network_exists=True)
+    ensure = out[-1]
+    assert isinstance(ensure, act.EnsureProxy) and ensure.netns == NS
+    spec = ensure.spec
+    # Files and ownership: the network's, never the router's (whose key the L3 agent uses).
+    assert (spec.kind, spec.resource_id) == ("network", NET)
+    assert spec.pidfile == "/s/external/pids/net-1.pid.haproxy"
+    assert spec.stamped == ("router", "rtr-1")
+    assert [(b.host, b.port) for b in spec.binds] == [("169.254.169.254", 80)]
+
+
+def test_metadata_network_that_stops_qualifying_stops_its_proxy_by_network_id() -> None:
+    was, now = metadata_network_plan(), metadata_network_plan(metadata_network=False)
+    assert not now.metadata_proxy
+    out = diff_dhcp(NET, now, in_sync(was), SETTINGS, network_exists=True)
+    assert out[0] == act.StopProxy(NET)
+    assert not any(isinstance(a, act.EnsureProxy) for a in out)
+
+
+def test_only_the_kernels_link_local_address_is_ignored() -> None:
+    p = plan()
+    actual = in_sync(p)
+    # The kernel's fe80::/64 is in in_sync() already; a stray link-local /128 is not ours.
+    stray = Address(p.interface, "fe80::a9fe:a9fe/128", 6, "link", False, False)
+    out = diff_dhcp(NET, p, dataclasses.replace(actual, addresses=(*actual.addresses, stray)),
+                    SETTINGS, network_exists=True)
+    assert kinds(out) == ["SyncAddresses", "EnsureProxy"]
+    assert out[0] == act.SyncAddresses(NS, p.interface, p.addresses)

@@ -90,3 +90,31 @@ def test_gone_router_tears_down() -> None:
     assert out == [act.StopProxy(RID), act.DeleteLink(NS, "qr-port-aaaaaa"),
                    act.DeleteNamespace(NS)]
     assert diff_router(RID, None, RouterActual(), SETTINGS) == []
+
+
+def test_addresses_follow_the_same_link_local_rule_as_dhcp() -> None:
+    """Only the kernel's fe80::/64 is ignored (what sync_addresses leaves alone); any other
+    link-scope address on a qr- device is drift and gets synced away."""
+    plan = desired_router_state(ROUTER, OPTS)
+    actual = in_sync()
+    kernel = Address("qr-port-aaaaaa", "fe80::f816:3eff:fe00:1/64", 6, "link", False, False)
+    actual = dataclasses.replace(actual, addresses=(*actual.addresses, kernel))
+    assert kinds(diff_router(RID, plan, actual, SETTINGS)) == ["EnsureProxy"]
+    stray = Address("qr-port-aaaaaa", "fe80::5/128", 6, "link", False, False)
+    actual = dataclasses.replace(actual, addresses=(*actual.addresses, stray))
+    out = diff_router(RID, plan, actual, SETTINGS)
+    assert out[0] == act.SyncAddresses(NS, "qr-port-aaaaaa", ("10.0.0.1/24",))
+
+
+def test_broken_pair_recreates_the_port_and_resyncs_its_addresses() -> None:
+    plan = desired_router_state(ROUTER, OPTS)
+    actual = in_sync()
+    qr = dataclasses.replace(actual.links[1], peer_ifindex=99)  # its peer is another device
+    out = diff_router(RID, plan, dataclasses.replace(actual, links=(actual.links[0], qr)),
+                      SETTINGS)
+    assert kinds(out) == ["EnsurePortLink", "SyncAddresses", "EnsureProxy"]
+    # Only the MTU drifted: the pair is intact, so the addresses are left alone.
+    near = dataclasses.replace(actual.fabric_links[1], mtu=1400)
+    out = diff_router(RID, plan, dataclasses.replace(actual, fabric_links=(actual.fabric_links[0],
+                                                                           near)), SETTINGS)
+    assert kinds(out) == ["EnsurePortLink", "EnsureProxy"]
