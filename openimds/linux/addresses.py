@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
-from openimds.linux.observe import Address, addresses, normalize_cidr
+from openimds.linux.observe import Address, addresses, is_kernel_link_local, normalize_cidr
 from openimds.linux.process import CommandFailed, run
 
 __all__ = ["Address", "ensure_address", "list_addresses", "sync_addresses", "address_argv"]
@@ -65,8 +65,7 @@ def sync_addresses(netns: str, dev: str, wanted: Iterable[str]) -> None:
     """Exactly `wanted` on `dev`, apart from kernel-made IPv6 link-local addresses."""
     want = [normalize_cidr(c) for c in wanted]
     for a in addresses(netns, dev):
-        kernel_ll = a.family == 6 and a.scope == "link" and a.cidr.endswith("/64")
-        if a.cidr not in want and not kernel_ll:
+        if a.cidr not in want and not is_kernel_link_local(a):
             ensure_address(netns, dev, a.cidr, present=False)
     for cidr in want:
         ensure_address(netns, dev, cidr)

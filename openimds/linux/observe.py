@@ -53,6 +53,12 @@ class Address:
     dadfailed: bool
 
 
+def is_kernel_link_local(a: Address) -> bool:
+    """The IPv6 link-local address the kernel gives every device (fe80::/64, scope link).
+    Planned link-local addresses (fe80::a9fe:a9fe/128) are not: they are ours to keep."""
+    return a.family == 6 and a.scope == "link" and a.cidr.endswith("/64")
+
+
 @dataclass(frozen=True)
 class NamespaceState:
     name: str

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from openimds.linux.fabric import bridge_name, fabric_port_name
 from openimds.linux.links import veth_paired
-from openimds.linux.observe import Address, Link, normalize_cidr
+from openimds.linux.observe import Address, Link, is_kernel_link_local, normalize_cidr
 
 __all__ = ["PortLinkState", "addresses_match", "is_kernel_link_local", "port_link_state"]
 
@@ -63,12 +63,6 @@ def port_link_state(
         and near.up
     )
     return PortLinkState(paired=paired, ok=ok)
-
-
-def is_kernel_link_local(a: Address) -> bool:
-    """The IPv6 link-local address the kernel gives every device (fe80::/64, scope link).
-    Planned link-local addresses (fe80::a9fe:a9fe/128) are not: they are ours to keep."""
-    return a.family == 6 and a.scope == "link" and a.cidr.endswith("/64")
 
 
 def addresses_match(found: Iterable[Address], dev: str, wanted: Iterable[str]) -> bool:

@@ -36,7 +36,7 @@ from openimds.proxy.haproxy import (
     ProxySpec,
     ResourceKind,
     config_path,
-    id_header,
+    owned_proxy_ids,
     pidfile_path,
     render_haproxy_cfg,
 )
@@ -192,8 +192,8 @@ class HaproxySupervisor:
         ids = sorted(n[: -len(".conf")] for n in names if n.endswith(".conf"))
         if kind is None:
             return ids
-        marker = f"http-request set-header {id_header(kind)} "
-        return [i for i in ids if marker in (read_text(config_path(self.state_path, i)) or "")]
+        # Ownership by the renderer's own rule (the owner line, else the header it sets).
+        return owned_proxy_ids(self.state_path, kind)
 
     # -- internals ---------------------------------------------------------------------
 
