@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from openimds.agent.errors import (
     AmbiguousAddress,
@@ -50,8 +50,9 @@ IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _LINK_LOCAL = ipaddress.ip_network("fe80::/10")
 
 
-@dataclass(frozen=True)
-class AgentRequest:
+# Built per request on the hot path: a NamedTuple is as immutable as a frozen dataclass and
+# about four times cheaper to construct.
+class AgentRequest(NamedTuple):
     """The identity headers exactly as received, every value of each, in order."""
 
     forwarded_for: Sequence[str] = ()
@@ -59,8 +60,7 @@ class AgentRequest:
     router_ids: Sequence[str] = ()
 
 
-@dataclass(frozen=True)
-class Resolution:
+class Resolution(NamedTuple):
     instance_id: str
     project_id: str
     address: str  # normalised guest address (sent upstream as X-Forwarded-For)

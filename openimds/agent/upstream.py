@@ -28,7 +28,7 @@ import asyncio
 import logging
 import re
 import ssl
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from aiohttp.base_protocol import BaseProtocol
 from aiohttp.http import SERVER_SOFTWARE, HttpResponseParser, RawResponseMessage
@@ -62,8 +62,9 @@ _UNSAFE_VALUE = re.compile(r"[\x00-\x1f\x7f]")
 _UNSAFE_TARGET = re.compile(r"[\x00-\x20\x7f]")
 
 
-@dataclass(frozen=True, slots=True)
-class UpstreamResponse:
+# Built per request on the hot path: a NamedTuple is as immutable as a frozen dataclass and
+# about four times cheaper to construct.
+class UpstreamResponse(NamedTuple):
     status: int
     body: bytes
     content_type: str | None

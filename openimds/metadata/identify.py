@@ -19,6 +19,7 @@ import hmac
 import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from openimds.metadata.errors import BadSignature, DuplicateHeader, InternalError, MissingHeader
 
@@ -78,22 +79,21 @@ class IdentifySettings:
     trusted_proxies: tuple[IpNetwork, ...] = ()
 
 
-@dataclass(frozen=True)
-class ByInstanceId:
+# Built per request on the hot path: a NamedTuple is as immutable as a frozen dataclass and
+# about four times cheaper to construct.
+class ByInstanceId(NamedTuple):
     instance_id: str
     tenant_id: str
     # The raw X-Forwarded-For (nova's request address: the local-ipv4 fallback only).
     request_address: str | None
 
 
-@dataclass(frozen=True)
-class ByProvider:
+class ByProvider(NamedTuple):
     provider: str
     address: str
 
 
-@dataclass(frozen=True)
-class ByAddress:
+class ByAddress(NamedTuple):
     address: str
 
 

@@ -18,7 +18,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from openimds.metadata import errors as e
 from openimds.metadata.identify import (
@@ -67,8 +67,10 @@ PASSWORD_MAX_BYTES = 1020
 RANDOM_SEED_BYTES = 512
 
 
-@dataclass(frozen=True)
-class MetadataRequest:
+# Request and response are NamedTuples, not frozen dataclasses: equally immutable, and built
+# several times per request on the hot path, where a frozen dataclass's __init__ costs ~1 µs
+# (object.__setattr__ per field) against ~0.2 µs for a tuple.
+class MetadataRequest(NamedTuple):
     method: str
     # Percent-decoded path without the query string (the query is ignored, as in nova).
     path: str
@@ -80,8 +82,7 @@ class MetadataRequest:
     body: bytes | None = None
 
 
-@dataclass(frozen=True)
-class MetadataResponse:
+class MetadataResponse(NamedTuple):
     status: int
     content_type: str
     body: bytes
