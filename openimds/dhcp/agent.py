@@ -158,19 +158,15 @@ def dhcp_options_from_conf(conf: Any) -> DhcpOptions:
 
 def build_dhcp_agent(conf: Any, reader: InventoryReader, **kwargs: Any) -> DhcpAgent:
     """The agent for a loaded `dhcp-agent` ConfigOpts over `reader`."""
-    from openimds.proxy import HaproxySupervisor, rate_limit_from_conf, timeouts_from_conf
+    from openimds.proxy import HaproxySupervisor
+    from openimds.proxy.options import proxy_settings_from_conf
 
     fabric = ensure_fabric(conf.fabric_namespace or "")
     settings = DhcpSettings(
         fabric=fabric,
         dhcp_confs=conf.dhcp_confs,
         state_path=conf.state_path,
-        metadata_proxy_socket=conf.metadata_proxy_socket,
-        proxy_user=conf.metadata_proxy_user or None,
-        proxy_group=conf.metadata_proxy_group or None,
-        timeouts=timeouts_from_conf(conf),
-        rate_limit=rate_limit_from_conf(conf),
-        proxy_log_target="/dev/log" if os.path.exists("/dev/log") else None,
+        **proxy_settings_from_conf(conf),
     )
     applier = DhcpApplier(settings, HaproxySupervisor(conf.state_path))
     return DhcpAgent(

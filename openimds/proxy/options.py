@@ -7,11 +7,12 @@ the dataclasses to the pure spec helpers.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from openimds.proxy.haproxy import RateLimit, Timeouts
 
-__all__ = ["rate_limit_from_conf", "timeouts_from_conf"]
+__all__ = ["proxy_settings_from_conf", "rate_limit_from_conf", "timeouts_from_conf"]
 
 LOG = logging.getLogger(__name__)
 
@@ -52,3 +53,17 @@ def rate_limit_from_conf(conf: Any) -> RateLimit | None:
         burst_window=int(g.burst_window_duration),
         burst_limit=int(g.burst_query_rate_limit),
     )
+
+
+def proxy_settings_from_conf(conf: Any) -> dict[str, Any]:
+    """The proxy fields both agents' settings share (DhcpSettings, RouterSettings), from one
+    loaded ConfigOpts: socket, user/group, timeouts, rate limit and the log target."""
+    return {
+        "metadata_proxy_socket": conf.metadata_proxy_socket,
+        "proxy_user": conf.metadata_proxy_user or None,
+        "proxy_group": conf.metadata_proxy_group or None,
+        "timeouts": timeouts_from_conf(conf),
+        "rate_limit": rate_limit_from_conf(conf),
+        # haproxy logs to syslog; without a /dev/log it would fail to start its logger.
+        "proxy_log_target": "/dev/log" if os.path.exists("/dev/log") else None,
+    }
