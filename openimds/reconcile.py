@@ -17,6 +17,9 @@
   network or router; a change that maps to nothing known enqueues every key (safe, rare).
 * The inventory is declared here as the narrow `InventoryReader` protocol; `MemoryInventory`
   implements it for tests and demos, `ControlInventory` over the control-plane HTTP client.
+* A reader raises `HistoryPruned` when the feed no longer holds what follows `since` (the
+  control plane pruned it: HTTP 410): the agent then runs a full sync and watches from the
+  revision of that snapshot, with one WARNING line.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ __all__ = [
     "InventoryAgent",
     "InventoryReader",
     "MemoryInventory",
+    "HistoryPruned",
     "Snapshot",
     "TerminalError",
     "WorkQueue",
@@ -53,6 +57,10 @@ _SINGULAR = {"network": "networks", "subnet": "subnets", "port": "ports", "route
 
 class TerminalError(Exception):
     """The inventory asks for something that cannot be made real; retrying will not help."""
+
+
+class HistoryPruned(Exception):
+    """The change feed was pruned past the revision asked for: resynchronise from a snapshot."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +107,7 @@ class MemoryInventory:
         self._rows: dict[str, dict[str, dict[str, Any]]] = {r: {} for r in RESOURCES}
         self.revision = 0
         self._log: list[Change] = []
+        self._floor = 0  # revisions <= floor were pruned from _log
         self._wake: asyncio.Event | None = None
 
     def put(self, resource: str, row: Mapping[str, Any]) -> int:
@@ -115,6 +124,11 @@ class MemoryInventory:
     def get(self, resource: str, rid: str) -> dict[str, Any] | None:
         return self._rows[_SINGULAR.get(resource, resource)].get(rid)
 
+    def prune(self, upto: int) -> None:
+        """Forget the changes up to revision `upto`, like the control plane's retention."""
+        self._floor = max(self._floor, min(upto, self.revision))
+        self._log = [c for c in self._log if c.revision > self._floor]
+
     def _record(self, plural: str, rid: str, op: str) -> int:
         self.revision += 1
         self._log.append(Change(self.revision, plural[:-1], rid, op))
@@ -128,6 +142,8 @@ class MemoryInventory:
         )
 
     async def changes(self, since: int, timeout: float) -> tuple[list[Change], int]:
+        if since < self._floor:
+            raise HistoryPruned(f"revisions up to {self._floor} were pruned")
         deadline = time.monotonic() + timeout
         while True:
             found = [c for c in self._log if c.revision > since]
@@ -156,7 +172,12 @@ class ControlInventory:
         return Snapshot(revision, *(tuple(x) for x in lists))
 
     async def changes(self, since: int, timeout: float) -> tuple[list[Change], int]:
-        body = await self.client.changes(since=since, timeout=timeout)
+        try:
+            body = await self.client.changes(since=since, timeout=timeout)
+        except Exception as exc:
+            if getattr(exc, "status", None) == 410:
+                raise HistoryPruned(str(exc)) from exc
+            raise
         items = [
             Change(int(c["revision"]), c["resource"], c["resource_id"], c["op"])
             for c in _get(body, "changes") or ()
@@ -411,6 +432,18 @@ class InventoryAgent(abc.ABC):
                 old = self.snapshot
                 new = await self.reader.snapshot()
                 failures = 0
+            except HistoryPruned as exc:
+                self.log.warning("%s: %s; resynchronising from a full listing", self.name, exc)
+                try:
+                    await self.full_sync()
+                except Exception:
+                    failures += 1
+                    self.log.exception("%s: resync after a pruned feed failed", self.name)
+                    await self._sleep(min(0.5 * 2**failures, 30.0))
+                    continue
+                failures = 0
+                since = self.snapshot.revision if self.snapshot else since
+                continue
             except Exception:
                 failures += 1
                 self.log.exception("%s: change feed failed (%d in a row)", self.name, failures)

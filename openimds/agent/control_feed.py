@@ -10,7 +10,8 @@ admin_tenant_name); the user needs the `service` or `admin` role to read the cha
 
 Client exceptions are translated here, once: connection errors, auth failures and 5xx become
 FeedUnavailable (the sync loop backs off and retries); a feed whose revision went backwards
-(a restored or replaced database) is a FeedGap (full resync).
+(a restored or replaced database) or that answers 410 (history pruned past our revision) is a
+FeedGap (full resync).
 """
 
 from __future__ import annotations
@@ -81,7 +82,12 @@ class ControlFeed:
 
     async def changes(self, since: int, timeout: float) -> ChangeBatch:
         async with _api_errors("watching the change feed"):
-            page = await self.client.changes(since=since, timeout=timeout)
+            try:
+                page = await self.client.changes(since=since, timeout=timeout)
+            except ApiError as exc:
+                if exc.status == 410:
+                    raise FeedGap(exc.message) from exc
+                raise
         if page.current_revision < since:
             raise FeedGap(f"the control plane is at revision {page.current_revision}, "
                           f"behind our {since}")

@@ -64,9 +64,13 @@ def _store(args: argparse.Namespace) -> Any:
 def settings_from_conf(conf: Any) -> Any:
     """The API's plain settings from a loaded control-api ConfigOpts."""
     from openimds.control.call import Settings
+    from openimds.inventory.retention import Retention
 
     return Settings(bind_host=conf.bind_host, bind_port=conf.bind_port,
-                    token_expiration=conf.token_expiration)
+                    token_expiration=conf.token_expiration,
+                    change_retention=Retention(conf.change_retention_seconds,
+                                               conf.change_retention_count),
+                    change_prune_interval=float(conf.change_prune_interval))
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ else is logged and answered with a bare 500 body (never a traceback).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -39,6 +40,7 @@ from openimds.control.errors import (
     for_status,
     from_inventory,
 )
+from openimds.control.pruner import prune_forever
 from openimds.inventory.errors import InventoryError
 from openimds.inventory.store import Store
 
@@ -114,6 +116,7 @@ ROUTES: tuple[Route, ...] = (
 STORE = web.AppKey("store", Store)
 SETTINGS = web.AppKey("settings", Settings)
 POOLS = web.AppKey("pools", dict)
+PRUNER = web.AppKey("pruner", dict)
 
 
 def render(reply: Reply) -> web.Response:
@@ -213,6 +216,22 @@ async def _start_pools(app: web.Application) -> None:
     app[POOLS]["long_poll"] = ThreadPoolExecutor(256, thread_name_prefix="control-poll")
 
 
+async def _start_pruner(app: web.Application) -> None:
+    settings = app[SETTINGS]
+    if settings.change_prune_interval > 0:
+        app[PRUNER]["task"] = asyncio.create_task(
+            prune_forever(app[STORE], settings.change_retention, settings.change_prune_interval),
+            name="change-feed-pruner")
+
+
+async def _stop_pruner(app: web.Application) -> None:
+    task = app[PRUNER].pop("task", None)
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 async def _release_long_polls(app: web.Application) -> None:
     # Parked long polls would hold shutdown for up to their timeout; answer them now (empty).
     app[STORE].release_waiters()
@@ -229,7 +248,10 @@ def build_app(store: Store, settings: Settings | None = None) -> web.Application
     app[STORE] = store
     app[SETTINGS] = settings or Settings()
     app[POOLS] = {}
+    app[PRUNER] = {}
     app.on_startup.append(_start_pools)
+    app.on_startup.append(_start_pruner)
+    app.on_shutdown.append(_stop_pruner)
     app.on_shutdown.append(_release_long_polls)
     app.on_cleanup.append(_stop_pools)
     app.router.add_get("/", _versions)

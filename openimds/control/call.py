@@ -16,6 +16,7 @@ from typing import Any
 
 from openimds.control.context import RequestContext
 from openimds.control.errors import BadRequest
+from openimds.inventory.retention import Retention
 from openimds.inventory.store import Store
 
 
@@ -31,6 +32,9 @@ class Settings:
     metadata_url: str | None = None
     # Upper bound on a change-feed long poll, so proxies and clients never hold a request forever.
     max_changes_timeout: float = 60.0
+    # How much of the change feed to keep, and how often to prune it (0 = never).
+    change_retention: Retention = field(default_factory=Retention)
+    change_prune_interval: float = 300.0
 
 
 @dataclass

@@ -7,6 +7,7 @@
     ├── NotFound                   404    HTTPNotFound               itemNotFound
     ├── MethodNotAllowed           405    HTTPMethodNotAllowed       badMethod
     ├── Conflict                   409    HTTPConflict               conflictingRequest
+    ├── Gone                       410    HTTPGone                   gone
     ├── PayloadTooLarge            413    HTTPRequestEntityTooLarge  requestEntityTooLarge
     └── ServiceUnavailable         503    HTTPServiceUnavailable     serviceUnavailable
 
@@ -82,6 +83,13 @@ class Conflict(ApiError):
     title = "Conflict"
 
 
+class Gone(ApiError):
+    status = 410
+    neutron_type = "HTTPGone"
+    nova_key = "gone"
+    title = "Gone"
+
+
 class PayloadTooLarge(ApiError):
     status = 413
     neutron_type = "HTTPRequestEntityTooLarge"
@@ -105,6 +113,7 @@ _BY_STATUS: dict[int, type[ApiError]] = {
         NotFound,
         MethodNotAllowed,
         Conflict,
+        Gone,
         PayloadTooLarge,
         ServiceUnavailable,
     )
@@ -125,6 +134,8 @@ def from_inventory(exc: inv.InventoryError) -> ApiError:
     """Map one inventory error family to its API error (see inventory/errors.py)."""
     if isinstance(exc, inv.NotFound):
         return NotFound(exc.message)
+    if isinstance(exc, inv.ChangesPruned):
+        return Gone(exc.message, type="ChangesPruned")
     if isinstance(exc, inv.InvalidValue):
         return BadRequest(exc.message, type="InvalidInput")
     if isinstance(exc, inv.IpAddressInUse):

@@ -8,7 +8,8 @@
     │   ├── MacAddressInUse
     │   ├── SubnetOverlap
     │   └── InUse           (a row still referenced, e.g. a network with ports)
-    └── StoreUnavailable    -> 503  (the database cannot be reached)
+    ├── StoreUnavailable    -> 503  (the database cannot be reached)
+    └── ChangesPruned       -> 410  (the change feed no longer holds the asked-for history)
 """
 
 from __future__ import annotations
@@ -52,3 +53,17 @@ class InUse(Conflict):
 
 class StoreUnavailable(InventoryError):
     pass
+
+
+class ChangesPruned(InventoryError):
+    """The change feed was pruned past the caller's revision: it must resynchronise from a
+    full listing and watch from the revision that listing was taken at."""
+
+    def __init__(self, since: int, floor: int) -> None:
+        super().__init__(
+            f"the change feed no longer holds revision {since + 1} (history before "
+            f"{floor + 1} was pruned): list the resources again and watch from the current "
+            "revision"
+        )
+        self.since = since
+        self.floor = floor

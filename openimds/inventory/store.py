@@ -5,7 +5,8 @@ exit or rolls back entirely on any exception, so nothing is ever half-written. E
 write allocates one global revision per changed row (under the revision counter's row lock, so
 revisions become visible in commit order) and records it in `changes`.
 
-`changes_since(rev, timeout)` returns newer changes at once or waits up to `timeout` seconds.
+`changes_since(rev, timeout)` returns newer changes at once or waits up to `timeout` seconds,
+and raises `ChangesPruned` when `prune_changes` already removed part of what follows `rev`.
 Waiters wake on an in-process condition (any commit through this Store), on PostgreSQL
 LISTEN/NOTIFY (commits from any process), and otherwise on a short poll (SQLite written by
 another process).
@@ -19,15 +20,17 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, select, update
+from sqlalchemy import Engine, create_engine, delete, event, func, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from openimds.inventory.errors import (
+    ChangesPruned,
     Conflict,
     InUse,
     InvalidValue,
@@ -36,6 +39,7 @@ from openimds.inventory.errors import (
     StoreUnavailable,
 )
 from openimds.inventory.models import TRACKED, Change, FixedIP, RevisionCounter
+from openimds.inventory.retention import Retention, first_gap, prune_upto
 from openimds.inventory.validate import validate_flush
 
 LOG = logging.getLogger(__name__)
@@ -280,12 +284,38 @@ class Store:
             with self._cond:
                 generation = self._generation
             found = self._fetch_since(revision, limit)
+            if first_gap(revision, found[0].revision if found else None):
+                raise ChangesPruned(revision, found[0].revision - 1)
             remaining = deadline - time.monotonic()
             if found or remaining <= 0 or self._closed.is_set():
                 return found
             with self._cond:
                 if self._generation == generation:
                     self._cond.wait(min(remaining, POLL_INTERVAL))
+
+    def prune_changes(self, retention: Retention, *, now: datetime | None = None,
+                      batch: int = 10_000) -> int:
+        """Delete the changes `retention` no longer keeps, oldest first, in batches (short
+        transactions, so writers never wait long); returns how many rows went."""
+        cutoff = (now or datetime.now(UTC)) - timedelta(seconds=retention.max_age_seconds)
+        with self.read() as s:
+            top = int(s.scalar(select(RevisionCounter.value).where(RevisionCounter.id == 1)) or 0)
+            newest_expired = s.scalar(select(func.max(Change.revision)).where(Change.at < cutoff))
+            oldest = s.scalar(select(func.min(Change.revision)))
+        upto = prune_upto(top, newest_expired, retention)
+        if oldest is None or upto < oldest:
+            return 0
+        removed = 0
+        start = int(oldest)
+        while start <= upto:
+            end = min(upto, start + batch - 1)
+            with self.session() as s:
+                result = s.execute(
+                    delete(Change).where(Change.revision >= start, Change.revision <= end)
+                )
+                removed += int(getattr(result, "rowcount", 0) or 0)
+            start = end + 1
+        return removed
 
     def _ensure_listener(self) -> None:
         with self._listener_lock:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
+from openimds.inventory.errors import ChangesPruned
 from openimds.inventory.models import FixedIP, Instance, KeyPair, Network, Port, Subnet
 from openimds.inventory.store import ChangeRecord, Store
 from openimds.metadata.source import AddressMatch, PasswordResult
@@ -482,6 +483,18 @@ class StoreSource:
                     )
         return changes, ports, keys
 
+    def drop_all(self) -> None:
+        """Forget every cached view, address and DHCP fact (the feed lost continuity)."""
+        for uuid in list(self._views) + list(self._deps):
+            self._forget(uuid)
+        self._addresses.clear()
+        self._address_ports.clear()
+        self._address_epoch += 1
+        self._dhcp.clear()
+        self._dhcp_port_network.clear()
+        self._dhcp_epoch += 1
+        self._global_epoch += 1
+
     def _drop_dhcp(self, network_id: str) -> None:
         """A DHCP port (or the network) changed: every instance there shows dhcp_server/MTU."""
         self._dhcp_epoch += 1
@@ -552,6 +565,22 @@ class StoreSource:
                 )
             except asyncio.CancelledError:
                 raise
+            except ChangesPruned as exc:
+                # We fell behind the feed's retention: we cannot know what changed, so nothing
+                # cached can be trusted. Read the head first, then drop everything: views loaded
+                # from now on are at least as new as that head, and later changes follow it.
+                LOG.warning("change feed pruned past revision %d; dropping every cached "
+                            "document", exc.since)
+                try:
+                    head = await asyncio.to_thread(self.store.current_revision)
+                except Exception as read_exc:
+                    LOG.warning("cannot read the inventory head (%s); retrying", read_exc)
+                    await asyncio.sleep(1.0)
+                    continue
+                self.drop_all()
+                self.applied_revision = max(self.applied_revision, head)
+                self._revision_event.set()
+                continue
             except Exception as exc:
                 # Keep serving what is cached: the feed resumes from applied_revision, so every
                 # change committed meanwhile still invalidates its views once it can be read.

@@ -336,3 +336,31 @@ async def test_full_chain_with_real_metadata_api(tmp_path: Path, control: Contro
         except subprocess.TimeoutExpired:
             md.kill()
             md.communicate()
+
+
+async def test_a_pruned_feed_is_a_gap_that_the_index_recovers_from(
+        tmp_path: Path, control: ControlPlane, upstream: StubUpstream) -> None:
+    from openimds.agent.feed import FeedGap
+    from openimds.inventory.retention import Retention
+
+    async with control.admin() as api:
+        net, _ = await make_network(api, "10.2.0.0/24")
+        await make_vm_port(api, net, "10.2.0.5", "vm-old")
+        settings = agent_settings(tmp_path, control, upstream)
+        feed = ControlFeed.from_settings(settings)
+        try:
+            control.store.prune_changes(Retention(max_age_seconds=0, max_count=1))
+            with pytest.raises(FeedGap, match="pruned"):
+                await feed.changes(since=0, timeout=0)
+            # The agent's sync loop starts from a snapshot and keeps following the feed.
+            async with RunningAgent(settings, feed) as agent:
+                await agent.wait_ready()
+                assert await instance_of(agent, "10.2.0.5", network=net) == (200, "vm-old")
+                await make_vm_port(api, net, "10.2.0.6", "vm-new")
+                for _ in range(100):
+                    if (await instance_of(agent, "10.2.0.6", network=net))[0] == 200:
+                        break
+                    await asyncio.sleep(0.05)
+                assert await instance_of(agent, "10.2.0.6", network=net) == (200, "vm-new")
+        finally:
+            await feed.aclose()

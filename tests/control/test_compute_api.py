@@ -196,6 +196,27 @@ async def test_changes_since_and_long_poll(api: Api) -> None:
         assert status == 400, bad
 
 
+async def test_a_pruned_change_feed_answers_410_and_the_head_still_works(
+        api: Api, store: Store) -> None:
+    from openimds.inventory.retention import Retention
+
+    for name in ("a", "b", "c"):
+        await make_network(api, "alice", name)
+    head = await api.ok("admin", "GET", "/v2.0/changes", params={"since": "0", "limit": "0"})
+    top = head["current_revision"]
+    assert store.prune_changes(Retention(max_age_seconds=0, max_count=1)) == top - 1
+    status, body = await api.call("admin", "GET", "/v2.0/changes", params={"since": "0"})
+    assert status == 410
+    assert body["NeutronError"]["type"] == "ChangesPruned"
+    assert "list the resources again" in body["NeutronError"]["message"]
+    # A watcher that re-lists starts from the head (limit=0 never fails) and goes on.
+    again = await api.ok("admin", "GET", "/v2.0/changes", params={"since": "0", "limit": "0"})
+    assert again["current_revision"] == top
+    net, _ = await make_network(api, "alice", "d")
+    page = await api.ok("admin", "GET", "/v2.0/changes", params={"since": str(top)})
+    assert [c["resource_id"] for c in page["changes"]] == [net["id"]]
+
+
 # ---- the error edge ------------------------------------------------------------------------
 
 

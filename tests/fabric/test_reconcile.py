@@ -154,3 +154,49 @@ def test_memo_forgets_rows_gone_for_longer_than_the_retention(
     agent._take(Snapshot(revision=3, networks=({"id": "n1"},)))
     assert ("port", "p1") not in agent._memo
     assert agent._memo[("network", "n1")] == {"n1"}
+
+
+class GatedInventory(MemoryInventory):
+    """A MemoryInventory whose feed readers wait at a gate, so a test can prune history
+    while the agent is between two polls (as when it was away longer than the retention)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.hold_from = 0  # polls from this revision on wait while the gate is closed
+
+    async def changes(self, since: int, timeout: float) -> Any:
+        if since >= self.hold_from:
+            await self.gate.wait()
+        return await super().changes(since, timeout)
+
+
+async def test_a_pruned_feed_resynchronises_from_a_full_listing(
+        caplog: pytest.LogCaptureFixture) -> None:
+    inv = GatedInventory()
+    inv.put("network", {"id": "n1"})
+    agent = FakeAgent(inv, watch_timeout=0.2)
+    task = asyncio.create_task(agent.run())
+    try:
+        await agent.wait_synced(inv.revision)
+        inv.hold_from = inv.revision + 1  # n2's revision: polls that deliver it pass
+        inv.gate.clear()
+        await agent.wait_synced(inv.put("network", {"id": "n2"}))
+        agent.calls.clear()
+        inv.put("network", {"id": "n3"})
+        inv.prune(inv.revision)  # the agent's next `since` is now behind the history
+        with caplog.at_level(logging.WARNING):
+            inv.gate.set()
+            await agent.wait_synced(inv.revision)
+        assert ("n3", True) in agent.calls
+        assert any("resynchronising from a full listing" in r.getMessage()
+                   for r in caplog.records)
+        assert not any(r.exc_info for r in caplog.records)
+        # Afterwards the watch follows the feed again, from the snapshot's revision.
+        agent.calls.clear()
+        await agent.wait_synced(inv.delete("network", "n1"))
+        assert agent.calls == [("n1", False)]
+    finally:
+        agent.stop()
+        await task

@@ -276,3 +276,53 @@ def test_migrations_match_the_models(db_url: str) -> None:
     finally:
         st.dispose()
     assert diff == []
+
+
+# ---- retention -------------------------------------------------------------------------------
+
+
+def _rename_many(store: Store, network_id: str, times: int) -> None:
+    for i in range(times):
+        with store.session() as s:
+            s.get(Network, network_id).name = f"n{i}"
+
+
+def test_prune_by_count_keeps_the_newest_and_reports_the_gap(store: Store) -> None:
+    from openimds.inventory.retention import Retention
+
+    ids = _seed(store)
+    _rename_many(store, ids["network"], 20)
+    top = store.current_revision()
+    removed = store.prune_changes(Retention(max_age_seconds=0, max_count=5), batch=4)
+    assert removed == top - 5
+    kept = store.changes_since(top - 5)
+    assert [c.revision for c in kept] == list(range(top - 4, top + 1))
+    # A consumer behind the retained history is told so instead of silently missing changes.
+    with pytest.raises(errors.ChangesPruned) as info:
+        store.changes_since(0)
+    assert info.value.since == 0 and info.value.floor == top - 5
+    # An up-to-date consumer is unaffected, and new changes keep flowing after the prune.
+    assert store.changes_since(top) == []
+    _rename_many(store, ids["network"], 1)
+    assert [c.revision for c in store.changes_since(top)] == [top + 1]
+    # Pruning again with the same bound removes only what the new change pushed out.
+    assert store.prune_changes(Retention(max_age_seconds=0, max_count=5)) == 1
+
+
+def test_prune_by_age_never_removes_the_newest(store: Store) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from openimds.inventory.retention import Retention
+
+    ids = _seed(store)
+    _rename_many(store, ids["network"], 3)
+    top = store.current_revision()
+    # Nothing is old yet.
+    assert store.prune_changes(Retention(max_age_seconds=3600, max_count=0)) == 0
+    # An hour later everything is old; the newest row still stays so `since=top` is valid.
+    later = datetime.now(UTC) + timedelta(hours=2)
+    assert store.prune_changes(Retention(3600, 0), now=later) == top - 1
+    assert store.changes_since(top) == []
+    assert [c.revision for c in store.changes_since(top - 1)] == [top]
+    with pytest.raises(errors.ChangesPruned):
+        store.changes_since(top - 2)

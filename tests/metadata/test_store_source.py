@@ -323,3 +323,46 @@ async def test_cached_documents_are_served_while_the_database_is_away(
 
     await _mutate(harness, rename)
     assert (await harness.get("/latest/meta-data/hostname")).body == b"after.novalocal"
+
+
+async def test_a_pruned_feed_drops_every_cached_document(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Behind the feed's retention, nothing cached can be trusted: all of it goes, once."""
+    import threading
+
+    from openimds.inventory.retention import Retention
+
+    real_changes = harness.store.changes_since
+    gate = threading.Event()
+    gate.set()
+    hold_from = harness.store.current_revision() + 1  # the revision "gap-1" will get
+
+    def gated(revision: int, timeout: float = 0.0, limit: int = 1000) -> Any:
+        # Polls that would deliver "gap-1" pass; the watcher's next poll waits at the gate.
+        if revision >= hold_from:
+            gate.wait(30)
+        return real_changes(revision, timeout, limit)
+
+    def rename(name: str) -> Any:
+        def fn(s: Any) -> None:
+            s.scalar(select(Instance).where(Instance.uuid == INSTANCE)).hostname = name
+        return fn
+
+    monkeypatch.setattr(harness.store, "changes_since", gated)
+    try:
+        gate.clear()
+        await _mutate(harness, rename("gap-1"))
+        assert (await harness.get("/latest/meta-data/hostname")).body == b"gap-1.novalocal"
+        for name in ("gap-2", "gap-3"):
+            with harness.store.session() as s:
+                rename(name)(s)
+        harness.store.prune_changes(Retention(max_age_seconds=0, max_count=1))
+        with caplog.at_level("WARNING"):
+            gate.set()
+            await harness.settle()
+        assert (await harness.get("/latest/meta-data/hostname")).body == b"gap-3.novalocal"
+        assert any("pruned" in r.getMessage() for r in caplog.records)
+        assert not any(r.exc_info for r in caplog.records)
+    finally:
+        gate.set()

@@ -15,4 +15,20 @@ api_workers = cfg.IntOpt(
     "api_workers", min=0, help="Worker processes of the control-plane API; unset = CPU count."
 )
 
-DEFAULT_OPTS: list[cfg.Opt] = [bind_host, bind_port, token_expiration, api_workers]
+change_retention_seconds = cfg.IntOpt(
+    "change_retention_seconds", default=86400, min=0,
+    help="Keep change-feed records at most this many seconds (0 = no age bound). A consumer "
+         "that falls further behind gets 410 ChangesPruned and resynchronises from a listing.",
+)
+change_retention_count = cfg.IntOpt(
+    "change_retention_count", default=100000, min=0,
+    help="Keep at most this many newest change-feed records (0 = no count bound).",
+)
+change_prune_interval = cfg.IntOpt(
+    "change_prune_interval", default=300, min=0,
+    help="Seconds between prunes of the change feed by the control-plane API (0 = never).",
+)
+
+DEFAULT_OPTS: list[cfg.Opt] = [bind_host, bind_port, token_expiration, api_workers,
+                               change_retention_seconds, change_retention_count,
+                               change_prune_interval]
