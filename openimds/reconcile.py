@@ -12,7 +12,11 @@
 * `WorkQueue` coalesces bursts (a key is queued at most once; a key re-added while it runs is
   run again afterwards), keeps one timer per key (the earliest), and requeues failures with
   exponential backoff. `TerminalError` means "do not retry until something changes".
-* After each feed batch the agent takes a fresh snapshot: deleted rows are then gone, so a
+* After each feed batch the agent advances its snapshot *incrementally*: it fetches only the
+  rows the batch names (`fetch(resource, id)`, None once deleted) and replaces them in a copy
+  (`advance_snapshot`, pure), so one port change costs one small GET, not a relisting of the
+  inventory. A full listing happens only at start, for a batch over `incremental_limit`
+  records, after a pruned feed, and on the periodic resync. Deleted rows are then gone, so a
   memo of (resource, id) → keys from earlier snapshots maps a deleted port or subnet to its
   network or router; a change that maps to nothing known enqueues every key (safe, rare).
 * The inventory is declared here as the narrow `InventoryReader` protocol; `MemoryInventory`
@@ -88,8 +92,54 @@ class Snapshot:
         return next((d for d in getattr(self, resource) if d["id"] == rid), None)
 
 
+def changed_rows(changes: Iterable[Change]) -> dict[tuple[str, str], str]:
+    """(plural resource, id) -> last op, for the rows of a batch that snapshots hold."""
+    rows: dict[tuple[str, str], str] = {}
+    for c in changes:
+        plural = _SINGULAR.get(c.resource)
+        if plural is not None:
+            rows[(plural, c.resource_id)] = c.op
+    return rows
+
+
+def subnet_networks(old: Snapshot,
+                    rows: Mapping[tuple[str, str], Mapping[str, Any] | None]) -> set[str]:
+    """Networks whose row embeds a changed subnet (before or after the change)."""
+    found: set[str] = set()
+    for (resource, rid), row in rows.items():
+        if resource != "subnets":
+            continue
+        for version in (old.find("subnets", rid), row):
+            if version is not None and version.get("network_id"):
+                found.add(str(version["network_id"]))
+    return found
+
+
+def advance_snapshot(old: Snapshot, rows: Mapping[tuple[str, str], Mapping[str, Any] | None],
+                     revision: int) -> Snapshot:
+    """`old` with each (resource, id) replaced by its new row (None = deleted). Updated rows
+    keep their place and new ones go last, as the API lists by creation, so a plan that
+    follows list order reads the same as after a full listing."""
+    tables: dict[str, tuple[Mapping[str, Any], ...]] = {}
+    for resource in RESOURCES:
+        fresh = {rid: row for (res, rid), row in rows.items() if res == resource}
+        current = getattr(old, resource)
+        if not fresh:
+            tables[resource] = current
+            continue
+        kept = [fresh.get(d["id"], d) for d in current]
+        seen = {d["id"] for d in current}
+        added = [row for rid, row in fresh.items() if rid not in seen and row is not None]
+        tables[resource] = tuple(d for d in [*kept, *added] if d is not None)
+    return Snapshot(max(revision, old.revision), **tables)
+
+
 class InventoryReader(Protocol):
     async def snapshot(self) -> Snapshot: ...
+
+    async def fetch(self, resource: str, rid: str) -> Mapping[str, Any] | None:
+        """One row of `resource` (plural, as in RESOURCES) as listed, or None if gone."""
+        ...
 
     async def changes(self, since: int, timeout: float) -> tuple[list[Change], int]:
         """Changes after `since` (waiting up to `timeout` for one) and the revision to pass
@@ -108,6 +158,8 @@ class MemoryInventory:
         self.revision = 0
         self._log: list[Change] = []
         self._floor = 0  # revisions <= floor were pruned from _log
+        self.snapshots = 0  # full listings served (tests check incremental behaviour)
+        self.fetches = 0
         self._wake: asyncio.Event | None = None
 
     def put(self, resource: str, row: Mapping[str, Any]) -> int:
@@ -124,6 +176,11 @@ class MemoryInventory:
     def get(self, resource: str, rid: str) -> dict[str, Any] | None:
         return self._rows[_SINGULAR.get(resource, resource)].get(rid)
 
+    async def fetch(self, resource: str, rid: str) -> Mapping[str, Any] | None:
+        self.fetches += 1
+        row = self.get(resource, rid)
+        return dict(row) if row is not None else None
+
     def prune(self, upto: int) -> None:
         """Forget the changes up to revision `upto`, like the control plane's retention."""
         self._floor = max(self._floor, min(upto, self.revision))
@@ -137,6 +194,7 @@ class MemoryInventory:
         return self.revision
 
     async def snapshot(self) -> Snapshot:
+        self.snapshots += 1
         return Snapshot(
             self.revision, *(tuple(dict(x) for x in self._rows[r].values()) for r in RESOURCES)
         )
@@ -170,6 +228,14 @@ class ControlInventory:
         revision = int(_get(body, "current_revision") or 0)
         lists = [_unwrap(await self.client.list(r), r) for r in RESOURCES]
         return Snapshot(revision, *(tuple(x) for x in lists))
+
+    async def fetch(self, resource: str, rid: str) -> Mapping[str, Any] | None:
+        try:
+            return dict(await self.client.get(resource, rid))
+        except Exception as exc:
+            if getattr(exc, "status", None) == 404:  # deleted since the change was recorded
+                return None
+            raise
 
     async def changes(self, since: int, timeout: float) -> tuple[list[Change], int]:
         try:
@@ -299,8 +365,11 @@ class InventoryAgent(abc.ABC):
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         queue: WorkQueue | None = None,
         owns: Callable[[str], bool] | None = None,
+        incremental_limit: int = 200,
     ) -> None:
         self.reader = reader
+        # A batch naming more rows than this is cheaper to relist than to fetch row by row.
+        self.incremental_limit = incremental_limit
         # Which keys found on the host (namespaces by prefix) are this agent's to remove.
         # Default: all of them (one agent of a kind per host); tests narrow it to their own
         # ids, because the machine may hold other namespaces of the same prefix.
@@ -317,6 +386,7 @@ class InventoryAgent(abc.ABC):
         # delete has long been handled), so the memo does not grow with churn forever.
         self._memo: dict[tuple[str, str], set[str]] = {}
         self._memo_gone: dict[tuple[str, str], float] = {}
+        self._owners_cache: list[tuple[Snapshot, dict[tuple[str, str], set[str]]]] = []
         self._applied_revision = -1
         self._stopping = asyncio.Event()
 
@@ -350,7 +420,7 @@ class InventoryAgent(abc.ABC):
         # older one replace a newer one (the watcher has already moved past its changes).
         if self.snapshot is None or snap.revision >= self.snapshot.revision:
             self.snapshot = snap
-        owners = self.owners(snap)
+        owners = self._owners_of(snap)
         for k, v in owners.items():
             self._memo.setdefault(k, set()).update(v)
             self._memo_gone.pop(k, None)
@@ -359,13 +429,23 @@ class InventoryAgent(abc.ABC):
             if now - self._memo_gone.setdefault(k, now) > MEMO_RETENTION:
                 del self._memo[k], self._memo_gone[k]
 
+    def _owners_of(self, snap: Snapshot) -> dict[tuple[str, str], set[str]]:
+        # Computed once per snapshot, not once per change of a batch (a batch asks for the
+        # old and the new snapshot's owners for every change it carries).
+        for cached, owners in self._owners_cache:
+            if cached is snap:
+                return owners
+        owners = self.owners(snap)
+        self._owners_cache = [(snap, owners), *self._owners_cache[:2]]
+        return owners
+
     def keys_for(self, change: Change, old: Snapshot | None, new: Snapshot) -> set[str]:
         """Keys a change touches: its owners in the old and new snapshots and in the memo.
         A row known to touch nothing maps to nothing; a row never seen maps to every key."""
         ref = (change.resource, change.resource_id)
         known = False
         found: set[str] = set()
-        for table in [self.owners(s) for s in (old, new) if s is not None] + [self._memo]:
+        for table in [self._owners_of(s) for s in (old, new) if s is not None] + [self._memo]:
             if ref in table:
                 known = True
                 found |= table[ref]
@@ -430,7 +510,7 @@ class InventoryAgent(abc.ABC):
                     since = max(since, rev)
                     continue
                 old = self.snapshot
-                new = await self.reader.snapshot()
+                new = await self._advance(old, changes, rev)
                 failures = 0
             except HistoryPruned as exc:
                 self.log.warning("%s: %s; resynchronising from a full listing", self.name, exc)
@@ -457,6 +537,22 @@ class InventoryAgent(abc.ABC):
             self.log.debug("feed: %d changes up to r%d -> %s", len(changes), new.revision, keys)
             for key in sorted(keys):
                 self.queue.add(key)
+
+    async def _advance(self, old: Snapshot | None, changes: list[Change], rev: int) -> Snapshot:
+        rows = changed_rows(changes)
+        if old is None or len(rows) > self.incremental_limit:
+            return await self.reader.snapshot()
+        fetched: dict[tuple[str, str], Mapping[str, Any] | None] = {}
+        for (resource, rid), op in rows.items():
+            fetched[(resource, rid)] = (
+                None if op == "delete" else await self.reader.fetch(resource, rid))
+        # A network lists its subnets' ids, but a subnet's create or delete records no change
+        # of the network row: refresh those networks too, so the result equals a listing.
+        for network_id in subnet_networks(old, fetched):
+            if ("networks", network_id) not in fetched:
+                fetched[("networks", network_id)] = await self.reader.fetch("networks",
+                                                                            network_id)
+        return advance_snapshot(old, fetched, rev)
 
     async def _resync(self) -> None:
         while not self._stopping.is_set():

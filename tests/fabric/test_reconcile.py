@@ -200,3 +200,64 @@ async def test_a_pruned_feed_resynchronises_from_a_full_listing(
     finally:
         agent.stop()
         await task
+
+
+def test_advance_snapshot_replaces_in_place_appends_new_and_drops_deleted() -> None:
+    from openimds.reconcile import Change, advance_snapshot, changed_rows, subnet_networks
+
+    old = Snapshot(7, networks=({"id": "n1", "subnets": ["s1"]},),
+                   subnets=({"id": "s1", "network_id": "n1"},),
+                   ports=({"id": "p1", "v": 1}, {"id": "p2", "v": 1}, {"id": "p3", "v": 1}))
+    batch = [Change(8, "port", "p2", "update"), Change(9, "port", "p4", "create"),
+             Change(10, "port", "p1", "delete"), Change(11, "instance", "i1", "update"),
+             Change(12, "subnet", "s2", "create"), Change(13, "port", "p2", "update")]
+    rows = changed_rows(batch)
+    # Only rows snapshots hold, each once, with its last operation.
+    assert rows == {("ports", "p2"): "update", ("ports", "p4"): "create",
+                    ("ports", "p1"): "delete", ("subnets", "s2"): "create"}
+    fetched = {("ports", "p2"): {"id": "p2", "v": 2}, ("ports", "p4"): {"id": "p4", "v": 1},
+               ("ports", "p1"): None, ("subnets", "s2"): {"id": "s2", "network_id": "n1"}}
+    assert subnet_networks(old, fetched) == {"n1"}
+    fetched[("networks", "n1")] = {"id": "n1", "subnets": ["s1", "s2"]}
+    new = advance_snapshot(old, fetched, 13)
+    assert new.revision == 13
+    assert [p["id"] for p in new.ports] == ["p2", "p3", "p4"]
+    assert new.find("ports", "p2") == {"id": "p2", "v": 2}
+    assert [s["id"] for s in new.subnets] == ["s1", "s2"]
+    assert new.networks == ({"id": "n1", "subnets": ["s1", "s2"]},)
+    assert new.routers == old.routers
+    # The old snapshot is untouched (the agent diffs old against new).
+    assert [p["id"] for p in old.ports] == ["p1", "p2", "p3"]
+    # A snapshot newer than the batch keeps its revision.
+    assert advance_snapshot(Snapshot(20), {}, 13).revision == 20
+
+
+async def test_a_small_batch_fetches_its_rows_instead_of_relisting() -> None:
+    inv = MemoryInventory()
+    inv.put("network", {"id": "n1"})
+    inv.put("port", {"id": "p1", "network_id": "n1"})
+    agent = FakeAgent(inv, watch_timeout=0.2, resync_interval=3600, incremental_limit=3)
+    task = asyncio.create_task(agent.run())
+    try:
+        await agent.wait_synced(inv.revision)
+        listings = inv.snapshots
+        agent.calls.clear()
+        inv.put("network", {"id": "n2"})
+        await agent.wait_synced(inv.put("port", {"id": "p2", "network_id": "n2"}))
+        assert inv.snapshots == listings  # no relisting for two rows
+        assert agent.snapshot is not None and agent.snapshot.find("ports", "p2") is not None
+        assert ("n2", True) in agent.calls
+        agent.calls.clear()
+        await agent.wait_synced(inv.delete("port", "p1"))
+        assert agent.calls == [("n1", True)]
+        assert agent.snapshot.find("ports", "p1") is None
+        assert inv.snapshots == listings
+        # A burst over `incremental_limit` rows is cheaper as one listing.
+        for i in range(5):
+            rev = inv.put("network", {"id": f"b{i}"})
+        await agent.wait_synced(rev)
+        assert inv.snapshots > listings
+        assert {f"b{i}" for i in range(5)} <= agent.snapshot.ids("networks")
+    finally:
+        agent.stop()
+        await task
