@@ -206,10 +206,17 @@ class Responder:
                 log_detail=f"address {who.address} is ambiguous: ports "
                 + ", ".join(f"{m.port_id} on network {m.network_id}" for m in matches)
             )
-        view = await self.source.view_for_instance(matches[0].device_id)
+        match = matches[0]
+        view = await self.source.view_for_instance(match.device_id)
         if view is None:
             raise e.InstanceNotFound(
-                log_detail=f"address {who.address}: device {matches[0].device_id!r} is no instance"
+                log_detail=f"address {who.address}: device {match.device_id!r} is no instance"
+            )
+        if view.project_id != match.project_id:
+            # Another project's port naming this instance: its address is not the instance's.
+            raise e.InstanceNotFound(
+                log_detail=f"address {who.address}: port {match.port_id} of project "
+                f"{match.project_id} names instance {view.uuid} of another project"
             )
         return view, who.address
 

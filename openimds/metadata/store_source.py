@@ -113,6 +113,9 @@ def load_view(
         select(Port)
         .options(selectinload(Port.fixed_ips))
         .where(Port.device_id == uuid)
+        # Only the instance's own project's ports: anyone else's port naming this instance as
+        # its device must not add links, routes or DNS servers to its trees.
+        .where(Port.project_id == inst.project_id)
         # Attach order stands in for nova's VIF order.
         .order_by(Port.created_at, Port.id)
     ).all()
