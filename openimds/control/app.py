@@ -39,6 +39,7 @@ from openimds.control.errors import (
     for_status,
     from_inventory,
 )
+from openimds.edge import edge_logger
 from openimds.inventory.errors import InventoryError
 from openimds.inventory.store import Store
 
@@ -225,7 +226,9 @@ async def _stop_pools(app: web.Application) -> None:
 
 def build_app(store: Store, settings: Settings | None = None) -> web.Application:
     """The control-plane API over `store`."""
-    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY)
+    # logger: requests aiohttp cannot parse are logged as one line, without a traceback.
+    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY,
+                          handler_args={"logger": edge_logger("openimds.control.http")})
     app[STORE] = store
     app[SETTINGS] = settings or Settings()
     app[POOLS] = {}
