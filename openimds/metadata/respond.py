@@ -90,6 +90,8 @@ class MetadataResponse(NamedTuple):
     instance_id: str | None = None
     outcome: str = "ok"
     family: str = "other"
+    # Seconds for a Retry-After header (503 while the inventory is unreachable).
+    retry_after: int | None = None
 
 
 @dataclass(frozen=True)
@@ -303,10 +305,20 @@ class Responder:
         accept = Headers(req.headers).get("Accept")
         ctype, body = e.error_body(err.status, err.explanation, accept)
         detail = err.log_detail or err.explanation
-        if err.status >= 500:
+        retry_after = None
+        if isinstance(err, e.Unavailable):
+            # An outage: the source logs when it starts and when it ends, not per request.
+            retry_after = err.retry_after
+        elif err.status >= 500:
             LOG.error("%s %s: %s", req.method, req.path, detail)
         elif err.log_detail:
             LOG.warning("%s %s: %s", req.method, req.path, detail)
         return MetadataResponse(
-            err.status, ctype, body, err.instance_id, outcome=_outcome(err), family=family
+            err.status,
+            ctype,
+            body,
+            err.instance_id,
+            outcome=_outcome(err),
+            family=family,
+            retry_after=retry_after,
         )

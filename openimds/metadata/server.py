@@ -140,10 +140,11 @@ def _handler(
             resp.outcome,
             elapsed,
         )
+        headers = {"Content-Type": resp.content_type}
+        if resp.retry_after is not None:
+            headers["Retry-After"] = str(resp.retry_after)
         # aiohttp sends HEAD responses with this Content-Length and no body, as webob does.
-        return web.Response(
-            status=resp.status, body=resp.body, headers={"Content-Type": resp.content_type}
-        )
+        return web.Response(status=resp.status, body=resp.body, headers=headers)
 
     return handle
 
