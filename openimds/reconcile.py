@@ -21,6 +21,9 @@
   network or router; a change that maps to nothing known enqueues every key (safe, rare).
 * The inventory is declared here as the narrow `InventoryReader` protocol; `MemoryInventory`
   implements it for tests and demos, `ControlInventory` over the control-plane HTTP client.
+  A reader raises `InventoryUnavailable` when the inventory cannot be read (the control plane
+  is not up yet, restarting, or refuses our credentials): an expected condition, logged as one
+  WARNING when it starts and one when it ends, never with a traceback, and retried.
 * A reader raises `HistoryPruned` when the feed no longer holds what follows `since` (the
   control plane pruned it: HTTP 410): the agent then runs a full sync and watches from the
   revision of that snapshot, with one WARNING line.
@@ -35,7 +38,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -44,10 +47,11 @@ __all__ = [
     "RESOURCES",
     "Change",
     "ControlInventory",
+    "HistoryPruned",
     "InventoryAgent",
     "InventoryReader",
+    "InventoryUnavailable",
     "MemoryInventory",
-    "HistoryPruned",
     "Snapshot",
     "TerminalError",
     "WorkQueue",
@@ -65,6 +69,30 @@ class TerminalError(Exception):
 
 class HistoryPruned(Exception):
     """The change feed was pruned past the revision asked for: resynchronise from a snapshot."""
+
+
+class InventoryUnavailable(Exception):
+    """The inventory cannot be read right now (control plane down or refusing us); retried."""
+
+
+class _Outage:
+    """One log line when the inventory becomes unreadable and one when it is back."""
+
+    def __init__(self, log: logging.Logger, name: str) -> None:
+        self.log = log
+        self.name = name
+        self.down = False
+
+    def failed(self, exc: InventoryUnavailable) -> None:
+        if not self.down:
+            self.down = True
+            self.log.warning("%s: inventory unavailable (%s); keeping what is in place and "
+                             "retrying", self.name, exc)
+
+    def succeeded(self) -> None:
+        if self.down:
+            self.down = False
+            self.log.warning("%s: inventory reachable again", self.name)
 
 
 @dataclass(frozen=True)
@@ -224,31 +252,50 @@ class ControlInventory:
     async def snapshot(self) -> Snapshot:
         # Read the revision *before* listing: a change committed during the listing then shows
         # up again in the feed instead of being missed.
-        body = await self.client.changes(since=0, timeout=0, limit=0)
-        revision = int(_get(body, "current_revision") or 0)
-        lists = [_unwrap(await self.client.list(r), r) for r in RESOURCES]
+        async with _client_errors("listing the inventory"):
+            body = await self.client.changes(since=0, timeout=0, limit=0)
+            revision = int(_get(body, "current_revision") or 0)
+            lists = [_unwrap(await self.client.list(r), r) for r in RESOURCES]
         return Snapshot(revision, *(tuple(x) for x in lists))
 
     async def fetch(self, resource: str, rid: str) -> Mapping[str, Any] | None:
-        try:
-            return dict(await self.client.get(resource, rid))
-        except Exception as exc:
-            if getattr(exc, "status", None) == 404:  # deleted since the change was recorded
-                return None
-            raise
+        from openimds.control.client import ApiError
+
+        async with _client_errors(f"reading {resource} {rid}"):
+            try:
+                return dict(await self.client.get(resource, rid))
+            except ApiError as exc:
+                if exc.status == 404:  # deleted since the change was recorded
+                    return None
+                raise
 
     async def changes(self, since: int, timeout: float) -> tuple[list[Change], int]:
-        try:
+        async with _client_errors("reading the change feed"):
             body = await self.client.changes(since=since, timeout=timeout)
-        except Exception as exc:
-            if getattr(exc, "status", None) == 410:
-                raise HistoryPruned(str(exc)) from exc
-            raise
         items = [
             Change(int(c["revision"]), c["resource"], c["resource_id"], c["op"])
             for c in _get(body, "changes") or ()
         ]
         return items, int(_get(body, "revision") or since)
+
+
+@contextlib.asynccontextmanager
+async def _client_errors(what: str) -> AsyncIterator[None]:
+    """The control-plane client's failures, translated once: InventoryUnavailable."""
+    from openimds.control.client import ApiConnectionError, ApiError
+
+    try:
+        yield
+    except ApiConnectionError as exc:
+        raise InventoryUnavailable(f"{what}: {exc}") from exc
+    except ApiError as exc:
+        if exc.status == 410:
+            raise HistoryPruned(f"{what}: {exc}") from exc
+        hint = ""
+        if exc.status in (401, 403):
+            hint = (" (check auth_url/admin_user/admin_password/admin_tenant_name; the user "
+                    "needs the service or admin role)")
+        raise InventoryUnavailable(f"{what}: {exc}{hint}") from exc
 
 
 def _get(body: Any, key: str) -> Any:
@@ -381,6 +428,7 @@ class InventoryAgent(abc.ABC):
         self.snapshot: Snapshot | None = None
         self.counters = Counters()
         self.log = logging.getLogger(f"openimds.{self.name}")
+        self._outage = _Outage(self.log, self.name)
         # (resource, id) -> keys seen in any snapshot; maps deletes to their former owner.
         # Rows gone from the inventory are forgotten after MEMO_RETENTION seconds (their
         # delete has long been handled), so the memo does not grow with churn forever.
@@ -469,7 +517,11 @@ class InventoryAgent(abc.ABC):
         while not self._stopping.is_set():
             try:
                 await self.full_sync()
+                self._outage.succeeded()
                 break
+            except InventoryUnavailable as exc:
+                self._outage.failed(exc)  # e.g. started before the control plane
+                await self._sleep(2.0)
             except Exception:
                 self.log.exception("%s: initial inventory read failed; retrying", self.name)
                 await self._sleep(2.0)
@@ -512,17 +564,23 @@ class InventoryAgent(abc.ABC):
                 old = self.snapshot
                 new = await self._advance(old, changes, rev)
                 failures = 0
+                self._outage.succeeded()
             except HistoryPruned as exc:
                 self.log.warning("%s: %s; resynchronising from a full listing", self.name, exc)
                 try:
                     await self.full_sync()
-                except Exception:
+                except InventoryUnavailable as down:
                     failures += 1
-                    self.log.exception("%s: resync after a pruned feed failed", self.name)
+                    self._outage.failed(down)
                     await self._sleep(min(0.5 * 2**failures, 30.0))
                     continue
                 failures = 0
                 since = self.snapshot.revision if self.snapshot else since
+                continue
+            except InventoryUnavailable as exc:
+                failures += 1
+                self._outage.failed(exc)
+                await self._sleep(min(0.5 * 2**failures, 30.0))
                 continue
             except Exception:
                 failures += 1
@@ -561,6 +619,9 @@ class InventoryAgent(abc.ABC):
                 return
             try:
                 await self.full_sync()
+                self._outage.succeeded()
+            except InventoryUnavailable as exc:
+                self._outage.failed(exc)
             except Exception:
                 self.log.exception("%s: periodic resync failed", self.name)
 

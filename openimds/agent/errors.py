@@ -4,7 +4,8 @@
     ├── BadRequest (400)
     │   ├── ConflictingIds        both X-Neutron-Network-ID and X-Neutron-Router-ID, or one repeated
     │   ├── MissingId             neither id header (the request did not come through our proxy)
-    │   └── BadAddress            no usable X-Forwarded-For hop
+    │   ├── BadAddress            no usable X-Forwarded-For hop
+    │   └── BadTarget             CONNECT, `*` or another target that names no path
     ├── NotFound (404)
     │   ├── NoPort                no port with that address on the network(s)
     │   ├── AmbiguousAddress      more than one port with that address (an inventory problem)
@@ -25,6 +26,7 @@ __all__ = [
     "AmbiguousAddress",
     "BadAddress",
     "BadRequest",
+    "BadTarget",
     "ConflictingIds",
     "MissingId",
     "NoPort",
@@ -59,6 +61,10 @@ class MissingId(BadRequest):
 
 
 class BadAddress(BadRequest):
+    pass
+
+
+class BadTarget(BadRequest):
     pass
 
 

@@ -34,17 +34,20 @@ from collections.abc import Callable
 from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
-from openimds.agent.errors import AgentError, AmbiguousAddress, NotReady, Unavailable
+from openimds.agent.errors import AgentError, AmbiguousAddress, BadTarget, NotReady, Unavailable
 from openimds.agent.feed import IndexSync, InventoryFeed
 from openimds.agent.index import PortIndex
 from openimds.agent.resolve import FORWARDED_FOR, NETWORK_ID, ROUTER_ID, AgentRequest, resolve
 from openimds.agent.settings import AgentSettings
 from openimds.agent.upstream import Upstream, UpstreamResponse
+from openimds.edge import edge_logger, origin_form
 
 __all__ = ["AgentState", "bind_unix_socket", "build_app", "run_worker", "serve"]
 
 LOG = logging.getLogger("openimds.agent")
 
+BAD_TARGET_TEXT = ("The metadata service answers requests for a path only (GET /latest/...); "
+                   "CONNECT and targets such as '*' are not served.")
 NOT_READY_TEXT = ("The metadata agent is starting and has not loaded the port inventory yet. "
                   "Please try again later.")
 
@@ -63,8 +66,11 @@ def _error_response(exc: AgentError) -> web.Response:
     headers = {}
     if isinstance(exc, Unavailable):
         headers["Retry-After"] = str(exc.retry_after)
-    return web.Response(status=exc.status, text=exc.text + "\n", content_type="text/plain",
-                        headers=headers)
+    # The text may echo a header the guest sent: undecodable bytes in it (surrogates) are
+    # escaped, never a reason to fail.
+    body = (exc.text + "\n").encode("utf-8", "backslashreplace")
+    return web.Response(status=exc.status, body=body, content_type="text/plain",
+                        charset="utf-8", headers=headers)
 
 
 def _health(state: AgentState) -> web.Response:
@@ -115,13 +121,17 @@ def build_app(state: AgentState) -> web.Server:
         if not network_ids and not router_ids and request.path == "/healthz":
             return _health(state)
         try:
+            # Absolute-form targets are served by their path; nothing else names a path.
+            target = origin_form(request.raw_path)
+            if target is None or request.method == hdrs.METH_CONNECT:
+                raise BadTarget(BAD_TARGET_TEXT)
             if not ready.is_set():
                 raise NotReady(NOT_READY_TEXT)
             res = resolve(AgentRequest(forwarded_for=headers.getall(FORWARDED_FOR, ()),
                                        network_ids=network_ids, router_ids=router_ids), index)
             # A GET (nearly every request) has no body: skip the read coroutine.
             body = await request.read() if request.body_exists else b""
-            answer = await upstream.forward(request.method, request.raw_path, body, res)
+            answer = await upstream.forward(request.method, target, body, res)
         except AgentError as exc:
             level = logging.ERROR if isinstance(exc, AmbiguousAddress) else logging.WARNING
             LOG.log(level, "%s %s -> %d: %s", request.method, request.path, exc.status,
@@ -144,7 +154,9 @@ def build_app(state: AgentState) -> web.Server:
     # keepalive_timeout: haproxy pools these connections (`http-reuse always`) and must be the
     # side that closes an idle one (pool-purge-delay), or it could send a request on a
     # connection we are closing at that moment; an hour is far beyond its idle lifetime.
-    return web.Server(handle, access_log=None, keepalive_timeout=3600)
+    # logger: requests aiohttp cannot parse are logged as one line, without a traceback.
+    return web.Server(handle, access_log=None, keepalive_timeout=3600,
+                      logger=edge_logger("openimds.agent.http"))
 
 
 def bind_unix_socket(settings: AgentSettings) -> socket.socket:

@@ -1,9 +1,14 @@
 """`openimds all-in-one`: every service of one node as supervised child processes.
 
-On first start it writes `DIR/openimds.conf` (generated shared secret and admin password) and
-`DIR/openrc` (OS_* variables for the CLI), both mode 0600, migrates the SQLite inventory under
-DIR and bootstraps the admin user; a second start reuses all of it. Children are restarted
-with backoff if they die; Ctrl-C (SIGINT) or SIGTERM stops every child by pid.
+On first start it writes `DIR/openimds.conf` (generated shared secret and admin password),
+migrates the SQLite inventory under DIR and bootstraps the admin user; a second start reuses all
+of it. At every start it derives, from the *effective* options (the generated file plus every
+--config-file/--config-dir, so a later `bind_port` or `metadata_listen_port` counts), what it
+wires between its children: `DIR/wiring.conf` (the agents' `auth_url`, `nova_metadata_host`
+and `nova_metadata_port`; read after the generated file and before the operator's, so an
+operator's explicit value still wins) and `DIR/openrc` (OS_* variables for the CLI), both 0600.
+Children are restarted with backoff if they die; Ctrl-C (SIGINT) or SIGTERM stops every child
+by pid.
 """
 
 from __future__ import annotations
@@ -12,12 +17,15 @@ import argparse
 import logging
 import os
 import secrets
+import shlex
 import signal
+import string
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from openimds.cli.common import config_parent, setup_logging
 
@@ -72,12 +80,44 @@ metadata_proxy_shared_secret = {shared_secret}
 
 
 def render_openrc(auth_url: str, admin_password: str) -> str:
+    # Quoted for the shell: an operator's own password may hold any character.
     return (
-        f"export OS_AUTH_URL={auth_url}\n"
+        f"export OS_AUTH_URL={shlex.quote(auth_url)}\n"
         "export OS_USERNAME=admin\n"
-        f"export OS_PASSWORD={admin_password}\n"
+        f"export OS_PASSWORD={shlex.quote(admin_password)}\n"
         "export OS_PROJECT_NAME=admin\n"
     )
+
+
+def client_host(listen: str) -> str:
+    """Where a local client reaches a server listening on `listen` (any address: loopback)."""
+    return "127.0.0.1" if listen in ("", "0.0.0.0", "::") else listen
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def render_wiring(bind_host: str, bind_port: int, metadata_listen: str,
+                  metadata_listen_port: int) -> str:
+    """What the children need to find each other, from the effective listen options."""
+    control = _url_host(client_host(bind_host))
+    return f"""# Derived by `openimds all-in-one` at every start from the effective options; do not edit.
+# Read after openimds.conf and before your --config-file files: set a value there to override.
+[DEFAULT]
+auth_url = http://{control}:{bind_port}/v2.0
+nova_metadata_host = {client_host(metadata_listen)}
+nova_metadata_port = {metadata_listen_port}
+"""
+
+
+_SECRET_ALPHABET = string.ascii_letters + string.digits
+
+
+def generate_password(length: int = 24) -> str:
+    """Letters and digits only (~143 bits at 24): never taken for a command-line flag (no
+    leading '-'), never in need of quoting in an ini file, a shell or a URL."""
+    return "".join(secrets.choice(_SECRET_ALPHABET) for _ in range(length))
 
 
 def _write_secret_file(path: Path, text: str) -> None:
@@ -98,7 +138,7 @@ def ensure_node_config(state_dir: Path) -> Path:
     state_dir.mkdir(parents=True, exist_ok=True)
     conf = state_dir / "openimds.conf"
     if not conf.exists():
-        password = secrets.token_urlsafe(18)
+        password = generate_password()
         secret = secrets.token_hex(24)
         _write_secret_file(conf, render_node_config(state_dir.resolve(), password, secret))
     return conf
@@ -106,12 +146,19 @@ def ensure_node_config(state_dir: Path) -> Path:
 
 def write_openrc(state_dir: Path, bind_host: str, bind_port: int, password: str) -> Path:
     """`DIR/openrc` for the CLI, from the effective options (the operator may move the port)."""
-    host = "127.0.0.1" if bind_host in ("", "0.0.0.0", "::") else bind_host
-    if ":" in host:
-        host = f"[{host}]"
+    host = _url_host(client_host(bind_host))
     openrc = state_dir / "openrc"
     _write_secret_file(openrc, render_openrc(f"http://{host}:{bind_port}/v3", password))
     return openrc
+
+
+def write_wiring(state_dir: Path, node: Any) -> Path:
+    """`DIR/wiring.conf` from the effective options `node` (see `render_wiring`)."""
+    wiring = state_dir / "wiring.conf"
+    _write_secret_file(wiring, render_wiring(str(node.bind_host), int(node.bind_port),
+                                             str(node.metadata_listen),
+                                             int(node.metadata_listen_port)))
+    return wiring
 
 
 @dataclass
@@ -142,7 +189,8 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     password = str(node.admin_password)
     write_openrc(state_dir, str(node.bind_host), int(node.bind_port), password)
-    conf_args = ["--config-file", str(conf)]
+    wiring = write_wiring(state_dir, node)
+    conf_args = ["--config-file", str(conf), "--config-file", str(wiring)]
     for f in args.config_files:
         conf_args += ["--config-file", f]
     for d in args.config_dirs:
@@ -152,7 +200,8 @@ def _run(args: argparse.Namespace) -> int:
     me = [sys.executable, "-m", "openimds"]
     subprocess.run([*me, "db", "upgrade", *conf_args], check=True, stdout=subprocess.DEVNULL)
     subprocess.run(
-        [*me, "bootstrap", "--admin-password", password, *conf_args],
+        # One argument, `--opt=value`: a value can never be parsed as a flag of its own.
+        [*me, "bootstrap", f"--admin-password={password}", *conf_args],
         check=True,
         stdout=subprocess.DEVNULL,
     )

@@ -37,7 +37,11 @@ def config_parent() -> argparse.ArgumentParser:
 def setup_logging(debug: bool = False, log_file: str | None = None) -> None:
     """Configure the root logger once for a command; services log one line per event."""
     handler: logging.Handler = (
-        logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
+        # Log lines may quote what a client sent, undecodable bytes included: escape them
+        # (as stderr does) rather than fail the record.
+        logging.FileHandler(log_file, errors="backslashreplace")
+        if log_file
+        else logging.StreamHandler(sys.stderr)
     )
     handler.setFormatter(
         logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s %(message)s")

@@ -41,6 +41,7 @@ from openimds.control.errors import (
     from_inventory,
 )
 from openimds.control.pruner import prune_forever
+from openimds.edge import edge_logger
 from openimds.inventory.errors import InventoryError
 from openimds.inventory.store import Store
 
@@ -244,7 +245,9 @@ async def _stop_pools(app: web.Application) -> None:
 
 def build_app(store: Store, settings: Settings | None = None) -> web.Application:
     """The control-plane API over `store`."""
-    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY)
+    # logger: requests aiohttp cannot parse are logged as one line, without a traceback.
+    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY,
+                          handler_args={"logger": edge_logger("openimds.control.http")})
     app[STORE] = store
     app[SETTINGS] = settings or Settings()
     app[POOLS] = {}

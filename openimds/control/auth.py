@@ -88,6 +88,9 @@ def validate_token(store: Store, token: str | None) -> RequestContext:
     if not token:
         raise Unauthorized("Authentication required: send a token in X-Auth-Token "
                            "(POST /v3/auth/tokens issues one).")
+    if not token.isascii():
+        # Tokens we issue are URL-safe ASCII; other bytes could not even be hashed.
+        raise Unauthorized("The token is invalid or has expired; authenticate again.")
     with store.read() as s:
         # One indexed query per request: the token row (primary key) with its user and project.
         row = s.execute(

@@ -26,12 +26,13 @@ from openimds.control.resources import (
     retry_on_race,
 )
 from openimds.control.serializers import port_dict, select_fields
-from openimds.inventory.models import FixedIP, Network, Port, Subnet
+from openimds.inventory.models import FixedIP, Instance, Network, Port, Subnet
 from openimds.inventory.validate import normalize_mac
 
 ROUTER_OWNERS = ("network:router_interface", "network:router_interface_distributed",
                  "network:ha_router_replicated_interface")
 DHCP_OWNER = "network:dhcp"
+COMPUTE_PREFIX = "compute:"
 
 LIST_SPEC = ListSpec(
     model=Port,
@@ -248,6 +249,7 @@ def create_port(call: Call) -> Reply:
             network = get_visible(s, Network, network_id, ctx, "Network",
                                   shared=shared_network())
             project_id = owner_project(s, ctx, obj)
+            check_instance_binding(s, ctx, project_id, device_id, device_owner)
             port = build_port(s, network, project_id, fixed_ips=fixed, name=name,
                               device_id=device_id, device_owner=device_owner, mac=mac,
                               admin_state_up=admin_up)
@@ -261,6 +263,26 @@ def _check_owner_allowed(ctx: RequestContext, device_owner: str) -> None:
     if device_owner.startswith("network:") and not ctx.is_admin:
         raise Forbidden(f"Only an admin may create or change ports owned by {device_owner}; "
                         "use add_router_interface for router ports.")
+
+
+def check_instance_binding(session: Session, ctx: RequestContext, project_id: str,
+                           device_id: str, device_owner: str) -> None:
+    """A `compute:` port may name an instance as its device only within that instance's
+    project (admins excepted).
+
+    Otherwise a member could bind a port of its own network to another tenant's server and
+    inject links, routes and DNS servers into that server's network_data.json. A device id
+    that names no instance is allowed (Neutron does not know Nova's servers either); the
+    metadata API shows only ports of the instance's own project in any case.
+    """
+    if ctx.is_admin or not device_id or not device_owner.startswith(COMPUTE_PREFIX):
+        return
+    owner = session.scalar(select(Instance.project_id).where(Instance.uuid == device_id))
+    if owner is not None and owner != project_id:
+        # Neutron's wording and type for a device id of another tenant (409).
+        raise Conflict(f"The following device_id {device_id} is not owned by your tenant: a "
+                       "port can be bound to an instance only within the instance's project.",
+                       type="DeviceIDNotOwnedByTenant")
 
 
 def update_port(call: Call) -> Reply:
@@ -281,6 +303,8 @@ def update_port(call: Call) -> Reply:
         get_str(obj, "description", max_len=1024)
         if "mac_address" in obj:
             port.mac_address = normalize_mac(get_str(obj, "mac_address", max_len=32))
+        if "device_id" in obj or "device_owner" in obj:
+            check_instance_binding(s, ctx, port.project_id, port.device_id, port.device_owner)
         if "fixed_ips" in obj:
             requested = get_list(obj, "fixed_ips")
             # Free the old addresses first so re-requesting one of them is not a clash.

@@ -331,17 +331,26 @@ class Store:
         conninfo = make_url(self.url).set(drivername="postgresql").render_as_string(
             hide_password=False
         )
+        lost = False
         while not self._closed.is_set():
             try:
                 with psycopg.connect(conninfo, autocommit=True) as conn:
                     conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    if lost:
+                        LOG.warning("change-feed listener connected again")
+                        lost = False
                     # A commit may have landed between our last fetch and LISTEN.
                     self._wake()
                     while not self._closed.is_set():
                         for _ in conn.notifies(timeout=1.0, stop_after=1):
                             self._wake()
             except Exception as exc:  # the loop must survive a database restart
-                LOG.warning("change-feed listener lost its connection (%s); retrying", exc)
+                # One line when the connection goes, one when it is back: not one per retry.
+                if not lost:
+                    LOG.warning("change-feed listener lost its connection (%s); retrying "
+                                "every second", str(exc).strip().splitlines()[0][:200]
+                                if str(exc).strip() else type(exc).__name__)
+                    lost = True
                 with suppress(Exception):
                     self._wake()
                 self._closed.wait(1.0)

@@ -4,6 +4,7 @@
     ├── BadRequest (400)
     │   ├── MissingHeader          an identity header is absent
     │   ├── DuplicateHeader        an identity header was sent more than once
+    │   ├── InvalidHeader          an identity header's bytes are not UTF-8 text
     │   ├── ProviderLookupFailed   provider mode could not map (provider, address) to one port
     │   ├── PasswordMethod         password with a method other than GET/POST
     │   ├── PasswordTooLarge       password POST over 1020 bytes
@@ -15,8 +16,10 @@
     │   └── PathNotFound           no such version, key or file for this instance
     ├── Conflict (409)
     │   └── PasswordAlreadySet
-    └── InternalError (500)        the caller's address is unknown, the inventory failed,
-        └── UpstreamFailed         or a fatal DynamicJSON vendordata target failed
+    ├── InternalError (500)        the caller's address is unknown, or something unforeseen
+    │   └── UpstreamFailed         a fatal DynamicJSON vendordata target failed
+    └── Unavailable (503)          the inventory cannot be read now and nothing is cached:
+                                   try again after `retry_after` seconds (Retry-After)
 
 The explanation is what nova sends (byte-compatible where the spec pins it) and otherwise says
 what to send instead. `error_response` renders the webob-style body negotiated on `Accept`.
@@ -34,6 +37,7 @@ __all__ = [
     "Forbidden",
     "InstanceNotFound",
     "InternalError",
+    "InvalidHeader",
     "MetadataError",
     "MissingHeader",
     "NotFound",
@@ -43,6 +47,7 @@ __all__ = [
     "PasswordTooLarge",
     "PathNotFound",
     "ProviderLookupFailed",
+    "Unavailable",
     "UpstreamFailed",
     "error_body",
 ]
@@ -54,6 +59,7 @@ _TITLES = {
     409: "Conflict",
     500: "Internal Server Error",
     502: "Bad Gateway",
+    503: "Service Unavailable",
 }
 
 
@@ -89,6 +95,12 @@ class DuplicateHeader(BadRequest):
     def __init__(self, header: str) -> None:
         self.header = header
         super().__init__(f"Multiple {header} headers found within request.")
+
+
+class InvalidHeader(BadRequest):
+    def __init__(self, header: str) -> None:
+        self.header = header
+        super().__init__(f"{header} header is not valid UTF-8 text.")
 
 
 class ProviderLookupFailed(BadRequest):
@@ -145,6 +157,22 @@ class InternalError(MetadataError):
 class UpstreamFailed(InternalError):
     # 500 as in nova (and as the option's help says): no 4xx fits a failure on our side.
     default_explanation = "A vendordata service failed; try again later."
+
+
+class Unavailable(MetadataError):
+    """The inventory cannot be read right now and this answer is not cached."""
+
+    status = 503
+    default_explanation = (
+        "The metadata service cannot reach its inventory right now; please try again shortly."
+    )
+
+    def __init__(
+        self, explanation: str | None = None, *, log_detail: str | None = None,
+        retry_after: int = 5
+    ) -> None:
+        super().__init__(explanation, log_detail=log_detail)
+        self.retry_after = retry_after
 
 
 def _accept_quality(accept: str, offer: str) -> float:

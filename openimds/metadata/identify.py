@@ -21,7 +21,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from openimds.metadata.errors import BadSignature, DuplicateHeader, InternalError, MissingHeader
+from openimds.metadata.errors import (
+    BadSignature,
+    DuplicateHeader,
+    InternalError,
+    InvalidHeader,
+    MissingHeader,
+)
 
 __all__ = [
     "ByAddress",
@@ -148,13 +154,28 @@ def parse_trusted_proxies(values: Iterable[str]) -> tuple[IpNetwork, ...]:
     return tuple(ipaddress.ip_network(value.strip(), strict=False) for value in values if value)
 
 
+def _text(name: str, value: str) -> str:
+    """`value` if it is text; InvalidHeader (400) if it carries bytes that are not UTF-8.
+
+    aiohttp decodes header bytes as UTF-8 with surrogateescape, so undecodable bytes arrive as
+    lone surrogates that no encoder (HMAC key, SQL driver, response body) accepts. Checked once
+    here for every value identification passes on, so nothing later can fail on them.
+    """
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise InvalidHeader(name) from None
+    return value
+
+
 def _single(headers: Headers, name: str) -> str | None:
     values = headers._values.get(_KEY[name])
     if not values:
         return None
     if len(values) > 1:
         raise DuplicateHeader(name)
-    return values[0]
+    return _text(name, values[0])
 
 
 def _is_trusted(address: str, trusted: Sequence[IpNetwork]) -> bool:
@@ -170,7 +191,11 @@ def _direct_address(headers: Headers, peer: str | None, settings: IdentifySettin
         raise InternalError(log_detail="direct mode: the caller's address is unknown")
     if not _is_trusted(peer, settings.trusted_proxies):
         return peer
-    hops = [h.strip() for value in headers.get_all(FORWARDED_FOR) for h in value.split(",")]
+    hops = [
+        h.strip()
+        for value in headers.get_all(FORWARDED_FOR)
+        for h in _text(FORWARDED_FOR, value).split(",")
+    ]
     hops = [h for h in hops if h]
     # Walk from the nearest hop back: the first address we do not trust is the caller, so a
     # guest cannot choose its identity by prepending entries to the header.
@@ -204,7 +229,7 @@ def identify(
         if not forwarded:
             # Nova's wording for this one differs from the proxy-mode headers.
             raise MissingHeader(FORWARDED_FOR, "X-Forwarded-For is missing from request.")
-        address = ", ".join(forwarded).split(",")[0]
+        address = _text(FORWARDED_FOR, ", ".join(forwarded)).split(",")[0]
         if settings.shared_secret:
             signature = _single(headers, PROVIDER_SIGNATURE)
             if not signature or not verify(provider, signature):
@@ -229,5 +254,5 @@ def identify(
     return ByInstanceId(
         instance_id=instance_id,
         tenant_id=tenant_id,
-        request_address=", ".join(hops) if hops else None,
+        request_address=_text(FORWARDED_FOR, ", ".join(hops)) if hops else None,
     )

@@ -90,6 +90,8 @@ class MetadataResponse(NamedTuple):
     instance_id: str | None = None
     outcome: str = "ok"
     family: str = "other"
+    # Seconds for a Retry-After header (503 while the inventory is unreachable).
+    retry_after: int | None = None
 
 
 @dataclass(frozen=True)
@@ -206,10 +208,17 @@ class Responder:
                 log_detail=f"address {who.address} is ambiguous: ports "
                 + ", ".join(f"{m.port_id} on network {m.network_id}" for m in matches)
             )
-        view = await self.source.view_for_instance(matches[0].device_id)
+        match = matches[0]
+        view = await self.source.view_for_instance(match.device_id)
         if view is None:
             raise e.InstanceNotFound(
-                log_detail=f"address {who.address}: device {matches[0].device_id!r} is no instance"
+                log_detail=f"address {who.address}: device {match.device_id!r} is no instance"
+            )
+        if view.project_id != match.project_id:
+            # Another project's port naming this instance: its address is not the instance's.
+            raise e.InstanceNotFound(
+                log_detail=f"address {who.address}: port {match.port_id} of project "
+                f"{match.project_id} names instance {view.uuid} of another project"
             )
         return view, who.address
 
@@ -296,10 +305,20 @@ class Responder:
         accept = Headers(req.headers).get("Accept")
         ctype, body = e.error_body(err.status, err.explanation, accept)
         detail = err.log_detail or err.explanation
-        if err.status >= 500:
+        retry_after = None
+        if isinstance(err, e.Unavailable):
+            # An outage: the source logs when it starts and when it ends, not per request.
+            retry_after = err.retry_after
+        elif err.status >= 500:
             LOG.error("%s %s: %s", req.method, req.path, detail)
         elif err.log_detail:
             LOG.warning("%s %s: %s", req.method, req.path, detail)
         return MetadataResponse(
-            err.status, ctype, body, err.instance_id, outcome=_outcome(err), family=family
+            err.status,
+            ctype,
+            body,
+            err.instance_id,
+            outcome=_outcome(err),
+            family=family,
+            retry_after=retry_after,
         )

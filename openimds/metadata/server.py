@@ -30,6 +30,7 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
+from openimds.edge import edge_logger, origin_form
 from openimds.metadata.access import AccessLog
 from openimds.metadata.metrics import MetadataMetrics, render_metrics
 from openimds.metadata.respond import (
@@ -52,6 +53,8 @@ __all__ = [
 ]
 
 LOG = logging.getLogger(__name__)
+# aiohttp's request handler logs here: malformed requests as one line, without a traceback.
+_HTTP_LOG = edge_logger("openimds.metadata.http")
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,8 @@ async def _read_limited(request: web.BaseRequest, limit: int) -> bytes:
 
 def _path_of(raw_path: str) -> str:
     # raw_path keeps `//x` and `%2F` as sent; nova sees the WSGI PATH_INFO, percent-decoded.
-    raw = raw_path.split("?", 1)[0]
+    # An absolute-form target is served by its path; `*` and CONNECT's host:port name none.
+    raw = (origin_form(raw_path) or "/*").split("?", 1)[0]
     return unquote(raw, errors="surrogateescape")
 
 
@@ -136,10 +140,11 @@ def _handler(
             resp.outcome,
             elapsed,
         )
+        headers = {"Content-Type": resp.content_type}
+        if resp.retry_after is not None:
+            headers["Retry-After"] = str(resp.retry_after)
         # aiohttp sends HEAD responses with this Content-Length and no body, as webob does.
-        return web.Response(
-            status=resp.status, body=resp.body, headers={"Content-Type": resp.content_type}
-        )
+        return web.Response(status=resp.status, body=resp.body, headers=headers)
 
     return handle
 
@@ -193,7 +198,7 @@ def metadata_server(
     handle = _handler(
         responder, metrics, clock, entropy or EntropyPool(), access_log or AccessLog()
     )
-    return web.Server(handle, max_field_size=16384, access_log=None)
+    return web.Server(handle, max_field_size=16384, access_log=None, logger=_HTTP_LOG)
 
 
 def metadata_app(
@@ -209,7 +214,7 @@ def metadata_app(
     handle = _handler(
         responder, metrics, clock, entropy or EntropyPool(), access_log or AccessLog()
     )
-    app = web.Application(handler_args={"max_field_size": 16384})
+    app = web.Application(handler_args={"max_field_size": 16384, "logger": _HTTP_LOG})
     app.router.add_route("*", "/{tail:.*}", handle)
     return app
 

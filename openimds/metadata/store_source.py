@@ -13,6 +13,13 @@
 
 Nothing here is a TTL: correctness comes from the feed. `applied_revision` says how far the
 feed has been applied; `wait_for_revision` lets callers (and tests) wait for a given commit.
+
+When the database is away, cached views keep being served; whatever needs the database (a
+miss, the password POST, provider and direct-mode lookups) raises `Unavailable` (503 with
+Retry-After), never a bare exception. The outage is logged as one WARNING when it starts and one
+when it ends (`Availability`), not per request. The source may even start with the database
+down: it answers 503 until it has read the current revision (views loaded before that could
+miss changes, so none are).
 """
 
 from __future__ import annotations
@@ -22,20 +29,34 @@ import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
 
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from openimds.inventory.errors import ChangesPruned
+from openimds.inventory.errors import ChangesPruned, StoreUnavailable
 from openimds.inventory.models import FixedIP, Instance, KeyPair, Network, Port, Subnet
 from openimds.inventory.store import ChangeRecord, Store
+from openimds.metadata.errors import Unavailable
 from openimds.metadata.source import AddressMatch, PasswordResult
 from openimds.metadata.view import FixedIPView, InstanceView, KeyPairView, PortView, SubnetView
 
-__all__ = ["StoreSource", "load_view"]
+__all__ = ["Availability", "StoreSource", "load_view"]
 
 LOG = logging.getLogger(__name__)
+T = TypeVar("T")
+# What a database that is down, restarting or unreachable raises through the Store.
+DATABASE_DOWN = (
+    StoreUnavailable,
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.DisconnectionError,
+    sa_exc.TimeoutError,
+)
+# Seconds a guest is asked to wait (Retry-After) while the inventory is unreachable.
+RETRY_AFTER = 5
 DHCP_OWNER = "network:dhcp"
 ROUTER_OWNERS = ("network:router_interface", "network:router_interface_distributed")
 GONE_STATUSES = ("DELETED", "SOFT_DELETED")
@@ -114,6 +135,9 @@ def load_view(
         select(Port)
         .options(selectinload(Port.fixed_ips))
         .where(Port.device_id == uuid)
+        # Only the instance's own project's ports: anyone else's port naming this instance as
+        # its device must not add links, routes or DNS servers to its trees.
+        .where(Port.project_id == inst.project_id)
         # Attach order stands in for nova's VIF order.
         .order_by(Port.created_at, Port.id)
     ).all()
@@ -218,6 +242,32 @@ class _KeyFacts:
     name: str | None
 
 
+class Availability:
+    """Whether the inventory answered last time: one log line per change, never per request."""
+
+    def __init__(self, what: str = "inventory database") -> None:
+        self.what = what
+        self.down = False
+
+    def failed(self, exc: BaseException) -> None:
+        if not self.down:
+            self.down = True
+            LOG.warning("%s unavailable (%s: %s); serving cached documents, answering 503 for "
+                        "the rest until it is back", self.what, type(exc).__name__,
+                        _one_line(exc))
+
+    def succeeded(self) -> None:
+        if self.down:
+            self.down = False
+            LOG.warning("%s available again", self.what)
+
+
+def _one_line(exc: BaseException) -> str:
+    cause = exc.__cause__ or exc
+    text = str(getattr(cause, "orig", None) or cause).strip()
+    return text.splitlines()[0][:200] if text else type(cause).__name__
+
+
 # ---- the source ------------------------------------------------------------------------------
 
 
@@ -253,11 +303,17 @@ class StoreSource:
         self._revision_event: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self.availability = Availability()
 
     # ---- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
+        """Read the current revision and start following the feed. With the database down this
+        still returns: the feed task keeps trying, and requests get 503 until it succeeds."""
         self._revision_event = asyncio.Event()
-        self.applied_revision = await asyncio.to_thread(self.store.current_revision)
+        try:
+            self.applied_revision = await asyncio.to_thread(self.store.current_revision)
+        except DATABASE_DOWN as exc:
+            self.availability.failed(exc)
         self._task = asyncio.create_task(self._watch(), name="metadata-change-feed")
 
     async def stop(self) -> None:
@@ -279,6 +335,20 @@ class StoreSource:
                 await self._revision_event.wait()
 
     # ---- InstanceSource ----------------------------------------------------------------------
+    async def _query(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)` in a worker thread, turning a database outage into `Unavailable`."""
+        if self.applied_revision < 0:
+            raise Unavailable(
+                "The metadata service is starting and cannot reach its inventory yet; "
+                "please try again shortly.", retry_after=RETRY_AFTER)
+        try:
+            result = await asyncio.to_thread(fn, *args)
+        except DATABASE_DOWN as exc:
+            self.availability.failed(exc)
+            raise Unavailable(retry_after=RETRY_AFTER) from exc
+        self.availability.succeeded()
+        return result
+
     def _hit(self, kind: str, hit: bool) -> None:
         if self._on_cache is not None:
             self._on_cache(kind, hit)
@@ -297,7 +367,7 @@ class StoreSource:
         epochs = (self._epoch[uuid], self._global_epoch)
         dhcp_epoch = self._dhcp_epoch
         try:
-            loaded = await asyncio.to_thread(self._load, uuid, dict(self._dhcp))
+            loaded = await self._query(self._load, uuid, dict(self._dhcp))
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # mark retrieved: waiters (if any) re-raise it themselves
@@ -367,7 +437,7 @@ class StoreSource:
             return cached
         self._hit("address", False)
         epoch = self._address_epoch
-        found, port_ids = await asyncio.to_thread(self._load_address, address)
+        found, port_ids = await self._query(self._load_address, address)
         if epoch == self._address_epoch:
             self._addresses[address] = found
             for port_id in port_ids:
@@ -395,7 +465,7 @@ class StoreSource:
 
     async def ports_for_provider(self, provider: str, address: str) -> list[AddressMatch] | None:
         # Providers are not cached: the mode is rare and its lookups are two indexed queries.
-        return await asyncio.to_thread(self._load_provider, provider, address)
+        return await self._query(self._load_provider, provider, address)
 
     def _load_provider(self, provider: str, address: str) -> list[AddressMatch] | None:
         """A provider serves the network whose id it is, or the networks of the router whose
@@ -422,9 +492,16 @@ class StoreSource:
             return [AddressMatch(*row) for row in rows]
 
     async def set_password(self, uuid: str, password: str) -> PasswordResult:
-        result = await asyncio.to_thread(self._set_password, uuid, password)
-        # Do not wait for the feed: the guest's next GET must see its own write.
+        result = await self._query(self._set_password, uuid, password)
+        # Do not wait for the feed: the guest's next GET must see its own write. The cached
+        # view is kept with the password the database now holds (no reload needed, so the
+        # instance stays served through a database outage); the feed's record of this write
+        # drops it as usual, as it drops anything else changed meanwhile.
+        cached = self._views.get(uuid)
+        deps = self._deps.get(uuid)
         self._forget(uuid)
+        if result is PasswordResult.SET and cached is not None and deps is not None:
+            self._remember(replace(cached, password=password), deps)
         return result
 
     def _set_password(self, uuid: str, password: str) -> PasswordResult:
@@ -560,6 +637,12 @@ class StoreSource:
         assert self._revision_event is not None
         while not self._stopping:
             try:
+                if self.applied_revision < 0:
+                    # Started with the database away: nothing is served until this succeeds.
+                    self.applied_revision = await asyncio.to_thread(self.store.current_revision)
+                    self.availability.succeeded()
+                    self._revision_event.set()
+                    continue
                 changes, ports, keys = await asyncio.to_thread(
                     self._read_changes, self.applied_revision
                 )
@@ -574,7 +657,7 @@ class StoreSource:
                 try:
                     head = await asyncio.to_thread(self.store.current_revision)
                 except Exception as read_exc:
-                    LOG.warning("cannot read the inventory head (%s); retrying", read_exc)
+                    self.availability.failed(read_exc)
                     await asyncio.sleep(1.0)
                     continue
                 self.drop_all()
@@ -585,10 +668,10 @@ class StoreSource:
                 # Keep serving what is cached: the feed resumes from applied_revision, so every
                 # change committed meanwhile still invalidates its views once it can be read.
                 # (A view loaded meanwhile is as new as the database it came from.)
-                LOG.warning("change feed unavailable (%s); serving cached documents, retrying",
-                            exc)
+                self.availability.failed(exc)
                 await asyncio.sleep(1.0)
                 continue
+            self.availability.succeeded()
             if not changes:
                 continue
             self.apply(changes, ports, keys)
