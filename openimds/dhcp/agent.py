@@ -88,6 +88,9 @@ class DhcpAgent(InventoryAgent):
         found |= set(self.applier.proxy_ids())
         return {k for k in found if self.owns(k)}
 
+    def children(self, key: str) -> list[int]:
+        return self.applier.children(key)
+
     def _model(self, snap: Snapshot) -> dict[str, NetworkInfo]:
         if self._networks is None or self._networks[0] != snap.revision:
             self._networks = (

@@ -284,6 +284,17 @@ class DhcpApplier:
         )
         return actions
 
+    def children(self, network_id: str) -> list[int]:
+        """The network's live dnsmasq and haproxy pids (verified through /proc)."""
+        pids = []
+        found = find_dnsmasq(os.path.join(self.settings.conf_dir(network_id), "pid"))
+        if found is not None:
+            pids.append(found.pid)
+        proxy_pid = self.proxy.pid(network_id)
+        if proxy_pid is not None:
+            pids.append(proxy_pid)
+        return pids
+
     def proxy_ids(self) -> list[str]:
         """Networks with a proxy config of ours on disk (metadata networks included)."""
         return owned_proxy_ids(self.settings.state_path, "network")

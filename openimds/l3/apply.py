@@ -211,6 +211,11 @@ class RouterApplier:
         )
         return actions
 
+    def children(self, router_id: str) -> list[int]:
+        """The router's live haproxy pid (verified through /proc), if any."""
+        pid = self.proxy.pid(router_id)
+        return [pid] if pid is not None else []
+
     def proxy_ids(self) -> list[str]:
         """Routers with a proxy config of ours on disk. Never a metadata network's proxy,
         which stamps X-Neutron-Router-ID too but belongs to the DHCP agent."""
