@@ -43,6 +43,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from openimds.linux.pidwatch import CrashBackoff, PidWatcher
+
 __all__ = [
     "RESOURCES",
     "Change",
@@ -364,6 +366,9 @@ class WorkQueue:
             self._again.discard(key)
             self.add(key)
 
+    def is_active(self, key: str) -> bool:
+        return key in self._active
+
     def idle(self) -> bool:
         return not self._pending and not self._active and not self._again
 
@@ -386,6 +391,8 @@ class _RunLog(logging.LoggerAdapter):  # type: ignore[type-arg]
 @dataclass
 class Counters:
     by_outcome: collections.Counter[str] = field(default_factory=collections.Counter)
+    # Supervised children (dnsmasq, haproxy) seen exiting while no reconcile of theirs ran.
+    child_exits: collections.Counter[str] = field(default_factory=collections.Counter)
 
 
 # How long a row that left the inventory still maps its late changes to its former owner.
@@ -437,6 +444,10 @@ class InventoryAgent(abc.ABC):
         self._owners_cache: list[tuple[Snapshot, dict[tuple[str, str], set[str]]]] = []
         self._applied_revision = -1
         self._stopping = asyncio.Event()
+        # Every child a reconcile leaves running is watched by pidfd: an exit requeues its key
+        # at once (CrashBackoff spaces out a crash loop), instead of at the next resync.
+        self.crash_backoff = CrashBackoff()
+        self._watcher: PidWatcher | None = None
 
     # -- hooks ---------------------------------------------------------------------------
 
@@ -457,6 +468,11 @@ class InventoryAgent(abc.ABC):
         self, key: str, snap: Snapshot, now: datetime, log: logging.LoggerAdapter[Any]
     ) -> datetime | None:
         """Make `key` match `snap`; return when the desired state changes by time alone."""
+
+    def children(self, key: str) -> list[int]:
+        """Pids of the long-running processes `key` has on this host (dnsmasq, haproxy),
+        verified as ours; they are watched, and an exit reconciles `key` at once."""
+        return []
 
     def prepare(self) -> None:  # noqa: B027 - optional hook
         """Once before the first reconcile (e.g. create the fabric namespace)."""
@@ -514,6 +530,7 @@ class InventoryAgent(abc.ABC):
     async def run(self) -> None:
         """Run until `stop()`; startup = prepare + full sync, then watch, work and resync."""
         await asyncio.to_thread(self.prepare)
+        self._watcher = PidWatcher(self._child_exited)
         while not self._stopping.is_set():
             try:
                 await self.full_sync()
@@ -537,6 +554,25 @@ class InventoryAgent(abc.ABC):
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             self.queue.close()
+            if self._watcher is not None:
+                self._watcher.close()
+                self._watcher = None
+
+    def _child_exited(self, key: str, pid: int) -> None:
+        """A watched child is gone (crash, kill -9, OOM, or our own stop/reload)."""
+        if self._stopping.is_set():
+            return
+        if self.queue.is_active(key):
+            # Most likely the running reconcile replaced it; look again right after anyway.
+            self.queue.add(key)
+            return
+        delay = self.crash_backoff.record(key, time.monotonic())
+        self.counters.child_exits[key] += 1
+        self.log.warning("[%s] child pid %d exited; reconciling in %.2fs", key, pid, delay)
+        if delay <= 0:
+            self.queue.add(key)
+        else:
+            self.queue.add_after(key, delay)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -660,9 +696,20 @@ class InventoryAgent(abc.ABC):
                 self.queue.add_after(key, max(0.0, delay) + 0.05)
                 log.info("requeued for %s (in %.1fs)", next_at.isoformat(), delay)
         self.counters.by_outcome[outcome] += 1
+        await self._watch_children(key, log)
         log.debug("%s in %.0f ms (r%d)", outcome, (time.monotonic() - started) * 1000, snap.revision)
         self._applied_revision = snap.revision
         return outcome
+
+    async def _watch_children(self, key: str, log: logging.LoggerAdapter[Any]) -> None:
+        if self._watcher is None:
+            return
+        try:
+            pids = await asyncio.to_thread(self.children, key)
+        except Exception as exc:  # a /proc race: the next reconcile looks again
+            log.warning("could not list children: %s", exc)
+            return
+        self._watcher.sync(key, pids)
 
     async def wait_synced(self, revision: int, timeout: float = 10.0) -> None:
         """Until the agent has seen `revision` and its queue is idle (for tests and demos)."""

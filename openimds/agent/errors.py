@@ -11,6 +11,7 @@
     │   ├── AmbiguousAddress      more than one port with that address (an inventory problem)
     │   ├── NotAnInstance         the port belongs to a DHCP server, a router, ...
     │   └── RouterWithoutNetworks the router has no interfaces (never a search of all networks)
+    ├── TooManyRequests (429, Retry-After)  this guest is over its token bucket (ratelimit.py)
     └── Unavailable (503, Retry-After)
         ├── NotReady              the port index has not synchronised yet
         └── UpstreamUnavailable   no metadata API answered (refused, reset, timed out)
@@ -34,6 +35,7 @@ __all__ = [
     "NotFound",
     "NotReady",
     "RouterWithoutNetworks",
+    "TooManyRequests",
     "Unavailable",
     "UpstreamUnavailable",
 ]
@@ -103,3 +105,15 @@ class NotReady(Unavailable):
 
 class UpstreamUnavailable(Unavailable):
     pass
+
+
+class TooManyRequests(AgentError):
+    """The guest (network, address) spent its burst; `retry_after` says when a token is back."""
+
+    status = 429
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            f"Too many metadata requests from this address; retry after {retry_after} s."
+        )
+        self.retry_after = retry_after

@@ -15,6 +15,8 @@ anything unexpected is logged with its traceback and the guest gets a bare 500, 
 `/healthz` answers only requests without an `X-Neutron-*-ID` header, i.e. never a guest's (our
 proxies always set one), so a guest asking for /healthz gets the metadata API's answer instead.
 It is 503 until the first sync (the readiness gate), then 200, with revision and counts.
+`/metrics` (same rule) is the Prometheus text of this worker's rate limiter (ratelimit.py):
+a guest over its token bucket gets 429 + Retry-After, logged once per guest when it starts.
 """
 
 from __future__ import annotations
@@ -30,13 +32,22 @@ import socket
 import stat
 import time
 from collections.abc import Callable
+from typing import Any
 
 from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
-from openimds.agent.errors import AgentError, AmbiguousAddress, BadTarget, NotReady, Unavailable
+from openimds.agent.errors import (
+    AgentError,
+    AmbiguousAddress,
+    BadTarget,
+    NotReady,
+    TooManyRequests,
+    Unavailable,
+)
 from openimds.agent.feed import IndexSync, InventoryFeed
 from openimds.agent.index import PortIndex
+from openimds.agent.ratelimit import TokenBuckets, retry_after_header
 from openimds.agent.resolve import FORWARDED_FOR, NETWORK_ID, ROUTER_ID, AgentRequest, resolve
 from openimds.agent.settings import AgentSettings
 from openimds.agent.upstream import Upstream, UpstreamResponse
@@ -55,16 +66,18 @@ NOT_READY_TEXT = ("The metadata agent is starting and has not loaded the port in
 class AgentState:
     """What one worker holds: the index, its sync loop and the upstream client."""
 
-    def __init__(self, index: PortIndex, sync: IndexSync, upstream: Upstream) -> None:
+    def __init__(self, index: PortIndex, sync: IndexSync, upstream: Upstream,
+                 limiter: TokenBuckets | None = None) -> None:
         self.index = index
         self.sync = sync
         self.upstream = upstream
+        self.limiter = limiter
         self.started = time.monotonic()
 
 
 def _error_response(exc: AgentError) -> web.Response:
     headers = {}
-    if isinstance(exc, Unavailable):
+    if isinstance(exc, Unavailable | TooManyRequests):
         headers["Retry-After"] = str(exc.retry_after)
     # The text may echo a header the guest sent: undecodable bytes in it (surrogates) are
     # escaped, never a reason to fail.
@@ -84,6 +97,36 @@ def _health(state: AgentState) -> web.Response:
     }
     return web.Response(status=200 if ready else 503, text=json.dumps(body),
                         content_type="application/json")
+
+
+def _metrics(state: AgentState) -> web.Response:
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    limiter = state.limiter
+
+    class _Collector:
+        def collect(self) -> Any:
+            if limiter is None:
+                return
+            yield CounterMetricFamily(
+                "openimds_agent_rate_limit_allowed", "Guest requests within their token bucket.",
+                value=limiter.allowed)
+            yield CounterMetricFamily(
+                "openimds_agent_rate_limit_refused", "Guest requests refused with 429.",
+                value=limiter.refused)
+            yield GaugeMetricFamily(
+                "openimds_agent_rate_limit_buckets",
+                "Guests (network, address) with a bucket that is not full.",
+                value=len(limiter))
+            yield GaugeMetricFamily(
+                "openimds_agent_rate_limit_limited_guests",
+                "Guests whose last request was refused.", value=limiter.limited_count())
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Collector())  # type: ignore[arg-type]
+    return web.Response(body=generate_latest(registry),
+                        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
 
 _INTERNAL_ERROR_TEXT = "An unknown error has occurred. Please try your request again.\n"
@@ -111,15 +154,18 @@ def build_app(state: AgentState) -> web.Server:
     """The request handler on aiohttp's low-level server: every request goes to one function,
     with no router, middleware chain or Application machinery in the way (the agent serves a
     single catch-all route, so those only cost time per request)."""
-    index, sync, upstream = state.index, state.sync, state.upstream
+    index, sync, upstream, limiter = state.index, state.sync, state.upstream, state.limiter
     ready = sync.ready
 
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
         headers = request.headers
         network_ids = headers.getall(NETWORK_ID, ())
         router_ids = headers.getall(ROUTER_ID, ())
-        if not network_ids and not router_ids and request.path == "/healthz":
-            return _health(state)
+        if not network_ids and not router_ids:
+            if request.path == "/healthz":
+                return _health(state)
+            if request.path == "/metrics":
+                return _metrics(state)
         try:
             # Absolute-form targets are served by their path; nothing else names a path.
             target = origin_form(request.raw_path)
@@ -129,11 +175,22 @@ def build_app(state: AgentState) -> web.Server:
                 raise NotReady(NOT_READY_TEXT)
             res = resolve(AgentRequest(forwarded_for=headers.getall(FORWARDED_FOR, ()),
                                        network_ids=network_ids, router_ids=router_ids), index)
+            if limiter is not None:
+                decision = limiter.take((res.network_id, res.address), time.monotonic())
+                if not decision.allowed:
+                    if decision.newly_limited:
+                        LOG.warning("guest %s on network %s is over its request budget "
+                                    "(burst %d, %.3g/s): answering 429 until it slows down",
+                                    res.address, res.network_id, limiter.policy.burst,
+                                    limiter.policy.rate)
+                    raise TooManyRequests(int(retry_after_header(decision.retry_after)))
             # A GET (nearly every request) has no body: skip the read coroutine.
             body = await request.read() if request.body_exists else b""
             answer = await upstream.forward(request.method, target, body, res)
         except AgentError as exc:
-            level = logging.ERROR if isinstance(exc, AmbiguousAddress) else logging.WARNING
+            # A limited guest is logged once when it starts (above), not per request.
+            level = (logging.ERROR if isinstance(exc, AmbiguousAddress)
+                     else logging.DEBUG if isinstance(exc, TooManyRequests) else logging.WARNING)
             LOG.log(level, "%s %s -> %d: %s", request.method, request.path, exc.status,
                     exc.log_detail or exc.text)
             return _error_response(exc)
@@ -209,7 +266,8 @@ async def run_worker(sock: socket.socket, settings: AgentSettings, feed: Invento
     index = PortIndex()
     sync = IndexSync(feed, index)
     upstream = Upstream(settings)
-    state = AgentState(index, sync, upstream)
+    limiter = TokenBuckets(settings.rate_limit) if settings.rate_limit is not None else None
+    state = AgentState(index, sync, upstream, limiter)
     runner = web.ServerRunner(build_app(state), handle_signals=False)
     await runner.setup()
     # aiohttp calls listen() again with its own default (128) unless told: keep ours.

@@ -14,6 +14,8 @@ import pwd
 from dataclasses import dataclass, field
 from typing import Any
 
+from openimds.agent.ratelimit import BucketPolicy
+
 __all__ = ["SOCKET_MODES", "AgentSettings", "deduce_socket_mode", "from_conf", "upstream_base_urls"]
 
 SOCKET_MODES = {"user": 0o644, "group": 0o664, "all": 0o666}
@@ -45,6 +47,8 @@ class AgentSettings:
     auth_region: str | None = None
     auth_insecure: bool = False
     auth_ca_cert: str | None = None
+    # Token bucket per (network, guest address); None = no limit.
+    rate_limit: BucketPolicy | None = None
 
 
 def upstream_base_urls(protocol: str, host: str, port: int, urls: list[str] | tuple[str, ...]
@@ -144,4 +148,12 @@ def from_conf(conf: Any) -> AgentSettings:
         auth_region=conf.auth_region or None,
         auth_insecure=conf.auth_insecure,
         auth_ca_cert=conf.auth_ca_cert or None,
+        rate_limit=_rate_limit(conf),
     )
+
+
+def _rate_limit(conf: Any) -> BucketPolicy | None:
+    g = conf.metadata_rate_limiting
+    if not g.instance_rate_limit_enabled:
+        return None
+    return BucketPolicy(rate=float(g.instance_rate), burst=int(g.instance_burst))

@@ -23,7 +23,11 @@ from openimds.proxy.haproxy import (
     proxy_spec_for_network,
     proxy_spec_for_router,
 )
-from openimds.proxy.options import rate_limit_from_conf, timeouts_from_conf
+from openimds.proxy.options import (
+    connections_from_conf,
+    rate_limit_from_conf,
+    timeouts_from_conf,
+)
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -114,6 +118,7 @@ def spec_from_args(args: argparse.Namespace, conf: Any, *, debug: bool = False) 
         "user": user,
         "group": group,
         "timeouts": timeouts_from_conf(conf),
+        "connections": connections_from_conf(conf),
         "rate_limit": rate_limit_from_conf(conf),
         # No syslog socket (containers, CI): run without logging rather than fail to log.
         "log_target": "/dev/log" if os.path.exists("/dev/log") else None,

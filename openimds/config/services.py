@@ -37,6 +37,7 @@ _BY_SERVICE: dict[str, list[Registration]] = {
         ("DEFAULT", [metadata_api.metadata_workers]),
         ("DEFAULT", proxy.SOCKET_OPTS),
         ("metadata_haproxy", proxy.HAPROXY_OPTS),
+        ("metadata_rate_limiting", proxy.AGENT_RATE_LIMIT_OPTS),
     ],
     "dhcp-agent": [*_COMMON, *_AGENT, *_PROXY_WRITER, ("DEFAULT", dhcp.DEFAULT_OPTS)],
     "l3-agent": [

@@ -22,7 +22,9 @@ from openimds.dhcp.model import NetworkInfo, networks_from_neutron
 from openimds.dhcp.plan import DhcpOptions, desired_dhcp_state
 from openimds.linux.fabric import bridge_name, ensure_fabric
 from openimds.linux.links import delete_link
+from openimds.linux.nftables import apply_ruleset
 from openimds.linux.observe import Link, links
+from openimds.portsec import port_security_from_neutron, port_security_rules
 from openimds.reconcile import InventoryAgent, InventoryReader, Snapshot
 
 __all__ = ["DhcpAgent", "build_dhcp_agent", "dhcp_options_from_conf"]
@@ -88,6 +90,9 @@ class DhcpAgent(InventoryAgent):
         found |= set(self.applier.proxy_ids())
         return {k for k in found if self.owns(k)}
 
+    def children(self, key: str) -> list[int]:
+        return self.applier.children(key)
+
     def _model(self, snap: Snapshot) -> dict[str, NetworkInfo]:
         if self._networks is None or self._networks[0] != snap.revision:
             self._networks = (
@@ -102,7 +107,17 @@ class DhcpAgent(InventoryAgent):
         network = self._model(snap).get(key)
         plan = desired_dhcp_state(network, self.options, now) if network else None
         self.applier.apply(key, plan, network_exists=network is not None, log=log)
+        self.apply_port_security(key, snap)
         return plan.next_change_at if plan else None
+
+    def apply_port_security(self, network_id: str, snap: Snapshot) -> None:
+        """The network bridge's port-security table, recomputed from the snapshot's ports and
+        loaded whole (a gone network, or one without protected ports, loses its table)."""
+        ports = [p for p in snap.ports if p.get("network_id") == network_id]
+        protected = [ps for ps in map(port_security_from_neutron, ports) if ps is not None]
+        # Always loaded, even empty (then it only deletes the table): what an earlier run or
+        # agent left behind is replaced without any memory of it (one nft call per reconcile).
+        apply_ruleset(self.applier.settings.fabric, port_security_rules(network_id, protected))
 
     async def full_sync(self) -> None:
         await super().full_sync()

@@ -32,6 +32,7 @@ from openimds.linux.netns import netns_exists
 from openimds.linux.observe import Address, Link, addresses, links
 from openimds.linux.ports import addresses_match, port_link_state
 from openimds.proxy.haproxy import (
+    Connections,
     ProxySpec,
     RateLimit,
     Timeouts,
@@ -72,6 +73,7 @@ class DhcpSettings:
     proxy_user: str | None = None
     proxy_group: str | None = None
     timeouts: Timeouts = field(default_factory=Timeouts)
+    connections: Connections = field(default_factory=Connections)
     rate_limit: RateLimit | None = None
     proxy_log_target: str | None = None
 
@@ -121,6 +123,7 @@ def proxy_spec_for_plan(plan: DhcpPlan, settings: DhcpSettings) -> ProxySpec | N
         user=settings.proxy_user,
         group=settings.proxy_group,
         timeouts=settings.timeouts,
+        connections=settings.connections,
         rate_limit=settings.rate_limit,
         log_target=settings.proxy_log_target,
         router_id=plan.proxy_router_id,
@@ -283,6 +286,17 @@ class DhcpApplier:
             self.executor, self.claims, network_id, actions, wanted=plan is not None, log=log
         )
         return actions
+
+    def children(self, network_id: str) -> list[int]:
+        """The network's live dnsmasq and haproxy pids (verified through /proc)."""
+        pids = []
+        found = find_dnsmasq(os.path.join(self.settings.conf_dir(network_id), "pid"))
+        if found is not None:
+            pids.append(found.pid)
+        proxy_pid = self.proxy.pid(network_id)
+        if proxy_pid is not None:
+            pids.append(proxy_pid)
+        return pids
 
     def proxy_ids(self) -> list[str]:
         """Networks with a proxy config of ours on disk (metadata networks included)."""

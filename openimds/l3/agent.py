@@ -70,6 +70,9 @@ class L3Agent(InventoryAgent):
         found = self.applier.claims.ids() | set(self.applier.proxy_ids())
         return {k for k in found if self.owns(k)}
 
+    def children(self, key: str) -> list[int]:
+        return self.applier.children(key)
+
     def _model(self, snap: Snapshot) -> dict[str, RouterInfo]:
         if self._routers is None or self._routers[0] != snap.revision:
             self._routers = (

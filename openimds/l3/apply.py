@@ -28,6 +28,7 @@ from openimds.linux.netns import get_sysctl, netns_exists
 from openimds.linux.observe import Address, Link, addresses, links
 from openimds.linux.ports import addresses_match, port_link_state
 from openimds.proxy.haproxy import (
+    Connections,
     ProxySpec,
     RateLimit,
     Timeouts,
@@ -63,6 +64,7 @@ class RouterSettings:
     proxy_user: str | None = None
     proxy_group: str | None = None
     timeouts: Timeouts = field(default_factory=Timeouts)
+    connections: Connections = field(default_factory=Connections)
     rate_limit: RateLimit | None = None
     proxy_log_target: str | None = None
 
@@ -98,6 +100,7 @@ def proxy_spec_for_plan(plan: RouterPlan, settings: RouterSettings) -> ProxySpec
         user=settings.proxy_user,
         group=settings.proxy_group,
         timeouts=settings.timeouts,
+        connections=settings.connections,
         rate_limit=settings.rate_limit,
         log_target=settings.proxy_log_target,
     )
@@ -210,6 +213,11 @@ class RouterApplier:
             self.executor, self.claims, router_id, actions, wanted=plan is not None, log=log
         )
         return actions
+
+    def children(self, router_id: str) -> list[int]:
+        """The router's live haproxy pid (verified through /proc), if any."""
+        pid = self.proxy.pid(router_id)
+        return [pid] if pid is not None else []
 
     def proxy_ids(self) -> list[str]:
         """Routers with a proxy config of ours on disk. Never a metadata network's proxy,

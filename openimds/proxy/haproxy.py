@@ -35,7 +35,9 @@ __all__ = [
     "METADATA_IPV6",
     "METADATA_IPV6_CIDR",
     "ROUTER_METADATA_PORT",
+    "AGENT_MODES",
     "Bind",
+    "Connections",
     "InvalidProxySpec",
     "ProxySpec",
     "RateLimit",
@@ -54,6 +56,8 @@ __all__ = [
 ]
 
 ResourceKind = Literal["network", "router"]
+AgentMode = Literal["reuse", "close"]
+AGENT_MODES: tuple[AgentMode, ...] = ("reuse", "close")
 
 METADATA_IPV4 = "169.254.169.254"
 METADATA_IPV6 = "fe80::a9fe:a9fe"
@@ -114,13 +118,34 @@ class Identity(NamedTuple):
 
 @dataclass(frozen=True)
 class Timeouts:
-    """`[metadata_haproxy] timeout_*` in seconds (Neutron's defaults)."""
+    """`[metadata_haproxy] timeout_*` in seconds (Neutron's, but a short http_request)."""
 
     connect: int = 30
     client: int = 32
     server: int = 32
-    http_request: int = 30
+    # A guest's HTTP client sends its whole request at once: 5 s is plenty, and a connection
+    # that says nothing is closed long before it could matter (Neutron: 30 s).
+    http_request: int = 5
     http_keep_alive: int = 30
+
+
+@dataclass(frozen=True)
+class Connections:
+    """`[metadata_haproxy]` connection limits and the way the proxy talks to the agent.
+
+    Defaults are sized for a cloud-init boot, which makes one request at a time on one
+    connection: `per_source` concurrent connections per guest address (both families, one
+    table) leave room for parallel tools, yet one guest cannot take more than a sliver of
+    `maxconn` (haproxy resets the excess at accept). `agent_mode` "reuse" shares kept-alive
+    agent connections between guests (openimds's agent); "close" is one agent connection per
+    request (`option http-server-close`, no reuse) for an agent that closes after every
+    answer, such as Neutron's, with at most `agent_maxconn` in flight.
+    """
+
+    maxconn: int = 4096
+    per_source: int = 32
+    agent_maxconn: int = 32
+    agent_mode: AgentMode = "reuse"
 
 
 @dataclass(frozen=True)
@@ -154,7 +179,11 @@ class ProxySpec:
     user: str | None = None
     group: str | None = None
     timeouts: Timeouts = field(default_factory=Timeouts)
-    maxconn: int = 1024
+    maxconn: int = 4096
+    # Concurrent connections per source address (0 = no limit), the rest reset at accept.
+    per_source_maxconn: int = 32
+    # "reuse": keep-alive agent connections shared between guests; "close": one per request.
+    agent_mode: AgentMode = "reuse"
     # Requests in flight to the agent at once from this proxy; more wait in haproxy's queue
     # (up to `timeout connect`) instead of piling onto the agent's listen backlog. Also the
     # most idle agent connections kept (pool-max-conn), so a burst never leaves more than this
@@ -252,6 +281,7 @@ def proxy_spec_for_network(
     debug: bool = False,
     pidfile: str | None = None,
     router_id: str | None = None,
+    connections: Connections | None = None,
 ) -> ProxySpec:
     """The proxy of a `qdhcp-<network>` namespace: bound on 169.254.169.254:port, plus
     [fe80::a9fe:a9fe]:port on `ipv6_interface` when given (the DHCP tap).
@@ -259,6 +289,7 @@ def proxy_spec_for_network(
     `router_id` makes it a metadata network's proxy (spec §3.6): still the network's (files,
     ownership), but stamping X-Neutron-Router-ID so the agent searches every network of the
     router."""
+    conns = connections or Connections()
     binds = [Bind(METADATA_IPV4, port)]
     if ipv6_interface:
         binds.append(Bind(METADATA_IPV6, port, interface=ipv6_interface))
@@ -276,6 +307,10 @@ def proxy_spec_for_network(
         debug=debug,
         stats_socket=stats_socket_path(state_path, network_id),
         identity=Identity("router", router_id) if router_id else None,
+        maxconn=conns.maxconn,
+        per_source_maxconn=conns.per_source,
+        agent_maxconn=conns.agent_maxconn,
+        agent_mode=conns.agent_mode,
     )
 
 
@@ -293,9 +328,11 @@ def proxy_spec_for_router(
     log_target: str | None = "/dev/log",
     debug: bool = False,
     pidfile: str | None = None,
+    connections: Connections | None = None,
 ) -> ProxySpec:
     """The proxy of a `qrouter-<router>` namespace: 0.0.0.0:port (the REDIRECT target), plus a
     v6-only `[::]:port` when `ipv6` (guests reaching fe80::a9fe:a9fe via ip6tables REDIRECT)."""
+    conns = connections or Connections()
     binds = [Bind("0.0.0.0", port)]
     if ipv6:
         binds.append(Bind("::", port, v6only=True))
@@ -312,6 +349,10 @@ def proxy_spec_for_router(
         log_target=log_target,
         debug=debug,
         stats_socket=stats_socket_path(state_path, router_id),
+        maxconn=conns.maxconn,
+        per_source_maxconn=conns.per_source,
+        agent_maxconn=conns.agent_maxconn,
+        agent_mode=conns.agent_mode,
     )
 
 
@@ -351,13 +392,23 @@ def render_haproxy_cfg(spec: ProxySpec) -> str:
         lines += ["    log global", "    option httplog", "    option dontlognull"]
     lines += [
         "    mode http",
-        # Keep connections to the agent open and share them between guests' requests: the
-        # identity travels in per-request headers (deleted, set and appended below for every
-        # request), and the agent keeps no per-connection state, so any idle connection may
-        # carry any guest's next request. "always" (not "safe") also lets the first request of
-        # a new guest connection (cloud-init opens one per request) use an idle connection.
-        "    option http-keep-alive",
-        "    http-reuse always",
+    ]
+    if spec.agent_mode == "reuse":
+        lines += [
+            # Keep connections to the agent open and share them between guests' requests: the
+            # identity travels in per-request headers (deleted, set and appended below for
+            # every request), and the agent keeps no per-connection state, so any idle
+            # connection may carry any guest's next request. "always" (not "safe") also lets
+            # the first request of a new guest connection (cloud-init opens one per request)
+            # use an idle connection.
+            "    option http-keep-alive",
+            "    http-reuse always",
+        ]
+    else:
+        # An agent that closes after every answer (Neutron's): a reused connection could be
+        # one it is closing, so one agent connection per request and never a shared one.
+        lines += ["    option http-server-close", "    http-reuse never"]
+    lines += [
         "    option forwardfor",
         "    retries                 3",
         f"    timeout http-request    {t.http_request}s",
@@ -366,6 +417,14 @@ def render_haproxy_cfg(spec: ProxySpec) -> str:
         f"    timeout server          {t.server}s",
         f"    timeout http-keep-alive {t.http_keep_alive}s",
     ]
+    if spec.per_source_maxconn:
+        # One ipv6-keyed table holds both families (haproxy maps an IPv4 source to
+        # ::ffff:a.b.c.d); the limit is per source address.
+        lines += [
+            "",
+            "backend per_source_connections",
+            "    stick-table type ipv6 size 100k expire 60s store conn_cur",
+        ]
     rl = spec.rate_limit
     if rl is not None:
         table = "ip" if rl.ip_version == 4 else "ipv6"
@@ -382,6 +441,14 @@ def render_haproxy_cfg(spec: ProxySpec) -> str:
         ]
     lines += ["", "listen listener"]
     lines += [f"    bind {_bind(b)}" for b in spec.binds]
+    if spec.per_source_maxconn:
+        # At accept, before a byte is read: a guest over its share is reset at once and never
+        # holds a slot another guest needs (issue 16, defect 3).
+        lines += [
+            "    tcp-request connection track-sc2 src table per_source_connections",
+            "    tcp-request connection reject"
+            f" if {{ sc2_conn_cur(per_source_connections) gt {spec.per_source_maxconn} }}",
+        ]
     if rl is not None:
         lines += [
             "    http-request track-sc0 src table base_rate_limiter",
@@ -395,8 +462,10 @@ def render_haproxy_cfg(spec: ProxySpec) -> str:
     lines += [f"    http-request del-header {name}" for name in IDENTITY_HEADERS]
     lines += [f"    http-request del-header {p} -m beg" for p in IDENTITY_HEADER_PREFIXES]
     lines.append(f"    http-request set-header {id_header(stamped.kind)} {stamped.id}")
-    lines.append(f"    server metadata {spec.socket_path} maxconn {spec.agent_maxconn}"
-                 f" pool-max-conn {spec.agent_maxconn} pool-purge-delay 5s")
+    server = f"    server metadata {spec.socket_path} maxconn {spec.agent_maxconn}"
+    if spec.agent_mode == "reuse":
+        server += f" pool-max-conn {spec.agent_maxconn} pool-purge-delay 5s"
+    lines.append(server)
     return "\n".join(lines) + "\n"
 
 
@@ -472,6 +541,12 @@ def _validate(spec: ProxySpec) -> None:
         raise InvalidProxySpec("maxconn must be at least 1")
     if spec.agent_maxconn < 1:
         raise InvalidProxySpec("agent_maxconn must be at least 1")
+    if spec.per_source_maxconn < 0:
+        raise InvalidProxySpec("per_source_maxconn must be 0 (no limit) or more")
+    if spec.agent_mode not in AGENT_MODES:
+        raise InvalidProxySpec(
+            f"agent_mode must be one of {', '.join(AGENT_MODES)}, not {spec.agent_mode!r}"
+        )
     t = spec.timeouts
     for name in ("connect", "client", "server", "http_request", "http_keep_alive"):
         if getattr(t, name) < 1:

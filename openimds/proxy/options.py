@@ -10,9 +10,18 @@ import logging
 import os
 from typing import Any
 
-from openimds.proxy.haproxy import RateLimit, Timeouts
+from openimds.proxy.haproxy import Connections, RateLimit, Timeouts
 
-__all__ = ["proxy_settings_from_conf", "rate_limit_from_conf", "timeouts_from_conf"]
+__all__ = [
+    "connections_from_conf",
+    "proxy_settings_from_conf",
+    "rate_limit_from_conf",
+    "timeouts_from_conf",
+]
+
+# Requests in flight to an agent that closes after every answer: a few, so a burst waits in
+# haproxy's queue instead of being refused by the agent's accept queue.
+CLOSE_MODE_AGENT_MAXCONN = 4
 
 LOG = logging.getLogger(__name__)
 
@@ -26,6 +35,21 @@ def timeouts_from_conf(conf: Any) -> Timeouts:
         server=int(g.timeout_server),
         http_request=int(g.timeout_http_request),
         http_keep_alive=int(g.timeout_http_keep_alive),
+    )
+
+
+def connections_from_conf(conf: Any) -> Connections:
+    """`[metadata_haproxy]` connection limits and agent mode as Connections."""
+    g = conf.metadata_haproxy
+    mode = g.agent_connection_mode
+    agent_max = g.agent_max_connections
+    if agent_max is None:
+        agent_max = Connections.agent_maxconn if mode == "reuse" else CLOSE_MODE_AGENT_MAXCONN
+    return Connections(
+        maxconn=int(g.max_connections),
+        per_source=int(g.max_connections_per_source),
+        agent_maxconn=int(agent_max),
+        agent_mode=mode,
     )
 
 
@@ -63,6 +87,7 @@ def proxy_settings_from_conf(conf: Any) -> dict[str, Any]:
         "proxy_user": conf.metadata_proxy_user or None,
         "proxy_group": conf.metadata_proxy_group or None,
         "timeouts": timeouts_from_conf(conf),
+        "connections": connections_from_conf(conf),
         "rate_limit": rate_limit_from_conf(conf),
         # haproxy logs to syslog; without a /dev/log it would fail to start its logger.
         "proxy_log_target": "/dev/log" if os.path.exists("/dev/log") else None,

@@ -150,10 +150,11 @@ class Lab:
         )
         return sh("ip", "-4", "route", netns=guest)
 
-    def curl(self, guest: str, url: str, *, timeout: float = 5) -> tuple[int, str]:
+    def curl(self, guest: str, url: str, *, timeout: float = 5,
+             extra: tuple[str, ...] = ()) -> tuple[int, str]:
         proc = subprocess.run(
             ["ip", "netns", "exec", guest, "curl", "-s", "--noproxy", "*",
-             "-m", str(timeout), url],
+             "-m", str(timeout), *extra, url],
             capture_output=True, text=True, timeout=timeout + 10, env=CLEAN_ENV,
         )
         return proc.returncode, proc.stdout

@@ -66,13 +66,15 @@ def test_planned_dnsmasq_runs_on_planned_tap(
     argv = plan.dnsmasq.argv()
     proc = spawn(argv, netns=ns, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 3
+        # dnsmasq opens its DHCP and DNS sockets one after the other (and the DNS one only
+        # once the address is usable): wait for both, never assert right after the first.
+        deadline = time.monotonic() + 10
         listening = ""
         while time.monotonic() < deadline and proc.poll() is None:
             listening = subprocess.run(
                 ["ip", "netns", "exec", ns, "ss", "-Hlnu"], capture_output=True, text=True
             ).stdout
-            if ":67 " in listening:
+            if ":67 " in listening and "192.168.111.1:53" in listening:
                 break
             time.sleep(0.05)
         err = b"" if proc.poll() is None else proc.stderr.read()  # type: ignore[union-attr]

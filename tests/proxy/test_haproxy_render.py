@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
 from openimds.proxy.haproxy import (
     Bind,
+    Connections,
     Identity,
     InvalidProxySpec,
     ProxySpec,
@@ -163,7 +165,7 @@ def test_global_and_defaults() -> None:
     ls = lines(render_haproxy_cfg(net_spec(user="neutron", group="996", debug=True)))
     g = ls[ls.index("global") + 1 : ls.index("defaults")]
     assert "nbthread    1" in g
-    assert "maxconn     1024" in g
+    assert "maxconn     4096" in g
     assert "user        neutron" in g
     assert "gid         996" in g  # numeric ids from the seed's command line
     assert f"pidfile     {STATE}/external/pids/{NET}.pid.haproxy" in g
@@ -182,7 +184,7 @@ def test_global_and_defaults() -> None:
         # is per request (headers deleted/set/appended every time), never per connection.
         "option http-keep-alive",
         "http-reuse always",
-        "timeout http-request    30s",
+        "timeout http-request    5s",
         "timeout connect         30s",
         "timeout client          32s",
         "timeout server          32s",
@@ -224,7 +226,7 @@ def test_rate_limit_variant() -> None:
     assert "stick-table type ipv6 size 10k expire 20s store http_req_rate(20s)" in ls
     assert "stick-table type ipv6 size 10k expire 20s store http_req_rate(2s)" in ls
     body = listener("\n".join(ls))
-    assert body[1:5] == [
+    assert body[3:7] == [  # after the bind and the two per-source connection lines
         "http-request track-sc0 src table base_rate_limiter",
         "http-request track-sc1 src table burst_rate_limiter",
         "http-request deny deny_status 429 if { src_http_req_rate(base_rate_limiter) gt 5 }",
@@ -292,3 +294,48 @@ def test_rendered_configs_pass_haproxy_check(tmp_path) -> None:  # type: ignore[
         cfg.write_text(render_haproxy_cfg(spec))
         proc = subprocess.run(["haproxy", "-c", "-f", str(cfg)], capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr
+
+
+def test_per_source_connection_limit_is_checked_at_accept_for_both_families() -> None:
+    text = render_haproxy_cfg(net_spec(connections=Connections(per_source=7, maxconn=999)))
+    ls = lines(text)
+    assert "maxconn     999" in ls
+    table = ls.index("backend per_source_connections")
+    # ipv6-keyed: IPv4 sources are stored as ::ffff:a.b.c.d in the same table.
+    assert ls[table + 1] == "stick-table type ipv6 size 100k expire 60s store conn_cur"
+    lis = listener(text)
+    assert lis[len(net_spec().binds)] == (
+        "tcp-request connection track-sc2 src table per_source_connections"
+    )
+    assert (
+        "tcp-request connection reject if { sc2_conn_cur(per_source_connections) gt 7 }" in lis
+    )
+    # 0 = no limit: no table, no rule.
+    none = render_haproxy_cfg(net_spec(connections=Connections(per_source=0)))
+    assert "per_source_connections" not in none
+
+
+def test_close_mode_for_an_agent_that_closes_after_every_answer() -> None:
+    text = render_haproxy_cfg(
+        rtr_spec(connections=Connections(agent_mode="close", agent_maxconn=4))
+    )
+    ls = lines(text)
+    assert "option http-server-close" in ls and "http-reuse never" in ls
+    assert "option http-keep-alive" not in ls and "http-reuse always" not in ls
+    assert f"server metadata {SOCK} maxconn 4" in ls  # no idle pool to keep
+    with pytest.raises(InvalidProxySpec, match="agent_mode"):
+        net_spec(connections=Connections(agent_mode="pool"))  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy not installed")
+@pytest.mark.parametrize(
+    "connections",
+    [Connections(), Connections(per_source=0), Connections(agent_mode="close", agent_maxconn=4)],
+)
+def test_connection_settings_are_accepted_by_haproxy(
+    connections: Connections, tmp_path: Path
+) -> None:
+    path = tmp_path / "h.cfg"
+    path.write_text(render_haproxy_cfg(net_spec(connections=connections)).replace(
+        "/dev/log", "127.0.0.1:514"))
+    subprocess.run(["haproxy", "-c", "-q", "-f", str(path)], check=True)

@@ -45,10 +45,41 @@ HAPROXY_OPTS: list[cfg.Opt] = [
     cfg.IntOpt("timeout_connect", default=30, min=1, help="haproxy timeout connect (s)."),
     cfg.IntOpt("timeout_client", default=32, min=1, help="haproxy timeout client (s)."),
     cfg.IntOpt("timeout_server", default=32, min=1, help="haproxy timeout server (s)."),
-    cfg.IntOpt("timeout_http_request", default=30, min=1,
-               help="haproxy timeout http-request (s)."),
+    cfg.IntOpt("timeout_http_request", default=5, min=1,
+               help="haproxy timeout http-request (s): how long a guest may take to send its "
+                    "request headers. Neutron uses 30; a guest's HTTP client sends them at once, "
+                    "and a short value frees connections an idle client holds."),
     cfg.IntOpt("timeout_http_keep_alive", default=30, min=1,
                help="haproxy timeout http-keep-alive (s)."),
+    cfg.IntOpt("max_connections", default=4096, min=1,
+               help="haproxy maxconn: connections one proxy holds at once."),
+    cfg.IntOpt("max_connections_per_source", default=32, min=0,
+               help="Concurrent connections one guest address may hold on a proxy (IPv4 and "
+                    "IPv6 alike); more are reset at accept, so one guest cannot exhaust the "
+                    "proxy for its neighbours. 0 = no limit. A cloud-init boot uses one."),
+    cfg.StrOpt("agent_connection_mode", default="reuse", choices=["reuse", "close"],
+               help="How the proxy talks to the agent at metadata_proxy_socket: 'reuse' keeps "
+                    "connections open and shares them between guests (openimds's agent); "
+                    "'close' opens one per request (http-server-close, no reuse), for an agent "
+                    "that closes after every answer such as Neutron's metadata agent."),
+    cfg.IntOpt("agent_max_connections", default=None, min=1,
+               help="Requests in flight to the agent at once per proxy; more wait in haproxy's "
+                    "queue. Default: 32 with 'reuse', 4 with 'close' (an agent that closes "
+                    "after every answer accepts only a few at once: Neutron's, with 32 in "
+                    "flight, refused 17 % of requests at 64 concurrent guests)."),
+]
+
+# The metadata agent's own limiter (openimds/agent/ratelimit.py): a token bucket per
+# (network, guest address), IPv4 and IPv6 alike, on by default and sized so a boot never meets it.
+AGENT_RATE_LIMIT_OPTS: list[cfg.Opt] = [
+    cfg.BoolOpt("instance_rate_limit_enabled", default=True,
+                help="Metadata agent: limit each guest (network, source address; IPv4 and "
+                     "IPv6) with a token bucket; over it = 429 with Retry-After."),
+    cfg.IntOpt("instance_burst", default=200, min=1,
+               help="Requests a guest may make at once (the bucket size). A full cloud-init "
+                    "OpenStack read plus EC2 crawl is ~35 requests; 200 leaves more than 3x."),
+    cfg.FloatOpt("instance_rate", default=5.0, min=0.001,
+                 help="Requests per second a guest may sustain (the refill rate)."),
 ]
 
 RATE_LIMIT_OPTS: list[cfg.Opt] = [
