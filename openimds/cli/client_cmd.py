@@ -211,10 +211,32 @@ def _print(result: Any, kind: str, fmt: str) -> None:
 
 
 def _network_create(api: Any, args: argparse.Namespace) -> Any:
-    body: dict[str, Any] = {"name": args.name, "admin_state_up": not args.disable}
+    body: dict[str, Any] = {"name": args.name, "admin_state_up": not args.disable,
+                            **_provider_body(args)}
     if args.share:
         body["shared"] = True
     return api.create("networks", body)
+
+
+def add_provider_flags(p: argparse.ArgumentParser) -> None:
+    """The segment flags, in openstack's spelling and neutron's (`--provider:network_type`)."""
+    p.add_argument("--provider-network-type", "--provider:network_type",
+                   dest="provider_network_type", metavar="TYPE",
+                   choices=("local", "flat", "vlan", "vxlan"),
+                   help="segment type (admin): local, flat, vlan or vxlan")
+    p.add_argument("--provider-physical-network", "--provider:physical_network",
+                   dest="provider_physical_network", metavar="PHYSNET",
+                   help="physical network of a flat or vlan segment (admin)")
+    p.add_argument("--provider-segment", "--provider:segmentation_id",
+                   dest="provider_segment", metavar="ID", type=int,
+                   help="VLAN id or VXLAN VNI (admin)")
+
+
+def _provider_body(args: argparse.Namespace) -> dict[str, Any]:
+    pairs = (("provider:network_type", args.provider_network_type),
+             ("provider:physical_network", args.provider_physical_network),
+             ("provider:segmentation_id", args.provider_segment))
+    return {k: v for k, v in pairs if v is not None}
 
 
 def _deleter(resource: str) -> Handler:
@@ -242,6 +264,7 @@ def _register_network(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name")
     p.add_argument("--share", action="store_true", help="visible to every project (admin)")
     p.add_argument("--disable", action="store_true", help="admin_state_up false")
+    add_provider_flags(p)
     _leaf(verbs, "list", lambda api, a: api.list("networks"), "networks", "list networks")
     _leaf(verbs, "show", _shower("networks"), "networks", "show a network").add_argument("name")
     _leaf(verbs, "delete", _deleter("networks"), "networks",
@@ -534,9 +557,11 @@ def _legacy_interface(action: str) -> Handler:
 
 
 def _register_legacy(sub: argparse._SubParsersAction) -> None:
-    p = _leaf(sub, "net-create", lambda api, a: api.create("networks", {"name": a.name}),
+    p = _leaf(sub, "net-create",
+              lambda api, a: api.create("networks", {"name": a.name, **_provider_body(a)}),
               "networks", "create a network (neutron spelling)")
     p.add_argument("name")
+    add_provider_flags(p)
     _leaf(sub, "net-list", lambda api, a: api.list("networks"), "networks", "list networks")
     _leaf(sub, "net-show", _shower("networks"), "networks", "show a network").add_argument("name")
     _leaf(sub, "net-delete", _deleter("networks"), "networks",

@@ -16,6 +16,7 @@ from typing import Any
 
 from openimds.control.context import RequestContext
 from openimds.control.errors import BadRequest
+from openimds.control.segments import SegmentConfig
 from openimds.inventory.store import Store
 
 
@@ -31,6 +32,9 @@ class Settings:
     metadata_url: str | None = None
     # Upper bound on a change-feed long poll, so proxies and clients never hold a request forever.
     max_changes_timeout: float = 60.0
+    # Several hosts: segment allocation ([ml2*]) and agent liveness ([DEFAULT] agent_down_time).
+    segments: SegmentConfig = field(default_factory=SegmentConfig)
+    agent_down_time: int = 75
 
 
 @dataclass

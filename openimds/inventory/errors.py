@@ -7,7 +7,8 @@
     │   ├── IpAddressInUse
     │   ├── MacAddressInUse
     │   ├── SubnetOverlap
-    │   └── InUse           (a row still referenced, e.g. a network with ports)
+    │   ├── InUse           (a row still referenced, e.g. a network with ports)
+    │   └── SegmentInUse    (a concurrent writer took the same VNI / VLAN / flat physnet)
     └── StoreUnavailable    -> 503  (the database cannot be reached)
 """
 
@@ -47,6 +48,10 @@ class SubnetOverlap(Conflict):
 
 
 class InUse(Conflict):
+    pass
+
+
+class SegmentInUse(Conflict):
     pass
 
 
