@@ -149,6 +149,9 @@ LIST_COLUMNS: dict[str, list[tuple[str, str]]] = {
     "servers": [("ID", "id"), ("Name", "name"), ("Status", "status"),
                 ("Networks", "addresses"), ("Image", "image"), ("Flavor", "flavor")],
     "keypairs": [("Name", "name"), ("Fingerprint", "fingerprint"), ("Type", "type")],
+    "agents": [("ID", "id"), ("Agent Type", "agent_type"), ("Host", "host"),
+               ("Availability Zone", "availability_zone"), ("Alive", "alive"),
+               ("State", "admin_state_up"), ("Binary", "binary")],
 }
 
 
@@ -159,6 +162,8 @@ def _cell(key: str, value: Any) -> str:
     if key == "addresses" and isinstance(value, dict):
         return "; ".join(f"{net}={', '.join(a['addr'] for a in addrs)}"
                          for net, addrs in value.items())
+    if key == "alive" and isinstance(value, bool):
+        return ":-)" if value else "XXX"  # as openstackclient prints it
     if key == "admin_state_up" and isinstance(value, bool):
         return "UP" if value else "DOWN"
     if key == "flavor" and isinstance(value, dict):
@@ -269,6 +274,9 @@ def _register_network(sub: argparse._SubParsersAction) -> None:
     _leaf(verbs, "show", _shower("networks"), "networks", "show a network").add_argument("name")
     _leaf(verbs, "delete", _deleter("networks"), "networks",
           "delete networks").add_argument("names", nargs="+")
+    from openimds.cli.agents_cmd import register_network_agent
+
+    register_network_agent(verbs, _leaf)
 
 
 # ---- subnets --------------------------------------------------------------------------------
@@ -557,6 +565,9 @@ def _legacy_interface(action: str) -> Handler:
 
 
 def _register_legacy(sub: argparse._SubParsersAction) -> None:
+    from openimds.cli.agents_cmd import register_legacy
+
+    register_legacy(sub, _leaf)
     p = _leaf(sub, "net-create",
               lambda api, a: api.create("networks", {"name": a.name, **_provider_body(a)}),
               "networks", "create a network (neutron spelling)")

@@ -20,7 +20,8 @@ _PROXY_WRITER: list[Registration] = [
     ("metadata_haproxy", proxy.HAPROXY_OPTS),
     ("metadata_rate_limiting", proxy.RATE_LIMIT_OPTS),
 ]
-_AGENT: list[Registration] = [("DEFAULT", agent.AUTH_OPTS), ("AGENT", agent.AGENT_STATE_OPTS)]
+_AGENT: list[Registration] = [("DEFAULT", agent.AUTH_OPTS), ("AGENT", agent.AGENT_STATE_OPTS),
+                               ("DEFAULT", agent.HOST_OPTS)]
 
 _BY_SERVICE: dict[str, list[Registration]] = {
     "control-api": [*_COMMON, ("DEFAULT", control_api.DEFAULT_OPTS), *ml2.REGISTRATIONS],
