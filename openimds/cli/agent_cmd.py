@@ -10,6 +10,7 @@ import argparse
 import logging
 import os
 import sys
+from typing import Any
 
 from openimds.cli.common import config_parent, setup_logging
 
@@ -46,6 +47,7 @@ def _run(args: argparse.Namespace) -> int:
     except (ConfigError, MissingCredentials, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
+    reporter = _reporter(conf, settings)
     try:
         return serve(settings, ControlFeed.from_settings)
     except (RuntimeError, OSError) as exc:
@@ -53,3 +55,24 @@ def _run(args: argparse.Namespace) -> int:
                                                   settings.socket_path, exc)
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
+    finally:
+        reporter.stop()
+
+
+def _reporter(conf: Any, settings: Any) -> Any:
+    """The registry heartbeat on its own thread: the serving loop lives in (possibly forked)
+    workers, and one report per process is what the registry wants."""
+    from openimds.agent.control_feed import ControlFeed
+    from openimds.control.report import AgentReport, ReportThread
+    from openimds.control.scheduling import METADATA_AGENT
+
+    report = AgentReport(METADATA_AGENT, conf.host, lambda: {
+        "metadata_proxy_socket": settings.socket_path,
+        "nova_metadata_host": conf.nova_metadata_host,
+        "nova_metadata_port": conf.nova_metadata_port,
+        "log_agent_heartbeats": bool(conf.AGENT.log_agent_heartbeats)})
+    thread = ReportThread(lambda: ControlFeed.from_settings(settings).client, report,
+                          float(conf.AGENT.report_interval),
+                          log_heartbeats=bool(conf.AGENT.log_agent_heartbeats))
+    thread.start()
+    return thread

@@ -149,6 +149,9 @@ LIST_COLUMNS: dict[str, list[tuple[str, str]]] = {
     "servers": [("ID", "id"), ("Name", "name"), ("Status", "status"),
                 ("Networks", "addresses"), ("Image", "image"), ("Flavor", "flavor")],
     "keypairs": [("Name", "name"), ("Fingerprint", "fingerprint"), ("Type", "type")],
+    "agents": [("ID", "id"), ("Agent Type", "agent_type"), ("Host", "host"),
+               ("Availability Zone", "availability_zone"), ("Alive", "alive"),
+               ("State", "admin_state_up"), ("Binary", "binary")],
 }
 
 
@@ -159,6 +162,8 @@ def _cell(key: str, value: Any) -> str:
     if key == "addresses" and isinstance(value, dict):
         return "; ".join(f"{net}={', '.join(a['addr'] for a in addrs)}"
                          for net, addrs in value.items())
+    if key == "alive" and isinstance(value, bool):
+        return ":-)" if value else "XXX"  # as openstackclient prints it
     if key == "admin_state_up" and isinstance(value, bool):
         return "UP" if value else "DOWN"
     if key == "flavor" and isinstance(value, dict):
@@ -211,10 +216,32 @@ def _print(result: Any, kind: str, fmt: str) -> None:
 
 
 def _network_create(api: Any, args: argparse.Namespace) -> Any:
-    body: dict[str, Any] = {"name": args.name, "admin_state_up": not args.disable}
+    body: dict[str, Any] = {"name": args.name, "admin_state_up": not args.disable,
+                            **_provider_body(args)}
     if args.share:
         body["shared"] = True
     return api.create("networks", body)
+
+
+def add_provider_flags(p: argparse.ArgumentParser) -> None:
+    """The segment flags, in openstack's spelling and neutron's (`--provider:network_type`)."""
+    p.add_argument("--provider-network-type", "--provider:network_type",
+                   dest="provider_network_type", metavar="TYPE",
+                   choices=("local", "flat", "vlan", "vxlan"),
+                   help="segment type (admin): local, flat, vlan or vxlan")
+    p.add_argument("--provider-physical-network", "--provider:physical_network",
+                   dest="provider_physical_network", metavar="PHYSNET",
+                   help="physical network of a flat or vlan segment (admin)")
+    p.add_argument("--provider-segment", "--provider:segmentation_id",
+                   dest="provider_segment", metavar="ID", type=int,
+                   help="VLAN id or VXLAN VNI (admin)")
+
+
+def _provider_body(args: argparse.Namespace) -> dict[str, Any]:
+    pairs = (("provider:network_type", args.provider_network_type),
+             ("provider:physical_network", args.provider_physical_network),
+             ("provider:segmentation_id", args.provider_segment))
+    return {k: v for k, v in pairs if v is not None}
 
 
 def _deleter(resource: str) -> Handler:
@@ -242,10 +269,14 @@ def _register_network(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name")
     p.add_argument("--share", action="store_true", help="visible to every project (admin)")
     p.add_argument("--disable", action="store_true", help="admin_state_up false")
+    add_provider_flags(p)
     _leaf(verbs, "list", lambda api, a: api.list("networks"), "networks", "list networks")
     _leaf(verbs, "show", _shower("networks"), "networks", "show a network").add_argument("name")
     _leaf(verbs, "delete", _deleter("networks"), "networks",
           "delete networks").add_argument("names", nargs="+")
+    from openimds.cli.agents_cmd import register_network_agent
+
+    register_network_agent(verbs, _leaf)
 
 
 # ---- subnets --------------------------------------------------------------------------------
@@ -534,9 +565,14 @@ def _legacy_interface(action: str) -> Handler:
 
 
 def _register_legacy(sub: argparse._SubParsersAction) -> None:
-    p = _leaf(sub, "net-create", lambda api, a: api.create("networks", {"name": a.name}),
+    from openimds.cli.agents_cmd import register_legacy
+
+    register_legacy(sub, _leaf)
+    p = _leaf(sub, "net-create",
+              lambda api, a: api.create("networks", {"name": a.name, **_provider_body(a)}),
               "networks", "create a network (neutron spelling)")
     p.add_argument("name")
+    add_provider_flags(p)
     _leaf(sub, "net-list", lambda api, a: api.list("networks"), "networks", "list networks")
     _leaf(sub, "net-show", _shower("networks"), "networks", "show a network").add_argument("name")
     _leaf(sub, "net-delete", _deleter("networks"), "networks",

@@ -62,12 +62,23 @@ def _store(args: argparse.Namespace) -> Any:
 
 
 def settings_from_conf(conf: Any) -> Any:
-    """The API's plain settings from a loaded control-api ConfigOpts."""
+    """The API's plain settings from a loaded control-api ConfigOpts (ConfigError when an ml2
+    range is malformed)."""
+    from openimds.config import ConfigError
     from openimds.control.call import Settings
+    from openimds.control.segments import ConfigInvalid, segment_config
     from openimds.inventory.retention import Retention
 
+    try:
+        segments = segment_config(conf.ml2.tenant_network_types,
+                                  conf.ml2_type_vxlan.vni_ranges,
+                                  conf.ml2_type_vlan.network_vlan_ranges,
+                                  conf.ml2_type_flat.flat_networks)
+    except ConfigInvalid as exc:
+        raise ConfigError("configuration", None, None, str(exc)) from None
     return Settings(bind_host=conf.bind_host, bind_port=conf.bind_port,
-                    token_expiration=conf.token_expiration,
+                    token_expiration=conf.token_expiration, segments=segments,
+                    agent_down_time=conf.agent_down_time,
                     change_retention=Retention(conf.change_retention_seconds,
                                                conf.change_retention_count),
                     change_prune_interval=float(conf.change_prune_interval))
@@ -83,10 +94,10 @@ def _serve(args: argparse.Namespace) -> int:
     setup_logging(args.debug)
     try:
         conf = _conf(args)
+        settings = settings_from_conf(conf)
     except ConfigError as exc:
         print(f"openimds control-api: {exc}", file=sys.stderr)
         return 2
-    settings = settings_from_conf(conf)
     store = open_store(database_url(conf))
     try:
         import uvloop

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ipaddress
 import signal
 import sys
@@ -59,18 +60,49 @@ def _client(conf: Any, service: str) -> ControlClient:
 
 
 async def _run_agent(service: str, conf: Any, build: Any) -> int:
+    from openimds.control.report import report_state_loop
     from openimds.reconcile import ControlInventory
 
     client = _client(conf, service)
+    reporter: asyncio.Task[None] | None = None
     try:
         agent = build(conf, ControlInventory(client))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, agent.stop)
+        reporter = asyncio.create_task(report_state_loop(
+            client, agent_report(service, conf, agent), float(conf.AGENT.report_interval),
+            log_heartbeats=bool(conf.AGENT.log_agent_heartbeats)), name="report-state")
         await agent.run()
     finally:
+        if reporter is not None:
+            reporter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reporter
         await client.close()
     return 0
+
+
+def agent_report(service: str, conf: Any, agent: Any) -> Any:
+    """What `service` reports to the agent registry (Neutron's agent_type and the
+    configurations Neutron's agents show)."""
+    from openimds.control.report import AgentReport
+    from openimds.control.scheduling import DHCP_AGENT, L3_AGENT
+
+    def count(resource: str) -> int:
+        snap = agent.snapshot
+        return len(snap.ids(resource)) if snap is not None else 0
+
+    if service == "dhcp-agent":
+        return AgentReport(DHCP_AGENT, conf.host, lambda: {
+            "dhcp_driver": "dnsmasq", "dhcp_lease_duration": int(conf.dhcp_lease_duration),
+            "networks": count("networks"), "log_agent_heartbeats":
+            bool(conf.AGENT.log_agent_heartbeats)},
+            availability_zone=conf.AGENT.availability_zone)
+    return AgentReport(L3_AGENT, conf.host, lambda: {
+        "agent_mode": "legacy", "routers": count("routers"),
+        "log_agent_heartbeats": bool(conf.AGENT.log_agent_heartbeats)},
+        availability_zone=conf.AGENT.availability_zone)
 
 
 def _dhcp_agent(args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from oslo_config import cfg
 
-from openimds.config.opts import agent, common, control_api, dhcp, l3, metadata_api, proxy
+from openimds.config.opts import agent, common, control_api, dhcp, l3, metadata_api, ml2, proxy
 
 Registration = tuple[str, Sequence[cfg.Opt]]  # (section, options); "DEFAULT" for the top
 
@@ -20,10 +20,11 @@ _PROXY_WRITER: list[Registration] = [
     ("metadata_haproxy", proxy.HAPROXY_OPTS),
     ("metadata_rate_limiting", proxy.RATE_LIMIT_OPTS),
 ]
-_AGENT: list[Registration] = [("DEFAULT", agent.AUTH_OPTS), ("AGENT", agent.AGENT_STATE_OPTS)]
+_AGENT: list[Registration] = [("DEFAULT", agent.AUTH_OPTS), ("AGENT", agent.AGENT_STATE_OPTS),
+                               ("DEFAULT", agent.HOST_OPTS)]
 
 _BY_SERVICE: dict[str, list[Registration]] = {
-    "control-api": [*_COMMON, ("DEFAULT", control_api.DEFAULT_OPTS)],
+    "control-api": [*_COMMON, ("DEFAULT", control_api.DEFAULT_OPTS), *ml2.REGISTRATIONS],
     "metadata-api": [
         *_COMMON,
         ("DEFAULT", metadata_api.DEFAULT_OPTS),

@@ -22,6 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from openimds.control import (
+    agents,
     auth,
     changes,
     keypairs,
@@ -95,6 +96,13 @@ ROUTES: tuple[Route, ...] = (
     Route("PUT", "/v2.0/routers/{id}/remove_router_interface",
           routers.remove_router_interface, "Detach a subnet or port from a router",
           "RouterInterface"),
+    # The agent registry (several hosts).
+    Route("GET", "/v2.0/agents", agents.list_agents, "List agents"),
+    Route("POST", "/v2.0/agents", agents.report_state,
+          "Report an agent's state (openimds agents; Neutron uses RPC)"),
+    Route("GET", "/v2.0/agents/{id}", agents.show_agent, "Show an agent"),
+    Route("PUT", "/v2.0/agents/{id}", agents.update_agent, "Update an agent"),
+    Route("DELETE", "/v2.0/agents/{id}", agents.delete_agent, "Delete a dead agent"),
     Route("GET", "/v2.0/changes", changes.get_changes, "Long-poll the change feed",
           long_poll=True),
     Route("GET", "/v2.1/servers", servers.list_servers, "List servers (brief)", tag="compute"),

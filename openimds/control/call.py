@@ -16,6 +16,7 @@ from typing import Any
 
 from openimds.control.context import RequestContext
 from openimds.control.errors import BadRequest
+from openimds.control.segments import SegmentConfig
 from openimds.inventory.retention import Retention
 from openimds.inventory.store import Store
 
@@ -35,6 +36,9 @@ class Settings:
     # How much of the change feed to keep, and how often to prune it (0 = never).
     change_retention: Retention = field(default_factory=Retention)
     change_prune_interval: float = 300.0
+    # Several hosts: segment allocation ([ml2*]) and agent liveness ([DEFAULT] agent_down_time).
+    segments: SegmentConfig = field(default_factory=SegmentConfig)
+    agent_down_time: int = 75
 
 
 @dataclass

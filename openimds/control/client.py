@@ -45,6 +45,7 @@ RESOURCES: dict[str, tuple[str, str, str]] = {
     "subnets": ("network", "/v2.0/subnets", "subnet"),
     "ports": ("network", "/v2.0/ports", "port"),
     "routers": ("network", "/v2.0/routers", "router"),
+    "agents": ("network", "/v2.0/agents", "agent"),
     "servers": ("compute", "/servers", "server"),
     "keypairs": ("compute", "/os-keypairs", "keypair"),
 }

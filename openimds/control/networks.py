@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
-from sqlalchemy.orm import selectinload
+from functools import partial
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from openimds.control import segments
 from openimds.control.call import Call, Reply, get_bool, get_str, resource_body
 from openimds.control.context import scoped
 from openimds.control.errors import BadRequest, Conflict, Forbidden
@@ -17,6 +20,7 @@ from openimds.control.resources import (
     post_filter,
 )
 from openimds.control.serializers import network_dict, select_fields
+from openimds.inventory import errors as inv
 from openimds.inventory.models import Network, Port, Subnet
 
 LIST_SPEC = ListSpec(
@@ -24,7 +28,9 @@ LIST_SPEC = ListSpec(
     columns={
         "id": Network.id, "name": Network.name, "tenant_id": Network.project_id,
         "project_id": Network.project_id, "admin_state_up": Network.admin_state_up,
-        "shared": Network.shared,
+        "shared": Network.shared, "provider:network_type": Network.network_type,
+        "provider:physical_network": Network.physical_network,
+        "provider:segmentation_id": Network.segmentation_id,
     },
     bool_columns=frozenset({"admin_state_up", "shared"}),
     attributes=frozenset({"mtu", "status", "subnets", "router:external", "description",
@@ -32,8 +38,13 @@ LIST_SPEC = ListSpec(
 )
 
 CREATE_FIELDS = ("name", "admin_state_up", "shared", "mtu", "tenant_id", "project_id",
-                 "description", "router:external", "port_security_enabled")
-UPDATE_FIELDS = ("name", "admin_state_up", "shared", "mtu", "description")
+                 "description", "router:external", "port_security_enabled",
+                 *segments.PROVIDER_KEYS)
+UPDATE_FIELDS = ("name", "admin_state_up", "shared", "mtu", "description",
+                 *segments.PROVIDER_KEYS)
+# Neutron's default MTU of a VXLAN network: a 1500-byte underlay minus the 50-byte VXLAN/IPv4
+# overhead, so guests never send frames the underlay drops.
+VXLAN_MTU = 1450
 
 
 def _mtu(value: object) -> int:
@@ -50,7 +61,7 @@ def list_networks(call: Call) -> Reply:
         stmt = stmt.where(cond)
     stmt = stmt.options(selectinload(Network.subnets)).order_by(Network.created_at, Network.id)
     with call.store.read() as s:
-        items = [network_dict(n) for n in s.scalars(stmt)]
+        items = [network_dict(n, provider=call.context.reads_all) for n in s.scalars(stmt)]
     items = post_filter(items, filters.post)
     return Reply(200, {"networks": select_fields(items, filters.fields)})
 
@@ -59,7 +70,8 @@ def show_network(call: Call) -> Reply:
     with call.store.read() as s:
         net = get_visible(s, Network, call.params["id"], call.context, "Network",
                           shared=shared_network())
-        return Reply(200, {"network": select_fields([network_dict(net)],
+        return Reply(200, {"network": select_fields([network_dict(
+            net, provider=call.context.reads_all)],
                                                     call.query_values("fields"))[0]})
 
 
@@ -77,12 +89,46 @@ def create_network(call: Call) -> Reply:
                          type="InvalidInput")
     if shared and not ctx.is_admin:
         raise Forbidden("Only an admin may create a shared network.")
-    with call.store.session() as s:
-        net = Network(project_id=owner_project(s, ctx, obj), name=name, admin_state_up=admin_up,
-                      shared=shared, mtu=mtu)
-        s.add(net)
-        s.flush()
-        return Reply(201, {"network": network_dict(net)})
+    requested = segments.requested_segment(obj)
+    if requested is not None and not ctx.is_admin:
+        raise Forbidden("Only an admin may set provider:network_type, "
+                        "provider:physical_network or provider:segmentation_id.")
+    config = call.settings.segments
+
+    def attempt() -> Reply:
+        with call.store.session() as s:
+            seg = segments.allocate(requested, config, partial(_used_ids, s))
+            if seg.key is not None and s.scalar(
+                    select(Network.id).where(Network.segment_key == seg.key)) is not None:
+                raise segments.in_use(seg)
+            net = Network(project_id=owner_project(s, ctx, obj), name=name,
+                          admin_state_up=admin_up, shared=shared,
+                          mtu=VXLAN_MTU if seg.network_type == "vxlan" and "mtu" not in obj
+                          else mtu,
+                          network_type=seg.network_type, physical_network=seg.physical_network,
+                          segmentation_id=seg.segmentation_id, segment_key=seg.key)
+            s.add(net)
+            s.flush()
+            return Reply(201, {"network": network_dict(net, provider=ctx.reads_all)})
+
+    # A concurrent create may take the id we picked between our read and our commit (the unique
+    # segment_key refuses the second): pick again; a segment the admin named is simply in use.
+    for _ in range(4):
+        try:
+            return attempt()
+        except inv.SegmentInUse:
+            if requested is not None and requested.segmentation_id is not None \
+                    or requested is not None and requested.network_type == "flat":
+                raise segments.in_use(requested) from None
+    raise segments.no_network_available()
+
+
+def _used_ids(s: Session, network_type: str, physical_network: str | None) -> list[int]:
+    stmt = select(Network.segmentation_id).where(Network.network_type == network_type,
+                                                 Network.segmentation_id.is_not(None))
+    if physical_network is not None:
+        stmt = stmt.where(Network.physical_network == physical_network)
+    return [v for v in s.scalars(stmt) if v is not None]
 
 
 def update_network(call: Call) -> Reply:
@@ -90,6 +136,11 @@ def update_network(call: Call) -> Reply:
     ctx = call.context
     with call.store.session() as s:
         net = get_visible(s, Network, call.params["id"], ctx, "Network", write=True)
+        current = segments.provider_fields(net.network_type, net.physical_network,
+                                           net.segmentation_id)
+        if any(k in obj and obj[k] != current[k] for k in segments.PROVIDER_KEYS):
+            raise BadRequest("Invalid input for operation: Plugin does not support updating "
+                             "provider attributes.", type="InvalidInput")
         if "name" in obj:
             net.name = get_str(obj, "name")
         if "admin_state_up" in obj:
@@ -103,7 +154,7 @@ def update_network(call: Call) -> Reply:
             net.mtu = _mtu(obj["mtu"])
         get_str(obj, "description", max_len=1024)
         s.flush()
-        return Reply(200, {"network": network_dict(net)})
+        return Reply(200, {"network": network_dict(net, provider=ctx.reads_all)})
 
 
 def delete_network(call: Call) -> Reply:

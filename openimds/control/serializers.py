@@ -23,8 +23,10 @@ def _owned(project_id: str) -> dict[str, str]:
     return {"tenant_id": project_id, "project_id": project_id}
 
 
-def network_dict(net: Network) -> dict[str, Any]:
-    return {
+def network_dict(net: Network, *, provider: bool = False) -> dict[str, Any]:
+    """`provider`: add the provider:* attributes (Neutron shows them to admins only; openimds
+    also to the service role, whose agents build the segments)."""
+    out = {
         "id": net.id,
         "name": net.name,
         **_owned(net.project_id),
@@ -38,6 +40,11 @@ def network_dict(net: Network) -> dict[str, Any]:
         "created_at": iso(net.created_at),
         "updated_at": iso(net.updated_at),
     }
+    if provider:
+        out["provider:network_type"] = net.network_type or "local"
+        out["provider:physical_network"] = net.physical_network
+        out["provider:segmentation_id"] = net.segmentation_id
+    return out
 
 
 def subnet_dict(sub: Subnet) -> dict[str, Any]:

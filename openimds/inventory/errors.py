@@ -7,7 +7,8 @@
     │   ├── IpAddressInUse
     │   ├── MacAddressInUse
     │   ├── SubnetOverlap
-    │   └── InUse           (a row still referenced, e.g. a network with ports)
+    │   ├── InUse           (a row still referenced, e.g. a network with ports)
+    │   └── SegmentInUse    (a concurrent writer took the same VNI / VLAN / flat physnet)
     ├── StoreUnavailable    -> 503  (the database cannot be reached)
     └── ChangesPruned       -> 410  (the change feed no longer holds the asked-for history)
 """
@@ -48,6 +49,10 @@ class SubnetOverlap(Conflict):
 
 
 class InUse(Conflict):
+    pass
+
+
+class SegmentInUse(Conflict):
     pass
 
 

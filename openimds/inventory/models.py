@@ -94,6 +94,15 @@ class Network(Timestamps, Base):
     admin_state_up: Mapped[bool] = mapped_column(Boolean, default=True)
     shared: Mapped[bool] = mapped_column(Boolean, default=False)
     mtu: Mapped[int] = mapped_column(Integer, default=1500)
+    # The network's one segment, in Neutron's provider-extension terms (control/segments.py).
+    # `local` is the one-host fabric of round 1. `segment_key` ("vxlan:1001",
+    # "vlan:physnet1:100", "flat:physnet1"; NULL for local) is unique, so two writers can never
+    # take the same VNI, VLAN or flat physnet, even on PostgreSQL under concurrent creates.
+    network_type: Mapped[str] = mapped_column(String(16), default="local",
+                                              server_default="local")
+    physical_network: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    segmentation_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    segment_key: Mapped[str | None] = mapped_column(String(96), nullable=True, unique=True)
 
     subnets: Mapped[list[Subnet]] = relationship(back_populates="network", passive_deletes=True)
     ports: Mapped[list[Port]] = relationship(back_populates="network", passive_deletes=True)
@@ -139,6 +148,11 @@ class Port(Timestamps, Base):
     # True for a port the user created and handed to a server: deleting the server unbinds it
     # instead of deleting it, as Nova does.
     preserve_on_delete: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Port binding (Neutron's binding extension): the host whose agents serve this port, and
+    # the opaque binding:profile. "" = unbound. binding:vif_type is derived (serializers.py).
+    binding_host_id: Mapped[str] = mapped_column(String(255), default="", server_default="",
+                                                 index=True)
+    binding_profile: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
     network: Mapped[Network] = relationship(back_populates="ports")
     fixed_ips: Mapped[list[FixedIP]] = relationship(
@@ -226,6 +240,27 @@ class Instance(Timestamps, Base):
     status: Mapped[str] = mapped_column(String(16), default="ACTIVE")
 
     image: Mapped[Image | None] = relationship()
+
+
+class Agent(Base):
+    """A registered agent (Neutron's `agents` table): one per (agent_type, host). Whether it is
+    alive is derived from heartbeat_timestamp (control/agents_logic.py), never stored."""
+
+    __tablename__ = "agents"
+    __table_args__ = (UniqueConstraint("agent_type", "host"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    agent_type: Mapped[str] = mapped_column(String(64))
+    binary: Mapped[str] = mapped_column(String(255))
+    topic: Mapped[str] = mapped_column(String(255), default="")
+    host: Mapped[str] = mapped_column(String(255), index=True)
+    availability_zone: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    admin_state_up: Mapped[bool] = mapped_column(Boolean, default=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    configurations: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    heartbeat_timestamp: Mapped[datetime] = mapped_column(DateTime(timezone=True),
+                                                          default=utcnow)
 
 
 class Change(Base):

@@ -36,6 +36,7 @@ from openimds.inventory.errors import (
     InvalidValue,
     IpAddressInUse,
     MacAddressInUse,
+    SegmentInUse,
     StoreUnavailable,
 )
 from openimds.inventory.models import TRACKED, Change, FixedIP, RevisionCounter
@@ -108,6 +109,8 @@ def _translate(exc: DBAPIError, had_deletes: bool) -> Exception:
     if isinstance(exc, IntegrityError):
         if "fixed_ips" in text and "ip_address" in text:
             return IpAddressInUse("IP address already in use on this subnet")
+        if "segment_key" in text:
+            return SegmentInUse("the network segment is already in use")
         if "ports" in text and "mac_address" in text:
             return MacAddressInUse("MAC address already in use on this network")
         if "foreign key" in text:

@@ -7,6 +7,8 @@ current options here, without a deprecation warning.
 
 from __future__ import annotations
 
+import socket
+
 from oslo_config import cfg, types
 
 nova_metadata_host = cfg.HostAddressOpt(
@@ -72,4 +74,14 @@ AGENT_STATE_OPTS: list[cfg.Opt] = [
     cfg.FloatOpt("report_interval", default=30, min=0,
                  help="Seconds between agent state reports (0 = off)."),
     cfg.BoolOpt("log_agent_heartbeats", default=False, help="Log every state report."),
+    cfg.StrOpt("availability_zone", default="nova",
+               help="Availability zone the agent reports (shown by the DHCP and L3 agents)."),
+]
+
+# [DEFAULT] of every agent (several hosts): the name it registers under. Port bindings
+# (binding:host_id) and the scheduler speak of hosts by this name.
+HOST_OPTS: list[cfg.Opt] = [
+    cfg.HostAddressOpt("host", default=socket.gethostname(), sample_default="<hostname>",
+                       help="Name of this host in the agent registry and in port bindings "
+                            "(binding:host_id)."),
 ]

@@ -1,0 +1,46 @@
+"""ML2-style segment options (Neutron's ml2_conf.ini) and the agent registry's timing.
+
+The control-plane API reads them: tenants' networks get the first `[ml2] tenant_network_types`
+entry with a free id, taken from `[ml2_type_vxlan] vni_ranges` or `[ml2_type_vlan]
+network_vlan_ranges`. `local` (the one-host fabric) is the default, as in Neutron.
+"""
+
+from __future__ import annotations
+
+from oslo_config import cfg
+
+NETWORK_TYPES = ("local", "flat", "vlan", "vxlan")
+
+ML2_OPTS: list[cfg.Opt] = [
+    cfg.ListOpt("tenant_network_types", default=["local"],
+                item_type=cfg.types.String(choices=NETWORK_TYPES),
+                help="Network types for tenant networks, in order of preference; the first "
+                     "with a free id is used."),
+]
+VXLAN_OPTS: list[cfg.Opt] = [
+    cfg.ListOpt("vni_ranges", default=[],
+                help="<vni_min>:<vni_max> ranges of VXLAN VNIs for tenant networks."),
+]
+VLAN_OPTS: list[cfg.Opt] = [
+    cfg.ListOpt("network_vlan_ranges", default=[],
+                help="<physical_network>[:<vlan_min>:<vlan_max>]: physical networks usable "
+                     "for VLAN provider networks, and the ranges tenant networks draw from."),
+]
+FLAT_OPTS: list[cfg.Opt] = [
+    cfg.ListOpt("flat_networks", default=["*"],
+                help="Physical networks usable for flat networks; '*' allows any."),
+]
+# [DEFAULT] options of the server side (neutron.conf).
+SERVER_OPTS: list[cfg.Opt] = [
+    cfg.IntOpt("agent_down_time", default=75, min=1,
+               help="Seconds after the last heartbeat when an agent counts as dead; at "
+                    "least twice [AGENT] report_interval."),
+]
+
+REGISTRATIONS: list[tuple[str, list[cfg.Opt]]] = [
+    ("DEFAULT", SERVER_OPTS),
+    ("ml2", ML2_OPTS),
+    ("ml2_type_vxlan", VXLAN_OPTS),
+    ("ml2_type_vlan", VLAN_OPTS),
+    ("ml2_type_flat", FLAT_OPTS),
+]

@@ -1,0 +1,182 @@
+"""`/v2.0/agents`: the agent registry in Neutron's shape, plus the agents' state reports.
+
+* `GET /v2.0/agents[/{id}]` (admin and service role): `alive` is derived from
+  `heartbeat_timestamp` and `[DEFAULT] agent_down_time` (scheduling.is_alive);
+* `PUT /v2.0/agents/{id}` (admin): `admin_state_up`, `description`;
+* `DELETE /v2.0/agents/{id}` (admin): only a dead agent (409 while it still reports, since it
+  would register again at its next report);
+* `POST /v2.0/agents` (service role or admin): an agent's state report. Neutron receives
+  these over RPC; openimds agents speak only HTTP, so the report is an upsert keyed by
+  (agent_type, host): it creates the row, refreshes `heartbeat_timestamp` and
+  `configurations`, and sets `started_at` when the body carries `start_flag`.
+
+Heartbeats do not enter the change feed (agents are not tracked rows): a report every
+`report_interval` per agent would wake every watcher for nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from openimds.control.call import Call, Reply, get_bool, get_str, resource_body
+from openimds.control.errors import BadRequest, Conflict, Forbidden, NotFound
+from openimds.control.resources import ListSpec, parse_filters, post_filter
+from openimds.control.scheduling import AGENT_KINDS, is_alive
+from openimds.control.serializers import select_fields
+from openimds.inventory import errors as inv
+from openimds.inventory.models import Agent, utcnow
+
+LIST_SPEC = ListSpec(
+    model=Agent,
+    columns={"id": Agent.id, "agent_type": Agent.agent_type, "binary": Agent.binary,
+             "host": Agent.host, "topic": Agent.topic, "admin_state_up": Agent.admin_state_up,
+             "availability_zone": Agent.availability_zone},
+    bool_columns=frozenset({"admin_state_up"}),
+    attributes=frozenset({"alive", "description", "heartbeat_timestamp", "started_at",
+                          "created_at", "configurations"}),
+)
+
+REPORT_FIELDS = ("agent_type", "binary", "topic", "host", "availability_zone",
+                 "configurations", "start_flag", "description")
+UPDATE_FIELDS = ("admin_state_up", "description")
+
+
+def neutron_time(ts: datetime | None) -> str | None:
+    """Neutron's agent timestamps: `2024-01-01 12:00:00` (UTC, no zone suffix)."""
+    return None if ts is None else ts.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def agent_dict(agent: Agent, now: datetime, agent_down_time: float) -> dict[str, Any]:
+    return {
+        "id": agent.id,
+        "agent_type": agent.agent_type,
+        "binary": agent.binary,
+        "topic": agent.topic,
+        "host": agent.host,
+        "availability_zone": agent.availability_zone,
+        "admin_state_up": agent.admin_state_up,
+        "alive": is_alive(agent.heartbeat_timestamp, now, agent_down_time),
+        "description": agent.description or None,
+        "configurations": dict(agent.configurations or {}),
+        "heartbeat_timestamp": neutron_time(agent.heartbeat_timestamp),
+        "started_at": neutron_time(agent.started_at),
+        "created_at": neutron_time(agent.created_at),
+        "resources_synced": None,
+        "ha_state": None,
+    }
+
+
+def _reader(call: Call) -> None:
+    if not call.context.reads_all:
+        raise Forbidden("Only an admin or a service user may list agents.")
+
+
+def _admin(call: Call) -> None:
+    if not call.context.is_admin:
+        raise Forbidden("Only an admin may change or delete agents.")
+
+
+def _get(s: Any, aid: str) -> Agent:
+    agent = s.get(Agent, aid)
+    if agent is None:
+        raise NotFound(f"Agent {aid} could not be found.", type="AgentNotFound")
+    return agent  # type: ignore[no-any-return]
+
+
+def list_agents(call: Call) -> Reply:
+    _reader(call)
+    filters = parse_filters(call, LIST_SPEC)
+    stmt = select(Agent)
+    for cond in filters.sql.values():
+        stmt = stmt.where(cond)
+    now, down = utcnow(), call.settings.agent_down_time
+    with call.store.read() as s:
+        items = [agent_dict(a, now, down)
+                 for a in s.scalars(stmt.order_by(Agent.host, Agent.agent_type))]
+    items = post_filter(items, filters.post)
+    return Reply(200, {"agents": select_fields(items, filters.fields)})
+
+
+def show_agent(call: Call) -> Reply:
+    _reader(call)
+    with call.store.read() as s:
+        agent = _get(s, call.params["id"])
+        body = agent_dict(agent, utcnow(), call.settings.agent_down_time)
+    return Reply(200, {"agent": select_fields([body], call.query_values("fields"))[0]})
+
+
+def update_agent(call: Call) -> Reply:
+    _admin(call)
+    obj = resource_body(call.body, "agent", UPDATE_FIELDS)
+    with call.store.session() as s:
+        agent = _get(s, call.params["id"])
+        if "admin_state_up" in obj:
+            agent.admin_state_up = get_bool(obj, "admin_state_up", True)
+        if "description" in obj:
+            agent.description = get_str(obj, "description", max_len=1024, nullable=True)
+        s.flush()
+        return Reply(200, {"agent": agent_dict(agent, utcnow(), call.settings.agent_down_time)})
+
+
+def delete_agent(call: Call) -> Reply:
+    _admin(call)
+    with call.store.session() as s:
+        agent = _get(s, call.params["id"])
+        if is_alive(agent.heartbeat_timestamp, utcnow(), call.settings.agent_down_time):
+            raise Conflict(f"Agent {agent.id} ({agent.agent_type} on {agent.host}) is alive; "
+                           "stop it (and wait agent_down_time) before deleting it, or it "
+                           "registers again at its next report.", type="AgentInUse")
+        s.delete(agent)
+    return Reply(204)
+
+
+def report_state(call: Call) -> Reply:
+    """An agent's state report (see the module docstring): 201 on first registration."""
+    ctx = call.context
+    if not (ctx.is_admin or "service" in ctx.roles):
+        raise Forbidden("Only a service user (an agent) may report agent state.")
+    obj = resource_body(call.body, "agent", REPORT_FIELDS, required=("agent_type", "host"))
+    agent_type = get_str(obj, "agent_type")
+    if agent_type not in AGENT_KINDS:
+        raise BadRequest(f"Invalid input for agent_type: '{agent_type}' is not one of "
+                         f"{', '.join(sorted(AGENT_KINDS))}", type="InvalidInput")
+    host = get_str(obj, "host")
+    if not host.strip():
+        raise BadRequest("Invalid input for host: must not be empty", type="InvalidInput")
+    binary_default, topic_default = AGENT_KINDS[agent_type]
+    binary = get_str(obj, "binary", binary_default) or binary_default
+    topic = get_str(obj, "topic", topic_default) or topic_default
+    zone = get_str(obj, "availability_zone", "", nullable=True) or None
+    configurations = obj.get("configurations", {})
+    if not isinstance(configurations, dict):
+        raise BadRequest("Invalid input for configurations: expected an object",
+                         type="InvalidInput")
+    start = get_bool(obj, "start_flag", False)
+
+    def attempt() -> Reply:
+        now = utcnow()
+        with call.store.session() as s:
+            agent = s.scalars(select(Agent).where(Agent.agent_type == agent_type,
+                                                  Agent.host == host)).first()
+            status = 200
+            if agent is None:
+                status = 201
+                agent = Agent(agent_type=agent_type, host=host, created_at=now, started_at=now)
+                s.add(agent)
+            elif start:
+                agent.started_at = now
+            agent.binary, agent.topic = binary, topic
+            agent.availability_zone = zone
+            agent.configurations = configurations
+            agent.heartbeat_timestamp = now
+            s.flush()
+            return Reply(status, {"agent": agent_dict(agent, now,
+                                                      call.settings.agent_down_time)})
+
+    try:
+        return attempt()
+    except inv.Conflict:  # two first reports raced on (agent_type, host): the row exists now
+        return attempt()
