@@ -39,7 +39,7 @@ from openimds.agent.feed import IndexSync, InventoryFeed
 from openimds.agent.index import PortIndex
 from openimds.agent.resolve import FORWARDED_FOR, NETWORK_ID, ROUTER_ID, AgentRequest, resolve
 from openimds.agent.settings import AgentSettings
-from openimds.agent.upstream import Upstream, UpstreamResponse
+from openimds.agent.upstream import Upstream, UpstreamResponse, passed_headers
 
 __all__ = ["AgentState", "bind_unix_socket", "build_app", "run_worker", "serve"]
 
@@ -94,6 +94,8 @@ def _relay(answer: UpstreamResponse) -> web.Response:
         headers[hdrs.CONTENT_ENCODING] = answer.content_encoding
     if answer.retry_after:
         headers[hdrs.RETRY_AFTER] = answer.retry_after
+    for name, value in answer.extra_headers:
+        headers[name] = value
     resp = web.Response(status=answer.status, body=answer.body, headers=headers)
     if not answer.content_type:
         # web.Response adds application/octet-stream for a bytes body when none is given.
@@ -121,7 +123,8 @@ def build_app(state: AgentState) -> web.Server:
                                        network_ids=network_ids, router_ids=router_ids), index)
             # A GET (nearly every request) has no body: skip the read coroutine.
             body = await request.read() if request.body_exists else b""
-            answer = await upstream.forward(request.method, request.raw_path, body, res)
+            answer = await upstream.forward(request.method, request.raw_path, body, res,
+                                            passed_headers(headers))
         except AgentError as exc:
             level = logging.ERROR if isinstance(exc, AmbiguousAddress) else logging.WARNING
             LOG.log(level, "%s %s -> %d: %s", request.method, request.path, exc.status,

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from oslo_config import cfg
 
-from openimds.config.opts import agent, common, control_api, dhcp, l3, metadata_api, proxy
+from openimds.config.opts import agent, common, control_api, dhcp, guest, l3, metadata_api, proxy
 
 Registration = tuple[str, Sequence[cfg.Opt]]  # (section, options); "DEFAULT" for the top
 
@@ -23,12 +23,19 @@ _PROXY_WRITER: list[Registration] = [
 _AGENT: list[Registration] = [("DEFAULT", agent.AUTH_OPTS), ("AGENT", agent.AGENT_STATE_OPTS)]
 
 _BY_SERVICE: dict[str, list[Registration]] = {
-    "control-api": [*_COMMON, ("DEFAULT", control_api.DEFAULT_OPTS)],
+    "control-api": [
+        *_COMMON,
+        ("DEFAULT", control_api.DEFAULT_OPTS),
+        ("DEFAULT", guest.DEFAULT_OPTS),
+        ("metadata", guest.METADATA_OPTS),
+    ],
     "metadata-api": [
         *_COMMON,
         ("DEFAULT", metadata_api.DEFAULT_OPTS),
         ("neutron", metadata_api.NEUTRON_OPTS),
         ("api", metadata_api.API_OPTS),
+        ("DEFAULT", guest.DEFAULT_OPTS),
+        ("metadata", guest.METADATA_OPTS),
     ],
     "metadata-agent": [
         *_COMMON,

@@ -101,6 +101,7 @@ def _handler(
     access_log: AccessLog,
 ) -> Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]:
     observe = metrics.observe if metrics is not None else None
+    token_event = metrics.token_event if metrics is not None else None
     respond = responder.respond
     perf_counter = time.perf_counter
 
@@ -112,20 +113,24 @@ def _handler(
             body = await _read_limited(request, PASSWORD_MAX_BYTES + 1)
         raw_path = request.raw_path
         peer = request.remote
+        current = clock()
         resp = await respond(
             MetadataRequest(
                 method=method,
                 path=_path_of(raw_path),
                 headers=tuple(request.headers.items()),
                 peer=peer,
-                today=clock().date(),
+                today=current.date(),
                 random_bytes=entropy,
                 body=body,
+                now=current.timestamp(),
             )
         )
         elapsed = perf_counter() - started
         if observe is not None:
             observe(resp.status, resp.family, elapsed)
+        if token_event is not None and resp.token:
+            token_event(resp.token, resp.instance_id)
         access_log(
             peer,
             method,
@@ -137,9 +142,10 @@ def _handler(
             elapsed,
         )
         # aiohttp sends HEAD responses with this Content-Length and no body, as webob does.
-        return web.Response(
-            status=resp.status, body=resp.body, headers={"Content-Type": resp.content_type}
-        )
+        headers = {"Content-Type": resp.content_type}
+        if resp.headers:
+            headers.update(resp.headers)
+        return web.Response(status=resp.status, body=resp.body, headers=headers)
 
     return handle
 
