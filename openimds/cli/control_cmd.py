@@ -64,9 +64,14 @@ def _store(args: argparse.Namespace) -> Any:
 def settings_from_conf(conf: Any) -> Any:
     """The API's plain settings from a loaded control-api ConfigOpts."""
     from openimds.control.call import Settings
+    from openimds.metadata.options import defaults_from_conf
 
+    defaults = defaults_from_conf(conf)
+    md = conf.metadata
     return Settings(bind_host=conf.bind_host, bind_port=conf.bind_port,
-                    token_expiration=conf.token_expiration)
+                    token_expiration=conf.token_expiration, region=str(conf.region_name),
+                    metadata_defaults=defaults,
+                    identity_cert_file=md.identity_cert_file or None)
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -33,7 +33,7 @@ def settings_from_conf(conf: Any) -> Any:
     """MetadataSettings from a loaded `metadata-api` ConfigOpts; raises ValueError on bad values."""
     from openimds.config import database_url
     from openimds.metadata.identify import IdentifySettings, parse_trusted_proxies
-    from openimds.metadata.options import MetadataOptions
+    from openimds.metadata.options import defaults_from_conf
     from openimds.metadata.respond import RespondSettings
     from openimds.metadata.server import MetadataSettings
     from openimds.metadata.tokens import TokenKeys
@@ -70,13 +70,7 @@ def settings_from_conf(conf: Any) -> Any:
             "after a restart)"
         )
         tokens = TokenKeys(os.urandom(32))
-    defaults = MetadataOptions(
-        http_tokens=str(guest.http_tokens),
-        http_put_response_hop_limit=int(guest.http_put_response_hop_limit),
-        http_endpoint=str(guest.http_endpoint),
-        instance_metadata_tags=str(guest.instance_metadata_tags),
-        http_protocol_ipv6=str(guest.http_protocol_ipv6),
-    )
+    defaults = defaults_from_conf(conf)
     workers = conf.metadata_workers
     if workers is None:
         workers = os.cpu_count() or 1

@@ -17,6 +17,7 @@ from typing import Any
 from openimds.control.context import RequestContext
 from openimds.control.errors import BadRequest
 from openimds.inventory.store import Store
+from openimds.metadata.options import MetadataOptions
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,10 @@ class Settings:
     metadata_url: str | None = None
     # Upper bound on a change-feed long poll, so proxies and clients never hold a request forever.
     max_changes_timeout: float = 60.0
+    # Cloud-wide metadata options ([metadata]), shown under each server's own.
+    metadata_defaults: MetadataOptions = field(default_factory=MetadataOptions)
+    # Published at /v2.1/os-metadata-identity-certificate.
+    identity_cert_file: str | None = None
 
 
 @dataclass

@@ -22,6 +22,7 @@ __all__ = [
     "OPTION_CHOICES",
     "InvalidOptions",
     "MetadataOptions",
+    "defaults_from_conf",
     "OPTION_NAMES",
     "effective_options",
     "validate_options",
@@ -85,6 +86,18 @@ def validate_options(values: Any) -> dict[str, Any]:
                 raise InvalidOptions(f"{name} must be one of {', '.join(choices)}, not {value!r}")
             out[name] = value
     return out
+
+
+def defaults_from_conf(conf: Any) -> MetadataOptions:
+    """The cloud-wide defaults from a loaded ConfigOpts' `[metadata]` group (wiring only)."""
+    md = conf.metadata
+    return MetadataOptions(
+        http_tokens=str(md.http_tokens),
+        http_put_response_hop_limit=int(md.http_put_response_hop_limit),
+        http_endpoint=str(md.http_endpoint),
+        instance_metadata_tags=str(md.instance_metadata_tags),
+        http_protocol_ipv6=str(md.http_protocol_ipv6),
+    )
 
 
 def effective_options(overrides: Mapping[str, Any], defaults: MetadataOptions) -> MetadataOptions:

@@ -283,6 +283,11 @@ async def build_worker(settings: MetadataSettings, metrics: MetadataMetrics) -> 
         await store_source.start()
         closers.append(store_source.stop)
         source = store_source
+        from openimds.metadata.token_usage import TokenUsageWriter
+
+        usage = TokenUsageWriter(store, metrics.take_instance_usage)
+        usage.start()
+        closers.append(usage.stop)
     fetcher = None
     if "DynamicJSON" in settings.respond.vendordata.providers:
         fetcher = DynamicVendordata(settings.dynamic_vendordata)
