@@ -50,7 +50,7 @@ from openimds.agent.index import PortIndex
 from openimds.agent.ratelimit import TokenBuckets, retry_after_header
 from openimds.agent.resolve import FORWARDED_FOR, NETWORK_ID, ROUTER_ID, AgentRequest, resolve
 from openimds.agent.settings import AgentSettings
-from openimds.agent.upstream import Upstream, UpstreamResponse
+from openimds.agent.upstream import Upstream, UpstreamResponse, passed_headers
 from openimds.edge import edge_logger, origin_form
 
 __all__ = ["AgentState", "bind_unix_socket", "build_app", "run_worker", "serve"]
@@ -143,6 +143,8 @@ def _relay(answer: UpstreamResponse) -> web.Response:
         headers[hdrs.CONTENT_ENCODING] = answer.content_encoding
     if answer.retry_after:
         headers[hdrs.RETRY_AFTER] = answer.retry_after
+    for name, value in answer.extra_headers:
+        headers[name] = value
     resp = web.Response(status=answer.status, body=answer.body, headers=headers)
     if not answer.content_type:
         # web.Response adds application/octet-stream for a bytes body when none is given.
@@ -186,7 +188,8 @@ def build_app(state: AgentState) -> web.Server:
                     raise TooManyRequests(int(retry_after_header(decision.retry_after)))
             # A GET (nearly every request) has no body: skip the read coroutine.
             body = await request.read() if request.body_exists else b""
-            answer = await upstream.forward(request.method, target, body, res)
+            answer = await upstream.forward(request.method, target, body, res,
+                                            passed_headers(headers))
         except AgentError as exc:
             # A limited guest is logged once when it starts (above), not per request.
             level = (logging.ERROR if isinstance(exc, AmbiguousAddress)

@@ -3,7 +3,9 @@
     Upstream(settings).forward(method, raw_path, body, Resolution) -> UpstreamResponse
 
 Sends the guest's method, path, query and body with exactly the four identity headers of
-spec 1.5 (`X-Forwarded-For`, `X-Instance-ID`, `X-Tenant-ID`, `X-Instance-ID-Signature`).
+spec 1.5 (`X-Forwarded-For`, `X-Instance-ID`, `X-Tenant-ID`, `X-Instance-ID-Signature`), plus
+the session-token headers of `PASSED_HEADERS` when the guest sent them (IMDSv2); the answer's
+`RELAYED_HEADERS` (the token TTL echo, the proxy's hop-limit header) come back with it.
 The body comes back as the metadata API produced it: nothing is decompressed and the request
 asks for `Accept-Encoding: identity`, so gzipped user data is relayed byte for byte (spec 7
 item 6).
@@ -33,15 +35,22 @@ from typing import NamedTuple
 from aiohttp.base_protocol import BaseProtocol
 from aiohttp.http import SERVER_SOFTWARE, HttpResponseParser, RawResponseMessage
 from aiohttp.streams import StreamReader
+from multidict import MultiMapping
 from yarl import URL
 
 from openimds.agent.errors import UpstreamUnavailable
 from openimds.agent.resolve import Resolution
 from openimds.agent.settings import AgentSettings
 from openimds.control.tls import client_ssl_context
+from openimds.metadata.gate import (
+    GUEST_FORWARDED_HEADER,
+    HOP_LIMIT_HEADER,
+    TOKEN_HEADER,
+    TTL_HEADER,
+)
 from openimds.metadata.identify import sign_instance_id
 
-__all__ = ["Upstream", "UpstreamResponse"]
+__all__ = ["PASSED_HEADERS", "RELAYED_HEADERS", "Upstream", "UpstreamResponse", "passed_headers"]
 
 LOG = logging.getLogger("openimds.agent.upstream")
 
@@ -60,6 +69,26 @@ _BODY_BUFFER = 4 * 1024 * 1024
 # let a value from the inventory or the guest's path end the line and inject a header.
 _UNSAFE_VALUE = re.compile(r"[\x00-\x1f\x7f]")
 _UNSAFE_TARGET = re.compile(r"[\x00-\x20\x7f]")
+# Guest request headers the metadata API needs besides the identity (gate.py): the session
+# token, its TTL, and the proxy's note that the guest sent X-Forwarded-For.
+PASSED_HEADERS = (TOKEN_HEADER, TTL_HEADER, GUEST_FORWARDED_HEADER)
+# Answer headers relayed to the guest's proxy.
+RELAYED_HEADERS = (TTL_HEADER, HOP_LIMIT_HEADER)
+# A value that cannot be sent verbatim is replaced by one that fails the same way (an invalid
+# token is still an invalid token: 401; an invalid TTL still a 400).
+_UNSENDABLE = "invalid"
+
+
+def passed_headers(headers: MultiMapping[str]) -> str:
+    """The PASSED_HEADERS lines ("Name: value\\r\\n" each) for a guest's request headers
+    (a case-insensitive multidict), or "" when it sent none (nearly every request)."""
+    lines = ""
+    for name in PASSED_HEADERS:
+        for value in headers.getall(name, ()):
+            if _UNSAFE_VALUE.search(value) or len(value) > 256:
+                value = _UNSENDABLE
+            lines += f"{name}: {value}\r\n"
+    return lines
 
 
 # Built per request on the hot path: a NamedTuple is as immutable as a frozen dataclass and
@@ -71,6 +100,8 @@ class UpstreamResponse(NamedTuple):
     content_encoding: str | None = None
     retry_after: str | None = None
     url: str = ""
+    # RELAYED_HEADERS present in the answer.
+    extra_headers: tuple[tuple[str, str], ...] = ()
 
 
 class _TransportFailure(Exception):
@@ -288,8 +319,8 @@ class Upstream:
                 pool.close()
             self._pools = None
 
-    async def forward(self, method: str, raw_path: str, body: bytes, res: Resolution
-                      ) -> UpstreamResponse:
+    async def forward(self, method: str, raw_path: str, body: bytes, res: Resolution,
+                      passed: str = "") -> UpstreamResponse:
         if self._pools is None:
             await self.start()
         assert self._pools is not None
@@ -306,7 +337,7 @@ class Upstream:
                     f"X-Tenant-ID: {res.project_id}\r\nX-Instance-ID-Signature: {signature}\r\n")
         method = method.upper()
         length = f"Content-Length: {len(body)}\r\n" if body or method in _BODY_METHODS else ""
-        tail = f"{identity}{self._fixed_headers}{length}\r\n"
+        tail = f"{identity}{passed}{self._fixed_headers}{length}\r\n"
         failures: list[str] = []
         count = len(self._pools)
         for step in range(count):
@@ -369,6 +400,9 @@ class Upstream:
             raise
         pool.give_back(conn, loop.time())
         headers = message.headers
+        extra: tuple[tuple[str, str], ...] = ()
+        if HOP_LIMIT_HEADER in headers:  # only token answers carry these
+            extra = tuple((n, headers[n]) for n in RELAYED_HEADERS if n in headers)
         return UpstreamResponse(
             status=message.code,
             body=data,
@@ -376,4 +410,5 @@ class Upstream:
             content_encoding=headers.get("Content-Encoding"),
             retry_after=headers.get("Retry-After"),
             url=pool.base,
+            extra_headers=extra,
         )

@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from openimds.cli import server_metadata_cmd
 from openimds.cli.common import config_parent
 
 Handler = Callable[[Any, argparse.Namespace], Any]
@@ -152,6 +153,10 @@ LIST_COLUMNS: dict[str, list[tuple[str, str]]] = {
     "agents": [("ID", "id"), ("Agent Type", "agent_type"), ("Host", "host"),
                ("Availability Zone", "availability_zone"), ("Alive", "alive"),
                ("State", "admin_state_up"), ("Binary", "binary")],
+    "token_usage": [("Server", "server_id"), ("Name", "name"), ("HTTP Tokens", "http_tokens"),
+                    ("Tokenless", "tokenless_requests"),
+                    ("Invalid Token", "invalid_token_requests"),
+                    ("Last Tokenless", "last_tokenless_at")],
 }
 
 
@@ -491,6 +496,9 @@ def _server_create(api: Any, args: argparse.Namespace) -> Any:
                       ("flavor", "flavorRef"), ("image", "imageRef")):
         if getattr(args, flag):
             body[key] = getattr(args, flag)
+    md_options = server_metadata_cmd.options_from_args(args)
+    if md_options:
+        body["openimds:metadata_options"] = md_options
     return api.create("servers", body)
 
 
@@ -510,8 +518,11 @@ def _register_server(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--availability-zone")
     p.add_argument("--flavor")
     p.add_argument("--image")
+    server_metadata_cmd.add_option_flags(p)
     _leaf(verbs, "list", lambda api, a: api.list("servers"), "servers", "list servers")
-    _leaf(verbs, "show", _shower("servers"), "servers", "show a server").add_argument("name")
+    _leaf(verbs, "show", server_metadata_cmd.show_server, "servers",
+          "show a server").add_argument("name")
+    server_metadata_cmd.register_server_verbs(verbs, _leaf)
     _leaf(verbs, "delete", _deleter("servers"), "servers",
           "delete servers").add_argument("names", nargs="+")
 

@@ -68,6 +68,7 @@ def settings_from_conf(conf: Any) -> Any:
     from openimds.control.call import Settings
     from openimds.control.segments import ConfigInvalid, segment_config
     from openimds.inventory.retention import Retention
+    from openimds.metadata.options import defaults_from_conf
 
     try:
         segments = segment_config(conf.ml2.tenant_network_types,
@@ -76,9 +77,13 @@ def settings_from_conf(conf: Any) -> Any:
                                   conf.ml2_type_flat.flat_networks)
     except ConfigInvalid as exc:
         raise ConfigError("configuration", None, None, str(exc)) from None
+    defaults = defaults_from_conf(conf)
+    md = conf.metadata
     return Settings(bind_host=conf.bind_host, bind_port=conf.bind_port,
-                    token_expiration=conf.token_expiration, segments=segments,
-                    agent_down_time=conf.agent_down_time,
+                    token_expiration=conf.token_expiration, region=str(conf.region_name),
+                    metadata_defaults=defaults,
+                    identity_cert_file=md.identity_cert_file or None,
+                    segments=segments, agent_down_time=conf.agent_down_time,
                     change_retention=Retention(conf.change_retention_seconds,
                                                conf.change_retention_count),
                     change_prune_interval=float(conf.change_prune_interval))

@@ -33,8 +33,10 @@ def settings_from_conf(conf: Any) -> Any:
     """MetadataSettings from a loaded `metadata-api` ConfigOpts; raises ValueError on bad values."""
     from openimds.config import database_url
     from openimds.metadata.identify import IdentifySettings, parse_trusted_proxies
+    from openimds.metadata.options import defaults_from_conf
     from openimds.metadata.respond import RespondSettings
     from openimds.metadata.server import MetadataSettings
+    from openimds.metadata.tokens import TokenKeys
     from openimds.metadata.tree import VendordataOptions
     from openimds.metadata.vendordata import (
         DynamicVendordataOptions,
@@ -57,6 +59,18 @@ def settings_from_conf(conf: Any) -> Any:
     static = (
         load_static_vendordata(api.vendordata_jsonfile_path) if "StaticJSON" in providers else {}
     )
+    guest = conf.metadata
+    token_secret = str(guest.token_secret or "") or identify.shared_secret
+    if token_secret:
+        tokens = TokenKeys.from_secrets(token_secret, [str(p) for p in guest.token_previous_secrets])
+    else:
+        LOG.warning(
+            "[metadata] token_secret and [neutron] metadata_proxy_shared_secret are empty: "
+            "session tokens use a random key of this process (not valid on other replicas or "
+            "after a restart)"
+        )
+        tokens = TokenKeys(os.urandom(32))
+    defaults = defaults_from_conf(conf)
     workers = conf.metadata_workers
     if workers is None:
         workers = os.cpu_count() or 1
@@ -70,6 +84,9 @@ def settings_from_conf(conf: Any) -> Any:
             identify=identify,
             dhcp_domain=api.dhcp_domain or None,
             vendordata=VendordataOptions(providers=providers, static=static),
+            tokens=tokens,
+            metadata_defaults=defaults,
+            ec2_profile=str(guest.ec2_profile),
         ),
         dynamic_vendordata=DynamicVendordataOptions(
             targets=parse_targets(api.vendordata_dynamic_targets or ()),

@@ -9,7 +9,17 @@ from collections.abc import Sequence
 
 from oslo_config import cfg
 
-from openimds.config.opts import agent, common, control_api, dhcp, l3, metadata_api, ml2, proxy
+from openimds.config.opts import (
+    agent,
+    common,
+    control_api,
+    dhcp,
+    guest,
+    l3,
+    metadata_api,
+    ml2,
+    proxy,
+)
 
 Registration = tuple[str, Sequence[cfg.Opt]]  # (section, options); "DEFAULT" for the top
 
@@ -24,12 +34,20 @@ _AGENT: list[Registration] = [("DEFAULT", agent.AUTH_OPTS), ("AGENT", agent.AGEN
                                ("DEFAULT", agent.HOST_OPTS)]
 
 _BY_SERVICE: dict[str, list[Registration]] = {
-    "control-api": [*_COMMON, ("DEFAULT", control_api.DEFAULT_OPTS), *ml2.REGISTRATIONS],
+    "control-api": [
+        *_COMMON,
+        ("DEFAULT", control_api.DEFAULT_OPTS),
+        ("DEFAULT", guest.DEFAULT_OPTS),
+        ("metadata", guest.METADATA_OPTS),
+        *ml2.REGISTRATIONS,
+    ],
     "metadata-api": [
         *_COMMON,
         ("DEFAULT", metadata_api.DEFAULT_OPTS),
         ("neutron", metadata_api.NEUTRON_OPTS),
         ("api", metadata_api.API_OPTS),
+        ("DEFAULT", guest.DEFAULT_OPTS),
+        ("metadata", guest.METADATA_OPTS),
     ],
     "metadata-agent": [
         *_COMMON,

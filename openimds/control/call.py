@@ -19,6 +19,7 @@ from openimds.control.errors import BadRequest
 from openimds.control.segments import SegmentConfig
 from openimds.inventory.retention import Retention
 from openimds.inventory.store import Store
+from openimds.metadata.options import MetadataOptions
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,10 @@ class Settings:
     # Several hosts: segment allocation ([ml2*]) and agent liveness ([DEFAULT] agent_down_time).
     segments: SegmentConfig = field(default_factory=SegmentConfig)
     agent_down_time: int = 75
+    # Cloud-wide metadata options ([metadata]), shown under each server's own.
+    metadata_defaults: MetadataOptions = field(default_factory=MetadataOptions)
+    # Published at /v2.1/os-metadata-identity-certificate.
+    identity_cert_file: str | None = None
 
 
 @dataclass

@@ -139,6 +139,8 @@ def server_dict(inst: Instance, ports: Sequence[Port], networks: Mapping[str, Ne
         "created": iso(inst.created_at),
         "updated": iso(inst.updated_at),
         "links": [{"rel": "self", "href": link}],
+        # The metadata options set on this server (GET .../metadata-options: effective ones).
+        "openimds:metadata_options": dict(inst.metadata_options or {}),
     }
 
 

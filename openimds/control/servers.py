@@ -29,6 +29,8 @@ from openimds.control.call import (
 )
 from openimds.control.context import scoped
 from openimds.control.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
+from openimds.control.metadata_options import CREATE_KEY as OPTIONS_KEY
+from openimds.control.metadata_options import options_for_create
 from openimds.control.ports import build_port, get_port_for_write, shared_network
 from openimds.control.resources import get_visible, retry_on_race
 from openimds.control.serializers import server_brief, server_dict
@@ -40,7 +42,7 @@ DEFAULT_FLAVOR = "m1.small"
 
 CREATE_FIELDS = ("name", "networks", "user_data", "metadata", "key_name", "availability_zone",
                  "flavorRef", "imageRef", "security_groups", "min_count", "max_count",
-                 "description", "config_drive", "OS-DCF:diskConfig")
+                 "description", "config_drive", "OS-DCF:diskConfig", OPTIONS_KEY)
 
 _NOT_HOST = re.compile(r"[^\w.-]+")
 
@@ -157,6 +159,7 @@ def create_server(call: Call) -> Reply:
     get_str(obj, "description", nullable=True, max_len=255)
     _count(obj, "min_count")
     _count(obj, "max_count")
+    md_options = options_for_create(obj.get(OPTIONS_KEY))
 
     def write() -> Reply:
         with call.store.session() as s:
@@ -180,7 +183,7 @@ def create_server(call: Call) -> Reply:
                             else None, key_name=key_name, key_data=key_data,
                             user_data=user_data, properties=metadata, launch_index=0,
                             reservation_id=reservation_id(), security_groups=groups,
-                            status="ACTIVE", hostname="")
+                            status="ACTIVE", hostname="", metadata_options=md_options)
             s.add(inst)
             s.flush()
             inst.hostname = sanitize_hostname(name, f"server-{inst.uuid}")

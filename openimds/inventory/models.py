@@ -238,6 +238,9 @@ class Instance(Timestamps, Base):
     security_groups: Mapped[list[str]] = mapped_column(JSON, default=lambda: ["default"])
     password: Mapped[str | None] = mapped_column(Text, nullable=True)
     status: Mapped[str] = mapped_column(String(16), default="ACTIVE")
+    # The metadata options set on this server (metadata/options.py); unset ones follow the
+    # cloud-wide [metadata] defaults.
+    metadata_options: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
     image: Mapped[Image | None] = relationship()
 
@@ -261,6 +264,20 @@ class Agent(Base):
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     heartbeat_timestamp: Mapped[datetime] = mapped_column(DateTime(timezone=True),
                                                           default=utcnow)
+
+
+class MetadataTokenUsage(Base):
+    """Per-instance counts of requests without a session token and with an invalid one,
+    added to by the metadata API (which instances still use IMDSv1). Not desired state: no
+    change rows, and kept apart from `instances` so counting never bumps a revision."""
+
+    __tablename__ = "metadata_token_usage"
+    instance_uuid: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tokenless_requests: Mapped[int] = mapped_column(Integer, default=0)
+    invalid_token_requests: Mapped[int] = mapped_column(Integer, default=0)
+    last_tokenless_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
+                                                               nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class Change(Base):

@@ -8,12 +8,19 @@
     │   ├── ProviderLookupFailed   provider mode could not map (provider, address) to one port
     │   ├── PasswordMethod         password with a method other than GET/POST
     │   ├── PasswordTooLarge       password POST over 1020 bytes
-    │   └── PasswordInvalid        password POST that is not UTF-8, or instance vanished
+    │   ├── PasswordInvalid        password POST that is not UTF-8, or instance vanished
+    │   └── BadTokenTtl            token PUT without a TTL header in 1..21600
+    ├── Unauthorized (401)
+    │   ├── TokenRequired          no session token, and the instance requires one
+    │   └── InvalidToken           a token that is malformed, expired or another instance's
     ├── Forbidden (403)
-    │   └── BadSignature           X-Instance-ID-Signature / X-Metadata-Provider-Signature wrong
+    │   ├── BadSignature           X-Instance-ID-Signature / X-Metadata-Provider-Signature wrong
+    │   ├── EndpointDisabled       the instance's http_endpoint is disabled
+    │   └── TokenForwarded         token PUT that came with an X-Forwarded-For (SSRF rule)
     ├── NotFound (404)
     │   ├── InstanceNotFound       nobody known is asking (or tenant mismatch, or ambiguous IP)
     │   └── PathNotFound           no such version, key or file for this instance
+    ├── MethodNotAllowed (405)     the token path with a method other than PUT
     ├── Conflict (409)
     │   └── PasswordAlreadySet
     ├── InternalError (500)        the caller's address is unknown, or something unforeseen
@@ -32,6 +39,13 @@ import json
 __all__ = [
     "BadRequest",
     "BadSignature",
+    "BadTokenTtl",
+    "EndpointDisabled",
+    "InvalidToken",
+    "MethodNotAllowed",
+    "TokenForwarded",
+    "TokenRequired",
+    "Unauthorized",
     "Conflict",
     "DuplicateHeader",
     "Forbidden",
@@ -54,8 +68,10 @@ __all__ = [
 
 _TITLES = {
     400: "Bad Request",
+    401: "Unauthorized",
     403: "Forbidden",
     404: "Not Found",
+    405: "Method Not Allowed",
     409: "Conflict",
     500: "Internal Server Error",
     502: "Bad Gateway",
@@ -119,6 +135,32 @@ class PasswordInvalid(BadRequest):
     default_explanation = "The password must be UTF-8 text."
 
 
+class BadTokenTtl(BadRequest):
+    default_explanation = (
+        "PUT /latest/api/token needs the header X-aws-ec2-metadata-token-ttl-seconds with a "
+        "whole number of seconds from 1 to 21600."
+    )
+
+
+class Unauthorized(MetadataError):
+    status = 401
+    default_explanation = "A valid session token is required."
+
+
+class TokenRequired(Unauthorized):
+    default_explanation = (
+        "This instance requires a session token: get one with PUT /latest/api/token "
+        "(header X-aws-ec2-metadata-token-ttl-seconds: 1..21600) and send it as "
+        "X-aws-ec2-metadata-token."
+    )
+
+
+class InvalidToken(Unauthorized):
+    default_explanation = (
+        "The session token is invalid or expired: get a new one with PUT /latest/api/token."
+    )
+
+
 class Forbidden(MetadataError):
     status = 403
     default_explanation = "Access was denied to this resource."
@@ -126,6 +168,17 @@ class Forbidden(MetadataError):
 
 class BadSignature(Forbidden):
     default_explanation = "Invalid proxy request signature."
+
+
+class EndpointDisabled(Forbidden):
+    default_explanation = "The metadata endpoint is disabled for this instance."
+
+
+class TokenForwarded(Forbidden):
+    default_explanation = (
+        "A session token cannot be requested through a proxy (the request carried "
+        "X-Forwarded-For)."
+    )
 
 
 class NotFound(MetadataError):
@@ -139,6 +192,11 @@ class InstanceNotFound(NotFound):
 
 class PathNotFound(NotFound):
     pass
+
+
+class MethodNotAllowed(MetadataError):
+    status = 405
+    default_explanation = "The token is issued by PUT /latest/api/token only."
 
 
 class Conflict(MetadataError):

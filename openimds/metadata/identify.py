@@ -38,6 +38,7 @@ __all__ = [
     "Identity",
     "SignatureCache",
     "identify",
+    "is_trusted",
     "parse_trusted_proxies",
     "sign_instance_id",
     "verify_signature",
@@ -178,7 +179,7 @@ def _single(headers: Headers, name: str) -> str | None:
     return _text(name, values[0])
 
 
-def _is_trusted(address: str, trusted: Sequence[IpNetwork]) -> bool:
+def is_trusted(address: str, trusted: Sequence[IpNetwork]) -> bool:
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
@@ -189,7 +190,7 @@ def _is_trusted(address: str, trusted: Sequence[IpNetwork]) -> bool:
 def _direct_address(headers: Headers, peer: str | None, settings: IdentifySettings) -> str:
     if not peer:
         raise InternalError(log_detail="direct mode: the caller's address is unknown")
-    if not _is_trusted(peer, settings.trusted_proxies):
+    if not is_trusted(peer, settings.trusted_proxies):
         return peer
     hops = [
         h.strip()
@@ -200,7 +201,7 @@ def _direct_address(headers: Headers, peer: str | None, settings: IdentifySettin
     # Walk from the nearest hop back: the first address we do not trust is the caller, so a
     # guest cannot choose its identity by prepending entries to the header.
     for hop in reversed(hops):
-        if not _is_trusted(hop, settings.trusted_proxies):
+        if not is_trusted(hop, settings.trusted_proxies):
             return hop
     return hops[0] if hops else peer
 

@@ -97,7 +97,18 @@ class MetadataMetrics:
             ["cache", "result"],
             registry=None,
         )
-        self.exported = (self.requests, self.latency, self.cache)
+        self.tokens = Counter(
+            "openimds_metadata_session_token_requests",
+            "Identified requests by session token state: none (tokenless, IMDSv1), valid, "
+            "invalid (malformed, expired or another instance's).",
+            ["state"],
+            registry=None,
+        )
+        self.exported = (self.requests, self.latency, self.cache, self.tokens)
+        self._tokens: dict[str, int] = {}
+        self._done_tokens: dict[str, int] = {}
+        # Per instance, not yet handed to `take_instance_usage`: [tokenless, invalid token].
+        self._instance_usage: dict[str, list[int]] = {}
         # Running totals (event loop thread only) and what flush has exported of them.
         self._requests: dict[tuple[int, str], int] = {}
         self._buckets: dict[str, list[int]] = {}
@@ -146,9 +157,33 @@ class MetadataMetrics:
         counts = self._cache
         counts[key] = counts.get(key, 0) + 1
 
+    def token_event(self, state: str, instance_id: str | None) -> None:
+        """Count one identified request by token state (gate.TokenState)."""
+        if self._loop is not None:
+            self._counted()
+        counts = self._tokens
+        counts[state] = counts.get(state, 0) + 1
+        if instance_id is None or state == "valid":
+            return
+        usage = self._instance_usage.get(instance_id)
+        if usage is None:
+            usage = self._instance_usage[instance_id] = [0, 0]
+        usage[0 if state == "none" else 1] += 1
+
+    def take_instance_usage(self) -> dict[str, list[int]]:
+        """The per-instance [tokenless, invalid token] counts since the last call (event loop
+        thread only; the caller persists them)."""
+        taken, self._instance_usage = self._instance_usage, {}
+        return taken
+
     def flush(self) -> None:
         """Export what was counted since the last flush into the prometheus_client metrics."""
         with self._flush_lock:
+            for state, total in self._tokens.copy().items():
+                delta = total - self._done_tokens.get(state, 0)
+                if delta:
+                    self.tokens.labels(state).inc(delta)
+                    self._done_tokens[state] = total
             # dict.copy() is one C call: atomic with respect to the event loop's inserts.
             for key, total in self._requests.copy().items():
                 delta = total - self._done_requests.get(key, 0)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import posixpath
 from collections import OrderedDict
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from datetime import date
 from typing import Any, NamedTuple, Protocol
 
 from openimds.metadata import errors as e
+from openimds.metadata import gate
 from openimds.metadata.identify import (
     ByAddress,
     ByInstanceId,
@@ -29,8 +31,11 @@ from openimds.metadata.identify import (
     IdentifySettings,
     SignatureCache,
     identify,
+    is_trusted,
 )
+from openimds.metadata.options import MetadataOptions, effective_options
 from openimds.metadata.source import InstanceSource, PasswordResult
+from openimds.metadata.tokens import TokenKeys
 from openimds.metadata.tree import (
     HTML,
     JSON,
@@ -80,6 +85,8 @@ class MetadataRequest(NamedTuple):
     random_bytes: Callable[[int], bytes]
     # Read by the edge for POST only, at most PASSWORD_MAX_BYTES + 1 bytes.
     body: bytes | None = None
+    # Unix time of the request (session token expiry).
+    now: float = 0.0
 
 
 class MetadataResponse(NamedTuple):
@@ -92,6 +99,10 @@ class MetadataResponse(NamedTuple):
     family: str = "other"
     # Seconds for a Retry-After header (503 while the inventory is unreachable).
     retry_after: int | None = None
+    # Extra response headers (the token TTL echo, the proxy's hop-limit header).
+    headers: tuple[tuple[str, str], ...] = ()
+    # gate.TokenState of the request ("" when the gate did not run), for counters.
+    token: str = ""
 
 
 @dataclass(frozen=True)
@@ -101,6 +112,13 @@ class RespondSettings:
     vendordata: VendordataOptions = field(default_factory=VendordataOptions)
     # Rendered trees kept per process; views themselves are the source's business.
     tree_cache_size: int = 20000
+    # Session token keys; the default (a random key per process) suits tests and demos only.
+    tokens: TokenKeys = field(default_factory=lambda: TokenKeys(os.urandom(32)))
+    # Cloud-wide metadata options, under each instance's own settings.
+    metadata_defaults: MetadataOptions = field(default_factory=MetadataOptions)
+    # "aws": the AWS keys and the token API; "nova": Nova's EC2 tree byte for byte and no
+    # token API (PUT /latest/api/token is a 404 there, as in Nova).
+    ec2_profile: str = "aws"
 
 
 class VendordataFetcher(Protocol):
@@ -126,6 +144,22 @@ def _outcome(err: e.MetadataError) -> str:
     # kebab-case of the error class: a closed, low-cardinality set for logs and metrics.
     name = type(err).__name__
     return "".join("-" + c.lower() if c.isupper() else c for c in name).lstrip("-")
+
+
+def _guest_forwarded(headers: Headers, peer: str | None, settings: IdentifySettings) -> bool:
+    """Whether the guest's own request carried X-Forwarded-For (it went through a proxy of
+    the guest's, the SSRF pattern a token PUT must not pass)."""
+    if headers.get_all(gate.GUEST_FORWARDED_HEADER):
+        return True
+    if settings.service_metadata_proxy:
+        # Behind our proxy X-Forwarded-For is the proxy's; the guest's copy was deleted and
+        # reported in GUEST_FORWARDED_HEADER.
+        return False
+    hops = [h for v in headers.get_all("X-Forwarded-For") for h in v.split(",") if h.strip()]
+    if not hops:
+        return False
+    # Direct mode: a trusted proxy adds exactly one hop; anything else came from the guest.
+    return not (peer and is_trusted(peer, settings.trusted_proxies)) or len(hops) > 1
 
 
 class Responder:
@@ -169,9 +203,11 @@ class Responder:
             self._trees.popitem(last=False)
         return tree
 
-    async def _instance(self, req: MetadataRequest) -> tuple[InstanceView, str | None]:
+    async def _instance(
+        self, req: MetadataRequest, headers: Headers
+    ) -> tuple[InstanceView, str | None]:
         """Identify the caller and load its view; returns (view, request address)."""
-        who = identify(Headers(req.headers), req.peer, self.settings.identify, self._signatures)
+        who = identify(headers, req.peer, self.settings.identify, self._signatures)
         if isinstance(who, ByInstanceId):
             view = await self.source.view_for_instance(who.instance_id)
             if view is None:
@@ -250,12 +286,42 @@ class Responder:
     async def _serve(
         self, req: MetadataRequest, tokens: list[str]
     ) -> tuple[MetadataResponse, InstanceView]:
-        view, request_address = await self._instance(req)
+        headers = Headers(req.headers)
+        view, request_address = await self._instance(req, headers)
         try:
-            return await self._leaf(req, tokens, view, request_address), view
+            state = self._gate(req, tokens, headers, view)
+            if isinstance(state, gate.IssuedToken):
+                body = state.token.encode()
+                return MetadataResponse(
+                    200, TEXT, body, view.uuid, "token-issued", headers=state.headers()
+                ), view
+            resp = await self._leaf(req, tokens, view, request_address)
+            return resp._replace(token=state), view
         except e.MetadataError as err:
             err.instance_id = view.uuid
             raise
+
+    def _gate(
+        self, req: MetadataRequest, tokens: list[str], headers: Headers, view: InstanceView
+    ) -> gate.IssuedToken | str:
+        """The session-token rules (gate.py): a token to issue, or the request's TokenState."""
+        settings = self.settings
+        options = effective_options(view.metadata_options, settings.metadata_defaults)
+        if options.http_endpoint == "disabled":
+            raise e.EndpointDisabled()
+        values = headers._values
+        if tokens == gate.TOKEN_PATH and settings.ec2_profile == "aws":
+            return gate.issue(
+                req.method,
+                values,
+                _guest_forwarded(headers, req.peer, settings.identify),
+                options,
+                settings.tokens,
+                view.uuid,
+                req.now,
+                req.random_bytes,
+            )
+        return gate.check_request(values, options, settings.tokens, view.uuid, req.now)
 
     async def _leaf(
         self,
@@ -297,9 +363,7 @@ class Responder:
         except Exception as exc:  # the guest must never see a traceback
             LOG.exception("%s %s: unexpected failure", req.method, req.path)
             return self._error(req, e.InternalError(log_detail=repr(exc)), family)
-        return MetadataResponse(
-            resp.status, resp.content_type, resp.body, resp.instance_id, resp.outcome, family
-        )
+        return resp._replace(family=family)
 
     def _error(self, req: MetadataRequest, err: e.MetadataError, family: str) -> MetadataResponse:
         accept = Headers(req.headers).get("Accept")
@@ -313,6 +377,11 @@ class Responder:
             LOG.error("%s %s: %s", req.method, req.path, detail)
         elif err.log_detail:
             LOG.warning("%s %s: %s", req.method, req.path, detail)
+        token = ""
+        if isinstance(err, e.InvalidToken):
+            token = gate.TokenState.INVALID
+        elif isinstance(err, e.TokenRequired):
+            token = gate.TokenState.NONE
         return MetadataResponse(
             err.status,
             ctype,
@@ -321,4 +390,5 @@ class Responder:
             outcome=_outcome(err),
             family=family,
             retry_after=retry_after,
+            token=token,
         )

@@ -105,6 +105,7 @@ def _handler(
     access_log: AccessLog,
 ) -> Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]:
     observe = metrics.observe if metrics is not None else None
+    token_event = metrics.token_event if metrics is not None else None
     respond = responder.respond
     perf_counter = time.perf_counter
 
@@ -116,20 +117,24 @@ def _handler(
             body = await _read_limited(request, PASSWORD_MAX_BYTES + 1)
         raw_path = request.raw_path
         peer = request.remote
+        current = clock()
         resp = await respond(
             MetadataRequest(
                 method=method,
                 path=_path_of(raw_path),
                 headers=tuple(request.headers.items()),
                 peer=peer,
-                today=clock().date(),
+                today=current.date(),
                 random_bytes=entropy,
                 body=body,
+                now=current.timestamp(),
             )
         )
         elapsed = perf_counter() - started
         if observe is not None:
             observe(resp.status, resp.family, elapsed)
+        if token_event is not None and resp.token:
+            token_event(resp.token, resp.instance_id)
         access_log(
             peer,
             method,
@@ -144,6 +149,8 @@ def _handler(
         if resp.retry_after is not None:
             headers["Retry-After"] = str(resp.retry_after)
         # aiohttp sends HEAD responses with this Content-Length and no body, as webob does.
+        if resp.headers:
+            headers.update(resp.headers)
         return web.Response(status=resp.status, body=resp.body, headers=headers)
 
     return handle
@@ -282,6 +289,11 @@ async def build_worker(settings: MetadataSettings, metrics: MetadataMetrics) -> 
         await store_source.start()
         closers.append(store_source.stop)
         source = store_source
+        from openimds.metadata.token_usage import TokenUsageWriter
+
+        usage = TokenUsageWriter(store, metrics.take_instance_usage)
+        usage.start()
+        closers.append(usage.stop)
     fetcher = None
     if "DynamicJSON" in settings.respond.vendordata.providers:
         fetcher = DynamicVendordata(settings.dynamic_vendordata)

@@ -220,6 +220,7 @@ def load_view(
         created_at=inst.created_at,
         password=inst.password or None,
         ports=tuple(port_views),
+        metadata_options=dict(inst.metadata_options or {}),
     )
     return view, deps
 

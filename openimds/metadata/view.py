@@ -97,10 +97,14 @@ class InstanceView:
     root_device_name: str | None = None
     dedicated_cpus: tuple[int, ...] = ()
     ports: tuple[PortView, ...] = ()
+    # The metadata options set on this instance (metadata/options.py); unset ones come from
+    # the cloud-wide defaults.
+    metadata_options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # A read-only copy: views are shared by every request that hits the cache.
         object.__setattr__(self, "metadata", _frozen_mapping(self.metadata))
+        object.__setattr__(self, "metadata_options", _frozen_mapping(self.metadata_options))
 
     @property
     def image_ref(self) -> str | None:

@@ -81,6 +81,13 @@ IDENTITY_HEADERS: tuple[str, ...] = (
 # Deleted by prefix (haproxy >= 2.2 `del-header NAME -m beg`): Nova's X-Metadata-Provider and
 # X-Metadata-Provider-Signature, and any future member of that family.
 IDENTITY_HEADER_PREFIXES: tuple[str, ...] = ("X-Metadata-Provider",)
+# Our own internal headers: a guest's copies are deleted first of all.
+INTERNAL_HEADER_PREFIX = "X-OpenIMDS-"
+# Set (after the guest's copies are deleted) when the guest's own request carried
+# X-Forwarded-For: the metadata API refuses a session token through a proxy (SSRF rule).
+GUEST_FORWARDED_HEADER = "X-OpenIMDS-Guest-Forwarded"
+# Internal answer header (the token PUT's hop limit); never shown to the guest.
+HOP_LIMIT_HEADER = "X-OpenIMDS-Hop-Limit"
 
 # sun_path is 108 bytes including the NUL.
 _MAX_UNIX_PATH = 107
@@ -458,9 +465,14 @@ def render_haproxy_cfg(spec: ProxySpec) -> str:
             "    http-request deny deny_status 429"
             f" if {{ src_http_req_rate(burst_rate_limiter) gt {rl.burst_limit} }}",
         ]
-    # Deletion runs before set-header and before forwardfor appends the real client address.
+    # Deletion runs before set-header and before forwardfor appends the real client address;
+    # the guest's X-Forwarded-For is noted (internal header) before it goes.
+    lines.append(f"    http-request del-header {INTERNAL_HEADER_PREFIX} -m beg")
+    lines.append(f"    http-request set-header {GUEST_FORWARDED_HEADER} 1"
+                 " if { req.hdr_cnt(X-Forwarded-For) gt 0 }")
     lines += [f"    http-request del-header {name}" for name in IDENTITY_HEADERS]
     lines += [f"    http-request del-header {p} -m beg" for p in IDENTITY_HEADER_PREFIXES]
+    lines.append(f"    http-response del-header {HOP_LIMIT_HEADER}")
     lines.append(f"    http-request set-header {id_header(stamped.kind)} {stamped.id}")
     server = f"    server metadata {spec.socket_path} maxconn {spec.agent_maxconn}"
     if spec.agent_mode == "reuse":

@@ -113,6 +113,10 @@ def metadata_stub(secret: str) -> web.Application:
             return web.Response(body=GZ_BODY, content_type="application/octet-stream")
         if request.path == "/slow":
             await asyncio.sleep(float(request.query.get("s", "5")))
+        if request.path == "/latest/api/token":
+            ttl = request.headers.get("X-aws-ec2-metadata-token-ttl-seconds", "")
+            return web.Response(text="tok", headers={
+                "X-aws-ec2-metadata-token-ttl-seconds": ttl, "X-OpenIMDS-Hop-Limit": "3"})
         body = await request.read()
         return web.Response(
             status=200 if request.path != "/missing" else 404,
@@ -121,6 +125,8 @@ def metadata_stub(secret: str) -> web.Application:
                 "path": request.path_qs, "body": body.decode(),
                 "xff": request.headers.getall("X-Forwarded-For", []),
                 "guest_header": request.headers.get("X-Guest", ""),
+                "token": request.headers.getall("X-aws-ec2-metadata-token", []),
+                "guest_forwarded": request.headers.getall("X-OpenIMDS-Guest-Forwarded", []),
             }),
             content_type="application/json", charset="utf-8")
 

@@ -119,6 +119,25 @@ async def test_guest_headers_are_not_forwarded(agent: RunningAgent) -> None:
     assert body["instance"] == "vm-a" and body["guest_header"] == ""
 
 
+async def test_session_token_headers_pass_both_ways(agent: RunningAgent) -> None:
+    r = await agent.request(xff=["10.0.0.5"], network=["net-a"],
+                            extra=[("x-aws-ec2-metadata-token", "abc.def"),
+                                   ("X-OpenIMDS-Guest-Forwarded", "1")])
+    body = json.loads(r.body)
+    assert body["token"] == ["abc.def"] and body["guest_forwarded"] == ["1"]
+    # A value that cannot be sent as a header line arrives as an (equally invalid) token.
+    r = await agent.request(xff=["10.0.0.5"], network=["net-a"],
+                            extra=[("X-aws-ec2-metadata-token", "a\tb")])
+    assert json.loads(r.body)["token"] == ["invalid"]
+    r = await agent.request("/latest/api/token", method="PUT", xff=["10.0.0.5"],
+                            network=["net-a"],
+                            extra=[("X-aws-ec2-metadata-token-ttl-seconds", "60")])
+    assert r.status == 200 and r.body == b"tok"
+    assert r.headers["X-aws-ec2-metadata-token-ttl-seconds"] == "60"
+    # The proxy turns this one into the IP TTL and strips it (proxy/haproxy.py).
+    assert r.headers["X-OpenIMDS-Hop-Limit"] == "3"
+
+
 # -- errors ----------------------------------------------------------------------------------
 @pytest.mark.parametrize(("xff", "net", "router"), [
     ("10.9.9.9", "net-a", None),       # unknown address

@@ -192,3 +192,33 @@ def test_config_flags_are_accepted_by_client_commands(cli: Cli) -> None:
     out = cli.run("network", "list", "--config-file", str(cli.conf), "--config-dir",
                   str(cli.conf.parent))
     assert out.returncode == 0
+
+
+def test_server_metadata_options_through_the_cli(cli: Cli) -> None:
+    srv = cli.json("server", "create", "md-vm", "--metadata-http-tokens", "required",
+                   "--metadata-http-put-response-hop-limit", "2")
+    assert srv["openimds:metadata_options"] == {"http_tokens": "required",
+                                                "http_put_response_hop_limit": 2}
+    shown = cli.json("server", "show", "md-vm")
+    assert shown["metadata_options"]["http_tokens"] == "required"
+    assert shown["metadata_options"]["http_endpoint"] == "enabled"  # the cloud default
+    assert shown["metadata_token_usage"]["tokenless_requests"] == 0
+    cli.run("server", "set", "md-vm", "--metadata-http-tokens", "default",
+            "--metadata-http-endpoint", "disabled", "--metadata-instance-metadata-tags",
+            "enabled", "--metadata-http-protocol-ipv6", "disabled")
+    shown = cli.json("server", "show", "md-vm")
+    assert shown["metadata_options"] == {
+        "http_tokens": "optional", "http_put_response_hop_limit": 2,
+        "http_endpoint": "disabled", "instance_metadata_tags": "enabled",
+        "http_protocol_ipv6": "disabled"}
+    table = cli.run("server", "show", "md-vm").stdout
+    assert "metadata_options" in table and "http_endpoint" in table
+    bad = cli.run("server", "set", "md-vm", "--metadata-http-put-response-hop-limit", "65",
+                  check=False)
+    assert bad.returncode == 1 and "1..64" in bad.stderr
+    nothing = cli.run("server", "set", "md-vm", check=False)
+    assert nothing.returncode == 1 and "nothing to set" in nothing.stderr
+    usage = cli.json("server", "token-usage")
+    assert any(u["name"] == "md-vm" and u["tokenless_requests"] == 0 for u in usage)
+    assert "Tokenless" in cli.run("server", "token-usage").stdout
+    cli.run("server", "delete", "md-vm")

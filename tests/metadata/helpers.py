@@ -34,6 +34,7 @@ async def call(
     peer: str | None = "192.0.2.10",
     body: bytes | None = None,
     today: date = TODAY,
+    now: float = 0.0,
 ) -> MetadataResponse:
     req = MetadataRequest(
         method=method,
@@ -43,5 +44,6 @@ async def call(
         today=today,
         random_bytes=counting_bytes,
         body=body,
+        now=now,
     )
     return await responder.respond(req)

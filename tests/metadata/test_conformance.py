@@ -220,7 +220,9 @@ class Mode:
         return RespondSettings(
             identify=IdentifySettings(
                 service_metadata_proxy=self.name == "proxy", shared_secret=SECRET
-            )
+            ),
+            # Nova's tree byte for byte: every vector here is Nova's answer.
+            ec2_profile="nova",
         )
 
     def kwargs(self, view: InstanceView) -> dict[str, object]:

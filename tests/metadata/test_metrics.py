@@ -6,7 +6,7 @@ import asyncio
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from openimds.metadata.metrics import BUCKETS, MetadataMetrics
+from openimds.metadata.metrics import BUCKETS, MetadataMetrics, render_metrics
 
 OBSERVATIONS = [
     (200, "openstack", 0.0001),
@@ -94,3 +94,17 @@ async def test_flush_on_loop_exports_after_the_iteration() -> None:
     assert exported() == 0
     await asyncio.sleep(0)
     assert exported() == 2
+
+
+def test_session_token_counters_and_per_instance_usage() -> None:
+    m = MetadataMetrics()
+    for state, instance in [("none", "a"), ("none", "a"), ("invalid", "b"), ("valid", "a"),
+                            ("none", None)]:
+        m.token_event(state, instance)
+    text = render_metrics(m.registry).decode()
+    assert 'openimds_metadata_session_token_requests_total{state="none"} 3.0' in text
+    assert 'openimds_metadata_session_token_requests_total{state="invalid"} 1.0' in text
+    assert 'openimds_metadata_session_token_requests_total{state="valid"} 1.0' in text
+    # Valid requests are not "usage to migrate"; unidentified ones have no instance.
+    assert m.take_instance_usage() == {"a": [2, 0], "b": [0, 1]}
+    assert m.take_instance_usage() == {}

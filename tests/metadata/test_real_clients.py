@@ -27,6 +27,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from openimds.metadata.gate import TOKEN_HEADER, TTL_HEADER
 from openimds.metadata.identify import IdentifySettings, sign_instance_id
 from openimds.metadata.respond import Responder, RespondSettings
 from openimds.metadata.server import metadata_server
@@ -236,16 +237,19 @@ def signer_app(upstream: str, view: InstanceView) -> web.Application:
             "X-Tenant-ID": view.project_id,
             "X-Instance-ID-Signature": sign_instance_id(SECRET, view.uuid),
         }
+        # As the agent does: the guest's session-token headers pass through.
+        for name in (TOKEN_HEADER, TTL_HEADER):
+            if name in request.headers:
+                headers[name] = request.headers[name]
         body = await request.read()
         async with session.request(
             request.method, upstream + request.raw_path, headers=headers, data=body or None
         ) as resp:
             payload = await resp.read()
-            return web.Response(
-                status=resp.status,
-                body=payload,
-                headers={"Content-Type": resp.headers.get("Content-Type", "text/plain")},
-            )
+            out = {"Content-Type": resp.headers.get("Content-Type", "text/plain")}
+            if TTL_HEADER in resp.headers:
+                out[TTL_HEADER] = resp.headers[TTL_HEADER]
+            return web.Response(status=resp.status, body=payload, headers=out)
 
     async def open_(app: web.Application) -> None:
         session_holder["s"] = aiohttp.ClientSession(auto_decompress=False)
@@ -341,7 +345,7 @@ async def test_botocore_imds_fetcher(base_url: str) -> None:
         AWS_SHARED_CREDENTIALS_FILE="/dev/null",
     )
     assert got["base"] == base_url + "/"
-    # No token API (like nova): the PUT gets 404 and botocore falls back to IMDSv1.
+    # IMDSv2: botocore gets a token (PUT /latest/api/token) and sends it.
     assert got["instance_id"] == "i-00000001"
     assert got["zone"] == "fake-az"
     assert got["region"] == "fake-a"

@@ -366,3 +366,22 @@ async def test_a_pruned_feed_drops_every_cached_document(
         assert not any(r.exc_info for r in caplog.records)
     finally:
         gate.set()
+
+
+async def test_metadata_options_follow_the_feed(harness: Harness) -> None:
+    assert (await harness.get("/latest/meta-data/instance-id")).status == 200
+
+    def require_tokens(s: Any) -> None:
+        inst = s.scalar(select(Instance).where(Instance.uuid == INSTANCE))
+        inst.metadata_options = {"http_tokens": "required"}
+
+    await _mutate(harness, require_tokens)
+    resp = await harness.get("/openstack/latest/meta_data.json")
+    assert resp.status == 401 and resp.outcome == "token-required"
+
+    def disable(s: Any) -> None:
+        inst = s.scalar(select(Instance).where(Instance.uuid == INSTANCE))
+        inst.metadata_options = {"http_endpoint": "disabled"}
+
+    await _mutate(harness, disable)
+    assert (await harness.get("/latest/meta-data/instance-id")).status == 403

@@ -66,6 +66,7 @@ def test_every_identity_header_deleted_before_set(spec: ProxySpec) -> None:
     body = listener(render_haproxy_cfg(spec))
     deleted = [ln for ln in body if ln.startswith("http-request del-header")]
     assert deleted == [
+        "http-request del-header X-OpenIMDS- -m beg",
         "http-request del-header X-Forwarded-For",
         "http-request del-header X-Instance-ID",
         "http-request del-header X-Instance-ID-Signature",
@@ -75,10 +76,18 @@ def test_every_identity_header_deleted_before_set(spec: ProxySpec) -> None:
         "http-request del-header X-OVN-Network-ID",
         "http-request del-header X-Metadata-Provider -m beg",
     ]
-    set_lines = [ln for ln in body if ln.startswith("http-request set-header")]
+    set_lines = [ln for ln in body if ln.startswith("http-request set-header X-Neutron")]
     assert len(set_lines) == 1
     # set-header comes after every deletion, or the deletion would remove our own header.
     assert body.index(set_lines[0]) > max(body.index(d) for d in deleted)
+    # The note that the guest sent X-Forwarded-For: after the guest's internal headers are
+    # gone and before its X-Forwarded-For is.
+    note = body.index(
+        "http-request set-header X-OpenIMDS-Guest-Forwarded 1"
+        " if { req.hdr_cnt(X-Forwarded-For) gt 0 }"
+    )
+    assert deleted.index("http-request del-header X-OpenIMDS- -m beg") == 0
+    assert body.index(deleted[0]) < note < body.index(deleted[1])
     assert not [ln for ln in body if "add-header" in ln]
 
 
@@ -124,7 +133,7 @@ def test_metadata_network_is_the_networks_but_stamps_the_router() -> None:
         "global",
     ]
     body = listener(text)
-    assert [ln for ln in body if ln.startswith("http-request set-header")] == [
+    assert [ln for ln in body if ln.startswith("http-request set-header X-Neutron")] == [
         f"http-request set-header X-Neutron-Router-ID {RTR}"
     ]
     assert [ln for ln in body if ln.startswith("bind")] == ["bind 169.254.169.254:80"]
