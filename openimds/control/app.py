@@ -23,12 +23,14 @@ from aiohttp import web
 from openimds.control import (
     auth,
     changes,
+    extensions,
     keypairs,
     networks,
     ports,
     routers,
     servers,
     subnets,
+    versions,
 )
 from openimds.control.call import Call, Operation, Reply, Settings
 from openimds.control.errors import (
@@ -78,7 +80,21 @@ def _crud(plural: str, singular: str, mod: Any, *, update: bool = True) -> list[
     return out
 
 
+def _unauthenticated(path: str, op: Operation, summary: str, tag: str) -> list[Route]:
+    """A version document, served at `path` and `path/` without a token."""
+    return [Route("GET", p, op, summary, auth=False, tag=tag) for p in (path, path + "/")]
+
+
 ROUTES: tuple[Route, ...] = (
+    Route("GET", "/", versions.root_versions, "List the API versions", auth=False,
+          tag="versions"),
+    *_unauthenticated("/v2.1", versions.show_compute_version,
+                      "Compute API version (microversion range)", "compute"),
+    *_unauthenticated("/v3", versions.show_identity_version, "Identity API version",
+                      "identity"),
+    *_unauthenticated("/image", versions.image_versions, "Image API versions", "image"),
+    Route("GET", "/v2.0/extensions", extensions.list_extensions, "List the API extensions"),
+    Route("GET", "/v2.0/extensions/{alias}", extensions.show_extension, "Show an extension"),
     Route("POST", "/v3/auth/tokens", auth.post_v3_token, "Issue a token (Keystone v3)",
           "V3Auth", auth=False, tag="identity"),
     Route("POST", "/v2.0/tokens", auth.post_v2_token, "Issue a token (Keystone v2.0)",
@@ -146,8 +162,13 @@ def _adapter(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespon
         call = Call(store=store, settings=settings, ctx=None, params=dict(request.match_info),
                     query=list(request.query.items()), body=body,
                     base_url=f"{request.scheme}://{request.host}", headers=request.headers)
+        compute = route.tag == "compute" and route.auth
+        if compute:
+            call.microversion = versions.parse_microversion(request.headers)
         # One worker-thread hop per request: the token check and the operation together.
         reply = await loop.run_in_executor(pool, partial(_authenticated, route, call, token))
+        if compute:
+            reply.headers.update(versions.microversion_headers(call.microversion))
         return render(reply)
 
     handler.__name__ = route.op.__name__
@@ -191,15 +212,6 @@ async def error_middleware(
     return response
 
 
-async def _versions(request: web.Request) -> web.Response:
-    base = f"{request.scheme}://{request.host}"
-    return web.json_response({"versions": [
-        {"id": "v2.0", "status": "CURRENT", "links": [{"rel": "self", "href": f"{base}/v2.0/"}]},
-        {"id": "v2.1", "status": "CURRENT", "links": [{"rel": "self", "href": f"{base}/v2.1/"}]},
-        {"id": "v3.0", "status": "stable", "links": [{"rel": "self", "href": f"{base}/v3/"}]},
-    ]})
-
-
 async def _openapi(request: web.Request) -> web.Response:
     from openimds.control.openapi import openapi_document
 
@@ -232,7 +244,6 @@ def build_app(store: Store, settings: Settings | None = None) -> web.Application
     app.on_startup.append(_start_pools)
     app.on_shutdown.append(_release_long_polls)
     app.on_cleanup.append(_stop_pools)
-    app.router.add_get("/", _versions)
     app.router.add_get("/openapi.json", _openapi)
     for route in ROUTES:
         app.router.add_route(route.method, route.path, _adapter(route))

@@ -44,6 +44,8 @@ class Call:
     body: Any = None
     base_url: str = "http://127.0.0.1:9696"
     headers: Mapping[str, str] = field(default_factory=dict)
+    # The compute microversion the request asked for (versions.py); 2.1 when it named none.
+    microversion: tuple[int, int] = (2, 1)
 
     @property
     def context(self) -> RequestContext:

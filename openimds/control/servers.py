@@ -15,6 +15,7 @@ import secrets
 import string
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlencode
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
@@ -25,10 +26,12 @@ from openimds.control.call import (
     check_ip,
     get_str,
     is_uuid,
+    parse_bool,
     resource_body,
 )
 from openimds.control.context import scoped
-from openimds.control.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
+from openimds.control.errors import BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge
+from openimds.control.name_filter import any_name_matcher
 from openimds.control.ports import build_port, get_port_for_write, shared_network
 from openimds.control.resources import get_visible, retry_on_race
 from openimds.control.serializers import server_brief, server_dict
@@ -249,43 +252,98 @@ def show_server(call: Call) -> Reply:
         return Reply(200, {"server": _render(s, call, inst, ports)})
 
 
+# Query keys the clients send that openimds accepts. `deleted=true` lists nothing (deleted
+# servers are not kept); the rest either filter or are accepted and ignored as Nova ignores
+# them for a one-cell, one-host cloud (`host`, `node`, `sort_*`).
 _LIST_FILTERS = {"name", "status", "availability_zone", "key_name", "project_id", "tenant_id",
-                 "all_tenants", "limit", "marker", "sort_key", "sort_dir", "flavor", "image"}
+                 "all_tenants", "limit", "marker", "sort_key", "sort_dir", "flavor", "image",
+                 "deleted", "user_id", "reservation_id", "host", "node", "changes-since",
+                 "ip", "ip6", "tags", "tags-any", "not-tags", "not-tags-any", "locked",
+                 "description", "hostname"}
+MAX_LIMIT = 1000
+
+
+def _limit(call: Call) -> int | None:
+    raw = call.query_one("limit")
+    if raw is None:
+        return None
+    if not raw.isdigit():
+        raise BadRequest(f"Invalid limit {raw!r}: expected a non-negative integer")
+    return min(int(raw), MAX_LIMIT)
+
+
+def _project_scope(call: Call, stmt: Any) -> Any:
+    """Nova's rule: everyone lists their own project; admins (and the service role) may ask
+    for `all_tenants` or name other projects with `project_id`/`tenant_id`."""
+    ctx = call.context
+    all_tenants = call.query_one("all_tenants")
+    everyone = all_tenants is not None and (all_tenants == "" or parse_bool(all_tenants,
+                                                                             "all_tenants"))
+    projects = call.query_values("project_id") or call.query_values("tenant_id")
+    if not ctx.reads_all:
+        if everyone:
+            raise Forbidden("Policy doesn't allow os_compute_api:servers:index:get_all_tenants "
+                            "to be performed.")
+        if projects and set(projects) != {ctx.project_id}:
+            return stmt.where(Instance.project_id.in_([]))
+        return stmt.where(Instance.project_id == ctx.project_id)
+    if projects:
+        return stmt.where(Instance.project_id.in_(projects))
+    if everyone:
+        return stmt
+    return stmt.where(Instance.project_id == ctx.project_id)
 
 
 def _list(call: Call, detail: bool) -> Reply:
-    ctx = call.context
     unknown = {k for k, _ in call.query} - _LIST_FILTERS
     if unknown:
         raise BadRequest(f"Invalid filter(s): {', '.join(sorted(unknown))}")
-    stmt = scoped(select(Instance), Instance, ctx).options(selectinload(Instance.image))
-    # Nova treats `name` as a regular expression; it is applied in Python below so that a bad
-    # pattern is a 400 and not a database error.
-    name = call.query_values("name")
+    deleted = call.query_one("deleted")
+    if deleted is not None and parse_bool(deleted, "deleted"):
+        return Reply(200, {"servers": []})  # deleted servers are not kept
+    stmt = _project_scope(call, select(Instance)).options(selectinload(Instance.image))
     for key, column in (("status", Instance.status),
                         ("availability_zone", Instance.availability_zone),
-                        ("key_name", Instance.key_name)):
+                        ("key_name", Instance.key_name),
+                        ("user_id", Instance.user_id),
+                        ("reservation_id", Instance.reservation_id)):
         values = call.query_values(key)
         if values:
-            stmt = stmt.where(column.in_(values))
-    projects = call.query_values("project_id") or call.query_values("tenant_id")
-    if projects:
-        stmt = stmt.where(Instance.project_id.in_(projects))
+            stmt = stmt.where(column.in_([v.upper() if key == "status" else v
+                                          for v in values]))
+    # `name` is matched literally or anchored (name_filter.py), never as a regex: bounded cost.
+    names = call.query_values("name")
+    matches = any_name_matcher(names) if names else None
+    limit = _limit(call)
+    marker = call.query_one("marker")
     with call.store.read() as s:
         rows = list(s.scalars(stmt.order_by(Instance.created_at.desc(), Instance.id.desc())))
-        if name:
-            try:
-                patterns = [re.compile(n) for n in name]
-            except re.error as exc:
-                raise BadRequest(f"Invalid name filter: {exc}") from None
-            rows = [r for r in rows if any(p.search(r.name) for p in patterns)]
+        if matches is not None:
+            rows = [r for r in rows if matches(r.name)]
+        if marker is not None:
+            ids = [r.uuid for r in rows]
+            if marker not in ids:
+                raise BadRequest(f"marker [{marker}] not found")
+            rows = rows[ids.index(marker) + 1:]
+        links = []
+        if limit is not None and len(rows) > limit:
+            rows = rows[:limit]
+            query = [(k, v) for k, v in call.query if k != "marker"]
+            query.append(("marker", rows[-1].uuid if rows else ""))
+            path = "/v2.1/servers/detail" if detail else "/v2.1/servers"
+            links = [{"rel": "next", "href": f"{call.base_url}{path}?{urlencode(query)}"}]
         if not detail:
-            return Reply(200, {"servers": [server_brief(r, call.base_url) for r in rows]})
-        ports = _ports_of(s, [r.uuid for r in rows])
-        net_ids = {p.network_id for ps in ports.values() for p in ps}
-        networks = {n.id: n for n in s.scalars(select(Network).where(Network.id.in_(net_ids)))}
-        return Reply(200, {"servers": [server_dict(r, ports[r.uuid], networks, call.base_url)
-                                       for r in rows]})
+            body: dict[str, Any] = {"servers": [server_brief(r, call.base_url) for r in rows]}
+        else:
+            ports = _ports_of(s, [r.uuid for r in rows])
+            net_ids = {p.network_id for ps in ports.values() for p in ps}
+            networks = {n.id: n for n in s.scalars(select(Network).where(
+                Network.id.in_(net_ids)))}
+            body = {"servers": [server_dict(r, ports[r.uuid], networks, call.base_url)
+                                for r in rows]}
+        if links:
+            body["servers_links"] = links
+        return Reply(200, body)
 
 
 def list_servers(call: Call) -> Reply:
