@@ -66,7 +66,18 @@ def settings_from_conf(conf: Any) -> Any:
     from openimds.control.call import Settings
 
     return Settings(bind_host=conf.bind_host, bind_port=conf.bind_port,
-                    token_expiration=conf.token_expiration)
+                    token_expiration=conf.token_expiration, region=conf.region_name,
+                    public_url=_url(conf.bind_host, conf.bind_port),
+                    metadata_url=_url(conf.metadata_listen, conf.metadata_listen_port),
+                    metadata_port=conf.metadata_listen_port)
+
+
+def _url(host: str, port: int) -> str | None:
+    """http://host:port for a listener on one address; None for a wildcard listener (the
+    catalog then names the address each request came to)."""
+    if host in ("", "0.0.0.0", "::"):
+        return None
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -23,7 +23,10 @@ _PROXY_WRITER: list[Registration] = [
 _AGENT: list[Registration] = [("DEFAULT", agent.AUTH_OPTS), ("AGENT", agent.AGENT_STATE_OPTS)]
 
 _BY_SERVICE: dict[str, list[Registration]] = {
-    "control-api": [*_COMMON, ("DEFAULT", control_api.DEFAULT_OPTS)],
+    # The metadata listener's options too: the token catalog names the metadata endpoint.
+    "control-api": [*_COMMON, ("DEFAULT", control_api.DEFAULT_OPTS),
+                    ("DEFAULT", [metadata_api.metadata_listen,
+                                 metadata_api.metadata_listen_port])],
     "metadata-api": [
         *_COMMON,
         ("DEFAULT", metadata_api.DEFAULT_OPTS),

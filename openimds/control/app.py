@@ -24,6 +24,8 @@ from openimds.control import (
     auth,
     changes,
     extensions,
+    flavors,
+    images,
     keypairs,
     networks,
     ports,
@@ -61,6 +63,8 @@ class Route:
     auth: bool = True
     long_poll: bool = False
     tag: str = "network"
+    # The body is handed over as bytes, not parsed as JSON (image uploads).
+    raw_body: bool = False
 
 
 def _crud(plural: str, singular: str, mod: Any, *, update: bool = True) -> list[Route]:
@@ -118,6 +122,24 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v2.1/servers/{id}", servers.show_server, "Show a server", tag="compute"),
     Route("DELETE", "/v2.1/servers/{id}", servers.delete_server, "Delete a server",
           tag="compute"),
+    Route("GET", "/v2.1/flavors", flavors.list_flavors, "List flavors", tag="compute"),
+    Route("GET", "/v2.1/flavors/detail", flavors.list_flavors_detail, "List flavors (detail)",
+          tag="compute"),
+    Route("POST", "/v2.1/flavors", flavors.create_flavor, "Create a flavor (admin)",
+          "FlavorCreate", tag="compute"),
+    Route("GET", "/v2.1/flavors/{id}", flavors.show_flavor, "Show a flavor", tag="compute"),
+    Route("DELETE", "/v2.1/flavors/{id}", flavors.delete_flavor, "Delete a flavor (admin)",
+          tag="compute"),
+    Route("GET", "/v2.1/flavors/{id}/os-extra_specs", flavors.show_extra_specs,
+          "A flavor's extra specs (always none)", tag="compute"),
+    Route("GET", "/image/v2/images", images.list_images, "List images", tag="image"),
+    Route("POST", "/image/v2/images", images.create_image, "Create an image record",
+          "ImageCreate", tag="image"),
+    Route("GET", "/image/v2/images/{id}", images.show_image, "Show an image", tag="image"),
+    Route("PUT", "/image/v2/images/{id}/file", images.upload_image_file,
+          "Upload image data (measured, not kept)", tag="image", raw_body=True),
+    Route("DELETE", "/image/v2/images/{id}", images.delete_image, "Delete an image",
+          tag="image"),
     Route("GET", "/v2.1/os-keypairs", keypairs.list_keypairs, "List key pairs", tag="compute"),
     Route("POST", "/v2.1/os-keypairs", keypairs.create_keypair, "Import a key pair",
           "KeypairCreate", tag="compute"),
@@ -158,7 +180,10 @@ def _adapter(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespon
         token = request.headers.get("X-Auth-Token")
         if route.auth and not token:
             auth.validate_token(store, token)  # raises the 401 without touching the database
-        body = await _json_body(request) if request.method in ("POST", "PUT") else None
+        if route.raw_body:
+            body: Any = await request.read()
+        else:
+            body = await _json_body(request) if request.method in ("POST", "PUT") else None
         call = Call(store=store, settings=settings, ctx=None, params=dict(request.match_info),
                     query=list(request.query.items()), body=body,
                     base_url=f"{request.scheme}://{request.host}", headers=request.headers)

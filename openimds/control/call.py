@@ -27,8 +27,12 @@ class Settings:
     bind_port: int = 9696
     token_expiration: int = 3600
     region: str = "RegionOne"
-    # Catalog entry for the metadata API; None = the caller's host name on port 8775.
+    # Catalog base of this API (scheme://host:port); None = the address the request came to
+    # (the listener is on a wildcard address, so its own address names no one host).
+    public_url: str | None = None
+    # Catalog entry for the metadata API; None = this API's host name on `metadata_port`.
     metadata_url: str | None = None
+    metadata_port: int = 8775
     # Upper bound on a change-feed long poll, so proxies and clients never hold a request forever.
     max_changes_timeout: float = 60.0
 

@@ -31,11 +31,13 @@ from openimds.control.call import (
 )
 from openimds.control.context import scoped
 from openimds.control.errors import BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge
+from openimds.control.flavors import embedded_flavor, find_flavor
+from openimds.control.images import find_image
 from openimds.control.name_filter import any_name_matcher
 from openimds.control.ports import build_port, get_port_for_write, shared_network
 from openimds.control.resources import get_visible, retry_on_race
 from openimds.control.serializers import server_brief, server_dict
-from openimds.inventory.models import Image, Instance, KeyPair, Network, Port
+from openimds.inventory.models import Flavor, Image, Instance, KeyPair, Network, Port
 
 MAX_USER_DATA = 64 * 1024  # decoded bytes, as Nova's 65535-character limit allows
 DEFAULT_AZ = "nova"
@@ -43,7 +45,8 @@ DEFAULT_FLAVOR = "m1.small"
 
 CREATE_FIELDS = ("name", "networks", "user_data", "metadata", "key_name", "availability_zone",
                  "flavorRef", "imageRef", "security_groups", "min_count", "max_count",
-                 "description", "config_drive", "OS-DCF:diskConfig")
+                 "description", "config_drive", "OS-DCF:diskConfig",
+                 "block_device_mapping_v2")
 
 _NOT_HOST = re.compile(r"[^\w.-]+")
 
@@ -134,6 +137,32 @@ def _networks(value: Any) -> list[dict[str, str]]:
     return out
 
 
+def _boot_image(obj: dict[str, Any]) -> str | None:
+    """The image a server boots from: `imageRef`, or the boot entry of
+    `block_device_mapping_v2` (openstacksdk sends both for `--image`). Only local image
+    disks are understood; volumes do not exist here."""
+    image_ref = get_str(obj, "imageRef", nullable=True) or None
+    mapping = obj.get("block_device_mapping_v2")
+    if mapping is None:
+        return image_ref
+    if not isinstance(mapping, list) or not all(isinstance(m, dict) for m in mapping):
+        raise BadRequest("Invalid input for field/attribute block_device_mapping_v2: "
+                         "expected a list of objects")
+    for entry in mapping:
+        source, dest = entry.get("source_type"), entry.get("destination_type", "local")
+        if source not in ("image", "blank") or dest != "local":
+            raise BadRequest("Only local disks from an image (source_type image or blank, "
+                             "destination_type local) are supported: openimds has no volumes")
+        if source == "image" and str(entry.get("boot_index", "")) == "0":
+            uuid = entry.get("uuid")
+            if not isinstance(uuid, str):
+                raise BadRequest("A block_device_mapping_v2 image entry needs a uuid")
+            if image_ref is not None and uuid != image_ref:
+                raise BadRequest("imageRef and the boot block device name different images")
+            image_ref = uuid
+    return image_ref
+
+
 def _count(obj: dict[str, Any], key: str) -> int:
     value = obj.get(key, 1)
     if isinstance(value, str) and value.isdigit():
@@ -153,8 +182,8 @@ def create_server(call: Call) -> Reply:
     metadata = _metadata(obj.get("metadata"))
     key_name = get_str(obj, "key_name", nullable=True) or None
     az = get_str(obj, "availability_zone", nullable=True) or DEFAULT_AZ
-    flavor = get_str(obj, "flavorRef", DEFAULT_FLAVOR, nullable=True) or DEFAULT_FLAVOR
-    image_name = get_str(obj, "imageRef", nullable=True) or None
+    flavor_ref = get_str(obj, "flavorRef", nullable=True) or None
+    image_name = _boot_image(obj)
     groups = _security_groups(obj.get("security_groups"))
     nets = _networks(obj.get("networks", "none"))
     get_str(obj, "description", nullable=True, max_len=255)
@@ -171,16 +200,12 @@ def create_server(call: Call) -> Reply:
                     raise BadRequest(f"Invalid key_name provided: key pair {key_name!r} not "
                                      "found (create it with POST /v2.1/os-keypairs).")
                 key_data = kp.public_key
-            image = None
-            if image_name is not None:
-                image = s.scalars(select(Image).where(Image.name == image_name)).first()
-                if image is None:
-                    image = Image(name=image_name)
-                    s.add(image)
-                    s.flush()
+            image = _resolve_image(s, call, image_name) if image_name is not None else None
+            flavor_name, flavor_id = _resolve_flavor(s, call, flavor_ref)
             inst = Instance(name=name, project_id=ctx.project_id, user_id=ctx.user_id,
-                            availability_zone=az, flavor=flavor, image_id=image.id if image
-                            else None, key_name=key_name, key_data=key_data,
+                            availability_zone=az, flavor=flavor_name, flavor_id=flavor_id,
+                            image_id=image.id if image else None, key_name=key_name,
+                            key_data=key_data,
                             user_data=user_data, properties=metadata, launch_index=0,
                             reservation_id=reservation_id(), security_groups=groups,
                             status="ACTIVE", hostname="")
@@ -191,6 +216,32 @@ def create_server(call: Call) -> Reply:
             return Reply(202, {"server": _render(s, call, inst, ports)})
 
     return retry_on_race(write)
+
+
+def _resolve_image(s: Session, call: Call, ref: str) -> Image:
+    """`imageRef` by Glance id or name. An unknown *name* registers a public image record, as
+    round 1 did (servers named their image before the image service existed)."""
+    image = find_image(s, call, ref)
+    if image is not None:
+        return image
+    if is_uuid(ref):
+        raise BadRequest(f"Image {ref} could not be found.")
+    image = Image(name=ref, owner=call.context.project_id, visibility="public", properties={})
+    s.add(image)
+    s.flush()
+    return image
+
+
+def _resolve_flavor(s: Session, call: Call, ref: str | None) -> tuple[str, str | None]:
+    """(name, id) of `flavorRef` (an id or a name); without one, m1.small (its name alone if
+    an operator deleted that flavor)."""
+    try:
+        flavor = find_flavor(s, call, ref or DEFAULT_FLAVOR)
+    except NotFound:
+        if ref is None:
+            return DEFAULT_FLAVOR, None
+        raise BadRequest(f"Flavor {ref} could not be found.") from None
+    return flavor.name, flavor.id
 
 
 def _attach(s: Session, call: Call, inst: Instance, nets: Sequence[dict[str, str]],
@@ -220,7 +271,31 @@ def _attach(s: Session, call: Call, inst: Instance, nets: Sequence[dict[str, str
 def _render(s: Session, call: Call, inst: Instance, ports: Sequence[Port]) -> dict[str, Any]:
     net_ids = {p.network_id for p in ports}
     networks = {n.id: n for n in s.scalars(select(Network).where(Network.id.in_(net_ids)))}
-    return server_dict(inst, ports, networks, call.base_url)
+    return _shaped(s, call, [inst], {inst.uuid: server_dict(inst, ports, networks,
+                                                            call.base_url)})[0]
+
+
+def _shaped(s: Session, call: Call, rows: Sequence[Instance],
+            rendered: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The microversion-dependent parts of servers: the image by Glance id, and the flavor as
+    a link (before 2.47) or embedded sizes (2.47 on)."""
+    base = call.base_url
+    flavor_ids = {r.flavor_id for r in rows if r.flavor_id}
+    flavors = {f.id: f for f in s.scalars(select(Flavor).where(Flavor.id.in_(flavor_ids)))}
+    out = []
+    for inst in rows:
+        body = rendered[inst.uuid]
+        if inst.image is not None:
+            body["image"] = {"id": inst.image.uuid, "name": inst.image.name, "links": [
+                {"rel": "bookmark", "href": f"{base}/images/{inst.image.uuid}"}]}
+        if call.microversion >= (2, 47):
+            body["flavor"] = embedded_flavor(flavors.get(inst.flavor_id or ""), inst.flavor)
+        else:
+            fid = inst.flavor_id or inst.flavor
+            body["flavor"] = {"id": fid, "links": [
+                {"rel": "bookmark", "href": f"{base}/flavors/{fid}"}]}
+        out.append(body)
+    return out
 
 
 def _ports_of(s: Session, uuids: Sequence[str]) -> dict[str, list[Port]]:
@@ -339,8 +414,9 @@ def _list(call: Call, detail: bool) -> Reply:
             net_ids = {p.network_id for ps in ports.values() for p in ps}
             networks = {n.id: n for n in s.scalars(select(Network).where(
                 Network.id.in_(net_ids)))}
-            body = {"servers": [server_dict(r, ports[r.uuid], networks, call.base_url)
-                                for r in rows]}
+            body = {"servers": _shaped(s, call, rows, {
+                r.uuid: server_dict(r, ports[r.uuid], networks, call.base_url)
+                for r in rows})}
         if links:
             body["servers_links"] = links
         return Reply(200, body)

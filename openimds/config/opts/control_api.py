@@ -15,4 +15,9 @@ api_workers = cfg.IntOpt(
     "api_workers", min=0, help="Worker processes of the control-plane API; unset = CPU count."
 )
 
-DEFAULT_OPTS: list[cfg.Opt] = [bind_host, bind_port, token_expiration, api_workers]
+region_name = cfg.StrOpt(
+    "region_name", default="RegionOne",
+    help="Region of every endpoint in the token's service catalog.")
+
+DEFAULT_OPTS: list[cfg.Opt] = [bind_host, bind_port, token_expiration, api_workers,
+                               region_name]
