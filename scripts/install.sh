@@ -15,3 +15,5 @@ PY=${PYTHON:-python3}
 .venv/bin/pip install -q --upgrade pip
 .venv/bin/pip install -q -e '.[test]'
 echo "openimds installed in $(pwd)/.venv"
+# The real OpenStack clients the conformance tests drive (own virtualenvs, pinned).
+bash scripts/install-clients.sh

@@ -86,6 +86,10 @@ def render_openrc(auth_url: str, admin_password: str) -> str:
         "export OS_USERNAME=admin\n"
         f"export OS_PASSWORD={shlex.quote(admin_password)}\n"
         "export OS_PROJECT_NAME=admin\n"
+        # What keystoneauth (openstack, openstacksdk, Ansible) needs on top for v3 names.
+        "export OS_USER_DOMAIN_NAME=Default\n"
+        "export OS_PROJECT_DOMAIN_NAME=Default\n"
+        "export OS_IDENTITY_API_VERSION=3\n"
     )
 
 

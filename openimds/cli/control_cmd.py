@@ -81,12 +81,23 @@ def settings_from_conf(conf: Any) -> Any:
     md = conf.metadata
     return Settings(bind_host=conf.bind_host, bind_port=conf.bind_port,
                     token_expiration=conf.token_expiration, region=str(conf.region_name),
+                    public_url=_url(conf.bind_host, conf.bind_port),
+                    metadata_url=_url(conf.metadata_listen, conf.metadata_listen_port),
+                    metadata_port=conf.metadata_listen_port,
                     metadata_defaults=defaults,
                     identity_cert_file=md.identity_cert_file or None,
                     segments=segments, agent_down_time=conf.agent_down_time,
                     change_retention=Retention(conf.change_retention_seconds,
                                                conf.change_retention_count),
                     change_prune_interval=float(conf.change_prune_interval))
+
+
+def _url(host: str, port: int) -> str | None:
+    """http://host:port for a listener on one address; None for a wildcard listener (the
+    catalog then names the address each request came to)."""
+    if host in ("", "0.0.0.0", "::"):
+        return None
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -34,10 +34,12 @@ _AGENT: list[Registration] = [("DEFAULT", agent.AUTH_OPTS), ("AGENT", agent.AGEN
                                ("DEFAULT", agent.HOST_OPTS)]
 
 _BY_SERVICE: dict[str, list[Registration]] = {
+    # The metadata listener's options too: the token catalog names the metadata endpoint.
     "control-api": [
         *_COMMON,
         ("DEFAULT", control_api.DEFAULT_OPTS),
         ("DEFAULT", guest.DEFAULT_OPTS),
+        ("DEFAULT", [metadata_api.metadata_listen, metadata_api.metadata_listen_port]),
         ("metadata", guest.METADATA_OPTS),
         *ml2.REGISTRATIONS,
     ],

@@ -25,6 +25,9 @@ from openimds.control import (
     agents,
     auth,
     changes,
+    extensions,
+    flavors,
+    images,
     keypairs,
     metadata_options,
     networks,
@@ -32,6 +35,7 @@ from openimds.control import (
     routers,
     servers,
     subnets,
+    versions,
 )
 from openimds.control.call import Call, Operation, Reply, Settings
 from openimds.control.errors import (
@@ -64,6 +68,8 @@ class Route:
     auth: bool = True
     long_poll: bool = False
     tag: str = "network"
+    # The body is handed over as bytes, not parsed as JSON (image uploads).
+    raw_body: bool = False
 
 
 def _crud(plural: str, singular: str, mod: Any, *, update: bool = True) -> list[Route]:
@@ -83,7 +89,21 @@ def _crud(plural: str, singular: str, mod: Any, *, update: bool = True) -> list[
     return out
 
 
+def _unauthenticated(path: str, op: Operation, summary: str, tag: str) -> list[Route]:
+    """A version document, served at `path` and `path/` without a token."""
+    return [Route("GET", p, op, summary, auth=False, tag=tag) for p in (path, path + "/")]
+
+
 ROUTES: tuple[Route, ...] = (
+    Route("GET", "/", versions.root_versions, "List the API versions", auth=False,
+          tag="versions"),
+    *_unauthenticated("/v2.1", versions.show_compute_version,
+                      "Compute API version (microversion range)", "compute"),
+    *_unauthenticated("/v3", versions.show_identity_version, "Identity API version",
+                      "identity"),
+    *_unauthenticated("/image", versions.image_versions, "Image API versions", "image"),
+    Route("GET", "/v2.0/extensions", extensions.list_extensions, "List the API extensions"),
+    Route("GET", "/v2.0/extensions/{alias}", extensions.show_extension, "Show an extension"),
     Route("POST", "/v3/auth/tokens", auth.post_v3_token, "Issue a token (Keystone v3)",
           "V3Auth", auth=False, tag="identity"),
     Route("POST", "/v2.0/tokens", auth.post_v2_token, "Issue a token (Keystone v2.0)",
@@ -123,6 +143,24 @@ ROUTES: tuple[Route, ...] = (
           "Session-token usage per server", tag="compute"),
     Route("GET", "/v2.1/os-metadata-identity-certificate", metadata_options.identity_certificate,
           "Certificate of the instance identity document signer", tag="compute"),
+    Route("GET", "/v2.1/flavors", flavors.list_flavors, "List flavors", tag="compute"),
+    Route("GET", "/v2.1/flavors/detail", flavors.list_flavors_detail, "List flavors (detail)",
+          tag="compute"),
+    Route("POST", "/v2.1/flavors", flavors.create_flavor, "Create a flavor (admin)",
+          "FlavorCreate", tag="compute"),
+    Route("GET", "/v2.1/flavors/{id}", flavors.show_flavor, "Show a flavor", tag="compute"),
+    Route("DELETE", "/v2.1/flavors/{id}", flavors.delete_flavor, "Delete a flavor (admin)",
+          tag="compute"),
+    Route("GET", "/v2.1/flavors/{id}/os-extra_specs", flavors.show_extra_specs,
+          "A flavor's extra specs (always none)", tag="compute"),
+    Route("GET", "/image/v2/images", images.list_images, "List images", tag="image"),
+    Route("POST", "/image/v2/images", images.create_image, "Create an image record",
+          "ImageCreate", tag="image"),
+    Route("GET", "/image/v2/images/{id}", images.show_image, "Show an image", tag="image"),
+    Route("PUT", "/image/v2/images/{id}/file", images.upload_image_file,
+          "Upload image data (measured, not kept)", tag="image", raw_body=True),
+    Route("DELETE", "/image/v2/images/{id}", images.delete_image, "Delete an image",
+          tag="image"),
     Route("GET", "/v2.1/os-keypairs", keypairs.list_keypairs, "List key pairs", tag="compute"),
     Route("POST", "/v2.1/os-keypairs", keypairs.create_keypair, "Import a key pair",
           "KeypairCreate", tag="compute"),
@@ -164,12 +202,20 @@ def _adapter(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespon
         token = request.headers.get("X-Auth-Token")
         if route.auth and not token:
             auth.validate_token(store, token)  # raises the 401 without touching the database
-        body = await _json_body(request) if request.method in ("POST", "PUT") else None
+        if route.raw_body:
+            body: Any = await request.read()
+        else:
+            body = await _json_body(request) if request.method in ("POST", "PUT") else None
         call = Call(store=store, settings=settings, ctx=None, params=dict(request.match_info),
                     query=list(request.query.items()), body=body,
                     base_url=f"{request.scheme}://{request.host}", headers=request.headers)
+        compute = route.tag == "compute" and route.auth
+        if compute:
+            call.microversion = versions.parse_microversion(request.headers)
         # One worker-thread hop per request: the token check and the operation together.
         reply = await loop.run_in_executor(pool, partial(_authenticated, route, call, token))
+        if compute:
+            reply.headers.update(versions.microversion_headers(call.microversion))
         return render(reply)
 
     handler.__name__ = route.op.__name__
@@ -211,15 +257,6 @@ async def error_middleware(
         response.headers["WWW-Authenticate"] = (
             f'Keystone uri="{request.scheme}://{request.host}/v3"')
     return response
-
-
-async def _versions(request: web.Request) -> web.Response:
-    base = f"{request.scheme}://{request.host}"
-    return web.json_response({"versions": [
-        {"id": "v2.0", "status": "CURRENT", "links": [{"rel": "self", "href": f"{base}/v2.0/"}]},
-        {"id": "v2.1", "status": "CURRENT", "links": [{"rel": "self", "href": f"{base}/v2.1/"}]},
-        {"id": "v3.0", "status": "stable", "links": [{"rel": "self", "href": f"{base}/v3/"}]},
-    ]})
 
 
 async def _openapi(request: web.Request) -> web.Response:
@@ -275,7 +312,6 @@ def build_app(store: Store, settings: Settings | None = None) -> web.Application
     app.on_shutdown.append(_stop_pruner)
     app.on_shutdown.append(_release_long_polls)
     app.on_cleanup.append(_stop_pools)
-    app.router.add_get("/", _versions)
     app.router.add_get("/openapi.json", _openapi)
     for route in ROUTES:
         app.router.add_route(route.method, route.path, _adapter(route))

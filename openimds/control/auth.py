@@ -163,21 +163,25 @@ def bootstrap(store: Store, admin_password: str) -> tuple[str, str]:
 
 
 def catalog_urls(call: Call) -> dict[str, str]:
-    base = call.base_url.rstrip("/")
+    """Every endpoint where its service really listens (Settings come from the effective
+    options: bind_host/bind_port, metadata_listen/metadata_listen_port)."""
+    base = (call.settings.public_url or call.base_url).rstrip("/")
     metadata = call.settings.metadata_url
     if not metadata:
         host = urlsplit(base).hostname or "127.0.0.1"
-        metadata = f"http://{host if ':' not in host else f'[{host}]'}:8775"
+        port = call.settings.metadata_port
+        metadata = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
     return {
         "identity": f"{base}/v3",
         "network": base,
         "compute": f"{base}/v2.1",
+        "image": f"{base}/image",
         "metadata": metadata,
     }
 
 
 _SERVICE_NAMES = {"identity": "keystone", "network": "neutron", "compute": "nova",
-                  "metadata": "nova_metadata"}
+                  "image": "glance", "metadata": "nova_metadata"}
 
 
 def _v3_catalog(call: Call) -> list[dict[str, Any]]:

@@ -30,8 +30,12 @@ class Settings:
     bind_port: int = 9696
     token_expiration: int = 3600
     region: str = "RegionOne"
-    # Catalog entry for the metadata API; None = the caller's host name on port 8775.
+    # Catalog base of this API (scheme://host:port); None = the address the request came to
+    # (the listener is on a wildcard address, so its own address names no one host).
+    public_url: str | None = None
+    # Catalog entry for the metadata API; None = this API's host name on `metadata_port`.
     metadata_url: str | None = None
+    metadata_port: int = 8775
     # Upper bound on a change-feed long poll, so proxies and clients never hold a request forever.
     max_changes_timeout: float = 60.0
     # How much of the change feed to keep, and how often to prune it (0 = never).
@@ -57,6 +61,8 @@ class Call:
     body: Any = None
     base_url: str = "http://127.0.0.1:9696"
     headers: Mapping[str, str] = field(default_factory=dict)
+    # The compute microversion the request asked for (versions.py); 2.1 when it named none.
+    microversion: tuple[int, int] = (2, 1)
 
     @property
     def context(self) -> RequestContext:

@@ -79,6 +79,10 @@ class ChangesPage:
     current_revision: int  # the store's revision before this page was read
 
 
+# The compute microversion this client reads (servers embed their flavor from 2.47 on).
+COMPUTE_HEADERS = {"OpenStack-API-Version": "compute 2.47"}
+
+
 def _error_from(status: int, text: str) -> ApiError:
     try:
         body = json.loads(text)
@@ -230,8 +234,9 @@ class ControlClient:
 
     async def _send(self, method: str, url: str, body: Any, *, token: str | None,
                     params: Sequence[tuple[str, str]] = (),
-                    timeout: float | None = None) -> tuple[int, Mapping[str, str], str]:
-        headers = {"Accept": "application/json"}
+                    timeout: float | None = None,
+                    extra: Mapping[str, str] | None = None) -> tuple[int, Mapping[str, str], str]:
+        headers = {"Accept": "application/json", **(extra or {})}
         if token:
             headers["X-Auth-Token"] = token
         try:
@@ -251,7 +256,9 @@ class ControlClient:
         for attempt in (1, 2):
             token = await self._ensure_token()
             status, _, text = await self._send(method, self._base(service) + path, body,
-                                               token=token, params=params, timeout=timeout)
+                                               token=token, params=params, timeout=timeout,
+                                               extra=COMPUTE_HEADERS if service == "compute"
+                                               else None)
             if status == 401 and attempt == 1:
                 async with self._auth_lock:
                     if self._token == token:

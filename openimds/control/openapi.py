@@ -93,12 +93,27 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                                                                 "maxLength": 255}},
         "key_name": {**_STR, "nullable": True},
         "availability_zone": {**_STR, "nullable": True},
-        "flavorRef": {**_STR, "description": "a flavor name"},
-        "imageRef": {**_STR, "description": "an image name"},
+        "flavorRef": {**_STR, "description": "a flavor id or name"},
+        "imageRef": {**_STR, "description": "an image id or name"},
         "security_groups": {"type": "array", "items": {"type": "object",
                                                         "properties": {"name": _STR}}},
         "description": {**_STR, "nullable": True},
     }, ["name"]),
+    "FlavorCreate": _wrap("flavor", {
+        "name": _STR, "id": {**_STR, "nullable": True},
+        "ram": {"type": "integer", "minimum": 1}, "vcpus": {"type": "integer", "minimum": 1},
+        "disk": {"type": "integer", "minimum": 0}, "swap": {"type": "integer", "minimum": 0},
+        "OS-FLV-EXT-DATA:ephemeral": {"type": "integer", "minimum": 0},
+        "os-flavor-access:is_public": _BOOL, "rxtx_factor": {"type": "number"},
+        "description": {**_STR, "nullable": True}}, ["name", "ram", "vcpus", "disk"]),
+    "ImageCreate": {"type": "object", "required": ["name"], "properties": {
+        "name": _STR, "id": {"type": "string", "format": "uuid"},
+        "visibility": {"type": "string", "enum": ["public", "private", "shared", "community"]},
+        "disk_format": {"type": "string", "example": "qcow2"},
+        "container_format": {"type": "string", "example": "bare"},
+        "min_disk": {"type": "integer", "minimum": 0}, "min_ram": {"type": "integer",
+                                                                   "minimum": 0},
+        "protected": _BOOL}, "additionalProperties": {"type": "string"}},
     "KeypairCreate": _wrap("keypair", {
         "name": _STR, "public_key": {"type": "string", "maxLength": 16384},
         "type": {"type": "string", "enum": ["ssh", "x509"]}, "user_id": _ID}, ["name"]),
@@ -136,8 +151,12 @@ def _operation(route: Any) -> dict[str, Any]:
         status = "200"
     if route.path.startswith("/v2.1/os-keypairs/") and route.method == "DELETE":
         status = "202"
-    if "_router_interface" in route.path:
+    if "_router_interface" in route.path or route.path == "/v2.1/flavors":
         status = "200"
+    if route.path == "/v2.1/flavors/{id}" and route.method == "DELETE":
+        status = "202"
+    if route.path.endswith("/file"):
+        status = "204"
     responses: dict[str, Any] = {status: {"description": "success"} if status == "204" else {
         "description": "success",
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Resource"}}}}}

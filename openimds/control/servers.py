@@ -15,6 +15,7 @@ import secrets
 import string
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlencode
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
@@ -25,16 +26,20 @@ from openimds.control.call import (
     check_ip,
     get_str,
     is_uuid,
+    parse_bool,
     resource_body,
 )
 from openimds.control.context import scoped
-from openimds.control.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
+from openimds.control.errors import BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge
+from openimds.control.flavors import embedded_flavor, find_flavor
+from openimds.control.images import find_image
 from openimds.control.metadata_options import CREATE_KEY as OPTIONS_KEY
 from openimds.control.metadata_options import options_for_create
+from openimds.control.name_filter import any_name_matcher
 from openimds.control.ports import build_port, get_port_for_write, shared_network
 from openimds.control.resources import get_visible, retry_on_race
 from openimds.control.serializers import server_brief, server_dict
-from openimds.inventory.models import Image, Instance, KeyPair, Network, Port
+from openimds.inventory.models import Flavor, Image, Instance, KeyPair, Network, Port
 
 MAX_USER_DATA = 64 * 1024  # decoded bytes, as Nova's 65535-character limit allows
 DEFAULT_AZ = "nova"
@@ -42,7 +47,8 @@ DEFAULT_FLAVOR = "m1.small"
 
 CREATE_FIELDS = ("name", "networks", "user_data", "metadata", "key_name", "availability_zone",
                  "flavorRef", "imageRef", "security_groups", "min_count", "max_count",
-                 "description", "config_drive", "OS-DCF:diskConfig", OPTIONS_KEY)
+                 "description", "config_drive", "OS-DCF:diskConfig", OPTIONS_KEY,
+                 "block_device_mapping_v2")
 
 _NOT_HOST = re.compile(r"[^\w.-]+")
 
@@ -133,6 +139,32 @@ def _networks(value: Any) -> list[dict[str, str]]:
     return out
 
 
+def _boot_image(obj: dict[str, Any]) -> str | None:
+    """The image a server boots from: `imageRef`, or the boot entry of
+    `block_device_mapping_v2` (openstacksdk sends both for `--image`). Only local image
+    disks are understood; volumes do not exist here."""
+    image_ref = get_str(obj, "imageRef", nullable=True) or None
+    mapping = obj.get("block_device_mapping_v2")
+    if mapping is None:
+        return image_ref
+    if not isinstance(mapping, list) or not all(isinstance(m, dict) for m in mapping):
+        raise BadRequest("Invalid input for field/attribute block_device_mapping_v2: "
+                         "expected a list of objects")
+    for entry in mapping:
+        source, dest = entry.get("source_type"), entry.get("destination_type", "local")
+        if source not in ("image", "blank") or dest != "local":
+            raise BadRequest("Only local disks from an image (source_type image or blank, "
+                             "destination_type local) are supported: openimds has no volumes")
+        if source == "image" and str(entry.get("boot_index", "")) == "0":
+            uuid = entry.get("uuid")
+            if not isinstance(uuid, str):
+                raise BadRequest("A block_device_mapping_v2 image entry needs a uuid")
+            if image_ref is not None and uuid != image_ref:
+                raise BadRequest("imageRef and the boot block device name different images")
+            image_ref = uuid
+    return image_ref
+
+
 def _count(obj: dict[str, Any], key: str) -> int:
     value = obj.get(key, 1)
     if isinstance(value, str) and value.isdigit():
@@ -152,8 +184,8 @@ def create_server(call: Call) -> Reply:
     metadata = _metadata(obj.get("metadata"))
     key_name = get_str(obj, "key_name", nullable=True) or None
     az = get_str(obj, "availability_zone", nullable=True) or DEFAULT_AZ
-    flavor = get_str(obj, "flavorRef", DEFAULT_FLAVOR, nullable=True) or DEFAULT_FLAVOR
-    image_name = get_str(obj, "imageRef", nullable=True) or None
+    flavor_ref = get_str(obj, "flavorRef", nullable=True) or None
+    image_name = _boot_image(obj)
     groups = _security_groups(obj.get("security_groups"))
     nets = _networks(obj.get("networks", "none"))
     get_str(obj, "description", nullable=True, max_len=255)
@@ -171,16 +203,12 @@ def create_server(call: Call) -> Reply:
                     raise BadRequest(f"Invalid key_name provided: key pair {key_name!r} not "
                                      "found (create it with POST /v2.1/os-keypairs).")
                 key_data = kp.public_key
-            image = None
-            if image_name is not None:
-                image = s.scalars(select(Image).where(Image.name == image_name)).first()
-                if image is None:
-                    image = Image(name=image_name)
-                    s.add(image)
-                    s.flush()
+            image = _resolve_image(s, call, image_name) if image_name is not None else None
+            flavor_name, flavor_id = _resolve_flavor(s, call, flavor_ref)
             inst = Instance(name=name, project_id=ctx.project_id, user_id=ctx.user_id,
-                            availability_zone=az, flavor=flavor, image_id=image.id if image
-                            else None, key_name=key_name, key_data=key_data,
+                            availability_zone=az, flavor=flavor_name, flavor_id=flavor_id,
+                            image_id=image.id if image else None, key_name=key_name,
+                            key_data=key_data,
                             user_data=user_data, properties=metadata, launch_index=0,
                             reservation_id=reservation_id(), security_groups=groups,
                             status="ACTIVE", hostname="", metadata_options=md_options)
@@ -191,6 +219,32 @@ def create_server(call: Call) -> Reply:
             return Reply(202, {"server": _render(s, call, inst, ports)})
 
     return retry_on_race(write)
+
+
+def _resolve_image(s: Session, call: Call, ref: str) -> Image:
+    """`imageRef` by Glance id or name. An unknown *name* registers a public image record, as
+    round 1 did (servers named their image before the image service existed)."""
+    image = find_image(s, call, ref)
+    if image is not None:
+        return image
+    if is_uuid(ref):
+        raise BadRequest(f"Image {ref} could not be found.")
+    image = Image(name=ref, owner=call.context.project_id, visibility="public", properties={})
+    s.add(image)
+    s.flush()
+    return image
+
+
+def _resolve_flavor(s: Session, call: Call, ref: str | None) -> tuple[str, str | None]:
+    """(name, id) of `flavorRef` (an id or a name); without one, m1.small (its name alone if
+    an operator deleted that flavor)."""
+    try:
+        flavor = find_flavor(s, call, ref or DEFAULT_FLAVOR)
+    except NotFound:
+        if ref is None:
+            return DEFAULT_FLAVOR, None
+        raise BadRequest(f"Flavor {ref} could not be found.") from None
+    return flavor.name, flavor.id
 
 
 def _attach(s: Session, call: Call, inst: Instance, nets: Sequence[dict[str, str]],
@@ -220,7 +274,31 @@ def _attach(s: Session, call: Call, inst: Instance, nets: Sequence[dict[str, str
 def _render(s: Session, call: Call, inst: Instance, ports: Sequence[Port]) -> dict[str, Any]:
     net_ids = {p.network_id for p in ports}
     networks = {n.id: n for n in s.scalars(select(Network).where(Network.id.in_(net_ids)))}
-    return server_dict(inst, ports, networks, call.base_url)
+    return _shaped(s, call, [inst], {inst.uuid: server_dict(inst, ports, networks,
+                                                            call.base_url)})[0]
+
+
+def _shaped(s: Session, call: Call, rows: Sequence[Instance],
+            rendered: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The microversion-dependent parts of servers: the image by Glance id, and the flavor as
+    a link (before 2.47) or embedded sizes (2.47 on)."""
+    base = call.base_url
+    flavor_ids = {r.flavor_id for r in rows if r.flavor_id}
+    flavors = {f.id: f for f in s.scalars(select(Flavor).where(Flavor.id.in_(flavor_ids)))}
+    out = []
+    for inst in rows:
+        body = rendered[inst.uuid]
+        if inst.image is not None:
+            body["image"] = {"id": inst.image.uuid, "name": inst.image.name, "links": [
+                {"rel": "bookmark", "href": f"{base}/images/{inst.image.uuid}"}]}
+        if call.microversion >= (2, 47):
+            body["flavor"] = embedded_flavor(flavors.get(inst.flavor_id or ""), inst.flavor)
+        else:
+            fid = inst.flavor_id or inst.flavor
+            body["flavor"] = {"id": fid, "links": [
+                {"rel": "bookmark", "href": f"{base}/flavors/{fid}"}]}
+        out.append(body)
+    return out
 
 
 def _ports_of(s: Session, uuids: Sequence[str]) -> dict[str, list[Port]]:
@@ -252,43 +330,99 @@ def show_server(call: Call) -> Reply:
         return Reply(200, {"server": _render(s, call, inst, ports)})
 
 
+# Query keys the clients send that openimds accepts. `deleted=true` lists nothing (deleted
+# servers are not kept); the rest either filter or are accepted and ignored as Nova ignores
+# them for a one-cell, one-host cloud (`host`, `node`, `sort_*`).
 _LIST_FILTERS = {"name", "status", "availability_zone", "key_name", "project_id", "tenant_id",
-                 "all_tenants", "limit", "marker", "sort_key", "sort_dir", "flavor", "image"}
+                 "all_tenants", "limit", "marker", "sort_key", "sort_dir", "flavor", "image",
+                 "deleted", "user_id", "reservation_id", "host", "node", "changes-since",
+                 "ip", "ip6", "tags", "tags-any", "not-tags", "not-tags-any", "locked",
+                 "description", "hostname"}
+MAX_LIMIT = 1000
+
+
+def _limit(call: Call) -> int | None:
+    raw = call.query_one("limit")
+    if raw is None:
+        return None
+    if not raw.isdigit():
+        raise BadRequest(f"Invalid limit {raw!r}: expected a non-negative integer")
+    return min(int(raw), MAX_LIMIT)
+
+
+def _project_scope(call: Call, stmt: Any) -> Any:
+    """Nova's rule: everyone lists their own project; admins (and the service role) may ask
+    for `all_tenants` or name other projects with `project_id`/`tenant_id`."""
+    ctx = call.context
+    all_tenants = call.query_one("all_tenants")
+    everyone = all_tenants is not None and (all_tenants == "" or parse_bool(all_tenants,
+                                                                             "all_tenants"))
+    projects = call.query_values("project_id") or call.query_values("tenant_id")
+    if not ctx.reads_all:
+        if everyone:
+            raise Forbidden("Policy doesn't allow os_compute_api:servers:index:get_all_tenants "
+                            "to be performed.")
+        if projects and set(projects) != {ctx.project_id}:
+            return stmt.where(Instance.project_id.in_([]))
+        return stmt.where(Instance.project_id == ctx.project_id)
+    if projects:
+        return stmt.where(Instance.project_id.in_(projects))
+    if everyone:
+        return stmt
+    return stmt.where(Instance.project_id == ctx.project_id)
 
 
 def _list(call: Call, detail: bool) -> Reply:
-    ctx = call.context
     unknown = {k for k, _ in call.query} - _LIST_FILTERS
     if unknown:
         raise BadRequest(f"Invalid filter(s): {', '.join(sorted(unknown))}")
-    stmt = scoped(select(Instance), Instance, ctx).options(selectinload(Instance.image))
-    # Nova treats `name` as a regular expression; it is applied in Python below so that a bad
-    # pattern is a 400 and not a database error.
-    name = call.query_values("name")
+    deleted = call.query_one("deleted")
+    if deleted is not None and parse_bool(deleted, "deleted"):
+        return Reply(200, {"servers": []})  # deleted servers are not kept
+    stmt = _project_scope(call, select(Instance)).options(selectinload(Instance.image))
     for key, column in (("status", Instance.status),
                         ("availability_zone", Instance.availability_zone),
-                        ("key_name", Instance.key_name)):
+                        ("key_name", Instance.key_name),
+                        ("user_id", Instance.user_id),
+                        ("reservation_id", Instance.reservation_id)):
         values = call.query_values(key)
         if values:
-            stmt = stmt.where(column.in_(values))
-    projects = call.query_values("project_id") or call.query_values("tenant_id")
-    if projects:
-        stmt = stmt.where(Instance.project_id.in_(projects))
+            stmt = stmt.where(column.in_([v.upper() if key == "status" else v
+                                          for v in values]))
+    # `name` is matched literally or anchored (name_filter.py), never as a regex: bounded cost.
+    names = call.query_values("name")
+    matches = any_name_matcher(names) if names else None
+    limit = _limit(call)
+    marker = call.query_one("marker")
     with call.store.read() as s:
         rows = list(s.scalars(stmt.order_by(Instance.created_at.desc(), Instance.id.desc())))
-        if name:
-            try:
-                patterns = [re.compile(n) for n in name]
-            except re.error as exc:
-                raise BadRequest(f"Invalid name filter: {exc}") from None
-            rows = [r for r in rows if any(p.search(r.name) for p in patterns)]
+        if matches is not None:
+            rows = [r for r in rows if matches(r.name)]
+        if marker is not None:
+            ids = [r.uuid for r in rows]
+            if marker not in ids:
+                raise BadRequest(f"marker [{marker}] not found")
+            rows = rows[ids.index(marker) + 1:]
+        links = []
+        if limit is not None and len(rows) > limit:
+            rows = rows[:limit]
+            query = [(k, v) for k, v in call.query if k != "marker"]
+            query.append(("marker", rows[-1].uuid if rows else ""))
+            path = "/v2.1/servers/detail" if detail else "/v2.1/servers"
+            links = [{"rel": "next", "href": f"{call.base_url}{path}?{urlencode(query)}"}]
         if not detail:
-            return Reply(200, {"servers": [server_brief(r, call.base_url) for r in rows]})
-        ports = _ports_of(s, [r.uuid for r in rows])
-        net_ids = {p.network_id for ps in ports.values() for p in ps}
-        networks = {n.id: n for n in s.scalars(select(Network).where(Network.id.in_(net_ids)))}
-        return Reply(200, {"servers": [server_dict(r, ports[r.uuid], networks, call.base_url)
-                                       for r in rows]})
+            body: dict[str, Any] = {"servers": [server_brief(r, call.base_url) for r in rows]}
+        else:
+            ports = _ports_of(s, [r.uuid for r in rows])
+            net_ids = {p.network_id for ps in ports.values() for p in ps}
+            networks = {n.id: n for n in s.scalars(select(Network).where(
+                Network.id.in_(net_ids)))}
+            body = {"servers": _shaped(s, call, rows, {
+                r.uuid: server_dict(r, ports[r.uuid], networks, call.base_url)
+                for r in rows})}
+        if links:
+            body["servers_links"] = links
+        return Reply(200, body)
 
 
 def list_servers(call: Call) -> Reply:

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     ForeignKey,
@@ -192,11 +193,45 @@ class Router(Timestamps, Base):
 
 
 class Image(Base):
-    """Images are plain names here; the integer id gives the stable EC2 `ami-%08x`."""
+    """An image record (Glance v2 shapes, no bytes). `uuid` is its Glance id; the integer id
+    gives the stable EC2 `ami-%08x`, as Nova's s3_images mapping does."""
 
     __tablename__ = "images"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(255), unique=True)
+    uuid: Mapped[str] = mapped_column(String(36), unique=True, default=new_id)
+    owner: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    visibility: Mapped[str] = mapped_column(String(16), default="public")
+    disk_format: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    container_format: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    min_disk: Mapped[int] = mapped_column(Integer, default=0)
+    min_ram: Mapped[int] = mapped_column(Integer, default=0)
+    protected: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Free-form Glance properties (os_distro, hw_* ...).
+    properties: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Measured from an upload (the bytes themselves are not kept: nothing boots here).
+    size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    checksum: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    os_hash_value: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+
+class Flavor(Timestamps, Base):
+    """A Nova flavor; `id` is Nova's flavorid (a string, "1" for m1.tiny)."""
+
+    __tablename__ = "flavors"
+    id: Mapped[str] = mapped_column(String(255), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    vcpus: Mapped[int] = mapped_column(Integer)
+    ram: Mapped[int] = mapped_column(Integer)  # MiB
+    disk: Mapped[int] = mapped_column(Integer)  # GiB
+    ephemeral: Mapped[int] = mapped_column(Integer, default=0)
+    swap: Mapped[int] = mapped_column(Integer, default=0)
+    is_public: Mapped[bool] = mapped_column(Boolean, default=True)
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class KeyPair(Timestamps, Base):
@@ -225,6 +260,8 @@ class Instance(Timestamps, Base):
     )
     availability_zone: Mapped[str | None] = mapped_column(String(255), nullable=True)
     flavor: Mapped[str] = mapped_column(String(255), default="m1.small")
+    # The flavor's id at boot; the instance keeps it (and its name) if the flavor is deleted.
+    flavor_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
     image_id: Mapped[int | None] = mapped_column(
         ForeignKey("images.id", ondelete="RESTRICT"), nullable=True
     )

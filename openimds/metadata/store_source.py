@@ -209,6 +209,7 @@ def load_view(
         flavor=inst.flavor,
         image_name=image.name if image is not None else None,
         image_ec2_id=image.id if image is not None else None,
+        image_uuid=image.uuid if image is not None else None,
         key_name=inst.key_name,
         key_data=inst.key_data,
         keypair=keypair,

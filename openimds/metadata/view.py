@@ -80,6 +80,8 @@ class InstanceView:
     image_name: str | None = None
     # None means boot from volume: nova renders `ami-id` as the text None then.
     image_ec2_id: int | None = None
+    # The image's Glance id (vendordata's `image-id`, as Nova sends it).
+    image_uuid: str | None = None
     kernel_ec2_id: int | None = None
     ramdisk_ec2_id: int | None = None
     key_name: str | None = None
@@ -108,6 +110,8 @@ class InstanceView:
 
     @property
     def image_ref(self) -> str | None:
+        if self.image_uuid is not None:
+            return self.image_uuid
         return None if self.image_ec2_id is None else str(self.image_ec2_id)
 
     def first_ipv4(self) -> str | None:

@@ -51,6 +51,7 @@ def full_view(**overrides: object) -> InstanceView:
         flavor="m1.small",
         image_name="cirros",
         image_ec2_id=1,
+        image_uuid="155d900f-4e14-4e4c-a73d-069cbf4541e6",
         key_name="key",
         key_data=KEY,
         keypair=KeyPairView("key", KEY, "ssh"),

@@ -275,7 +275,8 @@ async def test_dynamic_vendordata_over_http() -> None:
         assert seen[0]["headers"]["Accept"] == "application/json"
         body = seen[0]["body"]
         assert body["instance-id"] == UUID_A and body["project-id"] == "test"
-        assert body["hostname"] == "test" and body["image-id"] == "1"
+        assert body["hostname"] == "test"
+        assert body["image-id"] == "155d900f-4e14-4e4c-a73d-069cbf4541e6"  # the Glance id
         assert set(body) == {
             "project-id",
             "instance-id",

@@ -1,0 +1,50 @@
+"""`/v2.0/extensions`: the Neutron API extensions this server implements — exactly those.
+
+Clients probe this list before they send optional attributes (`openstack port create` asks
+for `tag-ports-during-bulk-creation`, `availability zone list` for `Availability Zone`), so an
+entry here is a promise: add one only with the behaviour it names.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from openimds.control.call import Call, Reply
+from openimds.control.errors import NotFound
+
+_UPDATED = "2024-01-01T00:00:00-00:00"
+
+# (alias, name, description)
+EXTENSIONS: tuple[tuple[str, str, str], ...] = (
+    ("net-mtu", "Network MTU", "Provides MTU attribute for a network resource."),
+    ("project-id", "project_id field enabled",
+     "Extension that indicates that project_id field is enabled."),
+    ("standard-attr-timestamp", "Resource timestamps",
+     "Adds created_at and updated_at fields to all Neutron resources that have Neutron "
+     "standard attributes."),
+    ("filter-validation", "Filter parameters validation",
+     "Provides validation on filter parameters."),
+    ("router", "Neutron L3 Router",
+     "Router abstraction for routing between subnets (interfaces only; no external "
+     "gateways or floating IPs)."),
+)
+
+
+def _ext(alias: str, name: str, description: str) -> dict[str, Any]:
+    return {"alias": alias, "name": name, "description": description, "updated": _UPDATED,
+            "links": []}
+
+
+def list_extensions(call: Call) -> Reply:
+    return Reply(200, {"extensions": [_ext(*e) for e in EXTENSIONS]})
+
+
+def show_extension(call: Call) -> Reply:
+    alias = call.params["alias"]
+    for ext in EXTENSIONS:
+        if ext[0] == alias:
+            return Reply(200, {"extension": _ext(*ext)})
+    raise NotFound(f"Extension with alias {alias} does not exist", type="ExtensionNotFound")
+
+
+__all__ = ["EXTENSIONS", "list_extensions", "show_extension"]
