@@ -51,11 +51,15 @@ def _evil_port(net: dict[str, Any], server: dict[str, Any], **extra: Any) -> dic
 
 async def _trees(store: Store, server: dict[str, Any], project: str) -> tuple[Any, bytes]:
     """(network_data.json, EC2 local-ipv4) as a's guest would read them."""
-    responder = Responder(StoreSource(store),
-                          RespondSettings(identify=IdentifySettings(True, SECRET)))
-    headers = signed_headers(server["id"], project, SECRET)
-    nd = await call(responder, "/openstack/latest/network_data.json", headers=headers)
-    local_ipv4 = await call(responder, "/latest/meta-data/local-ipv4", headers=headers)
+    source = StoreSource(store)
+    await source.start()
+    try:
+        responder = Responder(source, RespondSettings(identify=IdentifySettings(True, SECRET)))
+        headers = signed_headers(server["id"], project, SECRET)
+        nd = await call(responder, "/openstack/latest/network_data.json", headers=headers)
+        local_ipv4 = await call(responder, "/latest/meta-data/local-ipv4", headers=headers)
+    finally:
+        await source.stop()
     assert nd.status == 200 and local_ipv4.status == 200, (nd, local_ipv4)
     return json.loads(nd.body), local_ipv4.body
 
@@ -133,9 +137,14 @@ async def test_direct_mode_does_not_serve_an_instance_to_another_projects_addres
     bob_project = (await api.ok("bob", "GET", f"/v2.0/networks/{net['id']}")
                    )["network"]["tenant_id"]
     await api.ok("admin", "POST", "/v2.0/ports", _evil_port(net, server, tenant_id=bob_project))
-    responder = Responder(StoreSource(store), RespondSettings(
-        identify=IdentifySettings(service_metadata_proxy=False)))
-    stolen = await call(responder, "/latest/meta-data/instance-id", peer="192.168.77.5")
-    assert stolen.status == 404
-    own_ip = server["port"]["fixed_ips"][0]["ip_address"]
-    assert (await call(responder, "/latest/meta-data/hostname", peer=own_ip)).status == 200
+    source = StoreSource(store)
+    await source.start()
+    try:
+        responder = Responder(source, RespondSettings(
+            identify=IdentifySettings(service_metadata_proxy=False)))
+        stolen = await call(responder, "/latest/meta-data/instance-id", peer="192.168.77.5")
+        assert stolen.status == 404
+        own_ip = server["port"]["fixed_ips"][0]["ip_address"]
+        assert (await call(responder, "/latest/meta-data/hostname", peer=own_ip)).status == 200
+    finally:
+        await source.stop()
