@@ -56,6 +56,8 @@ LOG = logging.getLogger(__name__)
 # Bodies above this are refused by aiohttp with a 413 before we parse them; user data (64 KiB
 # decoded, ~88 KiB as base64) fits well inside.
 MAX_BODY = 1024 * 1024
+# Seconds a client is asked to wait (Retry-After) when the inventory database is away.
+RETRY_AFTER = 5
 
 
 @dataclass(frozen=True)
@@ -253,6 +255,9 @@ async def error_middleware(
                        "log).")
     response = web.json_response(error_body(err, flavor_for_path(request.path)),
                                  status=err.status)
+    if err.status == 503:
+        # The database is away (StoreUnavailable): a retry is the right thing to do.
+        response.headers["Retry-After"] = str(RETRY_AFTER)
     if err.status == 401:
         response.headers["WWW-Authenticate"] = (
             f'Keystone uri="{request.scheme}://{request.host}/v3"')

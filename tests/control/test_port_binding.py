@@ -52,7 +52,7 @@ def _evil_port(net: dict[str, Any], server: dict[str, Any], **extra: Any) -> dic
 async def _trees(store: Store, server: dict[str, Any], project: str) -> tuple[Any, bytes]:
     """(network_data.json, EC2 local-ipv4) as a's guest would read them."""
     source = StoreSource(store)
-    await source.start()  # a source serves only once it has read the feed's head
+    await source.start()
     try:
         responder = Responder(source, RespondSettings(identify=IdentifySettings(True, SECRET)))
         headers = signed_headers(server["id"], project, SECRET)
