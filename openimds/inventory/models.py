@@ -139,6 +139,10 @@ class Port(Timestamps, Base):
     # True for a port the user created and handed to a server: deleting the server unbinds it
     # instead of deleting it, as Nova does.
     preserve_on_delete: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Neutron's port security: the fabric passes only frames from this port's MAC and fixed
+    # IPs plus these [{"ip_address": ip-or-cidr, "mac_address": mac}] (openimds/portsec).
+    port_security_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    allowed_address_pairs: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
 
     network: Mapped[Network] = relationship(back_populates="ports")
     fixed_ips: Mapped[list[FixedIP]] = relationship(
