@@ -6,6 +6,9 @@ over HTTP and dnsmasq over DNS back to back (tests/fabric/guest_poller.py, 0.2 s
 round kills one process and records the guest's outage: from its last answer before the kill to
 its first answer after.
 
+Rounds are spaced by the agent's crash-loop window (`CrashBackoff.calm`, 10 s), so each is a
+lone kill (a kill within 10 s of the previous crash is backed off on purpose: 0.25 s, 0.5 s, ...).
+
 Reference, measured in the same run: the same kill repaired by calling the agent's reconcile
 directly, at once, from this process (no detection delay, no queue: the floor any supervisor
 could reach with this start-up path). The ratio watch/direct says what detection and queueing
@@ -36,14 +39,15 @@ from openimds.proxy import HaproxySupervisor  # noqa: E402
 from openimds.reconcile import MemoryInventory  # noqa: E402
 from tests.dhcp.test_agent_netns import make_agent  # noqa: E402
 from tests.fabric import inventory as inv_rows  # noqa: E402
-from tests.fabric.lab import Lab, sh  # noqa: E402
+from tests.fabric.lab import Lab, sh, wait_for  # noqa: E402
 from tests.fabric.outage import GuestPoller  # noqa: E402
 
 
-def _pids(lab: Lab, net: str) -> dict[str, int]:
+def _pids(lab: Lab, net: str) -> dict[str, int] | None:
     found = find_dnsmasq(os.path.join(lab.state, "dhcp", net, "pid"))
     proxy = HaproxySupervisor(lab.state).pid(net)
-    assert found is not None and proxy is not None
+    if found is None or proxy is None:
+        return None
     return {"haproxy": proxy, "dnsmasq": found.pid}
 
 
@@ -51,8 +55,13 @@ async def _round(lab: Lab, net: str, agent: DhcpAgent, pollers: dict[str, GuestP
                  what: str, *, direct: bool) -> tuple[float, int]:
     poller = pollers[what]
     await asyncio.to_thread(poller.wait_success_after, time.monotonic() - 60, 10.0)
+    if not direct:
+        # A kill within `calm` of the previous one counts as a crash loop and is backed off on
+        # purpose; each round here measures a lone kill.
+        await asyncio.sleep(agent.crash_backoff.calm + 0.5)
+    pids = await asyncio.to_thread(wait_for, lambda: _pids(lab, net), 30.0)
     t_kill = time.monotonic()
-    os.kill(_pids(lab, net)[what], signal.SIGKILL)
+    os.kill(pids[what], signal.SIGKILL)
     if direct:
         await agent.reconcile_once(net)
     gap, failed = await asyncio.to_thread(poller.wait_success_after, t_kill, 30.0)
