@@ -1,7 +1,7 @@
 """Benchmark (issue 16): faults during a 200-instance crawl.
 
 Not a test. A real `openimds all-in-one` (bench/_harness.py Node), 4 isolated networks x 50
-instances running cloud-init 22.4.2's OpenStack sequence + EC2 crawl (the boot storm's client),
+instances (49 crawling, the first one the poller's) running cloud-init 22.4.2's OpenStack sequence + EC2 crawl (the boot storm's client),
 while one process is killed -9 shortly after the crawl starts: the metadata agent, the metadata
 API (both restarted by the all-in-one), the haproxy and the dnsmasq of the first network
 (restarted by the DHCP agent's pidfd watch). Per fault: failed requests of the crawl, its slowest
@@ -67,7 +67,11 @@ def main() -> int:
     args = ap.parse_args()
     enter_private_netns_dir()
     install_stop_handlers()
-    node = Node()
+    # The guest poller asks ~100 times a second from one address, which the per-instance
+    # token bucket would (rightly) answer with 429: lift its rate here, and keep the poller's
+    # address (each network's first instance) out of the crawl. bench_boot_storm.py runs the
+    # crawl with the default limiter.
+    node = Node(extra_conf="[metadata_rate_limiting]\ninstance_rate = 100000\n")
     client: NsClient | None = None
     pollers: list[GuestPoller] = []
     rows: list[tuple[str, dict[str, Any], tuple[float, int] | None]] = []
@@ -91,7 +95,7 @@ def main() -> int:
                           f"host-{first['instances'][0][0].replace('.', '-')}.openstacklocal")
         pollers += [http, dns]
         instances = [{"ns": e["ns"], "src": ip, "uuid": uid}
-                     for e in nets for ip, uid in e["instances"]]
+                     for e in nets for ip, uid in e["instances"][1:]]
         for fault in FAULTS:
             poller = dns if fault == "dnsmasq" else http
             wait_for(lambda p=poller: outage(p.samples(), time.monotonic() - 60), timeout=30)
