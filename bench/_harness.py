@@ -19,6 +19,7 @@ Requests to 169.254.169.254 are only ever made from inside client namespaces:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import ctypes
 import json
@@ -438,6 +439,12 @@ class Node:
         option 121 gives a guest; set statically so DHCP timing stays out of the figures)."""
         from openimds.linux.fabric import plug_port
 
+        # One namespace speaks for many instances from one port: port security would drop
+        # every address that is not this port's own, so the others become allowed pairs.
+        own = {f["ip_address"] for f in port.get("fixed_ips") or ()}
+        extra = sorted(set(addresses) - own)
+        if extra:
+            self._allow_pairs(port["id"], extra)
         ns = f"{CLIENT_PREFIX}{uuid.uuid4().hex[:8]}"
         self.clients.append(ns)  # before creation: a half-made namespace is still cleaned up
         plug_port(self.fabric, network_id, port["id"], port["mac_address"], ns)
@@ -447,6 +454,17 @@ class Node:
                        capture_output=True)
         sh("ip", "link", "set", "lo", "up", netns=ns)
         return ns
+
+
+    def _allow_pairs(self, port_id: str, addresses: Sequence[str]) -> None:
+        async def put() -> None:
+            async with self.api() as api:
+                await api.update("ports", port_id, {"allowed_address_pairs": [
+                    {"ip_address": a} for a in addresses]})
+
+        # Callable from sync code that may sit inside a running loop: its own thread and loop.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, put()).result()
 
 
 def _children(ppid: int) -> list[int]:
@@ -674,6 +692,7 @@ class _Instance:
         self.http, self.ns, self.src, self.uuid = http, ns, src, uuid_
         self.latencies: list[float] = []
         self.failures: list[str] = []
+        self.statuses: dict[int, int] = {}  # HTTP status -> count (0 = no answer)
 
     async def get(self, path: str, *, must: bool = True) -> tuple[int, bytes]:
         t0 = time.monotonic()
@@ -682,8 +701,10 @@ class _Instance:
         except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
             self.latencies.append(time.monotonic() - t0)
             self.failures.append(f"{self.src} {path}: {exc!r}")
+            self.statuses[0] = self.statuses.get(0, 0) + 1
             return 0, b""
         self.latencies.append(time.monotonic() - t0)
+        self.statuses[status] = self.statuses.get(status, 0) + 1
         # Optional OpenStack files may 404 (cloud-init skips them); anything else must be 200.
         if status != 200 and (must or status != 404):
             self.failures.append(f"{self.src} {path}: HTTP {status} {body[:80]!r}")
@@ -741,7 +762,12 @@ async def _storm(http: _Http, req: dict[str, Any]) -> dict[str, Any]:
     lat = [x for inst in instances for x in inst.latencies]
     failures = [f for inst in instances for f in inst.failures]
     per_instance = [sum(inst.latencies) for inst in instances]
+    statuses: dict[str, int] = {}
+    for inst in instances:
+        for code, count in inst.statuses.items():
+            statuses[str(code)] = statuses.get(str(code), 0) + count
     return {
+        "statuses": statuses,
         "total_s": total,
         "requests": len(lat),
         "failed": len(failures),

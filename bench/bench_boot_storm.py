@@ -13,8 +13,9 @@ meta-data crawl (directories first, then leaves), every request on a new TCP con
 Every answer must be 200 (404 allowed only for the optional OpenStack files), meta_data.json
 must name the instance's own uuid and local-ipv4 its own address.
 
-Bars: total <= 20 s and no failed request. Per-request p50/p99 are printed, and the CPU used by
-haproxy, the agent and the API during the storm.
+Bars: total <= 20 s, no failed request, and the slowest request under 5 s (cloud-init and
+cirros give up after 10 s; issue 16 defect 12 measured 12.9 s). Per-request p50/p99/max are
+printed, with the CPU used by haproxy, the agent and the API during the storm and the load.
 
     .venv/bin/python bench/bench_boot_storm.py [--networks 20] [--per-network 50]
         [--workers N]
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import sys
 import time
@@ -111,12 +113,14 @@ def main() -> int:
             e["ns"] = node.client_ns(e["net"], e["port"], [ip for ip, _ in e["instances"]],
                                      PREFIX, e["dhcp"])
         client = NsClient(nets[0]["ns"], node)
-        # Each proxy answers before the storm (the first instance of each network asks once).
+        # Each proxy answers before the storm: the first instance of each network (the
+        # namespace's own port) and the last (an allowed address pair of that port, so the
+        # port-security rules are loaded too) ask once.
         for e in nets:
-            ip, uid = e["instances"][0]
-            got = client.call(op="poll", ns=e["ns"], src=ip, uuid=uid, timeout=60)
-            if not got["ok"]:
-                raise RuntimeError(f"network {e['net']} does not answer: {got}")
+            for ip, uid in (e["instances"][0], e["instances"][-1]):
+                got = client.call(op="poll", ns=e["ns"], src=ip, uuid=uid, timeout=60)
+                if not got["ok"]:
+                    raise RuntimeError(f"network {e['net']} does not answer {ip}: {got}")
         print(f"  {len(nets)} networks answer; storm of "
               f"{sum(len(e['instances']) for e in nets)} instances", flush=True)
         instances = [{"ns": e["ns"], "src": ip, "uuid": uid}
@@ -142,8 +146,11 @@ def main() -> int:
         for f in r["failures"][:10]:
             print(f"  failed: {f}")
         ok_total = r["total_s"] <= 20
+        ok_tail = r["max_ms"] < 5000
+        print(f"  machine load      {' '.join(Path('/proc/loadavg').read_text().split()[:3])} "
+              f"(1/5/15 min), {os.cpu_count()} CPUs")
         print(f"bar: total <= 20 s: {verdict(ok_total)}; no failed request: "
-              f"{verdict(r['failed'] == 0)}")
+              f"{verdict(r['failed'] == 0)}; slowest request < 5 s: {verdict(ok_tail)}")
     finally:
         if client is not None:
             client.close()

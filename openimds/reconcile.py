@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from openimds.linux.logsink import LogSink
 from openimds.linux.pidwatch import CrashBackoff, PidWatcher
 
 __all__ = [
@@ -448,6 +449,8 @@ class InventoryAgent(abc.ABC):
         # at once (CrashBackoff spaces out a crash loop), instead of at the next resync.
         self.crash_backoff = CrashBackoff()
         self._watcher: PidWatcher | None = None
+        # Where this agent's proxies log when the host has no /dev/log (linux/logsink.py).
+        self.log_sink_path: str | None = None
 
     # -- hooks ---------------------------------------------------------------------------
 
@@ -531,6 +534,9 @@ class InventoryAgent(abc.ABC):
         """Run until `stop()`; startup = prepare + full sync, then watch, work and resync."""
         await asyncio.to_thread(self.prepare)
         self._watcher = PidWatcher(self._child_exited)
+        sink = LogSink(self.log_sink_path) if self.log_sink_path else None
+        if sink is not None:
+            await sink.start()
         while not self._stopping.is_set():
             try:
                 await self.full_sync()
@@ -557,6 +563,8 @@ class InventoryAgent(abc.ABC):
             if self._watcher is not None:
                 self._watcher.close()
                 self._watcher = None
+            if sink is not None:
+                sink.close()
 
     def _child_exited(self, key: str, pid: int) -> None:
         """A watched child is gone (crash, kill -9, OOM, or our own stop/reload)."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from openimds.agent.ratelimit import BucketPolicy
+from openimds.proxy.options import default_proxy_user
 
 __all__ = ["SOCKET_MODES", "AgentSettings", "deduce_socket_mode", "from_conf", "upstream_base_urls"]
 
@@ -129,8 +130,11 @@ def from_conf(conf: Any) -> AgentSettings:
         shared_secret=conf.metadata_proxy_shared_secret or "",
         upstream_urls=upstream_base_urls(conf.nova_metadata_protocol, conf.nova_metadata_host,
                                          conf.nova_metadata_port, conf.nova_metadata_urls),
+        # The user the DHCP/L3 agents' proxies really run as (a root agent drops them to a
+        # dedicated user), so `deduce` opens the socket to their group.
         socket_mode=deduce_socket_mode(conf.metadata_proxy_socket_mode,
-                                       conf.metadata_proxy_user, conf.metadata_proxy_group),
+                                       default_proxy_user(conf.metadata_proxy_user),
+                                       conf.metadata_proxy_group),
         socket_uid=_uid(conf.metadata_proxy_user),
         socket_gid=_gid(conf.metadata_proxy_group),
         # 0 means "serve in the main process" in Neutron; one process either way here.

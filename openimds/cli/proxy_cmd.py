@@ -25,6 +25,7 @@ from openimds.proxy.haproxy import (
 )
 from openimds.proxy.options import (
     connections_from_conf,
+    default_proxy_user,
     rate_limit_from_conf,
     timeouts_from_conf,
 )
@@ -109,8 +110,10 @@ def spec_from_args(args: argparse.Namespace, conf: Any, *, debug: bool = False) 
         raise ValueError("give exactly one of --network_id or --router_id")
     state_path = conf_state_path(args, conf)
     socket_path = args.metadata_proxy_socket or c.metadata_proxy_socket
-    # Neutron's default: the proxy runs as the effective user/group of whoever starts it.
-    user = args.metadata_proxy_user or c.metadata_proxy_user or str(os.geteuid())
+    # Neutron's default: the proxy runs as the effective user/group of whoever starts it;
+    # started by root, it drops to a dedicated user instead (default_proxy_user).
+    user = (args.metadata_proxy_user or c.metadata_proxy_user or default_proxy_user("")
+            or str(os.geteuid()))
     group = args.metadata_proxy_group or c.metadata_proxy_group or str(os.getegid())
     common: dict[str, Any] = {
         "state_path": state_path,

@@ -26,6 +26,7 @@ from openimds.control.resources import (
     retry_on_race,
 )
 from openimds.control.serializers import port_dict, select_fields
+from openimds.inventory.errors import InvalidValue
 from openimds.inventory.models import FixedIP, Instance, Network, Port, Subnet
 from openimds.inventory.validate import normalize_mac
 
@@ -48,9 +49,55 @@ LIST_SPEC = ListSpec(
 )
 
 CREATE_FIELDS = ("network_id", "name", "fixed_ips", "mac_address", "device_id", "device_owner",
-                 "admin_state_up", "tenant_id", "project_id", "description")
+                 "admin_state_up", "tenant_id", "project_id", "description",
+                 "port_security_enabled", "allowed_address_pairs")
 UPDATE_FIELDS = ("name", "fixed_ips", "mac_address", "device_id", "device_owner",
-                 "admin_state_up", "description")
+                 "admin_state_up", "description", "port_security_enabled",
+                 "allowed_address_pairs")
+
+
+def allowed_address_pairs(value: Any) -> list[dict[str, str]]:
+    """Validate Neutron's `allowed_address_pairs`: a list of {"ip_address": IP or CIDR,
+    optional "mac_address"}; normalised (CIDR of one address -> the address, MAC lower case)."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise BadRequest("Invalid input for allowed_address_pairs: expected a list of "
+                         '{"ip_address": ..., "mac_address": ...}', type="InvalidInput")
+    out: list[dict[str, str]] = []
+    for entry in value:
+        if not isinstance(entry, dict) or "ip_address" not in entry or \
+                not set(entry) <= {"ip_address", "mac_address"}:
+            raise BadRequest("Invalid input for allowed_address_pairs: each entry is "
+                             '{"ip_address": ..., "mac_address": ...} with ip_address required',
+                             type="InvalidInput")
+        ip = entry["ip_address"]
+        try:
+            net = ipaddress.ip_network(ip, strict=False) if isinstance(ip, str) else None
+        except ValueError:
+            net = None
+        if net is None:
+            raise BadRequest(f"Invalid input for allowed_address_pairs: '{ip}' is not an IP "
+                             "address or CIDR", type="InvalidInput")
+        pair = {"ip_address": str(net.network_address) if net.num_addresses == 1 else str(net)}
+        if entry.get("mac_address") is not None:
+            mac = entry["mac_address"]
+            try:
+                pair["mac_address"] = normalize_mac(mac if isinstance(mac, str) else "")
+            except InvalidValue:
+                raise BadRequest(f"Invalid input for allowed_address_pairs: '{mac}' is not a "
+                                 "MAC address", type="InvalidInput") from None
+        if pair in out:
+            raise BadRequest(f"Duplicate address pair {pair} in allowed_address_pairs",
+                             type="InvalidInput")
+        out.append(pair)
+    return out
+
+
+def _check_pairs_need_security(enabled: bool, pairs: list[dict[str, str]]) -> None:
+    if pairs and not enabled:
+        raise Conflict("Port Security must be enabled in order to have allowed address pairs "
+                       "on a port.", type="AddressPairAndPortSecurityRequired")
 
 
 def shared_network() -> Any:
@@ -242,6 +289,9 @@ def create_port(call: Call) -> Reply:
     get_str(obj, "description", max_len=1024)
     fixed = get_list(obj, "fixed_ips") if "fixed_ips" in obj else None
     mac = get_str(obj, "mac_address", max_len=32) if "mac_address" in obj else None
+    security = get_bool(obj, "port_security_enabled", True)
+    pairs = allowed_address_pairs(obj.get("allowed_address_pairs"))
+    _check_pairs_need_security(security, pairs)
     _check_owner_allowed(ctx, device_owner)
 
     def write() -> Reply:
@@ -253,6 +303,9 @@ def create_port(call: Call) -> Reply:
             port = build_port(s, network, project_id, fixed_ips=fixed, name=name,
                               device_id=device_id, device_owner=device_owner, mac=mac,
                               admin_state_up=admin_up)
+            port.port_security_enabled = security
+            port.allowed_address_pairs = pairs
+            s.flush()
             return Reply(201, {"port": port_dict(port)})
 
     return retry_on_race(write)
@@ -305,6 +358,11 @@ def update_port(call: Call) -> Reply:
             port.mac_address = normalize_mac(get_str(obj, "mac_address", max_len=32))
         if "device_id" in obj or "device_owner" in obj:
             check_instance_binding(s, ctx, port.project_id, port.device_id, port.device_owner)
+        if "port_security_enabled" in obj:
+            port.port_security_enabled = get_bool(obj, "port_security_enabled", True)
+        if "allowed_address_pairs" in obj:
+            port.allowed_address_pairs = allowed_address_pairs(obj["allowed_address_pairs"])
+        _check_pairs_need_security(port.port_security_enabled, port.allowed_address_pairs)
         if "fixed_ips" in obj:
             requested = get_list(obj, "fixed_ips")
             # Free the old addresses first so re-requesting one of them is not a clash.

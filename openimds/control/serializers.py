@@ -83,6 +83,8 @@ def port_dict(port: Port) -> dict[str, Any]:
         "admin_state_up": port.admin_state_up,
         "status": port.status,
         "description": "",
+        "port_security_enabled": port.port_security_enabled,
+        "allowed_address_pairs": [dict(p) for p in port.allowed_address_pairs or ()],
         "created_at": iso(port.created_at),
         "updated_at": iso(port.updated_at),
     }

@@ -174,20 +174,23 @@ def dhcp_options_from_conf(conf: Any) -> DhcpOptions:
 def build_dhcp_agent(conf: Any, reader: InventoryReader, **kwargs: Any) -> DhcpAgent:
     """The agent for a loaded `dhcp-agent` ConfigOpts over `reader`."""
     from openimds.proxy import HaproxySupervisor
-    from openimds.proxy.options import proxy_settings_from_conf
+    from openimds.proxy.options import DEV_LOG, proxy_settings_from_conf
 
     fabric = ensure_fabric(conf.fabric_namespace or "")
     settings = DhcpSettings(
         fabric=fabric,
         dhcp_confs=conf.dhcp_confs,
         state_path=conf.state_path,
-        **proxy_settings_from_conf(conf),
+        **proxy_settings_from_conf(conf, "dhcp-agent"),
     )
     applier = DhcpApplier(settings, HaproxySupervisor(conf.state_path))
-    return DhcpAgent(
+    agent = DhcpAgent(
         reader,
         applier,
         dhcp_options_from_conf(conf),
         fabric_namespace=conf.fabric_namespace or "",
         **kwargs,
     )
+    if settings.proxy_log_target not in (None, DEV_LOG):
+        agent.log_sink_path = settings.proxy_log_target
+    return agent

@@ -154,6 +154,10 @@ class Port(Timestamps, Base):
     binding_host_id: Mapped[str] = mapped_column(String(255), default="", server_default="",
                                                  index=True)
     binding_profile: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Neutron's port security: the fabric passes only frames from this port's MAC and fixed
+    # IPs plus these [{"ip_address": ip-or-cidr, "mac_address": mac}] (openimds/portsec).
+    port_security_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    allowed_address_pairs: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
 
     network: Mapped[Network] = relationship(back_populates="ports")
     fixed_ips: Mapped[list[FixedIP]] = relationship(

@@ -33,7 +33,7 @@ class CrashBackoff:
 
     base: float = 0.25
     cap: float = 30.0
-    calm: float = 30.0
+    calm: float = 10.0
     _last: dict[str, float] = field(default_factory=dict)
     _streak: dict[str, int] = field(default_factory=dict)
 

@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import logging
 import os
+import pwd
+from collections.abc import Callable
 from typing import Any
 
 from openimds.proxy.haproxy import Connections, RateLimit, Timeouts
 
 __all__ = [
+    "DEV_LOG",
     "connections_from_conf",
+    "default_proxy_user",
+    "log_sink_path",
+    "proxy_log_target",
     "proxy_settings_from_conf",
     "rate_limit_from_conf",
     "timeouts_from_conf",
@@ -36,6 +42,61 @@ def timeouts_from_conf(conf: Any) -> Timeouts:
         http_request=int(g.timeout_http_request),
         http_keep_alive=int(g.timeout_http_keep_alive),
     )
+
+
+DEV_LOG = "/dev/log"
+# Tried in order when the agent runs as root and metadata_proxy_user is empty: Debian's haproxy
+# package creates the first; every system has the second.
+DEDICATED_USERS = ("haproxy", "nobody")
+_MAX_UNIX_PATH = 107
+
+
+def _user_exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+def default_proxy_user(
+    configured: str,
+    *,
+    euid: int | None = None,
+    user_exists: Callable[[str], bool] = _user_exists,
+) -> str:
+    """The user the proxies run as. `metadata_proxy_user` when set; else Neutron's "the
+    agent's effective user", which needs no `user` line ("") when the agent is unprivileged;
+    an agent running as root never leaves haproxy as root, but drops it to a dedicated user
+    (its group stays the agent's, so it can reach the agent's group-writable socket)."""
+    if configured:
+        return configured
+    if (os.geteuid() if euid is None else euid) != 0:
+        return ""
+    for name in DEDICATED_USERS:
+        if user_exists(name):
+            return name
+    raise ValueError(
+        "haproxy would run as root: no user "
+        f"{' or '.join(DEDICATED_USERS)} exists; set metadata_proxy_user"
+    )
+
+
+def log_sink_path(state_path: str, service: str) -> str:
+    """The agent's syslog sink for its proxies when there is no /dev/log (linux/logsink.py)."""
+    return os.path.join(state_path, "ns-metadata-proxy", f"{service}-log.sock")
+
+
+def proxy_log_target(state_path: str, service: str | None, *, dev_log: bool) -> str | None:
+    """Where the proxies log: the host's syslog when it has one, else the agent's own sink
+    (so the lines land in the agent's log); None only without an agent to receive them (the
+    standalone ns-metadata-proxy) or a sink path too long for a unix socket."""
+    if dev_log:
+        return DEV_LOG
+    if service is None:
+        return None
+    path = log_sink_path(state_path, service)
+    return path if len(path.encode()) <= _MAX_UNIX_PATH else None
 
 
 def connections_from_conf(conf: Any) -> Connections:
@@ -79,16 +140,17 @@ def rate_limit_from_conf(conf: Any) -> RateLimit | None:
     )
 
 
-def proxy_settings_from_conf(conf: Any) -> dict[str, Any]:
+def proxy_settings_from_conf(conf: Any, service: str | None = None) -> dict[str, Any]:
     """The proxy fields both agents' settings share (DhcpSettings, RouterSettings), from one
-    loaded ConfigOpts: socket, user/group, timeouts, rate limit and the log target."""
+    loaded ConfigOpts: socket, user/group, timeouts, rate limit and the log target (`service`
+    names the agent whose log sink receives the proxies' lines when there is no /dev/log)."""
     return {
         "metadata_proxy_socket": conf.metadata_proxy_socket,
-        "proxy_user": conf.metadata_proxy_user or None,
+        "proxy_user": default_proxy_user(conf.metadata_proxy_user) or None,
         "proxy_group": conf.metadata_proxy_group or None,
         "timeouts": timeouts_from_conf(conf),
         "connections": connections_from_conf(conf),
         "rate_limit": rate_limit_from_conf(conf),
-        # haproxy logs to syslog; without a /dev/log it would fail to start its logger.
-        "proxy_log_target": "/dev/log" if os.path.exists("/dev/log") else None,
+        "proxy_log_target": proxy_log_target(conf.state_path, service,
+                                             dev_log=os.path.exists(DEV_LOG)),
     }

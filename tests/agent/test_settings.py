@@ -22,7 +22,9 @@ def test_seed_file_loads() -> None:
         "http://controller:5000/v2.0", "neutron", "admin_pass", "service")
     assert s.socket_path == "/var/lib/openimds/metadata_proxy"
     assert s.backlog == 4096
-    assert s.socket_mode == 0o644
+    # No metadata_proxy_user: a root agent's proxies drop to a dedicated user with the agent's
+    # group, so the socket is group-writable; an unprivileged agent's proxies run as itself.
+    assert s.socket_mode == (0o664 if os.geteuid() == 0 else 0o644)
     assert s.upstream_timeout < 32  # answers before haproxy's `timeout server`
     assert "admin_pass" not in repr(s)
 

@@ -346,3 +346,38 @@ async def test_router_crud(api: Api) -> None:
     status, _ = await api.call("bob", "POST", "/v2.0/routers", {"router": {
         "external_gateway_info": {"network_id": "x"}}})
     assert status == 400
+
+
+async def test_port_security_and_allowed_address_pairs(api: Api) -> None:
+    net, _ = await make_network(api, "alice", "n", "10.0.0.0/24")
+    p = (await api.ok("alice", "POST", "/v2.0/ports", {"port": {
+        "network_id": net["id"]}}))["port"]
+    # Neutron's default: on, no pairs.
+    assert p["port_security_enabled"] is True and p["allowed_address_pairs"] == []
+    upd = (await api.ok("alice", "PUT", f"/v2.0/ports/{p['id']}", {"port": {
+        "allowed_address_pairs": [{"ip_address": "10.0.0.100/32"},
+                                  {"ip_address": "10.1.0.0/24",
+                                   "mac_address": "FA:16:3E:00:00:99"}]}}))["port"]
+    assert upd["allowed_address_pairs"] == [
+        {"ip_address": "10.0.0.100"},
+        {"ip_address": "10.1.0.0/24", "mac_address": "fa:16:3e:00:00:99"}]
+    shown = (await api.ok("alice", "GET", f"/v2.0/ports/{p['id']}"))["port"]
+    assert shown["allowed_address_pairs"] == upd["allowed_address_pairs"]
+    # Pairs need port security (Neutron's 409), and bad pairs are a precise 400.
+    status, body = await api.call("alice", "PUT", f"/v2.0/ports/{p['id']}", {"port": {
+        "port_security_enabled": False}})
+    assert status == 409 and body["NeutronError"]["type"] == "AddressPairAndPortSecurityRequired"
+    for bad in ([{"ip_address": "10.0.0.300"}], [{"mac_address": "fa:16:3e:00:00:01"}],
+                [{"ip_address": "10.0.0.7", "mac_address": "nope"}], "10.0.0.7",
+                [{"ip_address": "10.0.0.7"}, {"ip_address": "10.0.0.7/32"}]):
+        status, body = await api.call("alice", "PUT", f"/v2.0/ports/{p['id']}", {"port": {
+            "allowed_address_pairs": bad}})
+        assert status == 400, (bad, body)
+        assert "allowed_address_pairs" in body["NeutronError"]["message"] or \
+            "Duplicate" in body["NeutronError"]["message"]
+    off = (await api.ok("alice", "PUT", f"/v2.0/ports/{p['id']}", {"port": {
+        "port_security_enabled": False, "allowed_address_pairs": []}}))["port"]
+    assert off["port_security_enabled"] is False and off["allowed_address_pairs"] == []
+    created = (await api.ok("alice", "POST", "/v2.0/ports", {"port": {
+        "network_id": net["id"], "port_security_enabled": False}}))["port"]
+    assert created["port_security_enabled"] is False

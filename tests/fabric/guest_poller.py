@@ -1,6 +1,6 @@
 """A guest's view of an outage: run inside a guest namespace, poll one service back to back and
-print one line per attempt, `<CLOCK_MONOTONIC seconds> <1|0>` (the clock is system-wide, so
-the test compares these times with its own). Stdlib only: it runs with the system python.
+print one line per attempt, `<start> <end> <1|0>` in CLOCK_MONOTONIC seconds (the clock is
+system-wide, so the test compares these times with its own). Stdlib only: it runs with the system python.
 
     python3 guest_poller.py http URL
     python3 guest_poller.py dns SERVER_IP NAME
@@ -57,8 +57,9 @@ def main() -> None:
     n = 0
     while True:
         n = (n + 1) & 0xFFFF
+        start = time.monotonic()
         ok = http_once(sys.argv[2]) if mode == "http" else dns_once(sys.argv[2], sys.argv[3], n)
-        os.write(1, f"{time.monotonic():.4f} {int(ok)}\n".encode())
+        os.write(1, f"{start:.4f} {time.monotonic():.4f} {int(ok)}\n".encode())
         if ok:
             time.sleep(0.01)
 

@@ -14,28 +14,30 @@ from tests.fabric.lab import CLEAN_ENV, wait_for
 
 POLLER = os.path.join(os.path.dirname(__file__), "guest_poller.py")
 
-Sample = tuple[float, bool]
+Sample = tuple[float, float, bool]  # (attempt started, attempt ended, answered)
 
 
 def parse_samples(text: str) -> list[Sample]:
     out = []
     for line in text.splitlines():
         parts = line.split()
-        if len(parts) == 2:
-            out.append((float(parts[0]), parts[1] == "1"))
+        if len(parts) == 3:
+            out.append((float(parts[0]), float(parts[1]), parts[2] == "1"))
     return out
 
 
 def outage(samples: Sequence[Sample], t_fault: float) -> tuple[float, int] | None:
-    """(seconds from the last success before `t_fault` to the first success after it, failed
-    attempts in between), or None while no success after `t_fault` has been seen."""
-    before = [t for t, ok in samples if ok and t <= t_fault]
-    after = [t for t, ok in samples if ok and t > t_fault]
+    """(seconds from the end of the last success that started before `t_fault` to the end of
+    the first success that *started* after it, failed attempts in between), or None while
+    there is none yet. Only an attempt begun after the fault proves the service is back: one
+    answered before it may be logged after it (a descheduled poller)."""
+    before = [end for start, end, ok in samples if ok and start <= t_fault]
+    after = [end for start, end, ok in samples if ok and start > t_fault]
     if not after:
         return None
-    start = before[-1] if before else t_fault
-    failed = sum(1 for t, ok in samples if not ok and start < t < after[0])
-    return after[0] - start, failed
+    begin = before[-1] if before else t_fault
+    failed = sum(1 for start, _end, ok in samples if not ok and begin <= start < after[0])
+    return after[0] - begin, failed
 
 
 class GuestPoller:

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from openimds.config import load_config
 from openimds.proxy.haproxy import Connections, Timeouts
-from openimds.proxy.options import proxy_settings_from_conf
+from openimds.proxy.options import (
+    default_proxy_user,
+    proxy_log_target,
+    proxy_settings_from_conf,
+)
 
 
 def test_proxy_settings_from_an_agent_ini(tmp_path: Path) -> None:
@@ -50,3 +56,38 @@ def test_connection_settings_from_metadata_haproxy(tmp_path: Path) -> None:
     assert got["connections"] == Connections(
         maxconn=4096, per_source=0, agent_maxconn=4, agent_mode="close"
     )
+
+
+@pytest.mark.parametrize(
+    ("configured", "euid", "users", "want"),
+    [
+        ("neutron", 0, set(), "neutron"),  # configured: always that
+        ("998", 1000, set(), "998"),
+        ("", 1000, {"haproxy"}, ""),  # unprivileged agent: the proxy runs as the agent
+        ("", 0, {"haproxy", "nobody"}, "haproxy"),  # root agent: never root proxies
+        ("", 0, {"nobody"}, "nobody"),
+    ],
+)
+def test_default_proxy_user(configured: str, euid: int, users: set[str], want: str) -> None:
+    assert default_proxy_user(configured, euid=euid, user_exists=users.__contains__) == want
+
+
+def test_root_without_any_dedicated_user_refuses() -> None:
+    with pytest.raises(ValueError, match="metadata_proxy_user"):
+        default_proxy_user("", euid=0, user_exists=lambda name: False)
+
+
+@pytest.mark.parametrize(
+    ("dev_log", "service", "want"),
+    [
+        (True, "dhcp-agent", "/dev/log"),
+        (False, "dhcp-agent", "/var/lib/openimds/ns-metadata-proxy/dhcp-agent-log.sock"),
+        (False, "l3-agent", "/var/lib/openimds/ns-metadata-proxy/l3-agent-log.sock"),
+        (False, None, None),  # nobody to receive: the standalone ns-metadata-proxy
+    ],
+)
+def test_proxy_log_target_is_never_nothing_for_an_agent(
+    dev_log: bool, service: str | None, want: str | None
+) -> None:
+    assert proxy_log_target("/var/lib/openimds", service, dev_log=dev_log) == want
+    assert proxy_log_target("/" + "x" * 100, "dhcp-agent", dev_log=False) is None
