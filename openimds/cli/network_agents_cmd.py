@@ -163,11 +163,25 @@ def static_config(
     return cidrs, gateway
 
 
+def wrong_host(port: dict[str, Any], host: str) -> str | None:
+    """Why `port` must not be plugged on `host` (pure); None when it may. A port bound to
+    another host is that host's to plug: its l2-agent builds the bridge there."""
+    bound = port.get("binding:host_id") or ""
+    if bound and bound != host:
+        return (f"port {port['id']} is bound to host {bound!r}, not to this host {host!r} "
+                "([DEFAULT] host); run port plug on that host")
+    return None
+
+
 def _port_plug(args: argparse.Namespace) -> int:
     from openimds.linux.fabric import ensure_fabric, plug_port
 
     conf = _load("dhcp-agent", args)
     port, subnets, mtu = asyncio.run(_fetch_port(conf, args.port))
+    refusal = wrong_host(port, conf.host)
+    if refusal:
+        print(f"openimds: {refusal}", file=sys.stderr)
+        return 1
     fabric = ensure_fabric(conf.fabric_namespace or "")
     cidrs, gateway = static_config(port, subnets) if args.configure_ip else ([], None)
     plug_port(

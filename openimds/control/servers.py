@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
+from openimds.control import placement
 from openimds.control.call import (
     Call,
     Reply,
@@ -40,7 +41,7 @@ DEFAULT_FLAVOR = "m1.small"
 
 CREATE_FIELDS = ("name", "networks", "user_data", "metadata", "key_name", "availability_zone",
                  "flavorRef", "imageRef", "security_groups", "min_count", "max_count",
-                 "description", "config_drive", "OS-DCF:diskConfig")
+                 "description", "config_drive", "OS-DCF:diskConfig", "host")
 
 _NOT_HOST = re.compile(r"[^\w.-]+")
 
@@ -149,7 +150,9 @@ def create_server(call: Call) -> Reply:
     user_data = _user_data(obj.get("user_data"))
     metadata = _metadata(obj.get("metadata"))
     key_name = get_str(obj, "key_name", nullable=True) or None
-    az = get_str(obj, "availability_zone", nullable=True) or DEFAULT_AZ
+    az, forced_host = placement.requested_host(
+        get_str(obj, "availability_zone", nullable=True) or DEFAULT_AZ,
+        get_str(obj, "host", nullable=True) or None, ctx)
     flavor = get_str(obj, "flavorRef", DEFAULT_FLAVOR, nullable=True) or DEFAULT_FLAVOR
     image_name = get_str(obj, "imageRef", nullable=True) or None
     groups = _security_groups(obj.get("security_groups"))
@@ -185,6 +188,10 @@ def create_server(call: Call) -> Reply:
             s.flush()
             inst.hostname = sanitize_hostname(name, f"server-{inst.uuid}")
             ports = _attach(s, call, inst, nets, az)
+            host = placement.choose_host(s, forced_host, call.settings.agent_down_time)
+            for port in ports:
+                port.binding_host_id = host or ""
+            s.flush()
             return Reply(202, {"server": _render(s, call, inst, ports)})
 
     return retry_on_race(write)
@@ -217,7 +224,8 @@ def _attach(s: Session, call: Call, inst: Instance, nets: Sequence[dict[str, str
 def _render(s: Session, call: Call, inst: Instance, ports: Sequence[Port]) -> dict[str, Any]:
     net_ids = {p.network_id for p in ports}
     networks = {n.id: n for n in s.scalars(select(Network).where(Network.id.in_(net_ids)))}
-    return server_dict(inst, ports, networks, call.base_url)
+    return placement.with_host(server_dict(inst, ports, networks, call.base_url), ports,
+                               call.context)
 
 
 def _ports_of(s: Session, uuids: Sequence[str]) -> dict[str, list[Port]]:
@@ -284,8 +292,9 @@ def _list(call: Call, detail: bool) -> Reply:
         ports = _ports_of(s, [r.uuid for r in rows])
         net_ids = {p.network_id for ps in ports.values() for p in ps}
         networks = {n.id: n for n in s.scalars(select(Network).where(Network.id.in_(net_ids)))}
-        return Reply(200, {"servers": [server_dict(r, ports[r.uuid], networks, call.base_url)
-                                       for r in rows]})
+        return Reply(200, {"servers": [
+            placement.with_host(server_dict(r, ports[r.uuid], networks, call.base_url),
+                                ports[r.uuid], ctx) for r in rows]})
 
 
 def list_servers(call: Call) -> Reply:
