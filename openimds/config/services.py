@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from oslo_config import cfg
 
-from openimds.config.opts import agent, common, control_api, dhcp, l3, metadata_api, ml2, proxy
+from openimds.config.opts import agent, common, control_api, dhcp, l2, l3, metadata_api, ml2, proxy
 
 Registration = tuple[str, Sequence[cfg.Opt]]  # (section, options); "DEFAULT" for the top
 
@@ -44,6 +44,7 @@ _BY_SERVICE: dict[str, list[Registration]] = {
         *_COMMON, *_AGENT, *_PROXY_WRITER,
         ("DEFAULT", l3.DEFAULT_OPTS), ("DEFAULT", [proxy.metadata_port]),
     ],
+    "l2-agent": [*_COMMON, *_AGENT, *l2.REGISTRATIONS],
     "ns-metadata-proxy": [
         *_COMMON, *_PROXY_WRITER,
         ("DEFAULT", [proxy.metadata_port]), ("DEFAULT", proxy.NS_PROXY_OPTS),
