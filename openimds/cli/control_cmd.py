@@ -77,7 +77,8 @@ def settings_from_conf(conf: Any) -> Any:
         raise ConfigError("configuration", None, None, str(exc)) from None
     return Settings(bind_host=conf.bind_host, bind_port=conf.bind_port,
                     token_expiration=conf.token_expiration, segments=segments,
-                    agent_down_time=conf.agent_down_time)
+                    agent_down_time=conf.agent_down_time,
+                    dhcp_agents_per_network=conf.dhcp_agents_per_network)
 
 
 def _serve(args: argparse.Namespace) -> int:

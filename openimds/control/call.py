@@ -35,6 +35,7 @@ class Settings:
     # Several hosts: segment allocation ([ml2*]) and agent liveness ([DEFAULT] agent_down_time).
     segments: SegmentConfig = field(default_factory=SegmentConfig)
     agent_down_time: int = 75
+    dhcp_agents_per_network: int = 1
 
 
 @dataclass
