@@ -25,12 +25,13 @@ from sqlalchemy.orm import selectinload
 from openimds.control.call import Call, Reply, get_bool, get_str, resource_body
 from openimds.control.dhcp_scheduling import DHCP_OWNER, wanted_dhcp_hosts
 from openimds.control.errors import BadRequest, Conflict, Forbidden, NotFound
+from openimds.control.l3_scheduling import ROUTER_INTERFACE
 from openimds.control.resources import ListSpec, parse_filters, post_filter
-from openimds.control.scheduling import AGENT_KINDS, DHCP_AGENT, is_alive
-from openimds.control.serializers import network_dict, select_fields
+from openimds.control.scheduling import AGENT_KINDS, DHCP_AGENT, L3_AGENT, is_alive
+from openimds.control.serializers import network_dict, router_dict, select_fields
 from openimds.control.subnets import sync_dhcp_port
 from openimds.inventory import errors as inv
-from openimds.inventory.models import Agent, Network, Port, Subnet, utcnow
+from openimds.inventory.models import Agent, Network, Port, Router, Subnet, utcnow
 
 LIST_SPEC = ListSpec(
     model=Agent,
@@ -289,3 +290,33 @@ def remove_dhcp_network(call: Call) -> Reply:
                            f"{agent.id}.", type="NetworkNotHostedByDhcpAgent")
         sync_dhcp_port(s, network, sorted(hosts - {agent.host, ""}))
     return Reply(204)
+
+
+def router_l3_agents(call: Call) -> Reply:
+    """`GET /v2.0/routers/{id}/l3-agents`: the agent on the host its interfaces are bound to."""
+    _reader(call)
+    now, down = utcnow(), call.settings.agent_down_time
+    with call.store.read() as s:
+        if s.get(Router, call.params["id"]) is None:
+            raise NotFound(f"Router {call.params['id']} could not be found.",
+                           type="RouterNotFound")
+        hosts = set(s.scalars(select(Port.binding_host_id).where(
+            Port.device_id == call.params["id"], Port.device_owner == ROUTER_INTERFACE)))
+        agents = s.scalars(select(Agent).where(Agent.agent_type == L3_AGENT,
+                                               Agent.host.in_(hosts - {""})))
+        return Reply(200, {"agents": [agent_dict(a, now, down) for a in agents]})
+
+
+def agent_l3_routers(call: Call) -> Reply:
+    """`GET /v2.0/agents/{id}/l3-routers`."""
+    _reader(call)
+    with call.store.read() as s:
+        agent = _get(s, call.params["id"])
+        if agent.agent_type != L3_AGENT:
+            raise BadRequest(f"Agent {agent.id} is a {agent.agent_type}, not an L3 agent.",
+                             type="InvalidInput")
+        ids = set(s.scalars(select(Port.device_id).where(
+            Port.device_owner == ROUTER_INTERFACE, Port.binding_host_id == agent.host)))
+        routers = s.scalars(select(Router).where(Router.id.in_(ids))
+                            .order_by(Router.created_at))
+        return Reply(200, {"routers": [router_dict(r) for r in routers]})
