@@ -122,3 +122,19 @@ def test_stopped_host_turns_dead_and_a_restart_converges_to_the_same_state(
     wait_for(lambda: all(alive for (h, _), alive in lab.agents_alive().items() if h == "net-1"),
              timeout=60)
     wait_for(lambda: _state(node) == before, timeout=60)
+
+
+def test_flat_provider_network_on_a_physnet(lab: MultiHostLab) -> None:
+    """A flat segment on physnet1 (each host's `ph0`). The VLAN variant needs 802.1Q in the
+    kernel (CONFIG_VLAN_8021Q); its plan and diff are table-tested in tests/l2."""
+    net = lab.cli("network", "create", "flat-1", "--provider-network-type", "flat",
+                  "--provider-physical-network", "physnet1")
+    assert (net["provider:network_type"], net["provider:segmentation_id"]) == ("flat", None)
+    lab.cli("subnet", "create", "flat-1", "--network", net["id"], "--subnet-range",
+            "10.99.0.0/24", "--no-gateway")
+    server = lab.cli("server", "create", "vm-flat", "--network", net["id"], "--host", "cmp-1")
+    host, guest = _guest_on_bound_host(lab, server["id"])
+    assert "169.254.169.254 via" in lab.dhcp(host, guest)
+    assert lab.metadata(host, guest)["uuid"] == server["id"]
+    brq = f"brq{net['id'][:11]}"
+    assert f"master {brq}" in host.run("ip", "-o", "link", "show", "ph0").stdout

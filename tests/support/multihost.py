@@ -4,6 +4,7 @@
  underlay namespace oit-ul-<tag>: bridge `ul` ──┬── controller oit-ctl-<tag> 192.0.2.1
                                                ├── host oit-h<i>-<tag>   192.0.2.<10+i> (ul0)
                                                └── ...
+ and bridge `ph`: every host's `ph0` (physnet1, no address: flat and VLAN segments)
 ```
 * The controller namespace runs `openimds control-api` and `openimds metadata-api` on
   192.0.2.1 (one SQLite file; only the control plane writes).
@@ -186,7 +187,7 @@ class MultiHostLab:
                 f"metadata_proxy_socket = {state}/metadata_proxy\nmetadata_workers = 1\n"
                 "enable_isolated_metadata = true\nenable_metadata_proxy = true\n"
                 f"[AGENT]\nreport_interval = 1\n[vxlan]\nlocal_ip = {ip}\n"
-                "[linux_bridge]\nphysical_interface_mappings = physnet1:ul0\n"
+                "[linux_bridge]\nphysical_interface_mappings = physnet1:ph0\n"
                 f"{extra_agent}\n")
             self.hosts.append(SimHost(name, f"oit-h{i}-{self.tag}", ip, state, conf,
                                       tuple(services)))
@@ -204,12 +205,21 @@ class MultiHostLab:
         sh("ip", "-n", self.underlay, "link", "set", outer, "master", "ul", "up")
         sh("ip", "-n", netns, "addr", "add", f"{ip}/24", "dev", "ul0")
         sh("ip", "-n", netns, "link", "set", "ul0", "up")
+        # A second, address-less underlay device per host: physnet1 for flat/VLAN segments.
+        outer = f"ph{index}-{self.tag}"
+        sh("ip", "link", "add", outer, "netns", self.underlay, "type", "veth", "peer", "name",
+           "ph0", "netns", netns)
+        sh("ip", "-n", self.underlay, "link", "set", outer, "master", "ph", "up")
+        sh("ip", "-n", netns, "link", "set", "ph0", "up")
 
     def start(self) -> None:
         self._netns(self.underlay)
         sh("ip", "-n", self.underlay, "link", "add", "ul", "type", "bridge", "forward_delay",
            "0", "stp_state", "0")
         sh("ip", "-n", self.underlay, "link", "set", "ul", "up")
+        sh("ip", "-n", self.underlay, "link", "add", "ph", "type", "bridge", "forward_delay",
+           "0", "stp_state", "0")
+        sh("ip", "-n", self.underlay, "link", "set", "ph", "up")
         self._netns(self.controller)
         self._wire(self.controller, CONTROLLER_IP, 0)
         for i, host in enumerate(self.hosts, start=1):
