@@ -145,8 +145,11 @@ def build_l2_agent(conf: Any, reader: InventoryReader, *, peers: PeerSource | No
     """The agent for a loaded `l2-agent` ConfigOpts over `reader` (the control client's
     registry is the peer source unless one is given)."""
     from openimds.linux.fabric import ensure_fabric
+    from openimds.reconcile import ControlInventory
 
     netns = ensure_fabric(conf.fabric_namespace or "")
     if peers is None:
-        peers = ControlPeers(getattr(reader, "client"))  # noqa: B009 - ControlInventory
+        if not isinstance(reader, ControlInventory):
+            raise TypeError("without a control-plane inventory, pass the peer source")
+        peers = ControlPeers(reader.client)
     return L2Agent(reader, L2Applier(netns), l2_options_from_conf(conf), peers, **kwargs)
