@@ -41,6 +41,21 @@ def _delete(api: Any, args: argparse.Namespace) -> None:
         api.delete("agents", aid)
 
 
+def _add_network(api: Any, args: argparse.Namespace) -> None:
+    from openimds.cli.client_cmd import find
+
+    network = find(api, "networks", args.network)
+    api.request("POST", "network", f"/v2.0/agents/{args.agent}/dhcp-networks",
+                {"network_id": network["id"]})
+
+
+def _remove_network(api: Any, args: argparse.Namespace) -> None:
+    from openimds.cli.client_cmd import find
+
+    network = find(api, "networks", args.network)
+    api.request("DELETE", "network", f"/v2.0/agents/{args.agent}/dhcp-networks/{network['id']}")
+
+
 def _set_flags(p: argparse.ArgumentParser) -> None:
     state = p.add_mutually_exclusive_group()
     state.add_argument("--enable", dest="admin_state_up", action="store_const", const=True,
@@ -65,6 +80,15 @@ def register_network_agent(network_verbs: argparse._SubParsersAction, leaf: Any)
     p.set_defaults(show=False)
     leaf(verbs, "delete", _delete, "agents", "delete dead agents").add_argument(
         "agents", nargs="+", help="agent ids")
+    for verb, handler, what in (("add", _add_network, "schedule a network to a DHCP agent"),
+                                ("remove", _remove_network,
+                                 "remove a network from a DHCP agent")):
+        nouns = verbs.add_parser(verb, help=what).add_subparsers(metavar="NOUN")
+        p = leaf(nouns, "network", handler, "agents", what)
+        p.add_argument("--dhcp", action="store_true", default=True,
+                       help="a DHCP agent (the only kind of network agent)")
+        p.add_argument("agent", help="agent id")
+        p.add_argument("network", help="network name or id")
 
 
 def register_legacy(sub: argparse._SubParsersAction, leaf: Any) -> None:

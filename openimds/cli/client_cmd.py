@@ -493,7 +493,7 @@ def _server_create(api: Any, args: argparse.Namespace) -> Any:
                 raise CliError(f"invalid --property {text!r}: expected key=value")
             body["metadata"][key] = value
     for flag, key in (("key_name", "key_name"), ("availability_zone", "availability_zone"),
-                      ("flavor", "flavorRef"), ("image", "imageRef")):
+                      ("flavor", "flavorRef"), ("image", "imageRef"), ("host", "host")):
         if getattr(args, flag):
             body[key] = getattr(args, flag)
     md_options = server_metadata_cmd.options_from_args(args)
@@ -515,7 +515,9 @@ def _register_server(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--user-data", metavar="FILE")
     p.add_argument("--property", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--key-name")
-    p.add_argument("--availability-zone")
+    p.add_argument("--availability-zone", help="zone, or zone:HOST to choose the host (admin)")
+    p.add_argument("--host", help="compute host to bind the server's ports to (admin); "
+                                  "default: the alive compute host with the fewest ports")
     p.add_argument("--flavor")
     p.add_argument("--image")
     server_metadata_cmd.add_option_flags(p)

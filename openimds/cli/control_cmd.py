@@ -87,6 +87,7 @@ def settings_from_conf(conf: Any) -> Any:
                     metadata_defaults=defaults,
                     identity_cert_file=md.identity_cert_file or None,
                     segments=segments, agent_down_time=conf.agent_down_time,
+                    dhcp_agents_per_network=conf.dhcp_agents_per_network,
                     change_retention=Retention(conf.change_retention_seconds,
                                                conf.change_retention_count),
                     change_prune_interval=float(conf.change_prune_interval))

@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import contextlib
 import ipaddress
+import logging
 import signal
 import sys
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,11 @@ def register(subparsers: Any) -> None:
         help="run the L3 agent (qrouter namespaces, qr- ports, REDIRECT, proxies)",
     )
     p.set_defaults(func=_l3_agent)
+    p = subparsers.add_parser(
+        "l2-agent", parents=[config_parent()],
+        help="run the L2 agent (brq bridges, flat/VLAN/VXLAN uplinks, flood lists)",
+    )
+    p.set_defaults(func=_l2_agent)
     add_port_plug(subparsers, "port-plug")
 
 
@@ -87,12 +93,21 @@ def agent_report(service: str, conf: Any, agent: Any) -> Any:
     """What `service` reports to the agent registry (Neutron's agent_type and the
     configurations Neutron's agents show)."""
     from openimds.control.report import AgentReport
-    from openimds.control.scheduling import DHCP_AGENT, L3_AGENT
+    from openimds.control.scheduling import DHCP_AGENT, L3_AGENT, LINUXBRIDGE_AGENT
 
     def count(resource: str) -> int:
         snap = agent.snapshot
         return len(snap.ids(resource)) if snap is not None else 0
 
+    if service == "l2-agent":
+        return AgentReport(LINUXBRIDGE_AGENT, conf.host, lambda: {
+            "interface_mappings": dict(agent.options.physical_interface_mappings or {}),
+            "bridge_mappings": {},
+            "tunneling_ip": agent.options.local_ip or "",
+            "tunnel_types": ["vxlan"] if agent.options.enable_vxlan else [],
+            "l2_population": bool(conf.vxlan.l2_population),
+            "devices": count("networks")},
+            availability_zone=None)
     if service == "dhcp-agent":
         return AgentReport(DHCP_AGENT, conf.host, lambda: {
             "dhcp_driver": "dnsmasq", "dhcp_lease_duration": int(conf.dhcp_lease_duration),
@@ -109,6 +124,22 @@ def _dhcp_agent(args: argparse.Namespace) -> int:
     from openimds.dhcp.agent import build_dhcp_agent
 
     return asyncio.run(_run_agent("dhcp-agent", _load("dhcp-agent", args), build_dhcp_agent))
+
+
+def _l2_agent(args: argparse.Namespace) -> int:
+    from openimds.l2.agent import build_l2_agent, l2_options_from_conf
+
+    conf = _load("l2-agent", args)
+    try:
+        l2_options_from_conf(conf)
+    except ValueError as exc:
+        print(f"openimds l2-agent: {exc}", file=sys.stderr)
+        return 2
+    if not conf.vxlan.l2_population:
+        logging.getLogger("openimds.l2-agent").warning(
+            "[vxlan] l2_population = false: openimds has no multicast mode and uses the "
+            "registry's flood lists anyway")
+    return asyncio.run(_run_agent("l2-agent", conf, build_l2_agent))
 
 
 def _l3_agent(args: argparse.Namespace) -> int:
@@ -163,11 +194,25 @@ def static_config(
     return cidrs, gateway
 
 
+def wrong_host(port: dict[str, Any], host: str) -> str | None:
+    """Why `port` must not be plugged on `host` (pure); None when it may. A port bound to
+    another host is that host's to plug: its l2-agent builds the bridge there."""
+    bound = port.get("binding:host_id") or ""
+    if bound and bound != host:
+        return (f"port {port['id']} is bound to host {bound!r}, not to this host {host!r} "
+                "([DEFAULT] host); run port plug on that host")
+    return None
+
+
 def _port_plug(args: argparse.Namespace) -> int:
     from openimds.linux.fabric import ensure_fabric, plug_port
 
     conf = _load("dhcp-agent", args)
     port, subnets, mtu = asyncio.run(_fetch_port(conf, args.port))
+    refusal = wrong_host(port, conf.host)
+    if refusal:
+        print(f"openimds: {refusal}", file=sys.stderr)
+        return 1
     fabric = ensure_fabric(conf.fabric_namespace or "")
     cidrs, gateway = static_config(port, subnets) if args.configure_ip else ([], None)
     plug_port(

@@ -25,6 +25,8 @@ _BY_FILE_NAME = {
     "dhcp_agent.ini": "dhcp-agent",
     "dhcp_agent.in": "dhcp-agent",
     "l3_agent.ini": "l3-agent",
+    "linuxbridge_agent.ini": "l2-agent",
+    "ml2_conf.ini": "control-api",
 }
 
 

@@ -15,6 +15,7 @@ from openimds.config.opts import (
     control_api,
     dhcp,
     guest,
+    l2,
     l3,
     metadata_api,
     ml2,
@@ -65,6 +66,7 @@ _BY_SERVICE: dict[str, list[Registration]] = {
         *_COMMON, *_AGENT, *_PROXY_WRITER,
         ("DEFAULT", l3.DEFAULT_OPTS), ("DEFAULT", [proxy.metadata_port]),
     ],
+    "l2-agent": [*_COMMON, *_AGENT, *l2.REGISTRATIONS],
     "ns-metadata-proxy": [
         *_COMMON, *_PROXY_WRITER,
         ("DEFAULT", [proxy.metadata_port]), ("DEFAULT", proxy.NS_PROXY_OPTS),

@@ -20,14 +20,18 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import selectinload
 
 from openimds.control.call import Call, Reply, get_bool, get_str, resource_body
+from openimds.control.dhcp_scheduling import DHCP_OWNER, wanted_dhcp_hosts
 from openimds.control.errors import BadRequest, Conflict, Forbidden, NotFound
+from openimds.control.l3_scheduling import ROUTER_INTERFACE
 from openimds.control.resources import ListSpec, parse_filters, post_filter
-from openimds.control.scheduling import AGENT_KINDS, is_alive
-from openimds.control.serializers import select_fields
+from openimds.control.scheduling import AGENT_KINDS, DHCP_AGENT, L3_AGENT, is_alive
+from openimds.control.serializers import network_dict, router_dict, select_fields
+from openimds.control.subnets import sync_dhcp_port
 from openimds.inventory import errors as inv
-from openimds.inventory.models import Agent, utcnow
+from openimds.inventory.models import Agent, Network, Port, Router, Subnet, utcnow
 
 LIST_SPEC = ListSpec(
     model=Agent,
@@ -177,6 +181,142 @@ def report_state(call: Call) -> Reply:
                                                       call.settings.agent_down_time)})
 
     try:
-        return attempt()
+        reply = attempt()
     except inv.Conflict:  # two first reports raced on (agent_type, host): the row exists now
-        return attempt()
+        reply = attempt()
+    if agent_type == DHCP_AGENT and (start or reply.status == 201):
+        schedule_networks(call)
+    return reply
+
+
+def schedule_networks(call: Call) -> int:
+    """Give every DHCP network its `dhcp_agents_per_network` agents (Neutron's network
+    auto-scheduling when a DHCP agent starts); returns how many networks changed. One
+    transaction per network, so one failure costs one network, not the report."""
+    with call.store.read() as s:
+        ids = list(s.scalars(select(Subnet.network_id).where(Subnet.enable_dhcp.is_(True))
+                             .distinct()))
+    changed = 0
+    for network_id in ids:
+        with call.store.session() as s:
+            network = s.get(Network, network_id)
+            if network is None:
+                continue
+            hosts = wanted_dhcp_hosts(s, network_id, call.settings)
+            if hosts is None:
+                continue
+            before = _dhcp_hosts(s, network_id)
+            if set(hosts) != before:
+                sync_dhcp_port(s, network, hosts)
+                changed += 1
+    return changed
+
+
+def _dhcp_hosts(s: Any, network_id: str) -> set[str]:
+    return set(s.scalars(select(Port.binding_host_id).where(
+        Port.network_id == network_id, Port.device_owner == DHCP_OWNER)))
+
+
+def _dhcp_agent(s: Any, aid: str) -> Agent:
+    agent = _get(s, aid)
+    if agent.agent_type != DHCP_AGENT:
+        raise BadRequest(f"Agent {aid} is a {agent.agent_type}, not a DHCP agent.",
+                         type="InvalidInput")
+    return agent
+
+
+def network_dhcp_agents(call: Call) -> Reply:
+    """`GET /v2.0/networks/{id}/dhcp-agents`."""
+    _reader(call)
+    now, down = utcnow(), call.settings.agent_down_time
+    with call.store.read() as s:
+        net = s.get(Network, call.params["id"])
+        if net is None:
+            raise NotFound(f"Network {call.params['id']} could not be found.",
+                           type="NetworkNotFound")
+        hosts = _dhcp_hosts(s, net.id)
+        agents = s.scalars(select(Agent).where(Agent.agent_type == DHCP_AGENT,
+                                               Agent.host.in_(hosts)).order_by(Agent.host))
+        return Reply(200, {"agents": [agent_dict(a, now, down) for a in agents]})
+
+
+def agent_dhcp_networks(call: Call) -> Reply:
+    """`GET /v2.0/agents/{id}/dhcp-networks`."""
+    _reader(call)
+    with call.store.read() as s:
+        agent = _dhcp_agent(s, call.params["id"])
+        ids = set(s.scalars(select(Port.network_id).where(
+            Port.device_owner == DHCP_OWNER, Port.binding_host_id == agent.host)))
+        nets = s.scalars(select(Network).where(Network.id.in_(ids))
+                         .options(selectinload(Network.subnets)).order_by(Network.created_at))
+        return Reply(200, {"networks": [network_dict(n, provider=True) for n in nets]})
+
+
+def add_dhcp_network(call: Call) -> Reply:
+    """`POST /v2.0/agents/{id}/dhcp-networks` {"network_id": N}: N gets a DHCP port on the
+    agent's host (also beyond dhcp_agents_per_network)."""
+    _admin(call)
+    body = call.body
+    if not isinstance(body, dict) or not isinstance(body.get("network_id"), str):
+        raise BadRequest('request body must be {"network_id": "<network id>"}')
+    network_id = body["network_id"]
+    with call.store.session() as s:
+        agent = _dhcp_agent(s, call.params["id"])
+        network = s.get(Network, network_id)
+        if network is None:
+            raise NotFound(f"Network {network_id} could not be found.", type="NetworkNotFound")
+        hosts = _dhcp_hosts(s, network_id) - {""}
+        if agent.host in hosts:
+            raise Conflict(f"The network {network_id} has been already hosted by the DHCP "
+                           f"Agent {agent.id}.", type="NetworkHostedByDHCPAgent")
+        if s.scalar(select(Subnet.id).where(Subnet.network_id == network_id,
+                                            Subnet.enable_dhcp.is_(True))) is None:
+            raise BadRequest(f"Network {network_id} has no DHCP-enabled subnet: there is "
+                             "nothing for a DHCP agent to serve.", type="InvalidInput")
+        sync_dhcp_port(s, network, sorted(hosts | {agent.host}))
+    return Reply(201)
+
+
+def remove_dhcp_network(call: Call) -> Reply:
+    """`DELETE /v2.0/agents/{id}/dhcp-networks/{network_id}`: the agent's DHCP port goes."""
+    _admin(call)
+    network_id = call.params["network_id"]
+    with call.store.session() as s:
+        agent = _dhcp_agent(s, call.params["id"])
+        network = s.get(Network, network_id)
+        hosts = _dhcp_hosts(s, network_id) if network is not None else set()
+        if network is None or agent.host not in hosts:
+            raise Conflict(f"The network {network_id} is not hosted by the DHCP agent "
+                           f"{agent.id}.", type="NetworkNotHostedByDhcpAgent")
+        sync_dhcp_port(s, network, sorted(hosts - {agent.host, ""}))
+    return Reply(204)
+
+
+def router_l3_agents(call: Call) -> Reply:
+    """`GET /v2.0/routers/{id}/l3-agents`: the agent on the host its interfaces are bound to."""
+    _reader(call)
+    now, down = utcnow(), call.settings.agent_down_time
+    with call.store.read() as s:
+        if s.get(Router, call.params["id"]) is None:
+            raise NotFound(f"Router {call.params['id']} could not be found.",
+                           type="RouterNotFound")
+        hosts = set(s.scalars(select(Port.binding_host_id).where(
+            Port.device_id == call.params["id"], Port.device_owner == ROUTER_INTERFACE)))
+        agents = s.scalars(select(Agent).where(Agent.agent_type == L3_AGENT,
+                                               Agent.host.in_(hosts - {""})))
+        return Reply(200, {"agents": [agent_dict(a, now, down) for a in agents]})
+
+
+def agent_l3_routers(call: Call) -> Reply:
+    """`GET /v2.0/agents/{id}/l3-routers`."""
+    _reader(call)
+    with call.store.read() as s:
+        agent = _get(s, call.params["id"])
+        if agent.agent_type != L3_AGENT:
+            raise BadRequest(f"Agent {agent.id} is a {agent.agent_type}, not an L3 agent.",
+                             type="InvalidInput")
+        ids = set(s.scalars(select(Port.device_id).where(
+            Port.device_owner == ROUTER_INTERFACE, Port.binding_host_id == agent.host)))
+        routers = s.scalars(select(Router).where(Router.id.in_(ids))
+                            .order_by(Router.created_at))
+        return Reply(200, {"routers": [router_dict(r) for r in routers]})

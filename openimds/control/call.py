@@ -48,6 +48,7 @@ class Settings:
     metadata_defaults: MetadataOptions = field(default_factory=MetadataOptions)
     # Published at /v2.1/os-metadata-identity-certificate.
     identity_cert_file: str | None = None
+    dhcp_agents_per_network: int = 1
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Select, select
@@ -42,18 +42,19 @@ LIST_SPEC = ListSpec(
         "tenant_id": Port.project_id, "project_id": Port.project_id,
         "mac_address": Port.mac_address, "device_id": Port.device_id,
         "device_owner": Port.device_owner, "admin_state_up": Port.admin_state_up,
-        "status": Port.status,
+        "status": Port.status, "binding:host_id": Port.binding_host_id,
     },
     bool_columns=frozenset({"admin_state_up"}),
     attributes=frozenset({"description", "created_at", "updated_at"}),
 )
 
+BINDING_FIELDS = ("binding:host_id", "binding:profile", "binding:vnic_type")
 CREATE_FIELDS = ("network_id", "name", "fixed_ips", "mac_address", "device_id", "device_owner",
                  "admin_state_up", "tenant_id", "project_id", "description",
-                 "port_security_enabled", "allowed_address_pairs")
+                 "port_security_enabled", "allowed_address_pairs", *BINDING_FIELDS)
 UPDATE_FIELDS = ("name", "fixed_ips", "mac_address", "device_id", "device_owner",
                  "admin_state_up", "description", "port_security_enabled",
-                 "allowed_address_pairs")
+                 "allowed_address_pairs", *BINDING_FIELDS)
 
 
 def allowed_address_pairs(value: Any) -> list[dict[str, str]]:
@@ -98,6 +99,33 @@ def _check_pairs_need_security(enabled: bool, pairs: list[dict[str, str]]) -> No
     if pairs and not enabled:
         raise Conflict("Port Security must be enabled in order to have allowed address pairs "
                        "on a port.", type="AddressPairAndPortSecurityRequired")
+
+
+def parse_binding(obj: Mapping[str, Any], ctx: RequestContext) -> dict[str, Any]:
+    """The binding attributes of a port body as model columns (admin or service role only,
+    as Neutron's policy has it); {} when the body names none."""
+    if not any(k in obj for k in BINDING_FIELDS):
+        return {}
+    vnic = obj.get("binding:vnic_type", "normal")
+    if vnic != "normal":
+        raise BadRequest(f"Invalid input for binding:vnic_type: '{vnic}' is not supported "
+                         "(openimds binds ports to Linux bridges: normal only).",
+                         type="InvalidInput")
+    out: dict[str, Any] = {}
+    if ("binding:host_id" in obj or "binding:profile" in obj) and not ctx.reads_all:
+        raise Forbidden("Only an admin or a service user may set binding:host_id or "
+                        "binding:profile.")
+    if "binding:host_id" in obj:
+        out["binding_host_id"] = get_str(obj, "binding:host_id", nullable=True)
+    if "binding:profile" in obj:
+        profile = obj["binding:profile"]
+        if profile is None:
+            profile = {}
+        if not isinstance(profile, dict):
+            raise BadRequest("Invalid input for binding:profile: expected an object",
+                             type="InvalidInput")
+        out["binding_profile"] = profile
+    return out
 
 
 def shared_network() -> Any:
@@ -233,7 +261,7 @@ def list_ports(call: Call) -> Reply:
     filters = parse_filters(call, LIST_SPEC, special=("fixed_ips",))
     stmt = list_statement(call, filters)
     with call.store.read() as s:
-        items = [port_dict(p) for p in s.scalars(stmt)]
+        items = [port_dict(p, binding=call.context.reads_all) for p in s.scalars(stmt)]
     items = post_filter(items, filters.post)
     return Reply(200, {"ports": select_fields(items, filters.fields)})
 
@@ -274,7 +302,7 @@ def _fixed_ip_filter(call: Call) -> Any:
 def show_port(call: Call) -> Reply:
     with call.store.read() as s:
         port = get_visible(s, Port, call.params["id"], call.context, "Port")
-        return Reply(200, {"port": select_fields([port_dict(port)],
+        return Reply(200, {"port": select_fields([port_dict(port, binding=call.context.reads_all)],
                                                  call.query_values("fields"))[0]})
 
 
@@ -293,6 +321,7 @@ def create_port(call: Call) -> Reply:
     pairs = allowed_address_pairs(obj.get("allowed_address_pairs"))
     _check_pairs_need_security(security, pairs)
     _check_owner_allowed(ctx, device_owner)
+    binding = parse_binding(obj, ctx)
 
     def write() -> Reply:
         with call.store.session() as s:
@@ -305,8 +334,10 @@ def create_port(call: Call) -> Reply:
                               admin_state_up=admin_up)
             port.port_security_enabled = security
             port.allowed_address_pairs = pairs
+            for column, value in binding.items():
+                setattr(port, column, value)
             s.flush()
-            return Reply(201, {"port": port_dict(port)})
+            return Reply(201, {"port": port_dict(port, binding=ctx.reads_all)})
 
     return retry_on_race(write)
 
@@ -341,8 +372,13 @@ def check_instance_binding(session: Session, ctx: RequestContext, project_id: st
 def update_port(call: Call) -> Reply:
     obj = resource_body(call.body, "port", UPDATE_FIELDS)
     ctx = call.context
+    binding = parse_binding(obj, ctx)
     with call.store.session() as s:
-        port = get_visible(s, Port, call.params["id"], ctx, "Port", write=True)
+        # The service role binds ports (Nova's and the agents' part) without owning them.
+        port = get_visible(s, Port, call.params["id"], ctx, "Port",
+                           write=not (binding and ctx.reads_all))
+        for column, value in binding.items():
+            setattr(port, column, value)
         if "name" in obj:
             port.name = get_str(obj, "name")
         if "admin_state_up" in obj:
@@ -373,7 +409,7 @@ def update_port(call: Call) -> Reply:
             port.fixed_ips = [FixedIP(subnet_id=sub.id, network_id=port.network_id,
                                       ip_address=a) for sub, a in pairs]
         s.flush()
-        return Reply(200, {"port": port_dict(port)})
+        return Reply(200, {"port": port_dict(port, binding=ctx.reads_all)})
 
 
 def delete_port(call: Call) -> Reply:

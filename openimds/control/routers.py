@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from openimds.control.call import Call, Reply, get_bool, get_str, resource_body
 from openimds.control.context import scoped
 from openimds.control.errors import BadRequest, Conflict, NotFound
+from openimds.control.l3_scheduling import router_host
 from openimds.control.ports import ROUTER_OWNERS, build_port, get_port_for_write
 from openimds.control.resources import (
     ListSpec,
@@ -163,6 +164,9 @@ def add_router_interface(call: Call) -> Reply:
             port.device_id = router.id
             port.device_owner = ROUTER_INTERFACE
             s.flush()
+        # Several hosts: the router lives where its L3 agent is (l3_scheduling.py).
+        port.binding_host_id = router_host(s, router.id, call.settings)
+        s.flush()
         return Reply(200, _interface_info(router, port))
 
 

@@ -69,8 +69,10 @@ def subnet_dict(sub: Subnet) -> dict[str, Any]:
     }
 
 
-def port_dict(port: Port) -> dict[str, Any]:
-    return {
+def port_dict(port: Port, *, binding: bool = False) -> dict[str, Any]:
+    """`binding`: add the binding:* attributes (Neutron shows them to admins; openimds also to
+    the service role, whose agents act on binding:host_id)."""
+    out = {
         "id": port.id,
         "name": port.name,
         **_owned(port.project_id),
@@ -87,6 +89,22 @@ def port_dict(port: Port) -> dict[str, Any]:
         "allowed_address_pairs": [dict(p) for p in port.allowed_address_pairs or ()],
         "created_at": iso(port.created_at),
         "updated_at": iso(port.updated_at),
+    }
+    if binding:
+        out.update(binding_fields(port.binding_host_id or "", port.binding_profile or {}))
+    return out
+
+
+def binding_fields(host: str, profile: Mapping[str, Any]) -> dict[str, Any]:
+    """Neutron's port binding attributes. openimds binds every port to Linux bridges, so a
+    port with a host is `bridge` (as the Linux-bridge mechanism driver says) and one without
+    is `unbound`."""
+    return {
+        "binding:host_id": host,
+        "binding:vif_type": "bridge" if host else "unbound",
+        "binding:vif_details": {"connectivity": "l2", "port_filter": False} if host else {},
+        "binding:vnic_type": "normal",
+        "binding:profile": dict(profile),
     }
 
 

@@ -20,6 +20,7 @@ from urllib.parse import urlencode
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
+from openimds.control import placement
 from openimds.control.call import (
     Call,
     Reply,
@@ -48,7 +49,7 @@ DEFAULT_FLAVOR = "m1.small"
 CREATE_FIELDS = ("name", "networks", "user_data", "metadata", "key_name", "availability_zone",
                  "flavorRef", "imageRef", "security_groups", "min_count", "max_count",
                  "description", "config_drive", "OS-DCF:diskConfig", OPTIONS_KEY,
-                 "block_device_mapping_v2")
+                 "block_device_mapping_v2", "host")
 
 _NOT_HOST = re.compile(r"[^\w.-]+")
 
@@ -183,7 +184,9 @@ def create_server(call: Call) -> Reply:
     user_data = _user_data(obj.get("user_data"))
     metadata = _metadata(obj.get("metadata"))
     key_name = get_str(obj, "key_name", nullable=True) or None
-    az = get_str(obj, "availability_zone", nullable=True) or DEFAULT_AZ
+    az, forced_host = placement.requested_host(
+        get_str(obj, "availability_zone", nullable=True) or DEFAULT_AZ,
+        get_str(obj, "host", nullable=True) or None, ctx)
     flavor_ref = get_str(obj, "flavorRef", nullable=True) or None
     image_name = _boot_image(obj)
     groups = _security_groups(obj.get("security_groups"))
@@ -216,6 +219,10 @@ def create_server(call: Call) -> Reply:
             s.flush()
             inst.hostname = sanitize_hostname(name, f"server-{inst.uuid}")
             ports = _attach(s, call, inst, nets, az)
+            host = placement.choose_host(s, forced_host, call.settings.agent_down_time)
+            for port in ports:
+                port.binding_host_id = host or ""
+            s.flush()
             return Reply(202, {"server": _render(s, call, inst, ports)})
 
     return retry_on_race(write)
@@ -274,8 +281,9 @@ def _attach(s: Session, call: Call, inst: Instance, nets: Sequence[dict[str, str
 def _render(s: Session, call: Call, inst: Instance, ports: Sequence[Port]) -> dict[str, Any]:
     net_ids = {p.network_id for p in ports}
     networks = {n.id: n for n in s.scalars(select(Network).where(Network.id.in_(net_ids)))}
-    return _shaped(s, call, [inst], {inst.uuid: server_dict(inst, ports, networks,
+    body = _shaped(s, call, [inst], {inst.uuid: server_dict(inst, ports, networks,
                                                             call.base_url)})[0]
+    return placement.with_host(body, ports, call.context)
 
 
 def _shaped(s: Session, call: Call, rows: Sequence[Instance],
@@ -417,9 +425,11 @@ def _list(call: Call, detail: bool) -> Reply:
             net_ids = {p.network_id for ps in ports.values() for p in ps}
             networks = {n.id: n for n in s.scalars(select(Network).where(
                 Network.id.in_(net_ids)))}
-            body = {"servers": _shaped(s, call, rows, {
+            shaped = _shaped(s, call, rows, {
                 r.uuid: server_dict(r, ports[r.uuid], networks, call.base_url)
-                for r in rows})}
+                for r in rows})
+            body = {"servers": [placement.with_host(b, ports[r.uuid], call.context)
+                                for r, b in zip(rows, shaped, strict=True)]}
         if links:
             body["servers_links"] = links
         return Reply(200, body)

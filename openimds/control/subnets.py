@@ -9,6 +9,7 @@ openimds runs one DHCP service per network, so there is one port.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select
@@ -25,6 +26,8 @@ from openimds.control.call import (
     resource_body,
 )
 from openimds.control.context import scoped
+from openimds.control.dhcp_scheduling import dhcp_device_id as scheduled_device_id
+from openimds.control.dhcp_scheduling import wanted_dhcp_hosts
 from openimds.control.errors import BadRequest, Conflict
 from openimds.control.ports import DHCP_OWNER, ROUTER_OWNERS, build_port, shared_network
 from openimds.control.resources import (
@@ -64,26 +67,52 @@ def dhcp_device_id(network_id: str) -> str:
     return f"dhcp-{network_id}"
 
 
-def sync_dhcp_port(session: Session, network: Network) -> None:
-    """Make the network's DHCP port hold one address on each DHCP-enabled subnet (and exist
-    only while there is one). Idempotent: existing addresses are kept."""
+def sync_dhcp_port(session: Session, network: Network,
+                   hosts: Sequence[str] | None = None) -> None:
+    """Make the network's DHCP ports hold one address on each DHCP-enabled subnet (and exist
+    only while there is one). Idempotent: existing addresses are kept.
+
+    `hosts` None: one unbound port `dhcp-<network>` (round 1). Otherwise one port per host,
+    Neutron's `dhcp<uuid5(host)>-<network>` bound to that host (control/dhcp_scheduling.py);
+    ports of hosts no longer wanted go.
+    """
     session.flush()
     wanted = list(session.scalars(
         select(Subnet).where(Subnet.network_id == network.id, Subnet.enable_dhcp.is_(True))
         .order_by(Subnet.created_at, Subnet.id)))
     ports = list(session.scalars(select(Port).where(Port.network_id == network.id,
-                                                    Port.device_owner == DHCP_OWNER)))
+                                                    Port.device_owner == DHCP_OWNER)
+                                 .order_by(Port.created_at, Port.id)))
     if not wanted:
         for port in ports:
             session.delete(port)
         session.flush()
         return
-    if not ports:
-        build_port(session, network, network.project_id,
-                   fixed_ips=[{"subnet_id": s.id} for s in wanted],
-                   device_id=dhcp_device_id(network.id), device_owner=DHCP_OWNER)
-        return
-    port = ports[0]
+    if hosts is None:
+        targets = {dhcp_device_id(network.id): ""}
+        if ports and not any(p.device_id in targets for p in ports):
+            targets = {ports[0].device_id: ports[0].binding_host_id}  # keep round 1's port
+    else:
+        targets = {scheduled_device_id(h, network.id): h for h in hosts}
+    for stale in ports:
+        if stale.device_id not in targets:
+            session.delete(stale)
+    session.flush()
+    by_device = {p.device_id: p for p in ports if p.device_id in targets}
+    for device_id, host in targets.items():
+        existing = by_device.get(device_id)
+        if existing is not None:
+            _sync_addresses(session, network, existing, wanted)
+            continue
+        created = build_port(session, network, network.project_id,
+                             fixed_ips=[{"subnet_id": s.id} for s in wanted],
+                             device_id=device_id, device_owner=DHCP_OWNER)
+        created.binding_host_id = host
+        session.flush()
+
+
+def _sync_addresses(session: Session, network: Network, port: Port,
+                    wanted: Sequence[Subnet]) -> None:
     wanted_ids = {s.id for s in wanted}
     for fip in list(port.fixed_ips):
         if fip.subnet_id not in wanted_ids:
@@ -234,7 +263,7 @@ def create_subnet(call: Call) -> Reply:
                             ipv6_ra_mode=ra_mode, ipv6_address_mode=addr_mode)
             s.add(subnet)
             s.flush()
-            sync_dhcp_port(s, network)
+            sync_dhcp_port(s, network, wanted_dhcp_hosts(s, network.id, call.settings))
             return Reply(201, {"subnet": subnet_dict(subnet)})
 
     return retry_on_race(write)
@@ -265,7 +294,8 @@ def update_subnet(call: Call) -> Reply:
             if "enable_dhcp" in obj:
                 subnet.enable_dhcp = get_bool(obj, "enable_dhcp", True)
             s.flush()
-            sync_dhcp_port(s, subnet.network)
+            sync_dhcp_port(s, subnet.network,
+                           wanted_dhcp_hosts(s, subnet.network_id, call.settings))
             return Reply(200, {"subnet": subnet_dict(subnet)})
 
     return retry_on_race(write)
@@ -301,6 +331,6 @@ def delete_subnet(call: Call) -> Reply:
         network = subnet.network
         # The DHCP port lets go of its address here first; the subnet row goes after.
         subnet.enable_dhcp = False
-        sync_dhcp_port(s, network)
+        sync_dhcp_port(s, network, wanted_dhcp_hosts(s, network.id, call.settings))
         s.delete(subnet)
     return Reply(204)

@@ -14,12 +14,13 @@ import logging
 import os
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from openimds.dhcp.apply import DhcpApplier, DhcpSettings
 from openimds.dhcp.model import NetworkInfo, networks_from_neutron
-from openimds.dhcp.plan import DhcpOptions, desired_dhcp_state
+from openimds.dhcp.plan import DhcpOptions, desired_dhcp_state, dhcp_device_id
 from openimds.linux.fabric import bridge_name, ensure_fabric
 from openimds.linux.links import delete_link
 from openimds.linux.nftables import apply_ruleset
@@ -42,12 +43,16 @@ class DhcpAgent(InventoryAgent):
         options: DhcpOptions,
         *,
         fabric_namespace: str,
+        host: str = "",
         **kwargs: Any,
     ) -> None:
         super().__init__(reader, **kwargs)
         self.applier = applier
         self.options = options
         self.fabric_namespace = fabric_namespace
+        # [DEFAULT] host: with several DHCP agents, each serves only the networks scheduled to
+        # it (a DHCP port with its device_id); "" = every network (round 1's one agent).
+        self.host = host
         self._networks: tuple[int, dict[str, NetworkInfo]] | None = None
         # Networks this agent has seen in its inventory: the only ones whose bridges it may
         # sweep (the fabric namespace can be shared with other nodes on the host).
@@ -57,7 +62,16 @@ class DhcpAgent(InventoryAgent):
         ensure_fabric(self.fabric_namespace)
 
     def keys(self, snap: Snapshot) -> set[str]:
-        return snap.ids("networks")
+        return {n for n in snap.ids("networks") if self.scheduled_port(snap, n) is not False}
+
+    def scheduled_port(self, snap: Snapshot, network_id: str) -> str | None | bool:
+        """Our DHCP port's device_id on `network_id`; None when the network is not scheduled
+        per agent (round 1: any agent serves it); False when it is scheduled to others."""
+        if not self.host:
+            return None
+        return serving_device_id(self.host, network_id, [
+            str(p.get("device_id") or "") for p in snap.ports
+            if p.get("network_id") == network_id and p.get("device_owner") == "network:dhcp"])
 
     def owners(self, snap: Snapshot) -> dict[tuple[str, str], set[str]]:
         # Every known row has an entry (maybe empty): a change to a row that touches no
@@ -105,7 +119,12 @@ class DhcpAgent(InventoryAgent):
         self, key: str, snap: Snapshot, now: datetime, log: logging.LoggerAdapter[Any]
     ) -> datetime | None:
         network = self._model(snap).get(key)
-        plan = desired_dhcp_state(network, self.options, now) if network else None
+        ours = self.scheduled_port(snap, key)
+        options = self.options
+        if isinstance(ours, str):
+            options = replace(options, dhcp_port_device_id=ours)
+        plan = desired_dhcp_state(network, options, now) if network and ours is not False \
+            else None
         self.applier.apply(key, plan, network_exists=network is not None, log=log)
         self.apply_port_security(key, snap)
         return plan.next_change_at if plan else None
@@ -141,6 +160,19 @@ class DhcpAgent(InventoryAgent):
         if doomed:
             self.log.info("removed orphan bridges %s", doomed)
         return doomed
+
+
+def serving_device_id(host: str, network_id: str, dhcp_device_ids: Sequence[str]
+                      ) -> str | None | bool:
+    """Pure: which DHCP port of a network is the agent on `host`'s. Per-agent ports carry
+    `dhcp<uuid5(host)>-<network>`; a network with none of those (no DHCP port yet, or round
+    1's `dhcp-<network>`) is served by whichever agent there is (None)."""
+    mine = dhcp_device_id(host, network_id)
+    if mine in dhcp_device_ids:
+        return mine
+    if any(d.startswith("dhcp") and d != f"dhcp-{network_id}" for d in dhcp_device_ids):
+        return False
+    return None
 
 
 def orphan_bridges(all_links: Sequence[Link], gone_networks: set[str]) -> list[str]:
@@ -189,6 +221,7 @@ def build_dhcp_agent(conf: Any, reader: InventoryReader, **kwargs: Any) -> DhcpA
         applier,
         dhcp_options_from_conf(conf),
         fabric_namespace=conf.fabric_namespace or "",
+        host=conf.host,
         **kwargs,
     )
     if settings.proxy_log_target not in (None, DEV_LOG):

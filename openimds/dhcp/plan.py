@@ -239,6 +239,14 @@ def _ovn_metadata_port(network: NetworkInfo) -> PortInfo | None:
     )
 
 
+def dhcp_servers(network: NetworkInfo, subnet_id: str) -> list[str]:
+    """Addresses of every DHCP port on `subnet_id`, in the ports' creation order (the order
+    the control plane lists them in, the same on every agent)."""
+    ports = sorted((p for p in network.ports if p.device_owner == DEVICE_OWNER_DHCP),
+                   key=lambda p: (p.created_at, p.id))
+    return [ip for p in ports for sid, ip in p.fixed_ips if sid == subnet_id]
+
+
 def _pick_dhcp_port(network: NetworkInfo, opts: DhcpOptions) -> PortInfo | None:
     ports = [p for p in network.ports if p.device_owner == DEVICE_OWNER_DHCP]
     if opts.dhcp_port_device_id is not None:
@@ -279,6 +287,13 @@ def render_opts(
             else:
                 servers = [_fmt_addr(s, v) for s in subnet.dns_nameservers]
                 dns_lines.append(_opt(v, tag, "dns-server", servers))
+        else:
+            # Several DHCP agents serve the network: name every DHCP server (seed 002's
+            # `option:dns-server,192.168.111.1,192.168.111.3,192.168.111.2`). With one server
+            # dnsmasq already offers its own address, so nothing is written (round 1).
+            servers = dhcp_servers(network, subnet.id)
+            if len(servers) > 1:
+                dns_lines.append(_opt(v, tag, "dns-server", [_fmt_addr(s, v) for s in servers]))
         if v == 6:
             lines += dns_lines
             if opts.dns_domain:

@@ -31,19 +31,29 @@ class L3Agent(InventoryAgent):
         options: L3Options,
         *,
         fabric_namespace: str,
+        host: str = "",
         **kwargs: Any,
     ) -> None:
         super().__init__(reader, **kwargs)
         self.applier = applier
         self.options = options
         self.fabric_namespace = fabric_namespace
+        # [DEFAULT] host: a router whose interface ports are bound to another host is that
+        # host's L3 agent's; unbound routers are everyone's (round 1's one agent).
+        self.host = host
         self._routers: tuple[int, dict[str, RouterInfo]] | None = None
 
     def prepare(self) -> None:
         ensure_fabric(self.fabric_namespace)
 
     def keys(self, snap: Snapshot) -> set[str]:
-        return snap.ids("routers")
+        return {r for r in snap.ids("routers") if self.hosts_router(snap, r)}
+
+    def hosts_router(self, snap: Snapshot, router_id: str) -> bool:
+        return hosted_here(self.host, [
+            str(p.get("binding:host_id") or "") for p in snap.ports
+            if p.get("device_id") == router_id
+            and p.get("device_owner") in ROUTER_INTERFACE_OWNERS])
 
     def owners(self, snap: Snapshot) -> dict[tuple[str, str], set[str]]:
         out: dict[tuple[str, str], set[str]] = {("router", r["id"]): {r["id"]} for r in snap.routers}
@@ -85,9 +95,18 @@ class L3Agent(InventoryAgent):
         self, key: str, snap: Snapshot, now: datetime, log: logging.LoggerAdapter[Any]
     ) -> datetime | None:
         router = self._model(snap).get(key)
+        if not self.hosts_router(snap, key):
+            router = None  # scheduled to another host's L3 agent: converge to nothing here
         plan = desired_router_state(router, self.options) if router else None
         self.applier.apply(key, plan, log=log)
         return None
+
+
+def hosted_here(host: str, interface_hosts: list[str]) -> bool:
+    """Pure: does the L3 agent on `host` build a router whose interface ports are bound to
+    `interface_hosts`? Unbound interfaces (or no host configured) mean yes, as in round 1."""
+    bound = {h for h in interface_hosts if h}
+    return not host or not bound or host in bound
 
 
 def l3_options_from_conf(conf: Any) -> L3Options:
@@ -116,6 +135,7 @@ def build_l3_agent(conf: Any, reader: InventoryReader, **kwargs: Any) -> L3Agent
         applier,
         l3_options_from_conf(conf),
         fabric_namespace=conf.fabric_namespace or "",
+        host=conf.host,
         **kwargs,
     )
     if settings.proxy_log_target not in (None, DEV_LOG):

@@ -22,7 +22,7 @@ def write(tmp_path: Path, name: str, text: str) -> str:
 
 def test_services_names() -> None:
     assert set(SERVICES) == {"control-api", "metadata-api", "metadata-agent", "dhcp-agent",
-                             "l3-agent", "ns-metadata-proxy", "all-in-one"}
+                             "l3-agent", "l2-agent", "ns-metadata-proxy", "all-in-one"}
 
 
 @pytest.mark.parametrize("service", SERVICES)

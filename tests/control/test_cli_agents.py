@@ -62,3 +62,4 @@ def test_delete_refuses_alive_then_removes_dead(cli: Cli) -> None:
     assert "XXX" in cli.run("network", "agent", "list", "--host", "net-b").stdout
     cli.run("network", "agent", "delete", str(agent["id"]))
     assert cli.json("network", "agent", "list", "--host", "net-b") == []
+

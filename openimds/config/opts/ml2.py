@@ -35,6 +35,8 @@ SERVER_OPTS: list[cfg.Opt] = [
     cfg.IntOpt("agent_down_time", default=75, min=1,
                help="Seconds after the last heartbeat when an agent counts as dead; at "
                     "least twice [AGENT] report_interval."),
+    cfg.IntOpt("dhcp_agents_per_network", default=1, min=1,
+               help="DHCP agents (on distinct hosts) scheduled to serve each network."),
 ]
 
 REGISTRATIONS: list[tuple[str, list[cfg.Opt]]] = [

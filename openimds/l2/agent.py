@@ -1,0 +1,155 @@
+"""`openimds l2-agent`: one reconcile key per network id, on the host it runs on.
+
+Which rows a network's bridge depends on: the network (its segment) and its ports (their
+`binding:host_id`: this host needs the bridge when one of them is bound here, and every other
+host with a port is a VXLAN flood peer). Peers' tunnel addresses come from the agent registry
+(`Linux bridge agent` rows, `configurations.tunneling_ip`), polled every `peer_interval`
+seconds; a change of that map re-queues every network. Everything else is
+`openimds.reconcile.InventoryAgent`; the wiring from a ConfigOpts is `build_l2_agent`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, Protocol
+
+from openimds.control.scheduling import LINUXBRIDGE_AGENT
+from openimds.l2.apply import L2Applier
+from openimds.l2.plan import L2Options, PlanError, desired_l2_state
+from openimds.reconcile import InventoryAgent, InventoryReader, Snapshot, TerminalError
+
+__all__ = ["ControlPeers", "L2Agent", "PeerSource", "build_l2_agent", "l2_options_from_conf",
+           "parse_mappings"]
+
+
+class PeerSource(Protocol):
+    async def tunnel_peers(self) -> Mapping[str, str]:
+        """host -> tunnel address of every registered l2-agent."""
+        ...
+
+
+class ControlPeers:
+    """PeerSource over the control-plane client (`GET /v2.0/agents`)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    async def tunnel_peers(self) -> Mapping[str, str]:
+        agents = await self.client.list("agents", agent_type=LINUXBRIDGE_AGENT)
+        return {str(a["host"]): str(a["configurations"]["tunneling_ip"]) for a in agents
+                if (a.get("configurations") or {}).get("tunneling_ip")}
+
+
+class L2Agent(InventoryAgent):
+    name = "l2-agent"
+
+    def __init__(self, reader: InventoryReader, applier: L2Applier, options: L2Options,
+                 peers: PeerSource, *, peer_interval: float = 2.0, **kwargs: Any) -> None:
+        super().__init__(reader, **kwargs)
+        self.applier = applier
+        self.options = options
+        self.peer_source = peers
+        self.peer_interval = peer_interval
+        self.peers: Mapping[str, str] = {}
+
+    def keys(self, snap: Snapshot) -> set[str]:
+        return {str(n["id"]) for n in snap.networks
+                if (n.get("provider:network_type") or "local") != "local"}
+
+    def owners(self, snap: Snapshot) -> dict[tuple[str, str], set[str]]:
+        out: dict[tuple[str, str], set[str]] = {("router", r["id"]): set()
+                                                for r in snap.routers}
+        out.update({("subnet", s["id"]): set() for s in snap.subnets})
+        for n in snap.networks:
+            out[("network", n["id"])] = {n["id"]}
+        for p in snap.ports:
+            out[("port", p["id"])] = {p["network_id"]} if p.get("network_id") else set()
+        return out
+
+    def orphan_keys(self) -> set[str]:
+        return {k for k in self.applier.owned_networks() if self.owns(k)}
+
+    def reconcile_key(self, key: str, snap: Snapshot, now: datetime,
+                      log: logging.LoggerAdapter[Any]) -> datetime | None:
+        network = snap.find("networks", key)
+        ports = [p for p in snap.ports if p.get("network_id") == key]
+        try:
+            plan = desired_l2_state(network, ports, self.options, self.peers)
+            self.applier.apply(key, plan, log)
+        except PlanError as exc:
+            raise TerminalError(str(exc)) from exc
+        return None
+
+    async def refresh_peers(self) -> bool:
+        """Read the registry; re-queue every network when the peer map changed."""
+        peers = dict(await self.peer_source.tunnel_peers())
+        if peers == self.peers:
+            return False
+        self.peers = peers
+        snap = self.snapshot
+        if snap is not None:
+            for key in sorted(self.keys(snap)):
+                self.queue.add(key)
+        return True
+
+    async def _peer_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self.refresh_peers()
+            except Exception as exc:  # the registry is away: keep the last map, retry
+                self.log.warning("reading the agent registry failed: %s", exc)
+            await self._sleep(self.peer_interval)
+
+    async def full_sync(self) -> None:
+        # Peers first, so the first pass already has the flood lists.
+        try:
+            await self.refresh_peers()
+        except Exception as exc:
+            self.log.warning("reading the agent registry failed: %s", exc)
+        await super().full_sync()
+
+    async def run(self) -> None:
+        task = asyncio.create_task(self._peer_loop(), name="l2-peers")
+        try:
+            await super().run()
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+def parse_mappings(values: list[str]) -> dict[str, str]:
+    """`["physnet1:eth1"]` -> {"physnet1": "eth1"}; ValueError names a malformed entry."""
+    out: dict[str, str] = {}
+    for raw in values:
+        physnet, sep, iface = raw.strip().partition(":")
+        if not sep or not physnet or not iface:
+            raise ValueError(f"[linux_bridge] physical_interface_mappings: {raw!r} is not "
+                             "<physical_network>:<interface>")
+        out[physnet] = iface
+    return out
+
+
+def l2_options_from_conf(conf: Any) -> L2Options:
+    return L2Options(host=conf.host, local_ip=conf.vxlan.local_ip or None,
+                     enable_vxlan=bool(conf.vxlan.enable_vxlan),
+                     udp_dstport=int(conf.vxlan.udp_dstport),
+                     physical_interface_mappings=parse_mappings(
+                         list(conf.linux_bridge.physical_interface_mappings)))
+
+
+def build_l2_agent(conf: Any, reader: InventoryReader, *, peers: PeerSource | None = None,
+                   **kwargs: Any) -> L2Agent:
+    """The agent for a loaded `l2-agent` ConfigOpts over `reader` (the control client's
+    registry is the peer source unless one is given)."""
+    from openimds.linux.fabric import ensure_fabric
+    from openimds.reconcile import ControlInventory
+
+    netns = ensure_fabric(conf.fabric_namespace or "")
+    if peers is None:
+        if not isinstance(reader, ControlInventory):
+            raise TypeError("without a control-plane inventory, pass the peer source")
+        peers = ControlPeers(reader.client)
+    return L2Agent(reader, L2Applier(netns), l2_options_from_conf(conf), peers, **kwargs)

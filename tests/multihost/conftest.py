@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.multihost import MultiHostLab
+
+NETWORK_NODE = ("dhcp-agent", "l3-agent", "metadata-agent", "l2-agent")
+COMPUTE = ("l2-agent",)
+DOWN_TIME = 4
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[MultiHostLab]:
+    """2 network nodes and 2 compute hosts on VXLAN tenant networks (needs root)."""
+    import os
+
+    from tests.conftest import IN_CI
+
+    if os.geteuid() != 0:
+        if IN_CI:
+            pytest.fail("CI=true but not root: the multi-host lab must run in CI")
+        pytest.skip("needs root (network and mount namespaces)")
+    lab = MultiHostLab(
+        [("net-1", NETWORK_NODE), ("net-2", NETWORK_NODE), ("cmp-1", COMPUTE),
+         ("cmp-2", COMPUTE)],
+        extra_control=(f"agent_down_time = {DOWN_TIME}\ndhcp_agents_per_network = 2\n"
+                       "[ml2]\ntenant_network_types = vxlan\n"
+                       "[ml2_type_vxlan]\nvni_ranges = 1000:1999\n"
+                       "[ml2_type_vlan]\nnetwork_vlan_ranges = physnet1:100:199\n"))
+    try:
+        lab.start()
+        yield lab
+    finally:
+        lab.cleanup()
