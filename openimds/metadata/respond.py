@@ -23,6 +23,7 @@ from typing import Any, NamedTuple, Protocol
 
 from openimds.metadata import errors as e
 from openimds.metadata import gate
+from openimds.metadata.aws import AwsProfile
 from openimds.metadata.identify import (
     ByAddress,
     ByInstanceId,
@@ -117,6 +118,8 @@ class RespondSettings:
     # "aws": the AWS keys and the token API; "nova": Nova's EC2 tree byte for byte and no
     # token API (PUT /latest/api/token is a 404 there, as in Nova).
     ec2_profile: str = "aws"
+    # The AWS profile's cloud-wide values (region, identity signer).
+    aws: AwsProfile = field(default_factory=AwsProfile)
 
 
 class VendordataFetcher(Protocol):
@@ -178,6 +181,7 @@ class Responder:
         self._on_tree_cache = on_tree_cache
         # Settings are frozen, so the secret cannot change under the cache.
         self._signatures = SignatureCache(self.settings.identify.shared_secret)
+        self._root_listing = ec2_version_listing(self.settings.ec2_profile == "aws")
 
     def _tree(self, view: InstanceView, today: date) -> Tree:
         cached = self._trees.get(view.uuid)
@@ -189,11 +193,19 @@ class Responder:
             return cached[2]
         if self._on_tree_cache:
             self._on_tree_cache(False)
+        settings = self.settings
+        aws = settings.aws if settings.ec2_profile == "aws" else None
+        tags = aws is not None and (
+            effective_options(view.metadata_options, settings.metadata_defaults)
+            .instance_metadata_tags == "enabled"
+        )
         tree = render_tree(
             view,
             today=today,
-            dhcp_domain=self.settings.dhcp_domain,
-            vendordata=self.settings.vendordata,
+            dhcp_domain=settings.dhcp_domain,
+            vendordata=settings.vendordata,
+            aws=aws,
+            tags=tags,
         )
         self._trees[view.uuid] = (view, today, tree)
         self._trees.move_to_end(view.uuid)
@@ -344,7 +356,7 @@ class Responder:
         path = normalise_path(req.path)
         if path == "/":
             # Answered before identification, for anybody (nova does the same).
-            return MetadataResponse(200, TEXT, ec2_version_listing(), family="root")
+            return MetadataResponse(200, TEXT, self._root_listing, family="root")
         tokens = path.split("/")[1:]
         family = _family(tokens)
         try:
