@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from openimds.l3.model import RouterInfo
 from openimds.linux.iptables import BUILTIN_CHAINS, IptablesState, Rule
 from openimds.proxy.haproxy import METADATA_IPV4_CIDR, METADATA_IPV6_CIDR, ROUTER_METADATA_PORT
+from openimds.proxy.hoplimit import ttl_rules
 
 __all__ = [
     "CHAIN_NAME_MAX",
@@ -121,6 +122,8 @@ def metadata_rules(opts: L3Options, dest: str) -> list[Rule]:
             ("filter", f"{p}INPUT", f"-m mark --mark {mark} -j ACCEPT"),
             ("filter", f"{p}INPUT", f"-p tcp -m tcp --dport {port} -j DROP"),
         ]
+        # The token PUT's answer leaves with the instance's hop limit as its TTL.
+        rules += ttl_rules(p, ipv6=dest == METADATA_V6)
     return rules
 
 

@@ -39,6 +39,12 @@ FULL_V4 = (
     ("filter", f"{P}INPUT", "-m mark --mark 0x1/0xffff -j ACCEPT"),
     ("filter", f"{P}INPUT", "-p tcp -m tcp --dport 9697 -j DROP"),
 )
+# With the proxy on: the token PUT's hop limit, mark → TTL (proxy/hoplimit.py).
+HOP_V4 = (
+    ("mangle", "OUTPUT", f"-j {P}OUTPUT"),
+    *(("mangle", f"{P}OUTPUT", f"-m mark --mark {hex(0x4F000000 | n << 16)} -j TTL --ttl-set {n}")
+      for n in range(1, 65)),
+)
 
 
 def test_router_plan_defaults() -> None:
@@ -49,7 +55,7 @@ def test_router_plan_defaults() -> None:
     assert plan.ports[1].addresses == ("172.31.0.1/24",)
     assert plan.ports[1].mac_address == "fa:16:3e:00:00:0b"
     assert plan.sysctls == (("net.ipv4.ip_forward", "1"), ("net.ipv6.conf.all.forwarding", "1"))
-    assert plan.rules == FULL_V4
+    assert plan.rules == FULL_V4 + HOP_V4
     assert plan.metadata_proxy and plan.proxy_listen == ("::", 9697)
     assert all("fe80::a9fe:a9fe/128" in r for _, c, r in plan.rules6 if c == f"{P}PREROUTING")
 

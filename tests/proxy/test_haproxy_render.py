@@ -301,3 +301,15 @@ def test_rendered_configs_pass_haproxy_check(tmp_path) -> None:  # type: ignore[
         cfg.write_text(render_haproxy_cfg(spec))
         proc = subprocess.run(["haproxy", "-c", "-f", str(cfg)], capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr
+
+
+def test_hop_limit_header_becomes_a_mark_and_never_reaches_the_guest() -> None:
+    body = listener(render_haproxy_cfg(net_spec()))
+    assert "http-response set-mark 0x4f010000 if { var(txn.hop_limit) -m int 1 }" in body
+    assert "http-response set-mark 0x4f400000 if { var(txn.hop_limit) -m int 64 }" in body
+    assert "http-response del-header X-OpenIMDS-Hop-Limit" in body
+    # haproxy will not drop privileges with set-mark configured: then the header is only
+    # stripped (and the hop limit not enforced), so the proxy still starts.
+    dropped = listener(render_haproxy_cfg(net_spec(user="998")))
+    assert not [ln for ln in dropped if "set-mark" in ln]
+    assert "http-response del-header X-OpenIMDS-Hop-Limit" in dropped
