@@ -27,7 +27,7 @@ from openimds.metadata.tokens import (
     BadTtl,
     TokenCheck,
     TokenKeys,
-    check_token,
+    TokenVerifier,
     issue_token,
     parse_ttl,
 )
@@ -100,7 +100,7 @@ def issue(
 def check_request(
     values: dict[str, list[str]],
     options: MetadataOptions,
-    keys: TokenKeys,
+    verifier: TokenVerifier,
     instance_id: str,
     now: float,
 ) -> str:
@@ -112,7 +112,7 @@ def check_request(
         return TokenState.NONE
     if len(sent) > 1:
         raise e.InvalidToken(log_detail=f"instance {instance_id}: {len(sent)} token headers")
-    result = check_token(keys, instance_id, sent[0], now)
+    result = verifier.check(instance_id, sent[0], now)
     if result is not TokenCheck.VALID:
         raise e.InvalidToken(log_detail=f"instance {instance_id}: token {result.value}")
     return TokenState.VALID

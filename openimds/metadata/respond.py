@@ -36,7 +36,7 @@ from openimds.metadata.identify import (
 )
 from openimds.metadata.options import MetadataOptions, effective_options
 from openimds.metadata.source import InstanceSource, PasswordResult
-from openimds.metadata.tokens import TokenKeys
+from openimds.metadata.tokens import TokenKeys, TokenVerifier
 from openimds.metadata.tree import (
     HTML,
     JSON,
@@ -182,6 +182,7 @@ class Responder:
         # Settings are frozen, so the secret cannot change under the cache.
         self._signatures = SignatureCache(self.settings.identify.shared_secret)
         self._root_listing = ec2_version_listing(self.settings.ec2_profile == "aws")
+        self._tokens = TokenVerifier(self.settings.tokens)
 
     def _tree(self, view: InstanceView, today: date) -> Tree:
         cached = self._trees.get(view.uuid)
@@ -324,7 +325,7 @@ class Responder:
                 req.now,
                 req.random_bytes,
             )
-        return gate.check_request(values, options, settings.tokens, view.uuid, req.now)
+        return gate.check_request(values, options, self._tokens, view.uuid, req.now)
 
     async def _leaf(
         self,

@@ -309,3 +309,73 @@ def test_optional_mode_cloud_init_non_aws_path(cloud: Cloud) -> None:
     ok = http(guest, "GET", "/latest/meta-data/placement/region",
               **{"X-aws-ec2-metadata-token": tok})
     assert (ok["status"], ok["body"]) == (200, REGION)
+
+
+def _link_local_ready(guest: str, within: float = 30) -> str:
+    """The guest's EUI-64 link-local address once DAD has finished."""
+    deadline = time.monotonic() + within
+    while True:
+        out = subprocess.run(["ip", "-n", guest, "-6", "-o", "addr", "show", "dev", "eth0",
+                              "scope", "link"], capture_output=True, text=True).stdout
+        if "fe80::" in out and "tentative" not in out:
+            return out.split()[3].split("/")[0]
+        assert time.monotonic() < deadline, out
+        time.sleep(0.2)
+
+
+CURL6 = ["curl", "-g", "-s", "--noproxy", "*", "-m", "5", "-w", "\\n%{http_code}"]
+
+
+def curl6(guest: str, path: str, *args: str) -> tuple[int, str]:
+    proc = subprocess.run(
+        ["ip", "netns", "exec", guest, *CURL6, *args,
+         f"http://[fe80::a9fe:a9fe%25eth0]{path}"],
+        capture_output=True, text=True, timeout=30, env=_clean_env())
+    body, _, code = proc.stdout.rpartition("\n")
+    return int(code or "0"), body
+
+
+def test_ipv6_only_instance_over_the_dhcp_path(cloud: Cloud) -> None:
+    """A guest with only its link-local address reaches fe80::a9fe:a9fe on the DHCP port and is
+    identified by the MAC its EUI-64 address encodes; tokens behave as over IPv4."""
+    _require_cloud_init()
+    tag = _uid()
+    net = cloud.cli("net-create", f"v6-{tag}")
+    cloud.resource_ids.add(net["id"])
+    cloud.cli("subnet", "create", f"v6-sub-{tag}", "--network", f"v6-{tag}", "--subnet-range",
+              "fd00:6e:7a::/64", "--ip-version", "6", "--no-gateway",
+              "--ipv6-address-mode", "slaac", "--ipv6-ra-mode", "slaac")
+    server = cloud.cli("server", "create", f"v6-vm-{tag}", "--network", f"v6-{tag}")
+    port = cloud.server_port(server["id"])
+    guest = cloud.boot_guest(port["id"])
+    _link_local_ready(guest)
+    deadline = time.monotonic() + 60
+    while True:
+        status, body = curl6(guest, "/openstack/latest/meta_data.json")
+        if status == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert status == 200, body
+    assert json.loads(body)["uuid"] == server["id"]
+    status, tok = curl6(guest, "/latest/api/token", "-X", "PUT", "-H",
+                        "X-aws-ec2-metadata-token-ttl-seconds: 60")
+    assert status == 200
+    status, iid = curl6(guest, "/latest/meta-data/instance-id", "-H",
+                        f"X-aws-ec2-metadata-token: {tok}")
+    assert status == 200 and iid.startswith("i-")
+    assert curl6(guest, "/latest/meta-data/instance-id", "-H",
+                 "X-aws-ec2-metadata-token: forged")[0] == 401
+    # cloud-init's OpenStack reader over the IPv6 link-local address.
+    reader = (
+        "import json\n"
+        "from cloudinit.sources.helpers import openstack\n"
+        "r = openstack.MetadataReader('http://[fe80::a9fe:a9fe%25eth0]', timeout=5,"
+        " retries=2)\n"
+        "r._read_ec2_metadata = lambda: {}  # 22.4.2 crawls 169.254.169.254 regardless\n"
+        "d = r.read_v2()\n"
+        "print(json.dumps({'uuid': d['metadata']['uuid'],"
+        " 'net': d['networkdata']['networks']}))\n"
+    )
+    got = in_guest(guest, reader, python=SYSTEM_PYTHON)
+    assert got["uuid"] == server["id"]
+    assert [n["type"] for n in got["net"]] == ["ipv6_slaac"]
