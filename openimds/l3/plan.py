@@ -128,13 +128,16 @@ def metadata_rules(opts: L3Options, dest: str) -> list[Rule]:
 
 
 def desired_router_state(router: RouterInfo, opts: L3Options) -> RouterPlan:
+    # fe80::a9fe:a9fe on every qr- port (added without DAD): a guest's neighbour solicitation
+    # for it must be answered on its link before ip6tables can redirect the connection.
+    md6 = (METADATA_V6,) if opts.ipv6_enabled and opts.enable_metadata_proxy else ()
     ports = tuple(
         QrPort(
             name=qr_name(i.port_id),
             port_id=i.port_id,
             network_id=i.network_id,
             mac_address=i.mac_address,
-            addresses=i.addresses,
+            addresses=(*i.addresses, *md6),
             mtu=i.mtu,
         )
         for i in sorted(router.interfaces, key=lambda i: i.port_id)

@@ -17,6 +17,7 @@ turns into the IP TTL of that answer and never shows the guest.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -42,6 +43,7 @@ __all__ = [
     "TokenState",
     "check_request",
     "issue",
+    "over_ipv6",
 ]
 
 TOKEN_HEADER = "X-aws-ec2-metadata-token"
@@ -95,6 +97,18 @@ def issue(
         raise e.BadTokenTtl(log_detail=f"instance {instance_id}: TTL {exc}") from exc
     token = issue_token(keys, instance_id, now, ttl, random_bytes(NONCE_BYTES))
     return IssuedToken(token, ttl, options.http_put_response_hop_limit)
+
+
+def over_ipv6(request_address: str) -> bool:
+    """Whether the guest's address (the agent's X-Forwarded-For, or the peer) is IPv6; an
+    IPv4-mapped address is IPv4."""
+    if ":" not in request_address:
+        return False
+    try:
+        addr = ipaddress.ip_address(request_address.split(",")[-1].strip())
+    except ValueError:
+        return False
+    return isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is None
 
 
 def check_request(

@@ -293,7 +293,7 @@ class Responder:
         headers = Headers(req.headers)
         view, request_address = await self._instance(req, headers)
         try:
-            state = self._gate(req, tokens, headers, view)
+            state = self._gate(req, tokens, headers, view, request_address)
             if isinstance(state, gate.IssuedToken):
                 body = state.token.encode()
                 return MetadataResponse(
@@ -306,13 +306,24 @@ class Responder:
             raise
 
     def _gate(
-        self, req: MetadataRequest, tokens: list[str], headers: Headers, view: InstanceView
+        self,
+        req: MetadataRequest,
+        tokens: list[str],
+        headers: Headers,
+        view: InstanceView,
+        request_address: str | None,
     ) -> gate.IssuedToken | str:
         """The session-token rules (gate.py): a token to issue, or the request's TokenState."""
         settings = self.settings
         options = effective_options(view.metadata_options, settings.metadata_defaults)
         if options.http_endpoint == "disabled":
             raise e.EndpointDisabled()
+        if (
+            options.http_protocol_ipv6 == "disabled"
+            and request_address is not None
+            and gate.over_ipv6(request_address)
+        ):
+            raise e.Ipv6Disabled()
         values = headers._values
         if tokens == gate.TOKEN_PATH and settings.ec2_profile == "aws":
             return gate.issue(

@@ -379,3 +379,47 @@ def test_ipv6_only_instance_over_the_dhcp_path(cloud: Cloud) -> None:
     got = in_guest(guest, reader, python=SYSTEM_PYTHON)
     assert got["uuid"] == server["id"]
     assert [n["type"] for n in got["net"]] == ["ipv6_slaac"]
+
+
+def _curl6_until(guest: str, path: str, within: float = 60) -> tuple[int, str]:
+    deadline = time.monotonic() + within
+    while True:
+        status, body = curl6(guest, path)
+        if status == 200 or time.monotonic() > deadline:
+            return status, body
+        time.sleep(0.3)
+
+
+def test_ipv6_router_path_and_overlapping_prefixes(cloud: Cloud) -> None:
+    """fe80::a9fe:a9fe on the router path (the qr- port answers for it, ip6tables redirects
+    to the proxy), and two networks with the same IPv6 prefix, one routed and one isolated:
+    each guest gets its own instance's data."""
+    tag = _uid()
+    prefix = "fd00:6e:7b::/64"
+    servers, guests = [], []
+    for i, routed in enumerate((True, False)):
+        net = cloud.cli("net-create", f"v6o{i}-{tag}")
+        cloud.resource_ids.add(net["id"])
+        gateway = [] if routed else ["--no-gateway"]
+        cloud.cli("subnet", "create", f"v6o{i}-sub-{tag}", "--network", f"v6o{i}-{tag}",
+                  "--subnet-range", prefix, "--ip-version", "6", *gateway,
+                  "--ipv6-address-mode", "slaac", "--ipv6-ra-mode", "slaac")
+        if routed:
+            router = cloud.cli("router-create", f"v6o-r-{tag}")
+            cloud.resource_ids.add(router["id"])
+            added = cloud.cli_raw("router-interface-add", f"v6o-r-{tag}", f"v6o{i}-sub-{tag}")
+            assert added.returncode == 0, added.stderr
+        server = cloud.cli("server", "create", f"v6o{i}-vm-{tag}", "--network", f"v6o{i}-{tag}")
+        guest = cloud.boot_guest(cloud.server_port(server["id"])["id"])
+        _link_local_ready(guest)
+        servers.append(server)
+        guests.append(guest)
+    for server, guest in zip(servers, guests, strict=True):
+        status, body = _curl6_until(guest, "/openstack/latest/meta_data.json")
+        assert status == 200, body
+        assert json.loads(body)["uuid"] == server["id"]
+    # The routed guest's request went through the router namespace, not a DHCP port.
+    router_ns = f"qrouter-{router['id']}"
+    out = subprocess.run(["ip", "-n", router_ns, "-6", "addr"], capture_output=True,
+                         text=True).stdout
+    assert "fe80::a9fe:a9fe" in out

@@ -52,7 +52,8 @@ def test_router_plan_defaults() -> None:
     assert plan.namespace == f"qrouter-{RID}"
     assert [p.name for p in plan.ports] == ["qr-aaaaaaaa-11", "qr-bbbbbbbb-22"]
     assert plan.ports[0].network_id == "net-a" and plan.ports[0].mtu == 1450
-    assert plan.ports[1].addresses == ("172.31.0.1/24",)
+    # The gateway, and fe80::a9fe:a9fe for IPv6 guests (router path).
+    assert plan.ports[1].addresses == ("172.31.0.1/24", "fe80::a9fe:a9fe/128")
     assert plan.ports[1].mac_address == "fa:16:3e:00:00:0b"
     assert plan.sysctls == (("net.ipv4.ip_forward", "1"), ("net.ipv6.conf.all.forwarding", "1"))
     assert plan.rules == FULL_V4 + HOP_V4
