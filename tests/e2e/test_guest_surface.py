@@ -42,7 +42,8 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
     keys = tmp_path_factory.mktemp("identity")
     _, cert = make_signer(keys)
     with open(node.extra_conf, "a") as fh:
-        fh.write(f"region_name = {REGION}\n[metadata]\n"
+        fh.write(f"region_name = {REGION}\nmetadata_ipv6_addresses = fd00:ec2::254\n"
+                 "[metadata]\n"
                  f"identity_key_file = {keys / 'identity.key'}\n"
                  f"identity_cert_file = {cert}\n"
                  "token_secret = e2e-token-secret\n")
@@ -126,9 +127,14 @@ class Fetcher(IMDSFetcher):
         tok = self._fetch_metadata_token()
         return self._get_request(path, self._default_retry, tok).text
 
-f = Fetcher(timeout=5, num_attempts=1)
+# The settings botocore's own providers read from the environment (as IMDSRegionProvider does).
+config = {k: session.get_config_variable(k) for k in (
+    "ec2_metadata_service_endpoint", "ec2_metadata_service_endpoint_mode",
+    "ec2_metadata_v1_disabled")}
+f = Fetcher(timeout=5, num_attempts=1, config=config)
 print(json.dumps({"region": region, "instance_id": f.get("latest/meta-data/instance-id"),
-                  "zone": f.get("latest/meta-data/placement/availability-zone/")}))
+                  "zone": f.get("latest/meta-data/placement/availability-zone/"),
+                  "base": f.get_base_url(), "v1_disabled": bool(f._imds_v1_disabled)}))
 """
 
 EC2_METADATA = """
@@ -226,7 +232,8 @@ def test_required_mode_with_real_clients(cloud: Cloud, tmp_path: Path) -> None:
     boto = in_guest(guest, BOTOCORE, env={"AWS_EC2_METADATA_V1_DISABLED": "true",
                                           "AWS_CONFIG_FILE": "/dev/null",
                                           "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"})
-    assert boto == {"region": REGION, "instance_id": ci["md"]["instance-id"], "zone": ZONE}
+    assert boto == {"region": REGION, "instance_id": ci["md"]["instance-id"], "zone": ZONE,
+                    "base": "http://169.254.169.254/", "v1_disabled": True}
 
     # The ec2-metadata package (IMDSv2 only).
     em = in_guest(guest, EC2_METADATA)
@@ -423,3 +430,56 @@ def test_ipv6_router_path_and_overlapping_prefixes(cloud: Cloud) -> None:
     out = subprocess.run(["ip", "-n", router_ns, "-6", "addr"], capture_output=True,
                          text=True).stdout
     assert "fe80::a9fe:a9fe" in out
+
+
+def test_aws_ipv6_endpoint_on_the_router_path(cloud: Cloud) -> None:
+    """`metadata_ipv6_addresses = fd00:ec2::254`: botocore in
+    AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE=IPv6 reaches it through the guest's default route
+    (the router), with IMDSv1 disabled; the guest is identified by its global fixed IP."""
+    tag = _uid()
+    net = cloud.cli("net-create", f"v6e-{tag}")
+    cloud.resource_ids.add(net["id"])
+    cloud.cli("subnet", "create", f"v6e-sub-{tag}", "--network", f"v6e-{tag}", "--subnet-range",
+              "fd00:6e:7c::/64", "--ip-version", "6", "--gateway", "fd00:6e:7c::1",
+              "--ipv6-address-mode", "slaac", "--ipv6-ra-mode", "slaac")
+    router = cloud.cli("router-create", f"v6e-r-{tag}")
+    cloud.resource_ids.add(router["id"])
+    added = cloud.cli_raw("router-interface-add", f"v6e-r-{tag}", f"v6e-sub-{tag}")
+    assert added.returncode == 0, added.stderr
+    server = cloud.cli("server", "create", f"v6e-vm-{tag}", "--network", f"v6e-{tag}",
+                       "--availability-zone", ZONE)
+    port = cloud.server_port(server["id"])
+    guest = cloud.boot_guest(port["id"])
+    address = port["fixed_ips"][0]["ip_address"]
+    subprocess.run(["ip", "-n", guest, "addr", "add", f"{address}/64", "dev", "eth0", "nodad"],
+                   check=True)
+    subprocess.run(["ip", "-n", guest, "-6", "route", "add", "default", "via", "fd00:6e:7c::1",
+                    "dev", "eth0"], check=True)
+    _link_local_ready(guest)
+    code = BOTOCORE
+    deadline = time.monotonic() + 60
+    while True:
+        proc = subprocess.run(
+            ["ip", "netns", "exec", guest, sys.executable, "-c", code], capture_output=True,
+            text=True, timeout=120,
+            env=_clean_env({"AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE": "IPv6",
+                            "AWS_EC2_METADATA_V1_DISABLED": "true",
+                            "AWS_CONFIG_FILE": "/dev/null",
+                            "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}))
+        if proc.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)  # the router namespace and its proxy are still converging
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["base"] == "http://[fd00:ec2::254]/" and got["v1_disabled"]
+    assert got["region"] == REGION and got["zone"] == ZONE
+    assert got["instance_id"].startswith("i-")
+    iid = _instance_id_over_link_local(guest)
+    assert iid == got["instance_id"]
+
+
+def _instance_id_over_link_local(guest: str) -> str:
+    """The same instance id over fe80::a9fe:a9fe (a cross-check that the identities agree)."""
+    status, body = curl6(guest, "/latest/meta-data/instance-id")
+    assert status == 200, body
+    return body

@@ -271,3 +271,19 @@ def test_routers_from_neutron() -> None:
     assert got.interfaces == (
         RouterInterface("p1", "n1", "fa:16:3e:00:00:01", ("10.0.0.1/24", "2001:db8::1/64"), 1450),
     )
+
+
+def test_extra_ipv6_metadata_addresses() -> None:
+    plan = desired_router_state(ROUTER, L3Options(extra_ipv6_addresses=("fd00:ec2::254",)))
+    assert plan.ports[0].addresses[-2:] == ("fe80::a9fe:a9fe/128", "fd00:ec2::254/128")
+    redirects = [r for t, c, r in plan.rules6 if t == "nat" and c == f"{P}PREROUTING"]
+    assert redirects == [
+        f"-d {d} -i qr-+ -p tcp -m tcp --dport 80 -j REDIRECT --to-ports 9697"
+        for d in ("fe80::a9fe:a9fe/128", "fd00:ec2::254/128")
+    ]
+    # One jump per builtin chain, and hop limits as IPv6 HL.
+    assert [r for t, c, r in plan.rules6 if c == "PREROUTING"].count(f"-j {P}PREROUTING") == 2
+    assert all("-j HL" in r for t, c, r in plan.rules6 if c == f"{P}OUTPUT")
+    assert not any("fd00:ec2::254" in r for _, _, r in plan.rules)
+    with pytest.raises(ValueError, match="not an IPv6 address"):
+        L3Options(extra_ipv6_addresses=("10.0.0.1",))
