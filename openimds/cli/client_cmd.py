@@ -316,10 +316,14 @@ def subnet_body(network_id: str, cidr: str, *, name: str = "", no_gateway: bool 
 
 def _subnet_create(api: Any, args: argparse.Namespace) -> Any:
     network = find(api, "networks", args.network)
-    return api.create("subnets", subnet_body(
+    body = subnet_body(
         network["id"], args.subnet_range, name=args.name, no_gateway=args.no_gateway,
         gateway=args.gateway, dhcp=not args.no_dhcp, ip_version=args.ip_version,
-        host_routes=args.host_route, dns=args.dns_nameserver, pools=args.allocation_pool))
+        host_routes=args.host_route, dns=args.dns_nameserver, pools=args.allocation_pool)
+    for key in ("ipv6_ra_mode", "ipv6_address_mode"):
+        if getattr(args, key):
+            body[key] = getattr(args, key)
+    return api.create("subnets", body)
 
 
 def _subnet_list(api: Any, args: argparse.Namespace) -> Any:
@@ -341,6 +345,8 @@ def _register_subnet(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-dhcp", action="store_true", help="enable_dhcp false")
     p.add_argument("--dhcp", action="store_false", dest="no_dhcp", help="enable_dhcp (default)")
     p.add_argument("--ip-version", type=int, choices=(4, 6), default=None)
+    for flag in ("--ipv6-ra-mode", "--ipv6-address-mode"):
+        p.add_argument(flag, choices=("slaac", "dhcpv6-stateless", "dhcpv6-stateful"))
     p.add_argument("--host-route", action="append", default=[],
                    metavar="destination=CIDR,gateway=IP")
     p.add_argument("--dns-nameserver", action="append", default=[], metavar="IP")

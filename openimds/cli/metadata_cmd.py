@@ -32,7 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def settings_from_conf(conf: Any) -> Any:
     """MetadataSettings from a loaded `metadata-api` ConfigOpts; raises ValueError on bad values."""
     from openimds.config import database_url
+    from openimds.metadata.aws import AwsProfile
     from openimds.metadata.identify import IdentifySettings, parse_trusted_proxies
+    from openimds.metadata.identity import IdentitySigner
     from openimds.metadata.options import defaults_from_conf
     from openimds.metadata.respond import RespondSettings
     from openimds.metadata.server import MetadataSettings
@@ -71,6 +73,13 @@ def settings_from_conf(conf: Any) -> Any:
         )
         tokens = TokenKeys(os.urandom(32))
     defaults = defaults_from_conf(conf)
+    signer = None
+    if guest.identity_key_file or guest.identity_cert_file:
+        if not (guest.identity_key_file and guest.identity_cert_file):
+            raise ValueError("[metadata] identity_key_file and identity_cert_file go together")
+        signer = IdentitySigner.from_files(guest.identity_key_file, guest.identity_cert_file)
+    aws = AwsProfile(region=str(conf.region_name), domain=api.dhcp_domain or None,
+                     signer=signer)
     workers = conf.metadata_workers
     if workers is None:
         workers = os.cpu_count() or 1
@@ -87,6 +96,7 @@ def settings_from_conf(conf: Any) -> Any:
             tokens=tokens,
             metadata_defaults=defaults,
             ec2_profile=str(guest.ec2_profile),
+            aws=aws,
         ),
         dynamic_vendordata=DynamicVendordataOptions(
             targets=parse_targets(api.vendordata_dynamic_targets or ()),

@@ -76,10 +76,17 @@ def _token_usage(api: Any, args: argparse.Namespace) -> Any:
     return api.request("GET", "compute", "/os-metadata-token-usage")["token_usage"]
 
 
+def _identity_certificate(api: Any, args: argparse.Namespace) -> Any:
+    return api.request("GET", "compute", "/os-metadata-identity-certificate")
+
+
 def register_server_verbs(verbs: argparse._SubParsersAction, leaf: Any) -> None:
-    """`server set` and `server token-usage` (`leaf` is client_cmd's leaf-command builder)."""
+    """`server set`, `server token-usage` and `server identity-certificate` (`leaf` is
+    client_cmd's leaf-command builder)."""
     p = leaf(verbs, "set", _server_set, "servers", "set a server's metadata options")
     p.add_argument("name")
     add_option_flags(p)
     leaf(verbs, "token-usage", _token_usage, "token_usage",
          "requests without a session token / with an invalid one, per server")
+    leaf(verbs, "identity-certificate", _identity_certificate, "servers",
+         "the certificate that signs dynamic/instance-identity documents")

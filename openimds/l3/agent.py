@@ -115,6 +115,7 @@ def l3_options_from_conf(conf: Any) -> L3Options:
         metadata_port=int(conf.metadata_port),
         metadata_access_mark=conf.metadata_access_mark,
         ipv6_enabled=os.path.exists("/proc/net/if_inet6"),
+        extra_ipv6_addresses=tuple(str(a) for a in conf.metadata_ipv6_addresses or ()),
     )
 
 

@@ -13,12 +13,14 @@ is a no-op, not merely harmless).
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from openimds.l3.model import RouterInfo
 from openimds.linux.iptables import BUILTIN_CHAINS, IptablesState, Rule
 from openimds.proxy.haproxy import METADATA_IPV4_CIDR, METADATA_IPV6_CIDR, ROUTER_METADATA_PORT
+from openimds.proxy.hoplimit import ttl_rules
 
 __all__ = [
     "CHAIN_NAME_MAX",
@@ -47,8 +49,13 @@ class L3Options:
     metadata_access_mark: str = "0x1"
     ipv6_enabled: bool = True  # ip6tables rules for fe80::a9fe:a9fe and a "::" listener
     chain_prefix: str = "openimds-l3-"
+    # `metadata_ipv6_addresses`: more IPv6 metadata addresses (fd00:ec2::254), as addresses.
+    extra_ipv6_addresses: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        for address in self.extra_ipv6_addresses:
+            if ipaddress.ip_address(address).version != 6:  # ValueError names a bad one
+                raise ValueError(f"metadata_ipv6_addresses: {address} is not an IPv6 address")
         if len(self.chain_prefix) + _LONGEST_SUFFIX > CHAIN_NAME_MAX:
             raise ValueError(
                 f"chain_prefix {self.chain_prefix!r} is too long: chain names are limited to "
@@ -121,17 +128,37 @@ def metadata_rules(opts: L3Options, dest: str) -> list[Rule]:
             ("filter", f"{p}INPUT", f"-m mark --mark {mark} -j ACCEPT"),
             ("filter", f"{p}INPUT", f"-p tcp -m tcp --dport {port} -j DROP"),
         ]
+        # The token PUT's answer leaves with the instance's hop limit as its TTL.
+        rules += ttl_rules(p, ipv6=":" in dest)
+    return rules
+
+
+def _metadata_v6(opts: L3Options) -> tuple[str, ...]:
+    """fe80::a9fe:a9fe and the extra IPv6 metadata addresses, as /128 host addresses."""
+    extra = (f"{ipaddress.ip_address(a)}/128" for a in opts.extra_ipv6_addresses)
+    return (METADATA_V6, *extra)
+
+
+def _rules6(opts: L3Options) -> list[Rule]:
+    rules = metadata_rules(opts, METADATA_V6)
+    for dest in _metadata_v6(opts)[1:]:
+        # Only the per-destination MARK and REDIRECT rules; the jumps, FORWARD drop, INPUT
+        # guard and hop-limit rules are already there once.
+        rules += [r for r in metadata_rules(opts, dest) if dest in r[2]]
     return rules
 
 
 def desired_router_state(router: RouterInfo, opts: L3Options) -> RouterPlan:
+    # fe80::a9fe:a9fe on every qr- port (added without DAD): a guest's neighbour solicitation
+    # for it must be answered on its link before ip6tables can redirect the connection.
+    md6 = _metadata_v6(opts) if opts.ipv6_enabled and opts.enable_metadata_proxy else ()
     ports = tuple(
         QrPort(
             name=qr_name(i.port_id),
             port_id=i.port_id,
             network_id=i.network_id,
             mac_address=i.mac_address,
-            addresses=i.addresses,
+            addresses=(*i.addresses, *md6),
             mtu=i.mtu,
         )
         for i in sorted(router.interfaces, key=lambda i: i.port_id)
@@ -148,7 +175,7 @@ def desired_router_state(router: RouterInfo, opts: L3Options) -> RouterPlan:
         ports=ports,
         sysctls=tuple(sysctls),
         rules=tuple(metadata_rules(opts, METADATA_V4)),
-        rules6=tuple(metadata_rules(opts, METADATA_V6)) if opts.ipv6_enabled else (),
+        rules6=tuple(_rules6(opts)) if opts.ipv6_enabled else (),
         chain_prefix=opts.chain_prefix,
         metadata_proxy=opts.enable_metadata_proxy,
         proxy_listen=listen,

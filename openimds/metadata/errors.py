@@ -16,6 +16,7 @@
     ├── Forbidden (403)
     │   ├── BadSignature           X-Instance-ID-Signature / X-Metadata-Provider-Signature wrong
     │   ├── EndpointDisabled       the instance's http_endpoint is disabled
+    │   │   └── Ipv6Disabled       a request over IPv6 with http_protocol_ipv6 disabled
     │   └── TokenForwarded         token PUT that came with an X-Forwarded-For (SSRF rule)
     ├── NotFound (404)
     │   ├── InstanceNotFound       nobody known is asking (or tenant mismatch, or ambiguous IP)
@@ -42,6 +43,7 @@ __all__ = [
     "BadTokenTtl",
     "EndpointDisabled",
     "InvalidToken",
+    "Ipv6Disabled",
     "MethodNotAllowed",
     "TokenForwarded",
     "TokenRequired",
@@ -172,6 +174,10 @@ class BadSignature(Forbidden):
 
 class EndpointDisabled(Forbidden):
     default_explanation = "The metadata endpoint is disabled for this instance."
+
+
+class Ipv6Disabled(EndpointDisabled):
+    default_explanation = "The IPv6 metadata endpoint is disabled for this instance."
 
 
 class TokenForwarded(Forbidden):

@@ -17,6 +17,7 @@ turns into the IP TTL of that answer and never shows the guest.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -27,7 +28,7 @@ from openimds.metadata.tokens import (
     BadTtl,
     TokenCheck,
     TokenKeys,
-    check_token,
+    TokenVerifier,
     issue_token,
     parse_ttl,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "TokenState",
     "check_request",
     "issue",
+    "over_ipv6",
 ]
 
 TOKEN_HEADER = "X-aws-ec2-metadata-token"
@@ -97,10 +99,22 @@ def issue(
     return IssuedToken(token, ttl, options.http_put_response_hop_limit)
 
 
+def over_ipv6(request_address: str) -> bool:
+    """Whether the guest's address (the agent's X-Forwarded-For, or the peer) is IPv6; an
+    IPv4-mapped address is IPv4."""
+    if ":" not in request_address:
+        return False
+    try:
+        addr = ipaddress.ip_address(request_address.split(",")[-1].strip())
+    except ValueError:
+        return False
+    return isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is None
+
+
 def check_request(
     values: dict[str, list[str]],
     options: MetadataOptions,
-    keys: TokenKeys,
+    verifier: TokenVerifier,
     instance_id: str,
     now: float,
 ) -> str:
@@ -112,7 +126,7 @@ def check_request(
         return TokenState.NONE
     if len(sent) > 1:
         raise e.InvalidToken(log_detail=f"instance {instance_id}: {len(sent)} token headers")
-    result = check_token(keys, instance_id, sent[0], now)
+    result = verifier.check(instance_id, sent[0], now)
     if result is not TokenCheck.VALID:
         raise e.InvalidToken(log_detail=f"instance {instance_id}: token {result.value}")
     return TokenState.VALID

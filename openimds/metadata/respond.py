@@ -23,6 +23,7 @@ from typing import Any, NamedTuple, Protocol
 
 from openimds.metadata import errors as e
 from openimds.metadata import gate
+from openimds.metadata.aws import AwsProfile
 from openimds.metadata.identify import (
     ByAddress,
     ByInstanceId,
@@ -35,7 +36,7 @@ from openimds.metadata.identify import (
 )
 from openimds.metadata.options import MetadataOptions, effective_options
 from openimds.metadata.source import InstanceSource, PasswordResult
-from openimds.metadata.tokens import TokenKeys
+from openimds.metadata.tokens import TokenKeys, TokenVerifier
 from openimds.metadata.tree import (
     HTML,
     JSON,
@@ -119,6 +120,8 @@ class RespondSettings:
     # "aws": the AWS keys and the token API; "nova": Nova's EC2 tree byte for byte and no
     # token API (PUT /latest/api/token is a 404 there, as in Nova).
     ec2_profile: str = "aws"
+    # The AWS profile's cloud-wide values (region, identity signer).
+    aws: AwsProfile = field(default_factory=AwsProfile)
 
 
 class VendordataFetcher(Protocol):
@@ -180,6 +183,8 @@ class Responder:
         self._on_tree_cache = on_tree_cache
         # Settings are frozen, so the secret cannot change under the cache.
         self._signatures = SignatureCache(self.settings.identify.shared_secret)
+        self._root_listing = ec2_version_listing(self.settings.ec2_profile == "aws")
+        self._tokens = TokenVerifier(self.settings.tokens)
 
     def _tree(self, view: InstanceView, today: date) -> Tree:
         cached = self._trees.get(view.uuid)
@@ -191,11 +196,19 @@ class Responder:
             return cached[2]
         if self._on_tree_cache:
             self._on_tree_cache(False)
+        settings = self.settings
+        aws = settings.aws if settings.ec2_profile == "aws" else None
+        tags = aws is not None and (
+            effective_options(view.metadata_options, settings.metadata_defaults)
+            .instance_metadata_tags == "enabled"
+        )
         tree = render_tree(
             view,
             today=today,
-            dhcp_domain=self.settings.dhcp_domain,
-            vendordata=self.settings.vendordata,
+            dhcp_domain=settings.dhcp_domain,
+            vendordata=settings.vendordata,
+            aws=aws,
+            tags=tags,
         )
         self._trees[view.uuid] = (view, today, tree)
         self._trees.move_to_end(view.uuid)
@@ -289,7 +302,7 @@ class Responder:
         headers = Headers(req.headers)
         view, request_address = await self._instance(req, headers)
         try:
-            state = self._gate(req, tokens, headers, view)
+            state = self._gate(req, tokens, headers, view, request_address)
             if isinstance(state, gate.IssuedToken):
                 body = state.token.encode()
                 return MetadataResponse(
@@ -302,13 +315,24 @@ class Responder:
             raise
 
     def _gate(
-        self, req: MetadataRequest, tokens: list[str], headers: Headers, view: InstanceView
+        self,
+        req: MetadataRequest,
+        tokens: list[str],
+        headers: Headers,
+        view: InstanceView,
+        request_address: str | None,
     ) -> gate.IssuedToken | str:
         """The session-token rules (gate.py): a token to issue, or the request's TokenState."""
         settings = self.settings
         options = effective_options(view.metadata_options, settings.metadata_defaults)
         if options.http_endpoint == "disabled":
             raise e.EndpointDisabled()
+        if (
+            options.http_protocol_ipv6 == "disabled"
+            and request_address is not None
+            and gate.over_ipv6(request_address)
+        ):
+            raise e.Ipv6Disabled()
         values = headers._values
         if tokens == gate.TOKEN_PATH and settings.ec2_profile == "aws":
             return gate.issue(
@@ -321,7 +345,7 @@ class Responder:
                 req.now,
                 req.random_bytes,
             )
-        return gate.check_request(values, options, settings.tokens, view.uuid, req.now)
+        return gate.check_request(values, options, self._tokens, view.uuid, req.now)
 
     async def _leaf(
         self,
@@ -353,7 +377,7 @@ class Responder:
         path = normalise_path(req.path)
         if path == "/":
             # Answered before identification, for anybody (nova does the same).
-            return MetadataResponse(200, TEXT, ec2_version_listing(), family="root")
+            return MetadataResponse(200, TEXT, self._root_listing, family="root")
         tokens = path.split("/")[1:]
         family = _family(tokens)
         try:

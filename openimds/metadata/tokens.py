@@ -35,6 +35,7 @@ __all__ = [
     "NONCE_BYTES",
     "TokenCheck",
     "TokenKeys",
+    "TokenVerifier",
     "check_token",
     "issue_token",
     "parse_ttl",
@@ -132,3 +133,36 @@ def check_token(keys: TokenKeys, instance_id: str, token: str, now: float) -> To
             # Checked after the MAC, so a forged expiry says nothing about the key.
             return TokenCheck.VALID if now < int(expiry) else TokenCheck.EXPIRED
     return TokenCheck.INVALID
+
+
+class TokenVerifier:
+    """`check_token` for one set of keys, remembering tokens that verified.
+
+    Clients reuse a token for many requests (cloud-init and ec2-metadata for hours), so the
+    HMAC runs once per token instead of once per request; a hit still checks the instance and
+    the expiry. Only valid tokens are remembered, so garbage cannot push real entries out; the
+    oldest entry goes when `size` is reached, and an expired one when it is next seen.
+    """
+
+    __slots__ = ("_keys", "_seen", "_size")
+
+    def __init__(self, keys: TokenKeys, size: int = 65536) -> None:
+        self._keys = keys
+        self._size = size
+        self._seen: dict[str, tuple[str, int]] = {}
+
+    def check(self, instance_id: str, token: str, now: float) -> TokenCheck:
+        seen = self._seen.get(token)
+        if seen is not None:
+            if seen[0] != instance_id:
+                return TokenCheck.INVALID
+            if now < seen[1]:
+                return TokenCheck.VALID
+            del self._seen[token]
+            return TokenCheck.EXPIRED
+        result = check_token(self._keys, instance_id, token, now)
+        if result is TokenCheck.VALID:
+            if len(self._seen) >= self._size:
+                del self._seen[next(iter(self._seen))]
+            self._seen[token] = (instance_id, int(token.split(".", 1)[0]))
+        return result

@@ -22,6 +22,7 @@ from datetime import date
 from typing import Any
 
 from openimds.metadata import versions as v
+from openimds.metadata.aws import AWS_EC2_VERSIONS, AwsProfile, aws_dynamic, aws_meta_data
 from openimds.metadata.errors import PathNotFound
 from openimds.metadata.network_data import network_data
 from openimds.metadata.view import InstanceView
@@ -149,9 +150,17 @@ def _text(value: object) -> TextLeaf:
     return TextLeaf(str(value).encode())
 
 
-def ec2_version_listing() -> bytes:
-    """The body of `/` and `/ec2`: the EC2 versions, then `latest`."""
-    return "\n".join((*v.EC2_VERSIONS, "latest")).encode()
+def ec2_version_listing(aws: bool = False) -> bytes:
+    """The body of `/` and `/ec2`: the EC2 versions (with the AWS profile's), then `latest`."""
+    extra = AWS_EC2_VERSIONS if aws else ()
+    return "\n".join((*v.EC2_VERSIONS, *extra, "latest")).encode()
+
+
+def _nodes(value: Any) -> Node:
+    """Plain data (aws.py) as nodes: a dict is a directory, anything else a text leaf."""
+    if isinstance(value, dict):
+        return _dir({k: _nodes(val) for k, val in value.items()})
+    return _text(value)
 
 
 def _fqdn(hostname: str, dhcp_domain: str | None) -> str:
@@ -201,7 +210,9 @@ def _ec2_meta_data(view: InstanceView, dhcp_domain: str | None) -> dict[str, Nod
     return entries
 
 
-def _ec2_version_dirs(view: InstanceView, dhcp_domain: str | None) -> dict[str, Node]:
+def _ec2_version_dirs(
+    view: InstanceView, dhcp_domain: str | None, aws: AwsProfile | None, tags: bool
+) -> dict[str, Node]:
     entries = _ec2_meta_data(view, dhcp_domain)
     out: dict[str, Node] = {}
     for version in v.EC2_VERSIONS:
@@ -211,6 +222,20 @@ def _ec2_version_dirs(view: InstanceView, dhcp_domain: str | None) -> dict[str, 
             children["user-data"] = TextLeaf(view.user_data)
         out[version] = _dir(children)
     out["latest"] = out[v.EC2_LATEST]
+    if aws is None:
+        return out
+    # The AWS profile: Nova's newest keys plus AWS's, under the AWS dates and `latest`.
+    extra = aws_meta_data(view, aws, _fqdn(view.hostname, dhcp_domain), tags=tags)
+    aws_children: dict[str, Node] = {
+        "meta-data": _dir({**entries, **{k: _nodes(val) for k, val in extra.items()}}),
+        "dynamic": _nodes(aws_dynamic(view, aws)),
+    }
+    if view.user_data is not None:
+        aws_children["user-data"] = TextLeaf(view.user_data)
+    aws_dir = _dir(aws_children)
+    for version in AWS_EC2_VERSIONS:
+        out[version] = aws_dir
+    out["latest"] = aws_dir
     return out
 
 
@@ -301,11 +326,17 @@ def render_tree(
     today: date,
     dhcp_domain: str | None = "novalocal",
     vendordata: VendordataOptions | None = None,
+    aws: AwsProfile | None = None,
+    tags: bool = False,
 ) -> Tree:
-    """Both trees of `view`. `today` (UTC) only decides which OpenStack versions are listed."""
+    """Both trees of `view`. `today` (UTC) only decides which OpenStack versions are listed.
+
+    `aws` selects the AWS profile (aws.py; None = Nova's EC2 tree byte for byte), `tags` the
+    instance's `tags/instance/` directory in it.
+    """
     vendordata = vendordata or VendordataOptions()
-    ec2 = _ec2_version_dirs(view, dhcp_domain)
-    root = Dir(children=ec2, listing=ec2_version_listing())
+    ec2 = _ec2_version_dirs(view, dhcp_domain, aws, tags)
+    root = Dir(children=ec2, listing=ec2_version_listing(aws is not None))
     return Tree(root=root, openstack=_openstack_dir(view, today, dhcp_domain, vendordata))
 
 

@@ -26,6 +26,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
+from openimds.proxy.hoplimit import HOP_LIMIT_HEADER, haproxy_response_lines
+
 __all__ = [
     "DHCP_METADATA_PORT",
     "IDENTITY_HEADERS",
@@ -86,8 +88,6 @@ INTERNAL_HEADER_PREFIX = "X-OpenIMDS-"
 # Set (after the guest's copies are deleted) when the guest's own request carried
 # X-Forwarded-For: the metadata API refuses a session token through a proxy (SSRF rule).
 GUEST_FORWARDED_HEADER = "X-OpenIMDS-Guest-Forwarded"
-# Internal answer header (the token PUT's hop limit); never shown to the guest.
-HOP_LIMIT_HEADER = "X-OpenIMDS-Hop-Limit"
 
 # sun_path is 108 bytes including the NUL.
 _MAX_UNIX_PATH = 107
@@ -472,7 +472,13 @@ def render_haproxy_cfg(spec: ProxySpec) -> str:
                  " if { req.hdr_cnt(X-Forwarded-For) gt 0 }")
     lines += [f"    http-request del-header {name}" for name in IDENTITY_HEADERS]
     lines += [f"    http-request del-header {p} -m beg" for p in IDENTITY_HEADER_PREFIXES]
-    lines.append(f"    http-response del-header {HOP_LIMIT_HEADER}")
+    # The token PUT's hop limit: internal header → packet mark (proxy/hoplimit.py). haproxy
+    # refuses to drop privileges with set-mark in its config, so a proxy that runs as another
+    # user only strips the header (the hop limit is then not enforced; docs/metadata.md).
+    if spec.user or spec.group:
+        lines.append(f"    http-response del-header {HOP_LIMIT_HEADER}")
+    else:
+        lines += haproxy_response_lines()
     lines.append(f"    http-request set-header {id_header(stamped.kind)} {stamped.id}")
     server = f"    server metadata {spec.socket_path} maxconn {spec.agent_maxconn}"
     if spec.agent_mode == "reuse":

@@ -39,6 +39,12 @@ FULL_V4 = (
     ("filter", f"{P}INPUT", "-m mark --mark 0x1/0xffff -j ACCEPT"),
     ("filter", f"{P}INPUT", "-p tcp -m tcp --dport 9697 -j DROP"),
 )
+# With the proxy on: the token PUT's hop limit, mark → TTL (proxy/hoplimit.py).
+HOP_V4 = (
+    ("mangle", "OUTPUT", f"-j {P}OUTPUT"),
+    *(("mangle", f"{P}OUTPUT", f"-m mark --mark {hex(0x4F000000 | n << 16)} -j TTL --ttl-set {n}")
+      for n in range(1, 65)),
+)
 
 
 def test_router_plan_defaults() -> None:
@@ -46,10 +52,11 @@ def test_router_plan_defaults() -> None:
     assert plan.namespace == f"qrouter-{RID}"
     assert [p.name for p in plan.ports] == ["qr-aaaaaaaa-11", "qr-bbbbbbbb-22"]
     assert plan.ports[0].network_id == "net-a" and plan.ports[0].mtu == 1450
-    assert plan.ports[1].addresses == ("172.31.0.1/24",)
+    # The gateway, and fe80::a9fe:a9fe for IPv6 guests (router path).
+    assert plan.ports[1].addresses == ("172.31.0.1/24", "fe80::a9fe:a9fe/128")
     assert plan.ports[1].mac_address == "fa:16:3e:00:00:0b"
     assert plan.sysctls == (("net.ipv4.ip_forward", "1"), ("net.ipv6.conf.all.forwarding", "1"))
-    assert plan.rules == FULL_V4
+    assert plan.rules == FULL_V4 + HOP_V4
     assert plan.metadata_proxy and plan.proxy_listen == ("::", 9697)
     assert all("fe80::a9fe:a9fe/128" in r for _, c, r in plan.rules6 if c == f"{P}PREROUTING")
 
@@ -264,3 +271,19 @@ def test_routers_from_neutron() -> None:
     assert got.interfaces == (
         RouterInterface("p1", "n1", "fa:16:3e:00:00:01", ("10.0.0.1/24", "2001:db8::1/64"), 1450),
     )
+
+
+def test_extra_ipv6_metadata_addresses() -> None:
+    plan = desired_router_state(ROUTER, L3Options(extra_ipv6_addresses=("fd00:ec2::254",)))
+    assert plan.ports[0].addresses[-2:] == ("fe80::a9fe:a9fe/128", "fd00:ec2::254/128")
+    redirects = [r for t, c, r in plan.rules6 if t == "nat" and c == f"{P}PREROUTING"]
+    assert redirects == [
+        f"-d {d} -i qr-+ -p tcp -m tcp --dport 80 -j REDIRECT --to-ports 9697"
+        for d in ("fe80::a9fe:a9fe/128", "fd00:ec2::254/128")
+    ]
+    # One jump per builtin chain, and hop limits as IPv6 HL.
+    assert [r for t, c, r in plan.rules6 if c == "PREROUTING"].count(f"-j {P}PREROUTING") == 2
+    assert all("-j HL" in r for t, c, r in plan.rules6 if c == f"{P}OUTPUT")
+    assert not any("fd00:ec2::254" in r for _, _, r in plan.rules)
+    with pytest.raises(ValueError, match="not an IPv6 address"):
+        L3Options(extra_ipv6_addresses=("10.0.0.1",))

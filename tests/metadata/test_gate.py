@@ -220,3 +220,18 @@ def test_view_options_are_read_only() -> None:
     view = _view_with({"http_tokens": "required"})
     with pytest.raises(TypeError):
         view.metadata_options["http_tokens"] = "optional"  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("address", "status"),
+    [("fe80::f816:3eff:fe9c:bf3d", 403), ("2001:db8::5", 403), ("10.0.0.5", 200),
+     ("::ffff:10.0.0.5", 200)],
+)
+async def test_ipv6_disabled_refuses_requests_over_ipv6(address: str, status: int) -> None:
+    r = responder({"http_protocol_ipv6": "disabled"})
+    headers = who() + [("X-Forwarded-For", address)]
+    resp = await call(r, "/latest/meta-data/instance-id", headers=headers, now=NOW)
+    assert resp.status == status
+    # Enabled (the default): both families are served.
+    assert (await call(responder(), "/latest/meta-data/instance-id", headers=headers,
+                       now=NOW)).status == 200

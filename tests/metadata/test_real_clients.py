@@ -27,6 +27,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from openimds.metadata.aws import AwsProfile
 from openimds.metadata.gate import TOKEN_HEADER, TTL_HEADER
 from openimds.metadata.identify import IdentifySettings, sign_instance_id
 from openimds.metadata.respond import Responder, RespondSettings
@@ -180,6 +181,10 @@ BOTOCORE_SCRIPT = textwrap.dedent(
     """
 )
 
+# botocore's region is the availability zone minus its last character ("fake-az" → "fake-a"),
+# so a cloud that wants botocore to find its region names zones <region><letter>.
+REGION = "fake-a"
+
 LOOP_SUBNET = SubnetView(id="lo", cidr="127.0.0.0/8", ip_version=4, enable_dhcp=True)
 LOOP_PORT = PortView(
     id="7e57aaaa-0000-4000-8000-000000000001",
@@ -271,6 +276,7 @@ async def base_url(request: pytest.FixtureRequest) -> AsyncIterator[str]:
     settings = RespondSettings(
         identify=IdentifySettings(service_metadata_proxy=mode == "proxy", shared_secret=SECRET),
         vendordata=VendordataOptions(("StaticJSON",), {"cloud-init": "#cloud-config\n{}\n"}),
+        aws=AwsProfile(region=REGION),
     )
     runner, api = await _site(metadata_server(Responder(DictSource([view]), settings)))
     runners = [runner]
@@ -318,7 +324,9 @@ async def test_cloud_init_openstack_reader(base_url: str, cloudinit_python: str)
     ec2 = got["ec2"]
     assert ec2["instance-id"] == "i-00000001"
     assert ec2["public-keys"] == {"key": KEY}
-    assert ec2["placement"] == {"availability-zone": "fake-az"}
+    # The AWS profile (the default) adds the region keys to placement.
+    assert ec2["placement"] == {"availability-zone": "fake-az", "region": REGION,
+                                "availability-zone-id": f"{REGION}-fake-az"}
     assert ec2["block-device-mapping"]["root"] == "/dev/sda1"
     assert got["refused"] == ["169.254.169.254"]
 

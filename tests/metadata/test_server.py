@@ -94,7 +94,8 @@ async def test_get_and_head(served: Served) -> None:
             assert r.status == 400
         async with s.get(served.base + "/", headers={}) as r:
             assert r.headers["Content-Type"] == "text/plain; charset=UTF-8"
-            assert (await r.read()).endswith(b"2009-04-04\nlatest")
+            # The AWS profile (the default) lists its dated versions after Nova's.
+            assert (await r.read()).endswith(b"2009-04-04\n2016-09-02\n2018-09-24\n2021-03-23\nlatest")
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ from openimds.metadata.tokens import (
     BadTtl,
     TokenCheck,
     TokenKeys,
+    TokenVerifier,
     check_token,
     issue_token,
     parse_ttl,
@@ -108,3 +109,26 @@ def test_overlong_token_is_refused_before_any_crypto(monkeypatch: pytest.MonkeyP
 
     monkeypatch.setattr(tokens, "_mac", boom)
     assert check_token(KEYS, A, long_token, NOW) is TokenCheck.INVALID
+
+
+def test_verifier_remembers_valid_tokens_but_still_checks_instance_and_expiry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import openimds.metadata.tokens as tokens
+
+    verifier = TokenVerifier(KEYS, size=2)
+    t = token()
+    assert verifier.check(A, t, NOW) is TokenCheck.VALID
+    calls = []
+    real = tokens._mac
+    monkeypatch.setattr(tokens, "_mac", lambda *a: calls.append(a) or real(*a))
+    assert verifier.check(A, t, NOW + 1) is TokenCheck.VALID
+    assert calls == []  # answered from memory
+    assert verifier.check(B, t, NOW) is TokenCheck.INVALID
+    assert verifier.check(A, t, NOW + 60) is TokenCheck.EXPIRED
+    assert verifier.check(A, "garbage", NOW) is TokenCheck.INVALID
+    # Bounded: the oldest goes first.
+    t2, t3 = (issue_token(KEYS, A, NOW, 60, bytes([i]) * 9) for i in (2, 3))
+    for x in (t, t2, t3):
+        assert verifier.check(A, x, NOW) is TokenCheck.VALID
+    assert len(verifier._seen) == 2 and t not in verifier._seen

@@ -348,3 +348,15 @@ def test_connection_settings_are_accepted_by_haproxy(
     path.write_text(render_haproxy_cfg(net_spec(connections=connections)).replace(
         "/dev/log", "127.0.0.1:514"))
     subprocess.run(["haproxy", "-c", "-q", "-f", str(path)], check=True)
+
+
+def test_hop_limit_header_becomes_a_mark_and_never_reaches_the_guest() -> None:
+    body = listener(render_haproxy_cfg(net_spec()))
+    assert "http-response set-mark 0x4f010000 if { var(txn.hop_limit) -m int 1 }" in body
+    assert "http-response set-mark 0x4f400000 if { var(txn.hop_limit) -m int 64 }" in body
+    assert "http-response del-header X-OpenIMDS-Hop-Limit" in body
+    # haproxy will not drop privileges with set-mark configured: then the header is only
+    # stripped (and the hop limit not enforced), so the proxy still starts.
+    dropped = listener(render_haproxy_cfg(net_spec(user="998")))
+    assert not [ln for ln in dropped if "set-mark" in ln]
+    assert "http-response del-header X-OpenIMDS-Hop-Limit" in dropped

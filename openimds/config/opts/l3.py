@@ -11,4 +11,9 @@ DEFAULT_OPTS: list[cfg.Opt] = [
                help="iptables mark for metadata traffic (masked with 0xffff)."),
     cfg.StrOpt("external_ingress_mark", default="0x2",
                help="iptables mark for traffic from the external network."),
+    cfg.ListOpt("metadata_ipv6_addresses", default=[],
+                help="openimds: extra IPv6 metadata addresses served on the router path "
+                "besides fe80::a9fe:a9fe, e.g. fd00:ec2::254 for AWS SDKs in "
+                "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE=IPv6 (reached through the guest's "
+                "default route)."),
 ]
