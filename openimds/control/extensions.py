@@ -27,6 +27,8 @@ EXTENSIONS: tuple[tuple[str, str, str], ...] = (
     ("router", "Neutron L3 Router",
      "Router abstraction for routing between subnets (interfaces only; no external "
      "gateways or floating IPs)."),
+    ("security-group", "security-group", "The security groups extension (stored and listed; "
+     "no traffic is filtered by them)."),
 )
 
 

@@ -36,6 +36,7 @@ from openimds.control.images import find_image
 from openimds.control.name_filter import any_name_matcher
 from openimds.control.ports import build_port, get_port_for_write, shared_network
 from openimds.control.resources import get_visible, retry_on_race
+from openimds.control.security_groups import resolve_groups
 from openimds.control.serializers import server_brief, server_dict
 from openimds.inventory.models import Flavor, Image, Instance, KeyPair, Network, Port
 
@@ -201,13 +202,14 @@ def create_server(call: Call) -> Reply:
                                      "found (create it with POST /v2.1/os-keypairs).")
                 key_data = kp.public_key
             image = _resolve_image(s, call, image_name) if image_name is not None else None
+            group_names = resolve_groups(s, ctx, groups)
             flavor_name, flavor_id = _resolve_flavor(s, call, flavor_ref)
             inst = Instance(name=name, project_id=ctx.project_id, user_id=ctx.user_id,
                             availability_zone=az, flavor=flavor_name, flavor_id=flavor_id,
                             image_id=image.id if image else None, key_name=key_name,
                             key_data=key_data,
                             user_data=user_data, properties=metadata, launch_index=0,
-                            reservation_id=reservation_id(), security_groups=groups,
+                            reservation_id=reservation_id(), security_groups=group_names,
                             status="ACTIVE", hostname="")
             s.add(inst)
             s.flush()
@@ -288,6 +290,8 @@ def _shaped(s: Session, call: Call, rows: Sequence[Instance],
         if inst.image is not None:
             body["image"] = {"id": inst.image.uuid, "name": inst.image.name, "links": [
                 {"rel": "bookmark", "href": f"{base}/images/{inst.image.uuid}"}]}
+        if call.microversion >= (2, 26):
+            body["tags"] = list(inst.tags or [])
         if call.microversion >= (2, 47):
             body["flavor"] = embedded_flavor(flavors.get(inst.flavor_id or ""), inst.flavor)
         else:
@@ -318,6 +322,16 @@ def _find(s: Session, call: Call) -> Instance:
     if inst is None:
         raise NotFound(f"Instance {server_id} could not be found.")
     return inst
+
+
+# For the modules that act on existing servers (server_actions.py).
+find_server = _find
+check_metadata = _metadata
+
+
+def server_body(s: Session, call: Call, inst: Instance) -> dict[str, Any]:
+    """One server as GET /servers/{id} renders it."""
+    return _render(s, call, inst, _ports_of(s, [inst.uuid])[inst.uuid])
 
 
 def show_server(call: Call) -> Reply:

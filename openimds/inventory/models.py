@@ -62,17 +62,38 @@ class Project(Timestamps, Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(255), unique=True)
     description: Mapped[str] = mapped_column(Text, default="")
+    # A disabled project issues no tokens (Keystone's `enabled`).
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
 
 
 class User(Timestamps, Base):
     __tablename__ = "users"
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(255), unique=True)
-    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="RESTRICT"))
+    # Keystone's default_project_id: the project a token without a scope is for, where the
+    # user holds `roles`. Users made over REST may have none (roles then come only from
+    # role_assignments).
+    project_id: Mapped[str | None] = mapped_column(
+        ForeignKey("projects.id", ondelete="RESTRICT"), nullable=True
+    )
     # A standard KDF string, e.g. "scrypt$n$r$p$salt$hash" (see control/passwords.py).
     password_hash: Mapped[str] = mapped_column(String(512))
     roles: Mapped[list[str]] = mapped_column(JSON, default=list)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class RoleAssignment(Base):
+    """A role of a user on a project besides the roles on its default project
+    (`PUT /v3/projects/{p}/users/{u}/roles/{r}`)."""
+
+    __tablename__ = "role_assignments"
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    role: Mapped[str] = mapped_column(String(32), primary_key=True)
 
 
 class Token(Base):
@@ -178,6 +199,43 @@ class Router(Timestamps, Base):
     admin_state_up: Mapped[bool] = mapped_column(Boolean, default=True)
 
 
+class SecurityGroup(Timestamps, Base):
+    """A Neutron security group. Stored and listed (the EC2 `security-groups` key names the
+    groups of an instance); openimds filters no traffic by them."""
+
+    __tablename__ = "security_groups"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(255), default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+    stateful: Mapped[bool] = mapped_column(Boolean, default=True)
+
+    rules: Mapped[list[SecurityGroupRule]] = relationship(
+        back_populates="group", cascade="all, delete-orphan", order_by="SecurityGroupRule.id"
+    )
+
+
+class SecurityGroupRule(Timestamps, Base):
+    __tablename__ = "security_group_rules"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    security_group_id: Mapped[str] = mapped_column(
+        ForeignKey("security_groups.id", ondelete="CASCADE"), index=True
+    )
+    project_id: Mapped[str] = mapped_column(String(36))
+    direction: Mapped[str] = mapped_column(String(8))  # ingress | egress
+    ethertype: Mapped[str] = mapped_column(String(8), default="IPv4")
+    protocol: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    port_range_min: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    port_range_max: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    remote_ip_prefix: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    remote_group_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+
+    group: Mapped[SecurityGroup] = relationship(back_populates="rules")
+
+
 class Image(Base):
     """An image record (Glance v2 shapes, no bytes). `uuid` is its Glance id; the integer id
     gives the stable EC2 `ami-%08x`, as Nova's s3_images mapping does."""
@@ -261,6 +319,8 @@ class Instance(Timestamps, Base):
     security_groups: Mapped[list[str]] = mapped_column(JSON, default=lambda: ["default"])
     password: Mapped[str | None] = mapped_column(Text, nullable=True)
     status: Mapped[str] = mapped_column(String(16), default="ACTIVE")
+    # Nova server tags (os-server-tags, microversion 2.26+).
+    tags: Mapped[list[str] | None] = mapped_column(JSON, nullable=True, default=list)
 
     image: Mapped[Image | None] = relationship()
 
