@@ -101,6 +101,8 @@ ROUTES: tuple[Route, ...] = (
     *_unauthenticated("/v3", versions.show_identity_version, "Identity API version",
                       "identity"),
     *_unauthenticated("/image", versions.image_versions, "Image API versions", "image"),
+    *_unauthenticated("/v2.0", versions.show_v2_version,
+                      "Identity v2.0 version and network resource index", "versions"),
     Route("GET", "/v2.0/extensions", extensions.list_extensions, "List the API extensions"),
     Route("GET", "/v2.0/extensions/{alias}", extensions.show_extension, "Show an extension"),
     Route("POST", "/v3/auth/tokens", auth.post_v3_token, "Issue a token (Keystone v3)",

@@ -104,6 +104,9 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "security_groups": {"type": "array", "items": {"type": "object",
                                                         "properties": {"name": _STR}}},
         "description": {**_STR, "nullable": True},
+        "tags": {"type": "array", "maxItems": 50, "items": {"type": "string", "minLength": 1,
+                                                            "maxLength": 60,
+                                                            "pattern": "^[^/,]+$"}},
     }, ["name"]),
     "FlavorCreate": _wrap("flavor", {
         "name": _STR, "id": {**_STR, "nullable": True},

@@ -47,7 +47,7 @@ DEFAULT_FLAVOR = "m1.small"
 CREATE_FIELDS = ("name", "networks", "user_data", "metadata", "key_name", "availability_zone",
                  "flavorRef", "imageRef", "security_groups", "min_count", "max_count",
                  "description", "config_drive", "OS-DCF:diskConfig",
-                 "block_device_mapping_v2")
+                 "block_device_mapping_v2", "tags")
 
 _NOT_HOST = re.compile(r"[^\w.-]+")
 
@@ -107,6 +107,18 @@ def _security_groups(value: Any) -> list[str]:
             raise BadRequest('Invalid input for security_groups: expected [{"name": ...}]')
         groups.append(entry["name"])
     return groups or ["default"]
+
+
+def _tags(value: Any) -> list[str]:
+    """Server tags given at creation (Nova takes them from 2.52; clients send them earlier)."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or len(value) > 50 or not all(
+            isinstance(t, str) and 1 <= len(t) <= 60 and "/" not in t and "," not in t
+            for t in value):
+        raise BadRequest("Invalid input for field/attribute tags: at most 50 tags of 1-60 "
+                         "characters without '/' or ','")
+    return list(dict.fromkeys(value))
 
 
 def _networks(value: Any) -> list[dict[str, str]]:
@@ -186,6 +198,7 @@ def create_server(call: Call) -> Reply:
     flavor_ref = get_str(obj, "flavorRef", nullable=True) or None
     image_name = _boot_image(obj)
     groups = _security_groups(obj.get("security_groups"))
+    tags = _tags(obj.get("tags"))
     nets = _networks(obj.get("networks", "none"))
     get_str(obj, "description", nullable=True, max_len=255)
     _count(obj, "min_count")
@@ -210,7 +223,7 @@ def create_server(call: Call) -> Reply:
                             key_data=key_data,
                             user_data=user_data, properties=metadata, launch_index=0,
                             reservation_id=reservation_id(), security_groups=group_names,
-                            status="ACTIVE", hostname="")
+                            status="ACTIVE", hostname="", tags=tags)
             s.add(inst)
             s.flush()
             inst.hostname = sanitize_hostname(name, f"server-{inst.uuid}")
