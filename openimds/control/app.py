@@ -35,6 +35,7 @@ from openimds.control import (
     server_actions,
     servers,
     subnets,
+    tags,
     versions,
 )
 from openimds.control.call import Call, Operation, Reply, Settings
@@ -172,6 +173,14 @@ ROUTES: tuple[Route, ...] = (
           "Show a security group rule"),
     Route("DELETE", "/v2.0/security-group-rules/{id}",
           security_groups.delete_security_group_rule, "Delete a security group rule"),
+    Route("GET", "/v2.0/{collection}/{id}/tags", tags.list_tags, "List a resource's tags"),
+    Route("PUT", "/v2.0/{collection}/{id}/tags", tags.replace_tags,
+          "Replace a resource's tags", "Tags"),
+    Route("DELETE", "/v2.0/{collection}/{id}/tags", tags.delete_tags,
+          "Remove all of a resource's tags"),
+    Route("GET", "/v2.0/{collection}/{id}/tags/{tag}", tags.show_tag, "Check a tag"),
+    Route("PUT", "/v2.0/{collection}/{id}/tags/{tag}", tags.add_tag, "Add a tag"),
+    Route("DELETE", "/v2.0/{collection}/{id}/tags/{tag}", tags.remove_tag, "Remove a tag"),
     Route("PUT", "/v2.0/routers/{id}/add_router_interface", routers.add_router_interface,
           "Attach a subnet or port to a router", "RouterInterface"),
     Route("PUT", "/v2.0/routers/{id}/remove_router_interface",

@@ -27,6 +27,11 @@ EXTENSIONS: tuple[tuple[str, str, str], ...] = (
     ("router", "Neutron L3 Router",
      "Router abstraction for routing between subnets (interfaces only; no external "
      "gateways or floating IPs)."),
+    ("standard-attr-description", "standard-attr-description",
+     "Extension to add descriptions to standard attributes"),
+    ("standard-attr-tag", "Tag support for resources with standard attribute: network, "
+     "subnet, port, router, security_group", "Enables to set tag on resources with standard "
+     "attribute."),
     ("security-group", "security-group", "The security groups extension (stored and listed; "
      "no traffic is filtered by them)."),
 )

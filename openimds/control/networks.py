@@ -70,7 +70,7 @@ def create_network(call: Call) -> Reply:
     admin_up = get_bool(obj, "admin_state_up", True)
     shared = get_bool(obj, "shared", False)
     mtu = _mtu(obj.get("mtu", 1500))
-    get_str(obj, "description", max_len=1024)
+    description = get_str(obj, "description", max_len=1024)
     get_bool(obj, "port_security_enabled", True)
     if get_bool(obj, "router:external", False):
         raise BadRequest("External networks are not supported by openimds.",
@@ -79,7 +79,7 @@ def create_network(call: Call) -> Reply:
         raise Forbidden("Only an admin may create a shared network.")
     with call.store.session() as s:
         net = Network(project_id=owner_project(s, ctx, obj), name=name, admin_state_up=admin_up,
-                      shared=shared, mtu=mtu)
+                      shared=shared, mtu=mtu, description=description)
         s.add(net)
         s.flush()
         return Reply(201, {"network": network_dict(net)})
@@ -101,7 +101,8 @@ def update_network(call: Call) -> Reply:
             net.shared = shared
         if "mtu" in obj:
             net.mtu = _mtu(obj["mtu"])
-        get_str(obj, "description", max_len=1024)
+        if "description" in obj:
+            net.description = get_str(obj, "description", max_len=1024)
         s.flush()
         return Reply(200, {"network": network_dict(net)})
 

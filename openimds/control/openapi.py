@@ -130,6 +130,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "ServerMetaItem": {"type": "object", "required": ["meta"], "properties": {
         "meta": {"type": "object", "additionalProperties": {"type": "string",
                                                             "maxLength": 255}}}},
+    "Tags": {"type": "object", "required": ["tags"], "properties": {
+        "tags": {"type": "array", "items": {"type": "string", "maxLength": 255}}}},
     "ServerTags": {"type": "object", "required": ["tags"], "properties": {
         "tags": {"type": "array", "items": {"type": "string", "maxLength": 60}}}},
     "SecurityGroupCreate": _wrap("security_group", {"name": _STR, "description": _STR,
@@ -198,8 +200,11 @@ def _operation(route: Any) -> dict[str, Any]:
         status = "200"
     if route.path == "/v2.1/flavors/{id}" and route.method == "DELETE":
         status = "202"
-    if route.path.endswith("/file") or "/roles/{role_id}" in route.path:
+    if route.path.endswith("/file") or "/roles/{role_id}" in route.path or (
+            route.path.endswith("/tags/{tag}") and route.method != "PUT"):
         status = "204"
+    if route.path == "/v2.0/{collection}/{id}/tags/{tag}" and route.method == "PUT":
+        status = "201"
     if route.path.startswith("/v2.1/servers/{id}/") and route.method == "POST":
         status = "202" if route.path.endswith("/action") else "200"
     responses: dict[str, Any] = {status: {"description": "success"} if status == "204" else {

@@ -238,7 +238,7 @@ def create_port(call: Call) -> Reply:
     device_id = get_str(obj, "device_id")
     device_owner = get_str(obj, "device_owner")
     admin_up = get_bool(obj, "admin_state_up", True)
-    get_str(obj, "description", max_len=1024)
+    description = get_str(obj, "description", max_len=1024)
     fixed = get_list(obj, "fixed_ips") if "fixed_ips" in obj else None
     mac = get_str(obj, "mac_address", max_len=32) if "mac_address" in obj else None
     _check_owner_allowed(ctx, device_owner)
@@ -251,6 +251,7 @@ def create_port(call: Call) -> Reply:
             port = build_port(s, network, project_id, fixed_ips=fixed, name=name,
                               device_id=device_id, device_owner=device_owner, mac=mac,
                               admin_state_up=admin_up)
+            port.description = description
             return Reply(201, {"port": port_dict(port)})
 
     return retry_on_race(write)
@@ -278,7 +279,8 @@ def update_port(call: Call) -> Reply:
             owner = get_str(obj, "device_owner")
             _check_owner_allowed(ctx, owner)
             port.device_owner = owner
-        get_str(obj, "description", max_len=1024)
+        if "description" in obj:
+            port.description = get_str(obj, "description", max_len=1024)
         if "mac_address" in obj:
             port.mac_address = normalize_mac(get_str(obj, "mac_address", max_len=32))
         if "fixed_ips" in obj:

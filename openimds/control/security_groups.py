@@ -65,7 +65,7 @@ def rule_dict(r: SecurityGroupRule) -> dict[str, Any]:
 def group_dict(g: SecurityGroup) -> dict[str, Any]:
     return {"id": g.id, "name": g.name, "tenant_id": g.project_id, "project_id": g.project_id,
             "description": g.description or "", "stateful": g.stateful, "shared": False,
-            "security_group_rules": [rule_dict(r) for r in g.rules], "tags": [],
+            "security_group_rules": [rule_dict(r) for r in g.rules], "tags": list(g.tags or []),
             "created_at": iso(g.created_at), "updated_at": iso(g.updated_at),
             "revision_number": 0}
 

@@ -23,6 +23,10 @@ def _owned(project_id: str) -> dict[str, str]:
     return {"tenant_id": project_id, "project_id": project_id}
 
 
+def _standard(row: Network | Subnet | Port | Router) -> dict[str, Any]:
+    return {"description": row.description or "", "tags": list(row.tags or [])}
+
+
 def network_dict(net: Network) -> dict[str, Any]:
     return {
         "id": net.id,
@@ -34,7 +38,7 @@ def network_dict(net: Network) -> dict[str, Any]:
         "status": "ACTIVE",
         "subnets": sorted(s.id for s in net.subnets),
         "router:external": False,
-        "description": "",
+        **_standard(net),
         "created_at": iso(net.created_at),
         "updated_at": iso(net.updated_at),
     }
@@ -56,7 +60,7 @@ def subnet_dict(sub: Subnet) -> dict[str, Any]:
         "ipv6_ra_mode": sub.ipv6_ra_mode,
         "ipv6_address_mode": sub.ipv6_address_mode,
         "subnetpool_id": None,
-        "description": "",
+        **_standard(sub),
         "created_at": iso(sub.created_at),
         "updated_at": iso(sub.updated_at),
     }
@@ -75,7 +79,7 @@ def port_dict(port: Port) -> dict[str, Any]:
         "device_owner": port.device_owner,
         "admin_state_up": port.admin_state_up,
         "status": port.status,
-        "description": "",
+        **_standard(port),
         "created_at": iso(port.created_at),
         "updated_at": iso(port.updated_at),
     }
@@ -90,7 +94,7 @@ def router_dict(router: Router) -> dict[str, Any]:
         "status": "ACTIVE",
         "external_gateway_info": None,
         "routes": [],
-        "description": "",
+        **_standard(router),
         "created_at": iso(router.created_at),
         "updated_at": iso(router.updated_at),
     }

@@ -57,6 +57,13 @@ class Timestamps:
     )
 
 
+class StandardAttrs:
+    """Neutron's standard attributes beyond timestamps: a description and tags."""
+
+    description: Mapped[str] = mapped_column(Text, default="")
+    tags: Mapped[list[str] | None] = mapped_column(JSON, nullable=True, default=list)
+
+
 class Project(Timestamps, Base):
     __tablename__ = "projects"
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
@@ -108,7 +115,7 @@ class Token(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
 
 
-class Network(Timestamps, Base):
+class Network(StandardAttrs, Timestamps, Base):
     __tablename__ = "networks"
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="RESTRICT"))
@@ -121,7 +128,7 @@ class Network(Timestamps, Base):
     ports: Mapped[list[Port]] = relationship(back_populates="network", passive_deletes=True)
 
 
-class Subnet(Timestamps, Base):
+class Subnet(StandardAttrs, Timestamps, Base):
     __tablename__ = "subnets"
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     network_id: Mapped[str] = mapped_column(
@@ -144,7 +151,7 @@ class Subnet(Timestamps, Base):
     network: Mapped[Network] = relationship(back_populates="subnets")
 
 
-class Port(Timestamps, Base):
+class Port(StandardAttrs, Timestamps, Base):
     __tablename__ = "ports"
     __table_args__ = (UniqueConstraint("network_id", "mac_address"),)
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
@@ -188,7 +195,7 @@ class FixedIP(Base):
     port: Mapped[Port] = relationship(back_populates="fixed_ips")
 
 
-class Router(Timestamps, Base):
+class Router(StandardAttrs, Timestamps, Base):
     """A router. Its interfaces are ports with device_owner network:router_interface and
     device_id = router id, exactly as in Neutron."""
 
@@ -210,6 +217,7 @@ class SecurityGroup(Timestamps, Base):
     )
     name: Mapped[str] = mapped_column(String(255), default="")
     description: Mapped[str] = mapped_column(Text, default="")
+    tags: Mapped[list[str] | None] = mapped_column(JSON, nullable=True, default=list)
     stateful: Mapped[bool] = mapped_column(Boolean, default=True)
 
     rules: Mapped[list[SecurityGroupRule]] = relationship(

@@ -1,6 +1,7 @@
 """images as Glance records (uuid, formats, visibility, properties, measured uploads),
 flavors (seeded m1.tiny..m1.xlarge), instances.flavor_id and tags; identity administration:
-projects.enabled, users.project_id optional, role_assignments; security groups and rules
+projects.enabled, users.project_id optional, role_assignments; security groups and rules; description and tags of networks, subnets,
+ports and routers
 
 Revision ID: 0006
 Revises: 0003
@@ -113,12 +114,19 @@ def upgrade() -> None:
     )
     op.create_index("ix_role_assignments_project_id", "role_assignments", ["project_id"])
 
+    for table in ("networks", "subnets", "ports", "routers"):
+        with op.batch_alter_table(table) as batch:
+            batch.add_column(sa.Column("description", sa.Text(), nullable=False,
+                                       server_default=""))
+            batch.add_column(sa.Column("tags", sa.JSON(), nullable=True))
+
     op.create_table(
         "security_groups",
         sa.Column("id", sa.String(36), nullable=False),
         sa.Column("project_id", sa.String(36), nullable=False),
         sa.Column("name", sa.String(255), nullable=False),
         sa.Column("description", sa.Text(), nullable=False),
+        sa.Column("tags", sa.JSON(), nullable=True),
         sa.Column("stateful", sa.Boolean(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
@@ -157,6 +165,10 @@ def downgrade() -> None:
     op.drop_table("security_group_rules")
     op.drop_index("ix_security_groups_project_id", table_name="security_groups")
     op.drop_table("security_groups")
+    for table in ("networks", "subnets", "ports", "routers"):
+        with op.batch_alter_table(table) as batch:
+            batch.drop_column("tags")
+            batch.drop_column("description")
     op.drop_index("ix_role_assignments_project_id", table_name="role_assignments")
     op.drop_table("role_assignments")
     with op.batch_alter_table("users") as batch:
