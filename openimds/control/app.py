@@ -106,6 +106,8 @@ ROUTES: tuple[Route, ...] = (
                       "Identity v2.0 version and network resource index", "versions"),
     Route("GET", "/v2.0/extensions", extensions.list_extensions, "List the API extensions"),
     Route("GET", "/v2.0/extensions/{alias}", extensions.show_extension, "Show an extension"),
+    Route("GET", "/v2.0/availability_zones", extensions.list_availability_zones,
+          "List network availability zones"),
     Route("POST", "/v3/auth/tokens", auth.post_v3_token, "Issue a token (Keystone v3)",
           "V3Auth", auth=False, tag="identity"),
     Route("GET", "/v3/auth/tokens", identity.validate_subject_token,

@@ -28,6 +28,7 @@ LIST_SPEC = ListSpec(
     },
     bool_columns=frozenset({"admin_state_up", "shared"}),
     attributes=frozenset({"mtu", "status", "subnets", "router:external", "description",
+                          "availability_zones",
                           "created_at", "updated_at"}),
 )
 

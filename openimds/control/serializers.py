@@ -38,6 +38,9 @@ def network_dict(net: Network) -> dict[str, Any]:
         "status": "ACTIVE",
         "subnets": sorted(s.id for s in net.subnets),
         "router:external": False,
+        # One zone (extensions.ZONE): the network is in it, and hints are not stored.
+        "availability_zones": ["nova"],
+        "availability_zone_hints": [],
         **_standard(net),
         "created_at": iso(net.created_at),
         "updated_at": iso(net.updated_at),

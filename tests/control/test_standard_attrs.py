@@ -69,3 +69,14 @@ async def test_tags_and_tag_filters(api: Api) -> None:
                                    "security-group"])
 async def test_extensions_name_what_is_implemented(api: Api, alias: str) -> None:
     await api.ok("alice", "GET", f"/v2.0/extensions/{alias}")
+
+
+async def test_network_availability_zones(api: Api) -> None:
+    zones = (await api.ok("alice", "GET", "/v2.0/availability_zones"))["availability_zones"]
+    assert {(z["name"], z["resource"], z["state"]) for z in zones} == {
+        ("nova", "network", "available"), ("nova", "router", "available")}
+    only = await api.ok("alice", "GET", "/v2.0/availability_zones",
+                        params={"resource": "router"})
+    assert [z["resource"] for z in only["availability_zones"]] == ["router"]
+    net, _ = await make_network(api, "alice", "n")
+    assert net["availability_zones"] == ["nova"] and net["availability_zone_hints"] == []

@@ -135,6 +135,13 @@ def test_openstack_workflow_serves_the_server_its_metadata(cloud: Cloud,
     net = osc(cloud, "network", "create", f"net-iso-{t}")
     osc(cloud, "subnet", "create", "--network", f"net-iso-{t}", "--subnet-range",
         "192.168.112.0/24", "--gateway", "none", f"sub-iso-{t}")
+    fixed = osc(cloud, "port", "create", "--network", f"net-iso-{t}", "--fixed-ip",
+                f"subnet=sub-iso-{t},ip-address=192.168.112.50", "--description", "spare",
+                f"spare-{t}")
+    assert [f["ip_address"] for f in fixed["fixed_ips"]] == ["192.168.112.50"]
+    assert fixed["description"] == "spare"
+    shown = osc(cloud, "network", "show", f"net-iso-{t}")
+    assert shown["availability_zones"] == ["nova"] and shown["subnets"]
     key = tmp_path / "k.pub"
     key.write_text(_public_key("osc@test") + "\n")
     osc(cloud, "keypair", "create", "--public-key", str(key), f"key-{t}")
@@ -180,6 +187,7 @@ def test_openstack_workflow_serves_the_server_its_metadata(cloud: Cloud,
     meta, _ = meta_when(guest, lambda m: m["name"] == f"renamed-{t}")
 
     run(cloud, str(CLIENTS / "openstack"), "server", "delete", f"renamed-{t}")
+    run(cloud, str(CLIENTS / "openstack"), "port", "delete", f"spare-{t}")
     run(cloud, str(CLIENTS / "openstack"), "image", "delete", image["id"])
     assert net["id"] in cloud.resource_ids
 
