@@ -40,9 +40,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ucreate.add_argument("name")
     ucreate.add_argument("--project", required=True, help="project name or id")
     ucreate.add_argument("--password", required=True)
-    ucreate.add_argument("--role", choices=("member", "admin", "service"), default="member",
+    ucreate.add_argument("--role", choices=("member", "admin", "service", "reader"),
+                         default="member",
                          help="member: own project; admin: all projects; service: read all "
-                              "projects and the change feed (agents)")
+                              "projects and the change feed (agents); reader: read own "
+                              "project only")
     ucreate.add_argument("--or-show", action="store_true",
                          help="update the user if it already exists")
     ucreate.set_defaults(func=_user_create)

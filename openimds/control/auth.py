@@ -18,13 +18,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
 
 from openimds.control.call import Call, Reply
 from openimds.control.context import ROLES, RequestContext
 from openimds.control.errors import BadRequest, Conflict, Unauthorized
 from openimds.control.passwords import dummy_hash, hash_password, verify_password
 from openimds.control.serializers import iso
-from openimds.inventory.models import Project, Token, User
+from openimds.inventory.models import Project, RoleAssignment, Token, User
 from openimds.inventory.store import Store
 
 DOMAIN = {"id": "default", "name": "Default"}
@@ -65,23 +66,36 @@ def issue_token(store: Store, username: str, password: str, *, project_name: str
         ok = verify_password(password, user.password_hash if user else dummy_hash())
         if user is None or not ok or not user.enabled:
             raise denied
-        project = s.get(Project, user.project_id)
-        if project is None:
+        if project_id:
+            project = s.get(Project, project_id)
+        elif project_name:
+            project = s.scalars(select(Project).where(Project.name == project_name)).first()
+        else:
+            project = s.get(Project, user.project_id) if user.project_id else None
+        if project is None or not project.enabled or (
+                project_name and project_name != project.name):
             raise denied
-        if (project_name and project_name != project.name) or (
-            project_id and project_id != project.id
-        ):
+        roles = tuple(roles_on(s, user, project.id))
+        if not roles:
             raise denied
         now = _now()
         # Expired rows are dropped here so the table stays small without a separate sweeper.
         s.execute(delete(Token).where(Token.expires_at < now))
         token = secrets.token_urlsafe(32)
         expires = now + timedelta(seconds=ttl)
-        roles = tuple(user.roles or [])
         s.add(Token(token_hash=token_hash(token), user_id=user.id, project_id=project.id,
                     roles=list(roles), issued_at=now, expires_at=expires))
         ctx = RequestContext(user.id, user.name, project.id, project.name, roles)
     return IssuedToken(token, ctx, now, expires)
+
+
+def roles_on(s: Session, user: User, project_id: str) -> list[str]:
+    """The user's roles on a project: those it holds on its default project (`users.roles`,
+    round 1) plus its role assignments there, in ROLES order."""
+    held = set(user.roles or []) if user.project_id == project_id else set()
+    held.update(s.scalars(select(RoleAssignment.role).where(
+        RoleAssignment.user_id == user.id, RoleAssignment.project_id == project_id)))
+    return [r for r in ROLES if r in held]
 
 
 def validate_token(store: Store, token: str | None) -> RequestContext:
@@ -96,7 +110,8 @@ def validate_token(store: Store, token: str | None) -> RequestContext:
         row = s.execute(
             select(Token.expires_at, Token.roles, User.id, User.name, Project.id, Project.name)
             .join(User, User.id == Token.user_id).join(Project, Project.id == Token.project_id)
-            .where(Token.token_hash == token_hash(token), User.enabled.is_(True))
+            .where(Token.token_hash == token_hash(token), User.enabled.is_(True),
+                   Project.enabled.is_(True))
         ).first()
     if row is None or _aware(row[0]) <= _now():
         raise Unauthorized("The token is invalid or has expired; authenticate again.")
@@ -255,17 +270,27 @@ def post_v3_token(call: Call) -> Reply:
     pid = _opt_str(project.get("id"), "project id") if project else None
     issued = issue_token(call.store, name or "", password, project_name=pname, project_id=pid,
                          user_id=uid, ttl=call.settings.token_expiration)
-    ctx = issued.context
-    body = {"token": {
-        "methods": ["password"],
-        "expires_at": iso(issued.expires_at),
-        "issued_at": iso(issued.issued_at),
-        "user": {"id": ctx.user_id, "name": ctx.user_name, "domain": DOMAIN},
-        "project": {"id": ctx.project_id, "name": ctx.project_name, "domain": DOMAIN},
-        "roles": [{"id": r, "name": r} for r in ctx.roles],
-        "catalog": _v3_catalog(call),
-    }}
+    body = token_body(call, issued.context, issued.issued_at, issued.expires_at)
     return Reply(201, body, {"X-Subject-Token": issued.token})
+
+
+def token_body(call: Call, ctx: RequestContext, issued_at: datetime, expires_at: datetime, *,
+               catalog: bool = True) -> dict[str, Any]:
+    """A Keystone v3 token document (issue and validation answer with it)."""
+    token: dict[str, Any] = {
+        "methods": ["password"],
+        "expires_at": iso(expires_at),
+        "issued_at": iso(issued_at),
+        "audit_ids": [],
+        "user": {"id": ctx.user_id, "name": ctx.user_name, "domain": DOMAIN,
+                 "password_expires_at": None},
+        "project": {"id": ctx.project_id, "name": ctx.project_name, "domain": DOMAIN},
+        "is_domain": False,
+        "roles": [{"id": r, "name": r} for r in ctx.roles],
+    }
+    if catalog:
+        token["catalog"] = _v3_catalog(call)
+    return {"token": token}
 
 
 def post_v2_token(call: Call) -> Reply:

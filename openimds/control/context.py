@@ -7,6 +7,7 @@ Roles (one set per user, carried by the token):
   in its own project;
 * ``member``  -- reads and writes its own project only. Another project's resources do not
   exist for it (404, never 403, so ids of other tenants do not leak).
+* ``reader``  -- reads its own project only and writes nothing (403 on every write).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Select, or_
 
-ROLES = ("admin", "member", "service")
+ROLES = ("admin", "member", "reader", "service")
 
 S = TypeVar("S", bound=Select[Any])
 
@@ -32,6 +33,11 @@ class RequestContext:
     @property
     def is_admin(self) -> bool:
         return "admin" in self.roles
+
+    @property
+    def read_only(self) -> bool:
+        """Only the reader role: every write is refused."""
+        return not set(self.roles) - {"reader"}
 
     @property
     def reads_all(self) -> bool:

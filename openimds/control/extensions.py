@@ -27,12 +27,37 @@ EXTENSIONS: tuple[tuple[str, str, str], ...] = (
     ("router", "Neutron L3 Router",
      "Router abstraction for routing between subnets (interfaces only; no external "
      "gateways or floating IPs)."),
+    ("standard-attr-description", "standard-attr-description",
+     "Extension to add descriptions to standard attributes"),
+    ("standard-attr-tag", "Tag support for resources with standard attribute: network, "
+     "subnet, port, router, security_group", "Enables to set tag on resources with standard "
+     "attribute."),
+    ("availability_zone", "Availability Zone", "The availability zone extension (one zone, "
+     "nova, for networks and routers)."),
+    ("network_availability_zone", "Network Availability Zone",
+     "Availability zone support for network."),
+    ("security-group", "security-group", "The security groups extension (stored and listed; "
+     "no traffic is filtered by them)."),
 )
 
 
 def _ext(alias: str, name: str, description: str) -> dict[str, Any]:
     return {"alias": alias, "name": name, "description": description, "updated": _UPDATED,
             "links": []}
+
+
+# The one zone of a one-cell openimds cloud; every network and router is in it.
+ZONE = "nova"
+
+
+def list_availability_zones(call: Call) -> Reply:
+    """`GET /v2.0/availability_zones` (filters `name`, `resource`, `state`)."""
+    zones = [{"name": ZONE, "resource": r, "state": "available"} for r in ("network", "router")]
+    for key in ("name", "resource", "state"):
+        wanted = call.query_values(key)
+        if wanted:
+            zones = [z for z in zones if z[key] in wanted]
+    return Reply(200, {"availability_zones": zones})
 
 
 def list_extensions(call: Call) -> Reply:
@@ -47,4 +72,5 @@ def show_extension(call: Call) -> Reply:
     raise NotFound(f"Extension with alias {alias} does not exist", type="ExtensionNotFound")
 
 
-__all__ = ["EXTENSIONS", "list_extensions", "show_extension"]
+__all__ = ["EXTENSIONS", "ZONE", "list_availability_zones", "list_extensions",
+           "show_extension"]

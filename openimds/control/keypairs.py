@@ -1,5 +1,6 @@
 """`/v2.1/os-keypairs` (Nova shapes). Key pairs belong to the user that imports them, as in
-Nova; openimds imports public keys only (it never generates or holds private keys)."""
+Nova. Without a `public_key`, a key pair is generated as Nova does before microversion 2.92
+(RSA 2048, the private key returned once in the answer and never stored)."""
 
 from __future__ import annotations
 
@@ -46,13 +47,17 @@ def create_keypair(call: Call) -> Reply:
     if not name or not all(c.isalnum() or c in " _-.@" for c in name):
         raise BadRequest("Keypair name must be 1-255 characters of letters, digits, spaces, "
                          "'_', '-', '.' or '@'.")
-    if "public_key" not in obj:
-        raise BadRequest("openimds does not generate key pairs: send public_key (the contents "
-                         "of your id_*.pub file).")
-    public_key = get_str(obj, "public_key", max_len=16384).strip()
     key_type = get_str(obj, "type", "ssh")
     if key_type not in ("ssh", "x509"):
         raise BadRequest("Invalid input for type: use ssh or x509")
+    private_key = None
+    if "public_key" not in obj:
+        if key_type != "ssh":
+            raise BadRequest("openimds generates ssh key pairs only; import an x509 key with "
+                             "public_key.")
+        private_key, public_key = generate_ssh_keypair()
+    else:
+        public_key = get_str(obj, "public_key", max_len=16384).strip()
     user_id = obj.get("user_id", ctx.user_id)
     if user_id != ctx.user_id and not ctx.is_admin:
         raise BadRequest("Only an admin may import a key pair for another user.")
@@ -66,7 +71,24 @@ def create_keypair(call: Call) -> Reply:
                      public_key=public_key, fingerprint=fp, type=key_type)
         s.add(kp)
         s.flush()
-        return Reply(201, {"keypair": keypair_dict(kp)})
+        body = keypair_dict(kp)
+        if private_key is not None:
+            body["private_key"] = private_key
+        return Reply(201, {"keypair": body})
+
+
+def generate_ssh_keypair() -> tuple[str, str]:
+    """(private key PEM, OpenSSH public key line) of a fresh RSA 2048 key, as Nova makes."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(serialization.Encoding.PEM,
+                                serialization.PrivateFormat.TraditionalOpenSSL,
+                                serialization.NoEncryption()).decode("ascii")
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                           serialization.PublicFormat.OpenSSH).decode("ascii")
+    return private, f"{public} Generated-by-Nova"
 
 
 def list_keypairs(call: Call) -> Reply:

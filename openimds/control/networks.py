@@ -34,6 +34,7 @@ LIST_SPEC = ListSpec(
     },
     bool_columns=frozenset({"admin_state_up", "shared"}),
     attributes=frozenset({"mtu", "status", "subnets", "router:external", "description",
+                          "availability_zones",
                           "created_at", "updated_at"}),
 )
 
@@ -82,7 +83,7 @@ def create_network(call: Call) -> Reply:
     admin_up = get_bool(obj, "admin_state_up", True)
     shared = get_bool(obj, "shared", False)
     mtu = _mtu(obj.get("mtu", 1500))
-    get_str(obj, "description", max_len=1024)
+    description = get_str(obj, "description", max_len=1024)
     get_bool(obj, "port_security_enabled", True)
     if get_bool(obj, "router:external", False):
         raise BadRequest("External networks are not supported by openimds.",
@@ -106,7 +107,8 @@ def create_network(call: Call) -> Reply:
                           mtu=VXLAN_MTU if seg.network_type == "vxlan" and "mtu" not in obj
                           else mtu,
                           network_type=seg.network_type, physical_network=seg.physical_network,
-                          segmentation_id=seg.segmentation_id, segment_key=seg.key)
+                          segmentation_id=seg.segmentation_id, segment_key=seg.key,
+                          description=description)
             s.add(net)
             s.flush()
             return Reply(201, {"network": network_dict(net, provider=ctx.reads_all)})
@@ -152,7 +154,8 @@ def update_network(call: Call) -> Reply:
             net.shared = shared
         if "mtu" in obj:
             net.mtu = _mtu(obj["mtu"])
-        get_str(obj, "description", max_len=1024)
+        if "description" in obj:
+            net.description = get_str(obj, "description", max_len=1024)
         s.flush()
         return Reply(200, {"network": network_dict(net, provider=ctx.reads_all)})
 

@@ -42,6 +42,12 @@ _PORT_UPDATE = {"name": _STR, "admin_state_up": _BOOL, "device_id": _STR, "devic
                 "description": _STR}
 _ROUTER = {"name": _STR, "admin_state_up": _BOOL, "description": _STR}
 
+_PROJECT = {"name": {"type": "string", "maxLength": 64}, "description": _STR,
+            "domain_id": {"type": "string", "enum": ["default"]}, "enabled": _BOOL}
+_USER = {"name": _STR, "password": _STR, "default_project_id": {**_ID, "nullable": True},
+         "domain_id": {"type": "string", "enum": ["default"]}, "enabled": _BOOL,
+         "email": _STR, "description": _STR}
+
 SCHEMAS: dict[str, dict[str, Any]] = {
     "V3Auth": {"type": "object", "required": ["auth"], "properties": {"auth": {
         "type": "object", "properties": {
@@ -98,6 +104,9 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "security_groups": {"type": "array", "items": {"type": "object",
                                                         "properties": {"name": _STR}}},
         "description": {**_STR, "nullable": True},
+        "tags": {"type": "array", "maxItems": 50, "items": {"type": "string", "minLength": 1,
+                                                            "maxLength": 60,
+                                                            "pattern": "^[^/,]+$"}},
     }, ["name"]),
     "FlavorCreate": _wrap("flavor", {
         "name": _STR, "id": {**_STR, "nullable": True},
@@ -114,8 +123,43 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "min_disk": {"type": "integer", "minimum": 0}, "min_ram": {"type": "integer",
                                                                    "minimum": 0},
         "protected": _BOOL}, "additionalProperties": {"type": "string"}},
+    "ServerUpdate": _wrap("server", {"name": _STR, "description": {**_STR, "nullable": True}}),
+    "ServerMetadata": {"type": "object", "required": ["metadata"], "properties": {
+        "metadata": {"type": "object", "additionalProperties": {"type": "string",
+                                                                "maxLength": 255}}}},
+    "ServerMetaItem": {"type": "object", "required": ["meta"], "properties": {
+        "meta": {"type": "object", "additionalProperties": {"type": "string",
+                                                            "maxLength": 255}}}},
+    "Tags": {"type": "object", "required": ["tags"], "properties": {
+        "tags": {"type": "array", "items": {"type": "string", "maxLength": 255}}}},
+    "ServerTags": {"type": "object", "required": ["tags"], "properties": {
+        "tags": {"type": "array", "items": {"type": "string", "maxLength": 60}}}},
+    "SecurityGroupCreate": _wrap("security_group", {"name": _STR, "description": _STR,
+                                                    "stateful": _BOOL, "tenant_id": _ID,
+                                                    "project_id": _ID}),
+    "SecurityGroupUpdate": _wrap("security_group", {"name": _STR, "description": _STR}),
+    "SecurityGroupRuleCreate": _wrap("security_group_rule", {
+        "security_group_id": _ID, "direction": {"type": "string",
+                                                "enum": ["ingress", "egress"]},
+        "ethertype": {"type": "string", "enum": ["IPv4", "IPv6"]},
+        "protocol": {"type": "string", "nullable": True, "example": "tcp"},
+        "port_range_min": {"type": "integer", "nullable": True, "minimum": 0,
+                           "maximum": 65535},
+        "port_range_max": {"type": "integer", "nullable": True, "minimum": 0,
+                           "maximum": 65535},
+        "remote_ip_prefix": {"type": "string", "nullable": True, "example": "0.0.0.0/0"},
+        "remote_group_id": {**_ID, "nullable": True}, "description": _STR},
+        ["security_group_id", "direction"]),
+    "ServerAction": {"type": "object", "properties": {
+        "addSecurityGroup": {"type": "object", "properties": {"name": _STR}},
+        "removeSecurityGroup": {"type": "object", "properties": {"name": _STR}}}},
+    "ProjectCreate": _wrap("project", _PROJECT, ["name"]),
+    "ProjectUpdate": _wrap("project", _PROJECT),
+    "UserCreate": _wrap("user", _USER, ["name"]),
+    "UserUpdate": _wrap("user", _USER),
     "KeypairCreate": _wrap("keypair", {
-        "name": _STR, "public_key": {"type": "string", "maxLength": 16384},
+        "name": _STR, "public_key": {"type": "string", "maxLength": 16384,
+                                     "description": "omit it to have an RSA key generated"},
         "type": {"type": "string", "enum": ["ssh", "x509"]}, "user_id": _ID}, ["name"]),
     "NeutronError": {"type": "object", "properties": {"NeutronError": {
         "type": "object", "properties": {"type": {"type": "string"},
@@ -129,7 +173,8 @@ _ERRORS = {
     "404": "Not found (or another project's resource)", "409": "Conflict (in use, overlap)",
     "413": "Request too large (user data over 64 KiB)",
 }
-_OK = {"GET": "200", "POST": "201", "PUT": "200", "DELETE": "204"}
+_OK = {"GET": "200", "HEAD": "200", "POST": "201", "PUT": "200", "PATCH": "200",
+       "DELETE": "204"}
 
 _LIST_FILTERS: dict[str, list[str]] = {
     "/v2.0/networks": ["id", "name", "tenant_id", "project_id", "admin_state_up", "shared"],
@@ -155,8 +200,13 @@ def _operation(route: Any) -> dict[str, Any]:
         status = "200"
     if route.path == "/v2.1/flavors/{id}" and route.method == "DELETE":
         status = "202"
-    if route.path.endswith("/file"):
+    if route.path.endswith("/file") or "/roles/{role_id}" in route.path or (
+            route.path.endswith("/tags/{tag}") and route.method != "PUT"):
         status = "204"
+    if route.path == "/v2.0/{collection}/{id}/tags/{tag}" and route.method == "PUT":
+        status = "201"
+    if route.path.startswith("/v2.1/servers/{id}/") and route.method == "POST":
+        status = "202" if route.path.endswith("/action") else "200"
     responses: dict[str, Any] = {status: {"description": "success"} if status == "204" else {
         "description": "success",
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Resource"}}}}}

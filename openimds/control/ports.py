@@ -314,7 +314,7 @@ def create_port(call: Call) -> Reply:
     device_id = get_str(obj, "device_id")
     device_owner = get_str(obj, "device_owner")
     admin_up = get_bool(obj, "admin_state_up", True)
-    get_str(obj, "description", max_len=1024)
+    description = get_str(obj, "description", max_len=1024)
     fixed = get_list(obj, "fixed_ips") if "fixed_ips" in obj else None
     mac = get_str(obj, "mac_address", max_len=32) if "mac_address" in obj else None
     security = get_bool(obj, "port_security_enabled", True)
@@ -336,6 +336,7 @@ def create_port(call: Call) -> Reply:
             port.allowed_address_pairs = pairs
             for column, value in binding.items():
                 setattr(port, column, value)
+            port.description = description
             s.flush()
             return Reply(201, {"port": port_dict(port, binding=ctx.reads_all)})
 
@@ -389,7 +390,8 @@ def update_port(call: Call) -> Reply:
             owner = get_str(obj, "device_owner")
             _check_owner_allowed(ctx, owner)
             port.device_owner = owner
-        get_str(obj, "description", max_len=1024)
+        if "description" in obj:
+            port.description = get_str(obj, "description", max_len=1024)
         if "mac_address" in obj:
             port.mac_address = normalize_mac(get_str(obj, "mac_address", max_len=32))
         if "device_id" in obj or "device_owner" in obj:

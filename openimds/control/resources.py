@@ -20,6 +20,8 @@ T = TypeVar("T")
 
 # Query keys Neutron accepts on every list that are not attribute filters.
 NON_FILTERS = frozenset({"fields", "limit", "marker", "sort_key", "sort_dir", "page_reverse"})
+# Tag filters (standard-attr-tag): comma-separated tags, matched against the `tags` attribute.
+TAG_FILTERS = frozenset({"tags", "tags-any", "not-tags", "not-tags-any"})
 
 
 def not_found(kind: str, rid: str) -> NotFound:
@@ -76,7 +78,7 @@ def parse_filters(call: Call, spec: ListSpec, *, special: Sequence[str] = ()) ->
     for key, value in call.query:
         if key in NON_FILTERS or key in special:
             continue
-        if key not in spec.columns and key not in spec.attributes:
+        if key not in spec.columns and key not in spec.attributes and key not in TAG_FILTERS:
             raise BadRequest(f"Unknown filter {key!r} for this resource.", type="InvalidInput")
         grouped.setdefault(key, []).append(value)
     sql: dict[str, ColumnElement[bool]] = {}
@@ -103,10 +105,24 @@ def _matches(value: Any, wanted: list[str]) -> bool:
     return str(value) in wanted
 
 
+def _tags_match(have: Any, key: str, values: list[str]) -> bool:
+    held = set(have or [])
+    wanted = {t for v in values for t in v.split(",") if t}
+    if key == "tags":
+        return wanted <= held
+    if key == "tags-any":
+        return bool(wanted & held)
+    if key == "not-tags":
+        return not wanted <= held
+    return not wanted & held  # not-tags-any
+
+
 def post_filter(items: list[dict[str, Any]], post: Mapping[str, list[str]]) -> list[dict[str, Any]]:
     if not post:
         return items
-    return [i for i in items if all(_matches(i.get(k), v) for k, v in post.items())]
+    return [i for i in items if all(
+        _tags_match(i.get("tags"), k, v) if k in TAG_FILTERS else _matches(i.get(k), v)
+        for k, v in post.items())]
 
 
 def retry_on_race(fn: Callable[[], T], attempts: int = 4) -> T:

@@ -66,13 +66,13 @@ def create_router(call: Call) -> Reply:
     obj = resource_body(call.body, "router", CREATE_FIELDS)
     name = get_str(obj, "name")
     admin_up = get_bool(obj, "admin_state_up", True)
-    get_str(obj, "description", max_len=1024)
+    description = get_str(obj, "description", max_len=1024)
     if obj.get("external_gateway_info") not in (None, {}):
         raise BadRequest("External gateways are not supported by openimds.",
                          type="InvalidInput")
     with call.store.session() as s:
         router = Router(project_id=owner_project(s, call.context, obj), name=name,
-                        admin_state_up=admin_up)
+                        admin_state_up=admin_up, description=description)
         s.add(router)
         s.flush()
         return Reply(201, {"router": router_dict(router)})
@@ -86,7 +86,8 @@ def update_router(call: Call) -> Reply:
             router.name = get_str(obj, "name")
         if "admin_state_up" in obj:
             router.admin_state_up = get_bool(obj, "admin_state_up", True)
-        get_str(obj, "description", max_len=1024)
+        if "description" in obj:
+            router.description = get_str(obj, "description", max_len=1024)
         s.flush()
         return Reply(200, {"router": router_dict(router)})
 

@@ -23,6 +23,10 @@ def _owned(project_id: str) -> dict[str, str]:
     return {"tenant_id": project_id, "project_id": project_id}
 
 
+def _standard(row: Network | Subnet | Port | Router) -> dict[str, Any]:
+    return {"description": row.description or "", "tags": list(row.tags or [])}
+
+
 def network_dict(net: Network, *, provider: bool = False) -> dict[str, Any]:
     """`provider`: add the provider:* attributes (Neutron shows them to admins only; openimds
     also to the service role, whose agents build the segments)."""
@@ -36,7 +40,10 @@ def network_dict(net: Network, *, provider: bool = False) -> dict[str, Any]:
         "status": "ACTIVE",
         "subnets": sorted(s.id for s in net.subnets),
         "router:external": False,
-        "description": "",
+        # One zone (extensions.ZONE): the network is in it, and hints are not stored.
+        "availability_zones": ["nova"],
+        "availability_zone_hints": [],
+        **_standard(net),
         "created_at": iso(net.created_at),
         "updated_at": iso(net.updated_at),
     }
@@ -63,7 +70,7 @@ def subnet_dict(sub: Subnet) -> dict[str, Any]:
         "ipv6_ra_mode": sub.ipv6_ra_mode,
         "ipv6_address_mode": sub.ipv6_address_mode,
         "subnetpool_id": None,
-        "description": "",
+        **_standard(sub),
         "created_at": iso(sub.created_at),
         "updated_at": iso(sub.updated_at),
     }
@@ -84,7 +91,7 @@ def port_dict(port: Port, *, binding: bool = False) -> dict[str, Any]:
         "device_owner": port.device_owner,
         "admin_state_up": port.admin_state_up,
         "status": port.status,
-        "description": "",
+        **_standard(port),
         "port_security_enabled": port.port_security_enabled,
         "allowed_address_pairs": [dict(p) for p in port.allowed_address_pairs or ()],
         "created_at": iso(port.created_at),
@@ -117,7 +124,7 @@ def router_dict(router: Router) -> dict[str, Any]:
         "status": "ACTIVE",
         "external_gateway_info": None,
         "routes": [],
-        "description": "",
+        **_standard(router),
         "created_at": iso(router.created_at),
         "updated_at": iso(router.updated_at),
     }

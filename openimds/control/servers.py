@@ -39,6 +39,7 @@ from openimds.control.metadata_options import options_for_create
 from openimds.control.name_filter import any_name_matcher
 from openimds.control.ports import build_port, get_port_for_write, shared_network
 from openimds.control.resources import get_visible, retry_on_race
+from openimds.control.security_groups import resolve_groups
 from openimds.control.serializers import server_brief, server_dict
 from openimds.inventory.models import Flavor, Image, Instance, KeyPair, Network, Port
 
@@ -49,7 +50,7 @@ DEFAULT_FLAVOR = "m1.small"
 CREATE_FIELDS = ("name", "networks", "user_data", "metadata", "key_name", "availability_zone",
                  "flavorRef", "imageRef", "security_groups", "min_count", "max_count",
                  "description", "config_drive", "OS-DCF:diskConfig", OPTIONS_KEY,
-                 "block_device_mapping_v2", "host")
+                 "block_device_mapping_v2", "host", "tags")
 
 _NOT_HOST = re.compile(r"[^\w.-]+")
 
@@ -109,6 +110,18 @@ def _security_groups(value: Any) -> list[str]:
             raise BadRequest('Invalid input for security_groups: expected [{"name": ...}]')
         groups.append(entry["name"])
     return groups or ["default"]
+
+
+def _tags(value: Any) -> list[str]:
+    """Server tags given at creation (Nova takes them from 2.52; clients send them earlier)."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or len(value) > 50 or not all(
+            isinstance(t, str) and 1 <= len(t) <= 60 and "/" not in t and "," not in t
+            for t in value):
+        raise BadRequest("Invalid input for field/attribute tags: at most 50 tags of 1-60 "
+                         "characters without '/' or ','")
+    return list(dict.fromkeys(value))
 
 
 def _networks(value: Any) -> list[dict[str, str]]:
@@ -190,6 +203,7 @@ def create_server(call: Call) -> Reply:
     flavor_ref = get_str(obj, "flavorRef", nullable=True) or None
     image_name = _boot_image(obj)
     groups = _security_groups(obj.get("security_groups"))
+    tags = _tags(obj.get("tags"))
     nets = _networks(obj.get("networks", "none"))
     get_str(obj, "description", nullable=True, max_len=255)
     _count(obj, "min_count")
@@ -207,14 +221,15 @@ def create_server(call: Call) -> Reply:
                                      "found (create it with POST /v2.1/os-keypairs).")
                 key_data = kp.public_key
             image = _resolve_image(s, call, image_name) if image_name is not None else None
+            group_names = resolve_groups(s, ctx, groups)
             flavor_name, flavor_id = _resolve_flavor(s, call, flavor_ref)
             inst = Instance(name=name, project_id=ctx.project_id, user_id=ctx.user_id,
                             availability_zone=az, flavor=flavor_name, flavor_id=flavor_id,
                             image_id=image.id if image else None, key_name=key_name,
                             key_data=key_data,
                             user_data=user_data, properties=metadata, launch_index=0,
-                            reservation_id=reservation_id(), security_groups=groups,
-                            status="ACTIVE", hostname="", metadata_options=md_options)
+                            reservation_id=reservation_id(), security_groups=group_names,
+                            status="ACTIVE", hostname="", metadata_options=md_options, tags=tags)
             s.add(inst)
             s.flush()
             inst.hostname = sanitize_hostname(name, f"server-{inst.uuid}")
@@ -299,6 +314,8 @@ def _shaped(s: Session, call: Call, rows: Sequence[Instance],
         if inst.image is not None:
             body["image"] = {"id": inst.image.uuid, "name": inst.image.name, "links": [
                 {"rel": "bookmark", "href": f"{base}/images/{inst.image.uuid}"}]}
+        if call.microversion >= (2, 26):
+            body["tags"] = list(inst.tags or [])
         if call.microversion >= (2, 47):
             body["flavor"] = embedded_flavor(flavors.get(inst.flavor_id or ""), inst.flavor)
         else:
@@ -329,6 +346,16 @@ def _find(s: Session, call: Call) -> Instance:
     if inst is None:
         raise NotFound(f"Instance {server_id} could not be found.")
     return inst
+
+
+# For the modules that act on existing servers (server_actions.py).
+find_server = _find
+check_metadata = _metadata
+
+
+def server_body(s: Session, call: Call, inst: Instance) -> dict[str, Any]:
+    """One server as GET /servers/{id} renders it."""
+    return _render(s, call, inst, _ports_of(s, [inst.uuid])[inst.uuid])
 
 
 def show_server(call: Call) -> Reply:

@@ -243,7 +243,7 @@ def create_subnet(call: Call) -> Reply:
     dns = _nameservers(get_list(obj, "dns_nameservers"))
     enable_dhcp = get_bool(obj, "enable_dhcp", True)
     name = get_str(obj, "name")
-    get_str(obj, "description", max_len=1024)
+    description = get_str(obj, "description", max_len=1024)
     ra_mode = obj.get("ipv6_ra_mode")
     addr_mode = obj.get("ipv6_address_mode")
     if ra_mode not in IPV6_MODES or addr_mode not in IPV6_MODES:
@@ -260,7 +260,8 @@ def create_subnet(call: Call) -> Reply:
                             name=name, ip_version=net.version, cidr=str(net),
                             gateway_ip=gateway, enable_dhcp=enable_dhcp,
                             allocation_pools=pools, host_routes=routes, dns_nameservers=dns,
-                            ipv6_ra_mode=ra_mode, ipv6_address_mode=addr_mode)
+                            ipv6_ra_mode=ra_mode, ipv6_address_mode=addr_mode,
+                            description=description)
             s.add(subnet)
             s.flush()
             sync_dhcp_port(s, network, wanted_dhcp_hosts(s, network.id, call.settings))
@@ -278,7 +279,8 @@ def update_subnet(call: Call) -> Reply:
             net = ipaddress.ip_network(subnet.cidr)
             if "name" in obj:
                 subnet.name = get_str(obj, "name")
-            get_str(obj, "description", max_len=1024)
+            if "description" in obj:
+                subnet.description = get_str(obj, "description", max_len=1024)
             if "gateway_ip" in obj:
                 new_gw = _gateway(obj["gateway_ip"], net)
                 if new_gw != subnet.gateway_ip:

@@ -123,6 +123,23 @@ def show_identity_version(call: Call) -> Reply:
     return Reply(200, {"version": identity_version(call)})
 
 
+def show_v2_version(call: Call) -> Reply:
+    """`GET /v2.0`: both readers of this prefix in one document — keystoneauth's discovery of a
+    v2.0 auth URL (`version`) and Neutron's resource index (`resources`)."""
+    base = _base(call)
+    resources = [{"name": r.rstrip("s"), "collection": r,
+                  "links": [{"rel": "self", "href": f"{base}/v2.0/{r}"}]}
+                 for r in ("networks", "subnets", "ports", "routers", "security-groups",
+                           "security-group-rules", "extensions")]
+    return Reply(200, {"version": {"id": "v2.0", "status": "deprecated",
+                                   "updated": "2014-04-17T00:00:00Z",
+                                   "links": [{"rel": "self", "href": f"{base}/v2.0/"}],
+                                   "media-types": [{"base": "application/json",
+                                                    "type": "application/vnd.openstack."
+                                                            "identity-v2.0+json"}]},
+                       "resources": resources})
+
+
 def image_versions(call: Call) -> Reply:
     """`GET /image`: Glance's version list (the image API is `/image/v2`)."""
     href = f"{_base(call)}/image/v2/"
@@ -134,4 +151,4 @@ def image_versions(call: Call) -> Reply:
 
 __all__ = ["MAX_MICROVERSION", "MIN_MICROVERSION", "NotAcceptable", "compute_version",
            "image_versions", "microversion_headers", "parse_microversion", "root_versions",
-           "show_compute_version", "show_identity_version"]
+           "show_compute_version", "show_identity_version", "show_v2_version"]

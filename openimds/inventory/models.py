@@ -57,22 +57,50 @@ class Timestamps:
     )
 
 
+class StandardAttrs:
+    """Neutron's standard attributes beyond timestamps: a description and tags."""
+
+    description: Mapped[str] = mapped_column(Text, default="")
+    tags: Mapped[list[str] | None] = mapped_column(JSON, nullable=True, default=list)
+
+
 class Project(Timestamps, Base):
     __tablename__ = "projects"
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(255), unique=True)
     description: Mapped[str] = mapped_column(Text, default="")
+    # A disabled project issues no tokens (Keystone's `enabled`).
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
 
 
 class User(Timestamps, Base):
     __tablename__ = "users"
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(255), unique=True)
-    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="RESTRICT"))
+    # Keystone's default_project_id: the project a token without a scope is for, where the
+    # user holds `roles`. Users made over REST may have none (roles then come only from
+    # role_assignments).
+    project_id: Mapped[str | None] = mapped_column(
+        ForeignKey("projects.id", ondelete="RESTRICT"), nullable=True
+    )
     # A standard KDF string, e.g. "scrypt$n$r$p$salt$hash" (see control/passwords.py).
     password_hash: Mapped[str] = mapped_column(String(512))
     roles: Mapped[list[str]] = mapped_column(JSON, default=list)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class RoleAssignment(Base):
+    """A role of a user on a project besides the roles on its default project
+    (`PUT /v3/projects/{p}/users/{u}/roles/{r}`)."""
+
+    __tablename__ = "role_assignments"
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    role: Mapped[str] = mapped_column(String(32), primary_key=True)
 
 
 class Token(Base):
@@ -87,7 +115,7 @@ class Token(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
 
 
-class Network(Timestamps, Base):
+class Network(StandardAttrs, Timestamps, Base):
     __tablename__ = "networks"
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="RESTRICT"))
@@ -109,7 +137,7 @@ class Network(Timestamps, Base):
     ports: Mapped[list[Port]] = relationship(back_populates="network", passive_deletes=True)
 
 
-class Subnet(Timestamps, Base):
+class Subnet(StandardAttrs, Timestamps, Base):
     __tablename__ = "subnets"
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     network_id: Mapped[str] = mapped_column(
@@ -132,7 +160,7 @@ class Subnet(Timestamps, Base):
     network: Mapped[Network] = relationship(back_populates="subnets")
 
 
-class Port(Timestamps, Base):
+class Port(StandardAttrs, Timestamps, Base):
     __tablename__ = "ports"
     __table_args__ = (UniqueConstraint("network_id", "mac_address"),)
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
@@ -185,7 +213,7 @@ class FixedIP(Base):
     port: Mapped[Port] = relationship(back_populates="fixed_ips")
 
 
-class Router(Timestamps, Base):
+class Router(StandardAttrs, Timestamps, Base):
     """A router. Its interfaces are ports with device_owner network:router_interface and
     device_id = router id, exactly as in Neutron."""
 
@@ -194,6 +222,44 @@ class Router(Timestamps, Base):
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="RESTRICT"))
     name: Mapped[str] = mapped_column(String(255), default="")
     admin_state_up: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class SecurityGroup(Timestamps, Base):
+    """A Neutron security group. Stored and listed (the EC2 `security-groups` key names the
+    groups of an instance); openimds filters no traffic by them."""
+
+    __tablename__ = "security_groups"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(255), default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+    tags: Mapped[list[str] | None] = mapped_column(JSON, nullable=True, default=list)
+    stateful: Mapped[bool] = mapped_column(Boolean, default=True)
+
+    rules: Mapped[list[SecurityGroupRule]] = relationship(
+        back_populates="group", cascade="all, delete-orphan", order_by="SecurityGroupRule.id"
+    )
+
+
+class SecurityGroupRule(Timestamps, Base):
+    __tablename__ = "security_group_rules"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    security_group_id: Mapped[str] = mapped_column(
+        ForeignKey("security_groups.id", ondelete="CASCADE"), index=True
+    )
+    project_id: Mapped[str] = mapped_column(String(36))
+    direction: Mapped[str] = mapped_column(String(8))  # ingress | egress
+    ethertype: Mapped[str] = mapped_column(String(8), default="IPv4")
+    protocol: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    port_range_min: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    port_range_max: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    remote_ip_prefix: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    remote_group_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+
+    group: Mapped[SecurityGroup] = relationship(back_populates="rules")
 
 
 class Image(Base):
@@ -282,6 +348,8 @@ class Instance(Timestamps, Base):
     # The metadata options set on this server (metadata/options.py); unset ones follow the
     # cloud-wide [metadata] defaults.
     metadata_options: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # Nova server tags (os-server-tags, microversion 2.26+).
+    tags: Mapped[list[str] | None] = mapped_column(JSON, nullable=True, default=list)
 
     image: Mapped[Image | None] = relationship()
 

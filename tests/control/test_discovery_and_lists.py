@@ -156,3 +156,10 @@ def test_name_matcher_rejects_bad_patterns() -> None:
         name_matcher("x" * 256)
     with pytest.raises(BadRequest):
         name_matcher("ab\\")
+
+
+async def test_v2_0_answers_keystone_discovery_and_neutron_index(api: Api) -> None:
+    status, _, doc = await _get(api, "/v2.0")
+    assert status == 200
+    assert doc["version"]["id"] == "v2.0"
+    assert "networks" in {r["collection"] for r in doc["resources"]}

@@ -1,5 +1,7 @@
-"""images as Glance records (uuid, formats, visibility, properties), flavors (seeded
-m1.tiny..m1.xlarge), instances.flavor_id
+"""images as Glance records (uuid, formats, visibility, properties, measured uploads),
+flavors (seeded m1.tiny..m1.xlarge), instances.flavor_id and tags; identity administration:
+projects.enabled, users.project_id optional, role_assignments; security groups and rules; description and tags of networks, subnets,
+ports and routers
 
 Revision ID: 0006
 Revises: 0005
@@ -92,10 +94,89 @@ def upgrade() -> None:
 
     with op.batch_alter_table("instances") as batch:
         batch.add_column(sa.Column("flavor_id", sa.String(255), nullable=True))
+        batch.add_column(sa.Column("tags", sa.JSON(), nullable=True))
+
+    with op.batch_alter_table("projects") as batch:
+        batch.add_column(sa.Column("enabled", sa.Boolean(), nullable=False,
+                                   server_default=sa.true()))
+    with op.batch_alter_table("users") as batch:
+        batch.alter_column("project_id", existing_type=sa.String(36), nullable=True)
+    op.create_table(
+        "role_assignments",
+        sa.Column("user_id", sa.String(36), nullable=False),
+        sa.Column("project_id", sa.String(36), nullable=False),
+        sa.Column("role", sa.String(32), nullable=False),
+        sa.ForeignKeyConstraint(["user_id"], ["users.id"], ondelete="CASCADE",
+                                name="fk_role_assignments_user_id_users"),
+        sa.ForeignKeyConstraint(["project_id"], ["projects.id"], ondelete="CASCADE",
+                                name="fk_role_assignments_project_id_projects"),
+        sa.PrimaryKeyConstraint("user_id", "project_id", "role", name="pk_role_assignments"),
+    )
+    op.create_index("ix_role_assignments_project_id", "role_assignments", ["project_id"])
+
+    for table in ("networks", "subnets", "ports", "routers"):
+        with op.batch_alter_table(table) as batch:
+            batch.add_column(sa.Column("description", sa.Text(), nullable=False,
+                                       server_default=""))
+            batch.add_column(sa.Column("tags", sa.JSON(), nullable=True))
+
+    op.create_table(
+        "security_groups",
+        sa.Column("id", sa.String(36), nullable=False),
+        sa.Column("project_id", sa.String(36), nullable=False),
+        sa.Column("name", sa.String(255), nullable=False),
+        sa.Column("description", sa.Text(), nullable=False),
+        sa.Column("tags", sa.JSON(), nullable=True),
+        sa.Column("stateful", sa.Boolean(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(["project_id"], ["projects.id"], ondelete="CASCADE",
+                                name="fk_security_groups_project_id_projects"),
+        sa.PrimaryKeyConstraint("id", name="pk_security_groups"),
+    )
+    op.create_index("ix_security_groups_project_id", "security_groups", ["project_id"])
+    op.create_table(
+        "security_group_rules",
+        sa.Column("id", sa.String(36), nullable=False),
+        sa.Column("security_group_id", sa.String(36), nullable=False),
+        sa.Column("project_id", sa.String(36), nullable=False),
+        sa.Column("direction", sa.String(8), nullable=False),
+        sa.Column("ethertype", sa.String(8), nullable=False),
+        sa.Column("protocol", sa.String(40), nullable=True),
+        sa.Column("port_range_min", sa.Integer(), nullable=True),
+        sa.Column("port_range_max", sa.Integer(), nullable=True),
+        sa.Column("remote_ip_prefix", sa.String(64), nullable=True),
+        sa.Column("remote_group_id", sa.String(36), nullable=True),
+        sa.Column("description", sa.Text(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(["security_group_id"], ["security_groups.id"],
+                                ondelete="CASCADE",
+                                name="fk_security_group_rules_security_group_id_security_groups"),
+        sa.PrimaryKeyConstraint("id", name="pk_security_group_rules"),
+    )
+    op.create_index("ix_security_group_rules_security_group_id", "security_group_rules",
+                    ["security_group_id"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_security_group_rules_security_group_id",
+                  table_name="security_group_rules")
+    op.drop_table("security_group_rules")
+    op.drop_index("ix_security_groups_project_id", table_name="security_groups")
+    op.drop_table("security_groups")
+    for table in ("networks", "subnets", "ports", "routers"):
+        with op.batch_alter_table(table) as batch:
+            batch.drop_column("tags")
+            batch.drop_column("description")
+    op.drop_index("ix_role_assignments_project_id", table_name="role_assignments")
+    op.drop_table("role_assignments")
+    with op.batch_alter_table("users") as batch:
+        batch.alter_column("project_id", existing_type=sa.String(36), nullable=False)
+    with op.batch_alter_table("projects") as batch:
+        batch.drop_column("enabled")
     with op.batch_alter_table("instances") as batch:
+        batch.drop_column("tags")
         batch.drop_column("flavor_id")
     op.drop_table("flavors")
     with op.batch_alter_table("images") as batch:
