@@ -212,9 +212,11 @@ def update_project(call: Call) -> Reply:
         project = _project(s, call, call.params["id"], write=True)
         if "name" in obj:
             name = get_str(obj, "name", max_len=64).strip()
+            if not name:
+                raise BadRequest("Invalid input for field 'name': must not be empty.")
             clash = s.scalars(select(Project).where(Project.name == name,
                                                     Project.id != project.id)).first()
-            if not name or clash is not None:
+            if clash is not None:
                 raise Conflict(f"A project named {name!r} already exists.")
             project.name = name
         if "description" in obj:
@@ -308,8 +310,10 @@ def update_user(call: Call) -> Reply:
         user = _user(s, call, call.params["id"])
         if "name" in obj:
             name = get_str(obj, "name").strip()
+            if not name:
+                raise BadRequest("Invalid input for field 'name': must not be empty.")
             clash = s.scalars(select(User).where(User.name == name, User.id != user.id)).first()
-            if not name or clash is not None:
+            if clash is not None:
                 raise Conflict(f"A user named {name!r} already exists.")
             user.name = name
         if "password" in obj:

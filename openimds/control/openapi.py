@@ -183,8 +183,15 @@ _LIST_FILTERS: dict[str, list[str]] = {
     "/v2.0/ports": ["id", "name", "network_id", "tenant_id", "device_id", "device_owner",
                     "mac_address", "fixed_ips"],
     "/v2.0/routers": ["id", "name", "tenant_id", "admin_state_up"],
-    "/v2.1/servers": ["name", "status"],
-    "/v2.1/servers/detail": ["name", "status"],
+    "/v2.1/servers": ["name", "status", "deleted", "all_tenants", "project_id", "limit",
+                      "marker"],
+    "/v2.1/servers/detail": ["name", "status", "deleted", "all_tenants", "project_id", "limit",
+                             "marker"],
+    "/v2.1/flavors/detail": ["minRam", "minDisk", "is_public", "limit", "marker"],
+    "/image/v2/images": ["name", "visibility", "owner", "limit", "marker"],
+    "/v3/projects": ["name", "enabled", "domain_id"],
+    "/v3/users": ["name", "enabled", "domain_id"],
+    "/v3/role_assignments": ["user.id", "scope.project.id", "role.id", "include_names"],
     "/v2.0/changes": ["since", "timeout", "limit"],
 }
 
