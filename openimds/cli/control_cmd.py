@@ -108,7 +108,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     from openimds.config import ConfigError, database_url
     from openimds.control.app import build_app
-    from openimds.inventory.migrate import open_store
+    from openimds.inventory.migrate import upgrade_when_reachable
+    from openimds.inventory.store import Store
 
     setup_logging(args.debug)
     try:
@@ -117,7 +118,10 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"openimds control-api: {exc}", file=sys.stderr)
         return 2
-    store = open_store(database_url(conf))
+    # A database that is not up yet is waited for (one WARNING), not a traceback and exit;
+    # once serving, an outage is a 503 per request (docs/control-plane.md).
+    upgrade_when_reachable(database_url(conf))
+    store = Store(database_url(conf))
     try:
         import uvloop
 

@@ -112,7 +112,7 @@ def settings_from_conf(conf: Any) -> Any:
 
 def _run(args: argparse.Namespace) -> int:
     from openimds.config import load_config
-    from openimds.inventory.migrate import upgrade
+    from openimds.inventory.migrate import upgrade_when_reachable
     from openimds.metadata.server import serve
 
     conf = load_config("metadata-api", args.config_files, args.config_dirs)
@@ -125,5 +125,6 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     if not args.no_migrate and settings.database_url:
         # Once, here, before the workers start: they must not race each other to migrate.
-        upgrade(settings.database_url)
+        # A database that is not up yet is waited for (one WARNING), not a traceback and exit.
+        upgrade_when_reachable(settings.database_url)
     return serve(settings, debug=debug)

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from openimds.inventory.store import Store, normalize_url
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+LOG = logging.getLogger(__name__)
 
 
 def alembic_config(url: str) -> Config:
@@ -30,6 +35,28 @@ def upgrade(url: str, revision: str = "head") -> None:
             command.upgrade(cfg, revision)
     finally:
         store.dispose()
+
+
+def upgrade_when_reachable(url: str, *, retry_every: float = 2.0,
+                           sleep: Callable[[float], None] = time.sleep) -> None:
+    """`upgrade(url)`, first waiting for a database that cannot be reached yet (a service
+    started before its database, or during its restart): one WARNING when the wait starts and
+    one when it ends, never a traceback. Any other failure is raised as it is."""
+    waiting = False
+    while True:
+        try:
+            upgrade(url)
+        except (OperationalError, InterfaceError) as exc:
+            if not waiting:
+                reason = str(exc.orig or exc).strip().splitlines()[0][:200]
+                LOG.warning("inventory database unreachable (%s); waiting for it before the "
+                            "schema check, retrying every %.0f s", reason, retry_every)
+                waiting = True
+            sleep(retry_every)
+            continue
+        if waiting:
+            LOG.warning("inventory database reachable; schema up to date")
+        return
 
 
 def open_store(url: str, *, migrate: bool = True) -> Store:

@@ -243,7 +243,7 @@ def ops_app(
         text = await asyncio.to_thread(render_metrics, registry_getter())
         return web.Response(body=text, headers={"Content-Type": "text/plain; version=0.0.4"})
 
-    app = web.Application()
+    app = web.Application(handler_args={"logger": _HTTP_LOG})
     app.router.add_get("/healthcheck", healthcheck)
     app.router.add_get("/metrics", metrics)
     return app
