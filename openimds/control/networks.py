@@ -21,7 +21,7 @@ from openimds.control.resources import (
 )
 from openimds.control.serializers import network_dict, select_fields
 from openimds.inventory import errors as inv
-from openimds.inventory.models import Network, Port, Subnet
+from openimds.inventory.models import Network, Port, RevisionCounter, Subnet
 
 LIST_SPEC = ListSpec(
     model=Network,
@@ -98,6 +98,11 @@ def create_network(call: Call) -> Reply:
 
     def attempt() -> Reply:
         with call.store.session() as s:
+            # Take the revision counter's row lock (every write takes it at commit anyway)
+            # before reading the ids in use: concurrent creates on PostgreSQL then pick one
+            # after the other instead of colliding on the same free id.
+            s.execute(select(RevisionCounter.value).where(RevisionCounter.id == 1)
+                      .with_for_update())
             seg = segments.allocate(requested, config, partial(_used_ids, s))
             if seg.key is not None and s.scalar(
                     select(Network.id).where(Network.segment_key == seg.key)) is not None:
