@@ -450,7 +450,9 @@ def desired_dhcp_state(network: NetworkInfo, opts: DhcpOptions, now: datetime) -
     if serve:
         if not any(a.split("/")[0] == METADATA_IP for a in addresses):
             addresses.append(METADATA_V4)
-        if opts.ipv6_enabled and any(s.ip_version == 6 for s in subnets):
+        # fe80::a9fe:a9fe only while no router serves it on this link: a router's qr- port
+        # holds it too (l3/plan.py), and two owners on one link fight over neighbour discovery.
+        if opts.ipv6_enabled and any(s.ip_version == 6 and isolated[s.id] for s in subnets):
             addresses.append(METADATA_V6)
             bind_v6 = True
 

@@ -377,6 +377,18 @@ def test_ipv6_subnet_gets_no_routes_and_v6_dns_and_fe80_metadata() -> None:
     )
 
 
+def test_fe80_metadata_only_while_no_router_serves_the_ipv6_subnet() -> None:
+    # The v4 subnet stays isolated (metadata over the DHCP port), but the router holds
+    # fe80::a9fe:a9fe on the v6 link: a second owner would fight it over neighbour discovery.
+    v4 = SubnetInfo("v4", "10.0.0.0/24", 4, None, True)
+    d = dhcp_port("d", [("v4", "10.0.0.2"), ("v6", "2001:db8::2")])
+    r = router_port("r", [("v6", "2001:db8::1")])
+    opts = DhcpOptions(enable_isolated_metadata=True)
+    plan = desired_dhcp_state(net([v4, V6], [d, r]), opts, NOW)
+    assert plan is not None and plan.metadata_proxy
+    assert "fe80::a9fe:a9fe/128" not in plan.addresses and not plan.proxy_bind_ipv6
+
+
 def test_ipv6_only_network_without_host_ipv6() -> None:
     d = dhcp_port("d", [("v6", "2001:db8::2")])
     opts = DhcpOptions(enable_isolated_metadata=True, ipv6_enabled=False)

@@ -118,7 +118,7 @@ print(json.dumps({"md": md, "identity": ident,
 BOTOCORE = """
 import json
 import botocore.session
-from botocore.utils import IMDSFetcher, IMDSRegionProvider
+from botocore.utils import IMDSFetcher, IMDSRegionProvider, resolve_imds_endpoint_mode
 session = botocore.session.get_session()
 region = IMDSRegionProvider(session).provide()
 
@@ -129,8 +129,8 @@ class Fetcher(IMDSFetcher):
 
 # The settings botocore's own providers read from the environment (as IMDSRegionProvider does).
 config = {k: session.get_config_variable(k) for k in (
-    "ec2_metadata_service_endpoint", "ec2_metadata_service_endpoint_mode",
-    "ec2_metadata_v1_disabled")}
+    "ec2_metadata_service_endpoint", "ec2_metadata_v1_disabled")}
+config["ec2_metadata_service_endpoint_mode"] = resolve_imds_endpoint_mode(session)
 f = Fetcher(timeout=5, num_attempts=1, config=config)
 print(json.dumps({"region": region, "instance_id": f.get("latest/meta-data/instance-id"),
                   "zone": f.get("latest/meta-data/placement/availability-zone/"),
@@ -479,7 +479,8 @@ def test_aws_ipv6_endpoint_on_the_router_path(cloud: Cloud) -> None:
 
 
 def _instance_id_over_link_local(guest: str) -> str:
-    """The same instance id over fe80::a9fe:a9fe (a cross-check that the identities agree)."""
+    """The same instance id over fe80::a9fe:a9fe (a cross-check that the identities agree;
+    only the router answers for it: the DHCP port leaves it to a router on the link)."""
     status, body = curl6(guest, "/latest/meta-data/instance-id")
     assert status == 200, body
     return body
