@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
-from openimds.proxy.hoplimit import HOP_LIMIT_HEADER, haproxy_response_lines
+from openimds.proxy.hoplimit import haproxy_response_lines
 
 __all__ = [
     "DHCP_METADATA_PORT",
@@ -472,13 +472,9 @@ def render_haproxy_cfg(spec: ProxySpec) -> str:
                  " if { req.hdr_cnt(X-Forwarded-For) gt 0 }")
     lines += [f"    http-request del-header {name}" for name in IDENTITY_HEADERS]
     lines += [f"    http-request del-header {p} -m beg" for p in IDENTITY_HEADER_PREFIXES]
-    # The token PUT's hop limit: internal header → packet mark (proxy/hoplimit.py). haproxy
-    # refuses to drop privileges with set-mark in its config, so a proxy that runs as another
-    # user only strips the header (the hop limit is then not enforced; docs/metadata.md).
-    if spec.user or spec.group:
-        lines.append(f"    http-response del-header {HOP_LIMIT_HEADER}")
-    else:
-        lines += haproxy_response_lines()
+    # The token PUT's hop limit: internal header → DSCP → TTL (proxy/hoplimit.py); set-tos
+    # needs no privilege, so it holds for proxies running as an unprivileged user too.
+    lines += haproxy_response_lines()
     lines.append(f"    http-request set-header {id_header(stamped.kind)} {stamped.id}")
     server = f"    server metadata {spec.socket_path} maxconn {spec.agent_maxconn}"
     if spec.agent_mode == "reuse":

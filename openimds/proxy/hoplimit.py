@@ -1,14 +1,17 @@
 """The token PUT's hop limit on the wire (AWS `HttpPutResponseHopLimit`), pure.
 
 The metadata API puts the instance's limit (1..64) in an internal answer header on the token
-PUT only. The namespace proxy (haproxy) copies it into a packet mark on that client connection
-and deletes the header; a mangle OUTPUT rule in the proxy's namespace, owned by the agent that
-owns the namespace, sets the IP TTL / IPv6 hop limit of packets with that mark. A container
-behind a bridge inside the guest is one more hop away, so with limit 1 the answer never reaches
-it. Later answers on the same keep-alive connection get the mark cleared again.
+PUT only. The namespace proxy (haproxy) copies it into the DSCP field of that client
+connection's packets (`set-tos`) and deletes the header; mangle OUTPUT rules in the proxy's
+namespace, owned by the agent that owns the namespace, set the IP TTL / IPv6 hop limit of packets
+with that DSCP and then clear the DSCP again, so nothing unusual leaves the namespace. A
+container behind a bridge inside the guest is one more hop away, so with limit 1 the answer
+never reaches it. Later answers on the same keep-alive connection get DSCP 0 again.
 
-Marks are MARK_BASE | limit << 16: the low 16 bits stay 0, clear of the router's metadata
-access mark (`metadata_access_mark`, matched with mask 0xffff).
+Why DSCP and not a packet mark: `set-mark` needs CAP_NET_ADMIN, and haproxy refuses to drop
+privileges with it in its config; `set-tos` needs none, so the hop limit holds for proxies that
+run as an unprivileged user (the default). DSCP has 63 non-zero values: limits 1..63 map to
+DSCP 1..63, and 64 needs no rule (64 is the kernel's default TTL and hop limit).
 """
 
 from __future__ import annotations
@@ -16,38 +19,41 @@ from __future__ import annotations
 from openimds.linux.iptables import Rule
 
 __all__ = [
+    "DEFAULT_TTL",
     "HOP_LIMIT_HEADER",
-    "MARK_BASE",
     "MAX_HOP_LIMIT",
     "haproxy_response_lines",
-    "hop_limit_mark",
+    "hop_limit_dscp",
     "ttl_rules",
 ]
 
 HOP_LIMIT_HEADER = "X-OpenIMDS-Hop-Limit"
-MARK_BASE = 0x4F000000
 MAX_HOP_LIMIT = 64
+# The kernel's default IP TTL and IPv6 hop limit in a new namespace: no rule needed for it.
+DEFAULT_TTL = 64
 
 
-def hop_limit_mark(limit: int) -> int:
+def hop_limit_dscp(limit: int) -> int:
+    """The DSCP that carries `limit` from haproxy to the mangle rules (0 = leave as is)."""
     if not 1 <= limit <= MAX_HOP_LIMIT:
         raise ValueError(f"hop limit {limit} is outside 1..{MAX_HOP_LIMIT}")
-    return MARK_BASE | (limit << 16)
+    return 0 if limit == DEFAULT_TTL else limit
 
 
 def haproxy_response_lines() -> list[str]:
-    """`listen` lines: header → mark (haproxy 2.6 `set-mark` takes a constant, hence one rule
-    per value; a response without the header fails each on a missing variable)."""
+    """`listen` lines: header → DSCP (haproxy 2.6 `set-tos` takes a constant, hence one rule
+    per value; a response without the header fails each on a missing variable). The TOS byte
+    is DSCP << 2 (the low two bits are ECN, left to the kernel)."""
     h = HOP_LIMIT_HEADER
     lines = [
         f"    http-response set-var(txn.hop_limit) res.hdr({h}) if {{ res.hdr_cnt({h}) gt 0 }}",
         # A later answer on a connection that carried a token answer goes out unmarked.
-        "    http-response set-mark 0 if { var(sess.hop_marked) -m found }"
+        "    http-response set-tos 0 if { var(sess.hop_marked) -m found }"
         " !{ var(txn.hop_limit) -m found }",
         "    http-response unset-var(sess.hop_marked) if !{ var(txn.hop_limit) -m found }",
     ]
     lines += [
-        f"    http-response set-mark {hex(hop_limit_mark(n))} if {{ var(txn.hop_limit) -m int {n} }}"
+        f"    http-response set-tos {hop_limit_dscp(n) << 2} if {{ var(txn.hop_limit) -m int {n} }}"
         for n in range(1, MAX_HOP_LIMIT + 1)
     ]
     lines += [
@@ -58,10 +64,15 @@ def haproxy_response_lines() -> list[str]:
 
 
 def ttl_rules(chain_prefix: str, *, ipv6: bool) -> list[Rule]:
-    """mangle OUTPUT rules (iptables-save canonical form): mark → TTL (IPv4) / HL (IPv6)."""
+    """mangle OUTPUT rules (iptables-save canonical form): DSCP → TTL (IPv4) / HL (IPv6), then
+    the DSCP cleared."""
     chain = f"{chain_prefix}OUTPUT"
     rules: list[Rule] = [("mangle", "OUTPUT", f"-j {chain}")]
     for n in range(1, MAX_HOP_LIMIT + 1):
+        dscp = hop_limit_dscp(n)
+        if dscp == 0:
+            continue
         target = f"-j HL --hl-set {n}" if ipv6 else f"-j TTL --ttl-set {n}"
-        rules.append(("mangle", chain, f"-m mark --mark {hex(hop_limit_mark(n))} {target}"))
+        rules.append(("mangle", chain, f"-m dscp --dscp {dscp:#04x} {target}"))
+    rules.append(("mangle", chain, "-m dscp ! --dscp 0x00 -j DSCP --set-dscp 0x00"))
     return rules

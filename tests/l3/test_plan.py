@@ -39,11 +39,13 @@ FULL_V4 = (
     ("filter", f"{P}INPUT", "-m mark --mark 0x1/0xffff -j ACCEPT"),
     ("filter", f"{P}INPUT", "-p tcp -m tcp --dport 9697 -j DROP"),
 )
-# With the proxy on: the token PUT's hop limit, mark → TTL (proxy/hoplimit.py).
+# With the proxy on: the token PUT's hop limit, DSCP → TTL, then DSCP cleared
+# (proxy/hoplimit.py); 64 is the kernel's default TTL and needs no rule.
 HOP_V4 = (
     ("mangle", "OUTPUT", f"-j {P}OUTPUT"),
-    *(("mangle", f"{P}OUTPUT", f"-m mark --mark {hex(0x4F000000 | n << 16)} -j TTL --ttl-set {n}")
-      for n in range(1, 65)),
+    *(("mangle", f"{P}OUTPUT", f"-m dscp --dscp 0x{n:02x} -j TTL --ttl-set {n}")
+      for n in range(1, 64)),
+    ("mangle", f"{P}OUTPUT", "-m dscp ! --dscp 0x00 -j DSCP --set-dscp 0x00"),
 )
 
 

@@ -350,13 +350,14 @@ def test_connection_settings_are_accepted_by_haproxy(
     subprocess.run(["haproxy", "-c", "-q", "-f", str(path)], check=True)
 
 
-def test_hop_limit_header_becomes_a_mark_and_never_reaches_the_guest() -> None:
+def test_hop_limit_header_becomes_a_dscp_and_never_reaches_the_guest() -> None:
     body = listener(render_haproxy_cfg(net_spec()))
-    assert "http-response set-mark 0x4f010000 if { var(txn.hop_limit) -m int 1 }" in body
-    assert "http-response set-mark 0x4f400000 if { var(txn.hop_limit) -m int 64 }" in body
+    assert "http-response set-tos 4 if { var(txn.hop_limit) -m int 1 }" in body
+    assert "http-response set-tos 252 if { var(txn.hop_limit) -m int 63 }" in body
+    # 64 is the kernel's default TTL: no DSCP, no rule.
+    assert "http-response set-tos 0 if { var(txn.hop_limit) -m int 64 }" in body
     assert "http-response del-header X-OpenIMDS-Hop-Limit" in body
-    # haproxy will not drop privileges with set-mark configured: then the header is only
-    # stripped (and the hop limit not enforced), so the proxy still starts.
+    assert not [ln for ln in body if "set-mark" in ln]
+    # set-tos needs no privilege: a proxy that drops to another user keeps the hop limit.
     dropped = listener(render_haproxy_cfg(net_spec(user="998")))
-    assert not [ln for ln in dropped if "set-mark" in ln]
-    assert "http-response del-header X-OpenIMDS-Hop-Limit" in dropped
+    assert "http-response set-tos 4 if { var(txn.hop_limit) -m int 1 }" in dropped

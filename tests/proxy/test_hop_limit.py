@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -41,8 +43,10 @@ def upstream(limit: dict[str, int]) -> web.Server:
     return web.Server(handle)
 
 
-@pytest.fixture
-async def lab(make_netns: Callable[[str], str], tmp_path: Path
+# The proxies run as an unprivileged user by default (haproxy drops privileges): the hop limit
+# must hold then too, not only for a proxy that stays root.
+@pytest.fixture(params=[None, "nobody"], ids=["root", "unprivileged"])
+async def lab(request: pytest.FixtureRequest, make_netns: Callable[[str], str], tmp_path: Path
               ) -> AsyncIterator[tuple[str, str, dict[str, int]]]:
     proxy, guest, box = make_netns("hpx"), make_netns("hgu"), make_netns("hct")
     tag = proxy[-6:]
@@ -61,12 +65,17 @@ async def lab(make_netns: Callable[[str], str], tmp_path: Path
     sh("iptables-restore", "--noflush", netns=proxy, input=rules)
 
     limit = {"value": 1}
-    sock = str(tmp_path / "agent.sock")
+    # pytest's tmp dirs are private to root: an unprivileged proxy needs a path it can reach.
+    sockdir = Path(tempfile.mkdtemp(prefix="oit-hl-"))
+    sockdir.chmod(0o755)
+    sock = str(sockdir / "agent.sock")
     runner = web.ServerRunner(upstream(limit))
     await runner.setup()
     await web.UnixSite(runner, sock).start()
+    os.chmod(sock, 0o666)  # an unprivileged proxy must be able to connect
     spec = ProxySpec(kind="network", resource_id=NET, binds=(Bind("10.77.0.1", 80),),
-                     socket_path=sock, pidfile=str(tmp_path / "haproxy.pid"))
+                     socket_path=sock, pidfile=str(tmp_path / "haproxy.pid"),
+                     user=request.param)
     cfg = tmp_path / "haproxy.cfg"
     cfg.write_text(render_haproxy_cfg(spec))
     sh("haproxy", "-f", str(cfg), netns=proxy)  # daemonises; its pid is in the pidfile
@@ -76,6 +85,7 @@ async def lab(make_netns: Callable[[str], str], tmp_path: Path
     finally:
         os.kill(pid, signal.SIGTERM)
         await runner.cleanup()
+        shutil.rmtree(sockdir, ignore_errors=True)
 
 
 def curl(ns: str, method: str) -> int:
