@@ -479,7 +479,11 @@ def _register_server(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--availability-zone")
     p.add_argument("--flavor")
     p.add_argument("--image")
-    _leaf(verbs, "list", lambda api, a: api.list("servers"), "servers", "list servers")
+    lister = _leaf(verbs, "list", lambda api, a: api.list(
+        "servers", **({"all_tenants": "True"} if a.all_projects else {})),
+        "servers", "list servers (your project's; --all-projects for admins)")
+    lister.add_argument("--all-projects", action="store_true",
+                        help="every project's servers (admins and services)")
     _leaf(verbs, "show", _shower("servers"), "servers", "show a server").add_argument("name")
     _leaf(verbs, "delete", _deleter("servers"), "servers",
           "delete servers").add_argument("names", nargs="+")
