@@ -527,7 +527,11 @@ def _register_server(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--flavor")
     p.add_argument("--image")
     server_metadata_cmd.add_option_flags(p)
-    _leaf(verbs, "list", lambda api, a: api.list("servers"), "servers", "list servers")
+    lister = _leaf(verbs, "list", lambda api, a: api.list(
+        "servers", **({"all_tenants": "True"} if a.all_projects else {})),
+        "servers", "list servers (your project's; --all-projects for admins)")
+    lister.add_argument("--all-projects", action="store_true",
+                        help="every project's servers (admins and services)")
     _leaf(verbs, "show", server_metadata_cmd.show_server, "servers",
           "show a server").add_argument("name")
     server_metadata_cmd.register_server_verbs(verbs, _leaf)

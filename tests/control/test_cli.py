@@ -179,6 +179,12 @@ def test_projects_users_and_isolation_through_the_cli(cli: Cli) -> None:
              "OS_PROJECT_NAME": "tenant-x",
              "OS_AUTH_URL": cli.url + "/v2.0"}
     cli.run("net-create", "x-net", env=x_env)
+    cli.run("server", "create", "x-vm", env=x_env)
+    # Servers list per project (Nova); an admin asks for every project explicitly.
+    assert "x-vm" not in cli.run("server", "list").stdout
+    assert "x-vm" in cli.run("server", "list", "--all-projects").stdout
+    denied = cli.run("server", "list", "--all-projects", env=x_env, check=False)
+    assert denied.returncode == 1
     mine = json.loads(cli.run("network", "list", "-f", "json", env=x_env).stdout)
     assert [n["name"] for n in mine] == ["x-net"]  # none of the admin's networks
     bad = cli.run("network", "list", env={**x_env, "OS_PASSWORD": "nope"}, check=False)
