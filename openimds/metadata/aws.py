@@ -66,7 +66,7 @@ def _interface(view: InstanceView, port: PortView, number: int, fqdn: str) -> En
         "local-hostname": fqdn,
         "mac": port.mac_address,
         "owner-id": view.project_id,
-        "security-group-ids": list(view.security_groups),
+        "security-group-ids": list(view.security_group_ids),
         "security-groups": list(view.security_groups),
         "vpc-id": port.network_id,
     }

@@ -37,7 +37,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from openimds.inventory.errors import ChangesPruned, StoreUnavailable
-from openimds.inventory.models import FixedIP, Instance, KeyPair, Network, Port, Subnet
+from openimds.inventory.models import (
+    FixedIP,
+    Instance,
+    KeyPair,
+    Network,
+    Port,
+    SecurityGroup,
+    Subnet,
+)
 from openimds.inventory.store import ChangeRecord, Store
 from openimds.metadata.errors import Unavailable
 from openimds.metadata.source import AddressMatch, PasswordResult
@@ -198,6 +206,13 @@ def load_view(
         record = session.scalars(query.order_by(KeyPair.id)).first()
         if record is not None:
             keypair = KeyPairView(record.name, record.public_key, record.type or "ssh")
+    group_names = tuple(inst.security_groups or ())
+    group_ids: dict[str, str] = {}
+    if group_names:
+        for group in session.scalars(select(SecurityGroup).where(
+                SecurityGroup.project_id == inst.project_id,
+                SecurityGroup.name.in_(group_names)).order_by(SecurityGroup.created_at)):
+            group_ids.setdefault(group.name, group.id)
     image = inst.image
     view = InstanceView(
         uuid=inst.uuid,
@@ -217,7 +232,8 @@ def load_view(
         metadata={str(k): v for k, v in (inst.properties or {}).items()},
         launch_index=inst.launch_index,
         reservation_id=inst.reservation_id,
-        security_groups=tuple(inst.security_groups or ()),
+        security_groups=group_names,
+        security_group_ids=tuple(group_ids[n] for n in group_names if n in group_ids),
         created_at=inst.created_at,
         password=inst.password or None,
         ports=tuple(port_views),

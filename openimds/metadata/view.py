@@ -94,6 +94,8 @@ class InstanceView:
     launch_index: int = 0
     reservation_id: str = ""
     security_groups: tuple[str, ...] = ()
+    # Ids of those groups' records in the instance's project (EC2 `security-group-ids`).
+    security_group_ids: tuple[str, ...] = ()
     created_at: datetime | None = None
     password: str | None = None
     root_device_name: str | None = None

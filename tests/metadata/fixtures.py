@@ -60,6 +60,8 @@ def full_view(**overrides: object) -> InstanceView:
         launch_index=1,
         reservation_id="r-abcd1234",
         security_groups=("default", "web"),
+        security_group_ids=("5d8c1f2e-0b1a-4c3d-9e8f-7a6b5c4d3e2f",
+                            "9a1b2c3d-4e5f-4061-8273-94a5b6c7d8e9"),
         ports=(PORT_VIEW_A,),
     )
     values.update(overrides)

@@ -93,7 +93,9 @@ async def test_network_interfaces() -> None:
     expected = {
         "device-number": "0", "interface-id": PORT_A, "ipv6s": "2001:db8::5",
         "local-hostname": "test.novalocal", "local-ipv4s": "10.0.0.5", "mac": MAC,
-        "owner-id": "test", "security-group-ids": "default\nweb", "subnet-id": "sub4",
+        "owner-id": "test", "security-groups": "default\nweb", "subnet-id": "sub4",
+        "security-group-ids": "5d8c1f2e-0b1a-4c3d-9e8f-7a6b5c4d3e2f\n"
+                              "9a1b2c3d-4e5f-4061-8273-94a5b6c7d8e9",
         "subnet-ipv4-cidr-block": "10.0.0.0/24", "subnet-ipv6-cidr-blocks": "2001:db8::/64",
         "vpc-id": "99e88329-f20d-4741-9593-25bf07847b16", "vpc-ipv4-cidr-block": "10.0.0.0/24",
     }

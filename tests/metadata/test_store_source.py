@@ -385,3 +385,25 @@ async def test_metadata_options_follow_the_feed(harness: Harness) -> None:
 
     await _mutate(harness, disable)
     assert (await harness.get("/latest/meta-data/instance-id")).status == 403
+
+
+async def test_security_group_ids_come_from_the_projects_group_records(harness: Harness) -> None:
+    from openimds.inventory.models import SecurityGroup
+
+    with harness.store.session() as s:
+        stranger = Project(name="stranger")
+        s.add(stranger)
+        s.flush()
+        # Another project's group of the same name must never be named.
+        s.add(SecurityGroup(project_id=stranger.id, name="web"))
+        web = SecurityGroup(project_id=harness.ids["project"], name="web")
+        s.add(web)
+        s.flush()
+        web_id = web.id
+        s.scalar(select(Instance).where(Instance.uuid == INSTANCE)).security_groups = [
+            "web", "missing"]
+    await harness.settle()
+    view = await harness.source.view_for_instance(INSTANCE)
+    assert view is not None
+    assert view.security_groups == ("web", "missing")
+    assert view.security_group_ids == (web_id,)  # a name without a record has no id
