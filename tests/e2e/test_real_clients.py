@@ -128,6 +128,26 @@ def test_seed_002_neutron_commands(cloud: Cloud, auth: str) -> None:
     assert isolated["gateway_ip"] is None and isolated["cidr"] == "192.168.111.0/24"
 
 
+def test_real_clients_list_the_agents(cloud: Cloud) -> None:
+    """`openstack network agent list` and the seeds' `neutron agent-list` show the
+    all-in-one's agents (registered by their own state reports) as alive."""
+    _need(CLIENTS / "openstack")
+    wanted = {"DHCP agent", "L3 agent", "Metadata agent"}
+    deadline = time.monotonic() + 90
+    while True:
+        agents = osc(cloud, "network", "agent", "list")
+        alive = {a["Agent Type"] for a in agents if a["Alive"] is True}
+        if wanted <= alive:
+            break
+        assert time.monotonic() < deadline, f"agents never all alive: {agents}"
+        time.sleep(0.5)  # polling the agents' first state reports
+    shown = osc(cloud, "network", "agent", "show", next(
+        a["ID"] for a in agents if a["Agent Type"] == "DHCP agent"))
+    assert shown["binary"] == "neutron-dhcp-agent" and shown["agent_type"] == "DHCP agent"
+    legacy = run(cloud, str(CLIENTS / "neutron"), "agent-list").stdout
+    assert all(kind in legacy for kind in wanted) and ":-)" in legacy
+
+
 def test_openstack_workflow_serves_the_server_its_metadata(cloud: Cloud,
                                                             tmp_path: Path) -> None:
     _need(CLIENTS / "openstack")
