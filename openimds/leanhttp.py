@@ -13,8 +13,11 @@ What it keeps of a full server (aiohttp's behaviour, where the tests pin it):
   when it is full);
 * HEAD: the GET head with its Content-Length, no body;
 * limits: request target 8190 bytes (414), one header line 16 KiB, 100 headers, 64 KiB of
-  head (431); a body is collected only for the methods in `body_methods`, up to `body_limit`
-  bytes (the rest is read and dropped; beyond `max_body` the request is a 413);
+  head (431); a body is collected only for the methods in `body_methods` (None: all), up to
+  `body_limit` bytes: then the handler runs at once with what came so far and the connection
+  closes after its answer (the metadata API's password: "too large" needs no more bytes), or,
+  with `refuse_larger_body`, the request is a 413; other bodies are read and dropped, up to
+  `max_body` (413 beyond);
 * HTTP/1.1 without Host, malformed bytes, unknown methods: 400 and close, logged as one INFO
   line on the given logger (never a traceback);
 * `Expect: 100-continue` is answered before the body is read;
@@ -23,10 +26,12 @@ What it keeps of a full server (aiohttp's behaviour, where the tests pin it):
   `request_timeout` of its first byte gets 408 and the connection closes;
 * back-pressure: reading pauses while the transport's write buffer is full.
 
-Handlers that finish without suspending (the common case: answers from memory) are run to
-completion inside the parser callback with `coroutine.send(None)`, so no Task is created and
-no event-loop iteration passes between request and response; a handler that does suspend is
-carried on by a Task.
+With `eager` (the default), handlers that finish without suspending (the common case: answers
+from memory) are run to completion inside the parser callback with `coroutine.send(None)`, so
+no Task is created and no event-loop iteration passes between request and response; a handler
+that does suspend is carried on by a Task. The eager first step runs outside any Task: a
+handler that needs one before its first suspension (`asyncio.timeout`, aiohttp's client
+timeouts) must be served with `eager=False`, which runs every request in a Task.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import asyncio
 import contextlib
 import http
 import logging
+import socket
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -109,17 +115,21 @@ class LeanServer:
         handler: Handler,
         *,
         logger: logging.Logger,
-        body_methods: frozenset[str] = frozenset({"POST"}),
+        body_methods: frozenset[str] | None = frozenset({"POST"}),
         body_limit: int = 1021,
+        refuse_larger_body: bool = False,
         max_body: int = 1 << 20,
         idle_timeout: float = 75.0,
         request_timeout: float = 30.0,
         date_header: bool = True,
+        eager: bool = True,
     ) -> None:
         self.handler = handler
         self.logger = logger
         self.body_methods = body_methods
         self.body_limit = body_limit
+        self.refuse_larger_body = refuse_larger_body
+        self.eager = eager
         self.max_body = max_body
         self.idle_timeout = idle_timeout
         self.request_timeout = request_timeout
@@ -165,10 +175,14 @@ class LeanServer:
         self.servers.append(server)
         return int(server.sockets[0].getsockname()[1])
 
-    async def start_unix(self, path: str, *, backlog: int = 1024) -> None:
+    async def start_socket(self, sock: socket.socket, *, backlog: int = 1024) -> None:
+        """Serve on an already-listening socket (a unix socket shared by forked workers)."""
         self._arm()
-        server = await asyncio.get_running_loop().create_unix_server(
-            self._protocol, path, backlog=backlog)
+        loop = asyncio.get_running_loop()
+        if sock.family == socket.AF_UNIX:
+            server = await loop.create_unix_server(self._protocol, sock=sock, backlog=backlog)
+        else:
+            server = await loop.create_server(self._protocol, sock=sock, backlog=backlog)
         self.servers.append(server)
 
     async def close(self, timeout: float = 5.0) -> None:
@@ -318,7 +332,8 @@ class _Connection(asyncio.Protocol):
             k.lower() == "host" for k, _ in self.headers
         ):
             raise _ClientError(400, "HTTP/1.1 request without Host")
-        self.collect = method in self.server.body_methods
+        methods = self.server.body_methods
+        self.collect = methods is None or method in methods
         if self.collect and any(
             k.lower() == "expect" and v.lower() == "100-continue" for k, v in self.headers
         ) and self.busy_task is None and not self.queue and self.transport is not None:
@@ -333,7 +348,10 @@ class _Connection(asyncio.Protocol):
             room = self.server.body_limit - have
             if room > 0:
                 self.body.append(body[:room])
-            if self.body_size >= self.server.body_limit:
+            if self.server.refuse_larger_body:
+                if self.body_size > self.server.body_limit:
+                    raise _ClientError(413, "request body too large")
+            elif self.body_size >= self.server.body_limit:
                 # The handler sees all it may read: answer now, close after (the rest of the
                 # body is neither read nor buffered).
                 raise _Enough()
@@ -374,6 +392,10 @@ class _Connection(asyncio.Protocol):
 
     def _run(self, request: Request, keep_alive: bytes | None, head_only: bool) -> None:
         coro = self.handler(request)
+        if not self.server.eager:
+            self.busy_task = asyncio.get_running_loop().create_task(
+                self._resume(coro, None, keep_alive, head_only, started=False))
+            return
         try:
             yielded = coro.send(None)
         except StopIteration as done:
@@ -387,33 +409,48 @@ class _Connection(asyncio.Protocol):
             self._resume(coro, yielded, keep_alive, head_only))
 
     async def _resume(self, coro: Coroutine[Any, Any, tuple[bytes, bytes]], yielded: Any,
-                      keep_alive: bytes | None, head_only: bool) -> None:
-        # Carry on a coroutine that suspended on its first step, the way a Task would.
+                      keep_alive: bytes | None, head_only: bool, started: bool = True) -> None:
+        """Run the handler in this Task: whole (not eager), or carried on after the eager first
+        step suspended on `yielded`, stepping it as a Task does (a cancellation of this Task,
+        e.g. by an `asyncio.timeout` the handler entered after resuming, is thrown into it)."""
         try:
-            try:
-                while True:
-                    if yielded is None:
-                        await asyncio.sleep(0)
-                    else:
-                        yielded._asyncio_future_blocking = False
-                        await asyncio.wait([yielded])
-                    yielded = coro.send(None)
-            except StopIteration as done:
-                result = done.value
-            except asyncio.CancelledError:
-                coro.close()
-                raise
-            except Exception:
-                self.server.logger.exception("request handler failed")
-                self.busy_task = None
-                self._write_raw(_error_response(500, "internal error"), False)
-                return
+            if not started:
+                result = await coro
+            else:
+                result = await self._carry_on(coro, yielded)
         except asyncio.CancelledError:
+            return
+        except Exception:
+            self.server.logger.exception("request handler failed")
+            self.busy_task = None
+            self._write_raw(_error_response(500, "internal error"), False)
             return
         self.busy_task = None
         self.since = self.server.tick
         self._write(result, keep_alive, head_only)
         self._drain_queue()
+
+    @staticmethod
+    async def _carry_on(coro: Coroutine[Any, Any, tuple[bytes, bytes]], yielded: Any
+                        ) -> tuple[bytes, bytes]:
+        try:
+            while True:
+                try:
+                    if yielded is None:
+                        await asyncio.sleep(0)
+                    else:
+                        yielded._asyncio_future_blocking = False
+                        await asyncio.wait([yielded])
+                except asyncio.CancelledError as exc:
+                    if yielded is not None:
+                        yielded.cancel()
+                    yielded = coro.throw(exc)
+                    continue
+                yielded = coro.send(None)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        finally:
+            coro.close()
 
     def _drain_queue(self) -> None:
         while self.queue and self.busy_task is None and not self.closing:

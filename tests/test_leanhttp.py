@@ -28,11 +28,21 @@ async def _handler(request: Request) -> tuple[bytes, bytes]:
         await asyncio.sleep(0)
     if request.target.startswith("/hold"):
         await HOLD["event"].wait()
+    if request.target.startswith("/timeout"):
+        # Suspends first (the eager step ends), then needs its Task: asyncio.timeout must
+        # cancel the handler itself and turn that into TimeoutError.
+        await asyncio.sleep(0)
+        try:
+            async with asyncio.timeout(0.01):
+                await asyncio.Event().wait()
+        except TimeoutError:
+            body = b"timed out"
+            return status_head(200, "text/plain", len(body)), body
     body = f"{request.method} {request.target} {len(request.body or b'')}".encode()
     return status_head(200, "text/plain", len(body)), body
 
 
-async def _start(**kwargs: float) -> tuple[LeanServer, int]:
+async def _start(**kwargs: float | bool) -> tuple[LeanServer, int]:
     server = LeanServer(_handler, logger=LOG, body_limit=10, **kwargs)  # type: ignore[arg-type]
     port = await server.start_tcp("127.0.0.1", 0)
     return server, port
@@ -156,3 +166,14 @@ async def test_close_waits_for_a_request_in_flight() -> None:
     out = await asyncio.wait_for(reader.read(), 10)
     writer.close()
     assert out.endswith(b"GET /hold 0") and b"Connection: close" in out
+
+
+@pytest.mark.parametrize("eager", [True, False])
+async def test_a_handler_keeps_its_task_semantics(eager: bool) -> None:
+    server, port = await _start(eager=eager)
+    try:
+        out = await _exchange(port, b"GET /timeout HTTP/1.1\r\nHost: x\r\n"
+                                    b"Connection: close\r\n\r\n")
+        assert out.endswith(b"timed out")
+    finally:
+        await server.close()

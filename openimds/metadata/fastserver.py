@@ -92,6 +92,10 @@ def fast_metadata_server(
 
     return LeanServer(
         handle,
+        # Answers come from memory and finish without suspending: run them inside the parser
+        # callback (eager). What suspends first runs on in a Task: the inventory loads
+        # (threads) and the dynamic vendordata fetch (gathered in Tasks of its own).
+        eager=True,
         logger=_HTTP_LOG,
         body_methods=frozenset({"POST"}),
         body_limit=PASSWORD_MAX_BYTES + 1,
