@@ -208,7 +208,8 @@ class LeanServer:
 
 class _Connection(asyncio.Protocol):
     __slots__ = (
-        "server", "transport", "parser", "peer", "since", "reading", "url", "headers",
+        "server", "transport", "parser", "peer", "since", "reading", "url", "method", "headers",
+        "has_host",
         "head_size", "body", "body_size", "collect", "queue", "busy_task", "closing",
         "stop_parsing", "paused", "write_paused", "handler", "head_only",
     )
@@ -223,7 +224,9 @@ class _Connection(asyncio.Protocol):
         # Inside a request (first byte seen, message not complete).
         self.reading = False
         self.url: list[bytes] = []
+        self.method = ""
         self.headers: list[tuple[str, str]] = []
+        self.has_host = False
         self.head_size = 0
         self.body: list[bytes] | None = None
         self.body_size = 0
@@ -305,6 +308,7 @@ class _Connection(asyncio.Protocol):
         self.since = self.server.tick
         self.url = []
         self.headers = []
+        self.has_host = False
         self.head_size = 0
         self.body = None
         self.body_size = 0
@@ -322,15 +326,15 @@ class _Connection(asyncio.Protocol):
             raise _ClientError(431, "header line too long")
         if len(self.headers) >= MAX_HEADERS or self.head_size > MAX_HEAD:
             raise _ClientError(431, "too many headers")
+        if len(name) == 4 and name.lower() == b"host":
+            self.has_host = True
         self.headers.append(
             (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape")))
 
     def on_headers_complete(self) -> None:
         parser = self.parser
-        method = parser.get_method().decode()
-        if parser.get_http_version() == "1.1" and not any(
-            k.lower() == "host" for k, _ in self.headers
-        ):
+        self.method = method = parser.get_method().decode()
+        if not self.has_host and parser.get_http_version() == "1.1":
             raise _ClientError(400, "HTTP/1.1 request without Host")
         methods = self.server.body_methods
         self.collect = methods is None or method in methods
@@ -376,7 +380,7 @@ class _Connection(asyncio.Protocol):
         self._complete(keep_alive)
 
     def _complete(self, keep_alive: bytes | None) -> None:
-        method = self.parser.get_method().decode()
+        method = self.method
         url = b"".join(self.url).decode("utf-8", "surrogateescape")
         body = b"".join(self.body) if self.body is not None else None
         request = Request(method, url, tuple(self.headers), body, self.peer)
