@@ -31,6 +31,7 @@ import asyncio
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,28 @@ async def build(node: Node, args: argparse.Namespace) -> list[dict[str, Any]]:
     return out
 
 
+class _Unguard(threading.Thread):
+    """Removes the port-security tables of the benchmark's networks every half second, in one
+    `nft -f` (`table` first, so a table already gone is no error)."""
+
+    def __init__(self, fabric: str, network_ids: list[str]) -> None:
+        super().__init__(daemon=True)
+        self.fabric = fabric
+        self.text = "".join(f"table bridge {table_name(n)}\ndelete table bridge {table_name(n)}\n"
+                            for n in network_ids)
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            subprocess.run(["ip", "netns", "exec", self.fabric, "nft", "-f", "-"],
+                           input=self.text, text=True, capture_output=True, check=False)
+            self.done.wait(0.5)
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--networks", type=int, default=20)
@@ -121,12 +144,11 @@ def main() -> int:
                                      PREFIX, e["dhcp"])
         # One client namespace speaks for all instances of a network, each from its own address
         # but behind the first instance's port (MAC): port security (issue 16) drops every
-        # address but that port's own. Its per-network table in this benchmark's own fabric
-        # namespace is removed for the storm (the DHCP agent reloads it at its next reconcile
-        # of the network; nothing changes them during the storm).
-        for e in nets:
-            subprocess.run(["ip", "netns", "exec", node.fabric, "nft", "delete", "table",
-                            "bridge", table_name(e["net"])], capture_output=True, check=False)
+        # address but that port's own. Its per-network tables in this benchmark's own fabric
+        # namespace are removed for the storm, and again every half second (the DHCP agent
+        # reloads them on its periodic resync).
+        unguard = _Unguard(node.fabric, [e["net"] for e in nets])
+        unguard.start()
         client = NsClient(nets[0]["ns"], node)
         # Each proxy answers before the storm (the first instance of each network asks once).
         for e in nets:
@@ -141,8 +163,11 @@ def main() -> int:
         proc = client.proc
         meter = node.cpu_meter(client=lambda: [proc.pid])
         meter.start()
-        r = client.call(op="storm", instances=instances)
-        meter.stop()
+        try:
+            r = client.call(op="storm", instances=instances)
+        finally:
+            meter.stop()
+            unguard.stop()
 
         print()
         print(f"boot storm: {len(instances)} instances on {len(nets)} networks, cloud-init "

@@ -32,6 +32,7 @@ __all__ = ["fast_metadata_server"]
 _HTTP_LOG = edge_logger("openimds.metadata.http")
 # Distinct heads seen; a bound so odd extra headers (token TTL echoes) cannot grow it forever.
 _HEAD_CACHE_SIZE = 4096
+_PATH_CACHE_SIZE = 4096
 
 
 def fast_metadata_server(
@@ -52,17 +53,25 @@ def fast_metadata_server(
     log = access_log or AccessLog()
     perf_counter = time.perf_counter
     heads: dict[tuple[object, ...], bytes] = {}
+    # Request target -> decoded path: guests ask for a few dozen distinct targets.
+    paths: dict[str, str] = {}
 
     async def handle(request: Request) -> tuple[bytes, bytes]:
         started = perf_counter()
         method = request.method
         target = request.target
         peer = request.peer
+        path = paths.get(target)
+        if path is None:
+            path = _path_of(target)
+            if len(paths) >= _PATH_CACHE_SIZE:
+                paths.clear()
+            paths[target] = path
         current = clock()
         resp = await respond(
             MetadataRequest(
                 method=method,
-                path=_path_of(target),
+                path=path,
                 headers=request.headers,
                 peer=peer,
                 today=current.date(),
