@@ -6,8 +6,7 @@
 
 The handler is a short adapter: headers -> resolve() (pure) -> Upstream.forward -> response.
 It runs on the lean HTTP layer the metadata API uses (`openimds.leanhttp`: a uvloop protocol
-around the httptools parser; aiohttp's server machinery was most of the agent's CPU per
-request). The agent keeps no per-connection state, so haproxy may send any guest's request
+around the httptools parser), so both guest-path servers share one HTTP layer. The agent keeps no per-connection state, so haproxy may send any guest's request
 over any pooled connection (docs/proxy.md, `http-reuse always`).
 AgentError subclasses become their status with a plain-text page at one edge (`_error_response`);
 anything unexpected is logged with its traceback and the guest gets a bare 500, never a trace.
