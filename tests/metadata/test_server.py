@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from openimds.metadata.gate import HOP_LIMIT_HEADER, TOKEN_HEADER, TTL_HEADER
 from openimds.metadata.identify import IdentifySettings
 from openimds.metadata.metrics import MetadataMetrics
 from openimds.metadata.respond import Responder, RespondSettings
@@ -227,3 +228,20 @@ async def test_random_seed_is_fresh_on_every_response(served: Served) -> None:
             async with s.get(served.base + "/openstack/latest/meta_data.json", headers=H) as r:
                 seeds.add((await r.json())["random_seed"])
     assert len(seeds) == 200
+
+
+async def test_token_put_and_use_with_the_responders_headers(served: Served) -> None:
+    # IMDSv2 over the wire: whatever headers the Responder returns reach the client.
+    async with aiohttp.ClientSession() as s:
+        async with s.put(served.base + "/latest/api/token",
+                         headers={**H, TTL_HEADER: "60"}) as r:
+            assert r.status == 200
+            assert r.headers[TTL_HEADER] == "60"
+            assert HOP_LIMIT_HEADER in r.headers
+            token = await r.text()
+        async with s.get(served.base + "/latest/meta-data/instance-id",
+                         headers={**H, TOKEN_HEADER: token}) as r:
+            assert r.status == 200
+        async with s.get(served.base + "/latest/meta-data/instance-id",
+                         headers={**H, TOKEN_HEADER: token + "x"}) as r:
+            assert r.status == 401
