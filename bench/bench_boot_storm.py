@@ -14,11 +14,12 @@ Every answer must be 200 (404 allowed only for the optional OpenStack files), me
 must name the instance's own uuid and local-ipv4 its own address.
 
 Bars: total <= 20 s, no failed request, and the slowest request under 5 s (cloud-init and
-cirros give up after 10 s; issue 16 defect 12 measured 12.9 s). Per-request p50/p99/max are
-printed, with the CPU used by haproxy, the agent and the API during the storm and the load.
+cirros give up after 10 s; issue 16 defect 12 measured 12.9 s); issue 14: total <= 5 s (goal
+2 s). Per-request p50/p99/max are printed, with the CPU used by haproxy, the agent and the API
+during the storm and the load.
 
     .venv/bin/python bench/bench_boot_storm.py [--networks 20] [--per-network 50]
-        [--workers N]
+        [--workers N] [--http-server fast|aiohttp]
 
 Root only. Runs in a private /run/netns (see _harness.enter_private_netns_dir); everything it
 creates is removed at the end, also on failure or Ctrl-C.
@@ -30,7 +31,9 @@ import argparse
 import asyncio
 import os
 import shutil
+import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -47,6 +50,8 @@ from _harness import (  # noqa: E402
     verdict,
     wait_for,
 )
+
+from openimds.portsec.rules import table_name  # noqa: E402
 
 CIDR, PREFIX = "10.0.0.0/24", 24
 
@@ -86,12 +91,36 @@ async def build(node: Node, args: argparse.Namespace) -> list[dict[str, Any]]:
     return out
 
 
+class _Unguard(threading.Thread):
+    """Removes the port-security tables of the benchmark's networks every half second, in one
+    `nft -f` (`table` first, so a table already gone is no error)."""
+
+    def __init__(self, fabric: str, network_ids: list[str]) -> None:
+        super().__init__(daemon=True)
+        self.fabric = fabric
+        self.text = "".join(f"table bridge {table_name(n)}\ndelete table bridge {table_name(n)}\n"
+                            for n in network_ids)
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            subprocess.run(["ip", "netns", "exec", self.fabric, "nft", "-f", "-"],
+                           input=self.text, text=True, capture_output=True, check=False)
+            self.done.wait(0.5)
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--networks", type=int, default=20)
     ap.add_argument("--per-network", type=int, default=50)
     ap.add_argument("--workers", type=int, help="metadata_workers (agent and API); "
                     "default: the product's")
+    ap.add_argument("--http-server", choices=("fast", "aiohttp"),
+                    help="metadata_http_server of the metadata API; default: the product's")
     args = ap.parse_args()
     if args.per_network > 240:
         ap.error("at most 240 instances per /24 network")
@@ -100,7 +129,10 @@ def main() -> int:
             ap.error(f"{tool} not found on PATH")
     enter_private_netns_dir()
     install_stop_handlers()
-    node = Node(extra_conf=f"metadata_workers = {args.workers}\n" if args.workers else "")
+    extra = f"metadata_workers = {args.workers}\n" if args.workers else ""
+    if args.http_server:
+        extra += f"metadata_http_server = {args.http_server}\n"
+    node = Node(extra_conf=extra)
     client: NsClient | None = None
     try:
         t0 = time.monotonic()
@@ -112,6 +144,13 @@ def main() -> int:
         for e in nets:
             e["ns"] = node.client_ns(e["net"], e["port"], [ip for ip, _ in e["instances"]],
                                      PREFIX, e["dhcp"])
+        # One client namespace speaks for all instances of a network, each from its own address
+        # but behind the first instance's port (MAC): port security (issue 16) drops every
+        # address but that port's own. Its per-network tables in this benchmark's own fabric
+        # namespace are removed for the storm, and again every half second (the DHCP agent
+        # reloads them on its periodic resync).
+        unguard = _Unguard(node.fabric, [e["net"] for e in nets])
+        unguard.start()
         client = NsClient(nets[0]["ns"], node)
         # Each proxy answers before the storm: the first instance of each network (the
         # namespace's own port) and the last (an allowed address pair of that port, so the
@@ -128,8 +167,11 @@ def main() -> int:
         proc = client.proc
         meter = node.cpu_meter(client=lambda: [proc.pid])
         meter.start()
-        r = client.call(op="storm", instances=instances)
-        meter.stop()
+        try:
+            r = client.call(op="storm", instances=instances)
+        finally:
+            meter.stop()
+            unguard.stop()
 
         print()
         print(f"boot storm: {len(instances)} instances on {len(nets)} networks, cloud-init "
@@ -150,7 +192,9 @@ def main() -> int:
         print(f"  machine load      {' '.join(Path('/proc/loadavg').read_text().split()[:3])} "
               f"(1/5/15 min), {os.cpu_count()} CPUs")
         print(f"bar: total <= 20 s: {verdict(ok_total)}; no failed request: "
-              f"{verdict(r['failed'] == 0)}; slowest request < 5 s: {verdict(ok_tail)}")
+              f"{verdict(r['failed'] == 0)}; slowest request < 5 s: {verdict(ok_tail)}; "
+              f"issue 14: total <= 5 s: {verdict(r['total_s'] <= 5)}, "
+              f"goal <= 2 s: {verdict(r['total_s'] <= 2)}")
     finally:
         if client is not None:
             client.close()

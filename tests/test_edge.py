@@ -22,12 +22,12 @@ from openimds.edge import origin_form
 from openimds.inventory.migrate import open_store
 from openimds.metadata.identify import IdentifySettings, parse_trusted_proxies, sign_instance_id
 from openimds.metadata.respond import Responder, RespondSettings
-from openimds.metadata.server import metadata_server
 from openimds.metadata.source import DictSource
 from tests.agent.fakes import FakeFeed, port_dict
 from tests.agent.harness import RunningAgent, StubUpstream, settings_for
 from tests.metadata.fixtures import SECRET, UUID_A, full_view
 from tests.metadata.helpers import signed_headers
+from tests.metadata.servers import HTTP_SERVERS, start_metadata
 
 Connect = Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
 
@@ -98,7 +98,14 @@ async def _exchange(connect: Connect, request: bytes) -> list[bytes]:
     await writer.drain()
     data = await asyncio.wait_for(reader.read(), 10)
     writer.close()
-    return [line for line in data.split(b"\r\n") if line.startswith(b"HTTP/1.")]
+    statuses = []
+    while data.startswith(b"HTTP/1."):  # walk the responses by their Content-Length
+        head, _, data = data.partition(b"\r\n\r\n")
+        statuses.append(head.split(b"\r\n", 1)[0])
+        length = [int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")[1:]
+                  if line.lower().startswith(b"content-length:")]
+        data = data[length[0] if length else len(data):]
+    return statuses
 
 
 async def _check(connect: Connect, request: bytes, caplog: pytest.LogCaptureFixture) -> None:
@@ -113,7 +120,7 @@ async def _check(connect: Connect, request: bytes, caplog: pytest.LogCaptureFixt
         assert "Traceback" not in record.getMessage()
 
 
-async def _tcp_site(app: web.Server | web.Application) -> tuple[web.BaseRunner, Connect]:
+async def _tcp_site(app: web.Application) -> tuple[web.BaseRunner, Connect]:
     runner: web.BaseRunner = (web.ServerRunner(app) if isinstance(app, web.Server)
                               else web.AppRunner(app))
     await runner.setup()
@@ -123,22 +130,28 @@ async def _tcp_site(app: web.Server | web.Application) -> tuple[web.BaseRunner, 
     return runner, lambda: asyncio.open_connection("127.0.0.1", port)
 
 
-@pytest.fixture
-async def metadata_api() -> AsyncIterator[Connect]:
+async def _metadata_site(kind: str, responder: Responder
+                         ) -> tuple[Callable[[], Awaitable[None]], Connect]:
+    port, stop = await start_metadata(kind, responder)
+    return stop, lambda: asyncio.open_connection("127.0.0.1", port)
+
+
+@pytest.fixture(params=HTTP_SERVERS)
+async def metadata_api(request: pytest.FixtureRequest) -> AsyncIterator[Connect]:
     responder = Responder(DictSource([full_view()], providers={"prov": ["net-1"]}),
                           RespondSettings(identify=IdentifySettings(True, SECRET)))
-    runner, connect = await _tcp_site(metadata_server(responder))
+    stop, connect = await _metadata_site(request.param, responder)
     yield connect
-    await runner.cleanup()
+    await stop()
 
 
-@pytest.fixture
-async def direct_api() -> AsyncIterator[Connect]:
+@pytest.fixture(params=HTTP_SERVERS)
+async def direct_api(request: pytest.FixtureRequest) -> AsyncIterator[Connect]:
     settings = IdentifySettings(False, SECRET, parse_trusted_proxies(["127.0.0.1"]))
-    runner, connect = await _tcp_site(metadata_server(
-        Responder(DictSource([full_view()]), RespondSettings(identify=settings))))
+    stop, connect = await _metadata_site(request.param, Responder(
+        DictSource([full_view()]), RespondSettings(identify=settings)))
     yield connect
-    await runner.cleanup()
+    await stop()
 
 
 @pytest.fixture

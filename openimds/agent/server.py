@@ -1,14 +1,13 @@
 """The agent's HTTP adapter on the unix socket, and the process wiring around it.
 
-    build_app(AgentState) -> aiohttp.web.Server      aiohttp's low-level server, one handler
+    build_app(AgentState) -> LeanServer              the lean httptools layer, one handler
     bind_unix_socket(settings) -> socket.socket      mode/owner/backlog applied before listen
     serve(settings, feed_factory)                    blocks; forks metadata_workers processes
 
 The handler is a short adapter: headers -> resolve() (pure) -> Upstream.forward -> response.
-It runs on aiohttp's low-level `web.Server` (no Application, router or middleware: the agent has
-one catch-all route, and that machinery was a measurable share of its CPU per request). The
-agent keeps no per-connection state, so haproxy may send any guest's request over any pooled
-connection (docs/proxy.md, `http-reuse always`).
+It runs on the lean HTTP layer the metadata API uses (`openimds.leanhttp`: a uvloop protocol
+around the httptools parser), so both guest-path servers share one HTTP layer. The agent keeps no per-connection state, so haproxy may send any guest's request
+over any pooled connection (docs/proxy.md, `http-reuse always`).
 AgentError subclasses become their status with a plain-text page at one edge (`_error_response`);
 anything unexpected is logged with its traceback and the guest gets a bare 500, never a trace.
 
@@ -24,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import http
 import json
 import logging
 import os
@@ -33,8 +33,8 @@ import stat
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import unquote
 
-from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
 from openimds.agent.errors import (
@@ -52,10 +52,13 @@ from openimds.agent.resolve import FORWARDED_FOR, NETWORK_ID, ROUTER_ID, AgentRe
 from openimds.agent.settings import AgentSettings
 from openimds.agent.upstream import Upstream, UpstreamResponse, passed_headers
 from openimds.edge import edge_logger, origin_form
+from openimds.leanhttp import LeanServer, Request
 
 __all__ = ["AgentState", "bind_unix_socket", "build_app", "run_worker", "serve"]
 
 LOG = logging.getLogger("openimds.agent")
+# Largest request body accepted from a guest (aiohttp's client_max_size, kept from round 1).
+MAX_BODY = 1024 * 1024
 
 BAD_TARGET_TEXT = ("The metadata service answers requests for a path only (GET /latest/...); "
                    "CONNECT and targets such as '*' are not served.")
@@ -75,18 +78,36 @@ class AgentState:
         self.started = time.monotonic()
 
 
-def _error_response(exc: AgentError) -> web.Response:
-    headers = {}
+def _response(status: int, content_type: str | None, body: bytes,
+              extra: tuple[tuple[str, str], ...] = ()) -> tuple[bytes, bytes]:
+    """(head, body) for the lean HTTP layer; no Content-Type line when `content_type` is
+    None (the metadata API sent none, and the guest gets none either)."""
+    lines = [f"HTTP/1.1 {status} {_reason(status)}\r\n"]
+    if content_type:
+        lines.append(f"Content-Type: {content_type}\r\n")
+    lines.append(f"Content-Length: {len(body)}\r\n")
+    lines += [f"{k}: {v}\r\n" for k, v in extra]
+    return "".join(lines).encode("latin-1", "replace"), body
+
+
+def _reason(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+def _error_response(exc: AgentError) -> tuple[bytes, bytes]:
+    extra: tuple[tuple[str, str], ...] = ()
     if isinstance(exc, Unavailable | TooManyRequests):
-        headers["Retry-After"] = str(exc.retry_after)
+        extra = (("Retry-After", str(exc.retry_after)),)
     # The text may echo a header the guest sent: undecodable bytes in it (surrogates) are
     # escaped, never a reason to fail.
     body = (exc.text + "\n").encode("utf-8", "backslashreplace")
-    return web.Response(status=exc.status, body=body, content_type="text/plain",
-                        charset="utf-8", headers=headers)
+    return _response(exc.status, "text/plain; charset=utf-8", body, extra)
 
 
-def _health(state: AgentState) -> web.Response:
+def _health(state: AgentState) -> tuple[bytes, bytes]:
     ready = state.sync.ready.is_set()
     body = {
         "ready": ready,
@@ -95,11 +116,11 @@ def _health(state: AgentState) -> web.Response:
         "control_plane_connected": state.sync.connected,
         "uptime": round(time.monotonic() - state.started, 3),
     }
-    return web.Response(status=200 if ready else 503, text=json.dumps(body),
-                        content_type="application/json")
+    return _response(200 if ready else 503, "application/json; charset=utf-8",
+                     json.dumps(body).encode())
 
 
-def _metrics(state: AgentState) -> web.Response:
+def _metrics(state: AgentState) -> tuple[bytes, bytes]:
     from prometheus_client import CollectorRegistry, generate_latest
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
@@ -125,53 +146,50 @@ def _metrics(state: AgentState) -> web.Response:
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Collector())  # type: ignore[arg-type]
-    return web.Response(body=generate_latest(registry),
-                        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+    return _response(200, "text/plain; version=0.0.4; charset=utf-8", generate_latest(registry))
 
 
-_INTERNAL_ERROR_TEXT = "An unknown error has occurred. Please try your request again.\n"
+_INTERNAL_ERROR_TEXT = b"An unknown error has occurred. Please try your request again.\n"
 
 
-def _relay(answer: UpstreamResponse) -> web.Response:
+def _relay(answer: UpstreamResponse) -> tuple[bytes, bytes]:
     """The metadata API's answer as the guest gets it: status, body bytes, its exact
-    Content-Type (charset included, or none at all rather than aiohttp's
-    application/octet-stream default), Content-Encoding and Retry-After when present."""
-    headers: CIMultiDict[str] = CIMultiDict()
-    if answer.content_type:
-        headers[hdrs.CONTENT_TYPE] = answer.content_type
+    Content-Type (charset included, or none at all), Content-Encoding and Retry-After when
+    present, and the relayed headers."""
+    extra: tuple[tuple[str, str], ...] = answer.extra_headers
     if answer.content_encoding:
-        headers[hdrs.CONTENT_ENCODING] = answer.content_encoding
+        extra = (("Content-Encoding", answer.content_encoding), *extra)
     if answer.retry_after:
-        headers[hdrs.RETRY_AFTER] = answer.retry_after
-    for name, value in answer.extra_headers:
-        headers[name] = value
-    resp = web.Response(status=answer.status, body=answer.body, headers=headers)
-    if not answer.content_type:
-        # web.Response adds application/octet-stream for a bytes body when none is given.
-        resp.headers.pop(hdrs.CONTENT_TYPE, None)
-    return resp
+        extra = (("Retry-After", answer.retry_after), *extra)
+    return _response(answer.status, answer.content_type, answer.body, extra)
 
 
-def build_app(state: AgentState) -> web.Server:
-    """The request handler on aiohttp's low-level server: every request goes to one function,
-    with no router, middleware chain or Application machinery in the way (the agent serves a
-    single catch-all route, so those only cost time per request)."""
+def _path(target: str) -> str:
+    """The percent-decoded path of a target, without the query (for /healthz and logs)."""
+    return unquote((origin_form(target) or target).split("?", 1)[0], errors="surrogateescape")
+
+
+def build_app(state: AgentState) -> LeanServer:
+    """The request handler on the lean HTTP layer (`openimds.leanhttp`, an httptools protocol):
+    every request goes to one function; the answer is written as one buffer."""
     index, sync, upstream, limiter = state.index, state.sync, state.upstream, state.limiter
     ready = sync.ready
 
-    async def handle(request: web.BaseRequest) -> web.StreamResponse:
-        headers = request.headers
+    async def handle(request: Request) -> tuple[bytes, bytes]:
+        headers = CIMultiDict(request.headers)
         network_ids = headers.getall(NETWORK_ID, ())
         router_ids = headers.getall(ROUTER_ID, ())
+        method = request.method
         if not network_ids and not router_ids:
-            if request.path == "/healthz":
+            path = _path(request.target)
+            if path == "/healthz":
                 return _health(state)
-            if request.path == "/metrics":
+            if path == "/metrics":
                 return _metrics(state)
         try:
             # Absolute-form targets are served by their path; nothing else names a path.
-            target = origin_form(request.raw_path)
-            if target is None or request.method == hdrs.METH_CONNECT:
+            target = origin_form(request.target)
+            if target is None or method == "CONNECT":
                 raise BadTarget(BAD_TARGET_TEXT)
             if not ready.is_set():
                 raise NotReady(NOT_READY_TEXT)
@@ -186,37 +204,35 @@ def build_app(state: AgentState) -> web.Server:
                                     res.address, res.network_id, limiter.policy.burst,
                                     limiter.policy.rate)
                     raise TooManyRequests(int(retry_after_header(decision.retry_after)))
-            # A GET (nearly every request) has no body: skip the read coroutine.
-            body = await request.read() if request.body_exists else b""
-            answer = await upstream.forward(request.method, target, body, res,
+            answer = await upstream.forward(method, target, request.body or b"", res,
                                             passed_headers(headers))
         except AgentError as exc:
             # A limited guest is logged once when it starts (above), not per request.
             level = (logging.ERROR if isinstance(exc, AmbiguousAddress)
                      else logging.DEBUG if isinstance(exc, TooManyRequests) else logging.WARNING)
-            LOG.log(level, "%s %s -> %d: %s", request.method, request.path, exc.status,
-                    exc.log_detail or exc.text)
+            if LOG.isEnabledFor(level):
+                LOG.log(level, "%s %s -> %d: %s", method, _path(request.target), exc.status,
+                        exc.log_detail or exc.text)
             return _error_response(exc)
         except asyncio.CancelledError:
             raise
-        except web.HTTPException:
-            raise  # e.g. 413 from request.read() over client_max_size: aiohttp answers it
         except Exception:
-            LOG.exception("%s %s -> 500: unexpected error", request.method, request.path)
-            return web.Response(status=500, text=_INTERNAL_ERROR_TEXT, content_type="text/plain")
+            LOG.exception("%s %s -> 500: unexpected error", method, _path(request.target))
+            return _response(500, "text/plain; charset=utf-8", _INTERNAL_ERROR_TEXT)
         if LOG.isEnabledFor(logging.DEBUG):
-            LOG.debug("%s %s -> %d (instance %s, port %s)", request.method, request.path,
+            LOG.debug("%s %s -> %d (instance %s, port %s)", method, _path(request.target),
                       answer.status, res.instance_id, res.port_id)
         return _relay(answer)
 
-    # client_max_size stays BaseRequest's 1 MiB: guests send small bodies (a password is at most
-    # ~1 KiB). access_log=None: one log line per request would cost more than the request.
-    # keepalive_timeout: haproxy pools these connections (`http-reuse always`) and must be the
+    # Bodies: any method's, up to 1 MiB (a password is at most ~1 KiB), 413 beyond.
+    # idle_timeout: haproxy pools these connections (`http-reuse always`) and must be the
     # side that closes an idle one (pool-purge-delay), or it could send a request on a
     # connection we are closing at that moment; an hour is far beyond its idle lifetime.
-    # logger: requests aiohttp cannot parse are logged as one line, without a traceback.
-    return web.Server(handle, access_log=None, keepalive_timeout=3600,
-                      logger=edge_logger("openimds.agent.http"))
+    # No access log: one line per request would cost more than the request.
+    return LeanServer(handle, logger=edge_logger("openimds.agent.http"), body_methods=None,
+                      body_limit=MAX_BODY, refuse_larger_body=True, idle_timeout=3600,
+                      # Every request awaits the upstream, under asyncio.timeout: in a Task.
+                      eager=False)
 
 
 def bind_unix_socket(settings: AgentSettings) -> socket.socket:
@@ -271,11 +287,9 @@ async def run_worker(sock: socket.socket, settings: AgentSettings, feed: Invento
     upstream = Upstream(settings)
     limiter = TokenBuckets(settings.rate_limit) if settings.rate_limit is not None else None
     state = AgentState(index, sync, upstream, limiter)
-    runner = web.ServerRunner(build_app(state), handle_signals=False)
-    await runner.setup()
-    # aiohttp calls listen() again with its own default (128) unless told: keep ours.
-    site = web.SockSite(runner, sock, backlog=settings.backlog)
-    await site.start()
+    server = build_app(state)
+    # listen() is called again when serving starts: keep our backlog.
+    await server.start_socket(sock, backlog=settings.backlog)
     sync_task = asyncio.create_task(sync.run(), name="index-sync")
     LOG.info("metadata agent serving on %s (pid %d; upstream %s)", settings.socket_path,
              os.getpid(), ", ".join(settings.upstream_urls))
@@ -288,7 +302,7 @@ async def run_worker(sock: socket.socket, settings: AgentSettings, feed: Invento
         sync_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sync_task
-        await runner.cleanup()
+        await server.close()
         await upstream.close()
         aclose = getattr(feed, "aclose", None)
         if aclose is not None:

@@ -107,6 +107,7 @@ def settings_from_conf(conf: Any) -> Any:
         ),
         database_url=database_url(conf),
         log_file=str(conf.log_file) if conf.log_file else None,
+        http_server=str(conf.metadata_http_server),
     )
 
 

@@ -1,13 +1,14 @@
 """The metadata API over HTTP: aiohttp adapters around `Responder`, workers, metrics listener.
 
-    MetadataSettings ─► build_worker ─► Responder ─► metadata_server (aiohttp low-level server,
-                                                 │                  one handler, AccessLog)
+    MetadataSettings ─► build_worker ─► Responder ─► fast_metadata_server (fastserver.py, the
+                                                 │     default) or metadata_server (aiohttp
+                                                 │     low-level server), one handler, AccessLog
                                                  └─► ops_app (/healthcheck, /metrics)
 
 `serve(settings)` runs one worker in this process, or `workers` processes sharing the port with
 SO_REUSEPORT while this process serves the metrics listener (merged multiprocess metrics) and
-supervises them. The handler only converts between aiohttp and the pure request/response
-types; all behaviour lives in `respond.py`.
+supervises them. `http_server` picks the guest-facing HTTP layer. Either handler only converts
+between its HTTP layer and the pure request/response types; all behaviour lives in `respond.py`.
 """
 
 from __future__ import annotations
@@ -74,6 +75,8 @@ class MetadataSettings:
     shutdown_timeout: float = 5.0
     # Where worker processes log (the parent's `[DEFAULT] log_file`); None: stderr.
     log_file: str | None = None
+    # The guest-facing HTTP layer: "fast" (fastserver.py, httptools protocol) or "aiohttp".
+    http_server: str = "fast"
 
 
 async def _read_limited(request: web.BaseRequest, limit: int) -> bytes:
@@ -337,13 +340,26 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
             loop.add_signal_handler(sig, stop.set)
 
 
-def _guest_runner(
-    settings: MetadataSettings, worker: Worker, access_log: AccessLog
-) -> web.ServerRunner:
-    return web.ServerRunner(
+async def _start_guest(
+    settings: MetadataSettings, worker: Worker, access_log: AccessLog, reuse_port: bool
+) -> Callable[[], Awaitable[None]]:
+    """Listen for guests with the configured HTTP layer; returns its graceful stop."""
+    if settings.http_server == "fast":
+        from openimds.metadata.fastserver import fast_metadata_server
+
+        server = fast_metadata_server(worker.responder, worker.metrics, access_log=access_log)
+        await server.start_tcp(settings.listen, settings.port, reuse_port=reuse_port)
+        LOG.info("listening on %s:%d", settings.listen, settings.port)
+        return lambda: server.close(settings.shutdown_timeout)
+    runner = web.ServerRunner(
         metadata_server(worker.responder, worker.metrics, access_log=access_log),
         shutdown_timeout=settings.shutdown_timeout,
     )
+    await runner.setup()
+    site = web.TCPSite(runner, settings.listen, settings.port, reuse_port=reuse_port or None)
+    await site.start()
+    LOG.info("listening on %s:%d (aiohttp)", settings.listen, settings.port)
+    return runner.cleanup
 
 
 def _access_log() -> AccessLog:
@@ -359,10 +375,10 @@ async def _serve_single(settings: MetadataSettings) -> None:
     metrics = MetadataMetrics()
     worker = await build_worker(settings, metrics)
     access_log = _access_log()
+    stop_guest: Callable[[], Awaitable[None]] | None = None
     try:
-        runners: list[tuple[web.BaseRunner, str, int, bool]] = [
-            (_guest_runner(settings, worker, access_log), settings.listen, settings.port, False)
-        ]
+        stop_guest = await _start_guest(settings, worker, access_log, False)
+        runners: list[tuple[web.BaseRunner, str, int, bool]] = []
         if settings.metrics_port:
             ops = ops_app(worker.source.ready, worker.status, lambda: metrics.registry)
             runners.append(
@@ -375,6 +391,8 @@ async def _serve_single(settings: MetadataSettings) -> None:
             )
         await _run_sites(runners, stop)
     finally:
+        if stop_guest is not None:
+            await stop_guest()
         access_log.flush()
         await worker.close()
 
@@ -388,16 +406,13 @@ async def _serve_worker(settings: MetadataSettings, ready: Any) -> None:
     metrics.flush_on(asyncio.get_running_loop())
     access_log = _access_log()
     try:
-        runner = _guest_runner(settings, worker, access_log)
-        await runner.setup()
-        site = web.TCPSite(runner, settings.listen, settings.port, reuse_port=True)
-        await site.start()
+        stop_guest = await _start_guest(settings, worker, access_log, True)
         _freeze_startup_objects()
         ready.set()
         try:
             await stop.wait()
         finally:
-            await runner.cleanup()
+            await stop_guest()
     finally:
         access_log.flush()
         metrics.flush()

@@ -50,7 +50,7 @@ class Server:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
+def server(tmp_path: Path, http_server: str) -> Iterator[Server]:
     url = f"sqlite:///{tmp_path}/inv.sqlite"
     store = open_store(url)
     ids = seed(store)
@@ -62,6 +62,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
 metadata_listen = 127.0.0.1
 metadata_listen_port = {port}
 metadata_workers = 2
+metadata_http_server = {http_server}
 metrics_listen = 127.0.0.1
 metrics_listen_port = {ops}
 state_path = {tmp_path}
@@ -88,7 +89,7 @@ metadata_proxy_shared_secret = s3cret
             try:
                 if requests.get(srv.ops + "/healthcheck", timeout=1).status_code == 200:
                     break
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or slow on a busy machine
                 pass
             assert time.monotonic() < deadline, "metadata-api did not become ready"
             time.sleep(0.2)

@@ -19,7 +19,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from sqlalchemy import select
 
 from openimds.inventory.migrate import open_store
@@ -27,10 +26,10 @@ from openimds.inventory.models import FixedIP, Instance, Port
 from openimds.inventory.store import Store
 from openimds.metadata.identify import IdentifySettings
 from openimds.metadata.respond import Responder, RespondSettings
-from openimds.metadata.server import metadata_server
 from openimds.metadata.store_source import StoreSource
 from tests.metadata.fixtures import SECRET
 from tests.metadata.helpers import call, signed_headers
+from tests.metadata.servers import start_metadata
 from tests.metadata.test_store_source import INSTANCE, seed
 from tests.pg_private import PrivatePostgres
 
@@ -60,23 +59,19 @@ class Served:
             return resp.status, dict(resp.headers), await resp.read()
 
 
-async def _serve(store: Store) -> AsyncIterator[Served]:
+async def _serve(store: Store, kind: str) -> AsyncIterator[Served]:
     ids = seed(store)
     seed_other(store, ids)
     source = StoreSource(store, feed_timeout=0.5)
     await source.start()
     responder = Responder(source, RespondSettings(identify=IdentifySettings(True, SECRET)))
-    runner = web.ServerRunner(metadata_server(responder))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port, stop = await start_metadata(kind, responder)
     session = aiohttp.ClientSession()
     try:
         yield Served(store, source, f"http://127.0.0.1:{port}", session, ids["project"])
     finally:
         await session.close()
-        await runner.cleanup()
+        await stop()
         await source.stop()
         store.dispose()
 
@@ -181,13 +176,14 @@ def private_pg(needs_root: None) -> Iterator[PrivatePostgres]:
 
 @pytest.mark.postgres
 async def test_postgresql_stopped_and_started_again(private_pg: PrivatePostgres,
-                                                    caplog: pytest.LogCaptureFixture) -> None:
-    async for served in _serve(open_store(private_pg.url)):
+                                                    caplog: pytest.LogCaptureFixture,
+                                                    http_server: str) -> None:
+    async for served in _serve(open_store(private_pg.url), http_server):
         await _outage_scenario(served, private_pg.stop, private_pg.start, caplog)
 
 
-async def test_sqlite_file_gone_and_back(tmp_path: Path,
-                                         caplog: pytest.LogCaptureFixture) -> None:
+async def test_sqlite_file_gone_and_back(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                         http_server: str) -> None:
     db = tmp_path / "inventory.sqlite"
     away = tmp_path / "away.sqlite"
     store = open_store(f"sqlite:///{db}")
@@ -205,7 +201,7 @@ async def test_sqlite_file_gone_and_back(tmp_path: Path,
         db.rmdir()
         os.rename(away, db)
 
-    async for served in _serve(store):
+    async for served in _serve(store, http_server):
         await _outage_scenario(served, go_down, come_back, caplog)
 
 

@@ -31,11 +31,11 @@ from openimds.metadata.aws import AwsProfile
 from openimds.metadata.gate import TOKEN_HEADER, TTL_HEADER
 from openimds.metadata.identify import IdentifySettings, sign_instance_id
 from openimds.metadata.respond import Responder, RespondSettings
-from openimds.metadata.server import metadata_server
 from openimds.metadata.source import DictSource
 from openimds.metadata.tree import VendordataOptions
 from openimds.metadata.view import FixedIPView, InstanceView, PortView, SubnetView
 from tests.metadata.fixtures import KEY, PORT_VIEW_A, SECRET, UUID_A, full_view
+from tests.metadata.servers import HTTP_SERVERS, start_metadata
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 
@@ -217,7 +217,7 @@ async def run_client(python: str, script: str, base: str, **env: str) -> dict:
     return json.loads(out.decode().strip().splitlines()[-1])
 
 
-async def _site(app: web.Application | web.Server) -> tuple[web.BaseRunner, str]:
+async def _site(app: web.Application) -> tuple[web.BaseRunner, str]:
     runner: web.BaseRunner = (
         web.ServerRunner(app)
         if isinstance(app, web.Server)
@@ -269,17 +269,19 @@ def signer_app(upstream: str, view: InstanceView) -> web.Application:
     return app
 
 
-@pytest.fixture(params=["proxy", "direct"])
+@pytest.fixture(params=[(m, k) for m in ("proxy", "direct") for k in HTTP_SERVERS],
+                ids=lambda p: "-".join(p))
 async def base_url(request: pytest.FixtureRequest) -> AsyncIterator[str]:
-    mode = request.param
+    mode, kind = request.param
     view = full_view(ports=(PORT_VIEW_A, LOOP_PORT)) if mode == "direct" else full_view()
     settings = RespondSettings(
         identify=IdentifySettings(service_metadata_proxy=mode == "proxy", shared_secret=SECRET),
         vendordata=VendordataOptions(("StaticJSON",), {"cloud-init": "#cloud-config\n{}\n"}),
         aws=AwsProfile(region=REGION),
     )
-    runner, api = await _site(metadata_server(Responder(DictSource([view]), settings)))
-    runners = [runner]
+    port, stop = await start_metadata(kind, Responder(DictSource([view]), settings))
+    api = f"http://127.0.0.1:{port}"
+    runners = []
     base = api
     if mode == "proxy":
         signer, base = await _site(signer_app(api, view))
@@ -289,6 +291,7 @@ async def base_url(request: pytest.FixtureRequest) -> AsyncIterator[str]:
     finally:
         for r in reversed(runners):
             await r.cleanup()
+        await stop()
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ import json
 from dataclasses import replace
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 
@@ -24,6 +25,7 @@ from openimds.metadata.vendordata import (
 from openimds.metadata.view import InstanceView
 from tests.metadata.fixtures import SECRET, UUID_A, full_view
 from tests.metadata.helpers import call, signed_headers
+from tests.metadata.servers import start_metadata
 
 H = signed_headers(UUID_A, "test", SECRET)
 
@@ -300,5 +302,38 @@ async def test_dynamic_vendordata_over_http() -> None:
         assert resp.status == 500 and b"vendordata" in resp.body
         await fatal.close()
     finally:
+        await fetcher.close()
+        await runner.cleanup()
+
+
+async def test_dynamic_vendordata_through_either_http_layer(http_server: str) -> None:
+    """An outgoing HTTP call per request (aiohttp client, with its timeouts) through either
+    layer: on the fast one the request suspends in its eager step and goes on in a Task."""
+    runner, port, seen = await _start_targets()
+    fetcher = DynamicVendordata(
+        DynamicVendordataOptions(
+            targets=parse_targets([f"testing@http://127.0.0.1:{port}/good"]),
+            connect_timeout=3,
+            read_timeout=2,
+        )
+    )
+    r = Responder(
+        DictSource([full_view()]),
+        RespondSettings(
+            identify=IdentifySettings(True, SECRET),
+            vendordata=VendordataOptions(("StaticJSON", "DynamicJSON"), {}),
+        ),
+        vendordata=fetcher,
+    )
+    api_port, stop = await start_metadata(http_server, r)
+    try:
+        async with aiohttp.ClientSession() as s, s.get(
+            f"http://127.0.0.1:{api_port}/openstack/latest/vendor_data2.json", headers=dict(H)
+        ) as resp:
+            assert resp.status == 200
+            assert json.loads(await resp.read()) == {"static": {}, "testing": {"value1": 1}}
+        assert len(seen) == 1
+    finally:
+        await stop()
         await fetcher.close()
         await runner.cleanup()

@@ -1,4 +1,5 @@
-"""The HTTP edge over a real loopback socket: what the aiohttp adapter adds or must not lose."""
+"""The HTTP edge over a real loopback socket: what either HTTP layer (fast, aiohttp) adds or
+must not lose."""
 
 from __future__ import annotations
 
@@ -10,13 +11,15 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from openimds.metadata.gate import HOP_LIMIT_HEADER, TOKEN_HEADER, TTL_HEADER
 from openimds.metadata.identify import IdentifySettings
 from openimds.metadata.metrics import MetadataMetrics
 from openimds.metadata.respond import Responder, RespondSettings
-from openimds.metadata.server import EntropyPool, metadata_server, ops_app
+from openimds.metadata.server import EntropyPool, ops_app
 from openimds.metadata.source import DictSource
 from tests.metadata.fixtures import SECRET, UUID_A, full_view
 from tests.metadata.helpers import signed_headers
+from tests.metadata.servers import HTTP_SERVERS, start_metadata
 
 H = dict(signed_headers(UUID_A, "test", SECRET))
 
@@ -40,8 +43,8 @@ async def _start(app: web.Application | web.Server) -> tuple[web.BaseRunner, int
     return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
 
-@pytest.fixture
-async def served() -> AsyncIterator[Served]:
+@pytest.fixture(params=HTTP_SERVERS)
+async def served(request: pytest.FixtureRequest) -> AsyncIterator[Served]:
     metrics = MetadataMetrics()
     source = DictSource([full_view()])
     responder = Responder(
@@ -49,14 +52,14 @@ async def served() -> AsyncIterator[Served]:
         RespondSettings(identify=IdentifySettings(True, SECRET)),
         on_tree_cache=lambda hit: metrics.cache_event("tree", hit),
     )
-    runner, port = await _start(metadata_server(responder, metrics))
+    port, stop = await start_metadata(request.param, responder, metrics)
     ops_runner, ops_port = await _start(
         ops_app(source.ready, lambda: {"revision": None}, lambda: metrics.registry)
     )
     try:
         yield Served(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{ops_port}", metrics)
     finally:
-        await runner.cleanup()
+        await stop()
         await ops_runner.cleanup()
 
 
@@ -226,3 +229,20 @@ async def test_random_seed_is_fresh_on_every_response(served: Served) -> None:
             async with s.get(served.base + "/openstack/latest/meta_data.json", headers=H) as r:
                 seeds.add((await r.json())["random_seed"])
     assert len(seeds) == 200
+
+
+async def test_token_put_and_use_with_the_responders_headers(served: Served) -> None:
+    # IMDSv2 over the wire: whatever headers the Responder returns reach the client.
+    async with aiohttp.ClientSession() as s:
+        async with s.put(served.base + "/latest/api/token",
+                         headers={**H, TTL_HEADER: "60"}) as r:
+            assert r.status == 200
+            assert r.headers[TTL_HEADER] == "60"
+            assert HOP_LIMIT_HEADER in r.headers
+            token = await r.text()
+        async with s.get(served.base + "/latest/meta-data/instance-id",
+                         headers={**H, TOKEN_HEADER: token}) as r:
+            assert r.status == 200
+        async with s.get(served.base + "/latest/meta-data/instance-id",
+                         headers={**H, TOKEN_HEADER: token + "x"}) as r:
+            assert r.status == 401

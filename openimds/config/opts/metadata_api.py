@@ -38,9 +38,21 @@ metrics_listen_port = cfg.PortOpt(
     "metrics_listen_port", default=9779, help="Port of the Prometheus /metrics listener."
 )
 
+metadata_http_server = cfg.StrOpt(
+    "metadata_http_server",
+    default="fast",
+    choices=[
+        ("fast", "a uvloop protocol around the httptools (llhttp) parser, writing each answer "
+         "as one buffer"),
+        ("aiohttp", "aiohttp's low-level server (the round-1 layer)"),
+    ],
+    help="openimds: the HTTP layer of the metadata API. Both serve the same answers (the "
+    "same responder decides them).",
+)
+
 DEFAULT_OPTS: list[cfg.Opt] = [
     enabled_apis, metadata_listen, metadata_listen_port, metadata_workers,
-    metrics_listen, metrics_listen_port,
+    metrics_listen, metrics_listen_port, metadata_http_server,
 ]
 
 # openimds defaults to proxy mode (nova's default is false): the agent in front of the API
