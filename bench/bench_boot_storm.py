@@ -33,7 +33,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -51,7 +50,6 @@ from _harness import (  # noqa: E402
     wait_for,
 )
 
-from openimds.portsec.rules import table_name  # noqa: E402
 
 CIDR, PREFIX = "10.0.0.0/24", 24
 
@@ -91,28 +89,6 @@ async def build(node: Node, args: argparse.Namespace) -> list[dict[str, Any]]:
     return out
 
 
-class _Unguard(threading.Thread):
-    """Removes the port-security tables of the benchmark's networks every half second, in one
-    `nft -f` (`table` first, so a table already gone is no error)."""
-
-    def __init__(self, fabric: str, network_ids: list[str]) -> None:
-        super().__init__(daemon=True)
-        self.fabric = fabric
-        self.text = "".join(f"table bridge {table_name(n)}\ndelete table bridge {table_name(n)}\n"
-                            for n in network_ids)
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        while not self.done.is_set():
-            subprocess.run(["ip", "netns", "exec", self.fabric, "nft", "-f", "-"],
-                           input=self.text, text=True, capture_output=True, check=False)
-            self.done.wait(0.5)
-
-    def stop(self) -> None:
-        self.done.set()
-        self.join()
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--networks", type=int, default=20)
@@ -145,12 +121,8 @@ def main() -> int:
             e["ns"] = node.client_ns(e["net"], e["port"], [ip for ip, _ in e["instances"]],
                                      PREFIX, e["dhcp"])
         # One client namespace speaks for all instances of a network, each from its own address
-        # but behind the first instance's port (MAC): port security (issue 16) drops every
-        # address but that port's own. Its per-network tables in this benchmark's own fabric
-        # namespace are removed for the storm, and again every half second (the DHCP agent
-        # reloads them on its periodic resync).
-        unguard = _Unguard(node.fabric, [e["net"] for e in nets])
-        unguard.start()
+        # behind the first instance's port (MAC): client_ns makes the other addresses allowed
+        # address pairs of that port, so port security (issue 16) stays on and lets them pass.
         client = NsClient(nets[0]["ns"], node)
         # Each proxy answers before the storm: the first instance of each network (the
         # namespace's own port) and the last (an allowed address pair of that port, so the
@@ -171,7 +143,6 @@ def main() -> int:
             r = client.call(op="storm", instances=instances)
         finally:
             meter.stop()
-            unguard.stop()
 
         print()
         print(f"boot storm: {len(instances)} instances on {len(nets)} networks, cloud-init "
