@@ -31,7 +31,6 @@ import argparse
 import asyncio
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -49,7 +48,6 @@ from _harness import (  # noqa: E402
     verdict,
     wait_for,
 )
-
 
 CIDR, PREFIX = "10.0.0.0/24", 24
 
