@@ -76,9 +76,11 @@ def test_kill_9_of_each_service_during_a_crawl(cloud: Cloud, tmp_path: Path) -> 
             subprocess.run(["kill", "-9", str(old)], check=True)
             wait_for(lambda s=service, o=old: cloud.child_pid(s) not in (None, o),
                      timeout=60)
-            # Back: the guest is answered again through the restarted service.
+            # Back: the guest is answered again through the restarted service, and the
+            # control plane answers operators again (its restart does not touch the guest).
             wait_for(lambda: cloud.fetch(guest, "/openstack/latest/meta_data.json",
                                          timeout=3)[0] == 200, timeout=60, interval=0.2)
+            wait_for(lambda: cloud._cli_ok("network", "list"), timeout=60, interval=0.3)
     finally:
         stop.touch()
         try:

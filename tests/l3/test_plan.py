@@ -285,7 +285,9 @@ def test_extra_ipv6_metadata_addresses() -> None:
     ]
     # One jump per builtin chain, and hop limits as IPv6 HL.
     assert [r for t, c, r in plan.rules6 if c == "PREROUTING"].count(f"-j {P}PREROUTING") == 2
-    assert all("-j HL" in r for t, c, r in plan.rules6 if c == f"{P}OUTPUT")
+    hop = [r for t, c, r in plan.rules6 if c == f"{P}OUTPUT"]
+    assert hop[-1] == "-m dscp ! --dscp 0x00 -j DSCP --set-dscp 0x00"  # DSCP cleared last
+    assert hop[:-1] and all("-j HL --hl-set" in r for r in hop[:-1])
     assert not any("fd00:ec2::254" in r for _, _, r in plan.rules)
     with pytest.raises(ValueError, match="not an IPv6 address"):
         L3Options(extra_ipv6_addresses=("10.0.0.1",))
