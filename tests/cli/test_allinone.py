@@ -16,7 +16,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from openimds.cli.allinone import (
     render_openrc,
     render_wiring,
 )
+from tests.fabric.lab import wait_for as lab_wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -40,10 +40,8 @@ def free_port() -> int:
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.1)
+    """The suite's one condition poll (tests/fabric/lab.py), with this module's timeout."""
+    lab_wait_for(predicate, timeout=timeout, interval=0.1)
 
 
 def agent_health(sock_path: Path) -> dict[str, object] | None:

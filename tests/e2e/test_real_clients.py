@@ -20,6 +20,7 @@ import pytest
 
 from tests.conftest import IN_CI
 from tests.e2e.cloud import REPO, Cloud
+from tests.fabric.lab import wait_for
 
 pytestmark = pytest.mark.root
 
@@ -133,14 +134,14 @@ def test_real_clients_list_the_agents(cloud: Cloud) -> None:
     all-in-one's agents (registered by their own state reports) as alive."""
     _need(CLIENTS / "openstack")
     wanted = {"DHCP agent", "L3 agent", "Metadata agent"}
-    deadline = time.monotonic() + 90
-    while True:
+
+    def all_alive() -> list[dict[str, Any]] | None:
         agents = osc(cloud, "network", "agent", "list")
-        alive = {a["Agent Type"] for a in agents if a["Alive"] is True}
-        if wanted <= alive:
-            break
-        assert time.monotonic() < deadline, f"agents never all alive: {agents}"
-        time.sleep(0.5)  # polling the agents' first state reports
+        return agents if wanted <= {a["Agent Type"] for a in agents if a["Alive"] is True} \
+            else None
+
+    # Until the agents' first state reports have arrived.
+    agents = wait_for(all_alive, timeout=90, interval=0.5)
     shown = osc(cloud, "network", "agent", "show", next(
         a["ID"] for a in agents if a["Agent Type"] == "DHCP agent"))
     assert shown["binary"] == "neutron-dhcp-agent" and shown["agent_type"] == "DHCP agent"
