@@ -692,6 +692,13 @@ class StoreSource:
             self.availability.succeeded()
             if not changes:
                 continue
-            self.apply(changes, ports, keys)
+            try:
+                self.apply(changes, ports, keys)
+            except Exception:
+                # A bug in invalidation must not stop the feed for good (guests would then be
+                # served views that are never refreshed again): trust nothing cached, go on.
+                LOG.exception("could not apply changes up to revision %d; dropping every "
+                              "cached document", changes[-1].revision)
+                self.drop_all()
             self.applied_revision = changes[-1].revision
             self._revision_event.set()

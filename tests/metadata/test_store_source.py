@@ -368,6 +368,38 @@ async def test_a_pruned_feed_drops_every_cached_document(
         gate.set()
 
 
+async def test_the_feed_outlives_a_failure_to_apply_a_batch(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An exception while invalidating drops the cache and the watcher goes on; it never
+    leaves guests with views that no later change can refresh."""
+    real_apply = harness.source.apply
+    calls = 0
+
+    def failing_once(*args: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("invalidation bug")
+        real_apply(*args)
+
+    def rename(name: str) -> Any:
+        def fn(s: Any) -> None:
+            s.scalar(select(Instance).where(Instance.uuid == INSTANCE)).hostname = name
+        return fn
+
+    assert (await harness.get("/latest/meta-data/hostname")).body == b"web-1.novalocal"
+    monkeypatch.setattr(harness.source, "apply", failing_once)
+    with caplog.at_level("ERROR"):
+        await _mutate(harness, rename("after-bug"))
+    assert calls == 1 and any("invalidation bug" in str(r.exc_info) for r in caplog.records)
+    assert (await harness.get("/latest/meta-data/hostname")).body == b"after-bug.novalocal"
+    await _mutate(harness, rename("still-watched"))
+    assert calls == 2
+    assert (await harness.get("/latest/meta-data/hostname")).body == b"still-watched.novalocal"
+    assert harness.source.ready()
+
+
 async def test_metadata_options_follow_the_feed(harness: Harness) -> None:
     assert (await harness.get("/latest/meta-data/instance-id")).status == 200
 
