@@ -267,9 +267,14 @@ class Worker:
         return {"revision": revision, "uptime": round(time.monotonic() - self.started, 1)}
 
     async def close(self) -> None:
+        # Every closer runs even if one fails; a failure is worth one line, not a traceback
+        # (the process is stopping anyway).
         for closer in reversed(self.closers):
-            with contextlib.suppress(Exception):
+            try:
                 await closer()
+            except Exception as exc:
+                LOG.warning("shutdown: %s failed: %s", getattr(closer, "__qualname__", closer),
+                            exc)
 
 
 async def build_worker(settings: MetadataSettings, metrics: MetadataMetrics) -> Worker:

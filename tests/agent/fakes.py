@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gzip
 import json
+import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -19,7 +20,9 @@ IFACE = "network:router_interface"
 
 def port_dict(pid: str, net: str, ip: str, *, device: str, owner: str = "compute:nova",
               project: str = "proj", mac: str | None = None) -> dict[str, Any]:
-    return {"id": pid, "network_id": net, "mac_address": mac or f"fa:16:3e:{hash(pid) & 0xffffff:06x}",
+    # crc32, not hash(): str hashes change per process, and a test's MACs must not.
+    mac = mac or f"fa:16:3e:{zlib.crc32(pid.encode()) & 0xffffff:06x}"
+    return {"id": pid, "network_id": net, "mac_address": mac,
             "fixed_ips": [{"subnet_id": f"sub-{net}", "ip_address": ip}],
             "device_id": device, "device_owner": owner, "project_id": project}
 
