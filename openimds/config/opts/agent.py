@@ -11,11 +11,29 @@ import socket
 
 from oslo_config import cfg, types
 
-nova_metadata_host = cfg.HostAddressOpt(
+
+class HostAddressList(types.String):
+    """One host address, or several separated by commas (each checked like HostAddressOpt);
+    the value stays the comma-joined text, so one host reads exactly as before."""
+
+    def __init__(self) -> None:
+        super().__init__(type_name="host address list")
+        self._host = types.HostAddress()
+
+    def __call__(self, value: str) -> str:
+        hosts = [h.strip() for h in str(value).split(",")]
+        if not all(hosts):
+            raise ValueError(f"empty host name in {value!r}")
+        return ",".join(self._host(h) for h in hosts)
+
+
+nova_metadata_host = cfg.Opt(
     "nova_metadata_host",
+    type=HostAddressList(),
     default="127.0.0.1",
     deprecated_name="nova_metadata_ip",
-    help="Host of the metadata API.",
+    help="Host of the metadata API; openimds: several hosts separated by commas (replicas "
+    "on nova_metadata_port, failed over in order, health-aware).",
 )
 nova_metadata_port = cfg.PortOpt("nova_metadata_port", default=8775,
                                  help="Port of the metadata API.")
