@@ -27,6 +27,20 @@ class HostAddressList(types.String):
         return ",".join(self._host(h) for h in hosts)
 
 
+class URIList(types.String):
+    """One http(s) URI, or several separated by commas (each checked like URIOpt)."""
+
+    def __init__(self) -> None:
+        super().__init__(type_name="URI list")
+        self._uri = types.URI(schemes=["http", "https"])
+
+    def __call__(self, value: str) -> str:
+        uris = [u.strip() for u in str(value).split(",")]
+        if not all(uris):
+            raise ValueError(f"empty URI in {value!r}")
+        return ",".join(self._uri(u) for u in uris)
+
+
 nova_metadata_host = cfg.Opt(
     "nova_metadata_host",
     type=HostAddressList(),
@@ -76,8 +90,9 @@ METADATA_AGENT_OPTS: list[cfg.Opt] = [
 # How every agent authenticates to the control-plane API.
 AUTH_OPTS: list[cfg.Opt] = [
     auth_ca_cert,
-    cfg.URIOpt("auth_url", schemes=["http", "https"],
-               help="Identity endpoint of the control-plane API (/v2.0 or /v3 form)."),
+    cfg.Opt("auth_url", type=URIList(),
+            help="Identity endpoint of the control-plane API (/v2.0 or /v3 form); openimds: "
+                 "several control-api replicas separated by commas, failed over in order."),
     cfg.StrOpt("auth_region", help="Region to pick from the service catalog."),
     cfg.StrOpt("admin_tenant_name", help="Project the agent's token is scoped to."),
     cfg.StrOpt("admin_user", help="The agent's user."),
