@@ -54,15 +54,19 @@ class AgentSettings:
 
 def upstream_base_urls(protocol: str, host: str, port: int, urls: list[str] | tuple[str, ...]
                        ) -> tuple[str, ...]:
-    """`nova_metadata_urls` when set (failover order), else the one host/port/protocol URL."""
+    """`nova_metadata_urls` when set (failover order), else one URL per host of
+    `nova_metadata_host` (a comma list of replicas) on `port` with `protocol`."""
     if urls:
         return tuple(u.rstrip("/") for u in urls)
-    try:
-        is_v6 = ipaddress.ip_address(host).version == 6
-    except ValueError:
-        is_v6 = False
-    shown = f"[{host}]" if is_v6 else host
-    return (f"{protocol}://{shown}:{port}",)
+    out = []
+    for name in (h.strip() for h in host.split(",")):
+        try:
+            is_v6 = ipaddress.ip_address(name).version == 6
+        except ValueError:
+            is_v6 = False
+        shown = f"[{name}]" if is_v6 else name
+        out.append(f"{protocol}://{shown}:{port}")
+    return tuple(out)
 
 
 def _is_effective_user(user: str) -> bool:

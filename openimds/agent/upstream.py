@@ -10,11 +10,15 @@ The body comes back as the metadata API produced it: nothing is decompressed and
 asks for `Accept-Encoding: identity`, so gzipped user data is relayed byte for byte (spec 7
 item 6).
 
-Failover: base URLs are tried in order starting from the last one that answered. Any HTTP answer
-(even a 500) is relayed as is; only transport failures move on to the next URL. A GET/HEAD may be
-retried after a timeout or a dropped connection; a POST (the password) only when the connection
-was never established, because a second POST after a lost answer would meet "password already
-set". When every URL fails: UpstreamUnavailable (503 + Retry-After at the server edge).
+Failover: base URLs are tried in order starting from the last one that answered; a URL whose
+transport failed is put last for DOWN_COOLDOWN seconds (health-aware: the requests meanwhile do
+not pay a connect timeout or a reset on a replica known to be away). Any HTTP answer is
+relayed as is, except a 503 to a GET/HEAD (a replica that is starting or lost its database),
+which moves on to the next URL; when every URL says 503 the last 503 is relayed. Transport
+failures move on to the next URL: a GET/HEAD may be retried after a timeout or a dropped
+connection; a POST (the password) only when the connection was never established, because a
+second POST after a lost answer could write twice. When every URL fails: UpstreamUnavailable
+(503 + Retry-After at the server edge).
 
 Why not `aiohttp.ClientSession`: it was a third of the agent's CPU per request (URL and
 header-dict building, cookie, proxy, redirect, trace and middleware machinery we never use).
@@ -62,6 +66,8 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 # Idle pooled connections are dropped after this long: below the metadata API's own idle
 # timeout, so we never send on a connection the server is closing at that moment.
 KEEPALIVE_TIMEOUT = 15.0
+# A URL whose transport failed is tried after the others for this long.
+DOWN_COOLDOWN = 5.0
 # At most this many connections per upstream URL (in use + idle); more requests wait.
 POOL_LIMIT = 256
 _BODY_BUFFER = 4 * 1024 * 1024
@@ -297,6 +303,8 @@ class Upstream:
         self.urls = settings.upstream_urls
         self._preferred = 0
         self._pools: list[_Pool] | None = None
+        # loop.time() until which each URL counts as away (see DOWN_COOLDOWN).
+        self._down_until = [0.0] * len(self.urls)
         # Fixed part of every request, built once (aiohttp's User-Agent and Accept, as sent
         # before: the metadata API picks its error body format by Accept).
         self._fixed_headers = (f"Accept: */*\r\nAccept-Encoding: identity\r\n"
@@ -340,8 +348,13 @@ class Upstream:
         tail = f"{identity}{passed}{self._fixed_headers}{length}\r\n"
         failures: list[str] = []
         count = len(self._pools)
-        for step in range(count):
-            i = (self._preferred + step) % count
+        now = asyncio.get_running_loop().time()
+        ring = [(self._preferred + step) % count for step in range(count)]
+        # Healthy URLs first (from the preferred one), then those recently away.
+        order = [i for i in ring if self._down_until[i] <= now] + \
+            [i for i in ring if self._down_until[i] > now]
+        unavailable: UpstreamResponse | None = None
+        for i in order:
             pool = self._pools[i]
             head = f"{method} {pool.prefix}{raw_path} HTTP/1.1\r\nHost: {pool.host_header}\r\n"
             request = (head + tail).encode("utf-8") + body  # as aiohttp encodes headers
@@ -349,9 +362,17 @@ class Upstream:
                 answer = await self._send(pool, method, request)
             except _TransportFailure as exc:
                 failures.append(f"{pool.base}: {exc.reason}")
+                self._down_until[i] = asyncio.get_running_loop().time() + DOWN_COOLDOWN
                 if exc.sent and method not in _IDEMPOTENT:
                     break
                 continue
+            if answer.status == 503 and method in _IDEMPOTENT and count > 1:
+                # This replica cannot serve now (starting, or its database is away): another
+                # may; a GET is safe to ask twice.
+                unavailable = answer
+                failures.append(f"{pool.base}: 503")
+                continue
+            self._down_until[i] = 0.0
             if i != self._preferred:
                 LOG.warning("metadata API %s answering; failed over from %s", pool.base,
                             self.urls[self._preferred])
@@ -363,6 +384,8 @@ class Upstream:
                     "metadata_proxy_shared_secret of the metadata API)", pool.base,
                     res.instance_id)
             return answer
+        if unavailable is not None:
+            return unavailable
         raise UpstreamUnavailable(
             UNAVAILABLE_TEXT,
             log_detail=f"no metadata API answered for instance {res.instance_id}: "

@@ -52,6 +52,7 @@ from openimds.control.errors import (
     from_inventory,
 )
 from openimds.control.pruner import prune_forever
+from openimds.control.rescheduler import failover_forever
 from openimds.edge import edge_logger
 from openimds.inventory.errors import InventoryError
 from openimds.inventory.store import Store
@@ -408,14 +409,18 @@ async def _start_pruner(app: web.Application) -> None:
         app[PRUNER]["task"] = asyncio.create_task(
             prune_forever(app[STORE], settings.change_retention, settings.change_prune_interval),
             name="change-feed-pruner")
+    if settings.allow_automatic_dhcp_failover or settings.allow_automatic_l3agent_failover:
+        app[PRUNER]["failover"] = asyncio.create_task(
+            failover_forever(app[STORE], settings), name="agent-failover")
 
 
 async def _stop_pruner(app: web.Application) -> None:
-    task = app[PRUNER].pop("task", None)
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    for name in ("task", "failover"):
+        task = app[PRUNER].pop(name, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 async def _release_long_polls(app: web.Application) -> None:

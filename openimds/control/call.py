@@ -49,6 +49,9 @@ class Settings:
     # Published at /v2.1/os-metadata-identity-certificate.
     identity_cert_file: str | None = None
     dhcp_agents_per_network: int = 1
+    # Issue 11: move a dead agent's networks / routers to alive agents (control/failover.py).
+    allow_automatic_dhcp_failover: bool = True
+    allow_automatic_l3agent_failover: bool = True
 
 
 @dataclass

@@ -6,7 +6,12 @@
         page = await api.changes(since=0, timeout=30)
 
 `auth_url` may end in `/v3` (Keystone v3 password auth) or `/v2.0` (the legacy route the seed's
-metadata_agent.ini names); a bare `http://host:port` uses v3. The token is cached and renewed
+metadata_agent.ini names); a bare `http://host:port` uses v3. It may list several control-api
+replicas separated by commas: the client stays on one until it cannot be reached, then moves
+to the next, authenticates there (the replica's catalog names its own endpoints) and sends the
+request again only where that cannot write twice: any request whose connection was never made,
+a GET/HEAD also after a reset or a timeout. A GET answered 503 (that replica lost its database)
+is also asked of the next replica; every other answer is final. The token is cached and renewed
 shortly before it expires, and once more on a 401. The network and compute endpoints come from
 the token's service catalog (region `region` when given), so the identity and resource URLs may
 differ. Errors arrive as `ApiError(status, type, message)` carrying the server's text;
@@ -65,7 +70,16 @@ class ApiError(Exception):
 
 
 class ApiConnectionError(Exception):
-    """The API could not be reached (refused, timed out, bad URL)."""
+    """The API could not be reached (refused, timed out, bad URL). `sent`: the request may
+    have reached the server (a reset or timeout after connecting)."""
+
+    def __init__(self, message: str, *, sent: bool = True) -> None:
+        super().__init__(message)
+        self.sent = sent
+
+
+# Safe to send again after a lost answer.
+_IDEMPOTENT = frozenset({"GET", "HEAD"})
 
 
 class MissingCredentials(ValueError):
@@ -119,7 +133,8 @@ class ControlClient:
     def __init__(self, auth_url: str, username: str, password: str, project_name: str, *,
                  region: str | None = None, timeout: float = 30.0,
                  ssl_context: ssl.SSLContext | None = None) -> None:
-        self.auth_url = auth_url.rstrip("/")
+        self.auth_urls = [u.strip().rstrip("/") for u in auth_url.split(",") if u.strip()]
+        self._site = 0  # index of the replica in use
         self.username = username
         self.password = password
         self.project_name = project_name
@@ -131,6 +146,22 @@ class ControlClient:
         self._expires = 0.0
         self._endpoints: dict[str, str] = {}
         self._auth_lock = asyncio.Lock()
+
+    @property
+    def auth_url(self) -> str:
+        """The identity endpoint of the replica in use."""
+        return self.auth_urls[self._site]
+
+    def _fail_over(self, site: int) -> bool:
+        """Move to the replica after `site` (if nobody moved meanwhile); its token and
+        catalog are fetched anew. False when there is only one."""
+        if len(self.auth_urls) < 2:
+            return False
+        if self._site == site:
+            self._site = (site + 1) % len(self.auth_urls)
+            self._token = None
+            self._endpoints = {}
+        return True
 
     async def __aenter__(self) -> ControlClient:
         return self
@@ -245,6 +276,8 @@ class ControlClient:
                 timeout=aiohttp.ClientTimeout(total=timeout or self.timeout),
             ) as resp:
                 return resp.status, resp.headers, await resp.text()
+        except aiohttp.ClientConnectorError as exc:
+            raise ApiConnectionError(f"cannot reach {url}: {exc}", sent=False) from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise ApiConnectionError(f"cannot reach {url}: {exc or type(exc).__name__}"
                                      ) from exc
@@ -252,9 +285,44 @@ class ControlClient:
     async def request(self, method: str, service: str, path: str, body: Any = None, *,
                       params: Sequence[tuple[str, str]] = (),
                       timeout: float | None = None) -> Any:
-        """One authenticated call; re-authenticates once on a 401. Returns the JSON body."""
+        """One authenticated call; re-authenticates once on a 401, fails over between
+        replicas as the module docstring says. Returns the JSON body."""
+        tries = len(self.auth_urls)
+        for attempt in range(tries):
+            site = self._site
+            try:
+                status, text = await self._request_here(method, service, path, body,
+                                                        params=params, timeout=timeout)
+            except ApiConnectionError as exc:
+                # Sent again only when that cannot write twice.
+                if attempt + 1 < tries and (not exc.sent or method in _IDEMPOTENT) \
+                        and self._fail_over(site):
+                    continue
+                raise
+            except ApiError as exc:
+                # Only authentication raises here: a replica without its database.
+                if exc.status == 503 and attempt + 1 < tries and self._fail_over(site):
+                    continue
+                raise
+            if status == 503 and method in _IDEMPOTENT and attempt + 1 < tries \
+                    and self._fail_over(site):
+                continue
+            if status >= 400:
+                raise _error_from(status, text)
+            return json.loads(text) if text.strip() else None
+        raise AssertionError("unreachable")
+
+    async def _request_here(self, method: str, service: str, path: str, body: Any, *,
+                            params: Sequence[tuple[str, str]], timeout: float | None
+                            ) -> tuple[int, str]:
+        """The call on the replica in use; re-authenticates once on a 401."""
         for attempt in (1, 2):
-            token = await self._ensure_token()
+            try:
+                token = await self._ensure_token()
+            except ApiConnectionError as exc:
+                # The request itself was not sent (and a token POST writes nothing that a
+                # second one could double).
+                raise ApiConnectionError(str(exc), sent=False) from exc
             status, _, text = await self._send(method, self._base(service) + path, body,
                                                token=token, params=params, timeout=timeout,
                                                extra=COMPUTE_HEADERS if service == "compute"
@@ -264,9 +332,7 @@ class ControlClient:
                     if self._token == token:
                         self._token = None
                 continue
-            if status >= 400:
-                raise _error_from(status, text)
-            return json.loads(text) if text.strip() else None
+            return status, text
         raise AssertionError("unreachable")
 
     # ---- resources --------------------------------------------------------------------------

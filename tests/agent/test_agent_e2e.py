@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from openimds.agent.feed import Backoff
 
@@ -339,3 +340,68 @@ async def test_body_over_one_mib_is_413(agent: RunningAgent) -> None:
     r = await agent.request("/openstack/2013-04-04/password", method="POST",
                             body=b"x" * (1024 * 1024 + 1), xff=["10.0.0.5"], network=["net-b"])
     assert r.status == 413
+
+
+class _Unavailable:
+    """A metadata API replica that answers every request 503 (starting, or database away)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.methods: list[str] = []
+        self.runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        async def handle(request: web.Request) -> web.Response:
+            self.methods.append(request.method)
+            return web.Response(status=503, text="database away", headers={"Retry-After": "5"})
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handle)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+
+async def test_a_replicas_503_sends_a_get_to_the_next_but_never_a_post(
+        tmp_path: Path, feed: FakeFeed) -> None:
+    sick, healthy = _Unavailable(), StubUpstream(SECRET)
+    await sick.start()
+    await healthy.start()
+    urls = [f"http://127.0.0.1:{sick.port}", healthy.url]
+    try:
+        async with RunningAgent(settings_for(tmp_path, urls, SECRET), feed) as a:
+            await a.wait_ready()
+            r = await a.request(xff=["10.0.0.5"], network=["net-a"])
+            assert r.status == 200 and json.loads(r.body)["instance"] == "vm-a"
+            # A POST that met a 503 is relayed as is: asking the next replica could write
+            # twice. (The GET above made the healthy one preferred; start over with the sick
+            # one first.)
+        async with RunningAgent(settings_for(tmp_path, urls, SECRET), feed) as a:
+            await a.wait_ready()
+            r = await a.request("/openstack/latest/password", method="POST", body=b"pw",
+                                xff=["10.0.0.5"], network=["net-a"])
+            assert r.status == 503 and r.headers["Retry-After"] == "5"
+        assert sick.methods == ["GET", "POST"]
+    finally:
+        await sick.stop()
+        await healthy.stop()
+
+
+async def test_every_replica_503_relays_the_503(tmp_path: Path, feed: FakeFeed) -> None:
+    one, two = _Unavailable(), _Unavailable()
+    await one.start()
+    await two.start()
+    try:
+        urls = [f"http://127.0.0.1:{one.port}", f"http://127.0.0.1:{two.port}"]
+        async with RunningAgent(settings_for(tmp_path, urls, SECRET), feed) as a:
+            await a.wait_ready()
+            r = await a.request(xff=["10.0.0.5"], network=["net-a"])
+        assert r.status == 503 and b"database away" in r.body
+        assert (one.methods, two.methods) == (["GET"], ["GET"])
+    finally:
+        await one.stop()
+        await two.stop()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from openimds.agent.settings import deduce_socket_mode, from_conf, upstream_base_urls
-from openimds.config import load_config
+from openimds.config import ConfigError, load_config
 
 SEED = Path(__file__).resolve().parents[1] / "fixtures" / "seeds" / "seed000" / "metadata_agent.ini"
 
@@ -64,3 +64,21 @@ def test_deduce_mode() -> None:
     assert deduce_socket_mode("deduce", "someone-else", "") == 0o664
     assert deduce_socket_mode("deduce", "someone-else", "other-group-xyz") == 0o666
     assert deduce_socket_mode("group", "", "") == 0o664
+
+
+def test_nova_metadata_host_lists_replicas(tmp_path: Path) -> None:
+    ini = tmp_path / "metadata_agent.ini"
+    ini.write_text("[DEFAULT]\nnova_metadata_host = md-1, 2001:db8::2,10.0.0.3\n"
+                   "nova_metadata_port = 8775\n")
+    conf = load_config("metadata-agent", [str(ini)])
+    assert conf.nova_metadata_host == "md-1,2001:db8::2,10.0.0.3"
+    assert from_conf(conf).upstream_urls == (
+        "http://md-1:8775", "http://[2001:db8::2]:8775", "http://10.0.0.3:8775")
+
+
+@pytest.mark.parametrize("value", ["md-1,,md-2", "md-1,bad host"])
+def test_nova_metadata_host_list_rejects_bad_entries(tmp_path: Path, value: str) -> None:
+    ini = tmp_path / "metadata_agent.ini"
+    ini.write_text(f"[DEFAULT]\nnova_metadata_host = {value}\n")
+    with pytest.raises(ConfigError, match=r"nova_metadata_host: invalid value"):
+        load_config("metadata-agent", [str(ini)])

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import pytest
 from aiohttp import web
 from sqlalchemy import delete, func, select
@@ -216,3 +218,98 @@ async def test_missing_credentials_are_all_named(tmp_path: Path) -> None:
         agents_client(load_config("l3-agent", [str(ini)]), "l3-agent")
     with pytest.raises(MissingCredentials, match="metadata_agent.ini"):
         ControlFeed.check_settings(AgentSettings(socket_path="/s", auth_url="http://x"))
+
+
+class _Flaky:
+    """A control-api replica that authenticates (through the real API) but then drops every
+    other request after reading it, or answers it 503: the request may have reached it."""
+
+    def __init__(self, real: str, mode: str) -> None:
+        self.real, self.mode = real, mode
+        self.seen: list[str] = []
+        self.runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def __aenter__(self) -> _Flaky:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            body = await request.read()
+            if "/tokens" in request.path:
+                async with aiohttp.ClientSession() as http, http.request(
+                        request.method, self.real + request.path_qs, data=body,
+                        headers={"Content-Type": "application/json"}) as resp:
+                    text = (await resp.text()).replace(self.real, self.url)
+                    headers = {k: v for k, v in resp.headers.items()
+                               if k.lower() == "x-subject-token"}
+                    return web.Response(status=resp.status, text=text, headers=headers,
+                                        content_type="application/json")
+            self.seen.append(f"{request.method} {request.path}")
+            if self.mode == "503":
+                return web.json_response({"NeutronError": {
+                    "type": "HTTPServiceUnavailable", "message": "database away"}}, status=503)
+            assert request.transport is not None
+            request.transport.close()
+            return web.Response()
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handle)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        assert self.runner is not None
+        await self.runner.cleanup()
+
+
+async def test_client_fails_over_to_the_next_replica_when_one_is_down(api: Api) -> None:
+    with socket.socket() as s:  # a port nobody listens on: connection refused
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    urls = f"{dead}/v2.0,{base(api)}/v2.0"
+    async with ControlClient(urls, "neutron", PASSWORD, "service") as client:
+        assert await client.list("networks") == []
+        # Never connected to the dead one: a POST is safe to send to the next.
+        net = await client.create("networks", {"name": "n"})
+        assert client.auth_url == f"{base(api)}/v2.0"
+    assert [n["id"] for n in (await api.ok("admin", "GET", "/v2.0/networks"))["networks"]] \
+        == [net["id"]]
+
+
+async def test_client_sends_a_get_again_but_never_a_post_that_may_have_arrived(
+        api: Api) -> None:
+    async with _Flaky(base(api), "drop") as flaky:
+        urls = f"{flaky.url}/v2.0,{base(api)}/v2.0"
+        async with ControlClient(urls, "neutron", PASSWORD, "service") as client:
+            with pytest.raises(ApiConnectionError):
+                await client.create("networks", {"name": "maybe-written"})
+            assert flaky.seen == ["POST /v2.0/networks"]
+        # The POST went nowhere else: no second network could be written.
+        assert (await api.ok("admin", "GET", "/v2.0/networks"))["networks"] == []
+        async with ControlClient(urls, "neutron", PASSWORD, "service") as client:
+            assert await client.list("networks") == []
+            assert flaky.seen[-1] == "GET /v2.0/networks"
+
+
+async def test_client_asks_the_next_replica_after_a_503_to_a_get(api: Api) -> None:
+    async with _Flaky(base(api), "503") as sick:
+        urls = f"{sick.url}/v2.0,{base(api)}/v2.0"
+        async with ControlClient(urls, "neutron", PASSWORD, "service") as client:
+            assert await client.list("networks") == []
+        assert sick.seen == ["GET /v2.0/networks"]
+        async with ControlClient(f"{sick.url}/v2.0", "neutron", PASSWORD, "service") as one:
+            with pytest.raises(ApiError) as err:
+                await one.list("networks")
+            assert err.value.status == 503
+
+
+def test_auth_url_may_list_replicas(tmp_path: Path) -> None:
+    ini = tmp_path / "dhcp_agent.ini"
+    ini.write_text("[DEFAULT]\nauth_url = http://ctl-1:9696/v2.0, http://ctl-2:9696/v2.0\n")
+    conf = load_config("dhcp-agent", [str(ini)])
+    client = ControlClient(conf.auth_url, "u", "p", "proj")
+    assert client.auth_urls == ["http://ctl-1:9696/v2.0", "http://ctl-2:9696/v2.0"]
+    assert client.auth_url == "http://ctl-1:9696/v2.0"

@@ -11,11 +11,43 @@ import socket
 
 from oslo_config import cfg, types
 
-nova_metadata_host = cfg.HostAddressOpt(
+
+class HostAddressList(types.String):
+    """One host address, or several separated by commas (each checked like HostAddressOpt);
+    the value stays the comma-joined text, so one host reads exactly as before."""
+
+    def __init__(self) -> None:
+        super().__init__(type_name="host address list")
+        self._host = types.HostAddress()
+
+    def __call__(self, value: str) -> str:
+        hosts = [h.strip() for h in str(value).split(",")]
+        if not all(hosts):
+            raise ValueError(f"empty host name in {value!r}")
+        return ",".join(self._host(h) for h in hosts)
+
+
+class URIList(types.String):
+    """One http(s) URI, or several separated by commas (each checked like URIOpt)."""
+
+    def __init__(self) -> None:
+        super().__init__(type_name="URI list")
+        self._uri = types.URI(schemes=["http", "https"])
+
+    def __call__(self, value: str) -> str:
+        uris = [u.strip() for u in str(value).split(",")]
+        if not all(uris):
+            raise ValueError(f"empty URI in {value!r}")
+        return ",".join(self._uri(u) for u in uris)
+
+
+nova_metadata_host = cfg.Opt(
     "nova_metadata_host",
+    type=HostAddressList(),
     default="127.0.0.1",
     deprecated_name="nova_metadata_ip",
-    help="Host of the metadata API.",
+    help="Host of the metadata API; openimds: several hosts separated by commas (replicas "
+    "on nova_metadata_port, failed over in order, health-aware).",
 )
 nova_metadata_port = cfg.PortOpt("nova_metadata_port", default=8775,
                                  help="Port of the metadata API.")
@@ -58,8 +90,9 @@ METADATA_AGENT_OPTS: list[cfg.Opt] = [
 # How every agent authenticates to the control-plane API.
 AUTH_OPTS: list[cfg.Opt] = [
     auth_ca_cert,
-    cfg.URIOpt("auth_url", schemes=["http", "https"],
-               help="Identity endpoint of the control-plane API (/v2.0 or /v3 form)."),
+    cfg.Opt("auth_url", type=URIList(),
+            help="Identity endpoint of the control-plane API (/v2.0 or /v3 form); openimds: "
+                 "several control-api replicas separated by commas, failed over in order."),
     cfg.StrOpt("auth_region", help="Region to pick from the service catalog."),
     cfg.StrOpt("admin_tenant_name", help="Project the agent's token is scoped to."),
     cfg.StrOpt("admin_user", help="The agent's user."),

@@ -37,6 +37,12 @@ SERVER_OPTS: list[cfg.Opt] = [
                     "least twice [AGENT] report_interval."),
     cfg.IntOpt("dhcp_agents_per_network", default=1, min=1,
                help="DHCP agents (on distinct hosts) scheduled to serve each network."),
+    cfg.BoolOpt("allow_automatic_dhcp_failover", default=True,
+                help="Move the networks of a DHCP agent that has been dead for "
+                     "agent_down_time to alive DHCP agents."),
+    cfg.BoolOpt("allow_automatic_l3agent_failover", default=True,
+                help="Move the routers of an L3 agent that has been dead for agent_down_time "
+                     "to alive L3 agents (Neutron's default is false; openimds' is true)."),
 ]
 
 REGISTRATIONS: list[tuple[str, list[cfg.Opt]]] = [
