@@ -90,6 +90,7 @@ def settings_from_conf(conf: Any) -> Any:
                     identity_cert_file=md.identity_cert_file or None,
                     segments=segments, agent_down_time=conf.agent_down_time,
                     dhcp_agents_per_network=conf.dhcp_agents_per_network,
+                    metadata_mode=str(conf.metadata_mode),
                     change_retention=Retention(conf.change_retention_seconds,
                                                conf.change_retention_count),
                     change_prune_interval=float(conf.change_prune_interval))

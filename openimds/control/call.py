@@ -49,6 +49,8 @@ class Settings:
     # Published at /v2.1/os-metadata-identity-certificate.
     identity_cert_file: str | None = None
     dhcp_agents_per_network: int = 1
+    # [DEFAULT] metadata_mode: network_node | distributed (control/distributed_metadata.py).
+    metadata_mode: str = "network_node"
 
 
 @dataclass
