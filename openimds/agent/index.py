@@ -64,6 +64,7 @@ class PortEntry:
     device_id: str
     device_owner: str
     project_id: str
+    host: str = ""  # binding:host_id
 
     @classmethod
     def from_api(cls, port: Mapping[str, Any]) -> PortEntry:
@@ -83,6 +84,7 @@ class PortEntry:
             device_id=str(port.get("device_id") or ""),
             device_owner=str(port.get("device_owner") or ""),
             project_id=str(port.get("project_id") or port.get("tenant_id") or ""),
+            host=str(port.get("binding:host_id") or ""),
         )
 
     @property
@@ -141,11 +143,19 @@ def _discard(table: dict[_Key, tuple[str, ...]], key: _Key, port_id: str) -> Non
 
 
 class PortIndex:
-    """Ports by (network, IP), (network, MAC) and router interfaces, at a feed revision."""
+    """Ports by (network, IP), (network, MAC) and router interfaces, at a feed revision.
 
-    __slots__ = ("revision", "_ports", "_by_ip", "_by_mac", "_router_ports", "_routers")
+    `host` set (a compute host's agent in metadata_mode = distributed, `[DEFAULT]
+    metadata_agent_scope = host`): only ports bound to that host are kept, so an address bound
+    elsewhere resolves to nothing (404) and the index is the host's share of the cloud. A port
+    that migrates away is dropped by the same upsert that records its new host.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("revision", "host", "_ports", "_by_ip", "_by_mac", "_router_ports",
+                 "_routers")
+
+    def __init__(self, host: str | None = None) -> None:
+        self.host = host
         self._reset()
 
     def _reset(self) -> None:
@@ -186,6 +196,8 @@ class PortIndex:
             self.revision = revision
 
     def _put(self, port: PortEntry) -> None:
+        if self.host is not None and port.host != self.host:
+            return
         self._ports[port.id] = port
         for ip in port.ips:
             _add(self._by_ip, (port.network_id, ip), port.id)

@@ -282,7 +282,7 @@ async def run_worker(sock: socket.socket, settings: AgentSettings, feed: Invento
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
-    index = PortIndex()
+    index = PortIndex(settings.index_host)
     sync = IndexSync(feed, index)
     upstream = Upstream(settings)
     limiter = TokenBuckets(settings.rate_limit) if settings.rate_limit is not None else None

@@ -50,6 +50,8 @@ class AgentSettings:
     auth_ca_cert: str | None = None
     # Token bucket per (network, guest address); None = no limit.
     rate_limit: BucketPolicy | None = None
+    # metadata_agent_scope = host: resolve only ports bound to this host name (None = all).
+    index_host: str | None = None
 
 
 def upstream_base_urls(protocol: str, host: str, port: int, urls: list[str] | tuple[str, ...]
@@ -157,6 +159,7 @@ def from_conf(conf: Any) -> AgentSettings:
         auth_insecure=conf.auth_insecure,
         auth_ca_cert=conf.auth_ca_cert or None,
         rate_limit=_rate_limit(conf),
+        index_host=conf.host if conf.metadata_agent_scope == "host" else None,
     )
 
 

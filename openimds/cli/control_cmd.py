@@ -92,6 +92,7 @@ def settings_from_conf(conf: Any) -> Any:
                     dhcp_agents_per_network=conf.dhcp_agents_per_network,
                     allow_automatic_dhcp_failover=conf.allow_automatic_dhcp_failover,
                     allow_automatic_l3agent_failover=conf.allow_automatic_l3agent_failover,
+                    metadata_mode=str(conf.metadata_mode),
                     change_retention=Retention(conf.change_retention_seconds,
                                                conf.change_retention_count),
                     change_prune_interval=float(conf.change_prune_interval))

@@ -66,7 +66,7 @@ _BY_SERVICE: dict[str, list[Registration]] = {
         *_COMMON, *_AGENT, *_PROXY_WRITER,
         ("DEFAULT", l3.DEFAULT_OPTS), ("DEFAULT", [proxy.metadata_port]),
     ],
-    "l2-agent": [*_COMMON, *_AGENT, *l2.REGISTRATIONS],
+    "l2-agent": [*_COMMON, *_AGENT, *_PROXY_WRITER, *l2.REGISTRATIONS],
     "ns-metadata-proxy": [
         *_COMMON, *_PROXY_WRITER,
         ("DEFAULT", [proxy.metadata_port]), ("DEFAULT", proxy.NS_PROXY_OPTS),

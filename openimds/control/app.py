@@ -433,6 +433,18 @@ async def _stop_pools(app: web.Application) -> None:
         pool.shutdown(wait=False, cancel_futures=True)
 
 
+async def _sync_metadata_ports(app: web.Application) -> None:
+    # Level-triggered on start: [DEFAULT] metadata_mode decides which networks hold a
+    # distributed metadata port (control/distributed_metadata.py). A database that is away
+    # now is not fatal: subnet writes keep each network right, the next start sweeps again.
+    from openimds.control.distributed_metadata import sync_all_metadata_ports
+
+    try:
+        await asyncio.to_thread(sync_all_metadata_ports, app[STORE], app[SETTINGS].metadata_mode)
+    except Exception as exc:
+        LOG.warning("metadata_mode sweep failed (%s); it runs again at the next start", exc)
+
+
 def build_app(store: Store, settings: Settings | None = None) -> web.Application:
     """The control-plane API over `store`."""
     # logger: requests aiohttp cannot parse are logged as one line, without a traceback.
@@ -444,6 +456,7 @@ def build_app(store: Store, settings: Settings | None = None) -> web.Application
     app[PRUNER] = {}
     app.on_startup.append(_start_pools)
     app.on_startup.append(_start_pruner)
+    app.on_startup.append(_sync_metadata_ports)
     app.on_shutdown.append(_stop_pruner)
     app.on_shutdown.append(_release_long_polls)
     app.on_cleanup.append(_stop_pools)

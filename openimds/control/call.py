@@ -52,6 +52,8 @@ class Settings:
     # Issue 11: move a dead agent's networks / routers to alive agents (control/failover.py).
     allow_automatic_dhcp_failover: bool = True
     allow_automatic_l3agent_failover: bool = True
+    # [DEFAULT] metadata_mode: network_node | distributed (control/distributed_metadata.py).
+    metadata_mode: str = "network_node"
 
 
 @dataclass

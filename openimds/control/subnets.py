@@ -28,6 +28,7 @@ from openimds.control.call import (
 from openimds.control.context import scoped
 from openimds.control.dhcp_scheduling import dhcp_device_id as scheduled_device_id
 from openimds.control.dhcp_scheduling import wanted_dhcp_hosts
+from openimds.control.distributed_metadata import DISTRIBUTED_OWNER, sync_metadata_port
 from openimds.control.errors import BadRequest, Conflict
 from openimds.control.ports import DHCP_OWNER, ROUTER_OWNERS, build_port, shared_network
 from openimds.control.resources import (
@@ -60,6 +61,8 @@ CREATE_FIELDS = ("network_id", "cidr", "ip_version", "name", "gateway_ip", "enab
                  "ipv6_address_mode", "tenant_id", "project_id", "description")
 UPDATE_FIELDS = ("name", "gateway_ip", "enable_dhcp", "allocation_pools", "host_routes",
                  "dns_nameservers", "description")
+# Ports the network keeps for itself: they let go of a deleted subnet's address on their own.
+NETWORK_OWNED = (DHCP_OWNER, DISTRIBUTED_OWNER)
 IPV6_MODES = (None, "slaac", "dhcpv6-stateful", "dhcpv6-stateless")
 
 
@@ -265,6 +268,7 @@ def create_subnet(call: Call) -> Reply:
             s.add(subnet)
             s.flush()
             sync_dhcp_port(s, network, wanted_dhcp_hosts(s, network.id, call.settings))
+            sync_metadata_port(s, network, call.settings.metadata_mode)
             return Reply(201, {"subnet": subnet_dict(subnet)})
 
     return retry_on_race(write)
@@ -298,6 +302,7 @@ def update_subnet(call: Call) -> Reply:
             s.flush()
             sync_dhcp_port(s, subnet.network,
                            wanted_dhcp_hosts(s, subnet.network_id, call.settings))
+            sync_metadata_port(s, subnet.network, call.settings.metadata_mode)
             return Reply(200, {"subnet": subnet_dict(subnet)})
 
     return retry_on_race(write)
@@ -325,7 +330,8 @@ def delete_subnet(call: Call) -> Reply:
         subnet = _visible_subnet(s, call, write=True)
         users = list(s.scalars(
             select(Port).join(FixedIP).where(FixedIP.subnet_id == subnet.id,
-                                             Port.device_owner != DHCP_OWNER).distinct()))
+                                             Port.device_owner.not_in(NETWORK_OWNED))
+            .distinct()))
         if users:
             raise Conflict(f"Unable to complete operation on subnet {subnet.id}: one or more "
                            f"ports have an IP allocation from this subnet "
@@ -334,5 +340,6 @@ def delete_subnet(call: Call) -> Reply:
         # The DHCP port lets go of its address here first; the subnet row goes after.
         subnet.enable_dhcp = False
         sync_dhcp_port(s, network, wanted_dhcp_hosts(s, network.id, call.settings))
+        sync_metadata_port(s, network, call.settings.metadata_mode)
         s.delete(subnet)
     return Reply(204)

@@ -44,7 +44,10 @@ __all__ = [
     "DnsmasqArgs",
     "desired_dhcp_state",
     "dhcp_device_id",
+    "distributed_metadata_port",
     "isolated_subnets",
+    "metadata_mode_of",
+    "metadata_next_hop",
     "render_addn_hosts",
     "render_host_file",
     "render_opts",
@@ -239,6 +242,55 @@ def _ovn_metadata_port(network: NetworkInfo) -> PortInfo | None:
     )
 
 
+def distributed_metadata_port(network: NetworkInfo) -> PortInfo | None:
+    """The network's metadata "localport": openimds' `qmeta-<network>` (metadata_mode =
+    distributed, control/distributed_metadata.py) or an OVN agent's `ovnmeta-<network>`."""
+    return next(
+        (
+            p
+            for p in network.ports
+            if p.device_owner == DEVICE_OWNER_DISTRIBUTED
+            and p.device_id.startswith(("qmeta-", "ovnmeta-"))
+        ),
+        None,
+    )
+
+
+def metadata_mode_of(network: NetworkInfo) -> str:
+    """The deployment's `metadata_mode` as the inventory states it for this network: the
+    control plane keeps a distributed metadata port exactly in `distributed` mode, so the DHCP
+    agents need no option of their own and follow a mode switch from the change feed."""
+    return "distributed" if distributed_metadata_port(network) is not None else "network_node"
+
+
+def metadata_next_hop(
+    metadata_mode: str,
+    *,
+    isolated: bool,
+    force_metadata: bool,
+    enable_isolated_metadata: bool,
+    dhcp_ip: str | None,
+    distributed_ip: str | None,
+    gateway: str | None,
+) -> str | None:
+    """Which address option 121/249 sends 169.254.169.254/32 to on one IPv4 subnet (None: no
+    metadata route).
+
+    * distributed: the metadata port's address on the subnet (isolated or routed alike: the
+      guest's own host answers, docs/distributed-metadata.md); a subnet it has no address on
+      yet falls back to the network_node answer, so a guest never leases a dead route.
+    * network_node (spec 3.4): the DHCP port with force_metadata, or on an isolated subnet
+      with enable_isolated_metadata; else the router (the gateway) on a routed subnet.
+    """
+    if metadata_mode == "distributed" and distributed_ip:
+        return distributed_ip
+    if force_metadata or (isolated and enable_isolated_metadata):
+        return dhcp_ip
+    if not isolated and gateway:
+        return gateway
+    return None
+
+
 def dhcp_servers(network: NetworkInfo, subnet_id: str) -> list[str]:
     """Addresses of every DHCP port on `subnet_id`, in the ports' creation order (the order
     the control plane lists them in, the same on every agent)."""
@@ -272,7 +324,8 @@ def render_opts(
     """The dnsmasq opts file (spec 3.4), one block per DHCP-enabled subnet in subnet order."""
     subnets = [s for s in network.subnets if s.enable_dhcp]
     isolated = isolated_subnets(network)
-    ovn_port = _ovn_metadata_port(network)
+    local_port = distributed_metadata_port(network)
+    mode = metadata_mode_of(network)
     lines: list[str] = []
     for index, subnet in enumerate(subnets):
         tag = f"tag{index}"
@@ -309,13 +362,15 @@ def render_opts(
                 continue
             routes.append(f"{dest},{nexthop}")
 
-        via: str | None = None
-        if ovn_port is not None and _ip_in(ovn_port, subnet.id):
-            via = _ip_in(ovn_port, subnet.id)
-        elif opts.force_metadata or (isolated[subnet.id] and opts.enable_isolated_metadata):
-            via = _ip_in(dhcp_port, subnet.id)
-        elif not isolated[subnet.id] and gateway:
-            via = gateway
+        via = metadata_next_hop(
+            mode,
+            isolated=isolated[subnet.id],
+            force_metadata=opts.force_metadata,
+            enable_isolated_metadata=opts.enable_isolated_metadata,
+            dhcp_ip=_ip_in(dhcp_port, subnet.id),
+            distributed_ip=_ip_in(local_port, subnet.id),
+            gateway=gateway,
+        )
         if via:
             routes.append(f"{METADATA_V4},{via}")
 

@@ -6,6 +6,11 @@ host with a port is a VXLAN flood peer). Peers' tunnel addresses come from the a
 (`Linux bridge agent` rows, `configurations.tunneling_ip`), polled every `peer_interval`
 seconds; a change of that map re-queues every network. Everything else is
 `openimds.reconcile.InventoryAgent`; the wiring from a ConfigOpts is `build_l2_agent`.
+
+The l2-agent also keeps each network's `qmeta-<network>` namespace of metadata_mode =
+distributed (`openimds.l2.metadata`): it already runs on every host, knows which ports are
+bound here and owns the bridge and uplink that the namespace plugs into and the localport
+rules name, so the namespace comes and goes in the same pass as the bridge.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any, Protocol
 
 from openimds.control.scheduling import LINUXBRIDGE_AGENT
 from openimds.l2.apply import L2Applier
+from openimds.l2.metadata import MetaApplier, desired_meta_state
 from openimds.l2.plan import L2Options, PlanError, desired_l2_state
 from openimds.reconcile import InventoryAgent, InventoryReader, Snapshot, TerminalError
 
@@ -47,9 +53,11 @@ class L2Agent(InventoryAgent):
     name = "l2-agent"
 
     def __init__(self, reader: InventoryReader, applier: L2Applier, options: L2Options,
-                 peers: PeerSource, *, peer_interval: float = 2.0, **kwargs: Any) -> None:
+                 peers: PeerSource, *, peer_interval: float = 2.0,
+                 meta: MetaApplier | None = None, **kwargs: Any) -> None:
         super().__init__(reader, **kwargs)
         self.applier = applier
+        self.meta = meta
         self.options = options
         self.peer_source = peers
         self.peer_interval = peer_interval
@@ -62,7 +70,9 @@ class L2Agent(InventoryAgent):
     def owners(self, snap: Snapshot) -> dict[tuple[str, str], set[str]]:
         out: dict[tuple[str, str], set[str]] = {("router", r["id"]): set()
                                                 for r in snap.routers}
-        out.update({("subnet", s["id"]): set() for s in snap.subnets})
+        # A subnet's prefix is part of the qmeta- namespace's addresses.
+        out.update({("subnet", s["id"]): {s["network_id"]} if s.get("network_id") else set()
+                    for s in snap.subnets})
         for n in snap.networks:
             out[("network", n["id"])] = {n["id"]}
         for p in snap.ports:
@@ -70,7 +80,13 @@ class L2Agent(InventoryAgent):
         return out
 
     def orphan_keys(self) -> set[str]:
-        return {k for k in self.applier.owned_networks() if self.owns(k)}
+        found = self.applier.owned_networks()
+        if self.meta is not None:
+            found |= self.meta.owned_networks()
+        return {k for k in found if self.owns(k)}
+
+    def children(self, key: str) -> list[int]:
+        return self.meta.children(key) if self.meta is not None else []
 
     def reconcile_key(self, key: str, snap: Snapshot, now: datetime,
                       log: logging.LoggerAdapter[Any]) -> datetime | None:
@@ -78,9 +94,21 @@ class L2Agent(InventoryAgent):
         ports = [p for p in snap.ports if p.get("network_id") == key]
         try:
             plan = desired_l2_state(network, ports, self.options, self.peers)
-            self.applier.apply(key, plan, log)
         except PlanError as exc:
+            if self.meta is not None:
+                self.meta.apply(key, None, log)
             raise TerminalError(str(exc)) from exc
+        if self.meta is None:
+            self.applier.apply(key, plan, log)
+            return None
+        meta = desired_meta_state(network, snap.subnets, ports, self.options.host,
+                                  plan.uplink.name if plan is not None else None)
+        if meta is None:
+            self.meta.apply(key, None, log)  # before the bridge, which its veth would keep
+            self.applier.apply(key, plan, log)
+        else:
+            self.applier.apply(key, plan, log)
+            self.meta.apply(key, meta, log)
         return None
 
     async def refresh_peers(self) -> bool:
@@ -144,7 +172,10 @@ def build_l2_agent(conf: Any, reader: InventoryReader, *, peers: PeerSource | No
                    **kwargs: Any) -> L2Agent:
     """The agent for a loaded `l2-agent` ConfigOpts over `reader` (the control client's
     registry is the peer source unless one is given)."""
+    from openimds.l2.metadata import MetaSettings, meta_state_path
     from openimds.linux.fabric import ensure_fabric
+    from openimds.proxy import HaproxySupervisor
+    from openimds.proxy.options import DEV_LOG, proxy_settings_from_conf
     from openimds.reconcile import ControlInventory
 
     netns = ensure_fabric(conf.fabric_namespace or "")
@@ -152,4 +183,12 @@ def build_l2_agent(conf: Any, reader: InventoryReader, *, peers: PeerSource | No
         if not isinstance(reader, ControlInventory):
             raise TypeError("without a control-plane inventory, pass the peer source")
         peers = ControlPeers(reader.client)
-    return L2Agent(reader, L2Applier(netns), l2_options_from_conf(conf), peers, **kwargs)
+    state = meta_state_path(conf.state_path)
+    settings = MetaSettings(fabric=netns, state_path=state,
+                            **proxy_settings_from_conf(conf, "l2-agent"))
+    meta = MetaApplier(settings, HaproxySupervisor(state))
+    agent = L2Agent(reader, L2Applier(netns), l2_options_from_conf(conf), peers, meta=meta,
+                    **kwargs)
+    if settings.proxy_log_target not in (None, DEV_LOG):
+        agent.log_sink_path = settings.proxy_log_target
+    return agent

@@ -5,6 +5,7 @@ DHCP agent applies it on the one-host fabric (one table per network bridge); an 
 other bridges (the l2-agent) calls the same two functions with its own namespace.
 """
 
+from openimds.portsec.localport import LocalPort, localport_rules, localport_table
 from openimds.portsec.rules import (
     AddressPair,
     PortSecurity,
@@ -17,8 +18,11 @@ from openimds.portsec.rules import (
 
 __all__ = [
     "AddressPair",
+    "LocalPort",
     "PortSecurity",
     "link_local_from_mac",
+    "localport_rules",
+    "localport_table",
     "port_security_from_neutron",
     "port_security_rules",
     "table_name",

@@ -104,3 +104,24 @@ def test_lookup_by_mac() -> None:
     idx.apply(PortUpsert(port("a", "net1", "10.0.0.5", mac="52:54:00:de:5b:bf")))
     assert [p.id for p in idx.ports_with_mac("net1", "52:54:00:DE:5B:BF")] == ["a"]
     assert idx.ports_with_mac("net2", "52:54:00:de:5b:bf") == ()
+
+
+def test_host_scoped_index_keeps_only_ports_bound_to_its_host() -> None:
+    from openimds.agent.index import PortEntry, PortIndex, PortUpsert
+
+    def entry(host: str) -> PortEntry:
+        return PortEntry.from_api({"id": "p1", "network_id": "n1", "mac_address": "fa:16:3e:0:0:1",
+                                   "fixed_ips": [{"ip_address": "10.0.0.5"}],
+                                   "device_id": "vm", "device_owner": "compute:nova",
+                                   "binding:host_id": host})
+
+    index = PortIndex("cmp-1")
+    index.replace(1, [entry("cmp-2")], [])
+    assert index.ports_with_ip("n1", "10.0.0.5") == ()  # bound elsewhere: not ours
+    index.apply(PortUpsert(entry("cmp-1")))  # migrated here
+    assert [p.id for p in index.ports_with_ip("n1", "10.0.0.5")] == ["p1"]
+    index.apply(PortUpsert(entry("cmp-3")))  # and away again
+    assert index.ports_with_ip("n1", "10.0.0.5") == () and len(index) == 0
+    unscoped = PortIndex()
+    unscoped.replace(1, [entry("cmp-2")], [])
+    assert len(unscoped) == 1

@@ -81,10 +81,16 @@ metadata_proxy_shared_secret_agent = cfg.StrOpt(
 metadata_backlog = cfg.IntOpt("metadata_backlog", default=4096, min=1,
                               help="Listen backlog of the agent's unix socket.")
 
+metadata_agent_scope = cfg.StrOpt(
+    "metadata_agent_scope", default="cloud", choices=("cloud", "host"),
+    help="Which ports this metadata agent resolves. cloud: every port (a network node). host: "
+         "only ports bound to [DEFAULT] host, the compute-host agent of metadata_mode = "
+         "distributed (a request for an address bound elsewhere gets 404).")
+
 METADATA_AGENT_OPTS: list[cfg.Opt] = [
     nova_metadata_host, nova_metadata_port, nova_metadata_protocol, nova_metadata_insecure,
     nova_metadata_urls, nova_client_cert, nova_client_priv_key,
-    metadata_proxy_shared_secret_agent, metadata_backlog,
+    metadata_proxy_shared_secret_agent, metadata_backlog, metadata_agent_scope,
 ]
 
 # How every agent authenticates to the control-plane API.

@@ -43,6 +43,15 @@ SERVER_OPTS: list[cfg.Opt] = [
     cfg.BoolOpt("allow_automatic_l3agent_failover", default=True,
                 help="Move the routers of an L3 agent that has been dead for agent_down_time "
                      "to alive L3 agents (Neutron's default is false; openimds' is true)."),
+    cfg.StrOpt("metadata_mode", default="network_node",
+               choices=("network_node", "distributed"),
+               help="Where guests' metadata requests go. network_node: to the DHCP or router "
+                    "namespace on a network node (round 1). distributed: every network with "
+                    "a DHCP-enabled IPv4 subnet gets a network:distributed metadata port, the "
+                    "DHCP opts route 169.254.169.254/32 via its address, and each compute "
+                    "host's l2-agent answers its own guests from a qmeta-<network> namespace "
+                    "(docs/distributed-metadata.md). Changing it converges at the next start "
+                    "of the control API."),
 ]
 
 REGISTRATIONS: list[tuple[str, list[cfg.Opt]]] = [
