@@ -26,7 +26,7 @@ from openimds.control.call import Call, Reply, get_bool, get_str, resource_body
 from openimds.control.dhcp_scheduling import DHCP_OWNER, wanted_dhcp_hosts
 from openimds.control.errors import BadRequest, Conflict, Forbidden, NotFound
 from openimds.control.l3_scheduling import ROUTER_INTERFACE
-from openimds.control.resources import ListSpec, parse_filters, post_filter
+from openimds.control.resources import ListSpec, list_collection, parse_filters
 from openimds.control.scheduling import AGENT_KINDS, DHCP_AGENT, L3_AGENT, is_alive
 from openimds.control.serializers import network_dict, router_dict, select_fields
 from openimds.control.subnets import sync_dhcp_port
@@ -98,10 +98,10 @@ def list_agents(call: Call) -> Reply:
         stmt = stmt.where(cond)
     now, down = utcnow(), call.settings.agent_down_time
     with call.store.read() as s:
-        items = [agent_dict(a, now, down)
-                 for a in s.scalars(stmt.order_by(Agent.host, Agent.agent_type))]
-    items = post_filter(items, filters.post)
-    return Reply(200, {"agents": select_fields(items, filters.fields)})
+        return Reply(200, list_collection(
+            call, s, stmt, model=Agent, order=(Agent.host, Agent.agent_type, Agent.id),
+            serialize=lambda a: agent_dict(a, now, down), filters=filters,
+            collection="agents", path="/v2.0/agents", kind="Agent"))
 
 
 def show_agent(call: Call) -> Reply:

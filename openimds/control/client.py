@@ -35,6 +35,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 
@@ -54,6 +55,22 @@ RESOURCES: dict[str, tuple[str, str, str]] = {
     "servers": ("compute", "/servers", "server"),
     "keypairs": ("compute", "/os-keypairs", "keypair"),
 }
+
+# Neutron collections the client reads page by page, and the page size: big enough that a
+# small cloud is one request, small enough that 100k ports never form one answer.
+PAGED_RESOURCES = frozenset({"networks", "subnets", "ports", "routers", "agents"})
+LIST_PAGE_SIZE = 1000
+
+
+def _next_marker(links: Any) -> str | None:
+    """The marker of the `next` link of a Neutron/Nova list answer, if there is one."""
+    for link in links or ():
+        if isinstance(link, dict) and link.get("rel") == "next":
+            values = parse_qs(urlsplit(str(link.get("href", ""))).query).get("marker")
+            if values:
+                return values[-1]
+    return None
+
 
 # Renew this many seconds before expiry so a token never dies mid-request.
 RENEW_MARGIN = 60.0
@@ -345,16 +362,34 @@ class ControlClient:
             raise ValueError(f"unknown resource {resource!r}; known: {', '.join(RESOURCES)}"
                              ) from None
 
-    async def list(self, resource: str, **filters: Any) -> list[dict[str, Any]]:
-        """List `resource` with Neutron filters; a list value repeats the key (OR)."""
+    async def list(self, resource: str, *, page_size: int | None = LIST_PAGE_SIZE,
+                   **filters: Any) -> list[dict[str, Any]]:
+        """List `resource` with Neutron filters; a list value repeats the key (OR).
+
+        Networking lists are read in pages of `page_size` (limit/marker, following the
+        `<collection>_links` next marker) so a snapshot of a large cloud never asks the API
+        for one unbounded answer; None reads the list in one request."""
         service, path, key = self._resource(resource)
         if resource == "servers":
             path += "/detail"
-        data = await self.request("GET", service, path, params=_query(filters))
-        items = data[resource]
-        if resource == "keypairs":  # Nova wraps each item
-            items = [i["keypair"] for i in items]
-        return list(items)
+        params = _query(filters)
+        if page_size is None or resource not in PAGED_RESOURCES:
+            data = await self.request("GET", service, path, params=params)
+            items = data[resource]
+            if resource == "keypairs":  # Nova wraps each item
+                items = [i["keypair"] for i in items]
+            return list(items)
+        out: list[dict[str, Any]] = []
+        marker: str | None = None
+        while True:
+            query = [*params, ("limit", str(page_size))]
+            if marker is not None:
+                query.append(("marker", marker))
+            data = await self.request("GET", service, path, params=query)
+            out.extend(data[resource])
+            marker = _next_marker(data.get(f"{resource}_links", ()))
+            if marker is None:
+                return out
 
     async def get(self, resource: str, rid: str) -> dict[str, Any]:
         service, path, key = self._resource(resource)

@@ -16,9 +16,9 @@ from openimds.control.ports import DHCP_OWNER, shared_network
 from openimds.control.resources import (
     ListSpec,
     get_visible,
+    list_collection,
     owner_project,
     parse_filters,
-    post_filter,
 )
 from openimds.control.serializers import network_dict, select_fields
 from openimds.inventory import errors as inv
@@ -61,11 +61,12 @@ def list_networks(call: Call) -> Reply:
     stmt = scoped(select(Network), Network, call.context, shared=shared_network())
     for cond in filters.sql.values():
         stmt = stmt.where(cond)
-    stmt = stmt.options(selectinload(Network.subnets)).order_by(Network.created_at, Network.id)
+    stmt = stmt.options(selectinload(Network.subnets))
     with call.store.read() as s:
-        items = [network_dict(n, provider=call.context.reads_all) for n in s.scalars(stmt)]
-    items = post_filter(items, filters.post)
-    return Reply(200, {"networks": select_fields(items, filters.fields)})
+        return Reply(200, list_collection(
+            call, s, stmt, model=Network, order=(Network.created_at, Network.id),
+            serialize=lambda n: network_dict(n, provider=call.context.reads_all),
+            filters=filters, collection="networks", path="/v2.0/networks", kind="Network"))
 
 
 def show_network(call: Call) -> Reply:

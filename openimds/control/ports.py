@@ -19,10 +19,10 @@ from openimds.control.resources import (
     Filters,
     ListSpec,
     get_visible,
+    list_collection,
     not_found,
     owner_project,
     parse_filters,
-    post_filter,
     retry_on_race,
 )
 from openimds.control.serializers import port_dict, select_fields
@@ -261,9 +261,10 @@ def list_ports(call: Call) -> Reply:
     filters = parse_filters(call, LIST_SPEC, special=("fixed_ips",))
     stmt = list_statement(call, filters)
     with call.store.read() as s:
-        items = [port_dict(p, binding=call.context.reads_all) for p in s.scalars(stmt)]
-    items = post_filter(items, filters.post)
-    return Reply(200, {"ports": select_fields(items, filters.fields)})
+        return Reply(200, list_collection(
+            call, s, stmt, model=Port, order=(Port.created_at, Port.id),
+            serialize=lambda p: port_dict(p, binding=call.context.reads_all),
+            filters=filters, collection="ports", path="/v2.0/ports", kind="Port"))
 
 
 def _fixed_ip_filter(call: Call) -> Any:

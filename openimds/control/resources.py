@@ -7,12 +7,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, Select, select
 from sqlalchemy.orm import Session
 
 from openimds.control.call import Call, parse_bool
 from openimds.control.context import RequestContext, scoped
 from openimds.control.errors import BadRequest, Forbidden, NotFound
+from openimds.control.pagination import cut_items, keyset_page, page_links, page_request
+from openimds.control.serializers import select_fields
 from openimds.inventory import errors as inv
 from openimds.inventory.models import Project
 
@@ -123,6 +125,27 @@ def post_filter(items: list[dict[str, Any]], post: Mapping[str, list[str]]) -> l
     return [i for i in items if all(
         _tags_match(i.get("tags"), k, v) if k in TAG_FILTERS else _matches(i.get(k), v)
         for k, v in post.items())]
+
+
+def list_collection(call: Call, session: Session, stmt: Select[Any], *, model: Any,
+                    order: Sequence[Any], serialize: Callable[[Any], dict[str, Any]],
+                    filters: Filters, collection: str, path: str, kind: str) -> dict[str, Any]:
+    """A Neutron list answer: filtered, in `order`, paged by limit/marker/page_reverse with
+    `<collection>_links`. The page is cut in SQL unless a filter applies only after
+    serialisation, when the filtered list is cut instead (same answer, more work)."""
+    page = page_request(call)
+    if filters.post or not page.paged:
+        rows = session.scalars(stmt.order_by(None).order_by(*order))
+        items, more = cut_items(post_filter([serialize(r) for r in rows], filters.post),
+                                page, kind)
+    else:
+        page_rows, more = keyset_page(session, stmt, model, order, page, kind)
+        items = [serialize(r) for r in page_rows]
+    body: dict[str, Any] = {collection: select_fields(items, filters.fields)}
+    links = page_links(call, path, page, items, more)
+    if links:
+        body[f"{collection}_links"] = links
+    return body
 
 
 def retry_on_race(fn: Callable[[], T], attempts: int = 4) -> T:

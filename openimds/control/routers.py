@@ -20,9 +20,9 @@ from openimds.control.ports import ROUTER_OWNERS, build_port, get_port_for_write
 from openimds.control.resources import (
     ListSpec,
     get_visible,
+    list_collection,
     owner_project,
     parse_filters,
-    post_filter,
 )
 from openimds.control.serializers import router_dict, select_fields
 from openimds.inventory.models import Network, Port, Router, Subnet
@@ -50,9 +50,10 @@ def list_routers(call: Call) -> Reply:
     for cond in filters.sql.values():
         stmt = stmt.where(cond)
     with call.store.read() as s:
-        items = [router_dict(r) for r in s.scalars(stmt.order_by(Router.created_at, Router.id))]
-    items = post_filter(items, filters.post)
-    return Reply(200, {"routers": select_fields(items, filters.fields)})
+        return Reply(200, list_collection(
+            call, s, stmt, model=Router, order=(Router.created_at, Router.id),
+            serialize=router_dict, filters=filters, collection="routers",
+            path="/v2.0/routers", kind="Router"))
 
 
 def show_router(call: Call) -> Reply:

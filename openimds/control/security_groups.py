@@ -21,11 +21,11 @@ from openimds.control.errors import BadRequest, Conflict
 from openimds.control.resources import (
     ListSpec,
     get_visible,
+    list_collection,
     owner_project,
     parse_filters,
-    post_filter,
 )
-from openimds.control.serializers import iso, select_fields
+from openimds.control.serializers import iso
 from openimds.inventory.models import Instance, SecurityGroup, SecurityGroupRule
 
 DEFAULT = "default"
@@ -114,11 +114,11 @@ def list_security_groups(call: Call) -> Reply:
     with call.store.session() as s:
         if not call.context.read_only:
             ensure_default(s, call.context.project_id)
-        rows = s.scalars(stmt.options(selectinload(SecurityGroup.rules))
-                         .order_by(SecurityGroup.created_at, SecurityGroup.id))
-        items = [group_dict(g) for g in rows]
-    return Reply(200, {"security_groups": select_fields(post_filter(items, filters.post),
-                                                        filters.fields)})
+        return Reply(200, list_collection(
+            call, s, stmt.options(selectinload(SecurityGroup.rules)), model=SecurityGroup,
+            order=(SecurityGroup.created_at, SecurityGroup.id), serialize=group_dict,
+            filters=filters, collection="security_groups", path="/v2.0/security-groups",
+            kind="SecurityGroup"))
 
 
 def show_security_group(call: Call) -> Reply:
@@ -271,10 +271,11 @@ def list_security_group_rules(call: Call) -> Reply:
     for cond in filters.sql.values():
         stmt = stmt.where(cond)
     with call.store.read() as s:
-        items = [rule_dict(r) for r in s.scalars(stmt.order_by(SecurityGroupRule.created_at,
-                                                               SecurityGroupRule.id))]
-    return Reply(200, {"security_group_rules": select_fields(post_filter(items, filters.post),
-                                                             filters.fields)})
+        return Reply(200, list_collection(
+            call, s, stmt, model=SecurityGroupRule,
+            order=(SecurityGroupRule.created_at, SecurityGroupRule.id), serialize=rule_dict,
+            filters=filters, collection="security_group_rules",
+            path="/v2.0/security-group-rules", kind="SecurityGroupRule"))
 
 
 def show_security_group_rule(call: Call) -> Reply:

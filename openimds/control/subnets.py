@@ -34,9 +34,9 @@ from openimds.control.ports import DHCP_OWNER, ROUTER_OWNERS, build_port, shared
 from openimds.control.resources import (
     ListSpec,
     get_visible,
+    list_collection,
     owner_project,
     parse_filters,
-    post_filter,
     retry_on_race,
 )
 from openimds.control.serializers import select_fields, subnet_dict
@@ -209,9 +209,10 @@ def list_subnets(call: Call) -> Reply:
     for cond in filters.sql.values():
         stmt = stmt.where(cond)
     with call.store.read() as s:
-        items = [subnet_dict(x) for x in s.scalars(stmt.order_by(Subnet.created_at, Subnet.id))]
-    items = post_filter(items, filters.post)
-    return Reply(200, {"subnets": select_fields(items, filters.fields)})
+        return Reply(200, list_collection(
+            call, s, stmt, model=Subnet, order=(Subnet.created_at, Subnet.id),
+            serialize=subnet_dict, filters=filters, collection="subnets",
+            path="/v2.0/subnets", kind="Subnet"))
 
 
 def _visible_subnet(s: Session, call: Call, *, write: bool = False) -> Subnet:
