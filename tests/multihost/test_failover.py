@@ -245,3 +245,60 @@ def test_heartbeat_back_within_agent_down_time_changes_nothing(lab: MultiHostLab
     assert {r["id"]: router_hosts(lab, r["id"]) for r in lab.cli("router", "list")} == routers
     assert "moved from the dead" not in control_log(lab)[len(log_before):]
     own_metadata(lab, [guest])
+
+
+def served(lab: MultiHostLab, host: str) -> set[str]:
+    """The qdhcp-/qrouter- namespaces the inventory schedules to a host."""
+    out = set()
+    for p in lab.cli("port", "list", "--device-owner", "network:dhcp"):
+        if p["binding:host_id"] == host:
+            out.add(f"qdhcp-{p['network_id']}")
+    for p in lab.cli("port", "list", "--device-owner", "network:router_interface"):
+        if p["binding:host_id"] == host:
+            out.add(f"qrouter-{p['device_id']}")
+    return out
+
+
+def built(host: SimHost) -> set[str]:
+    return {n for n in host.private_namespaces() if n.startswith(("qdhcp-", "qrouter-"))}
+
+
+def test_frozen_node_past_agent_down_time_loses_its_network_and_removes_its_copy(
+        lab: MultiHostLab) -> None:
+    """Not a power cut: the node's agents stop (SIGSTOP) for longer than agent_down_time while
+    its namespaces, dnsmasq and haproxy stay up, as in a partition. Its network moves; when
+    its agents run again they take down their copy (the moved port's address included) and
+    keep what is still theirs; the new holder is not touched."""
+    wait_for(lambda: all_alive(lab, *NODES), timeout=90)
+    net = lab.cli("net-create", "iso-frozen")
+    lab.cli("subnet-create", "--no-gateway", "--name", "iso-frozen", "iso-frozen",
+            "192.168.62.0/24")
+    before = dhcp_port(lab, net["id"])
+    frozen, alive = lab.host(str(before["binding:host_id"])), other(
+        str(before["binding:host_id"]))
+    guest = guest_for(lab, net["id"], "cmp-1")
+    lab.dhcp(guest[1], guest[2])
+    own_metadata(lab, [guest])
+    wait_for(lambda: f"qdhcp-{net['id']}" in built(frozen), timeout=60)
+    pids = [p.pid for p in frozen.procs.values()]
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        wait_for(lambda: dhcp_port(lab, net["id"])["binding:host_id"] == alive,
+                 timeout=DOWN_TIME * 4)
+        new_holder = lab.host(alive)
+        wait_for(lambda: f"qdhcp-{net['id']}" in built(new_holder), timeout=60)
+        pid_file = new_holder.state / "dhcp" / net["id"] / "pid"
+        dnsmasq = wait_for(lambda: pid_file.exists() and pid_file.read_text(), timeout=60)
+        # The frozen node still has its copy: nothing on it has run since.
+        assert f"qdhcp-{net['id']}" in built(frozen)
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    wait_for(lambda: all_alive(lab, frozen.name), timeout=60)
+    wait_for(lambda: built(frozen) == served(lab, frozen.name), timeout=60)
+    assert f"qdhcp-{net['id']}" not in built(frozen)
+    assert dhcp_port(lab, net["id"])["binding:host_id"] == alive
+    assert built(new_holder) == served(lab, alive)
+    own_metadata(lab, [guest])
+    assert pid_file.read_text() == dnsmasq

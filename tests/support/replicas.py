@@ -93,13 +93,16 @@ class Round:
     acked_at: list[float] = field(default_factory=list)  # when each write was acknowledged
 
     def write_gap(self) -> float:
-        """The longest time between two acknowledged writes in a row around or after the
-        fault: a write that stalls without failing counts too."""
-        if self.fault_at is None or len(self.acked_at) < 2:
+        """The longest time without an acknowledged write from the last one before the fault
+        (or the fault itself, when none came before) on: a write that stalls without failing
+        counts too."""
+        if self.fault_at is None:
             return 0.0
         times = sorted(self.acked_at)
-        gaps = [b - a for a, b in zip(times, times[1:], strict=False) if b >= self.fault_at]
-        return max(gaps, default=0.0)
+        before = [t for t in times if t < self.fault_at]
+        points = [before[-1] if before else self.fault_at] + [
+            t for t in times if t >= self.fault_at]
+        return max((b - a for a, b in zip(points, points[1:], strict=False)), default=0.0)
 
     def failed(self) -> list[Result]:
         return [r for r in self.results if r.status not in (200, 404)]
