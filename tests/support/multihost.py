@@ -358,3 +358,58 @@ class MultiHostLab:
             raise AssertionError(f"metadata not served in {guest}: {last[0]} "
                                  f"{last[1][:200]!r}") from None
         return dict(json.loads(last[1]))
+
+    # ---- node loss ------------------------------------------------------------------------
+    def power_cut(self, host: SimHost) -> None:
+        """A power cut of one simulated host: its agents and every process in its namespaces
+        are killed by pid (SIGKILL, no clean-up of their own), its private namespaces, its
+        underlay links and its network namespace are deleted. Its state directory stays, as
+        a disk would. `power_on` brings it back."""
+        for proc in host.procs.values():
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+        for proc in host.procs.values():
+            proc.wait()
+        host.procs.clear()
+        for log in host.logs.values():
+            log.close()
+        host.logs.clear()
+        keeper = host.keeper
+        if keeper is not None and keeper.poll() is None:
+            private = host.private_namespaces()
+            for ns in private:
+                for pid in host.run("ip", "netns", "pids", ns, check=False).stdout.split():
+                    with contextlib.suppress(ProcessLookupError, ValueError):
+                        os.kill(int(pid), signal.SIGKILL)
+            for pid in sh("ip", "netns", "pids", host.netns, check=False).stdout.split():
+                if int(pid) != keeper.pid:
+                    with contextlib.suppress(ProcessLookupError, ValueError):
+                        os.kill(int(pid), signal.SIGKILL)
+            for ns in private:
+                host.run("ip", "netns", "delete", ns, check=False)
+            keeper.kill()
+            keeper.wait()
+        index = self.hosts.index(host) + 1
+        # The underlay veths by name: a deleted namespace is freed in the background, and
+        # power_on reuses these names.
+        for outer in (f"ul{index}-{self.tag}", f"ph{index}-{self.tag}"):
+            sh("ip", "-n", self.underlay, "link", "delete", outer, check=False)
+        sh("ip", "netns", "delete", host.netns, check=False)
+
+    def power_on(self, host: SimHost) -> None:
+        """Boot a host that `power_cut` stopped: a fresh network namespace wired to the
+        underlay, a new keeper with an empty /run/netns, and its agents (same state path)."""
+        index = self.hosts.index(host) + 1
+        sh("ip", "netns", "add", host.netns)
+        if host.netns not in self.global_ns:
+            self.global_ns.append(host.netns)
+        sh("ip", "-n", host.netns, "link", "set", "lo", "up")
+        self._wire(host.netns, host.local_ip, index)
+        host.keeper = subprocess.Popen(
+            ["unshare", "--mount", "--propagation", "private", "--", "nsenter",
+             f"--net=/run/netns/{host.netns}", "--", "sh", "-c",
+             "mount -t tmpfs tmpfs /run/netns && echo ready && exec sleep infinity"],
+            stdout=subprocess.PIPE, text=True)
+        assert host.keeper.stdout is not None
+        assert host.keeper.stdout.readline().strip() == "ready", host.name
+        host.start_agents()

@@ -78,6 +78,8 @@ class Result:
     t: float
     status: int
     path: str
+    address: str = ""  # the instance that asked
+    started: float = 0.0  # when it was sent
 
 
 @dataclass
@@ -87,6 +89,20 @@ class Round:
     failed_writes: int = 0
     acked_passwords: dict[str, str] = field(default_factory=dict)
     fault_at: float | None = None
+    write_outage: float = 0.0  # longest stretch from a failed write's start to the next ack
+    acked_at: list[float] = field(default_factory=list)  # when each write was acknowledged
+
+    def write_gap(self) -> float:
+        """The longest time without an acknowledged write from the last one before the fault
+        (or the fault itself, when none came before) on: a write that stalls without failing
+        counts too."""
+        if self.fault_at is None:
+            return 0.0
+        times = sorted(self.acked_at)
+        before = [t for t in times if t < self.fault_at]
+        points = [before[-1] if before else self.fault_at] + [
+            t for t in times if t >= self.fault_at]
+        return max((b - a for a, b in zip(points, points[1:], strict=False)), default=0.0)
 
     def failed(self) -> list[Result]:
         return [r for r in self.results if r.status not in (200, 404)]
@@ -102,6 +118,31 @@ class Round:
             return 0.0
         good = next((r.t for r in ordered if r.t > bad and r.status == 200), None)
         return (good - bad) if good is not None else float("inf")
+
+    def failure_window(self) -> float:
+        """Seconds from the first to the last failed request of the round (0: none failed)."""
+        bad = [r.t for r in self.results if r.status not in (200, 404)]
+        return max(bad) - min(bad) if bad else 0.0
+
+    def guest_outage(self) -> float:
+        """The longest any one instance waited: from sending one of its failed requests to its
+        next good answer (inf when it never got one)."""
+        worst = 0.0
+        by_address: dict[str, list[Result]] = {}
+        for r in self.results:
+            by_address.setdefault(r.address, []).append(r)
+        for results in by_address.values():
+            results.sort(key=lambda r: r.t)
+            bad: float | None = None
+            for r in results:
+                if r.status not in (200, 404):
+                    bad = r.started if bad is None else bad
+                elif bad is not None and r.status == 200:
+                    worst = max(worst, r.t - bad)
+                    bad = None
+            if bad is not None:
+                return float("inf")
+        return worst
 
 
 class ReplicaCloud:
@@ -291,9 +332,11 @@ class ReplicaCloud:
                 await crawl_once(address, uid)
                 if i % rounds == round_no:
                     pw = f"pw-{uid}"
+                    sent = time.monotonic()
                     status, _ = await self.ask(session, address, "/openstack/latest/password",
                                                "POST", pw.encode())
-                    out.results.append(Result(time.monotonic(), status, "POST password"))
+                    out.results.append(Result(time.monotonic(), status, "POST password",
+                                              address, sent))
                     if status == 200:
                         out.acked_passwords[address] = pw
                 while not until.is_set():
@@ -301,8 +344,9 @@ class ReplicaCloud:
 
             async def crawl_once(address: str, uid: str) -> None:
                 for path in CRAWL:
+                    sent = time.monotonic()
                     status, body = await self.ask(session, address, path)
-                    out.results.append(Result(time.monotonic(), status, path))
+                    out.results.append(Result(time.monotonic(), status, path, address, sent))
                     if path.endswith("meta_data.json") and status == 200:
                         assert uid.encode() in body, f"{address} got another instance's data"
 
@@ -311,17 +355,25 @@ class ReplicaCloud:
     async def writer(self, stop: asyncio.Event, out: Round, tag: str) -> None:
         """Create networks named `<tag>-<n>` back to back until `stop`; record the acked."""
         n = 0
+        down_since: float | None = None
         async with self.client() as api:
             while not stop.is_set():
                 name = f"{tag}-{n}"
                 n += 1
+                sent = time.monotonic()
                 try:
                     await api.create("networks", {"name": name})
                 except (ApiError, ApiConnectionError):
                     out.failed_writes += 1
+                    down_since = sent if down_since is None else down_since
                     await asyncio.sleep(0.1)
                 else:
                     out.acked_networks.append(name)
+                    out.acked_at.append(time.monotonic())
+                    if down_since is not None:
+                        out.write_outage = max(out.write_outage,
+                                               time.monotonic() - down_since)
+                        down_since = None
                 await asyncio.sleep(0.02)
 
     async def lost_writes(self, rounds: Sequence[Round]) -> list[str]:
