@@ -238,6 +238,21 @@ def cpu_seconds(pids: Iterable[int]) -> float:
     return total
 
 
+def neighbour_table() -> dict[str, int]:
+    """The kernel's IPv4 neighbour table, which all network namespaces share: entries now, the
+    sum over CPUs of `table_fulls` (an allocation refused at gc_thresh3: the packet that needed
+    it is dropped and the guest waits for a retransmission), and the host's gc_thresh3 (only
+    the initial namespace has that sysctl: read, never written here)."""
+    lines = Path("/proc/net/stat/arp_cache").read_text().split("\n")
+    head = lines[0].split()
+    rows = [dict(zip(head, (int(x, 16) for x in ln.split()), strict=True))
+            for ln in lines[1:] if ln.strip()]
+    thresh = Path("/proc/sys/net/ipv4/neigh/default/gc_thresh3")
+    return {"entries": rows[0]["entries"] if rows else 0,
+            "table_fulls": sum(r["table_fulls"] for r in rows),
+            "gc_thresh3": int(thresh.read_text()) if thresh.exists() else -1}
+
+
 class CpuMeter:
     """CPU seconds used by named groups of processes between `start()` and `stop()`."""
 

@@ -44,6 +44,7 @@ from _harness import (  # noqa: E402
     NsClient,
     enter_private_netns_dir,
     install_stop_handlers,
+    neighbour_table,
     processes_by_netns,
     verdict,
     wait_for,
@@ -136,11 +137,13 @@ def main() -> int:
                      for e in nets for ip, uid in e["instances"]]
         proc = client.proc
         meter = node.cpu_meter(client=lambda: [proc.pid])
+        neigh0 = neighbour_table()
         meter.start()
         try:
             r = client.call(op="storm", instances=instances)
         finally:
             meter.stop()
+        neigh1 = neighbour_table()
 
         print()
         print(f"boot storm: {len(instances)} instances on {len(nets)} networks, cloud-init "
@@ -154,6 +157,9 @@ def main() -> int:
         print(f"  per instance      p50 {r['instance_p50_s']:.1f} s, max "
               f"{r['instance_max_s']:.1f} s (sum of its request times)")
         print(f"  {meter.report(r['requests'])}")
+        print(f"  neighbour table   {neigh1['entries']} entries after the storm (all namespaces), "
+              f"{neigh1['table_fulls'] - neigh0['table_fulls']} allocations refused during it "
+              f"(host gc_thresh3 {neigh1['gc_thresh3']}; docs/dhcp-l3.md)")
         for f in r["failures"][:10]:
             print(f"  failed: {f}")
         ok_total = r["total_s"] <= 20
