@@ -428,12 +428,13 @@ class StoreSource:
             self._last.pop(uuid, None)  # gone: nothing to fall back on any more
             return None
         view, deps = loaded
-        self._last[uuid] = view
         if dhcp_epoch == self._dhcp_epoch:
             for network_id, servers in deps.dhcp.items():
                 self._dhcp[network_id] = servers
                 for port_id in servers.port_ids:
                     self._dhcp_port_network[port_id] = network_id
+        # Only a view still current when it arrives is cached, and so becomes the last view:
+        # one that a change overtook may miss that change (a port attached meanwhile).
         if epochs == (self._epoch[uuid], self._global_epoch):
             self._remember(view, deps)
         return view
