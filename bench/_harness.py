@@ -723,19 +723,26 @@ class _Instance:
     def __init__(self, http: _Http, ns: str, src: str, uuid_: str) -> None:
         self.http, self.ns, self.src, self.uuid = http, ns, src, uuid_
         self.latencies: list[float] = []
+        self.slowest: tuple[float, float, str] = (0.0, 0.0, "")  # latency, start, path
         self.failures: list[str] = []
         self.statuses: dict[int, int] = {}  # HTTP status -> count (0 = no answer)
+
+    def _took(self, t0: float, path: str) -> None:
+        took = time.monotonic() - t0
+        self.latencies.append(took)
+        if took > self.slowest[0]:
+            self.slowest = (took, t0, path)
 
     async def get(self, path: str, *, must: bool = True) -> tuple[int, bytes]:
         t0 = time.monotonic()
         try:
             status, body = await self.http.get(self.ns, self.src, path)
         except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
-            self.latencies.append(time.monotonic() - t0)
+            self._took(t0, path)
             self.failures.append(f"{self.src} {path}: {exc!r}")
             self.statuses[0] = self.statuses.get(0, 0) + 1
             return 0, b""
-        self.latencies.append(time.monotonic() - t0)
+        self._took(t0, path)
         self.statuses[status] = self.statuses.get(status, 0) + 1
         # Optional OpenStack files may 404 (cloud-init skips them); anything else must be 200.
         if status != 200 and (must or status != 404):
@@ -798,8 +805,14 @@ async def _storm(http: _Http, req: dict[str, Any]) -> dict[str, Any]:
     for inst in instances:
         for code, count in inst.statuses.items():
             statuses[str(code)] = statuses.get(str(code), 0) + count
+    first = [inst.latencies[0] for inst in instances if inst.latencies]
+    slowest = sorted((inst.slowest for inst in instances), reverse=True)[:5]
     return {
         "statuses": statuses,
+        "first_p99_ms": percentile(first, 99) * 1000,
+        "first_max_ms": max(first) * 1000 if first else float("nan"),
+        "slowest": [f"{took * 1000:.0f} ms {path} (sent at {start - t0:.1f} s)"
+                    for took, start, path in slowest],
         "total_s": total,
         "requests": len(lat),
         "failed": len(failures),
