@@ -3,6 +3,10 @@
 * A view is loaded on first use (one read transaction, off the event loop) and then served from
   memory: a cache hit does no query. Concurrent misses for one instance share one load, a task
   of its own (single flight: no request cancels it, none starts a second one).
+* Views are also loaded ahead of their first request: an instance the feed shows created or
+  changed (or a compute port given its device id) is queued for a background load, one at a
+  time, so a boot's first request is usually a cache hit and a storm of first requests does
+  not queue behind a storm of loads.
 * A view the feed dropped is not forgotten: while its reload runs, a request waits at most
   `stale_after` seconds for the fresh view and is otherwise answered from the last one, so
   no request queues behind a storm of reloads; the last view is also what is served when the
@@ -305,6 +309,7 @@ class StoreSource:
         on_cache: Callable[[str, bool], None] | None = None,
         feed_timeout: float = 10.0,
         stale_after: float = 0.5,
+        prefetch: bool = True,
     ) -> None:
         self.store = store
         self._on_cache = on_cache
@@ -322,6 +327,12 @@ class StoreSource:
         # reload runs (if that takes longer than `stale_after`) or cannot reach the database.
         self._last: dict[str, InstanceView] = {}
         self._stale_after = stale_after
+        # Instances the feed created or changed, loaded in the background one at a time so
+        # their next request (a boot's first) is a cache hit; insertion-ordered, value = tries.
+        self._prefetch_enabled = prefetch
+        self._prefetch: dict[str, int] = {}
+        self._prefetch_wake: asyncio.Event | None = None
+        self._prefetcher: asyncio.Task[None] | None = None
         self._addresses: dict[str, list[AddressMatch]] = {}
         self._address_ports: dict[str, set[str]] = defaultdict(set)  # port id -> ips cached
         self._address_epoch = 0
@@ -344,13 +355,18 @@ class StoreSource:
         except DATABASE_DOWN as exc:
             self.availability.failed(exc)
         self._task = asyncio.create_task(self._watch(), name="metadata-change-feed")
+        if self._prefetch_enabled:
+            self._prefetch_wake = asyncio.Event()
+            self._prefetcher = asyncio.create_task(self._prefetch_forever(),
+                                                   name="metadata-view-prefetch")
 
     async def stop(self) -> None:
         self._stopping = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for background in (self._task, self._prefetcher):
+            if background is not None:
+                background.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await background
         for task in list(self._loading.values()):
             task.cancel()
         await asyncio.gather(*self._loading.values(), return_exceptions=True)
@@ -393,13 +409,7 @@ class StoreSource:
         task = self._loading.get(uuid)
         if task is None:
             self._hit("view", False)
-            # The load is a task of its own, not the first requester's: one load per instance
-            # however many requests ask (single flight), and a request that gives up (a
-            # disconnect, or the wait below) never cancels it.
-            task = asyncio.create_task(self._reload(uuid), name=f"metadata-view-{uuid}")
-            # Its failure is seen by whoever waits; nobody may (all served the last view).
-            task.add_done_callback(lambda t: t.cancelled() or t.exception())
-            self._loading[uuid] = task
+            task = self._start_load(uuid)
         last = self._last.get(uuid)
         if last is None:
             # Nothing known yet: wait for the load (Unavailable when the database is away).
@@ -416,6 +426,45 @@ class StoreSource:
         if isinstance(exc, Unavailable):
             return last
         raise exc
+
+    def _start_load(self, uuid: str) -> asyncio.Task[InstanceView | None]:
+        # The load is a task of its own, not the first requester's: one load per instance
+        # however many requests ask (single flight), and a request that gives up (a
+        # disconnect, or the stale_after wait) never cancels it.
+        task = asyncio.create_task(self._reload(uuid), name=f"metadata-view-{uuid}")
+        # Its failure is seen by whoever waits; nobody may (all served the last view).
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        self._loading[uuid] = task
+        return task
+
+    def _want(self, uuid: str | None) -> None:
+        """Load `uuid`'s view in the background (it was created or changed)."""
+        if uuid and self._prefetch_wake is not None and uuid not in self._prefetch:
+            self._prefetch[uuid] = 0
+            self._prefetch_wake.set()
+
+    async def _prefetch_forever(self) -> None:
+        """One background load at a time, so requests' own loads never queue behind many.
+        A load that a later change overtook is not cached; it is tried again (3 times)."""
+        assert self._prefetch_wake is not None
+        while True:
+            if not self._prefetch:
+                self._prefetch_wake.clear()
+                await self._prefetch_wake.wait()
+                continue
+            uuid = next(iter(self._prefetch))
+            tries = self._prefetch.pop(uuid)
+            if uuid in self._views or self.applied_revision < 0:
+                continue
+            task = self._loading.get(uuid) or self._start_load(uuid)
+            try:
+                view = await asyncio.shield(task)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the database is away: the first request will load it
+                continue
+            if view is not None and uuid not in self._views and tries < 2:
+                self._prefetch.setdefault(uuid, tries + 1)
 
     async def _reload(self, uuid: str) -> InstanceView | None:
         epochs = (self._epoch[uuid], self._global_epoch)
@@ -654,6 +703,9 @@ class StoreSource:
                 self._forget(rid)
                 if change.op == "delete":
                     self._last.pop(rid, None)
+                    self._prefetch.pop(rid, None)
+                else:
+                    self._want(rid)
             elif change.resource == "port":
                 facts = port_facts.get(rid) or _PortFacts(rid, None, None, None, ())
                 # The previous owner of a re-assigned port may be loading right now.
@@ -662,6 +714,8 @@ class StoreSource:
                     self._forget(uuid)
                 if facts.device_id:
                     self._forget(facts.device_id)
+                    if not facts.device_owner or facts.device_owner.startswith("compute:"):
+                        self._want(facts.device_id)
                 dhcp_networks = {self._dhcp_port_network.get(rid)}
                 if facts.device_owner == DHCP_OWNER:
                     dhcp_networks.add(facts.network_id)

@@ -528,3 +528,31 @@ async def test_the_last_view_is_served_when_its_reload_meets_a_database_outage(
     harness.source._last.clear()
     reply = await harness.get("/latest/meta-data/hostname")
     assert reply.status == 503
+
+
+async def test_a_created_instance_is_loaded_before_its_first_request(harness: Harness) -> None:
+    """The feed's create (and its port's attach) queue a background load: the boot's first
+    request is a cache hit, and it shows the port attached after the instance was created."""
+    events: list[tuple[str, bool]] = []
+    source = StoreSource(harness.store, feed_timeout=1.0,
+                         on_cache=lambda kind, hit: events.append((kind, hit)))
+    await source.start()
+    try:
+        ids, uuid = harness.ids, "0b7e6c1e-2f43-4c8a-8d1e-5a4b3c2d1e0f"
+        with harness.store.session() as s:
+            s.add(Instance(uuid=uuid, name="new-1", hostname="new-1", project_id=ids["project"],
+                           user_id=ids["user"], availability_zone="nova",
+                           image_id=ids["image"], reservation_id="r-00000002"))
+        with harness.store.session() as s:
+            s.add(Port(network_id=ids["network"], project_id=ids["project"],
+                       mac_address="fa:16:3e:00:00:06", device_id=uuid,
+                       device_owner="compute:nova",
+                       fixed_ips=[FixedIP(subnet_id=ids["subnet"], ip_address="10.0.0.6")]))
+        await source.wait_for_revision(harness.store.current_revision())
+        await wait_until(lambda: uuid in source._views and not source._loading)
+        view = await source.view_for_instance(uuid)
+        assert view is not None and view.hostname == "new-1"
+        assert [f.ip_address for f in view.ports[0].fixed_ips] == ["10.0.0.6"]
+        assert events == [("view", True)]  # no request ever waited for a load
+    finally:
+        await source.stop()
