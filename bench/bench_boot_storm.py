@@ -173,7 +173,7 @@ def main() -> int:
         print(f"  per request       p50 {r['p50_ms']:.0f} ms, p99 {r['p99_ms']:.0f} ms, "
               f"max {r['max_ms']:.0f} ms")
         print(f"  first request     p99 {r['first_p99_ms']:.0f} ms, max {r['first_max_ms']:.0f} ms "
-              "(all 1,000 connect at once)")
+              "(every instance connects at once)")
         print(f"  slowest           {'; '.join(r['slowest'][:3])}")
         print(f"  per instance      p50 {r['instance_p50_s']:.1f} s, max "
               f"{r['instance_max_s']:.1f} s (sum of its request times)")
