@@ -238,6 +238,21 @@ def cpu_seconds(pids: Iterable[int]) -> float:
     return total
 
 
+def neighbour_table() -> dict[str, int]:
+    """The kernel's IPv4 neighbour table, which all network namespaces share: entries now, the
+    sum over CPUs of `table_fulls` (an allocation refused at gc_thresh3: the packet that needed
+    it is dropped and the guest waits for a retransmission), and the host's gc_thresh3 (only
+    the initial namespace has that sysctl: read, never written here)."""
+    lines = Path("/proc/net/stat/arp_cache").read_text().split("\n")
+    head = lines[0].split()
+    rows = [dict(zip(head, (int(x, 16) for x in ln.split()), strict=True))
+            for ln in lines[1:] if ln.strip()]
+    thresh = Path("/proc/sys/net/ipv4/neigh/default/gc_thresh3")
+    return {"entries": rows[0]["entries"] if rows else 0,
+            "table_fulls": sum(r["table_fulls"] for r in rows),
+            "gc_thresh3": int(thresh.read_text()) if thresh.exists() else -1}
+
+
 class CpuMeter:
     """CPU seconds used by named groups of processes between `start()` and `stop()`."""
 
@@ -455,6 +470,23 @@ class Node:
         sh("ip", "link", "set", "lo", "up", netns=ns)
         return ns
 
+
+    def pin_neighbours(self, network_id: str, dhcp_ip: str, addresses: Sequence[str],
+                       mac: str) -> int:
+        """Permanent neighbour entries for `addresses` -> `mac` in the network's proxy
+        namespace (`qdhcp-<network>`, the bench's own: deleted with it). Permanent entries are
+        exempt from the kernel's gc_thresh3, which is one limit for every namespace of the
+        host and settable only from the host's own namespace (docs/dhcp-l3.md): this stands
+        in for the operator's sysctl without touching the host. Returns how many."""
+        ns = f"qdhcp-{network_id}"
+        dev = next(line.split()[1] for line in sh("ip", "-o", "-4", "addr", "show",
+                                                  netns=ns).splitlines()
+                   if f" {dhcp_ip}/" in line)
+        batch = "".join(f"neigh replace {a} lladdr {mac} dev {dev} nud permanent\n"
+                        for a in addresses)
+        subprocess.run(["ip", "-n", ns, "-batch", "-"], input=batch, text=True, check=True,
+                       capture_output=True)
+        return len(addresses)
 
     def _allow_pairs(self, port_id: str, addresses: Sequence[str]) -> None:
         async def put() -> None:
@@ -691,19 +723,26 @@ class _Instance:
     def __init__(self, http: _Http, ns: str, src: str, uuid_: str) -> None:
         self.http, self.ns, self.src, self.uuid = http, ns, src, uuid_
         self.latencies: list[float] = []
+        self.slowest: tuple[float, float, str] = (0.0, 0.0, "")  # latency, start, path
         self.failures: list[str] = []
         self.statuses: dict[int, int] = {}  # HTTP status -> count (0 = no answer)
+
+    def _took(self, t0: float, path: str) -> None:
+        took = time.monotonic() - t0
+        self.latencies.append(took)
+        if took > self.slowest[0]:
+            self.slowest = (took, t0, path)
 
     async def get(self, path: str, *, must: bool = True) -> tuple[int, bytes]:
         t0 = time.monotonic()
         try:
             status, body = await self.http.get(self.ns, self.src, path)
         except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
-            self.latencies.append(time.monotonic() - t0)
+            self._took(t0, path)
             self.failures.append(f"{self.src} {path}: {exc!r}")
             self.statuses[0] = self.statuses.get(0, 0) + 1
             return 0, b""
-        self.latencies.append(time.monotonic() - t0)
+        self._took(t0, path)
         self.statuses[status] = self.statuses.get(status, 0) + 1
         # Optional OpenStack files may 404 (cloud-init skips them); anything else must be 200.
         if status != 200 and (must or status != 404):
@@ -766,8 +805,14 @@ async def _storm(http: _Http, req: dict[str, Any]) -> dict[str, Any]:
     for inst in instances:
         for code, count in inst.statuses.items():
             statuses[str(code)] = statuses.get(str(code), 0) + count
+    first = [inst.latencies[0] for inst in instances if inst.latencies]
+    slowest = sorted((inst.slowest for inst in instances), reverse=True)[:5]
     return {
         "statuses": statuses,
+        "first_p99_ms": percentile(first, 99) * 1000,
+        "first_max_ms": max(first) * 1000 if first else float("nan"),
+        "slowest": [f"{took * 1000:.0f} ms {path} (sent at {start - t0:.1f} s)"
+                    for took, start, path in slowest],
         "total_s": total,
         "requests": len(lat),
         "failed": len(failures),

@@ -1,7 +1,17 @@
 """`StoreSource`: instance views from the inventory, cached until the change feed says otherwise.
 
 * A view is loaded on first use (one read transaction, off the event loop) and then served from
-  memory: a cache hit does no query. Concurrent misses for one instance share one load.
+  memory: a cache hit does no query. Concurrent misses for one instance share one load, a task
+  of its own (single flight: no request cancels it, none starts a second one).
+* Views are also loaded ahead of their first request: an instance the feed shows created or
+  changed (or a compute port given its device id) is queued for a background load, one at a
+  time, so a boot's first request is usually a cache hit and a storm of first requests does
+  not queue behind a storm of loads.
+* A view the feed dropped is not forgotten: while its reload runs, a request waits at most
+  `stale_after` seconds for the fresh view and is otherwise answered from the last one, so
+  no request queues behind a storm of reloads; the last view is also what is served when the
+  reload cannot reach the database. An instance never loaded has no last view: its request
+  waits for the load (503 with Retry-After when the database is away).
 * A watcher task follows `Store.changes_since` from the revision read at start-up and drops
   every cached view the change can affect: the instance itself; its ports (including a port
   newly given its device id); the subnets and networks it sits on, and DHCP ports there (they
@@ -14,8 +24,8 @@
 Nothing here is a TTL: correctness comes from the feed. `applied_revision` says how far the
 feed has been applied; `wait_for_revision` lets callers (and tests) wait for a given commit.
 
-When the database is away, cached views keep being served; whatever needs the database (a
-miss, the password POST, provider and direct-mode lookups) raises `Unavailable` (503 with
+When the database is away, cached (and last-known) views keep being served; whatever needs the
+database (a first load, the password POST, provider and direct-mode lookups) raises `Unavailable` (503 with
 Retry-After), never a bare exception. The outage is logged as one WARNING when it starts and one
 when it ends (`Availability`), not per request. The source may even start with the database
 down: it answers 503 until it has read the current revision (views loaded before that could
@@ -298,6 +308,8 @@ class StoreSource:
         *,
         on_cache: Callable[[str, bool], None] | None = None,
         feed_timeout: float = 10.0,
+        stale_after: float = 0.5,
+        prefetch: bool = True,
     ) -> None:
         self.store = store
         self._on_cache = on_cache
@@ -310,7 +322,17 @@ class StoreSource:
         self._by_key: dict[tuple[str | None, str], set[str]] = defaultdict(set)
         self._epoch: dict[str, int] = defaultdict(int)
         self._global_epoch = 0
-        self._loading: dict[str, asyncio.Future[InstanceView | None]] = {}
+        self._loading: dict[str, asyncio.Task[InstanceView | None]] = {}
+        # The last view loaded per instance, kept when the feed drops it: served while its
+        # reload runs (if that takes longer than `stale_after`) or cannot reach the database.
+        self._last: dict[str, InstanceView] = {}
+        self._stale_after = stale_after
+        # Instances the feed created or changed, loaded in the background one at a time so
+        # their next request (a boot's first) is a cache hit; insertion-ordered, value = tries.
+        self._prefetch_enabled = prefetch
+        self._prefetch: dict[str, int] = {}
+        self._prefetch_wake: asyncio.Event | None = None
+        self._prefetcher: asyncio.Task[None] | None = None
         self._addresses: dict[str, list[AddressMatch]] = {}
         self._address_ports: dict[str, set[str]] = defaultdict(set)  # port id -> ips cached
         self._address_epoch = 0
@@ -333,13 +355,21 @@ class StoreSource:
         except DATABASE_DOWN as exc:
             self.availability.failed(exc)
         self._task = asyncio.create_task(self._watch(), name="metadata-change-feed")
+        if self._prefetch_enabled:
+            self._prefetch_wake = asyncio.Event()
+            self._prefetcher = asyncio.create_task(self._prefetch_forever(),
+                                                   name="metadata-view-prefetch")
 
     async def stop(self) -> None:
         self._stopping = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for background in (self._task, self._prefetcher):
+            if background is not None:
+                background.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await background
+        for task in list(self._loading.values()):
+            task.cancel()
+        await asyncio.gather(*self._loading.values(), return_exceptions=True)
 
     def ready(self) -> bool:
         return self.applied_revision >= 0 and self._task is not None and not self._task.done()
@@ -376,33 +406,86 @@ class StoreSource:
         if view is not None:
             self._hit("view", True)
             return view
-        pending = self._loading.get(uuid)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        self._hit("view", False)
-        future: asyncio.Future[InstanceView | None] = asyncio.get_running_loop().create_future()
-        self._loading[uuid] = future
+        task = self._loading.get(uuid)
+        if task is None:
+            self._hit("view", False)
+            task = self._start_load(uuid)
+        last = self._last.get(uuid)
+        if last is None:
+            # Nothing known yet: wait for the load (Unavailable when the database is away).
+            return await asyncio.shield(task)
+        # A view the feed dropped: serve the fresh one if it comes within `stale_after`, else
+        # the last one while the reload goes on, so a request never queues behind a storm of
+        # reloads; with the database away, the last one too (the degraded mode's promise).
+        done, _ = await asyncio.wait({task}, timeout=self._stale_after)
+        if not done:
+            return last
+        exc = task.exception()
+        if exc is None:
+            return task.result()
+        if isinstance(exc, Unavailable):
+            return last
+        raise exc
+
+    def _start_load(self, uuid: str) -> asyncio.Task[InstanceView | None]:
+        # The load is a task of its own, not the first requester's: one load per instance
+        # however many requests ask (single flight), and a request that gives up (a
+        # disconnect, or the stale_after wait) never cancels it.
+        task = asyncio.create_task(self._reload(uuid), name=f"metadata-view-{uuid}")
+        # Its failure is seen by whoever waits; nobody may (all served the last view).
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        self._loading[uuid] = task
+        return task
+
+    def _want(self, uuid: str | None) -> None:
+        """Load `uuid`'s view in the background (it was created or changed)."""
+        if uuid and self._prefetch_wake is not None and uuid not in self._prefetch:
+            self._prefetch[uuid] = 0
+            self._prefetch_wake.set()
+
+    async def _prefetch_forever(self) -> None:
+        """One background load at a time, so requests' own loads never queue behind many.
+        A load that a later change overtook is not cached; it is tried again (3 times)."""
+        assert self._prefetch_wake is not None
+        while True:
+            if not self._prefetch:
+                self._prefetch_wake.clear()
+                await self._prefetch_wake.wait()
+                continue
+            uuid = next(iter(self._prefetch))
+            tries = self._prefetch.pop(uuid)
+            if uuid in self._views or self.applied_revision < 0:
+                continue
+            task = self._loading.get(uuid) or self._start_load(uuid)
+            try:
+                view = await asyncio.shield(task)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the database is away: the first request will load it
+                continue
+            if view is not None and uuid not in self._views and tries < 2:
+                self._prefetch.setdefault(uuid, tries + 1)
+
+    async def _reload(self, uuid: str) -> InstanceView | None:
         epochs = (self._epoch[uuid], self._global_epoch)
         dhcp_epoch = self._dhcp_epoch
         try:
             loaded = await self._query(self._load, uuid, dict(self._dhcp))
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # mark retrieved: waiters (if any) re-raise it themselves
-            raise
         finally:
             self._loading.pop(uuid, None)
-        view = None
-        if loaded is not None:
-            view, deps = loaded
-            if dhcp_epoch == self._dhcp_epoch:
-                for network_id, servers in deps.dhcp.items():
-                    self._dhcp[network_id] = servers
-                    for port_id in servers.port_ids:
-                        self._dhcp_port_network[port_id] = network_id
-            if epochs == (self._epoch[uuid], self._global_epoch):
-                self._remember(view, deps)
-        future.set_result(view)
+        if loaded is None:
+            self._last.pop(uuid, None)  # gone: nothing to fall back on any more
+            return None
+        view, deps = loaded
+        if dhcp_epoch == self._dhcp_epoch:
+            for network_id, servers in deps.dhcp.items():
+                self._dhcp[network_id] = servers
+                for port_id in servers.port_ids:
+                    self._dhcp_port_network[port_id] = network_id
+        # Only a view still current when it arrives is cached, and so becomes the last view:
+        # one that a change overtook may miss that change (a port attached meanwhile).
+        if epochs == (self._epoch[uuid], self._global_epoch):
+            self._remember(view, deps)
         return view
 
     def _load(
@@ -414,6 +497,7 @@ class StoreSource:
     def _remember(self, view: InstanceView, deps: _Deps) -> None:
         uuid = view.uuid
         self._views[uuid] = view
+        self._last[uuid] = view
         self._deps[uuid] = deps
         for port in deps.ports:
             self._by_port[port].add(uuid)
@@ -617,6 +701,11 @@ class StoreSource:
             if change.resource == "instance":
                 # Address matches hold only port facts, so they stay valid.
                 self._forget(rid)
+                if change.op == "delete":
+                    self._last.pop(rid, None)
+                    self._prefetch.pop(rid, None)
+                else:
+                    self._want(rid)
             elif change.resource == "port":
                 facts = port_facts.get(rid) or _PortFacts(rid, None, None, None, ())
                 # The previous owner of a re-assigned port may be loading right now.
@@ -625,6 +714,8 @@ class StoreSource:
                     self._forget(uuid)
                 if facts.device_id:
                     self._forget(facts.device_id)
+                    if not facts.device_owner or facts.device_owner.startswith("compute:"):
+                        self._want(facts.device_id)
                 dhcp_networks = {self._dhcp_port_network.get(rid)}
                 if facts.device_owner == DHCP_OWNER:
                     dhcp_networks.add(facts.network_id)

@@ -11,7 +11,9 @@ allowed pair's), and of those only
 * IPv6 from a fixed IPv6, the MAC's own EUI-64 link-local, an allowed pair, or :: for DAD;
   a neighbour advertisement only for such an address; never a router advertisement;
 * never a DHCP (v4 or v6) server's answer, so a guest cannot hand out leases.
-Everything else from that tap (other MACs, other addresses, other ethertypes) is dropped. A port
+Everything else from that tap (other MACs, other addresses, other ethertypes) is dropped. The
+base chain picks a frame's port chain with one verdict-map lookup on its input interface, so the
+cost per frame does not grow with the number of taps. A port
 with port security off, or a network port (DHCP, router: Neutron trusts `network:*` owners),
 gets no rule. The ruleset names taps by `tap<port[:11]>`, the one-host fabric's and the
 Linux-bridge agent's name, so any bridge that plugs a port under that name can use it.
@@ -166,8 +168,13 @@ def port_security_rules(network_id: str, ports: Iterable[PortSecurity]) -> str:
         return "\n".join(lines) + "\n"
     lines += [f"table {table} {{", "    chain prerouting {",
               "        type filter hook prerouting priority -200; policy accept;"]
-    lines += [f'        iifname "{p.tap}" jump port-{p.tap}' for p in chosen]
-    lines.append("    }")
+    # One verdict-map lookup per frame, keyed by the input tap: the cost is the same with one
+    # port or a thousand (a rule per tap was evaluated in turn for every frame on every bridge
+    # of the namespace, as each network's table hooks them all). Taps not in the map pass.
+    entries = [f'"{p.tap}" : jump port-{p.tap}' for p in chosen]
+    lines.append("        iifname vmap {")
+    lines += [f"            {e}," for e in entries[:-1]] + [f"            {entries[-1]}"]
+    lines += ["        }", "    }"]
     for p in chosen:
         lines.append(f"    chain port-{p.tap} {{")
         lines += [f"        {r}" for r in _port_chain(p)]

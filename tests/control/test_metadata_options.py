@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from openimds.control.call import Call, Settings
 from openimds.control.errors import NotFound
 from openimds.control.metadata_options import identity_certificate
-from openimds.inventory.models import Change, Instance
+from openimds.inventory.migrate import open_store
+from openimds.inventory.models import Change, Instance, MetadataTokenUsage
 from openimds.inventory.store import Store
 from openimds.metadata.options import MetadataOptions
 from openimds.metadata.token_usage import TokenUsageWriter
@@ -147,3 +148,38 @@ async def test_identity_certificate_is_published(api: Api) -> None:
 def test_no_identity_certificate_is_404(store: Store) -> None:
     with pytest.raises(NotFound, match="identity_cert_file"):
         identity_certificate(Call(store, Settings(), None))
+
+
+async def test_usage_of_many_instances_costs_three_statements(db_url: str) -> None:
+    """The writer's cost does not grow with the number of instances (a boot storm of 1,000
+    instances used to cost one UPDATE each a second): one SELECT of the existing rows, one
+    UPDATE executed for all of them, one INSERT for the new ones."""
+    statements: list[tuple[str, bool]] = []
+
+    def count(conn: Any, cursor: Any, statement: str, params: Any, context: Any,
+              executemany: bool) -> None:
+        statements.append((statement.split()[0].upper(), executemany))
+
+    old = {f"i-{n}": [1, 0] for n in range(300)}
+    batches = [old, {**{u: [2, 1] for u in old}, **{f"j-{n}": [0, 3] for n in range(300)}}]
+    store = open_store(db_url)
+    try:
+        writer = TokenUsageWriter(store, lambda: batches.pop(0) if batches else {})
+        await writer.flush()
+        event.listen(store._write_engine, "before_cursor_execute", count)
+        try:
+            await writer.flush()
+        finally:
+            event.remove(store._write_engine, "before_cursor_execute", count)
+        assert writer._pending == {}
+        with store.read() as s:
+            rows = {r.instance_uuid: (r.tokenless_requests, r.invalid_token_requests,
+                                      r.last_tokenless_at is not None)
+                    for r in s.scalars(select(MetadataTokenUsage))}
+    finally:
+        store.dispose()
+    work = [st for st in statements if st[0] in ("SELECT", "UPDATE", "INSERT")]
+    assert work == [("SELECT", False), ("UPDATE", True), ("INSERT", True)]
+    assert len(rows) == 600
+    assert rows["i-7"] == (3, 1, True)
+    assert rows["j-7"] == (0, 3, False)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+from collections.abc import Callable
 from datetime import date
+from typing import Any
 
 from openimds.metadata.identify import sign_instance_id
 from openimds.metadata.respond import MetadataRequest, MetadataResponse, Responder
@@ -47,3 +50,12 @@ async def call(
         now=now,
     )
     return await responder.respond(req)
+
+
+async def wait_until(predicate: Callable[[], Any], timeout: float = 30.0) -> None:
+    """Wait (without blocking the loop) until `predicate()` holds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)

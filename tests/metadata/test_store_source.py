@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -32,7 +33,7 @@ from openimds.metadata.identify import IdentifySettings
 from openimds.metadata.respond import Responder, RespondSettings
 from openimds.metadata.store_source import StoreSource
 from tests.metadata.fixtures import KEY, SECRET
-from tests.metadata.helpers import call, signed_headers
+from tests.metadata.helpers import call, signed_headers, wait_until
 
 INSTANCE = "6f0c8a52-3c1b-4d53-9a3e-0a8d6c3f4e21"
 
@@ -439,3 +440,119 @@ async def test_security_group_ids_come_from_the_projects_group_records(harness: 
     assert view is not None
     assert view.security_groups == ("web", "missing")
     assert view.security_group_ids == (web_id,)  # a name without a record has no id
+
+
+class GatedLoads:
+    """Counts the source's loads and holds them at a gate (the real load runs once let
+    through): what a reload storm, or a slow database, looks like to the request path."""
+
+    def __init__(self, source: StoreSource, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls = 0
+        self.gate = threading.Event()
+        real = source._load
+
+        def gated(*args: Any) -> Any:
+            self.calls += 1
+            self.gate.wait(30)
+            return real(*args)
+
+        monkeypatch.setattr(source, "_load", gated)
+
+
+async def test_a_dropped_view_is_reloaded_once_and_the_last_one_served_meanwhile(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = StoreSource(harness.store, feed_timeout=1.0, stale_after=0.2)
+    await source.start()
+    try:
+        first = await source.view_for_instance(INSTANCE)
+        assert first is not None and first.hostname == "web-1"
+        loads = GatedLoads(source, monkeypatch)
+        with harness.store.session() as s:
+            s.scalar(select(Instance).where(Instance.uuid == INSTANCE)).hostname = "renamed"
+        await source.wait_for_revision(harness.store.current_revision())
+
+        # 50 requests while the reload is held: one load, each answered from the last view
+        # within `stale_after` (not after the reload).
+        t0 = asyncio.get_running_loop().time()
+        views = await asyncio.gather(*(source.view_for_instance(INSTANCE) for _ in range(50)))
+        assert asyncio.get_running_loop().time() - t0 < 5
+        assert {v.hostname for v in views if v is not None} == {"web-1"} and None not in views
+        assert loads.calls == 1
+
+        # The reload finishes on its own (no request is waiting for it) and is then cached.
+        loads.gate.set()
+        await wait_until(lambda: INSTANCE in source._views)
+        again = await source.view_for_instance(INSTANCE)
+        assert again is not None and again.hostname == "renamed"
+        assert loads.calls == 1
+    finally:
+        await source.stop()
+
+
+async def test_an_instance_never_loaded_waits_for_its_one_load(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = StoreSource(harness.store, feed_timeout=1.0, stale_after=0.05)
+    await source.start()
+    try:
+        loads = GatedLoads(source, monkeypatch)
+        waiting = [asyncio.ensure_future(source.view_for_instance(INSTANCE)) for _ in range(20)]
+        await wait_until(lambda: loads.calls == 1)
+        done, _ = await asyncio.wait(waiting, timeout=0.3)
+        assert not done  # nothing to serve meanwhile: they wait, past stale_after
+        loads.gate.set()
+        views = await asyncio.gather(*waiting)
+        assert {v.hostname for v in views if v is not None} == {"web-1"} and None not in views
+        assert loads.calls == 1
+    finally:
+        await source.stop()
+
+
+async def test_the_last_view_is_served_when_its_reload_meets_a_database_outage(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Degraded mode: a dropped view whose reload fails on the database is answered from the
+    last one (not 503, never 500); an instance with no view at all gets 503."""
+    assert (await harness.get("/latest/meta-data/hostname")).body == b"web-1.novalocal"
+    with harness.store.session() as s:
+        s.scalar(select(Instance).where(Instance.uuid == INSTANCE)).properties = {"k": "v"}
+    await harness.settle()
+    assert INSTANCE not in harness.source._views
+
+    def refused(*args: Any) -> Any:
+        raise OperationalError("SELECT", {}, Exception("connection refused"))
+
+    monkeypatch.setattr(harness.store, "read", refused)
+    assert (await harness.get("/latest/meta-data/hostname")).body == b"web-1.novalocal"
+    harness.source._last.clear()
+    reply = await harness.get("/latest/meta-data/hostname")
+    assert reply.status == 503
+
+
+async def test_a_created_instance_is_loaded_before_its_first_request(harness: Harness) -> None:
+    """The feed's create (and its port's attach) queue a background load: the boot's first
+    request is a cache hit, and it shows the port attached after the instance was created."""
+    events: list[tuple[str, bool]] = []
+    source = StoreSource(harness.store, feed_timeout=1.0,
+                         on_cache=lambda kind, hit: events.append((kind, hit)))
+    await source.start()
+    try:
+        ids, uuid = harness.ids, "0b7e6c1e-2f43-4c8a-8d1e-5a4b3c2d1e0f"
+        with harness.store.session() as s:
+            s.add(Instance(uuid=uuid, name="new-1", hostname="new-1", project_id=ids["project"],
+                           user_id=ids["user"], availability_zone="nova",
+                           image_id=ids["image"], reservation_id="r-00000002"))
+        with harness.store.session() as s:
+            s.add(Port(network_id=ids["network"], project_id=ids["project"],
+                       mac_address="fa:16:3e:00:00:06", device_id=uuid,
+                       device_owner="compute:nova",
+                       fixed_ips=[FixedIP(subnet_id=ids["subnet"], ip_address="10.0.0.6")]))
+        await source.wait_for_revision(harness.store.current_revision())
+        await wait_until(lambda: uuid in source._views and not source._loading)
+        view = await source.view_for_instance(uuid)
+        assert view is not None and view.hostname == "new-1"
+        assert [f.ip_address for f in view.ports[0].fixed_ips] == ["10.0.0.6"]
+        assert events == [("view", True)]  # no request ever waited for a load
+    finally:
+        await source.stop()

@@ -79,7 +79,7 @@ def test_rules_for_one_port_only_pass_its_own_sources() -> None:
     assert lines[:3] == ["table bridge openimds-ps-0b2a1c9e-5f", "delete table bridge "
                          "openimds-ps-0b2a1c9e-5f", "table bridge openimds-ps-0b2a1c9e-5f {"]
     assert "type filter hook prerouting priority -200; policy accept;" in lines
-    assert 'iifname "tap4f1c2d3e-aa" jump port-tap4f1c2d3e-aa' in lines
+    assert lines[5:8] == ["iifname vmap {", '"tap4f1c2d3e-aa" : jump port-tap4f1c2d3e-aa', "}"]
     c = chain(text, "tap4f1c2d3e-aa")
     assert c[0] == f"ether saddr != {{ {MAC} }} drop"
     assert f"ether type ip ether saddr {MAC} ip saddr 10.0.0.5 accept" in c
@@ -116,3 +116,33 @@ def test_no_protected_port_only_removes_the_table_and_order_is_stable() -> None:
                                         fixed_ips=[{"ip_address": "10.0.0.6"}]))
     assert a is not None and b is not None
     assert port_security_rules(NET, [a, b]) == port_security_rules(NET, [b, a])
+
+
+def prerouting(text: str) -> list[str]:
+    lines = [ln.strip() for ln in text.splitlines()]
+    start = lines.index("chain prerouting {") + 1
+    body = lines[start:]
+    return body[:body.index("}", body.index("iifname vmap {") + 1) + 1]
+
+
+def test_a_thousand_taps_are_one_verdict_map_lookup() -> None:
+    """The base chain dispatches on the input tap with one verdict map, not one rule per tap:
+    a frame costs the same with 1,000 protected ports on the bridge as with one."""
+    ports = [port_security_from_neutron(port(id=f"{n:08x}-0000-4000-8000-{n:012x}",
+                                             mac_address=f"fa:16:3e:00:{n >> 8:02x}:{n & 255:02x}",
+                                             fixed_ips=[{"ip_address": f"10.0.{n >> 8}.{n & 255}"}]))
+             for n in range(1000)]
+    chosen = [p for p in ports if p is not None]
+    text = port_security_rules(NET, chosen)
+    body = prerouting(text)
+    assert body[0] == "type filter hook prerouting priority -200; policy accept;"
+    assert body[1] == "iifname vmap {" and body[-1] == "}"
+    entries = body[2:-1]
+    assert len(entries) == 1000
+    assert entries == sorted(entries)  # stable: computed from the ports alone
+    assert [e.rstrip(",") for e in entries] == [
+        f'"{p.tap}" : jump port-{p.tap}' for p in sorted(chosen, key=lambda p: p.port_id)]
+    assert all(e.endswith(",") for e in entries[:-1]) and not entries[-1].endswith(",")
+    # Every tap still has its own chain, and nothing else hooks the bridge.
+    assert text.count("chain port-tap") == 1000
+    assert text.count("type filter hook") == 1

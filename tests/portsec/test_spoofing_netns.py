@@ -14,7 +14,7 @@ import pytest
 from openimds.reconcile import MemoryInventory
 from tests.dhcp.test_agent_netns import Running, make_agent
 from tests.fabric import inventory as inv_rows
-from tests.fabric.lab import Lab, lab, sh  # noqa: F401 - fixture
+from tests.fabric.lab import Lab, lab, sh, wait_for  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.root
 
@@ -27,6 +27,20 @@ def source_of(lab: Lab, guest: str, src: str) -> str | None:  # noqa: F811
     if rc != 0:
         return None
     return str(json.loads(body)["headers"]["x-forwarded-for"])
+
+
+def served(lab: Lab, guest: str, src: str) -> None:  # noqa: F811
+    """Wait until a request from `src` is answered as coming from `src`, as a guest retries.
+
+    Why not one attempt: the kernel's IPv4 neighbour table is one for all network namespaces
+    of the host (its gc_thresh3, 1,024 by default, exists only in the initial namespace). When
+    other jobs on the machine hold it full (a boot-storm benchmark holds ~1,020 entries), the
+    proxy's namespace cannot create an entry for the guest's address, its SYN-ACK is dropped
+    and a single 2 s curl fails (seen: rc 28, no entry for the guest in the proxy's namespace,
+    1,028 entries in the table). That is not what this test is about; a blocked source stays
+    blocked however often it tries (the checks for None), and the positive control at the end
+    (port security off: the same spoof gets through) shows those checks can fail."""
+    wait_for(lambda: source_of(lab, guest, src) == src, timeout=30)
 
 
 async def test_a_guest_using_its_neighbours_address_gets_nothing(lab: Lab) -> None:  # noqa: F811
@@ -53,8 +67,8 @@ async def test_a_guest_using_its_neighbours_address_gets_nothing(lab: Lab) -> No
 
     async with Running(make_agent(lab, inv)) as agent:
         await agent.wait_synced(rev, timeout=30)
-        assert await asyncio.to_thread(source_of, lab, a, "10.39.0.5") == "10.39.0.5"
-        assert await asyncio.to_thread(source_of, lab, b, "10.39.0.6") == "10.39.0.6"
+        await asyncio.to_thread(served, lab, a, "10.39.0.5")
+        await asyncio.to_thread(served, lab, b, "10.39.0.6")
         assert await asyncio.to_thread(source_of, lab, b, "10.39.0.5") is None  # spoof: nothing
 
         # B also takes A's MAC: still nothing, from either address.
@@ -70,10 +84,10 @@ async def test_a_guest_using_its_neighbours_address_gets_nothing(lab: Lab) -> No
         assert await asyncio.to_thread(source_of, lab, b, "10.39.0.100") is None
         rev = inv.put("port", {**port_b, "allowed_address_pairs": [{"ip_address": "10.39.0.100"}]})
         await agent.wait_synced(rev)
-        assert await asyncio.to_thread(source_of, lab, b, "10.39.0.100") == "10.39.0.100"
+        await asyncio.to_thread(served, lab, b, "10.39.0.100")
 
         # Port security off on B: the same spoof gets through; the rules were what stopped it.
         rev = inv.put("port", {**port_b, "port_security_enabled": False})
         await agent.wait_synced(rev)
         sh("ip", "neigh", "flush", "dev", "eth0", netns=b)
-        assert await asyncio.to_thread(source_of, lab, b, "10.39.0.5") == "10.39.0.5"
+        await asyncio.to_thread(served, lab, b, "10.39.0.5")
