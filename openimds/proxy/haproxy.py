@@ -91,6 +91,10 @@ GUEST_FORWARDED_HEADER = "X-OpenIMDS-Guest-Forwarded"
 
 # sun_path is 108 bytes including the NUL.
 _MAX_UNIX_PATH = 107
+# A socket haproxy binds itself (the stats socket) is first bound as `<path>.<pid>.tmp` and
+# then renamed, so that name must fit too ("name too long for UNIX socket (limit usually
+# 97)"): 107 minus ".<pid>.tmp" with a pid of up to 7 digits (Linux pid_max <= 4194304).
+_MAX_BOUND_UNIX_PATH = _MAX_UNIX_PATH - len(".4194304.tmp")
 # Values end up as bare haproxy config tokens: refuse anything that could end a token,
 # start a comment or inject a new line. Always fullmatch: `$` would accept a trailing newline.
 _SAFE_TOKEN = re.compile(r"[A-Za-z0-9._:@/+=-]+")
@@ -270,7 +274,7 @@ def stats_socket_path(state_path: str, resource_id: str) -> str | None:
     """`<state_path>/ns-metadata-proxy/<id>.sock`, or None when the path would not fit in a
     sockaddr_un (the proxy then reloads with a plain `-sf`, which can reset queued connections)."""
     path = os.path.join(state_path, "ns-metadata-proxy", f"{resource_id}.sock")
-    return path if len(path.encode()) <= _MAX_UNIX_PATH else None
+    return path if len(path.encode()) <= _MAX_BOUND_UNIX_PATH else None
 
 
 def proxy_spec_for_network(
@@ -542,7 +546,7 @@ def _validate(spec: ProxySpec) -> None:
     if spec.stats_socket is not None and (
         not os.path.isabs(spec.stats_socket)
         or not _SAFE_TOKEN.fullmatch(spec.stats_socket)
-        or len(spec.stats_socket.encode()) > _MAX_UNIX_PATH
+        or len(spec.stats_socket.encode()) > _MAX_BOUND_UNIX_PATH
     ):
         raise InvalidProxySpec(f"stats_socket {spec.stats_socket!r} is not a usable socket path")
     for name in ("user", "group"):

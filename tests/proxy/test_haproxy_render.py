@@ -57,6 +57,15 @@ def test_paths_follow_neutron_layout() -> None:
     assert stats_socket_path("/" + "x" * 100, NET) is None
 
 
+def test_stats_socket_leaves_room_for_haproxy_temporary_name() -> None:
+    # haproxy binds `<path>.<pid>.tmp` first: a 99-byte path (a qmeta- proxy under the lab's
+    # state folder) fits in sockaddr_un but not with that suffix, so no admin socket.
+    tail = f"/ns-metadata-proxy/{NET}.sock"
+    assert stats_socket_path("/" + "s" * (99 - len(tail) - 1), NET) is None
+    fits = stats_socket_path("/" + "s" * (95 - len(tail) - 1), NET)
+    assert fits is not None and len(fits) == 95
+
+
 @pytest.mark.parametrize(
     "spec",
     [net_spec(), rtr_spec(), net_spec(router_id=RTR)],

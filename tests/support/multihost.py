@@ -147,10 +147,12 @@ class SimHost:
 
 class MultiHostLab:
     """See the module docstring. `hosts` is [(name, services)]; `extra_control` and
-    `extra_agent` are ini text appended to the controller's and every host's config."""
+    `extra_agent` are ini text appended to the controller's and every host's config;
+    `host_defaults` maps a host name to lines for its own [DEFAULT] section."""
 
     def __init__(self, hosts: Sequence[tuple[str, Sequence[str]]], *,
-                 extra_control: str = "", extra_agent: str = "") -> None:
+                 extra_control: str = "", extra_agent: str = "",
+                 host_defaults: dict[str, str] | None = None) -> None:
         self.tag = uuid.uuid4().hex[:6]
         self.root = Path(tempfile.mkdtemp(prefix=f"oit-mh-{self.tag}-", dir="/tmp"))
         os.chmod(self.root, 0o755)  # dnsmasq reads its files as an unprivileged user
@@ -186,6 +188,7 @@ class MultiHostLab:
                 f"metadata_proxy_shared_secret = {SECRET}\n"
                 f"metadata_proxy_socket = {state}/metadata_proxy\nmetadata_workers = 1\n"
                 "enable_isolated_metadata = true\nenable_metadata_proxy = true\n"
+                f"{(host_defaults or {}).get(name, '')}\n"
                 f"[AGENT]\nreport_interval = 1\n[vxlan]\nlocal_ip = {ip}\n"
                 "[linux_bridge]\nphysical_interface_mappings = physnet1:ph0\n"
                 f"{extra_agent}\n")
@@ -246,6 +249,28 @@ class MultiHostLab:
         for host in self.hosts:
             host.start_agents()
 
+    def restart_control_api(self, **options: str) -> None:
+        """Restart the control API with [DEFAULT] `options` changed (e.g. metadata_mode), and
+        wait until it answers. The agents and the metadata API keep running."""
+        text = self.control_conf.read_text()
+        for name, value in options.items():
+            lines = [line for line in text.splitlines() if not line.startswith(f"{name} =")]
+            lines.insert(1, f"{name} = {value}")  # right under [DEFAULT]
+            text = "\n".join(lines) + "\n"
+        self.control_conf.write_text(text)
+        proc = self.server_procs[0]  # control-api, started first
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        self.server_procs[0] = subprocess.Popen(
+            ["ip", "netns", "exec", self.controller, PYTHON, "-m", "openimds", "control-api",
+             "--config-file", str(self.control_conf)], stdout=self.server_logs[0],
+            stderr=subprocess.STDOUT, env=_env())
+        wait_for(lambda: self.cli_raw("network", "list").returncode == 0, timeout=60)
+
     def _openimds_ctl(self, *args: str) -> None:
         proc = subprocess.run(["ip", "netns", "exec", self.controller, PYTHON, "-m",
                                "openimds", *args], capture_output=True, text=True,
@@ -298,6 +323,29 @@ class MultiHostLab:
     def cli(self, *args: str, **kw: str) -> Any:
         proc = self.cli_raw(*args, "-f", "json", **kw)
         assert proc.returncode == 0, f"openimds {' '.join(args)}: {proc.stderr}"
+        return json.loads(proc.stdout) if proc.stdout.strip() else None
+
+    def api(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """One admin REST call to the control API (for what the CLI does not offer, such as
+        a port's binding:host_id); the JSON answer, or None for an empty one."""
+        code = (
+            "import json, sys, urllib.request\n"
+            f"base = 'http://{CONTROLLER_IP}:9696'\n"
+            "auth = {'auth': {'identity': {'methods': ['password'], 'password': {'user': {\n"
+            f"    'name': 'admin', 'domain': {{'id': 'default'}}, 'password': '{ADMIN_PW}'}}}}}},\n"
+            "    'scope': {'project': {'name': 'admin', 'domain': {'id': 'default'}}}}}\n"
+            "req = urllib.request.Request(base + '/v3/auth/tokens', json.dumps(auth).encode(),\n"
+            "                             {'Content-Type': 'application/json'})\n"
+            "token = urllib.request.urlopen(req, timeout=30).headers['X-Subject-Token']\n"
+            "data = sys.stdin.read().encode() or None\n"
+            "req = urllib.request.Request(base + sys.argv[2], data, {'X-Auth-Token': token,\n"
+            "    'Content-Type': 'application/json'}, method=sys.argv[1])\n"
+            "sys.stdout.write(urllib.request.urlopen(req, timeout=30).read().decode())\n"
+        )
+        proc = subprocess.run(["ip", "netns", "exec", self.controller, PYTHON, "-c", code,
+                               method, path], input=json.dumps(body) if body else "",
+                              capture_output=True, text=True, env=_env(), timeout=60)
+        assert proc.returncode == 0, f"{method} {path}: {proc.stderr}"
         return json.loads(proc.stdout) if proc.stdout.strip() else None
 
     def admin_cmd(self, *args: str) -> None:
