@@ -34,7 +34,9 @@ from openimds.dhcp.model import (
     PortInfo,
     SubnetInfo,
 )
+from openimds.linux.iptables import Rule
 from openimds.proxy.haproxy import METADATA_IPV4, METADATA_IPV4_CIDR, METADATA_IPV6_CIDR
+from openimds.proxy.hoplimit import ttl_rules
 
 __all__ = [
     "METADATA_V4",
@@ -68,6 +70,8 @@ IGNORED_OWNERS = frozenset(
         DEVICE_OWNER_DISTRIBUTED,
     }
 )
+# Our iptables chains in a qdhcp- namespace (the L3 agent's are openimds-l3-*).
+DHCP_CHAIN_PREFIX = "openimds-dhcp-"
 SLAAC = "slaac"
 DHCPV6_STATELESS = "dhcpv6-stateless"
 DHCPV6_STATEFUL = "dhcpv6-stateful"
@@ -200,6 +204,11 @@ class DhcpPlan:
     # When the plan changes by time alone (end of a lease window); None = never.
     next_change_at: datetime | None = None
     isolated: tuple[str, ...] = field(default=())  # ids of isolated DHCP subnets (for logs)
+    # mangle rules (iptables-save form) while the proxy runs: the token PUT's answer leaves
+    # with the instance's hop limit (proxy/hoplimit.py), over IPv4 and IPv6 alike.
+    rules: tuple[Rule, ...] = ()
+    rules6: tuple[Rule, ...] = ()
+    chain_prefix: str = DHCP_CHAIN_PREFIX
 
     def files(self) -> dict[str, str]:
         """Path -> contents of every file dnsmasq reads."""
@@ -577,4 +586,7 @@ def desired_dhcp_state(network: NetworkInfo, opts: DhcpOptions, now: datetime) -
         proxy_bind_ipv6=bind_v6,
         next_change_at=next_change,
         isolated=tuple(s.id for s in subnets if isolated[s.id]),
+        rules=tuple(ttl_rules(DHCP_CHAIN_PREFIX, ipv6=False)) if serve else (),
+        rules6=(tuple(ttl_rules(DHCP_CHAIN_PREFIX, ipv6=True))
+                if serve and opts.ipv6_enabled else ()),
     )
