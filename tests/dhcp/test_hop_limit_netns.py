@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socketserver
 import threading
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
@@ -89,6 +90,33 @@ def _counters(guest: str) -> dict[str, int]:
     return counts
 
 
+def _token_never_reaches_the_container(lab: Lab, guest: str,  # noqa: F811
+                                       agent: dict[str, int]) -> None:
+    """A container behind the guest's NAT (as Docker sets it up), one hop further, gets no
+    token with limit 1 and gets one with limit 2; other answers reach it."""
+    sh("sysctl", "-qw", "net.ipv4.ip_forward=1", netns=guest)
+    box = f"oit-c-{uuid.uuid4().hex[:8]}"
+    lab.namespaces.append(box)
+    sh("ip", "netns", "add", box)
+    gc, cg = f"hg{box[-6:]}", f"hc{box[-6:]}"
+    sh("ip", "link", "add", gc, "netns", guest, "type", "veth", "peer", cg, "netns", box)
+    for ns, dev, address in ((guest, gc, "10.78.0.1/24"), (box, cg, "10.78.0.2/24")):
+        sh("ip", "addr", "add", address, "dev", dev, netns=ns)
+        sh("ip", "link", "set", dev, "up", netns=ns)
+    sh("ip", "route", "add", "default", "via", "10.78.0.1", netns=box)
+    sh("iptables", "-t", "nat", "-A", "POSTROUTING", "-s", "10.78.0.0/24", "-o", "eth0",
+       "-j", "MASQUERADE", netns=guest)
+    agent["value"] = 1
+    url4 = "http://169.254.169.254/latest/api/token"
+    wait_for(lambda: _curl(guest, "GET", url4) == 200, timeout=30, interval=0.2)
+    assert _curl(guest, "PUT", url4) == 200
+    # The answer's TTL 1 dies at the guest's forwarding: the container never gets a token.
+    assert _curl(box, "PUT", url4) == 0
+    assert _curl(box, "GET", url4) == 200  # other answers are not limited
+    agent["value"] = 2
+    assert _curl(box, "PUT", url4) == 200
+
+
 def test_token_answers_leave_the_dhcp_namespace_with_the_hop_limit(
         lab: Lab, agent: dict[str, int]) -> None:  # noqa: F811
     net = lab.new_id()
@@ -118,29 +146,8 @@ def test_token_answers_leave_the_dhcp_namespace_with_the_hop_limit(
     guest = lab.guest(net, {"id": ports[1].id, "mac_address": GUEST_MAC},
                       addresses=("10.31.0.5/24",))
     sh("ip", "route", "replace", "169.254.169.254/32", "via", "10.31.0.2", netns=guest)
-    sh("sysctl", "-qw", "net.ipv6.conf.eth0.accept_ra=1", "net.ipv4.ip_forward=1",
-       netns=guest)
-    # A container behind the guest's NAT, one hop further.
-    box = f"oit-c-{lab.tag}"
-    lab.namespaces.append(box)
-    sh("ip", "netns", "add", box)
-    gc, cg = f"hg{lab.tag[:6]}", f"hc{lab.tag[:6]}"
-    sh("ip", "link", "add", gc, "netns", guest, "type", "veth", "peer", cg, "netns", box)
-    for ns, dev, address in ((guest, gc, "10.78.0.1/24"), (box, cg, "10.78.0.2/24")):
-        sh("ip", "addr", "add", address, "dev", dev, netns=ns)
-        sh("ip", "link", "set", dev, "up", netns=ns)
-    sh("ip", "route", "add", "default", "via", "10.78.0.1", netns=box)
-    sh("iptables", "-t", "nat", "-A", "POSTROUTING", "-s", "10.78.0.0/24", "-o", "eth0",
-       "-j", "MASQUERADE", netns=guest)
-
-    url4 = "http://169.254.169.254/latest/api/token"
-    wait_for(lambda: _curl(guest, "GET", url4) == 200, timeout=30, interval=0.2)
-    assert _curl(guest, "PUT", url4) == 200
-    # The answer's TTL 1 dies at the guest's forwarding: the container never gets a token.
-    assert _curl(box, "PUT", url4) == 0
-    assert _curl(box, "GET", url4) == 200  # other answers are not limited
-    agent["value"] = 2
-    assert _curl(box, "PUT", url4) == 200
+    sh("sysctl", "-qw", "net.ipv6.conf.eth0.accept_ra=1", netns=guest)
+    _token_never_reaches_the_container(lab, guest, agent)
 
     # IPv6: the router advertisement still arrives (hop limit 255), then fe80::a9fe:a9fe.
     wait_for(lambda: guest_v6 in sh("ip", "-6", "addr", "show", "dev", "eth0", netns=guest),
@@ -158,3 +165,34 @@ def test_token_answers_leave_the_dhcp_namespace_with_the_hop_limit(
     assert after["1"] > 0  # the token answer's packets came with hop limit 1
     assert _curl(guest, "GET", url6) == 200
     assert _counters(guest)["1"] == after["1"]  # a later GET is back to 64
+
+
+def test_token_answers_leave_a_qmeta_namespace_with_the_hop_limit(
+        lab: Lab, agent: dict[str, int]) -> None:  # noqa: F811
+    """metadata_mode = distributed: the l2-agent's qmeta- namespace holds the same rules."""
+    from openimds.l2.metadata import MetaApplier, MetaSettings, desired_meta_state
+
+    net, sub = lab.new_id(), lab.new_id()
+    network = {"id": net, "mtu": 1500}
+    meta = {"id": lab.new_id(), "network_id": net, "device_owner": "network:distributed",
+            "device_id": f"qmeta-{net}", "mac_address": "fa:16:3e:00:13:02",
+            "fixed_ips": [{"subnet_id": sub, "ip_address": "10.32.0.2"}]}
+    vm = {"id": lab.new_id(), "network_id": net, "device_owner": "compute:nova",
+          "device_id": "i", "binding:host_id": "cmp-1", "mac_address": "fa:16:3e:00:13:05",
+          "fixed_ips": [{"subnet_id": sub, "ip_address": "10.32.0.5"}]}
+    subnet = {"id": sub, "network_id": net, "cidr": "10.32.0.0/24"}
+    plan = desired_meta_state(network, [subnet], [meta, vm], "cmp-1", f"vx-{lab.tag[:6]}")
+    assert plan is not None
+    applier = MetaApplier(MetaSettings(fabric=lab.fabric, state_path=lab.state,
+                                       metadata_proxy_socket=lab.socket, proxy_user="nobody"),
+                          HaproxySupervisor(lab.state))
+    lab.namespaces.append(f"qmeta-{net}")
+    try:
+        applier.apply(net, plan)
+        # In sync: the second pass restores nothing.
+        assert not any(type(a).__name__ == "RestoreIptables" for a in applier.apply(net, plan))
+        guest = lab.guest(net, vm, addresses=("10.32.0.5/24",))
+        sh("ip", "route", "replace", "169.254.169.254/32", "via", "10.32.0.2", netns=guest)
+        _token_never_reaches_the_container(lab, guest, agent)
+    finally:
+        applier.apply(net, None)  # also removes its localport table from the fabric
