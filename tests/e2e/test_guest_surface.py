@@ -325,14 +325,14 @@ def test_optional_mode_cloud_init_non_aws_path(cloud: Cloud) -> None:
 
 def _link_local_ready(guest: str, within: float = 30) -> str:
     """The guest's EUI-64 link-local address once DAD has finished."""
-    deadline = time.monotonic() + within
-    while True:
+    def ready() -> str | None:
         out = subprocess.run(["ip", "-n", guest, "-6", "-o", "addr", "show", "dev", "eth0",
                               "scope", "link"], capture_output=True, text=True).stdout
         if "fe80::" in out and "tentative" not in out:
             return out.split()[3].split("/")[0]
-        assert time.monotonic() < deadline, out
-        time.sleep(0.2)
+        return None
+
+    return str(wait_for(ready, timeout=within, interval=0.2))
 
 
 CURL6 = ["curl", "-g", "-s", "--noproxy", "*", "-m", "5", "-w", "\\n%{http_code}"]
@@ -585,20 +585,17 @@ def test_aws_ipv6_endpoint_on_the_router_path(cloud: Cloud) -> None:
     wait_for(lambda: "default via" in subprocess.run(
         ["ip", "-n", guest, "-6", "route"], capture_output=True, text=True).stdout,
         timeout=30, interval=0.3)
-    code = BOTOCORE
-    deadline = time.monotonic() + 60
-    while True:
-        proc = subprocess.run(
-            ["ip", "netns", "exec", guest, sys.executable, "-c", code], capture_output=True,
-            text=True, timeout=120,
-            env=_clean_env({"AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE": "IPv6",
-                            "AWS_EC2_METADATA_V1_DISABLED": "true",
-                            "AWS_CONFIG_FILE": "/dev/null",
-                            "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}))
-        if proc.returncode == 0 or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)  # the router namespace and its proxy are still converging
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    env = _clean_env({"AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE": "IPv6",
+                      "AWS_EC2_METADATA_V1_DISABLED": "true",
+                      "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"})
+
+    def botocore_ok() -> subprocess.CompletedProcess[str] | None:
+        # The router namespace and its proxy may still be converging.
+        proc = subprocess.run(["ip", "netns", "exec", guest, sys.executable, "-c", BOTOCORE],
+                              capture_output=True, text=True, timeout=120, env=env)
+        return proc if proc.returncode == 0 else None
+
+    proc = wait_for(botocore_ok, timeout=60, interval=0.5)
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert got["base"] == "http://[fd00:ec2::254]/" and got["v1_disabled"]
     assert got["region"] == REGION and got["zone"] == ZONE
