@@ -122,10 +122,7 @@ def test_slaac_guest_forms_its_fixed_ip_and_reaches_fe80_metadata(
 STATEFUL_IP = "fd00:6e:10::5"
 
 
-@pytest.mark.parametrize("applied", [("dhcpv6-stateful", STATEFUL_IP)], indirect=True,
-                         ids=["dhcpv6-stateful"])
-def test_dhcpv6_stateful_guest_gets_its_fixed_ip_from_dnsmasq(
-        applied: tuple[Lab, str, str, DhcpPlan], tmp_path: Path) -> None:
+def _dhclient() -> str:
     dhclient = shutil.which("dhclient")
     if dhclient is None:
         from tests.conftest import IN_CI
@@ -133,6 +130,39 @@ def test_dhcpv6_stateful_guest_gets_its_fixed_ip_from_dnsmasq(
         if IN_CI:
             pytest.fail("dhclient missing (apt-get install isc-dhcp-client)")
         pytest.skip("dhclient missing (apt-get install isc-dhcp-client)")
+    return dhclient
+
+
+@pytest.mark.parametrize("applied", [("dhcpv6-stateless", SLAAC_IP)], indirect=True,
+                         ids=["dhcpv6-stateless"])
+def test_dhcpv6_stateless_guest_gets_the_subnet_dns_servers(
+        applied: tuple[Lab, str, str, DhcpPlan], tmp_path: Path) -> None:
+    """The O flag's other half: an information request answered with the subnet's DNS
+    servers (the opts file's tag), no address."""
+    dhclient = _dhclient()
+    _, _, guest, _ = applied
+    wait_for(lambda: _usable(guest, SLAAC_IP), timeout=60, interval=0.2)
+    got = tmp_path / "got"
+    hook = tmp_path / "hook.sh"
+    hook.write_text(f'#!/bin/sh\necho "$reason $new_dhcp6_name_servers" >> {got}\nexit 0\n')
+    hook.chmod(0o755)
+    os.chmod(tmp_path, 0o755)
+    pidfile = tmp_path / "dhclient6.pid"
+    try:
+        sh(dhclient, "-6", "-S", "-1", "-sf", str(hook), "-lf", str(tmp_path / "leases"),
+           "-pf", str(pidfile), "eth0", netns=guest, timeout=60)
+        wait_for(lambda: got.exists() and "fd00:6e:10::53" in got.read_text(), timeout=30,
+                 interval=0.2)
+    finally:
+        if pidfile.exists():
+            sh("kill", pidfile.read_text().split()[0], check=False)
+
+
+@pytest.mark.parametrize("applied", [("dhcpv6-stateful", STATEFUL_IP)], indirect=True,
+                         ids=["dhcpv6-stateful"])
+def test_dhcpv6_stateful_guest_gets_its_fixed_ip_from_dnsmasq(
+        applied: tuple[Lab, str, str, DhcpPlan], tmp_path: Path) -> None:
+    dhclient = _dhclient()
     the_lab, net, guest, plan = applied
     assert "--enable-ra" in plan.dnsmasq.argv()
     wait_for(lambda: _usable(guest, LINK_LOCAL), timeout=30, interval=0.2)
