@@ -141,6 +141,8 @@ def test_dhcpv6_stateless_guest_gets_the_subnet_dns_servers(
     servers (the opts file's tag), no address."""
     dhclient = _dhclient()
     _, _, guest, _ = applied
+    # dhclient binds the link-local address: it must be past DAD.
+    wait_for(lambda: _usable(guest, LINK_LOCAL), timeout=30, interval=0.2)
     wait_for(lambda: _usable(guest, SLAAC_IP), timeout=60, interval=0.2)
     got = tmp_path / "got"
     hook = tmp_path / "hook.sh"
@@ -149,7 +151,7 @@ def test_dhcpv6_stateless_guest_gets_the_subnet_dns_servers(
     os.chmod(tmp_path, 0o755)
     pidfile = tmp_path / "dhclient6.pid"
     try:
-        sh(dhclient, "-6", "-S", "-1", "-sf", str(hook), "-lf", str(tmp_path / "leases"),
+        sh(dhclient, "-6", "-S", "-1", "-v", "-sf", str(hook), "-lf", str(tmp_path / "leases"),
            "-pf", str(pidfile), "eth0", netns=guest, timeout=60)
         wait_for(lambda: got.exists() and "fd00:6e:10::53" in got.read_text(), timeout=30,
                  interval=0.2)
@@ -175,7 +177,7 @@ def test_dhcpv6_stateful_guest_gets_its_fixed_ip_from_dnsmasq(
     os.chmod(tmp_path, 0o755)
     pidfile = tmp_path / "dhclient6.pid"
     try:
-        sh(dhclient, "-6", "-1", "-sf", str(script), "-lf", str(tmp_path / "leases"),
+        sh(dhclient, "-6", "-1", "-v", "-sf", str(script), "-lf", str(tmp_path / "leases"),
            "-pf", str(pidfile), "eth0", netns=guest, timeout=60)
         wait_for(lambda: _usable(guest, STATEFUL_IP), timeout=30, interval=0.2)
     finally:

@@ -354,6 +354,12 @@ def _accept_ra(guest: str) -> None:
                     "net.ipv6.conf.eth0.autoconf=1"], check=True, env=_clean_env())
 
 
+def _addresses6(guest: str) -> list[str]:
+    out = subprocess.run(["ip", "-n", guest, "-6", "-o", "addr", "show", "dev", "eth0"],
+                         capture_output=True, text=True).stdout
+    return [line.split()[3].split("/")[0] for line in out.splitlines()]
+
+
 def _usable_address(guest: str, address: str) -> bool:
     out = subprocess.run(["ip", "-n", guest, "-6", "-o", "addr", "show", "dev", "eth0"],
                          capture_output=True, text=True).stdout
@@ -535,6 +541,10 @@ def test_ipv6_two_projects_same_prefix_and_address_router_and_dhcp_paths(
         wait_for(lambda g=guest: "fd00:6e:7b::/64" in subprocess.run(
             ["ip", "-n", g, "-6", "route"], capture_output=True, text=True).stdout,
             timeout=90, interval=0.3)
+        # Only its link-local address so far: identified by the MAC it encodes.
+        assert not any(a.startswith("fd00:") for a in _addresses6(guest))
+        status, body = _curl6_until(guest, "/openstack/latest/meta_data.json")
+        assert json.loads(body)["uuid"] == server["id"]
         _dhcpv6(guest, tmp_path)
         assert _usable_address(guest, fixed) or wait_for(
             lambda g=guest: _usable_address(g, fixed), timeout=10)
