@@ -108,7 +108,7 @@ class UpstreamUnavailable(Unavailable):
 
 
 class TooManyRequests(AgentError):
-    """The guest (network, address) spent its burst; `retry_after` says when a token is back."""
+    """The guest (network, port) spent its burst; `retry_after` says when a token is back."""
 
     status = 429
 

@@ -1,4 +1,4 @@
-"""Per-instance rate limiting in the agent: one token bucket per (network, guest address).
+"""Per-instance rate limiting in the agent: one token bucket per (network, guest port).
 
 Why here and not in haproxy's stick tables (Neutron's `[metadata_rate_limiting]` limiter, which
 openimds still renders when asked): the agent is the first hop that knows *which* network a
@@ -6,8 +6,8 @@ request comes from (a router's proxy serves several), it sees IPv4 and IPv6 gues
 stick table holds one family), a token bucket lets a boot's burst through while capping the
 sustained rate (stick tables count requests in a sliding window, so a boot that crawls fast
 looks like abuse), and its counters reach /metrics. It runs after resolution, so the key is
-the port's own network and normalised address; unresolvable requests cost no upstream call and
-are not counted.
+the port's own network and its id: a guest's IPv4, global IPv6 and link-local addresses share
+one budget; unresolvable requests cost no upstream call and are not counted.
 
     TokenBuckets(BucketPolicy(rate, burst)).take(key, now) -> Decision    pure: no clock, no I/O
 

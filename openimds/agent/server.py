@@ -138,7 +138,7 @@ def _metrics(state: AgentState) -> tuple[bytes, bytes]:
                 value=limiter.refused)
             yield GaugeMetricFamily(
                 "openimds_agent_rate_limit_buckets",
-                "Guests (network, address) with a bucket that is not full.",
+                "Guests (network, port) with a bucket that is not full.",
                 value=len(limiter))
             yield GaugeMetricFamily(
                 "openimds_agent_rate_limit_limited_guests",
@@ -196,7 +196,9 @@ def build_app(state: AgentState) -> LeanServer:
             res = resolve(AgentRequest(forwarded_for=headers.getall(FORWARDED_FOR, ()),
                                        network_ids=network_ids, router_ids=router_ids), index)
             if limiter is not None:
-                decision = limiter.take((res.network_id, res.address), time.monotonic())
+                # Keyed by the port: an instance's IPv4, global IPv6 and link-local addresses
+                # share one budget (by address it would get one per address).
+                decision = limiter.take((res.network_id, res.port_id), time.monotonic())
                 if not decision.allowed:
                     if decision.newly_limited:
                         LOG.warning("guest %s on network %s is over its request budget "

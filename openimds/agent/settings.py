@@ -48,7 +48,7 @@ class AgentSettings:
     auth_region: str | None = None
     auth_insecure: bool = False
     auth_ca_cert: str | None = None
-    # Token bucket per (network, guest address); None = no limit.
+    # Token bucket per (network, guest port); None = no limit.
     rate_limit: BucketPolicy | None = None
     # metadata_agent_scope = host: resolve only ports bound to this host name (None = all).
     index_host: str | None = None

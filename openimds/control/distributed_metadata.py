@@ -79,7 +79,8 @@ def sync_metadata_port(session: Session, network: Network, mode: str) -> None:
     for subnet in wanted:
         if subnet.id not in have:
             port.fixed_ips.append(FixedIP(subnet_id=subnet.id, network_id=network.id,
-                                          ip_address=ipam.allocate_ip(session, subnet)))
+                                          ip_address=ipam.allocate_ip(session, subnet,
+                                                                     port.mac_address)))
             session.flush()
 
 

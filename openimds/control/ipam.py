@@ -10,6 +10,12 @@ network/broadcast address and (for non-router ports) the gateway.
 write transaction. SQLite serialises writers (BEGIN IMMEDIATE), so two transactions never pick
 the same address; on PostgreSQL the (subnet_id, ip_address) unique constraint catches a race and
 the API retries the whole transaction (see resources.retry_on_race).
+
+IPv6 subnets whose guests configure themselves (`ipv6_address_mode` slaac or dhcpv6-stateless)
+give a port the address SLAAC will form, as Neutron does: the /64 prefix plus the modified
+EUI-64 interface id of the port's MAC (`eui64_address`). Otherwise the fixed IP and the address
+the guest uses would differ, and port security and the metadata agent's fixed-IP lookup would
+refuse or miss it. Router interfaces keep their explicit (gateway) address.
 """
 
 from __future__ import annotations
@@ -117,6 +123,26 @@ def check_pools(cidr: str, gateway_ip: str | None, pools: Sequence[dict[str, str
                              type="GatewayConflictWithAllocationPools")
 
 
+AUTO_ADDRESS_MODES = ("slaac", "dhcpv6-stateless")
+
+
+def is_auto_address(ip_version: int, ipv6_address_mode: str | None) -> bool:
+    """Guests on this subnet form their own address from router advertisements (SLAAC)."""
+    return ip_version == 6 and ipv6_address_mode in AUTO_ADDRESS_MODES
+
+
+def eui64_address(cidr: str, mac: str) -> str:
+    """The SLAAC address of `mac` on the /64 `cidr` (RFC 4291 appendix A: the MAC split by
+    ff:fe with the universal/local bit flipped), e.g. fa:16:3e:00:00:01 on 2001:db8::/64 ->
+    2001:db8::f816:3eff:fe00:1."""
+    net = ipaddress.IPv6Network(cidr, strict=False)
+    b = bytes(int(x, 16) for x in mac.split(":"))
+    if len(b) != 6:
+        raise ValueError(f"not a MAC address: {mac!r}")
+    iid = bytes([b[0] ^ 0x02, b[1], b[2], 0xFF, 0xFE, b[3], b[4], b[5]])
+    return str(ipaddress.IPv6Address(int(net.network_address) | int.from_bytes(iid, "big")))
+
+
 def candidates(pools: Iterable[Pool]) -> Iterator[str]:
     """Every pool address in order (lazily: an IPv6 /64 pool is never materialised)."""
     for pool in sorted(pools):
@@ -167,8 +193,12 @@ def used_addresses(session: Session, subnet_id: str) -> set[str]:
     return set(session.scalars(select(FixedIP.ip_address).where(FixedIP.subnet_id == subnet_id)))
 
 
-def allocate_ip(session: Session, subnet: Subnet) -> str:
-    """The next free pool address of `subnet`, inside the caller's transaction."""
+def allocate_ip(session: Session, subnet: Subnet, mac: str | None = None, *,
+                router: bool = False) -> str:
+    """The next free pool address of `subnet`, inside the caller's transaction; on an
+    auto-address IPv6 subnet the EUI-64 address of `mac` (not for router interfaces)."""
+    if mac and not router and is_auto_address(subnet.ip_version, subnet.ipv6_address_mode):
+        return reserve_ip(session, subnet, eui64_address(subnet.cidr, mac), router=router)
     found = first_free(parse_pools(subnet.allocation_pools or []),
                        used_addresses(session, subnet.id), subnet.gateway_ip)
     if found is None:

@@ -149,10 +149,11 @@ def _subnets_of(session: Session, network_id: str) -> list[Subnet]:
 
 
 def resolve_fixed_ips(session: Session, network_id: str, requested: Sequence[Any] | None, *,
-                      router: bool = False) -> list[tuple[Subnet, str]]:
+                      router: bool = False, mac: str | None = None) -> list[tuple[Subnet, str]]:
     """Turn a Neutron `fixed_ips` request into (subnet, address) pairs, allocating where only a
     subnet is named. None = Neutron's default: one address per IP version, from the first
-    subnet of that version with a free one."""
+    subnet of that version with a free one. `mac` is the port's: an auto-address IPv6 subnet
+    (SLAAC) gives the EUI-64 address it encodes (ipam.eui64_address)."""
     subnets = _subnets_of(session, network_id)
     out: list[tuple[Subnet, str]] = []
     if requested is None:
@@ -160,7 +161,8 @@ def resolve_fixed_ips(session: Session, network_id: str, requested: Sequence[Any
             of_version = [s for s in subnets if s.ip_version == version]
             for subnet in of_version:
                 try:
-                    out.append((subnet, ipam.allocate_ip(session, subnet)))
+                    out.append((subnet, ipam.allocate_ip(session, subnet, mac,
+                                                         router=router)))
                     break
                 except Conflict:
                     if subnet is of_version[-1]:
@@ -189,7 +191,10 @@ def resolve_fixed_ips(session: Session, network_id: str, requested: Sequence[Any
         else:
             assert ip is not None
             subnet = _subnet_for_ip(subnets, ip, network_id)
-        if ip is None:
+        if ip is None and mac and not router and ipam.is_auto_address(
+                subnet.ip_version, subnet.ipv6_address_mode):
+            addr = ipam.reserve_ip(session, subnet, ipam.eui64_address(subnet.cidr, mac))
+        elif ip is None:
             # Addresses picked earlier in this same request are not in the table yet.
             used = ipam.used_addresses(session, subnet.id) | {a for s, a in taken
                                                               if s == subnet.id}
@@ -226,9 +231,9 @@ def build_port(session: Session, network: Network, project_id: str, *,
                device_owner: str = "", mac: str | None = None,
                admin_state_up: bool = True) -> Port:
     router = device_owner in ROUTER_OWNERS
-    pairs = resolve_fixed_ips(session, network.id, fixed_ips, router=router)
-    port = Port(network_id=network.id, project_id=project_id, name=name,
-                mac_address=normalize_mac(mac) if mac else random_mac(session, network.id),
+    mac = normalize_mac(mac) if mac else random_mac(session, network.id)
+    pairs = resolve_fixed_ips(session, network.id, fixed_ips, router=router, mac=mac)
+    port = Port(network_id=network.id, project_id=project_id, name=name, mac_address=mac,
                 device_id=device_id, device_owner=device_owner, admin_state_up=admin_state_up,
                 status="ACTIVE")
     port.fixed_ips = [FixedIP(subnet_id=s.id, network_id=network.id, ip_address=a)
@@ -408,7 +413,8 @@ def update_port(call: Call) -> Reply:
             port.fixed_ips.clear()
             s.flush()
             pairs = resolve_fixed_ips(s, port.network_id, requested,
-                                      router=port.device_owner in ROUTER_OWNERS)
+                                      router=port.device_owner in ROUTER_OWNERS,
+                                      mac=port.mac_address)
             port.fixed_ips = [FixedIP(subnet_id=sub.id, network_id=port.network_id,
                                       ip_address=a) for sub, a in pairs]
         s.flush()

@@ -125,7 +125,8 @@ def _sync_addresses(session: Session, network: Network, port: Port,
     for subnet in wanted:
         if subnet.id not in have:
             port.fixed_ips.append(FixedIP(subnet_id=subnet.id, network_id=network.id,
-                                          ip_address=ipam.allocate_ip(session, subnet)))
+                                          ip_address=ipam.allocate_ip(session, subnet,
+                                                                     port.mac_address)))
             session.flush()
 
 
@@ -256,6 +257,14 @@ def create_subnet(call: Call) -> Reply:
     if net.version == 4 and (ra_mode or addr_mode):
         raise BadRequest("ipv6_ra_mode and ipv6_address_mode apply to IPv6 subnets only",
                          type="InvalidInput")
+    if ipam.is_auto_address(net.version, addr_mode) and net.prefixlen != 64:
+        # Neutron's rule: SLAAC's EUI-64 interface id fills exactly the last 64 bits.
+        raise BadRequest(f"Invalid CIDR {net} for IPv6 address mode {addr_mode}: the EUI-64 "
+                         "address format requires a /64 prefix", type="InvalidInput")
+    if ra_mode and addr_mode and ra_mode != addr_mode:
+        raise BadRequest(f"ipv6_ra_mode {ra_mode} and ipv6_address_mode {addr_mode} differ: "
+                         "set them equal, or only ipv6_address_mode when an external router "
+                         "sends the advertisements", type="InvalidInput")
 
     def write() -> Reply:
         with call.store.session() as s:

@@ -23,7 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from openimds.dhcp.plan import DhcpPlan
+from openimds.l3.plan import render_iptables_restore
 from openimds.linux import actions as act
+from openimds.linux import iptables as ipt
 from openimds.linux.claims import Claims
 from openimds.linux.converge import execute_pass
 from openimds.linux.dnsmasq import DnsmasqProcess, daemon_argv, find_dnsmasq, netns_inode
@@ -95,6 +97,8 @@ class DhcpActual:
     netns_inode: tuple[int, int] | None = None
     marker: str | None = None
     proxy_configured: bool = False  # a proxy config owned by this network is on disk
+    iptables: ipt.IptablesState = field(default_factory=ipt.IptablesState)
+    ip6tables: ipt.IptablesState = field(default_factory=ipt.IptablesState)
 
     def link(self, name: str) -> Link | None:
         return next((x for x in self.links if x.name == name), None)
@@ -199,6 +203,14 @@ def diff_dhcp(
     if not paired or not addresses_match(actual.addresses, plan.interface, plan.addresses):
         out.append(act.SyncAddresses(ns, plan.interface, tuple(plan.addresses)))
 
+    # The hop-limit rules before the proxy (re)starts, so its first token answer is limited.
+    v4 = render_iptables_restore(plan.rules, actual.iptables, plan.chain_prefix)
+    if v4:
+        out.append(act.RestoreIptables(ns, v4))
+    v6 = render_iptables_restore(plan.rules6, actual.ip6tables, plan.chain_prefix)
+    if v6:
+        out.append(act.RestoreIptables(ns, v6, ipv6=True))
+
     files = plan.files()
     changed = [p for p, text in files.items() if actual.files.get(p) != text]
     out += [act.WriteFile(p, files[p]) for p in sorted(changed)]
@@ -258,6 +270,11 @@ def observe_dhcp(
         netns_inode=netns_inode(ns) if exists else None,
         marker=(_read(os.path.join(conf_dir, MARKER_NAME)) or "").strip() or None,
         proxy_configured=network_id in set(proxy_ids),
+        # Only mangle: the hop-limit rules are all there is of ours in a DHCP namespace.
+        iptables=(ipt.save(ns, tables=("mangle",)) if exists and plan is not None
+                  else ipt.IptablesState()),
+        ip6tables=(ipt.save(ns, ipv6=True, tables=("mangle",))
+                   if exists and plan is not None else ipt.IptablesState()),
     )
 
 

@@ -50,6 +50,8 @@ class SubnetInfo:
     dns_nameservers: tuple[str, ...] = ()
     allocation_pools: tuple[tuple[str, str], ...] = ()  # (start, end)
     ipv6_address_mode: str | None = None  # None | slaac | dhcpv6-stateful | dhcpv6-stateless
+    # Set: OpenStack sends the router advertisements (None: an external router does).
+    ipv6_ra_mode: str | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,7 @@ def subnet_from_neutron(d: Mapping[str, Any]) -> SubnetInfo:
         dns_nameservers=tuple(d.get("dns_nameservers") or ()),
         allocation_pools=tuple((p["start"], p["end"]) for p in d.get("allocation_pools") or ()),
         ipv6_address_mode=d.get("ipv6_address_mode") or None,
+        ipv6_ra_mode=d.get("ipv6_ra_mode") or None,
     )
 
 

@@ -34,7 +34,9 @@ from openimds.dhcp.model import (
     PortInfo,
     SubnetInfo,
 )
+from openimds.linux.iptables import Rule
 from openimds.proxy.haproxy import METADATA_IPV4, METADATA_IPV4_CIDR, METADATA_IPV6_CIDR
+from openimds.proxy.hoplimit import ttl_rules
 
 __all__ = [
     "METADATA_V4",
@@ -68,8 +70,17 @@ IGNORED_OWNERS = frozenset(
         DEVICE_OWNER_DISTRIBUTED,
     }
 )
+# Our iptables chains in a qdhcp- namespace (the L3 agent's are openimds-l3-*).
+DHCP_CHAIN_PREFIX = "openimds-dhcp-"
 SLAAC = "slaac"
 DHCPV6_STATELESS = "dhcpv6-stateless"
+DHCPV6_STATEFUL = "dhcpv6-stateful"
+# dnsmasq's --dhcp-range mode per ipv6_ra_mode when it sends the router advertisements:
+# ra-only = A flag, no DHCPv6; ra-stateless = A and O flags plus DHCPv6 information requests;
+# static (with --enable-ra) = M flag, addresses only from DHCPv6 host entries.
+RA_RANGE_MODE = {SLAAC: "ra-only", DHCPV6_STATELESS: "ra-stateless", DHCPV6_STATEFUL: "static"}
+# Neutron's radvd MaxRtrAdvInterval: guests also solicit one at link-up, answered at once.
+RA_INTERVAL = 100
 
 
 @dataclass(frozen=True)
@@ -109,6 +120,11 @@ class DnsmasqArgs:
     # Sent as DHCP option 26: network_data.json withholds the MTU when DHCP serves the
     # network (as nova does), so DHCP must carry it, as Neutron's dnsmasq driver does.
     mtu: int | None = None
+    # Router advertisements on `interface` (ra_advertise, docs/dhcp-l3.md): `enable_ra` for a
+    # dhcpv6-stateful range (its `static` mode advertises only with it), `ra_mtu` the link MTU.
+    ra_advertise: bool = False
+    enable_ra: bool = False
+    ra_mtu: int | None = None
 
     @property
     def pid_file(self) -> str:
@@ -152,6 +168,12 @@ class DnsmasqArgs:
         args += [f"--dhcp-lease-max={self.lease_max}", f"--conf-file={self.conf_file}"]
         if self.mtu:
             args.append(f"--dhcp-option-force=option:mtu,{self.mtu}")
+        if self.enable_ra:
+            args.append("--enable-ra")
+        if self.ra_advertise:
+            # Router lifetime 0: the DHCP port routes nothing, so it is nobody's default router.
+            mtu = f"mtu:{self.ra_mtu}," if self.ra_mtu else ""
+            args.append(f"--ra-param={self.interface},{mtu}{RA_INTERVAL},0")
         args += [f"--server={s}" for s in self.dns_servers]
         if self.domain:
             args.append(f"--domain={self.domain}")
@@ -182,6 +204,11 @@ class DhcpPlan:
     # When the plan changes by time alone (end of a lease window); None = never.
     next_change_at: datetime | None = None
     isolated: tuple[str, ...] = field(default=())  # ids of isolated DHCP subnets (for logs)
+    # mangle rules (iptables-save form) while the proxy runs: the token PUT's answer leaves
+    # with the instance's hop limit (proxy/hoplimit.py), over IPv4 and IPv6 alike.
+    rules: tuple[Rule, ...] = ()
+    rules6: tuple[Rule, ...] = ()
+    chain_prefix: str = DHCP_CHAIN_PREFIX
 
     def files(self) -> dict[str, str]:
         """Path -> contents of every file dnsmasq reads."""
@@ -421,19 +448,31 @@ def render_addn_hosts(network: NetworkInfo, opts: DhcpOptions) -> str:
     )
 
 
-def _dhcp_ranges(subnets: list[SubnetInfo], lease: int) -> tuple[list[str], int]:
+def advertised_here(subnet: SubnetInfo, isolated: bool) -> bool:
+    """Does the DHCP port send this subnet's router advertisements? When OpenStack owns them
+    (`ipv6_ra_mode` set) and no router port holds the gateway: a router advertises its own
+    links (l3/plan.py), an external router those without `ipv6_ra_mode`."""
+    return subnet.ip_version == 6 and subnet.ipv6_ra_mode in RA_RANGE_MODE and isolated
+
+
+def _dhcp_ranges(subnets: list[SubnetInfo], lease: int,
+                 isolated: dict[str, bool]) -> tuple[list[str], int]:
     lease_text = "infinite" if lease < 0 else f"{lease}s"
     ranges: list[str] = []
     size = 0
     for index, subnet in enumerate(subnets):
         net = ipaddress.ip_network(subnet.cidr, strict=False)
+        mode = "static"
         if subnet.ip_version == 4:
             mask: str = str(net.netmask)
+        elif advertised_here(subnet, isolated[subnet.id]):
+            mode = RA_RANGE_MODE[str(subnet.ipv6_ra_mode)]
+            mask = str(net.prefixlen)
         elif subnet.ipv6_address_mode == SLAAC:
             continue  # addresses come from router advertisements, not dnsmasq
         else:
             mask = str(net.prefixlen)
-        ranges.append(f"set:tag{index},{net.network_address},static,{mask},{lease_text}")
+        ranges.append(f"set:tag{index},{net.network_address},{mode},{mask},{lease_text}")
         size += net.num_addresses
     return ranges, size
 
@@ -512,7 +551,8 @@ def desired_dhcp_state(network: NetworkInfo, opts: DhcpOptions, now: datetime) -
             bind_v6 = True
 
     conf_dir = f"{opts.dhcp_confs.rstrip('/')}/{network.id}"
-    ranges, size = _dhcp_ranges(subnets, opts.dhcp_lease_duration)
+    ranges, size = _dhcp_ranges(subnets, opts.dhcp_lease_duration, isolated)
+    advertised = [s for s in subnets if advertised_here(s, isolated[s.id])]
     iface = tap_name(port.id)
     dnsmasq = DnsmasqArgs(
         interface=iface,
@@ -524,6 +564,9 @@ def desired_dhcp_state(network: NetworkInfo, opts: DhcpOptions, now: datetime) -
         serve_dns=opts.serve_dns,
         dns_servers=opts.dnsmasq_dns_servers,
         mtu=network.mtu if any(sub.ip_version == 4 for sub in subnets) else None,
+        ra_advertise=bool(advertised),
+        enable_ra=any(s.ipv6_ra_mode == DHCPV6_STATEFUL for s in advertised),
+        ra_mtu=network.mtu if advertised and network.mtu else None,
     )
     return DhcpPlan(
         network_id=network.id,
@@ -543,4 +586,7 @@ def desired_dhcp_state(network: NetworkInfo, opts: DhcpOptions, now: datetime) -
         proxy_bind_ipv6=bind_v6,
         next_change_at=next_change,
         isolated=tuple(s.id for s in subnets if isolated[s.id]),
+        rules=tuple(ttl_rules(DHCP_CHAIN_PREFIX, ipv6=False)) if serve else (),
+        rules6=(tuple(ttl_rules(DHCP_CHAIN_PREFIX, ipv6=True))
+                if serve and opts.ipv6_enabled else ()),
     )

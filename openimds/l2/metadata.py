@@ -23,7 +23,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from openimds.l3.plan import render_iptables_restore
 from openimds.linux import actions as act
+from openimds.linux import iptables as ipt
 from openimds.linux.fabric import bridge_name, fabric_port_name
 from openimds.linux.netns import list_netns, netns_exists
 from openimds.linux.nftables import apply_ruleset
@@ -39,6 +41,7 @@ from openimds.proxy.haproxy import (
     owned_proxy_ids,
     proxy_spec_for_network,
 )
+from openimds.proxy.hoplimit import ttl_rules
 
 __all__ = ["NAMESPACE_PREFIX", "MetaActual", "MetaApplier", "MetaPlan", "MetaSettings",
            "desired_meta_state", "diff_meta", "namespace_name"]
@@ -46,6 +49,8 @@ __all__ = ["NAMESPACE_PREFIX", "MetaActual", "MetaApplier", "MetaPlan", "MetaSet
 LOG = logging.getLogger(__name__)
 
 NAMESPACE_PREFIX = "qmeta-"
+# Our iptables chains in a qmeta- namespace: the token PUT's hop limit (proxy/hoplimit.py).
+CHAIN_PREFIX = "openimds-meta-"
 DISTRIBUTED_OWNER = "network:distributed"
 INSTANCE_OWNER_PREFIXES = ("compute:", "baremetal:")
 
@@ -64,6 +69,9 @@ class MetaPlan:
     mtu: int
     addresses: tuple[str, ...]  # "ip/prefix" on each subnet, then 169.254.169.254/32
     localport: LocalPort
+    # mangle rules (iptables-save form): the token PUT's answer leaves with the instance's
+    # hop limit, as on the DHCP and router paths.
+    rules: tuple[ipt.Rule, ...] = tuple(ttl_rules(CHAIN_PREFIX, ipv6=False))
 
 
 def desired_meta_state(network: Mapping[str, Any] | None, subnets: Iterable[Mapping[str, Any]],
@@ -132,6 +140,7 @@ class MetaActual:
     addresses: tuple[Address, ...] = ()
     fabric_links: tuple[Link, ...] = ()
     proxy_configured: bool = False
+    iptables: ipt.IptablesState = field(default_factory=ipt.IptablesState)
 
 
 def proxy_spec(plan: MetaPlan, settings: MetaSettings) -> ProxySpec:
@@ -170,6 +179,9 @@ def diff_meta(network_id: str, plan: MetaPlan | None, actual: MetaActual,
     if not port.paired or not addresses_match(actual.addresses, plan.interface,
                                               plan.addresses):
         out.append(act.SyncAddresses(ns, plan.interface, plan.addresses))
+    rules = render_iptables_restore(plan.rules, actual.iptables, CHAIN_PREFIX)
+    if rules:
+        out.append(act.RestoreIptables(ns, rules))
     # Always: idempotent and cheap; adopts after a restart, restarts a dead haproxy.
     out.append(act.EnsureProxy(proxy_spec(plan, settings), ns))
     return out
@@ -196,6 +208,8 @@ class MetaApplier:
             fabric_links=tuple(x for x in links(self.settings.fabric) if x.name in wanted)
             if plan is not None else (),
             proxy_configured=network_id in set(self.proxy_ids()),
+            iptables=(ipt.save(ns, tables=("mangle",)) if exists and plan is not None
+                      else ipt.IptablesState()),
         )
 
     def apply(self, network_id: str, plan: MetaPlan | None,

@@ -9,11 +9,15 @@ deleted (the DHCP agent removes a network's bridge when the network goes).
 
 iptables: `render_iptables_restore(plan.rules, saved)` is "" when our chains already hold
 exactly the plan, so a pass over a router in sync runs no iptables-restore at all.
+
+Router advertisements (`plan.ra`): a dnsmasq daemon in the namespace, tracked by its pid file
+under `<state_path>/ra/<router id>/` like the DHCP agent's, so a restarted agent adopts it.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +27,7 @@ from openimds.linux import actions as act
 from openimds.linux import iptables as ipt
 from openimds.linux.claims import Claims
 from openimds.linux.converge import execute_pass
+from openimds.linux.dnsmasq import DnsmasqProcess, daemon_argv, find_dnsmasq, netns_inode
 from openimds.linux.fabric import bridge_name, fabric_port_name
 from openimds.linux.netns import get_sysctl, netns_exists
 from openimds.linux.observe import Address, Link, addresses, links
@@ -68,6 +73,10 @@ class RouterSettings:
     rate_limit: RateLimit | None = None
     proxy_log_target: str | None = None
 
+    def ra_dir(self, router_id: str) -> str:
+        """The router advertisement daemon's pid and lease files."""
+        return os.path.join(self.state_path, "ra", router_id)
+
 
 @dataclass(frozen=True)
 class RouterActual:
@@ -79,6 +88,9 @@ class RouterActual:
     iptables: ipt.IptablesState = field(default_factory=ipt.IptablesState)
     ip6tables: ipt.IptablesState = field(default_factory=ipt.IptablesState)
     proxy_configured: bool = False
+    ra: DnsmasqProcess | None = None  # the router advertisement daemon
+    ra_dir_exists: bool = False
+    netns_inode: tuple[int, int] | None = None
 
     def link(self, name: str) -> Link | None:
         return next((x for x in self.links if x.name == name), None)
@@ -112,12 +124,18 @@ def diff_router(
     """The actions that turn `actual` into `plan` (pure)."""
     ns = namespace_name(router_id)
     out: list[act.Action] = []
+    ra_dir = settings.ra_dir(router_id)
+    ra_pidfile = os.path.join(ra_dir, "pid")
     if plan is None:
         if actual.proxy_configured:
             out.append(act.StopProxy(router_id))
+        if actual.ra is not None:
+            out.append(act.StopDnsmasq(actual.ra.pid, ra_pidfile))
         out += [act.DeleteLink(ns, x.name) for x in actual.links if x.name != "lo"]
         if actual.namespace_exists:
             out.append(act.DeleteNamespace(ns))
+        if actual.ra_dir_exists:
+            out.append(act.RemoveTree(ra_dir))
         return out
 
     if not actual.namespace_exists:
@@ -130,6 +148,7 @@ def diff_router(
     ]
     wanted = {p.name for p in plan.ports}
     out += [act.DeleteLink(ns, x.name) for x in actual.links if x.name not in wanted | {"lo"}]
+    recreated = False
     for p in plan.ports:
         port = port_link_state(
             actual.links,
@@ -148,6 +167,7 @@ def diff_router(
             )
         if not port.paired or not addresses_match(actual.addresses, p.name, p.addresses):
             out.append(act.SyncAddresses(ns, p.name, p.addresses))
+        recreated = recreated or not port.paired
 
     v4 = render_iptables_restore(plan.rules, actual.iptables, plan.chain_prefix)
     if v4:
@@ -156,11 +176,34 @@ def diff_router(
     if v6:
         out.append(act.RestoreIptables(ns, v6, ipv6=True))
 
+    out += _diff_ra(ns, plan, actual, ra_dir, recreated=recreated)
+
     spec = proxy_spec_for_plan(plan, settings)
     if spec is not None:
         out.append(act.EnsureProxy(spec, ns))
     elif actual.proxy_configured:
         out.append(act.StopProxy(router_id))
+    return out
+
+
+def _diff_ra(ns: str, plan: RouterPlan, actual: RouterActual, ra_dir: str, *,
+             recreated: bool) -> list[act.Action]:
+    """Start, restart or stop the advertisement daemon. It binds its qr- devices at start,
+    so a changed argv or a re-created device (or a foreign namespace) means a restart."""
+    pidfile = os.path.join(ra_dir, "pid")
+    proc = actual.ra
+    if plan.ra is None:
+        return [act.StopDnsmasq(proc.pid, pidfile)] if proc is not None else []
+    argv = tuple(daemon_argv(plan.ra.argv(ra_dir)))
+    if (proc is not None and proc.argv == argv and not recreated
+            and proc.netns_inode == actual.netns_inode):
+        return []
+    out: list[act.Action] = []
+    if proc is not None:
+        out.append(act.StopDnsmasq(proc.pid, pidfile))
+    # The command line, for operators (and it creates the folder dnsmasq writes its pid to).
+    out.append(act.WriteFile(os.path.join(ra_dir, "argv"), "\n".join(argv) + "\n"))
+    out.append(act.StartDnsmasq(ns, argv, os.path.join(ra_dir, "started"), ""))
     return out
 
 
@@ -177,8 +220,11 @@ def observe_router(
         for p in plan.ports:
             wanted_fabric |= {bridge_name(p.network_id), fabric_port_name(p.port_id)}
     fabric = tuple(x for x in links(settings.fabric) if x.name in wanted_fabric)
+    ra_dir = settings.ra_dir(router_id)
+    ra = find_dnsmasq(os.path.join(ra_dir, "pid"))
     if not exists:
-        return RouterActual(fabric_links=fabric, proxy_configured=router_id in set(proxy_ids))
+        return RouterActual(fabric_links=fabric, proxy_configured=router_id in set(proxy_ids),
+                            ra=ra, ra_dir_exists=os.path.isdir(ra_dir))
     sysctls = {k: get_sysctl(ns, k) for k, _ in plan.sysctls} if plan is not None else {}
     want6 = plan is not None and bool(plan.rules6)
     return RouterActual(
@@ -190,6 +236,9 @@ def observe_router(
         iptables=ipt.save(ns) if plan is not None else ipt.IptablesState(),
         ip6tables=ipt.save(ns, ipv6=True) if want6 else ipt.IptablesState(),
         proxy_configured=router_id in set(proxy_ids),
+        ra=ra,
+        ra_dir_exists=os.path.isdir(ra_dir),
+        netns_inode=netns_inode(ns),
     )
 
 
@@ -215,9 +264,10 @@ class RouterApplier:
         return actions
 
     def children(self, router_id: str) -> list[int]:
-        """The router's live haproxy pid (verified through /proc), if any."""
+        """The router's live haproxy and advertisement daemon pids (verified through /proc)."""
         pid = self.proxy.pid(router_id)
-        return [pid] if pid is not None else []
+        ra = find_dnsmasq(os.path.join(self.settings.ra_dir(router_id), "pid"))
+        return [p for p in (pid, ra.pid if ra is not None else None) if p is not None]
 
     def proxy_ids(self) -> list[str]:
         """Routers with a proxy config of ours on disk. Never a metadata network's proxy,

@@ -38,6 +38,9 @@ class RouterInterface:
     mac_address: str
     addresses: tuple[str, ...]  # "ip/prefixlen", in fixed_ips order
     mtu: int = 1500
+    # (cidr, ipv6_ra_mode) of the IPv6 subnets on this port whose router advertisements
+    # OpenStack sends (`ipv6_ra_mode` set): the router advertises them, as Neutron's radvd does.
+    ipv6_ra: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,10 @@ def router_from_neutron(
     Prefix lengths come from the subnets' CIDRs; a fixed IP on an unknown subnet is skipped
     rather than guessed. Interfaces are sorted by port id so the plan is order-independent.
     """
+    subnets = list(subnets)
     prefix = {s["id"]: ipaddress.ip_network(s["cidr"], strict=False).prefixlen for s in subnets}
+    ra_mode = {s["id"]: (str(ipaddress.ip_network(s["cidr"], strict=False)), s["ipv6_ra_mode"])
+               for s in subnets if s.get("ipv6_ra_mode") and ":" in s["cidr"]}
     mtu = {n["id"]: int(n.get("mtu") or 1500) for n in networks}
     interfaces = []
     for p in ports:
@@ -80,6 +86,9 @@ def router_from_neutron(
                 mac_address=p["mac_address"].lower(),
                 addresses=addrs,
                 mtu=mtu.get(p["network_id"], 1500),
+                ipv6_ra=tuple(dict.fromkeys(ra_mode[f["subnet_id"]]
+                                            for f in p.get("fixed_ips") or ()
+                                            if f["subnet_id"] in ra_mode)),
             )
         )
     return RouterInfo(

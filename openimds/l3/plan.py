@@ -26,6 +26,8 @@ __all__ = [
     "CHAIN_NAME_MAX",
     "L3Options",
     "QrPort",
+    "RaAdvert",
+    "RaPlan",
     "RouterPlan",
     "desired_router_state",
     "qr_name",
@@ -76,6 +78,51 @@ class QrPort:
     mtu: int
 
 
+# Router advertisements (Neutron: radvd in the router namespace). openimds runs dnsmasq, which
+# is installed anyway, as a pure advertisement daemon: `--dhcp-ignore=tag:dhcpv6` answers no
+# DHCPv6 (the DHCP namespace's dnsmasq does), `--port=0` serves no DNS. Range modes per
+# ipv6_ra_mode: ra-only = A flag; ra-stateless = A and O flags; static (with --enable-ra) =
+# M flag, no SLAAC.
+RA_RANGE_MODE = {"slaac": "ra-only", "dhcpv6-stateless": "ra-stateless",
+                 "dhcpv6-stateful": "static"}
+RA_INTERVAL = 100  # Neutron's radvd MaxRtrAdvInterval; a solicitation is answered at once
+RA_ROUTER_LIFETIME = 1800  # seconds the guest keeps the router as its default route
+
+
+@dataclass(frozen=True)
+class RaAdvert:
+    interface: str  # qr- device
+    prefix: str  # the subnet's CIDR
+    ra_mode: str  # ipv6_ra_mode
+    mtu: int
+
+
+@dataclass(frozen=True)
+class RaPlan:
+    """The router's advertisement daemon: one dnsmasq for all its qr- ports."""
+
+    adverts: tuple[RaAdvert, ...]
+
+    def argv(self, conf_dir: str, binary: str = "dnsmasq") -> list[str]:
+        interfaces = sorted({a.interface for a in self.adverts})
+        args = [binary, "--keep-in-foreground", "--no-hosts", "--no-resolv", "--port=0",
+                "--bind-interfaces"]
+        args += [f"--interface={i}" for i in interfaces]
+        args += ["--except-interface=lo", f"--pid-file={conf_dir}/pid",
+                 f"--dhcp-leasefile={conf_dir}/leases", "--conf-file=/dev/null",
+                 "--dhcp-ignore=tag:dhcpv6"]
+        if any(RA_RANGE_MODE[a.ra_mode] == "static" for a in self.adverts):
+            args.append("--enable-ra")  # a static range advertises only with it
+        for a in self.adverts:
+            net = ipaddress.ip_network(a.prefix, strict=False)
+            args.append(f"--dhcp-range={net.network_address},{RA_RANGE_MODE[a.ra_mode]},"
+                        f"{net.prefixlen}")
+        mtu = {a.interface: a.mtu for a in self.adverts}
+        args += [f"--ra-param={i},mtu:{mtu[i]},{RA_INTERVAL},{RA_ROUTER_LIFETIME}"
+                 for i in interfaces]
+        return args
+
+
 @dataclass(frozen=True)
 class RouterPlan:
     router_id: str
@@ -87,6 +134,7 @@ class RouterPlan:
     chain_prefix: str
     metadata_proxy: bool
     proxy_listen: tuple[str, int] | None  # haproxy bind (host, port) when metadata_proxy
+    ra: RaPlan | None = None  # router advertisements on its IPv6 links
 
 
 def qr_name(port_id: str) -> str:
@@ -166,6 +214,12 @@ def desired_router_state(router: RouterInfo, opts: L3Options) -> RouterPlan:
     sysctls = [("net.ipv4.ip_forward", "1")]
     if opts.ipv6_enabled:
         sysctls.append(("net.ipv6.conf.all.forwarding", "1"))
+    adverts = tuple(
+        RaAdvert(qr_name(i.port_id), cidr, mode, i.mtu)
+        for i in sorted(router.interfaces, key=lambda i: i.port_id)
+        for cidr, mode in i.ipv6_ra
+        if mode in RA_RANGE_MODE
+    ) if opts.ipv6_enabled else ()
     listen = None
     if opts.enable_metadata_proxy:
         listen = ("::" if opts.ipv6_enabled else "0.0.0.0", opts.metadata_port)
@@ -179,6 +233,7 @@ def desired_router_state(router: RouterInfo, opts: L3Options) -> RouterPlan:
         chain_prefix=opts.chain_prefix,
         metadata_proxy=opts.enable_metadata_proxy,
         proxy_listen=listen,
+        ra=RaPlan(adverts) if adverts else None,
     )
 
 

@@ -65,9 +65,11 @@ def haproxy_response_lines() -> list[str]:
 
 def ttl_rules(chain_prefix: str, *, ipv6: bool) -> list[Rule]:
     """mangle OUTPUT rules (iptables-save canonical form): DSCP → TTL (IPv4) / HL (IPv6), then
-    the DSCP cleared."""
+    the DSCP cleared. TCP only: haproxy's answers are TCP, while dnsmasq sends its DHCP,
+    DHCPv6 and router advertisement packets with DSCP CS6 (48), and a router advertisement
+    whose hop limit is not 255 is dropped by every guest (RFC 4861)."""
     chain = f"{chain_prefix}OUTPUT"
-    rules: list[Rule] = [("mangle", "OUTPUT", f"-j {chain}")]
+    rules: list[Rule] = [("mangle", "OUTPUT", f"-p tcp -j {chain}")]
     for n in range(1, MAX_HOP_LIMIT + 1):
         dscp = hop_limit_dscp(n)
         if dscp == 0:

@@ -92,6 +92,30 @@ async def upstream() -> AsyncIterator[StubUpstream]:
     await up.stop()
 
 
+async def test_one_budget_per_instance_over_ipv4_ipv6_and_link_local(
+    tmp_path: Path, upstream: StubUpstream
+) -> None:
+    """A dual-stack guest's addresses (IPv4, global IPv6, the EUI-64 link-local of its MAC)
+    spend one bucket: IPv6 gives a guest no extra budget, and it is held the same way."""
+    feed = FakeFeed()
+    port = port_dict("p-a", "net-a", "10.0.0.5", device="vm-a", mac="fa:16:3e:00:00:05")
+    port["fixed_ips"].append({"subnet_id": "sub6-net-a", "ip_address": "fd00::f816:3eff:fe00:5"})
+    await feed.put_port(port)
+    await feed.put_port(port_dict("p-b", "net-a", "10.0.0.6", device="vm-b"))
+    settings = dataclasses.replace(
+        settings_for(tmp_path, [upstream.url], SECRET),
+        rate_limit=BucketPolicy(rate=0.01, burst=3),
+    )
+    async with RunningAgent(settings, feed) as agent:
+        await agent.wait_ready()
+        sources = ["10.0.0.5", "fd00::f816:3eff:fe00:5", "fe80::f816:3eff:fe00:5"]
+        statuses = [(await agent.request(xff=[s], network=["net-a"])).status for s in sources]
+        assert statuses == [200, 200, 200]
+        for source in sources:
+            assert (await agent.request(xff=[source], network=["net-a"])).status == 429
+        assert (await agent.request(xff=["10.0.0.6"], network=["net-a"])).status == 200
+
+
 async def test_agent_answers_429_with_retry_after_and_counts_it(
     tmp_path: Path, upstream: StubUpstream, caplog: pytest.LogCaptureFixture
 ) -> None:

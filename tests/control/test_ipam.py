@@ -194,3 +194,58 @@ def test_concurrent_creates_never_share_an_address(env: tuple[Store, RequestCont
     assert len(set(got)) == 120
     assert all(in_pools(ip, sub["allocation_pools"]) for ip in got)
     assert sub["gateway_ip"] not in got
+
+
+# ---- IPv6 auto-address subnets (SLAAC, dhcpv6-stateless) -------------------------------------
+
+
+@pytest.mark.parametrize("cidr,mac,want", [
+    ("2001:db8::/64", "fa:16:3e:00:00:01", "2001:db8::f816:3eff:fe00:1"),
+    ("fd00:6e:7a::/64", "00:11:22:33:44:55", "fd00:6e:7a:0:211:22ff:fe33:4455"),
+    # The universal/local bit flips both ways.
+    ("fd00::/64", "02:00:00:00:00:00", "fd00::ff:fe00:0"),
+])
+def test_eui64_address(cidr: str, mac: str, want: str) -> None:
+    assert ipam.eui64_address(cidr, mac) == want
+
+
+@pytest.mark.parametrize("mode", ["slaac", "dhcpv6-stateless"])
+def test_auto_address_subnet_gives_the_slaac_address(env: tuple[Store, RequestContext],
+                                                     mode: str) -> None:
+    store, ctx = env
+    sub = new_subnet(store, ctx, "fd00:ea::/64", ipv6_address_mode=mode, ipv6_ra_mode=mode)
+    port = op(store, ctx, ports.create_port, {"port": {"network_id": sub["network_id"]}})["port"]
+    assert port["fixed_ips"] == [{"subnet_id": sub["id"], "ip_address": ipam.eui64_address(
+        "fd00:ea::/64", port["mac_address"])}]
+    # Naming only the subnet gives the same address; an explicit address is kept.
+    named = op(store, ctx, ports.create_port, {"port": {
+        "network_id": sub["network_id"], "fixed_ips": [{"subnet_id": sub["id"]}]}})["port"]
+    assert named["fixed_ips"][0]["ip_address"] == ipam.eui64_address("fd00:ea::/64",
+                                                                     named["mac_address"])
+    explicit = op(store, ctx, ports.create_port, {"port": {
+        "network_id": sub["network_id"], "fixed_ips": [{"ip_address": "fd00:ea::77"}]}})["port"]
+    assert explicit["fixed_ips"][0]["ip_address"] == "fd00:ea::77"
+    # A second port with the same MAC would need the same address: refused, not doubled.
+    with pytest.raises(Conflict):
+        op(store, ctx, ports.create_port, {"port": {
+            "network_id": sub["network_id"], "mac_address": port["mac_address"]}})
+
+
+def test_stateful_subnet_allocates_from_the_pool(env: tuple[Store, RequestContext]) -> None:
+    store, ctx = env
+    sub = new_subnet(store, ctx, "fd00:eb::/64", ipv6_address_mode="dhcpv6-stateful",
+                     ipv6_ra_mode="dhcpv6-stateful")
+    port = op(store, ctx, ports.create_port, {"port": {"network_id": sub["network_id"]}})["port"]
+    assert port["fixed_ips"][0]["ip_address"] == "fd00:eb::2"
+
+
+@pytest.mark.parametrize("body,words", [
+    ({"cidr": "fd00:ec::/80", "ipv6_address_mode": "slaac"}, "/64"),
+    ({"cidr": "fd00:ec::/64", "ipv6_address_mode": "slaac",
+      "ipv6_ra_mode": "dhcpv6-stateful"}, "differ"),
+])
+def test_invalid_ipv6_modes(env: tuple[Store, RequestContext], body: dict[str, Any],
+                            words: str) -> None:
+    store, ctx = env
+    with pytest.raises(BadRequest, match=words):
+        new_subnet(store, ctx, **body)

@@ -10,6 +10,7 @@ from openimds.dhcp.model import NetworkInfo, PortInfo, SubnetInfo
 from openimds.dhcp.plan import DhcpOptions, DhcpPlan, desired_dhcp_state
 from openimds.linux import actions as act
 from openimds.linux.dnsmasq import DnsmasqProcess, daemon_argv
+from openimds.linux.iptables import IptablesState, SavedTable
 from openimds.linux.observe import Address, Link
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -38,6 +39,15 @@ def plan(isolated: bool = True) -> DhcpPlan:
     return p
 
 
+def saved(rules: tuple[tuple[str, str, str], ...]) -> IptablesState:
+    tables: dict[str, SavedTable] = {}
+    for t in {r[0] for r in rules}:
+        chains = {c: "ACCEPT" for c in ("PREROUTING", "INPUT", "FORWARD", "OUTPUT")}
+        chains |= {r[1]: "-" for r in rules if r[0] == t and r[1].startswith("openimds")}
+        tables[t] = SavedTable(t, chains, tuple((c, x) for tt, c, x in rules if tt == t))
+    return IptablesState(tables)
+
+
 def in_sync(p: DhcpPlan) -> DhcpActual:
     """What a host that already matches `p` looks like."""
     tap = Link(p.interface, 7, "veth", p.mac_address, 1500, True, None, 9, 0)
@@ -58,6 +68,8 @@ def in_sync(p: DhcpPlan) -> DhcpActual:
         netns_inode=INODE,
         marker=f"4242 {files_digest(p.files())}",
         proxy_configured=p.metadata_proxy,
+        iptables=saved(p.rules),
+        ip6tables=saved(p.rules6),
     )
 
 
@@ -69,10 +81,16 @@ def test_nothing_there_builds_everything_in_order() -> None:
     p = plan()
     out = diff_dhcp(NET, p, DhcpActual(), SETTINGS, network_exists=True)
     assert kinds(out) == [
-        "EnsureNamespace", "EnsurePortLink", "SyncAddresses",
-        "WriteFile", "WriteFile", "WriteFile", "StartDnsmasq", "EnsureProxy",
+        "EnsureNamespace", "EnsurePortLink", "SyncAddresses", "RestoreIptables",
+        "RestoreIptables", "WriteFile", "WriteFile", "WriteFile", "StartDnsmasq", "EnsureProxy",
     ]
-    start = out[6]
+    # The token PUT's hop limit, over IPv4 and IPv6, before the proxy starts.
+    v4, v6 = out[3], out[4]
+    assert isinstance(v4, act.RestoreIptables) and isinstance(v6, act.RestoreIptables)
+    assert not v4.ipv6 and v6.ipv6
+    assert "-j TTL --ttl-set 1" in v4.text and "-j HL --hl-set 1" in v6.text
+    assert "-I OUTPUT 1 -p tcp -j openimds-dhcp-OUTPUT" in v4.text
+    start = out[8]
     assert isinstance(start, act.StartDnsmasq)
     assert "--keep-in-foreground" not in start.argv
     assert start.digest == files_digest(p.files())
@@ -87,8 +105,10 @@ def test_router_attached_after_window_stops_proxy_before_removing_address() -> N
     old, new = plan(), plan(isolated=False)
     assert not new.metadata_proxy
     out = diff_dhcp(NET, new, in_sync(old), SETTINGS, network_exists=True)
-    assert kinds(out) == ["StopProxy", "SyncAddresses", "WriteFile", "WriteFile", "WriteFile",
-                          "ReloadDnsmasq"]
+    # The hop-limit chains go with the proxy.
+    assert kinds(out) == ["StopProxy", "SyncAddresses", "RestoreIptables", "RestoreIptables",
+                          "WriteFile", "WriteFile", "WriteFile", "ReloadDnsmasq"]
+    assert "-X openimds-dhcp-OUTPUT" in out[2].text  # type: ignore[attr-defined]
 
 
 def test_crash_between_write_and_sighup_is_seen_through_the_marker() -> None:

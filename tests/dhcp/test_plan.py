@@ -411,6 +411,42 @@ def test_slaac_subnet_has_no_opts_no_range_no_host_entries() -> None:
     assert plan.host_file == "fa:16:3e:00:00:05,host-10-0-0-5.openstacklocal,10.0.0.5\n"
 
 
+@pytest.mark.parametrize("mode,range_mode,enable_ra", [
+    ("slaac", "ra-only", False),
+    ("dhcpv6-stateless", "ra-stateless", False),
+    ("dhcpv6-stateful", "static", True),
+])
+def test_isolated_ipv6_subnet_gets_router_advertisements(mode: str, range_mode: str,
+                                                         enable_ra: bool) -> None:
+    sub = SubnetInfo("s", "2001:db8:1::/64", 6, None, True, ipv6_address_mode=mode,
+                     ipv6_ra_mode=mode)
+    d = dhcp_port("d0d0d0d0-1111", [("s", "2001:db8:1::2")])
+    plan = desired_dhcp_state(net([sub], [d]), ISO, NOW)
+    assert plan is not None
+    assert plan.dnsmasq.ranges == (f"set:tag0,2001:db8:1::,{range_mode},64,86400s",)
+    argv = plan.dnsmasq.argv()
+    # Router lifetime 0: the DHCP port is nobody's default router.
+    assert f"--ra-param={plan.interface},mtu:1500,100,0" in argv
+    assert ("--enable-ra" in argv) is enable_ra
+
+
+def test_no_advertisements_from_the_dhcp_port_when_a_router_or_nobody_owns_them() -> None:
+    # A router port holds the gateway: the router advertises (l3 plan), not the DHCP port.
+    routed = SubnetInfo("s", "2001:db8:1::/64", 6, "2001:db8:1::1", True,
+                        ipv6_address_mode="dhcpv6-stateless", ipv6_ra_mode="dhcpv6-stateless")
+    d = dhcp_port("d", [("s", "2001:db8:1::2")])
+    r = router_port("r", [("s", "2001:db8:1::1")])
+    plan = desired_dhcp_state(net([routed], [d, r]), ISO, NOW)
+    assert plan is not None
+    assert plan.dnsmasq.ranges == ("set:tag0,2001:db8:1::,static,64,86400s",)
+    assert not any(a.startswith(("--ra-param", "--enable-ra")) for a in plan.dnsmasq.argv())
+    # No ipv6_ra_mode: an external router sends them.
+    external = SubnetInfo("s", "2001:db8:1::/64", 6, None, True, ipv6_address_mode="slaac")
+    plan = desired_dhcp_state(net([external], [d]), ISO, NOW)
+    assert plan is not None and plan.dnsmasq.ranges == ()
+    assert not any(a.startswith("--ra-param") for a in plan.dnsmasq.argv())
+
+
 # --- enable_metadata_network (spec 3.6) -------------------------------------------------------
 def test_metadata_network_proxy_identifies_router() -> None:
     meta = SubnetInfo("m", "169.254.169.252/30", 4, "169.254.169.253", True)

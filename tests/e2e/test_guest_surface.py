@@ -7,7 +7,11 @@ Every metadata request leaves a guest namespace, never the host's."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -18,6 +22,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.cloud import Cloud, _clean_env
+from tests.fabric.lab import wait_for
 from tests.metadata.test_aws_profile import make_signer
 
 pytestmark = pytest.mark.root
@@ -320,14 +325,14 @@ def test_optional_mode_cloud_init_non_aws_path(cloud: Cloud) -> None:
 
 def _link_local_ready(guest: str, within: float = 30) -> str:
     """The guest's EUI-64 link-local address once DAD has finished."""
-    deadline = time.monotonic() + within
-    while True:
+    def ready() -> str | None:
         out = subprocess.run(["ip", "-n", guest, "-6", "-o", "addr", "show", "dev", "eth0",
                               "scope", "link"], capture_output=True, text=True).stdout
         if "fe80::" in out and "tentative" not in out:
             return out.split()[3].split("/")[0]
-        assert time.monotonic() < deadline, out
-        time.sleep(0.2)
+        return None
+
+    return str(wait_for(ready, timeout=within, interval=0.2))
 
 
 CURL6 = ["curl", "-g", "-s", "--noproxy", "*", "-m", "5", "-w", "\\n%{http_code}"]
@@ -342,9 +347,49 @@ def curl6(guest: str, path: str, *args: str) -> tuple[int, str]:
     return int(code or "0"), body
 
 
+def _accept_ra(guest: str) -> None:
+    """What a guest OS does by default: take router advertisements on its interface."""
+    subprocess.run(["ip", "netns", "exec", guest, "sysctl", "-qw",
+                    "net.ipv6.conf.eth0.forwarding=0", "net.ipv6.conf.eth0.accept_ra=1",
+                    "net.ipv6.conf.eth0.autoconf=1"], check=True, env=_clean_env())
+
+
+def _addresses6(guest: str) -> list[str]:
+    out = subprocess.run(["ip", "-n", guest, "-6", "-o", "addr", "show", "dev", "eth0"],
+                         capture_output=True, text=True).stdout
+    return [line.split()[3].split("/")[0] for line in out.splitlines()]
+
+
+def _usable_address(guest: str, address: str) -> bool:
+    out = subprocess.run(["ip", "-n", guest, "-6", "-o", "addr", "show", "dev", "eth0"],
+                         capture_output=True, text=True).stdout
+    return any(line.split()[3].split("/")[0] == address and "tentative" not in line
+               for line in out.splitlines())
+
+
+CRAWL = """
+import http.client, json, sys
+# One guest hammering the endpoint over one keep-alive connection (reopened after a close).
+source = (sys.argv[3], 0) if len(sys.argv) > 3 else None
+conn = http.client.HTTPConnection(sys.argv[1], 80, timeout=10, source_address=source)
+codes, retry_after = [], None
+for _ in range(int(sys.argv[2])):
+    conn.request("GET", "/latest/meta-data/instance-id")
+    r = conn.getresponse()
+    r.read()
+    codes.append(r.status)
+    if r.status == 429 and retry_after is None:
+        retry_after = r.getheader("Retry-After")
+print(json.dumps({"codes": codes, "retry_after": retry_after}))
+"""
+
+
 def test_ipv6_only_instance_over_the_dhcp_path(cloud: Cloud) -> None:
-    """A guest with only its link-local address reaches fe80::a9fe:a9fe on the DHCP port and is
-    identified by the MAC its EUI-64 address encodes; tokens behave as over IPv4."""
+    """An IPv6-only guest on an isolated slaac network: the DHCP namespace's dnsmasq advertises
+    the prefix, the guest forms its fixed IP (EUI-64) with no default route, and reaches
+    fe80::a9fe:a9fe on the DHCP port from its link-local address (identified by the MAC it
+    encodes) and from its global address (identified as a fixed IP); tokens and the
+    per-instance rate limit behave as over IPv4."""
     _require_cloud_init()
     tag = _uid()
     net = cloud.cli("net-create", f"v6-{tag}")
@@ -355,80 +400,172 @@ def test_ipv6_only_instance_over_the_dhcp_path(cloud: Cloud) -> None:
     server = cloud.cli("server", "create", f"v6-vm-{tag}", "--network", f"v6-{tag}")
     port = cloud.server_port(server["id"])
     guest = cloud.boot_guest(port["id"])
+    _accept_ra(guest)
     _link_local_ready(guest)
-    deadline = time.monotonic() + 60
-    while True:
-        status, body = curl6(guest, "/openstack/latest/meta_data.json")
-        if status == 200 or time.monotonic() > deadline:
-            break
-        time.sleep(0.3)
-    assert status == 200, body
+    address = port["fixed_ips"][0]["ip_address"]
+    wait_for(lambda: _usable_address(guest, address), timeout=90, interval=0.3)
+    routes = subprocess.run(["ip", "-n", guest, "-6", "route"], capture_output=True,
+                            text=True).stdout
+    assert "default" not in routes, routes  # the DHCP port is nobody's router
+    status, body = _curl6_until(guest, "/openstack/latest/meta_data.json")
     assert json.loads(body)["uuid"] == server["id"]
+    # From the global address: identified as the port's fixed IP.
+    status, body = curl6(guest, "/openstack/latest/meta_data.json", "--interface", address)
+    assert status == 200 and json.loads(body)["uuid"] == server["id"]
     status, tok = curl6(guest, "/latest/api/token", "-X", "PUT", "-H",
                         "X-aws-ec2-metadata-token-ttl-seconds: 60")
     assert status == 200
     status, iid = curl6(guest, "/latest/meta-data/instance-id", "-H",
                         f"X-aws-ec2-metadata-token: {tok}")
     assert status == 200 and iid.startswith("i-")
+    # The token is the instance's, whichever of its addresses presents it.
+    assert curl6(guest, "/latest/meta-data/instance-id", "-H",
+                 f"X-aws-ec2-metadata-token: {tok}", "--interface", address) == (200, iid)
     assert curl6(guest, "/latest/meta-data/instance-id", "-H",
                  "X-aws-ec2-metadata-token: forged")[0] == 401
     # cloud-init's OpenStack reader over the IPv6 link-local address.
-    reader = (
-        "import json\n"
-        "from cloudinit.sources.helpers import openstack\n"
-        "r = openstack.MetadataReader('http://[fe80::a9fe:a9fe%25eth0]', timeout=5,"
-        " retries=2)\n"
-        "r._read_ec2_metadata = lambda: {}  # 22.4.2 crawls 169.254.169.254 regardless\n"
-        "d = r.read_v2()\n"
-        "print(json.dumps({'uuid': d['metadata']['uuid'],"
-        " 'net': d['networkdata']['networks']}))\n"
-    )
-    got = in_guest(guest, reader, python=SYSTEM_PYTHON)
+    got = in_guest(guest, OPENSTACK_READER, python=SYSTEM_PYTHON)
     assert got["uuid"] == server["id"]
-    assert [n["type"] for n in got["net"]] == ["ipv6_slaac"]
+    assert [(n["type"], n["ip_address"]) for n in got["net"]] == [("ipv6_slaac", address)]
+
+    # The per-instance rate limit (burst 200, 5/s): one budget over both IPv6 addresses.
+    crawl = in_guest(guest, CRAWL, "fe80::a9fe:a9fe%eth0", "150")
+    assert crawl["codes"] == [200] * 150
+    # From the global address: the same bucket.
+    crawl = in_guest(guest, CRAWL, "fe80::a9fe:a9fe%eth0", "150", address)
+    codes = crawl["codes"]
+    assert codes.count(429) >= 50 and codes[:10] == [200] * 10, codes
+    assert int(crawl["retry_after"]) >= 1
 
 
-def _curl6_until(guest: str, path: str, within: float = 60) -> tuple[int, str]:
-    deadline = time.monotonic() + within
-    while True:
-        status, body = curl6(guest, path)
-        if status == 200 or time.monotonic() > deadline:
-            return status, body
-        time.sleep(0.3)
+def _curl6_until(guest: str, path: str, *args: str, within: float = 60) -> tuple[int, str]:
+    """The first 200 answer (agents and proxies may still be converging)."""
+    def ok() -> tuple[int, str] | None:
+        got = curl6(guest, path, *args)
+        return got if got[0] == 200 else None
+
+    return wait_for(ok, timeout=within, interval=0.3)  # type: ignore[no-any-return]
 
 
-def test_ipv6_router_path_and_overlapping_prefixes(cloud: Cloud) -> None:
-    """fe80::a9fe:a9fe on the router path (the qr- port answers for it, ip6tables redirects
-    to the proxy), and two networks with the same IPv6 prefix, one routed and one isolated:
-    each guest gets its own instance's data."""
+DHCLIENT6_HOOK = """#!/bin/sh
+# Only `ip` on the guest's interface, never the host's /etc (MACHINE-NOTES).
+case "$reason" in
+  BOUND6|RENEW6|REBIND6)
+    [ -n "$new_ip6_address" ] && ip -6 addr replace "$new_ip6_address/$new_ip6_prefixlen" \\
+        dev "$interface" nodad ;;
+esac
+exit 0
+"""
+
+
+def _dhcpv6(guest: str, state: Path) -> None:
+    """ISC dhclient asks dnsmasq for the guest's address (DHCPv6 stateful), once."""
+    dhclient = shutil.which("dhclient")
+    if dhclient is None:
+        from tests.conftest import IN_CI
+
+        reason = "dhclient missing (apt-get install isc-dhcp-client)"
+        if IN_CI:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    hook = state / "dhclient6.sh"
+    hook.write_text(DHCLIENT6_HOOK)
+    hook.chmod(0o755)
+    state.chmod(0o755)
+    pidfile = state / f"dhclient6-{guest}.pid"
+    try:
+        proc = subprocess.run(
+            ["ip", "netns", "exec", guest, dhclient, "-6", "-1", "-sf", str(hook),
+             "-lf", str(state / f"dhclient6-{guest}.leases"), "-pf", str(pidfile), "eth0"],
+            capture_output=True, text=True, timeout=90, env=_clean_env())
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    finally:
+        if pidfile.exists():  # it stays to renew: ours to stop, by pid
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pidfile.read_text().split()[0]), signal.SIGTERM)
+
+
+OPENSTACK_READER = (
+    "import json\n"
+    "from cloudinit.sources.helpers import openstack\n"
+    "r = openstack.MetadataReader('http://[fe80::a9fe:a9fe%25eth0]', timeout=5, retries=2)\n"
+    "r._read_ec2_metadata = lambda: {}  # 22.4.2 crawls 169.254.169.254 regardless\n"
+    "d = r.read_v2()\n"
+    "print(json.dumps({'uuid': d['metadata']['uuid'], 'project': d['metadata']['project_id'],"
+    " 'net': d['networkdata']['networks']}))\n"
+)
+
+
+def test_ipv6_two_projects_same_prefix_and_address_router_and_dhcp_paths(
+        cloud: Cloud, tmp_path: Path) -> None:
+    """Two projects, each with a dhcpv6-stateful network on the same prefix and a server with
+    the same fixed IPv6 address; project A routes its network (the router advertises it and
+    answers fe80::a9fe:a9fe), project B's stays isolated (the DHCP port advertises it and
+    answers). Each guest gets its address from dnsmasq over DHCPv6, and cloud-init's OpenStack
+    reader over fe80::a9fe:a9fe returns its own instance, from link-local and global address
+    alike: nothing leaks between the projects."""
+    _require_cloud_init()
     tag = _uid()
-    prefix = "fd00:6e:7b::/64"
-    servers, guests = [], []
-    for i, routed in enumerate((True, False)):
-        net = cloud.cli("net-create", f"v6o{i}-{tag}")
-        cloud.resource_ids.add(net["id"])
-        gateway = [] if routed else ["--no-gateway"]
-        cloud.cli("subnet", "create", f"v6o{i}-sub-{tag}", "--network", f"v6o{i}-{tag}",
-                  "--subnet-range", prefix, "--ip-version", "6", *gateway,
-                  "--ipv6-address-mode", "slaac", "--ipv6-ra-mode", "slaac")
-        if routed:
-            router = cloud.cli("router-create", f"v6o-r-{tag}")
-            cloud.resource_ids.add(router["id"])
-            added = cloud.cli_raw("router-interface-add", f"v6o-r-{tag}", f"v6o{i}-sub-{tag}")
-            assert added.returncode == 0, added.stderr
-        server = cloud.cli("server", "create", f"v6o{i}-vm-{tag}", "--network", f"v6o{i}-{tag}")
-        guest = cloud.boot_guest(cloud.server_port(server["id"])["id"])
+    prefix, gateway, fixed = "fd00:6e:7b::/64", "fd00:6e:7b::1", "fd00:6e:7b::5"
+    tenants = []
+    for name in ("a", "b"):
+        proj = f"v6p-{name}-{tag}"
+        for args in (("project", "create", proj),
+                     ("user", "create", f"v6u-{name}-{tag}", "--project", proj, "--password",
+                      "pw-" + tag)):
+            made = cloud.cli_raw(*args, *cloud.conf_args())
+            assert made.returncode == 0, made.stderr
+        env = {**cloud.env, "OS_USERNAME": f"v6u-{name}-{tag}", "OS_PASSWORD": "pw-" + tag,
+               "OS_PROJECT_NAME": proj}
+        net = cloud.cli("network", "create", "same6", env=env)
+        subnet = cloud.cli("subnet", "create", "same6-sub", "--network", net["id"],
+                           "--subnet-range", prefix, "--ip-version", "6", "--gateway", gateway,
+                           "--ipv6-address-mode", "dhcpv6-stateful",
+                           "--ipv6-ra-mode", "dhcpv6-stateful", env=env)
+        router = None
+        if name == "a":
+            router = cloud.cli("router", "create", "edge6", env=env)
+            cloud.cli("router", "add", "subnet", router["id"], subnet["id"], env=env)
+        server = cloud.cli("server", "create", "twin6", "--network", net["id"], "--fixed-ip",
+                           fixed, env=env)
+        port = cloud.server_port(server["id"])
+        assert port["fixed_ips"][0]["ip_address"] == fixed
+        guest = cloud.boot_guest(port["id"])
+        _accept_ra(guest)
+        tenants.append((server, guest, router))
+
+    for server, guest, router in tenants:
         _link_local_ready(guest)
-        servers.append(server)
-        guests.append(guest)
-    for server, guest in zip(servers, guests, strict=True):
+        # The M-flag advertisement (the router's for A, the DHCP port's for B) gives the
+        # on-link prefix; the address comes from dnsmasq's host entry.
+        wait_for(lambda g=guest: "fd00:6e:7b::/64" in subprocess.run(
+            ["ip", "-n", g, "-6", "route"], capture_output=True, text=True).stdout,
+            timeout=90, interval=0.3)
+        # Only its link-local address so far: identified by the MAC it encodes.
+        assert not any(a.startswith("fd00:") for a in _addresses6(guest))
         status, body = _curl6_until(guest, "/openstack/latest/meta_data.json")
-        assert status == 200, body
         assert json.loads(body)["uuid"] == server["id"]
-    # The routed guest's request went through the router namespace, not a DHCP port.
-    router_ns = f"qrouter-{router['id']}"
-    out = subprocess.run(["ip", "-n", router_ns, "-6", "addr"], capture_output=True,
-                         text=True).stdout
+        _dhcpv6(guest, tmp_path)
+        assert _usable_address(guest, fixed) or wait_for(
+            lambda g=guest: _usable_address(g, fixed), timeout=10)
+        routes = subprocess.run(["ip", "-n", guest, "-6", "route"], capture_output=True,
+                                text=True).stdout
+        # Only the router is a default router; the DHCP port advertises with lifetime 0.
+        assert ("default" in routes) is (router is not None), routes
+        for args in ((), ("--interface", fixed)):
+            status, body = _curl6_until(guest, "/openstack/latest/meta_data.json", *args)
+            meta = json.loads(body)
+            assert (meta["uuid"], meta["project_id"]) == (server["id"], server["tenant_id"])
+        got = in_guest(guest, OPENSTACK_READER, python=SYSTEM_PYTHON)
+        assert (got["uuid"], got["project"]) == (server["id"], server["tenant_id"])
+        assert [(n["type"], n["ip_address"]) for n in got["net"]] == [
+            ("ipv6_dhcpv6-stateful", fixed)]
+    # A's requests went through its router namespace: only the router holds fe80::a9fe:a9fe
+    # on a routed link.
+    router = tenants[0][2]
+    assert router is not None
+    out = subprocess.run(["ip", "-n", f"qrouter-{router['id']}", "-6", "addr"],
+                         capture_output=True, text=True).stdout
     assert "fe80::a9fe:a9fe" in out
 
 
@@ -450,26 +587,25 @@ def test_aws_ipv6_endpoint_on_the_router_path(cloud: Cloud) -> None:
                        "--availability-zone", ZONE)
     port = cloud.server_port(server["id"])
     guest = cloud.boot_guest(port["id"])
+    _accept_ra(guest)
     address = port["fixed_ips"][0]["ip_address"]
-    subprocess.run(["ip", "-n", guest, "addr", "add", f"{address}/64", "dev", "eth0", "nodad"],
-                   check=True)
-    subprocess.run(["ip", "-n", guest, "-6", "route", "add", "default", "via", "fd00:6e:7c::1",
-                    "dev", "eth0"], check=True)
     _link_local_ready(guest)
-    code = BOTOCORE
-    deadline = time.monotonic() + 60
-    while True:
-        proc = subprocess.run(
-            ["ip", "netns", "exec", guest, sys.executable, "-c", code], capture_output=True,
-            text=True, timeout=120,
-            env=_clean_env({"AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE": "IPv6",
-                            "AWS_EC2_METADATA_V1_DISABLED": "true",
-                            "AWS_CONFIG_FILE": "/dev/null",
-                            "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}))
-        if proc.returncode == 0 or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)  # the router namespace and its proxy are still converging
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    # The router advertises the prefix and itself as default router: SLAAC forms the fixed IP.
+    wait_for(lambda: _usable_address(guest, address), timeout=90, interval=0.3)
+    wait_for(lambda: "default via" in subprocess.run(
+        ["ip", "-n", guest, "-6", "route"], capture_output=True, text=True).stdout,
+        timeout=30, interval=0.3)
+    env = _clean_env({"AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE": "IPv6",
+                      "AWS_EC2_METADATA_V1_DISABLED": "true",
+                      "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"})
+
+    def botocore_ok() -> subprocess.CompletedProcess[str] | None:
+        # The router namespace and its proxy may still be converging.
+        proc = subprocess.run(["ip", "netns", "exec", guest, sys.executable, "-c", BOTOCORE],
+                              capture_output=True, text=True, timeout=120, env=env)
+        return proc if proc.returncode == 0 else None
+
+    proc = wait_for(botocore_ok, timeout=60, interval=0.5)
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert got["base"] == "http://[fd00:ec2::254]/" and got["v1_disabled"]
     assert got["region"] == REGION and got["zone"] == ZONE

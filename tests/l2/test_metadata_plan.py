@@ -58,9 +58,14 @@ SETTINGS = MetaSettings(fabric="openimds-host", state_path="/s/qmeta",
 def test_diff_from_nothing_builds_namespace_port_addresses_and_proxy() -> None:
     plan = desired_meta_state(NETWORK, [SUB], [META, vm("cmp-1")], "cmp-1", "vxlan-1001")
     assert plan is not None
-    kinds = [type(a) for a in diff_meta(NET, plan, MetaActual(), SETTINGS)]
-    assert kinds == [act.EnsureNamespace, act.EnsurePortLink, act.SyncAddresses,
-                     act.EnsureProxy]
+    out = diff_meta(NET, plan, MetaActual(), SETTINGS)
+    assert [type(a) for a in out] == [act.EnsureNamespace, act.EnsurePortLink,
+                                      act.SyncAddresses, act.RestoreIptables, act.EnsureProxy]
+    # The token PUT's hop limit, as on the other paths (only TCP: the proxy's answers).
+    restore = out[3]
+    assert isinstance(restore, act.RestoreIptables) and not restore.ipv6
+    assert "-I OUTPUT 1 -p tcp -j openimds-meta-OUTPUT" in restore.text
+    assert "-j TTL --ttl-set 1" in restore.text
 
 
 def test_diff_to_nothing_stops_the_proxy_before_the_namespace_goes() -> None:

@@ -118,3 +118,43 @@ def test_broken_pair_recreates_the_port_and_resyncs_its_addresses() -> None:
     out = diff_router(RID, plan, dataclasses.replace(actual, fabric_links=(actual.fabric_links[0],
                                                                            near)), SETTINGS)
     assert kinds(out) == ["EnsurePortLink", "EnsureProxy"]
+
+
+RA_ROUTER = RouterInfo(RID, "r", "p", (
+    RouterInterface("port-aaaaaaaa", "net-a", "fa:16:3e:00:00:01", ("2001:db8::1/64",),
+                    ipv6_ra=(("2001:db8::/64", "slaac"),)),
+))
+RA_DIR = "/s/ra/router-1"
+
+
+def test_advertisement_daemon_started_adopted_restarted_stopped() -> None:
+    from openimds.linux.dnsmasq import DnsmasqProcess, daemon_argv
+
+    plan = desired_router_state(RA_ROUTER, OPTS_V6)
+    assert plan.ra is not None
+    base = dataclasses.replace(in_sync(), netns_inode=(4, 1))
+    out = diff_router(RID, plan, base, SETTINGS)
+    start = [a for a in out if isinstance(a, act.StartDnsmasq)]
+    assert len(start) == 1 and start[0].netns == NS
+    assert "--keep-in-foreground" not in start[0].argv  # daemonised: a restarted agent adopts it
+    assert act.WriteFile(f"{RA_DIR}/argv", "\n".join(start[0].argv) + "\n") in out
+    running = DnsmasqProcess(77, start[0].argv, (4, 1))
+    adopted = diff_router(RID, plan, dataclasses.replace(base, ra=running), SETTINGS)
+    assert not any(isinstance(a, act.StartDnsmasq | act.StopDnsmasq) for a in adopted)
+    # Another command line (a link added) or another namespace: restarted.
+    for proc in (DnsmasqProcess(77, ("dnsmasq", "--old"), (4, 1)),
+                 DnsmasqProcess(77, tuple(daemon_argv(plan.ra.argv(RA_DIR))), (4, 9))):
+        out = diff_router(RID, plan, dataclasses.replace(base, ra=proc), SETTINGS)
+        assert act.StopDnsmasq(77, f"{RA_DIR}/pid") in out
+        assert any(isinstance(a, act.StartDnsmasq) for a in out)
+    # No advertised link any more: stopped. Router gone: stopped and its folder removed.
+    out = diff_router(RID, desired_router_state(ROUTER, OPTS), dataclasses.replace(base, ra=running),
+                      SETTINGS)
+    assert act.StopDnsmasq(77, f"{RA_DIR}/pid") in out
+    out = diff_router(RID, None, dataclasses.replace(base, ra=running, ra_dir_exists=True),
+                      SETTINGS)
+    assert out.index(act.StopDnsmasq(77, f"{RA_DIR}/pid")) < out.index(act.DeleteNamespace(NS))
+    assert out[-1] == act.RemoveTree(RA_DIR)
+
+
+OPTS_V6 = L3Options(ipv6_enabled=True)

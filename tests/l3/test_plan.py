@@ -42,7 +42,7 @@ FULL_V4 = (
 # With the proxy on: the token PUT's hop limit, DSCP → TTL, then DSCP cleared
 # (proxy/hoplimit.py); 64 is the kernel's default TTL and needs no rule.
 HOP_V4 = (
-    ("mangle", "OUTPUT", f"-j {P}OUTPUT"),
+    ("mangle", "OUTPUT", f"-p tcp -j {P}OUTPUT"),
     *(("mangle", f"{P}OUTPUT", f"-m dscp --dscp 0x{n:02x} -j TTL --ttl-set {n}")
       for n in range(1, 64)),
     ("mangle", f"{P}OUTPUT", "-m dscp ! --dscp 0x00 -j DSCP --set-dscp 0x00"),
@@ -291,3 +291,42 @@ def test_extra_ipv6_metadata_addresses() -> None:
     assert not any("fd00:ec2::254" in r for _, _, r in plan.rules)
     with pytest.raises(ValueError, match="not an IPv6 address"):
         L3Options(extra_ipv6_addresses=("10.0.0.1",))
+
+
+def test_router_advertises_its_ipv6_links_with_ra_mode() -> None:
+    subnets = [
+        {"id": "s4", "cidr": "10.0.0.0/24"},
+        {"id": "sa", "cidr": "2001:db8:a::/64", "ipv6_ra_mode": "slaac"},
+        {"id": "sb", "cidr": "2001:db8:b::/64", "ipv6_ra_mode": "dhcpv6-stateful"},
+        {"id": "sc", "cidr": "2001:db8:c::/64"},  # an external router advertises it
+    ]
+    ports = [
+        {"id": "p1", "network_id": "n1", "mac_address": "fa:16:3e:00:00:01",
+         "device_owner": "network:router_interface", "device_id": "r1",
+         "fixed_ips": [{"subnet_id": "s4", "ip_address": "10.0.0.1"},
+                       {"subnet_id": "sa", "ip_address": "2001:db8:a::1"}]},
+        {"id": "p2", "network_id": "n2", "mac_address": "fa:16:3e:00:00:02",
+         "device_owner": "network:router_interface", "device_id": "r1",
+         "fixed_ips": [{"subnet_id": "sb", "ip_address": "2001:db8:b::1"}]},
+        {"id": "p3", "network_id": "n3", "mac_address": "fa:16:3e:00:00:03",
+         "device_owner": "network:router_interface", "device_id": "r1",
+         "fixed_ips": [{"subnet_id": "sc", "ip_address": "2001:db8:c::1"}]},
+    ]
+    router = routers_from_neutron([{"id": "r1"}], ports, subnets,
+                                  [{"id": "n1", "mtu": 1450}])["r1"]
+    assert [i.ipv6_ra for i in router.interfaces] == [
+        (("2001:db8:a::/64", "slaac"),), (("2001:db8:b::/64", "dhcpv6-stateful"),), ()]
+    plan = desired_router_state(router, L3Options())
+    assert plan.ra is not None
+    assert plan.ra.argv("/s/ra/r1") == [
+        "dnsmasq", "--keep-in-foreground", "--no-hosts", "--no-resolv", "--port=0",
+        "--bind-interfaces", "--interface=qr-p1", "--interface=qr-p2", "--except-interface=lo",
+        "--pid-file=/s/ra/r1/pid", "--dhcp-leasefile=/s/ra/r1/leases", "--conf-file=/dev/null",
+        # It never answers DHCPv6: the DHCP namespace does.
+        "--dhcp-ignore=tag:dhcpv6", "--enable-ra",
+        "--dhcp-range=2001:db8:a::,ra-only,64", "--dhcp-range=2001:db8:b::,static,64",
+        "--ra-param=qr-p1,mtu:1450,100,1800", "--ra-param=qr-p2,mtu:1500,100,1800",
+    ]
+    # No IPv6 on the host, or no advertised link: no daemon.
+    assert desired_router_state(router, L3Options(ipv6_enabled=False)).ra is None
+    assert desired_router_state(ROUTER, L3Options()).ra is None

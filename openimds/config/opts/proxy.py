@@ -70,11 +70,12 @@ HAPROXY_OPTS: list[cfg.Opt] = [
 ]
 
 # The metadata agent's own limiter (openimds/agent/ratelimit.py): a token bucket per
-# (network, guest address), IPv4 and IPv6 alike, on by default and sized so a boot never meets it.
+# (network, guest port), IPv4 and IPv6 alike, on by default and sized so a boot never meets it.
 AGENT_RATE_LIMIT_OPTS: list[cfg.Opt] = [
     cfg.BoolOpt("instance_rate_limit_enabled", default=True,
-                help="Metadata agent: limit each guest (network, source address; IPv4 and "
-                     "IPv6) with a token bucket; over it = 429 with Retry-After."),
+                help="Metadata agent: limit each guest (network, port: its IPv4 and IPv6 "
+                     "addresses together) with a token bucket; over it = 429 with "
+                     "Retry-After."),
     cfg.IntOpt("instance_burst", default=200, min=1,
                help="Requests a guest may make at once (the bucket size). A full cloud-init "
                     "OpenStack read plus EC2 crawl is ~35 requests; 200 leaves more than 3x."),
