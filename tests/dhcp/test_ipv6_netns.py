@@ -22,6 +22,7 @@ from openimds.dhcp.model import NetworkInfo, PortInfo, SubnetInfo
 from openimds.dhcp.plan import DhcpOptions, DhcpPlan, desired_dhcp_state
 from openimds.proxy import HaproxySupervisor
 from tests.fabric.lab import Lab, lab, sh, wait_for  # noqa: F401 - fixture
+from tests.support.daemons import stop_by_pidfile
 
 pytestmark = pytest.mark.root
 NOW = datetime.now(UTC)
@@ -156,8 +157,7 @@ def test_dhcpv6_stateless_guest_gets_the_subnet_dns_servers(
         wait_for(lambda: got.exists() and "fd00:6e:10::53" in got.read_text(), timeout=30,
                  interval=0.2)
     finally:
-        if pidfile.exists():
-            sh("kill", pidfile.read_text().split()[0], check=False)
+        stop_by_pidfile(pidfile)
 
 
 @pytest.mark.parametrize("applied", [("dhcpv6-stateful", STATEFUL_IP)], indirect=True,
@@ -181,9 +181,7 @@ def test_dhcpv6_stateful_guest_gets_its_fixed_ip_from_dnsmasq(
            "-pf", str(pidfile), "eth0", netns=guest, timeout=60)
         wait_for(lambda: _usable(guest, STATEFUL_IP), timeout=30, interval=0.2)
     finally:
-        if pidfile.exists():
-            pid = int(pidfile.read_text().split()[0])
-            sh("kill", str(pid), check=False)
+        stop_by_pidfile(pidfile)
     assert not any(a.startswith("fd00:6e:10:0:") for a in _addresses(guest))  # no SLAAC
     headers = _fetch(the_lab, guest, "--interface", STATEFUL_IP)
     assert headers["x-forwarded-for"] == STATEFUL_IP

@@ -7,11 +7,9 @@ Every metadata request leaves a guest namespace, never the host's."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -24,6 +22,7 @@ import pytest
 from tests.e2e.cloud import Cloud, _clean_env
 from tests.fabric.lab import wait_for
 from tests.metadata.test_aws_profile import make_signer
+from tests.support.daemons import stop_by_pidfile
 
 pytestmark = pytest.mark.root
 
@@ -35,7 +34,6 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
-    import os
 
     from tests.conftest import IN_CI
 
@@ -480,9 +478,7 @@ def _dhcpv6(guest: str, state: Path) -> None:
             capture_output=True, text=True, timeout=90, env=_clean_env())
         assert proc.returncode == 0, proc.stderr[-2000:]
     finally:
-        if pidfile.exists():  # it stays to renew: ours to stop, by pid
-            with contextlib.suppress(ProcessLookupError, ValueError):
-                os.kill(int(pidfile.read_text().split()[0]), signal.SIGTERM)
+        stop_by_pidfile(pidfile)  # it stays to renew: ours to stop, by pid
 
 
 OPENSTACK_READER = (
