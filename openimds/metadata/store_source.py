@@ -7,11 +7,11 @@
   changed (or a compute port given its device id) is queued for a background load, one at a
   time, so a boot's first request is usually a cache hit and a storm of first requests does
   not queue behind a storm of loads.
-* A view the feed dropped is not forgotten: while its reload runs, a request waits at most
-  `stale_after` seconds for the fresh view and is otherwise answered from the last one, so
-  no request queues behind a storm of reloads; the last view is also what is served when the
-  reload cannot reach the database. An instance never loaded has no last view: its request
-  waits for the load (503 with Retry-After when the database is away).
+* A view the feed dropped is reloaded in the background (above) and its requests join that one
+  load; they are never answered from before the change (metadata options such as
+  `http_endpoint = disabled` take effect at their revision). The last view is kept, though,
+  and served when the reload cannot reach the database; an instance never loaded has none:
+  503 with Retry-After then.
 * A watcher task follows `Store.changes_since` from the revision read at start-up and drops
   every cached view the change can affect: the instance itself; its ports (including a port
   newly given its device id); the subnets and networks it sits on, and DHCP ports there (they
@@ -308,7 +308,6 @@ class StoreSource:
         *,
         on_cache: Callable[[str, bool], None] | None = None,
         feed_timeout: float = 10.0,
-        stale_after: float = 0.5,
         prefetch: bool = True,
     ) -> None:
         self.store = store
@@ -323,10 +322,9 @@ class StoreSource:
         self._epoch: dict[str, int] = defaultdict(int)
         self._global_epoch = 0
         self._loading: dict[str, asyncio.Task[InstanceView | None]] = {}
-        # The last view loaded per instance, kept when the feed drops it: served while its
-        # reload runs (if that takes longer than `stale_after`) or cannot reach the database.
+        # The last view cached per instance, kept when the feed drops it: served when its
+        # reload cannot reach the database.
         self._last: dict[str, InstanceView] = {}
-        self._stale_after = stale_after
         # Instances the feed created or changed, loaded in the background one at a time so
         # their next request (a boot's first) is a cache hit; insertion-ordered, value = tries.
         self._prefetch_enabled = prefetch
@@ -414,25 +412,21 @@ class StoreSource:
         if last is None:
             # Nothing known yet: wait for the load (Unavailable when the database is away).
             return await asyncio.shield(task)
-        # A view the feed dropped: serve the fresh one if it comes within `stale_after`, else
-        # the last one while the reload goes on, so a request never queues behind a storm of
-        # reloads; with the database away, the last one too (the degraded mode's promise).
-        done, _ = await asyncio.wait({task}, timeout=self._stale_after)
-        if not done:
+        # A view the feed dropped: the fresh one, as soon as its one load is done (a change is
+        # visible once its revision is applied: metadata options such as http_endpoint =
+        # disabled must never be answered from before). Only when that load cannot reach the
+        # database is the last view served (the degraded mode's promise), never a 503.
+        try:
+            return await asyncio.shield(task)
+        except Unavailable:
             return last
-        exc = task.exception()
-        if exc is None:
-            return task.result()
-        if isinstance(exc, Unavailable):
-            return last
-        raise exc
 
     def _start_load(self, uuid: str) -> asyncio.Task[InstanceView | None]:
         # The load is a task of its own, not the first requester's: one load per instance
         # however many requests ask (single flight), and a request that gives up (a
-        # disconnect, or the stale_after wait) never cancels it.
+        # disconnect) never cancels it.
         task = asyncio.create_task(self._reload(uuid), name=f"metadata-view-{uuid}")
-        # Its failure is seen by whoever waits; nobody may (all served the last view).
+        # Its failure is seen by whoever waits; a background load may have no waiter.
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
         self._loading[uuid] = task
         return task
