@@ -93,6 +93,7 @@ def settings_from_conf(conf: Any) -> Any:
                     allow_automatic_dhcp_failover=conf.allow_automatic_dhcp_failover,
                     allow_automatic_l3agent_failover=conf.allow_automatic_l3agent_failover,
                     metadata_mode=str(conf.metadata_mode),
+                    dhcp_lease_duration=int(conf.dhcp_lease_duration),
                     change_retention=Retention(conf.change_retention_seconds,
                                                conf.change_retention_count),
                     change_prune_interval=float(conf.change_prune_interval))

@@ -415,7 +415,7 @@ async def _start_pruner(app: web.Application) -> None:
 
 
 async def _stop_pruner(app: web.Application) -> None:
-    for name in ("task", "failover"):
+    for name in ("task", "failover", "metadata_ports"):
         task = app[PRUNER].pop(name, None)
         if task is not None:
             task.cancel()
@@ -435,14 +435,15 @@ async def _stop_pools(app: web.Application) -> None:
 
 async def _sync_metadata_ports(app: web.Application) -> None:
     # Level-triggered on start: [DEFAULT] metadata_mode decides which networks hold a
-    # distributed metadata port (control/distributed_metadata.py). A database that is away
-    # now is not fatal: subnet writes keep each network right, the next start sweeps again.
-    from openimds.control.distributed_metadata import sync_all_metadata_ports
+    # distributed metadata port, and a port retiring after a switch back to network_node is
+    # deleted at its deadline (control/distributed_metadata.py). In the background: a
+    # database away now is retried, subnet writes keep each network right meanwhile.
+    from openimds.control.distributed_metadata import retire_forever
 
-    try:
-        await asyncio.to_thread(sync_all_metadata_ports, app[STORE], app[SETTINGS].metadata_mode)
-    except Exception as exc:
-        LOG.warning("metadata_mode sweep failed (%s); it runs again at the next start", exc)
+    settings = app[SETTINGS]
+    app[PRUNER]["metadata_ports"] = asyncio.create_task(
+        retire_forever(app[STORE], settings.metadata_mode, settings.dhcp_lease_duration),
+        name="metadata-ports")
 
 
 def build_app(store: Store, settings: Settings | None = None) -> web.Application:

@@ -54,6 +54,8 @@ class Settings:
     allow_automatic_l3agent_failover: bool = True
     # [DEFAULT] metadata_mode: network_node | distributed (control/distributed_metadata.py).
     metadata_mode: str = "network_node"
+    # [DEFAULT] dhcp_lease_duration: how long a retiring metadata port keeps serving.
+    dhcp_lease_duration: int = 86400
 
 
 @dataclass

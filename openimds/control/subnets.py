@@ -278,7 +278,8 @@ def create_subnet(call: Call) -> Reply:
             s.add(subnet)
             s.flush()
             sync_dhcp_port(s, network, wanted_dhcp_hosts(s, network.id, call.settings))
-            sync_metadata_port(s, network, call.settings.metadata_mode)
+            sync_metadata_port(s, network, call.settings.metadata_mode,
+                               lease_seconds=call.settings.dhcp_lease_duration)
             return Reply(201, {"subnet": subnet_dict(subnet)})
 
     return retry_on_race(write)
@@ -312,7 +313,8 @@ def update_subnet(call: Call) -> Reply:
             s.flush()
             sync_dhcp_port(s, subnet.network,
                            wanted_dhcp_hosts(s, subnet.network_id, call.settings))
-            sync_metadata_port(s, subnet.network, call.settings.metadata_mode)
+            sync_metadata_port(s, subnet.network, call.settings.metadata_mode,
+                               lease_seconds=call.settings.dhcp_lease_duration)
             return Reply(200, {"subnet": subnet_dict(subnet)})
 
     return retry_on_race(write)
@@ -350,6 +352,7 @@ def delete_subnet(call: Call) -> Reply:
         # The DHCP port lets go of its address here first; the subnet row goes after.
         subnet.enable_dhcp = False
         sync_dhcp_port(s, network, wanted_dhcp_hosts(s, network.id, call.settings))
-        sync_metadata_port(s, network, call.settings.metadata_mode)
+        sync_metadata_port(s, network, call.settings.metadata_mode,
+                           lease_seconds=call.settings.dhcp_lease_duration)
         s.delete(subnet)
     return Reply(204)

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from openimds.metadata_retirement import retiring_until
+
 __all__ = [
     "DEVICE_OWNER_DHCP",
     "DEVICE_OWNER_DISTRIBUTED",
@@ -62,6 +64,9 @@ class PortInfo:
     device_owner: str
     device_id: str
     created_at: datetime
+    # A distributed metadata port retiring after a switch back to network_node
+    # (openimds.metadata_retirement): no longer the network's metadata route.
+    retiring: bool = False
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,7 @@ def port_from_neutron(d: Mapping[str, Any]) -> PortInfo:
         device_owner=d.get("device_owner") or "",
         device_id=d.get("device_id") or "",
         created_at=parse_timestamp(d.get("created_at")),
+        retiring=retiring_until(d.get("binding:profile")) is not None,
     )
 
 

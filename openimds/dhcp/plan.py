@@ -271,13 +271,16 @@ def _ovn_metadata_port(network: NetworkInfo) -> PortInfo | None:
 
 def distributed_metadata_port(network: NetworkInfo) -> PortInfo | None:
     """The network's metadata "localport": openimds' `qmeta-<network>` (metadata_mode =
-    distributed, control/distributed_metadata.py) or an OVN agent's `ovnmeta-<network>`."""
+    distributed, control/distributed_metadata.py) or an OVN agent's `ovnmeta-<network>`. A
+    retiring one (openimds.metadata_retirement) is none: new leases take the network_node
+    route while the l2-agents keep serving the old one until the last such lease ends."""
     return next(
         (
             p
             for p in network.ports
             if p.device_owner == DEVICE_OWNER_DISTRIBUTED
             and p.device_id.startswith(("qmeta-", "ovnmeta-"))
+            and not p.retiring
         ),
         None,
     )

@@ -102,14 +102,15 @@ class L2Agent(InventoryAgent):
             self.applier.apply(key, plan, log)
             return None
         meta = desired_meta_state(network, snap.subnets, ports, self.options.host,
-                                  plan.uplink.name if plan is not None else None)
+                                  plan.uplink.name if plan is not None else None, now)
         if meta is None:
             self.meta.apply(key, None, log)  # before the bridge, which its veth would keep
             self.applier.apply(key, plan, log)
-        else:
-            self.applier.apply(key, plan, log)
-            self.meta.apply(key, meta, log)
-        return None
+            return None
+        self.applier.apply(key, plan, log)
+        self.meta.apply(key, meta, log)
+        # A retiring metadata port: look again at its deadline, when its namespace goes.
+        return meta.retiring_until
 
     async def refresh_peers(self) -> bool:
         """Read the registry; re-queue every network when the peer map changed."""

@@ -21,6 +21,7 @@ import logging
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from openimds.l3.plan import render_iptables_restore
@@ -31,6 +32,7 @@ from openimds.linux.netns import list_netns, netns_exists
 from openimds.linux.nftables import apply_ruleset
 from openimds.linux.observe import Address, Link, addresses, links
 from openimds.linux.ports import addresses_match, port_link_state
+from openimds.metadata_retirement import retired, retiring_until
 from openimds.portsec.localport import LocalPort, localport_rules
 from openimds.proxy.haproxy import (
     METADATA_IPV4_CIDR,
@@ -72,15 +74,19 @@ class MetaPlan:
     # mangle rules (iptables-save form): the token PUT's answer leaves with the instance's
     # hop limit, as on the DHCP and router paths.
     rules: tuple[ipt.Rule, ...] = tuple(ttl_rules(CHAIN_PREFIX, ipv6=False))
+    # A retiring port (openimds.metadata_retirement) serves the old leases until then.
+    retiring_until: datetime | None = None
 
 
 def desired_meta_state(network: Mapping[str, Any] | None, subnets: Iterable[Mapping[str, Any]],
                        ports: Iterable[Mapping[str, Any]], host: str,
-                       uplink: str | None) -> MetaPlan | None:
+                       uplink: str | None, now: datetime | None = None) -> MetaPlan | None:
     """The namespace for one network on `host`; None = nothing of it should exist here.
 
     `ports` are the network's ports, `subnets` (any, filtered by id) give the prefixes, and
-    `uplink` is the bridge's uplink device on this host (None: no bridge, so nothing).
+    `uplink` is the bridge's uplink device on this host (None: no bridge, so nothing). A
+    retiring metadata port keeps its namespace until its deadline, judged at `now` (None: no
+    deadline has passed).
     """
     if network is None or uplink is None:
         return None
@@ -88,7 +94,7 @@ def desired_meta_state(network: Mapping[str, Any] | None, subnets: Iterable[Mapp
     ports = list(ports)
     meta = next((p for p in ports if p.get("device_owner") == DISTRIBUTED_OWNER
                  and p.get("device_id") == namespace_name(net_id)), None)
-    if meta is None:
+    if meta is None or (now is not None and retired(meta.get("binding:profile"), now)):
         return None
     if not any(p.get("binding:host_id") == host
                and str(p.get("device_owner") or "").startswith(INSTANCE_OWNER_PREFIXES)
@@ -108,6 +114,7 @@ def desired_meta_state(network: Mapping[str, Any] | None, subnets: Iterable[Mapp
         return None
     port_id = str(meta["id"])
     mac = str(meta["mac_address"]).lower()
+    until = retiring_until(meta.get("binding:profile"))
     return MetaPlan(
         network_id=net_id,
         namespace=namespace_name(net_id),
@@ -117,6 +124,7 @@ def desired_meta_state(network: Mapping[str, Any] | None, subnets: Iterable[Mapp
         mtu=int(str(network.get("mtu") or 1500)),
         addresses=(*cidrs, METADATA_IPV4_CIDR),
         localport=LocalPort(mac, tuple(ips), uplink),
+        retiring_until=until if isinstance(until, datetime) else None,
     )
 
 

@@ -8,9 +8,14 @@ every bridged frame passes once per output port, floods included), drops on the 
 (VXLAN, VLAN or flat device):
 
 * any frame from or to the metadata port's MAC, leaving or arriving;
-* ARP that asks for (or answers about) one of the metadata port's addresses, both ways, so
-  an ARP for the metadata IP is answered only by this host's own namespace;
-* IPv4 to 169.254.169.254, both ways (a guest that routes it wrongly still never crosses).
+* ARP that asks for (or answers about) one of the metadata port's addresses or
+  169.254.169.254, both ways, so an ARP for the metadata IP is answered only by this host's
+  own namespace.
+
+IPv4 to 169.254.169.254 is *not* dropped: a guest still holding a lease from the other mode
+routes it via the DHCP port or the router on a network node (dst MAC not ours), and that path
+must keep working while the modes switch (docs/distributed-metadata.md). A guest routing via
+the metadata port sends to its MAC, which never crosses.
 
 Same whole-state shape as `rules.port_security_rules`: the text starts with `table` + `delete
 table`, so one `nft -f` (openimds.linux.nftables.apply_ruleset) replaces the table atomically,
@@ -47,18 +52,16 @@ def localport_rules(network_id: str, port: LocalPort | None) -> str:
         return "\n".join(lines) + "\n"
     mac = _mac(port.mac)
     up = port.uplink
-    targets = ", ".join(sorted(set(port.ips)))
+    targets = ", ".join(sorted({*port.ips, METADATA_IPV4}))
     rules = []
     for direction in ("oifname", "iifname"):
         rules += [
             f'{direction} "{up}" ether saddr {mac} drop',
             f'{direction} "{up}" ether daddr {mac} drop',
             f'{direction} "{up}" ether type arp arp saddr ether {mac} drop',
-            f'{direction} "{up}" ether type ip ip daddr {METADATA_IPV4} drop',
+            f'{direction} "{up}" ether type arp arp daddr ip {{ {targets} }} drop',
+            f'{direction} "{up}" ether type arp arp saddr ip {{ {targets} }} drop',
         ]
-        if targets:
-            rules += [f'{direction} "{up}" ether type arp arp daddr ip {{ {targets} }} drop',
-                      f'{direction} "{up}" ether type arp arp saddr ip {{ {targets} }} drop']
     lines += [f"table {table} {{", "    chain forward {",
               "        type filter hook forward priority -200; policy accept;"]
     lines += [f"        {r}" for r in rules]

@@ -58,3 +58,22 @@ def test_routed_subnet_in_distributed_mode_routes_via_the_metadata_port() -> Non
     assert plan is not None
     assert plan.opts.splitlines()[0] == ("tag:tag0,option:classless-static-route,"
                                          "169.254.169.254/32,172.31.0.9,0.0.0.0/0,172.31.0.1")
+
+
+def test_retiring_metadata_port_gives_new_leases_the_network_node_route() -> None:
+    from dataclasses import replace
+
+    from openimds.dhcp.model import port_from_neutron
+
+    retiring = replace(meta_port("s111", "192.168.111.9", SEED1.id), retiring=True)
+    network = net(SEED1.subnets, [*SEED1.ports, retiring], nid=SEED1.id)
+    assert metadata_mode_of(network) == N
+    plan = desired_dhcp_state(network, ISO, NOW)
+    assert plan is not None and "192.168.111.9" not in plan.opts
+    assert plan.opts == desired_dhcp_state(SEED1, ISO, NOW).opts  # type: ignore[union-attr]
+    # The mark comes from the port's binding:profile (openimds.metadata_retirement).
+    base = {"id": "p", "mac_address": "FA:16:3E:00:00:01", "device_owner": "network:distributed",
+            "device_id": "qmeta-x", "fixed_ips": []}
+    assert not port_from_neutron(base).retiring
+    assert port_from_neutron({**base, "binding:profile": {
+        "openimds_metadata_retiring_until": "2026-01-01T00:00:00Z"}}).retiring

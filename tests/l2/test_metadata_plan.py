@@ -77,3 +77,23 @@ def test_diff_to_nothing_stops_the_proxy_before_the_namespace_goes() -> None:
         act.StopProxy(NET), act.DeleteLink(f"qmeta-{NET}", "qm-m0000000-aa"),
         act.DeleteNamespace(f"qmeta-{NET}")]
     assert diff_meta(NET, None, MetaActual(), SETTINGS) == []
+
+
+def test_retiring_port_keeps_its_namespace_until_the_deadline() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    deadline = datetime(2026, 1, 1, 12, 10, tzinfo=UTC)
+    retiring = {**META, "binding:profile": {
+        "openimds_metadata_retiring_until": "2026-01-01T12:10:00Z"}}
+    ports = [retiring, vm("cmp-1")]
+    before = desired_meta_state(NETWORK, [SUB], ports, "cmp-1", "vxlan-1001",
+                                deadline - timedelta(seconds=1))
+    assert before is not None and before.retiring_until == deadline
+    assert desired_meta_state(NETWORK, [SUB], ports, "cmp-1", "vxlan-1001", deadline) is None
+    live = desired_meta_state(NETWORK, [SUB], [META, vm("cmp-1")], "cmp-1", "vxlan-1001",
+                              deadline)
+    assert live is not None and live.retiring_until is None
+    never = {**META, "binding:profile": {"openimds_metadata_retiring_until": "never"}}
+    far = datetime(2100, 1, 1, tzinfo=UTC)
+    plan = desired_meta_state(NETWORK, [SUB], [never, vm("cmp-1")], "cmp-1", "vxlan-1001", far)
+    assert plan is not None and plan.retiring_until is None

@@ -11,6 +11,7 @@ capture (tests/support/capture.py) shows that nothing of the metadata port cross
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +29,8 @@ CRAWL = ("/openstack/latest/meta_data.json", "/openstack/latest/network_data.jso
          "/latest/meta-data/instance-id", "/latest/meta-data/local-ipv4",
          "/openstack/latest/vendor_data.json")
 METADATA_IP = "169.254.169.254"
+# dnsmasq's shortest lease: how long a metadata port retires after a switch to network_node.
+LEASE = 120
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +46,12 @@ def lab() -> Iterator[MultiHostLab]:
     lab = MultiHostLab(
         [("net-1", NETWORK_NODE), *((h, COMPUTE) for h in COMPUTE_HOSTS)],
         extra_control=("metadata_mode = distributed\nagent_down_time = 8\n"
+                       f"dhcp_lease_duration = {LEASE}\n"
                        "[ml2]\ntenant_network_types = vxlan\n"
                        "[ml2_type_vxlan]\nvni_ranges = 1000:1999\n"),
-        host_defaults={h: "metadata_agent_scope = host" for h in COMPUTE_HOSTS})
+        host_defaults={"net-1": f"dhcp_lease_duration = {LEASE}",
+                       **{h: f"dhcp_lease_duration = {LEASE}\nmetadata_agent_scope = host"
+                          for h in COMPUTE_HOSTS}})
     try:
         lab.start()
         # Every agent registered before a server is bound to a host (1 + 3 × 2 of them).
@@ -283,3 +289,112 @@ def test_l2_agent_restart_adopts_the_namespace_and_its_proxy(
     assert all(line.split()[3] in after for line in addrs.splitlines()), (addrs, after)
     assert lab.metadata(host, guest.netns)["uuid"] == guest.server["id"]
 
+
+class Poller:
+    """A guest asking for its metadata over and over from a thread; paused while its lease
+    is renewed (the test's udhcpc script flushes the address, which a real renewal does not).
+    """
+
+    def __init__(self, guest: Guest) -> None:
+        self.guest = guest
+        self.results: list[tuple[float, float, int]] = []  # (sent, answered, status)
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            with self.lock:
+                sent = time.monotonic()
+                status, body = self.guest.fetch("/openstack/latest/meta_data.json")
+                if status == 200 and json.loads(body)["uuid"] != self.guest.server["id"]:
+                    status = -1  # someone else's metadata: a failure of the worst kind
+                self.results.append((sent, time.monotonic(), status))
+
+    def renew(self) -> str:
+        with self.lock:
+            return self.guest.lab.dhcp(self.guest.host, self.guest.netns)
+
+    def finish(self) -> tuple[list[tuple[float, int]], float]:
+        """(failed requests as (time, status), the longest time without a success)."""
+        self.stop.set()
+        self.thread.join(60)
+        failed = [(sent, status) for sent, _, status in self.results if status != 200]
+        ok = [answered for _, answered, status in self.results if status == 200]
+        gaps = [b - a for a, b in zip(ok, ok[1:], strict=False)]
+        return failed, max(gaps, default=0.0)
+
+
+def opts_route(lab: MultiHostLab, network_id: str) -> str | None:
+    """The next hop option 121 gives for 169.254.169.254 in net-1's opts file."""
+    path = lab.host("net-1").state / "dhcp" / network_id / "opts"
+    for line in path.read_text().splitlines() if path.exists() else ():
+        if "classless-static-route" in line and f"{METADATA_IP}/32," in line:
+            return line.split(f"{METADATA_IP}/32,")[1].split(",")[0]
+    return None
+
+
+def test_switching_modes_both_ways_while_guests_poll_has_no_outage(
+        lab: MultiHostLab, guests: dict[str, list[Guest]]) -> None:
+    """distributed -> network_node -> distributed with guests polling all along: guests keep
+    the route they leased until they renew, and both ends keep serving it meanwhile."""
+    from openimds.metadata_retirement import RETIRING_KEY
+
+    polled = guests["dist-a"]  # one per compute host, all on one network
+    net_id = polled[0].network_id
+    dhcp_ip = lab.cli("port", "list", "--network", net_id, "--device-owner",
+                      "network:dhcp")[0]["fixed_ips"][0]["ip_address"]
+    old_ip = metadata_port(lab, net_id)["fixed_ips"][0]["ip_address"]
+    assert opts_route(lab, net_id) == old_ip
+    pollers = [Poller(g) for g in polled]
+    marks: dict[str, float] = {"start": time.monotonic()}  # for the failure message
+    try:
+        # 1. Back to network_node: the port retires, new leases go to the DHCP port.
+        switched = time.monotonic()
+        lab.restart_control_api(metadata_mode="network_node")
+        # The start-up sweep runs in the background: wait for the mark.
+        wait_for(lambda: RETIRING_KEY in metadata_port(lab, net_id)["binding:profile"],
+                 timeout=60)
+        wait_for(lambda: opts_route(lab, net_id) == dhcp_ip, timeout=60)
+        marks["network_node opts"] = time.monotonic()
+        for poller in pollers[:2]:  # renew two now; the third keeps the old route a while
+            assert f"{METADATA_IP} via {dhcp_ip}" in poller.renew()
+        for name in COMPUTE_HOSTS:  # the old route is still served everywhere
+            assert f"qmeta-{net_id}" in lab.host(name).private_namespaces()
+        wait_for(lambda: time.monotonic() - switched > LEASE / 2, timeout=LEASE,
+                 interval=1)  # T1: the third renews half-way through its lease
+        assert f"{METADATA_IP} via {dhcp_ip}" in pollers[2].renew()
+        # At the deadline the namespaces and the port go.
+        wait_for(lambda: not lab.cli("port", "list", "--network", net_id, "--device-owner",
+                                     "network:distributed"), timeout=LEASE, interval=1)
+        marks["port deleted"] = time.monotonic()
+        for name in COMPUTE_HOSTS:
+            wait_for(lambda n=name: f"qmeta-{net_id}" not in  # type: ignore[misc]
+                     lab.host(n).private_namespaces(), timeout=30)
+        # 2. distributed again: a new port; guests on the DHCP route keep it until renewal.
+        lab.restart_control_api(metadata_mode="distributed")
+        wait_for(lambda: lab.cli("port", "list", "--network", net_id, "--device-owner",
+                                 "network:distributed"), timeout=60)
+        new_ip = metadata_port(lab, net_id)["fixed_ips"][0]["ip_address"]
+        wait_for(lambda: opts_route(lab, net_id) == new_ip, timeout=60)
+        marks["distributed opts"] = time.monotonic()
+        for poller in pollers:  # renew at once: the worst case for the race with the l2-agent
+            assert f"{METADATA_IP} via {new_ip}" in poller.renew()
+        for name in COMPUTE_HOSTS:
+            wait_for(lambda n=name: f"qmeta-{net_id}" in  # type: ignore[misc]
+                     lab.host(n).private_namespaces(), timeout=30)
+        # A few more answers each on the new route before the pollers stop.
+        seen = [len(p.results) for p in pollers]
+        wait_for(lambda: all(len(p.results) >= n + 3 for p, n in zip(pollers, seen,
+                                                                     strict=True)), timeout=60)
+    finally:
+        outcome = [p.finish() for p in pollers]
+    failed = [f for fails, _ in outcome for f in fails]
+    longest = max(gap for _, gap in outcome)
+    total = sum(len(p.results) for p in pollers)
+    print(f"\nmode switch both ways: {total} requests, {len(failed)} failed, longest time "
+          f"without an answer {longest:.2f} s")
+    start = marks["start"]
+    assert failed == [], ({k: round(v - start, 1) for k, v in marks.items()},
+                          [(round(t - start, 1), status) for t, status in failed])

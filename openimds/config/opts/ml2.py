@@ -51,7 +51,8 @@ SERVER_OPTS: list[cfg.Opt] = [
                     "DHCP opts route 169.254.169.254/32 via its address, and each compute "
                     "host's l2-agent answers its own guests from a qmeta-<network> namespace "
                     "(docs/distributed-metadata.md). Changing it converges at the next start "
-                    "of the control API."),
+                    "of the control API; back to network_node, each metadata port keeps "
+                    "serving the routes already leased for one dhcp_lease_duration."),
 ]
 
 REGISTRATIONS: list[tuple[str, list[cfg.Opt]]] = [
