@@ -12,7 +12,9 @@ request), the guest outage (the longest any one instance waited from sending a r
 failed to its next good answer), the write outage (the same for the writer: from sending a
 failed write to the next acknowledged one), the longest gap between two acknowledged writes
 from the fault on (a stalled write counts too), acknowledged and failed writes; at the end,
-acknowledged writes that are missing (or made twice). Bars: 0 lost acknowledged writes;
+acknowledged writes that are missing (or made twice). The round's request latency (p50 /
+p99 / max, send to answer) is printed beside them: on a busy machine a guest's wait is mostly
+its queueing, which the reference round shows. Bars: 0 lost acknowledged writes;
 guest and write outage <= 5 s per fault.
 
     .venv/bin/python bench/bench_replicas.py [--instances 200] [--settle 5]
@@ -33,15 +35,20 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _harness import install_stop_handlers, verdict, wait_for  # noqa: E402
+from _harness import install_stop_handlers, percentile, verdict, wait_for  # noqa: E402
 
-from tests.support.replicas import ReplicaCloud, run_faults  # noqa: E402
+from tests.support.replicas import ReplicaCloud, Round, run_faults  # noqa: E402
 
 OUTAGE_BAR = 5.0
 
 
 def load() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def latency(r: Round) -> str:
+    took = [x.t - x.started for x in r.results]
+    return "/".join(f"{percentile(took, q):.2f}" for q in (50, 99, 100))
 
 
 def main() -> int:
@@ -70,7 +77,7 @@ def main() -> int:
           f"PostgreSQL")
     print(f"  {'fault':<14}{'requests':>9}{'failed':>8}  {'by status':<14}{'window s':>9}"
           f"{'guest outage s':>16}{'write outage s':>16}{'write gap s':>13}{'acked writes':>14}"
-          f"{'failed writes':>15}")
+          f"{'failed writes':>15}  latency p50/p99/max s")
     worst = 0.0
     for fault, r in rounds.items():
         failed = r.failed()
@@ -79,7 +86,7 @@ def main() -> int:
         print(f"  {fault:<14}{len(r.results):>9}{len(failed):>8}  {str(by_status or '-'):<14}"
               f"{r.failure_window():>9.2f}{r.guest_outage():>16.2f}{r.write_outage:>16.2f}"
               f"{r.write_gap():>13.2f}"
-              f"{len(r.acked_networks):>14}{r.failed_writes:>15}")
+              f"{len(r.acked_networks):>14}{r.failed_writes:>15}  {latency(r)}")
     print(f"  PostgreSQL restarted: {restarted}")
     print(f"  lost acknowledged writes: {len(lost)} {lost[:5] if lost else ''}")
     print(f"  machine load at end {load()} (1/5/15 min)")
