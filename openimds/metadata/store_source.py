@@ -595,9 +595,15 @@ class StoreSource:
         # drops it as usual, as it drops anything else changed meanwhile.
         cached = self._views.get(uuid)
         deps = self._deps.get(uuid)
+        last = self._last.get(uuid)
         self._forget(uuid)
         if result is PasswordResult.SET and cached is not None and deps is not None:
             self._remember(replace(cached, password=password), deps)
+        elif result is PasswordResult.SET and last is not None:
+            # The feed dropped the view first (its record of this write came back before we
+            # did): the last view, served if the database goes away before the reload, must
+            # still refuse a second password.
+            self._last[uuid] = replace(last, password=password)
         return result
 
     def _set_password(self, uuid: str, password: str) -> PasswordResult:
