@@ -17,8 +17,9 @@
   newly given its device id); the subnets and networks it sits on, and DHCP ports there (they
   decide `dhcp_server` and the MTU); and its key pair.
 * Loads and invalidations race safely through epochs: a load stores its result only if nothing
-  touching that instance (or any subnet/network/key pair) was invalidated while it ran, so a
-  change applied mid-load can never be overwritten by the older read.
+  touching that instance (one of the ports it read, or any subnet/network/key pair) was
+  invalidated while it ran, so a change applied mid-load can never be overwritten by the older
+  read.
 * Direct-mode address lookups are cached the same way, keyed by IP and dropped per port.
 
 Nothing here is a TTL: correctness comes from the feed. `applied_revision` says how far the
@@ -321,6 +322,11 @@ class StoreSource:
         self._by_key: dict[tuple[str | None, str], set[str]] = defaultdict(set)
         self._epoch: dict[str, int] = defaultdict(int)
         self._global_epoch = 0
+        # Port changes counted, and the count at each port's last change: a load is stale if
+        # a port it read changed after it started (not every load in flight, as a global
+        # epoch would make it: with ports created every few ms, no load would ever stick).
+        self._port_changes = 0
+        self._port_changed: dict[str, int] = {}
         self._loading: dict[str, asyncio.Task[InstanceView | None]] = {}
         # The last view cached per instance, kept when the feed drops it: served when its
         # reload cannot reach the database.
@@ -462,6 +468,7 @@ class StoreSource:
 
     async def _reload(self, uuid: str) -> InstanceView | None:
         epochs = (self._epoch[uuid], self._global_epoch)
+        port_changes = self._port_changes
         dhcp_epoch = self._dhcp_epoch
         try:
             loaded = await self._query(self._load, uuid, dict(self._dhcp))
@@ -478,7 +485,8 @@ class StoreSource:
                     self._dhcp_port_network[port_id] = network_id
         # Only a view still current when it arrives is cached, and so becomes the last view:
         # one that a change overtook may miss that change (a port attached meanwhile).
-        if epochs == (self._epoch[uuid], self._global_epoch):
+        overtaken = any(self._port_changed.get(p, 0) > port_changes for p in deps.ports)
+        if epochs == (self._epoch[uuid], self._global_epoch) and not overtaken:
             self._remember(view, deps)
         return view
 
@@ -595,9 +603,15 @@ class StoreSource:
         # drops it as usual, as it drops anything else changed meanwhile.
         cached = self._views.get(uuid)
         deps = self._deps.get(uuid)
+        last = self._last.get(uuid)
         self._forget(uuid)
         if result is PasswordResult.SET and cached is not None and deps is not None:
             self._remember(replace(cached, password=password), deps)
+        elif result is PasswordResult.SET and last is not None:
+            # The feed dropped the view first (its record of this write came back before we
+            # did): the last view, served if the database goes away before the reload, must
+            # still refuse a second password.
+            self._last[uuid] = replace(last, password=password)
         return result
 
     def _set_password(self, uuid: str, password: str) -> PasswordResult:
@@ -702,8 +716,11 @@ class StoreSource:
                     self._want(rid)
             elif change.resource == "port":
                 facts = port_facts.get(rid) or _PortFacts(rid, None, None, None, ())
-                # The previous owner of a re-assigned port may be loading right now.
-                self._global_epoch += 1
+                # The previous owner of a re-assigned port may be loading right now: its load
+                # read this port, so it is not kept (`_reload`). The new owner's epoch moves
+                # below.
+                self._port_changes += 1
+                self._port_changed[rid] = self._port_changes
                 for uuid in list(self._by_port.get(rid, ())):
                     self._forget(uuid)
                 if facts.device_id:

@@ -446,13 +446,18 @@ class GatedLoads:
     """Counts the source's loads and holds them at a gate (the real load runs once let
     through): what a reload storm, or a slow database, looks like to the request path."""
 
-    def __init__(self, source: StoreSource, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, source: StoreSource, monkeypatch: pytest.MonkeyPatch, *,
+                 after: bool = False) -> None:
         self.calls = 0
         self.gate = threading.Event()
         real = source._load
 
         def gated(*args: Any) -> Any:
             self.calls += 1
+            if after:  # the load has read everything; its result is held back
+                got = real(*args)
+                self.gate.wait(30)
+                return got
             self.gate.wait(30)
             return real(*args)
 
@@ -565,5 +570,46 @@ async def test_a_created_instance_is_loaded_before_its_first_request(harness: Ha
         assert view is not None and view.hostname == "new-1"
         assert [f.ip_address for f in view.ports[0].fixed_ips] == ["10.0.0.6"]
         assert events == [("view", True)]  # no request ever waited for a load
+    finally:
+        await source.stop()
+
+
+async def test_a_load_is_kept_unless_a_port_it_read_changed_meanwhile(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another instance's port created during a load does not void it (a boot storm creates
+    ports every few ms: with any port change voiding every load in flight, views of new
+    instances were rarely kept); the instance's own port moving away does."""
+    source = StoreSource(harness.store, feed_timeout=1.0, prefetch=False)
+    await source.start()
+    ids = harness.ids
+    try:
+        loads = GatedLoads(source, monkeypatch, after=True)
+        asked = asyncio.ensure_future(source.view_for_instance(INSTANCE))
+        await wait_until(lambda: loads.calls == 1)
+        with harness.store.session() as s:
+            s.add(Port(network_id=ids["network"], project_id=ids["project"],
+                       mac_address="fa:16:3e:00:00:07", device_id="someone-else",
+                       device_owner="compute:nova",
+                       fixed_ips=[FixedIP(subnet_id=ids["subnet"], ip_address="10.0.0.7")]))
+        await source.wait_for_revision(harness.store.current_revision())
+        loads.gate.set()
+        assert (await asked) is not None
+        assert INSTANCE in source._views
+
+        source._forget(INSTANCE)
+        loads.gate.clear()
+        asked = asyncio.ensure_future(source.view_for_instance(INSTANCE))
+        await wait_until(lambda: loads.calls == 2)
+        with harness.store.session() as s:
+            s.get(Port, ids["port"]).device_id = "someone-else"
+        await source.wait_for_revision(harness.store.current_revision())
+        loads.gate.set()
+        held = await asked
+        assert held is not None and len(held.ports) == 1  # read before the port moved
+        assert INSTANCE not in source._views  # ... so not kept
+        fresh = await source.view_for_instance(INSTANCE)
+        assert fresh is not None and fresh.ports == ()
+        assert loads.calls == 3
     finally:
         await source.stop()
