@@ -82,7 +82,10 @@ def _runner(handler: Handler, kind: str) -> Callable[[argparse.Namespace], int]:
         except (ApiConnectionError, CliError, OSError) as exc:
             print(f"openimds: {exc}", file=sys.stderr)
             return 1
-        _print(result, kind, args.format)
+        # `--long` lists show the kind's long columns where it has them (agents: HA State).
+        long_kind = f"{kind}_long"
+        _print(result, long_kind if getattr(args, "long", False) and long_kind in LIST_COLUMNS
+               else kind, args.format)
         return 0
 
     return run
@@ -153,6 +156,10 @@ LIST_COLUMNS: dict[str, list[tuple[str, str]]] = {
     "agents": [("ID", "id"), ("Agent Type", "agent_type"), ("Host", "host"),
                ("Availability Zone", "availability_zone"), ("Alive", "alive"),
                ("State", "admin_state_up"), ("Binary", "binary")],
+    "agents_long": [("ID", "id"), ("Agent Type", "agent_type"), ("Host", "host"),
+                    ("Availability Zone", "availability_zone"), ("Alive", "alive"),
+                    ("State", "admin_state_up"), ("Binary", "binary"),
+                    ("HA State", "ha_state")],
     "token_usage": [("Server", "server_id"), ("Name", "name"), ("HTTP Tokens", "http_tokens"),
                     ("Tokenless", "tokenless_requests"),
                     ("Invalid Token", "invalid_token_requests"),

@@ -54,6 +54,11 @@ class Settings:
     allow_automatic_l3agent_failover: bool = True
     # [DEFAULT] metadata_mode: network_node | distributed (control/distributed_metadata.py).
     metadata_mode: str = "network_node"
+    # HA routers (control/l3_ha.py): None = HA when at least 2 L3 agents are alive.
+    l3_ha: bool | None = None
+    max_l3_agents_per_router: int = 3
+    min_l3_agents_per_router: int = 2
+    l3_ha_net_cidr: str = "169.254.192.0/18"
 
 
 @dataclass
