@@ -17,6 +17,7 @@ import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from openimds.l3.ha import HaPlan, ha_name
 from openimds.l3.model import RouterInfo
 from openimds.linux.iptables import BUILTIN_CHAINS, IptablesState, Rule
 from openimds.proxy.haproxy import METADATA_IPV4_CIDR, METADATA_IPV6_CIDR, ROUTER_METADATA_PORT
@@ -51,6 +52,10 @@ class L3Options:
     chain_prefix: str = "openimds-l3-"
     # `metadata_ipv6_addresses`: more IPv6 metadata addresses (fd00:ec2::254), as addresses.
     extra_ipv6_addresses: tuple[str, ...] = ()
+    # HA routers: keepalived's VRRP settings (ha_vrrp_advert_int, ha_vrrp_auth_*).
+    ha_advert_int: int = 2
+    ha_auth_type: str | None = None
+    ha_auth_password: str | None = None
 
     def __post_init__(self) -> None:
         for address in self.extra_ipv6_addresses:
@@ -87,6 +92,10 @@ class RouterPlan:
     chain_prefix: str
     metadata_proxy: bool
     proxy_listen: tuple[str, int] | None  # haproxy bind (host, port) when metadata_proxy
+    # HA router: keepalived's plan and the ha- device; the qr- addresses are then keepalived's
+    # (virtual_ipaddress_excluded), held by the master only.
+    ha: HaPlan | None = None
+    ha_port: QrPort | None = None
 
 
 def qr_name(port_id: str) -> str:
@@ -166,6 +175,20 @@ def desired_router_state(router: RouterInfo, opts: L3Options) -> RouterPlan:
     sysctls = [("net.ipv4.ip_forward", "1")]
     if opts.ipv6_enabled:
         sysctls.append(("net.ipv6.conf.all.forwarding", "1"))
+    ha = ha_port = None
+    if router.ha is not None:
+        p = router.ha.port
+        ha_port = QrPort(name=ha_name(p.port_id), port_id=p.port_id, network_id=p.network_id,
+                         mac_address=p.mac_address, addresses=p.addresses, mtu=p.mtu)
+        ha = HaPlan(router_id=router.id, vr_id=router.ha.vr_id, device=ha_port.name,
+                    vips=tuple((a, q.name) for q in ports for a in q.addresses),
+                    advert_int=opts.ha_advert_int, auth_type=opts.ha_auth_type,
+                    auth_password=opts.ha_auth_password)
+        if opts.ipv6_enabled:
+            # Every copy of a qr- device has the same MAC: no kernel link-local address (and
+            # so no DAD or MLD from a backup that would teach the bridges the wrong host).
+            # Set before the devices come up; Neutron does the same (addrgenmode none).
+            sysctls.append(("net.ipv6.conf.default.addr_gen_mode", "1"))
     listen = None
     if opts.enable_metadata_proxy:
         listen = ("::" if opts.ipv6_enabled else "0.0.0.0", opts.metadata_port)
@@ -179,6 +202,8 @@ def desired_router_state(router: RouterInfo, opts: L3Options) -> RouterPlan:
         chain_prefix=opts.chain_prefix,
         metadata_proxy=opts.enable_metadata_proxy,
         proxy_listen=listen,
+        ha=ha,
+        ha_port=ha_port,
     )
 
 

@@ -65,9 +65,11 @@ def haproxy_response_lines() -> list[str]:
 
 def ttl_rules(chain_prefix: str, *, ipv6: bool) -> list[Rule]:
     """mangle OUTPUT rules (iptables-save canonical form): DSCP → TTL (IPv4) / HL (IPv6), then
-    the DSCP cleared."""
+    the DSCP cleared. Only TCP enters the chain: the proxy's answers are TCP, and other
+    traffic keeps its DSCP and TTL (keepalived's VRRP adverts carry DSCP 48 and must leave
+    with TTL 255, or every peer drops them)."""
     chain = f"{chain_prefix}OUTPUT"
-    rules: list[Rule] = [("mangle", "OUTPUT", f"-j {chain}")]
+    rules: list[Rule] = [("mangle", "OUTPUT", f"-p tcp -j {chain}")]
     for n in range(1, MAX_HOP_LIMIT + 1):
         dscp = hop_limit_dscp(n)
         if dscp == 0:

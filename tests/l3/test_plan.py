@@ -42,7 +42,7 @@ FULL_V4 = (
 # With the proxy on: the token PUT's hop limit, DSCP → TTL, then DSCP cleared
 # (proxy/hoplimit.py); 64 is the kernel's default TTL and needs no rule.
 HOP_V4 = (
-    ("mangle", "OUTPUT", f"-j {P}OUTPUT"),
+    ("mangle", "OUTPUT", f"-p tcp -j {P}OUTPUT"),
     *(("mangle", f"{P}OUTPUT", f"-m dscp --dscp 0x{n:02x} -j TTL --ttl-set {n}")
       for n in range(1, 64)),
     ("mangle", f"{P}OUTPUT", "-m dscp ! --dscp 0x00 -j DSCP --set-dscp 0x00"),
