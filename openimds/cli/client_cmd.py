@@ -377,11 +377,22 @@ def _router_interface(action: str, by: str) -> Handler:
     return handler
 
 
+def _router_create(api: Any, args: argparse.Namespace) -> Any:
+    body: dict[str, Any] = {"name": args.name}
+    if args.ha is not None:
+        body["ha"] = args.ha
+    return api.create("routers", body)
+
+
 def _register_router(sub: argparse._SubParsersAction) -> None:
     verbs = sub.add_parser("router", help="routers").add_subparsers(metavar="VERB")
-    p = _leaf(verbs, "create", lambda api, a: api.create("routers", {"name": a.name}),
-              "routers", "create a router")
+    p = _leaf(verbs, "create", _router_create, "routers", "create a router")
     p.add_argument("name")
+    ha = p.add_mutually_exclusive_group()
+    ha.add_argument("--ha", dest="ha", action="store_const", const=True, default=None,
+                    help="highly available router (admin; default: [DEFAULT] l3_ha)")
+    ha.add_argument("--no-ha", dest="ha", action="store_const", const=False,
+                    help="legacy router on one L3 agent (admin)")
     _leaf(verbs, "list", lambda api, a: api.list("routers"), "routers", "list routers")
     _leaf(verbs, "show", _shower("routers"), "routers", "show a router").add_argument("name")
     _leaf(verbs, "delete", _deleter("routers"), "routers",

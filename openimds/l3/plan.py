@@ -157,6 +157,24 @@ def _rules6(opts: L3Options) -> list[Rule]:
     return rules
 
 
+# MLD report and done messages (v1 report 131, done 132, v2 report 143), as ip6tables-save
+# prints the match.
+_MLD_TYPES = (131, 132, 143)
+
+
+def _ha_rules6(opts: L3Options) -> list[Rule]:
+    """No MLD out of an HA router's qr- devices. Every copy of a qr- device has the gateway's
+    MAC, and the kernel sends MLD reports even from a device without an address (source ::)
+    when it joins ff02::2 (forwarding on): a backup that comes up would teach the bridges on
+    the way, the master's own included, that the gateway MAC lives at the backup's host, and
+    the guests' packets would stop reaching the master until it sends from that MAC again.
+    The bridges flood multicast without the reports (they have no querier)."""
+    chain = f"{opts.chain_prefix}OUTPUT"
+    return [("filter", "OUTPUT", f"-j {chain}"),
+            *(("filter", chain, f"-o qr-+ -p ipv6-icmp -m icmp6 --icmpv6-type {t} -j DROP")
+              for t in _MLD_TYPES)]
+
+
 def desired_router_state(router: RouterInfo, opts: L3Options) -> RouterPlan:
     # fe80::a9fe:a9fe on every qr- port (added without DAD): a guest's neighbour solicitation
     # for it must be answered on its link before ip6tables can redirect the connection.
@@ -198,7 +216,8 @@ def desired_router_state(router: RouterInfo, opts: L3Options) -> RouterPlan:
         ports=ports,
         sysctls=tuple(sysctls),
         rules=tuple(metadata_rules(opts, METADATA_V4)),
-        rules6=tuple(_rules6(opts)) if opts.ipv6_enabled else (),
+        rules6=tuple(_rules6(opts) + (_ha_rules6(opts) if ha else [])) if opts.ipv6_enabled
+        else (),
         chain_prefix=opts.chain_prefix,
         metadata_proxy=opts.enable_metadata_proxy,
         proxy_listen=listen,

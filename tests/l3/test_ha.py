@@ -66,6 +66,12 @@ def test_plan_hands_the_qr_addresses_to_keepalived() -> None:
     assert set(plan.ha.vips) == {("10.0.0.1/24", "qr-qr-port-aaa"),
                                  ("fe80::a9fe:a9fe/128", "qr-qr-port-aaa")}
     assert ("net.ipv6.conf.default.addr_gen_mode", "1") in plan.sysctls
+    # No MLD out of qr- (a backup's report would teach the bridges the wrong host).
+    assert ("filter", "openimds-l3-OUTPUT",
+            "-o qr-+ -p ipv6-icmp -m icmp6 --icmpv6-type 143 -j DROP") in plan.rules6
+    legacy = desired_router_state(router_from_neutron(router_rows(ha=False)[0], ports, subnets),
+                                  opts)
+    assert not [r for r in legacy.rules6 if r[0] == "filter" and "OUTPUT" in r[1]]
     assert managed_addresses(plan.ha)[0] == (plan.ha.device, "169.254.0.7/24")
 
 

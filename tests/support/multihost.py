@@ -283,6 +283,49 @@ class MultiHostLab:
             sh("ip", "netns", "delete", ns, check=False)
         shutil.rmtree(self.root, ignore_errors=True)
 
+    # ---- node loss ----------------------------------------------------------------------
+    def _index(self, host: SimHost) -> int:
+        return self.hosts.index(host) + 1  # the controller is underlay port 0
+
+    def power_cut(self, host: SimHost) -> None:
+        """As if `host` lost power: SIGKILL to every process of it (agents, and dnsmasq,
+        haproxy and keepalived in its namespaces), its namespaces deleted (qrouter-/qdhcp-
+        with their addresses), its bridges and VXLAN devices and its underlay links gone. The
+        keeper (the "hardware") stays so that `power_on` can boot it again."""
+        assert host.keeper is not None
+        # The network goes first and at once, as with a power cut: nothing the dying
+        # processes do afterwards (a proxy whose agent died first answering 502) can reach
+        # anyone.
+        i = self._index(host)
+        for outer in (f"ul{i}-{self.tag}", f"ph{i}-{self.tag}"):
+            sh("ip", "-n", self.underlay, "link", "delete", outer, check=False)
+        pids = {str(p.pid) for p in host.procs.values() if p.poll() is None}
+        pids |= set(sh("ip", "netns", "pids", host.netns, check=False).stdout.split())
+        for ns in host.private_namespaces():
+            pids |= set(host.run("ip", "netns", "pids", ns, check=False).stdout.split())
+        # The keeper may show in a private name too (a fabric that is the host's own netns).
+        for pid in pids - {str(host.keeper.pid)}:
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid), signal.SIGKILL)
+        for proc in host.procs.values():
+            proc.wait()
+        host.procs.clear()
+        for log in host.logs.values():
+            log.close()
+        host.logs.clear()
+        for ns in host.private_namespaces():
+            host.run("ip", "netns", "delete", ns, check=False)
+        # The host's own namespace is its fabric: bridges, VXLAN devices, veths go too.
+        for line in sh("ip", "-n", host.netns, "-o", "link", "show").stdout.splitlines():
+            name = line.split(":")[1].strip().split("@")[0]
+            if name not in ("lo", "ul0", "ph0"):
+                sh("ip", "-n", host.netns, "link", "delete", name, check=False)
+
+    def power_on(self, host: SimHost) -> None:
+        """Boot a host after `power_cut`: underlay links back, agents started."""
+        self._wire(host.netns, host.local_ip, self._index(host))
+        host.start_agents()
+
     # ---- driving ------------------------------------------------------------------------
     def host(self, name: str) -> SimHost:
         return next(h for h in self.hosts if h.name == name)
