@@ -134,3 +134,38 @@ async def test_l3_agents_show_ha_state_and_delete_removes_the_ha_network(api: Ap
     await api.ok("alice", "DELETE", f"/v2.0/routers/{rid}")
     nets = (await api.ok("admin", "GET", "/v2.0/networks"))["networks"]
     assert not [n for n in nets if n["name"].startswith("HA network tenant")]
+
+
+async def test_failover_moves_a_dead_agents_ha_port_to_the_free_agent(api: Api,
+                                                                     store: Any) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import select
+
+    from openimds.control.rescheduler import failover_pass
+    from openimds.inventory.models import Agent, utcnow
+
+    for host in ("net-1", "net-2", "net-3"):
+        await register(api, host)
+    router = (await api.ok("alice", "POST", "/v2.0/routers", {"router": {"name": "r"}}))[
+        "router"]
+    await add_interface(api, router["id"], "10.5.0.0/24")
+    before = {p["binding:host_id"]: p for p in await router_ports(api, router["id"])
+              if p["device_owner"] == HA_OWNER}
+    assert len(before) == 2  # max_l3_agents_per_router = 2
+    dead = sorted(before)[0]
+    (free,) = {"net-1", "net-2", "net-3"} - set(before)
+    with store.session() as s:
+        for row in s.scalars(select(Agent).where(Agent.host == dead)):
+            row.heartbeat_timestamp = utcnow() - timedelta(seconds=300)
+    moves = failover_pass(store, Settings(agent_down_time=30))
+    assert [(m.resource_id, m.from_host, m.to_host) for _, m in moves] == [
+        (router["id"], dead, free)]
+    after = {p["binding:host_id"]: p for p in await router_ports(api, router["id"])
+             if p["device_owner"] == HA_OWNER}
+    assert set(after) == set(before) - {dead} | {free}
+    # The same port (address, MAC) on its new host; the interfaces stay unbound.
+    assert after[free]["id"] == before[dead]["id"]
+    assert after[free]["fixed_ips"] == before[dead]["fixed_ips"]
+    assert [p["binding:host_id"] for p in await router_ports(api, router["id"])
+            if p["device_owner"] == "network:router_interface"] == [""]
