@@ -135,6 +135,14 @@ def diff_router(
         for key, value in plan.sysctls
         if actual.sysctls.get(key) != value
     ]
+    # Our rules before any device comes up: they name devices by wildcard (qr-+), and an HA
+    # router's copy must never send MLD from the gateway MAC, not even once at link up.
+    v4 = render_iptables_restore(plan.rules, actual.iptables, plan.chain_prefix)
+    if v4:
+        out.append(act.RestoreIptables(ns, v4))
+    v6 = render_iptables_restore(plan.rules6, actual.ip6tables, plan.chain_prefix)
+    if v6:
+        out.append(act.RestoreIptables(ns, v6, ipv6=True))
     all_ports = (*plan.ports, *((plan.ha_port,) if plan.ha_port is not None else ()))
     wanted = {p.name for p in all_ports}
     out += [act.DeleteLink(ns, x.name) for x in actual.links if x.name not in wanted | {"lo"}]
@@ -159,12 +167,6 @@ def diff_router(
         elif not port.paired or not addresses_match(actual.addresses, p.name, p.addresses):
             out.append(act.SyncAddresses(ns, p.name, p.addresses))
 
-    v4 = render_iptables_restore(plan.rules, actual.iptables, plan.chain_prefix)
-    if v4:
-        out.append(act.RestoreIptables(ns, v4))
-    v6 = render_iptables_restore(plan.rules6, actual.ip6tables, plan.chain_prefix)
-    if v6:
-        out.append(act.RestoreIptables(ns, v6, ipv6=True))
 
     if plan.ha is not None:
         out.append(act.EnsureKeepalived(router_id, render_keepalived_conf(plan.ha), ns))
