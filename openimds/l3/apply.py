@@ -135,6 +135,10 @@ def diff_router(
         for key, value in plan.sysctls
         if actual.sysctls.get(key) != value
     ]
+    if plan.ha is None and actual.keepalived_configured:
+        # No longer HA here: keepalived goes first, since it removes its addresses as it
+        # stops, and the address sync below then puts the legacy router's back.
+        out.append(act.StopKeepalived(router_id))
     # Our rules before any device comes up: they name devices by wildcard (qr-+), and an HA
     # router's copy must never send MLD from the gateway MAC, not even once at link up.
     v4 = render_iptables_restore(plan.rules, actual.iptables, plan.chain_prefix)
@@ -170,8 +174,6 @@ def diff_router(
 
     if plan.ha is not None:
         out.append(act.EnsureKeepalived(router_id, render_keepalived_conf(plan.ha), ns))
-    elif actual.keepalived_configured:
-        out.append(act.StopKeepalived(router_id))
 
     spec = proxy_spec_for_plan(plan, settings)
     if spec is not None:

@@ -160,3 +160,13 @@ def test_diff_empties_qr_devices_before_starting_keepalived() -> None:
 def test_diff_stops_keepalived_when_the_router_goes() -> None:
     actions = diff_router(RID, None, _actual(True, []), SETTINGS)
     assert actions[0] == act.StopKeepalived(RID)
+
+
+def test_diff_stops_keepalived_before_syncing_a_router_no_longer_ha() -> None:
+    router, ports, subnets = router_rows(ha=False)
+    plan = desired_router_state(router_from_neutron(router, ports, subnets, host="h1"),
+                                L3Options(ipv6_enabled=False))
+    actions = diff_router(RID, plan, _actual(True, []), SETTINGS)
+    sync = next(a for a in actions if isinstance(a, act.SyncAddresses))
+    assert actions.index(act.StopKeepalived(RID)) < actions.index(sync)
+    assert sync.cidrs == ("10.0.0.1/24",)
