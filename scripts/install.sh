@@ -9,7 +9,8 @@ mkdir -p /etc/cloud && touch /etc/cloud/cloud-init.disabled
 apt-get update -q
 apt-get install -y -q --no-install-recommends \
     python3 python3-venv python3-pip iproute2 iptables haproxy dnsmasq-base busybox udhcpc \
-    postgresql cloud-init procps ca-certificates wrk curl nftables openssl isc-dhcp-client
+    postgresql cloud-init procps ca-certificates wrk curl nftables openssl isc-dhcp-client \
+    keepalived
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/pip install -q --upgrade pip

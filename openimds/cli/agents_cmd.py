@@ -14,6 +14,16 @@ AGENT_TYPES = {"dhcp": "DHCP agent", "l3": "L3 agent", "metadata": "Metadata age
 
 
 def _list(api: Any, args: argparse.Namespace) -> Any:
+    from openimds.cli.client_cmd import CliError, find
+
+    if getattr(args, "long", False) and not getattr(args, "router", None):
+        raise CliError("--long is only valid with --router")
+    if getattr(args, "router", None):
+        # openstack's `network agent list --router R`: the router's L3 agents, with each
+        # one's HA state (`--long` shows it in the table).
+        router = find(api, "routers", args.router)
+        body = api.request("GET", "network", f"/v2.0/routers/{router['id']}/l3-agents")
+        return list(body["agents"])
     filters: dict[str, Any] = {}
     if getattr(args, "agent_type", None):
         filters["agent_type"] = AGENT_TYPES[args.agent_type]
@@ -72,6 +82,9 @@ def register_network_agent(network_verbs: argparse._SubParsersAction, leaf: Any)
     p = leaf(verbs, "list", _list, "agents", "list agents")
     p.add_argument("--agent-type", choices=sorted(AGENT_TYPES))
     p.add_argument("--host")
+    p.add_argument("--router", help="only the L3 agents hosting this router (name or id)")
+    p.add_argument("--long", action="store_true",
+                   help="with --router: also the HA State column")
     leaf(verbs, "show", _show, "agents", "show an agent").add_argument("agent",
                                                                        help="agent id")
     p = leaf(verbs, "set", _set, "agents", "enable, disable or describe an agent")

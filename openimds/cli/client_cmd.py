@@ -82,7 +82,10 @@ def _runner(handler: Handler, kind: str) -> Callable[[argparse.Namespace], int]:
         except (ApiConnectionError, CliError, OSError) as exc:
             print(f"openimds: {exc}", file=sys.stderr)
             return 1
-        _print(result, kind, args.format)
+        # `--long` lists show the kind's long columns where it has them (agents: HA State).
+        long_kind = f"{kind}_long"
+        _print(result, long_kind if getattr(args, "long", False) and long_kind in LIST_COLUMNS
+               else kind, args.format)
         return 0
 
     return run
@@ -153,6 +156,10 @@ LIST_COLUMNS: dict[str, list[tuple[str, str]]] = {
     "agents": [("ID", "id"), ("Agent Type", "agent_type"), ("Host", "host"),
                ("Availability Zone", "availability_zone"), ("Alive", "alive"),
                ("State", "admin_state_up"), ("Binary", "binary")],
+    "agents_long": [("ID", "id"), ("Agent Type", "agent_type"), ("Host", "host"),
+                    ("Availability Zone", "availability_zone"), ("Alive", "alive"),
+                    ("State", "admin_state_up"), ("Binary", "binary"),
+                    ("HA State", "ha_state")],
     "token_usage": [("Server", "server_id"), ("Name", "name"), ("HTTP Tokens", "http_tokens"),
                     ("Tokenless", "tokenless_requests"),
                     ("Invalid Token", "invalid_token_requests"),
@@ -370,11 +377,22 @@ def _router_interface(action: str, by: str) -> Handler:
     return handler
 
 
+def _router_create(api: Any, args: argparse.Namespace) -> Any:
+    body: dict[str, Any] = {"name": args.name}
+    if args.ha is not None:
+        body["ha"] = args.ha
+    return api.create("routers", body)
+
+
 def _register_router(sub: argparse._SubParsersAction) -> None:
     verbs = sub.add_parser("router", help="routers").add_subparsers(metavar="VERB")
-    p = _leaf(verbs, "create", lambda api, a: api.create("routers", {"name": a.name}),
-              "routers", "create a router")
+    p = _leaf(verbs, "create", _router_create, "routers", "create a router")
     p.add_argument("name")
+    ha = p.add_mutually_exclusive_group()
+    ha.add_argument("--ha", dest="ha", action="store_const", const=True, default=None,
+                    help="highly available router (admin; default: [DEFAULT] l3_ha)")
+    ha.add_argument("--no-ha", dest="ha", action="store_const", const=False,
+                    help="legacy router on one L3 agent (admin)")
     _leaf(verbs, "list", lambda api, a: api.list("routers"), "routers", "list routers")
     _leaf(verbs, "show", _shower("routers"), "routers", "show a router").add_argument("name")
     _leaf(verbs, "delete", _deleter("routers"), "routers",

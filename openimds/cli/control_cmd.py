@@ -5,6 +5,7 @@ identity administration that writes the database directly: `bootstrap`, `project
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import sys
 from typing import Any
@@ -81,6 +82,10 @@ def settings_from_conf(conf: Any) -> Any:
         raise ConfigError("configuration", None, None, str(exc)) from None
     defaults = defaults_from_conf(conf)
     md = conf.metadata
+    try:
+        ha_cidr = str(ipaddress.IPv4Network(conf.l3_ha_net_cidr))
+    except ValueError as exc:
+        raise ConfigError("configuration", "DEFAULT", "l3_ha_net_cidr", str(exc)) from None
     return Settings(bind_host=conf.bind_host, bind_port=conf.bind_port,
                     token_expiration=conf.token_expiration, region=str(conf.region_name),
                     public_url=_url(conf.bind_host, conf.bind_port),
@@ -94,6 +99,9 @@ def settings_from_conf(conf: Any) -> Any:
                     allow_automatic_l3agent_failover=conf.allow_automatic_l3agent_failover,
                     metadata_mode=str(conf.metadata_mode),
                     dhcp_lease_duration=int(conf.dhcp_lease_duration),
+                    l3_ha=conf.l3_ha, max_l3_agents_per_router=conf.max_l3_agents_per_router,
+                    min_l3_agents_per_router=conf.min_l3_agents_per_router,
+                    l3_ha_net_cidr=ha_cidr,
                     change_retention=Retention(conf.change_retention_seconds,
                                                conf.change_retention_count),
                     change_prune_interval=float(conf.change_prune_interval))

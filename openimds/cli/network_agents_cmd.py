@@ -116,6 +116,7 @@ def agent_report(service: str, conf: Any, agent: Any) -> Any:
             availability_zone=conf.AGENT.availability_zone)
     return AgentReport(L3_AGENT, conf.host, lambda: {
         "agent_mode": "legacy", "routers": count("routers"),
+        "ha_routers": agent.ha_states(),
         "log_agent_heartbeats": bool(conf.AGENT.log_agent_heartbeats)},
         availability_zone=conf.AGENT.availability_zone)
 

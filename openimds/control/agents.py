@@ -25,7 +25,7 @@ from sqlalchemy.orm import selectinload
 from openimds.control.call import Call, Reply, get_bool, get_str, resource_body
 from openimds.control.dhcp_scheduling import DHCP_OWNER, wanted_dhcp_hosts
 from openimds.control.errors import BadRequest, Conflict, Forbidden, NotFound
-from openimds.control.l3_scheduling import ROUTER_INTERFACE
+from openimds.control.l3_scheduling import HA_OWNER, ROUTER_INTERFACE, router_hosts
 from openimds.control.resources import ListSpec, list_collection, parse_filters
 from openimds.control.scheduling import AGENT_KINDS, DHCP_AGENT, L3_AGENT, is_alive
 from openimds.control.serializers import network_dict, router_dict, select_fields
@@ -293,18 +293,29 @@ def remove_dhcp_network(call: Call) -> Reply:
 
 
 def router_l3_agents(call: Call) -> Reply:
-    """`GET /v2.0/routers/{id}/l3-agents`: the agent on the host its interfaces are bound to."""
+    """`GET /v2.0/routers/{id}/l3-agents`: the agents on the hosts the router is scheduled to
+    (l3_scheduling.router_hosts). For an HA router each carries `ha_state`, `active` or
+    `standby`, as its agent last reported it (`configurations.ha_routers`); an agent that has
+    not reported the router yet shows `standby`, as Neutron's do until keepalived says more."""
     _reader(call)
     now, down = utcnow(), call.settings.agent_down_time
     with call.store.read() as s:
-        if s.get(Router, call.params["id"]) is None:
+        router = s.get(Router, call.params["id"])
+        if router is None:
             raise NotFound(f"Router {call.params['id']} could not be found.",
                            type="RouterNotFound")
-        hosts = set(s.scalars(select(Port.binding_host_id).where(
-            Port.device_id == call.params["id"], Port.device_owner == ROUTER_INTERFACE)))
+        hosts = router_hosts(s, router.id)
         agents = s.scalars(select(Agent).where(Agent.agent_type == L3_AGENT,
-                                               Agent.host.in_(hosts - {""})))
-        return Reply(200, {"agents": [agent_dict(a, now, down) for a in agents]})
+                                               Agent.host.in_(hosts)).order_by(Agent.host))
+        out = []
+        for a in agents:
+            body = agent_dict(a, now, down)
+            if router.ha:
+                states = (a.configurations or {}).get("ha_routers") or {}
+                body["ha_state"] = "active" if states.get(router.id) == "active" \
+                    else "standby"
+            out.append(body)
+        return Reply(200, {"agents": out})
 
 
 def agent_l3_routers(call: Call) -> Reply:
@@ -316,7 +327,8 @@ def agent_l3_routers(call: Call) -> Reply:
             raise BadRequest(f"Agent {agent.id} is a {agent.agent_type}, not an L3 agent.",
                              type="InvalidInput")
         ids = set(s.scalars(select(Port.device_id).where(
-            Port.device_owner == ROUTER_INTERFACE, Port.binding_host_id == agent.host)))
+            Port.device_owner.in_((ROUTER_INTERFACE, HA_OWNER)),
+            Port.binding_host_id == agent.host)))
         routers = s.scalars(select(Router).where(Router.id.in_(ids))
                             .order_by(Router.created_at))
-        return Reply(200, {"routers": [router_dict(r) for r in routers]})
+        return Reply(200, {"routers": [router_dict(r, admin=True) for r in routers]})

@@ -56,6 +56,11 @@ class Settings:
     metadata_mode: str = "network_node"
     # [DEFAULT] dhcp_lease_duration: how long a retiring metadata port keeps serving.
     dhcp_lease_duration: int = 86400
+    # HA routers (control/l3_ha.py): None = HA when at least 2 L3 agents are alive.
+    l3_ha: bool | None = None
+    max_l3_agents_per_router: int = 3
+    min_l3_agents_per_router: int = 2
+    l3_ha_net_cidr: str = "169.254.192.0/18"
 
 
 @dataclass

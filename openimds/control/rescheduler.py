@@ -39,6 +39,7 @@ LOG = logging.getLogger(__name__)
 
 DHCP_OWNER = "network:dhcp"
 ROUTER_INTERFACE = "network:router_interface"
+HA_OWNER = "network:router_ha_interface"
 # Any constant: the key of the advisory lock the replicas take for a pass.
 LOCK_KEY = 0x6F696D64_0011
 
@@ -56,11 +57,11 @@ def _views(s: Session, agent_type: str, agent_down_time: float) -> list[AgentVie
             for a in s.scalars(select(Agent).where(Agent.agent_type == agent_type))]
 
 
-def _bindings(s: Session, owner: str, key: str) -> list[Binding]:
+def _bindings(s: Session, owners: tuple[str, ...], key: str) -> list[Binding]:
     column = Port.network_id if key == "network" else Port.device_id
     hosts: dict[str, set[str]] = {}
     for rid, host in s.execute(select(column, Port.binding_host_id).where(
-            Port.device_owner == owner, Port.binding_host_id != "")):
+            Port.device_owner.in_(owners), Port.binding_host_id != "")):
         hosts.setdefault(str(rid), set()).add(str(host))
     return [Binding(rid, tuple(sorted(h))) for rid, h in hosts.items()]
 
@@ -74,8 +75,11 @@ def _move_dhcp(s: Session, move: Move) -> None:
 
 
 def _move_router(s: Session, move: Move) -> None:
+    # A legacy router's interface ports, or the HA router's ha- port of the dead host (its
+    # interface ports are unbound): the new host builds the router as one more VRRP instance.
     for port in s.scalars(select(Port).where(Port.device_id == move.resource_id,
-                                             Port.device_owner == ROUTER_INTERFACE,
+                                             Port.device_owner.in_((ROUTER_INTERFACE,
+                                                                    HA_OWNER)),
                                              Port.binding_host_id == move.from_host)):
         port.binding_host_id = move.to_host
 
@@ -96,12 +100,12 @@ def failover_pass(store: Store, settings: Settings) -> list[tuple[str, Move]]:
         down = settings.agent_down_time
         if settings.allow_automatic_dhcp_failover:
             for move in plan_failover(_views(s, DHCP_AGENT, down),
-                                      _bindings(s, DHCP_OWNER, "network")):
+                                      _bindings(s, (DHCP_OWNER,), "network")):
                 _move_dhcp(s, move)
                 made.append((DHCP_AGENT, move))
         if settings.allow_automatic_l3agent_failover:
             for move in plan_failover(_views(s, L3_AGENT, down),
-                                      _bindings(s, ROUTER_INTERFACE, "router")):
+                                      _bindings(s, (ROUTER_INTERFACE, HA_OWNER), "router")):
                 _move_router(s, move)
                 made.append((L3_AGENT, move))
         s.flush()

@@ -14,8 +14,9 @@ from sqlalchemy.orm import Session
 
 from openimds.control.call import Call, Reply, get_bool, get_str, resource_body
 from openimds.control.context import scoped
-from openimds.control.errors import BadRequest, Conflict, NotFound
-from openimds.control.l3_scheduling import router_host
+from openimds.control.errors import BadRequest, Conflict, Forbidden, NotFound
+from openimds.control.l3_ha import ha_by_default, not_enough_agents
+from openimds.control.l3_scheduling import delete_ha_ports, l3_agent_views, place_router
 from openimds.control.ports import ROUTER_OWNERS, build_port, get_port_for_write
 from openimds.control.resources import (
     ListSpec,
@@ -40,8 +41,12 @@ LIST_SPEC = ListSpec(
 )
 
 CREATE_FIELDS = ("name", "admin_state_up", "tenant_id", "project_id", "description",
-                 "external_gateway_info")
-UPDATE_FIELDS = ("name", "admin_state_up", "description")
+                 "external_gateway_info", "ha")
+UPDATE_FIELDS = ("name", "admin_state_up", "description", "ha")
+
+
+def _admin_view(call: Call) -> bool:
+    return call.context.reads_all
 
 
 def list_routers(call: Call) -> Reply:
@@ -52,14 +57,15 @@ def list_routers(call: Call) -> Reply:
     with call.store.read() as s:
         return Reply(200, list_collection(
             call, s, stmt, model=Router, order=(Router.created_at, Router.id),
-            serialize=router_dict, filters=filters, collection="routers",
-            path="/v2.0/routers", kind="Router"))
+            serialize=lambda r: router_dict(r, admin=_admin_view(call)), filters=filters,
+            collection="routers", path="/v2.0/routers", kind="Router"))
 
 
 def show_router(call: Call) -> Reply:
     with call.store.read() as s:
         router = get_visible(s, Router, call.params["id"], call.context, "Router")
-        return Reply(200, {"router": select_fields([router_dict(router)],
+        return Reply(200, {"router": select_fields([router_dict(router,
+                                                                admin=_admin_view(call))],
                                                    call.query_values("fields"))[0]})
 
 
@@ -71,18 +77,44 @@ def create_router(call: Call) -> Reply:
     if obj.get("external_gateway_info") not in (None, {}):
         raise BadRequest("External gateways are not supported by openimds.",
                          type="InvalidInput")
+    ha = _requested_ha(call, obj)
     with call.store.session() as s:
+        agents = l3_agent_views(s, call.settings)
+        if ha is None:
+            ha = ha_by_default(call.settings.l3_ha, agents)
+        elif ha and (message := not_enough_agents(agents,
+                                                  call.settings.min_l3_agents_per_router)):
+            raise Conflict(message, type="HANotEnoughAvailableAgents")
         router = Router(project_id=owner_project(s, call.context, obj), name=name,
-                        admin_state_up=admin_up, description=description)
+                        admin_state_up=admin_up, description=description, ha=ha)
         s.add(router)
         s.flush()
-        return Reply(201, {"router": router_dict(router)})
+        place_router(s, router, call.settings)
+        return Reply(201, {"router": router_dict(router, admin=_admin_view(call))})
+
+
+def _requested_ha(call: Call, obj: dict[str, Any]) -> bool | None:
+    """`ha` from the body; only an admin may set it (Neutron's policy), None = not given."""
+    if "ha" not in obj:
+        return None
+    if not call.context.is_admin:
+        raise Forbidden("Only an admin may set the ha attribute of a router.")
+    return get_bool(obj, "ha", False)
 
 
 def update_router(call: Call) -> Reply:
     obj = resource_body(call.body, "router", UPDATE_FIELDS)
+    ha = _requested_ha(call, obj)
     with call.store.session() as s:
         router = get_visible(s, Router, call.params["id"], call.context, "Router", write=True)
+        if ha is not None and ha != router.ha:
+            # Neutron: the router must be down (admin_state_up false) while ha changes.
+            if router.admin_state_up and get_bool(obj, "admin_state_up", True):
+                raise BadRequest("Cannot change HA attribute of active routers. Please set router "
+                               "admin_state_up to False prior to upgrade",
+                               type="BadRequest")
+            router.ha = ha
+            place_router(s, router, call.settings)
         if "name" in obj:
             router.name = get_str(obj, "name")
         if "admin_state_up" in obj:
@@ -90,7 +122,7 @@ def update_router(call: Call) -> Reply:
         if "description" in obj:
             router.description = get_str(obj, "description", max_len=1024)
         s.flush()
-        return Reply(200, {"router": router_dict(router)})
+        return Reply(200, {"router": router_dict(router, admin=_admin_view(call))})
 
 
 def _interfaces(s: Session, router_id: str) -> list[Port]:
@@ -106,6 +138,7 @@ def delete_router(call: Call) -> Reply:
             raise Conflict(f"Router {router.id} still has ports "
                            f"({', '.join(p.id for p in ports)}); remove its interfaces first.",
                            type="RouterInUse")
+        delete_ha_ports(s, router)
         s.delete(router)
     return Reply(204)
 
@@ -166,9 +199,8 @@ def add_router_interface(call: Call) -> Reply:
             port.device_id = router.id
             port.device_owner = ROUTER_INTERFACE
             s.flush()
-        # Several hosts: the router lives where its L3 agent is (l3_scheduling.py).
-        port.binding_host_id = router_host(s, router.id, call.settings)
-        s.flush()
+        # Several hosts: the router lives where its L3 agents are (l3_scheduling.py).
+        place_router(s, router, call.settings)
         return Reply(200, _interface_info(router, port))
 
 

@@ -115,7 +115,13 @@ def binding_fields(host: str, profile: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def router_dict(router: Router) -> dict[str, Any]:
+def router_dict(router: Router, *, admin: bool = False) -> dict[str, Any]:
+    """`admin`: add `ha` (Neutron shows it to admins only; openimds also to the service role,
+    whose L3 agents build the router) and openimds' `ha_vr_id` (the VRRP id keepalived uses,
+    which Neutron hands its agents over RPC)."""
+    extra: dict[str, Any] = {}
+    if admin:
+        extra = {"ha": bool(router.ha), "ha_vr_id": router.ha_vr_id}
     return {
         "id": router.id,
         "name": router.name,
@@ -127,6 +133,7 @@ def router_dict(router: Router) -> dict[str, Any]:
         **_standard(router),
         "created_at": iso(router.created_at),
         "updated_at": iso(router.updated_at),
+        **extra,
     }
 
 

@@ -25,6 +25,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -222,6 +223,10 @@ class Router(StandardAttrs, Timestamps, Base):
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="RESTRICT"))
     name: Mapped[str] = mapped_column(String(255), default="")
     admin_state_up: Mapped[bool] = mapped_column(Boolean, default=True)
+    # HA router (issue 11): built on several L3 agents, one master by VRRP; `ha_vr_id` is its
+    # VRRP id, unique among the HA routers of its project (they share one HA network).
+    ha: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    ha_vr_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class SecurityGroup(Timestamps, Base):

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from openimds.control.scheduling import LINUXBRIDGE_AGENT
 from openimds.l2.apply import L2Applier
 from openimds.l2.metadata import MetaApplier, desired_meta_state
-from openimds.l2.plan import L2Options, PlanError, desired_l2_state
+from openimds.l2.plan import HA_OWNER, L2Options, PlanError, desired_l2_state, ha_router_hosts
 from openimds.reconcile import InventoryAgent, InventoryReader, Snapshot, TerminalError
 
 __all__ = ["ControlPeers", "L2Agent", "PeerSource", "build_l2_agent", "l2_options_from_conf",
@@ -77,6 +77,14 @@ class L2Agent(InventoryAgent):
             out[("network", n["id"])] = {n["id"]}
         for p in snap.ports:
             out[("port", p["id"])] = {p["network_id"]} if p.get("network_id") else set()
+        # An ha- port's host needs the bridges of every network its router is attached to.
+        interfaces: dict[str, set[str]] = {}
+        for p in snap.ports:
+            if p.get("device_id") and p.get("network_id"):
+                interfaces.setdefault(str(p["device_id"]), set()).add(str(p["network_id"]))
+        for p in snap.ports:
+            if p.get("device_owner") == HA_OWNER:
+                out[("port", p["id"])] |= interfaces.get(str(p.get("device_id")), set())
         return out
 
     def orphan_keys(self) -> set[str]:
@@ -93,7 +101,8 @@ class L2Agent(InventoryAgent):
         network = snap.find("networks", key)
         ports = [p for p in snap.ports if p.get("network_id") == key]
         try:
-            plan = desired_l2_state(network, ports, self.options, self.peers)
+            plan = desired_l2_state(network, ports, self.options, self.peers,
+                                    ha_router_hosts(snap.ports).get(key, ()))
         except PlanError as exc:
             if self.meta is not None:
                 self.meta.apply(key, None, log)

@@ -71,9 +71,33 @@ def hosts_of(ports: Iterable[Mapping[str, object]]) -> set[str]:
     return {str(p.get("binding:host_id")) for p in ports if p.get("binding:host_id")}
 
 
+HA_OWNER = "network:router_ha_interface"
+ROUTER_INTERFACE_OWNERS = frozenset({"network:router_interface",
+                                     "network:ha_router_replicated_interface"})
+
+
+def ha_router_hosts(ports: Iterable[Mapping[str, object]]) -> dict[str, set[str]]:
+    """network id -> hosts of the HA routers attached to it. An HA router's interface ports
+    are unbound (a copy of each runs on every host of the router, control/l3_ha.py); the
+    hosts are those of its ha- ports, and each needs the bridge of every network the router
+    is attached to, and is a VXLAN flood peer there."""
+    ports = list(ports)
+    by_router: dict[str, set[str]] = {}
+    for p in ports:
+        if p.get("device_owner") == HA_OWNER and p.get("binding:host_id"):
+            by_router.setdefault(str(p.get("device_id")), set()).add(str(p["binding:host_id"]))
+    out: dict[str, set[str]] = {}
+    for p in ports:
+        rid = str(p.get("device_id"))
+        if p.get("device_owner") in ROUTER_INTERFACE_OWNERS and rid in by_router:
+            out.setdefault(str(p.get("network_id")), set()).update(by_router[rid])
+    return out
+
+
 def desired_l2_state(network: Mapping[str, object] | None,
                      ports: Iterable[Mapping[str, object]], options: L2Options,
-                     peers: Mapping[str, str]) -> L2Plan | None:
+                     peers: Mapping[str, str],
+                     extra_hosts: Iterable[str] = ()) -> L2Plan | None:
     """The plan for one network on this host; None = nothing of ours should exist for it.
 
     `ports` are the network's ports (with `binding:host_id`); `peers` maps each host with a
@@ -85,7 +109,7 @@ def desired_l2_state(network: Mapping[str, object] | None,
     if ntype == "local":
         return None
     ports = list(ports)
-    hosts = hosts_of(ports)
+    hosts = hosts_of(ports) | set(extra_hosts)  # extra: HA routers' hosts (ha_router_hosts)
     if options.host not in hosts:
         return None
     net_id = str(network["id"])

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from openimds.l3.apply import RouterApplier, RouterSettings
-from openimds.l3.model import ROUTER_INTERFACE_OWNERS, RouterInfo, routers_from_neutron
+from openimds.l3.model import HA_OWNER, ROUTER_INTERFACE_OWNERS, RouterInfo, routers_from_neutron
 from openimds.l3.plan import L3Options, desired_router_state
 from openimds.linux.fabric import ensure_fabric
 from openimds.reconcile import InventoryAgent, InventoryReader, Snapshot
@@ -50,17 +50,38 @@ class L3Agent(InventoryAgent):
         return {r for r in snap.ids("routers") if self.hosts_router(snap, r)}
 
     def hosts_router(self, snap: Snapshot, router_id: str) -> bool:
+        # An HA router lives where its ha- ports are bound (its interfaces are unbound).
+        ha = [str(p.get("binding:host_id") or "") for p in snap.ports
+              if p.get("device_id") == router_id and p.get("device_owner") == HA_OWNER]
+        if ha and self.host:
+            return self.host in ha
         return hosted_here(self.host, [
             str(p.get("binding:host_id") or "") for p in snap.ports
             if p.get("device_id") == router_id
             and p.get("device_owner") in ROUTER_INTERFACE_OWNERS])
+
+    def ha_states(self) -> dict[str, str]:
+        """router id -> `active`/`standby` for the HA routers built here, as the namespaces
+        show them now (reported as configurations.ha_routers; the control plane stores it)."""
+        snap = self.snapshot
+        if snap is None:
+            return {}
+        out: dict[str, str] = {}
+        for rid, router in self._model(snap).items():
+            if router.ha is None or not self.hosts_router(snap, rid):
+                continue
+            state = self.applier.ha_state(rid, desired_router_state(router, self.options))
+            if state is not None:
+                out[rid] = state
+        return out
 
     def owners(self, snap: Snapshot) -> dict[tuple[str, str], set[str]]:
         out: dict[tuple[str, str], set[str]] = {("router", r["id"]): {r["id"]} for r in snap.routers}
         routers = snap.ids("routers")
         for p in snap.ports:
             rid = p.get("device_id")
-            if p.get("device_owner") in ROUTER_INTERFACE_OWNERS and rid:
+            if (p.get("device_owner") in ROUTER_INTERFACE_OWNERS
+                    or p.get("device_owner") == HA_OWNER) and rid:
                 out[("port", p["id"])] = {rid}
                 if rid in routers:
                     out.setdefault(("network", p["network_id"]), set()).add(rid)
@@ -77,7 +98,8 @@ class L3Agent(InventoryAgent):
 
     def orphan_keys(self) -> set[str]:
         # Only what our own state directory says we created (see linux/claims.py).
-        found = self.applier.claims.ids() | set(self.applier.proxy_ids())
+        found = (self.applier.claims.ids() | set(self.applier.proxy_ids())
+                 | set(self.applier.keepalived.owned_ids()))
         return {k for k in found if self.owns(k)}
 
     def children(self, key: str) -> list[int]:
@@ -87,7 +109,8 @@ class L3Agent(InventoryAgent):
         if self._routers is None or self._routers[0] != snap.revision:
             self._routers = (
                 snap.revision,
-                routers_from_neutron(snap.routers, snap.ports, snap.subnets, snap.networks),
+                routers_from_neutron(snap.routers, snap.ports, snap.subnets, snap.networks,
+                                     self.host),
             )
         return self._routers[1]
 
@@ -116,6 +139,9 @@ def l3_options_from_conf(conf: Any) -> L3Options:
         metadata_access_mark=conf.metadata_access_mark,
         ipv6_enabled=os.path.exists("/proc/net/if_inet6"),
         extra_ipv6_addresses=tuple(str(a) for a in conf.metadata_ipv6_addresses or ()),
+        ha_advert_int=int(conf.ha_vrrp_advert_int),
+        ha_auth_type=str(conf.ha_vrrp_auth_type) if conf.ha_vrrp_auth_password else None,
+        ha_auth_password=conf.ha_vrrp_auth_password or None,
     )
 
 

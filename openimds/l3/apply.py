@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from openimds.l3.ha import render_keepalived_conf, state_from_addresses
 from openimds.l3.plan import RouterPlan, render_iptables_restore
 from openimds.linux import actions as act
 from openimds.linux import iptables as ipt
@@ -29,9 +30,11 @@ from openimds.linux.claims import Claims
 from openimds.linux.converge import execute_pass
 from openimds.linux.dnsmasq import DnsmasqProcess, daemon_argv, find_dnsmasq, netns_inode
 from openimds.linux.fabric import bridge_name, fabric_port_name
+from openimds.linux.keepalived import KeepalivedSupervisor
 from openimds.linux.netns import get_sysctl, netns_exists
-from openimds.linux.observe import Address, Link, addresses, links
+from openimds.linux.observe import Address, Link, addresses, links, normalize_cidr
 from openimds.linux.ports import addresses_match, port_link_state
+from openimds.linux.procfs import pid_in_netns
 from openimds.proxy.haproxy import (
     Connections,
     ProxySpec,
@@ -91,6 +94,8 @@ class RouterActual:
     ra: DnsmasqProcess | None = None  # the router advertisement daemon
     ra_dir_exists: bool = False
     netns_inode: tuple[int, int] | None = None
+    keepalived_configured: bool = False  # a config of ours on disk
+    keepalived_running: bool = False  # and its process alive in this namespace
 
     def link(self, name: str) -> Link | None:
         return next((x for x in self.links if x.name == name), None)
@@ -127,6 +132,8 @@ def diff_router(
     ra_dir = settings.ra_dir(router_id)
     ra_pidfile = os.path.join(ra_dir, "pid")
     if plan is None:
+        if actual.keepalived_configured:
+            out.append(act.StopKeepalived(router_id))
         if actual.proxy_configured:
             out.append(act.StopProxy(router_id))
         if actual.ra is not None:
@@ -146,10 +153,23 @@ def diff_router(
         for key, value in plan.sysctls
         if actual.sysctls.get(key) != value
     ]
-    wanted = {p.name for p in plan.ports}
+    if plan.ha is None and actual.keepalived_configured:
+        # No longer HA here: keepalived goes first, since it removes its addresses as it
+        # stops, and the address sync below then puts the legacy router's back.
+        out.append(act.StopKeepalived(router_id))
+    # Our rules before any device comes up: they name devices by wildcard (qr-+), and an HA
+    # router's copy must never send MLD from the gateway MAC, not even once at link up.
+    v4 = render_iptables_restore(plan.rules, actual.iptables, plan.chain_prefix)
+    if v4:
+        out.append(act.RestoreIptables(ns, v4))
+    v6 = render_iptables_restore(plan.rules6, actual.ip6tables, plan.chain_prefix)
+    if v6:
+        out.append(act.RestoreIptables(ns, v6, ipv6=True))
+    all_ports = (*plan.ports, *((plan.ha_port,) if plan.ha_port is not None else ()))
+    wanted = {p.name for p in all_ports}
     out += [act.DeleteLink(ns, x.name) for x in actual.links if x.name not in wanted | {"lo"}]
     recreated = False
-    for p in plan.ports:
+    for p in all_ports:
         port = port_link_state(
             actual.links,
             actual.fabric_links,
@@ -165,16 +185,15 @@ def diff_router(
                     settings.fabric, p.network_id, p.port_id, ns, p.name, p.mac_address, p.mtu
                 )
             )
-        if not port.paired or not addresses_match(actual.addresses, p.name, p.addresses):
+        if plan.ha is not None:
+            out += _ha_addresses(plan, p.name, p.addresses, port.paired, actual)
+        elif not port.paired or not addresses_match(actual.addresses, p.name, p.addresses):
             out.append(act.SyncAddresses(ns, p.name, p.addresses))
         recreated = recreated or not port.paired
 
-    v4 = render_iptables_restore(plan.rules, actual.iptables, plan.chain_prefix)
-    if v4:
-        out.append(act.RestoreIptables(ns, v4))
-    v6 = render_iptables_restore(plan.rules6, actual.ip6tables, plan.chain_prefix)
-    if v6:
-        out.append(act.RestoreIptables(ns, v6, ipv6=True))
+
+    if plan.ha is not None:
+        out.append(act.EnsureKeepalived(router_id, render_keepalived_conf(plan.ha), ns))
 
     out += _diff_ra(ns, plan, actual, ra_dir, recreated=recreated)
 
@@ -207,24 +226,47 @@ def _diff_ra(ns: str, plan: RouterPlan, actual: RouterActual, ra_dir: str, *,
     return out
 
 
+def _ha_addresses(plan: RouterPlan, dev: str, own: tuple[str, ...], paired: bool,
+                  actual: RouterActual) -> list[act.Action]:
+    """An HA router's addresses. keepalived adds and removes the qr- addresses and the
+    primary VIP; the ha- device's own address is ours. Without a running keepalived nothing
+    of its may be left (a keepalived killed with -9, or a legacy router turned HA, leaves its
+    addresses behind, and a backup holding the gateway address would answer for it): then
+    the qr- devices are emptied and the ha- device holds just its own address."""
+    ns = namespace_name(plan.router_id)
+    is_ha_dev = plan.ha_port is not None and dev == plan.ha_port.name
+    keep = own if is_ha_dev else ()
+    if not actual.keepalived_running:
+        if not paired or not addresses_match(actual.addresses, dev, keep):
+            return [act.SyncAddresses(ns, dev, keep)]
+        return []
+    have = {a.cidr for a in actual.addresses if a.dev == dev} if paired else set()
+    missing = tuple(c for c in keep if normalize_cidr(c) not in have)
+    return [act.EnsureAddresses(ns, dev, missing)] if missing else []
+
+
 def observe_router(
     router_id: str,
     plan: RouterPlan | None,
     settings: RouterSettings,
     proxy_ids: Iterable[str],
+    keepalived: KeepalivedSupervisor | None = None,
 ) -> RouterActual:
     ns = namespace_name(router_id)
     exists = netns_exists(ns)
     wanted_fabric: set[str] = set()
     if plan is not None:
-        for p in plan.ports:
+        for p in (*plan.ports, *((plan.ha_port,) if plan.ha_port is not None else ())):
             wanted_fabric |= {bridge_name(p.network_id), fabric_port_name(p.port_id)}
     fabric = tuple(x for x in links(settings.fabric) if x.name in wanted_fabric)
     ra_dir = settings.ra_dir(router_id)
     ra = find_dnsmasq(os.path.join(ra_dir, "pid"))
+    ka_conf = keepalived is not None and router_id in keepalived.owned_ids()
+    ka_pid = keepalived.pid(router_id) if keepalived is not None else None
     if not exists:
         return RouterActual(fabric_links=fabric, proxy_configured=router_id in set(proxy_ids),
-                            ra=ra, ra_dir_exists=os.path.isdir(ra_dir))
+                            ra=ra, ra_dir_exists=os.path.isdir(ra_dir),
+                            keepalived_configured=ka_conf)
     sysctls = {k: get_sysctl(ns, k) for k, _ in plan.sysctls} if plan is not None else {}
     want6 = plan is not None and bool(plan.rules6)
     return RouterActual(
@@ -239,6 +281,8 @@ def observe_router(
         ra=ra,
         ra_dir_exists=os.path.isdir(ra_dir),
         netns_inode=netns_inode(ns),
+        keepalived_configured=ka_conf,
+        keepalived_running=ka_pid is not None and pid_in_netns(ka_pid, ns),
     )
 
 
@@ -246,7 +290,8 @@ class RouterApplier:
     def __init__(self, settings: RouterSettings, proxy: Any) -> None:
         self.settings = settings
         self.proxy = proxy  # HaproxySupervisor
-        self.executor = act.Executor(proxy)
+        self.keepalived = KeepalivedSupervisor(settings.state_path)
+        self.executor = act.Executor(proxy, self.keepalived)
         self.claims = Claims(settings.state_path, "router")
 
     def apply(
@@ -256,7 +301,8 @@ class RouterApplier:
         *,
         log: logging.LoggerAdapter[Any] | logging.Logger = LOG,
     ) -> list[act.Action]:
-        actual = observe_router(router_id, plan, self.settings, self.proxy_ids())
+        actual = observe_router(router_id, plan, self.settings, self.proxy_ids(),
+                                self.keepalived)
         actions = diff_router(router_id, plan, actual, self.settings)
         execute_pass(
             self.executor, self.claims, router_id, actions, wanted=plan is not None, log=log
@@ -264,10 +310,24 @@ class RouterApplier:
         return actions
 
     def children(self, router_id: str) -> list[int]:
-        """The router's live haproxy and advertisement daemon pids (verified through /proc)."""
-        pid = self.proxy.pid(router_id)
+        """The router's live haproxy, advertisement daemon and keepalived pids (verified
+        through /proc): when one dies, the router is reconciled again, which starts it
+        again."""
         ra = find_dnsmasq(os.path.join(self.settings.ra_dir(router_id), "pid"))
-        return [p for p in (pid, ra.pid if ra is not None else None) if p is not None]
+        pids = [self.proxy.pid(router_id), ra.pid if ra is not None else None,
+                self.keepalived.pid(router_id)]
+        return [p for p in pids if p is not None]
+
+    def ha_state(self, router_id: str, plan: RouterPlan) -> str | None:
+        """`active` or `standby` for an HA router built here (read from its namespace), None
+        for a legacy router."""
+        if plan.ha is None:
+            return None
+        ns = namespace_name(router_id)
+        if not netns_exists(ns):
+            return "standby"
+        held = [(a.dev, a.cidr) for a in addresses(ns, plan.ha.device)]
+        return state_from_addresses(plan.ha, held)
 
     def proxy_ids(self) -> list[str]:
         """Routers with a proxy config of ours on disk. Never a metadata network's proxy,

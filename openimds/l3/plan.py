@@ -17,6 +17,7 @@ import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from openimds.l3.ha import HaPlan, ha_name
 from openimds.l3.model import RouterInfo
 from openimds.linux.iptables import BUILTIN_CHAINS, IptablesState, Rule
 from openimds.proxy.haproxy import METADATA_IPV4_CIDR, METADATA_IPV6_CIDR, ROUTER_METADATA_PORT
@@ -53,6 +54,10 @@ class L3Options:
     chain_prefix: str = "openimds-l3-"
     # `metadata_ipv6_addresses`: more IPv6 metadata addresses (fd00:ec2::254), as addresses.
     extra_ipv6_addresses: tuple[str, ...] = ()
+    # HA routers: keepalived's VRRP settings (ha_vrrp_advert_int, ha_vrrp_auth_*).
+    ha_advert_int: int = 2
+    ha_auth_type: str | None = None
+    ha_auth_password: str | None = None
 
     def __post_init__(self) -> None:
         for address in self.extra_ipv6_addresses:
@@ -135,6 +140,10 @@ class RouterPlan:
     metadata_proxy: bool
     proxy_listen: tuple[str, int] | None  # haproxy bind (host, port) when metadata_proxy
     ra: RaPlan | None = None  # router advertisements on its IPv6 links
+    # HA router: keepalived's plan and the ha- device; the qr- addresses are then keepalived's
+    # (virtual_ipaddress_excluded), held by the master only.
+    ha: HaPlan | None = None
+    ha_port: QrPort | None = None
 
 
 def qr_name(port_id: str) -> str:
@@ -196,6 +205,24 @@ def _rules6(opts: L3Options) -> list[Rule]:
     return rules
 
 
+# MLD report and done messages (v1 report 131, done 132, v2 report 143), as ip6tables-save
+# prints the match.
+_MLD_TYPES = (131, 132, 143)
+
+
+def _ha_rules6(opts: L3Options) -> list[Rule]:
+    """No MLD out of an HA router's qr- devices. Every copy of a qr- device has the gateway's
+    MAC, and the kernel sends MLD reports even from a device without an address (source ::)
+    when it joins ff02::2 (forwarding on): a backup that comes up would teach the bridges on
+    the way, the master's own included, that the gateway MAC lives at the backup's host, and
+    the guests' packets would stop reaching the master until it sends from that MAC again.
+    The bridges flood multicast without the reports (they have no querier)."""
+    chain = f"{opts.chain_prefix}OUTPUT"
+    return [("filter", "OUTPUT", f"-j {chain}"),
+            *(("filter", chain, f"-o qr-+ -p ipv6-icmp -m icmp6 --icmpv6-type {t} -j DROP")
+              for t in _MLD_TYPES)]
+
+
 def desired_router_state(router: RouterInfo, opts: L3Options) -> RouterPlan:
     # fe80::a9fe:a9fe on every qr- port (added without DAD): a guest's neighbour solicitation
     # for it must be answered on its link before ip6tables can redirect the connection.
@@ -220,6 +247,25 @@ def desired_router_state(router: RouterInfo, opts: L3Options) -> RouterPlan:
         for cidr, mode in i.ipv6_ra
         if mode in RA_RANGE_MODE
     ) if opts.ipv6_enabled else ()
+    ha = ha_port = None
+    if router.ha is not None:
+        p = router.ha.port
+        ha_port = QrPort(name=ha_name(p.port_id), port_id=p.port_id, network_id=p.network_id,
+                         mac_address=p.mac_address, addresses=p.addresses, mtu=p.mtu)
+        ha = HaPlan(router_id=router.id, vr_id=router.ha.vr_id, device=ha_port.name,
+                    vips=tuple((a, q.name) for q in ports for a in q.addresses),
+                    advert_int=opts.ha_advert_int, auth_type=opts.ha_auth_type,
+                    auth_password=opts.ha_auth_password)
+        # Not yet: advertisements from an HA router. Its qr- devices have no link-local
+        # address (below), so there is no source for an advertisement; Neutron moves the
+        # link-local address with keepalived and runs radvd on the master only. Until then a
+        # routed IPv6 slaac/dhcpv6 subnet needs a legacy router (docs/dhcp-l3.md).
+        adverts = ()
+        if opts.ipv6_enabled:
+            # Every copy of a qr- device has the same MAC: no kernel link-local address (and
+            # so no DAD or MLD from a backup that would teach the bridges the wrong host).
+            # Set before the devices come up; Neutron does the same (addrgenmode none).
+            sysctls.append(("net.ipv6.conf.default.addr_gen_mode", "1"))
     listen = None
     if opts.enable_metadata_proxy:
         listen = ("::" if opts.ipv6_enabled else "0.0.0.0", opts.metadata_port)
@@ -229,11 +275,14 @@ def desired_router_state(router: RouterInfo, opts: L3Options) -> RouterPlan:
         ports=ports,
         sysctls=tuple(sysctls),
         rules=tuple(metadata_rules(opts, METADATA_V4)),
-        rules6=tuple(_rules6(opts)) if opts.ipv6_enabled else (),
+        rules6=tuple(_rules6(opts) + (_ha_rules6(opts) if ha else [])) if opts.ipv6_enabled
+        else (),
         chain_prefix=opts.chain_prefix,
         metadata_proxy=opts.enable_metadata_proxy,
         proxy_listen=listen,
         ra=RaPlan(adverts) if adverts else None,
+        ha=ha,
+        ha_port=ha_port,
     )
 
 

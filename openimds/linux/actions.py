@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from openimds.linux import dnsmasq, iptables
-from openimds.linux.addresses import sync_addresses
+from openimds.linux.addresses import ensure_address, sync_addresses
 from openimds.linux.fabric import ensure_port_link
 from openimds.linux.files import write_atomic
 from openimds.linux.links import delete_link
@@ -28,6 +28,8 @@ __all__ = [
     "Action",
     "DeleteLink",
     "DeleteNamespace",
+    "EnsureAddresses",
+    "EnsureKeepalived",
     "EnsureNamespace",
     "EnsurePortLink",
     "EnsureProxy",
@@ -39,6 +41,7 @@ __all__ = [
     "SetSysctl",
     "StartDnsmasq",
     "StopDnsmasq",
+    "StopKeepalived",
     "StopProxy",
     "SyncAddresses",
     "WriteFile",
@@ -88,6 +91,30 @@ class SyncAddresses:
     netns: str
     dev: str
     cidrs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class EnsureAddresses:
+    """`cidrs` present on `dev`, other addresses left alone (keepalived's, on an HA router's
+    ha- device)."""
+
+    netns: str
+    dev: str
+    cidrs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class EnsureKeepalived:
+    """keepalived of an HA router running in `netns` with exactly `text` as its config."""
+
+    router_id: str
+    text: str
+    netns: str
+
+
+@dataclass(frozen=True)
+class StopKeepalived:
+    router_id: str
 
 
 @dataclass(frozen=True)
@@ -161,6 +188,9 @@ Action = (
     | RestoreIptables
     | EnsureProxy
     | StopProxy
+    | EnsureAddresses
+    | EnsureKeepalived
+    | StopKeepalived
 )
 
 
@@ -170,11 +200,19 @@ class ProxyDriver(Protocol):
     def stop(self, resource_id: str) -> bool: ...
 
 
+class KeepalivedDriver(Protocol):
+    def ensure(self, router_id: str, text: str, netns: str) -> Any: ...
+
+    def stop(self, router_id: str) -> bool: ...
+
+
 class Executor:
     """Performs actions in order; the first failure raises (the next pass re-observes)."""
 
-    def __init__(self, proxy: ProxyDriver | None = None) -> None:
+    def __init__(self, proxy: ProxyDriver | None = None,
+                 keepalived: KeepalivedDriver | None = None) -> None:
         self.proxy = proxy
+        self.keepalived = keepalived
 
     def run(self, actions: Iterable[Action], *, log: logging.LoggerAdapter[Any] | None = None) -> None:
         for action in actions:
@@ -214,8 +252,20 @@ class Executor:
             self._proxy().ensure(a.spec, a.netns)
         elif isinstance(a, StopProxy):
             self._proxy().stop(a.resource_id)
+        elif isinstance(a, EnsureAddresses):
+            for cidr in a.cidrs:
+                ensure_address(a.netns, a.dev, cidr)
+        elif isinstance(a, EnsureKeepalived):
+            self._keepalived().ensure(a.router_id, a.text, a.netns)
+        elif isinstance(a, StopKeepalived):
+            self._keepalived().stop(a.router_id)
         else:  # pragma: no cover - the union above is closed
             raise TypeError(f"unknown action {a!r}")
+
+    def _keepalived(self) -> KeepalivedDriver:
+        if self.keepalived is None:
+            raise RuntimeError("a keepalived action needs an Executor built with its driver")
+        return self.keepalived
 
     def _proxy(self) -> ProxyDriver:
         if self.proxy is None:

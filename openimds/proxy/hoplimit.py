@@ -65,9 +65,11 @@ def haproxy_response_lines() -> list[str]:
 
 def ttl_rules(chain_prefix: str, *, ipv6: bool) -> list[Rule]:
     """mangle OUTPUT rules (iptables-save canonical form): DSCP → TTL (IPv4) / HL (IPv6), then
-    the DSCP cleared. TCP only: haproxy's answers are TCP, while dnsmasq sends its DHCP,
-    DHCPv6 and router advertisement packets with DSCP CS6 (48), and a router advertisement
-    whose hop limit is not 255 is dropped by every guest (RFC 4861)."""
+    the DSCP cleared. Only TCP enters the chain: haproxy's answers are TCP, while dnsmasq sends
+    its DHCP, DHCPv6 and router advertisement packets with DSCP CS6 (48) — a router
+    advertisement whose hop limit is not 255 is dropped by every guest (RFC 4861) — and
+    keepalived's VRRP adverts carry DSCP 48 and must leave with TTL 255, or every peer drops
+    them."""
     chain = f"{chain_prefix}OUTPUT"
     rules: list[Rule] = [("mangle", "OUTPUT", f"-p tcp -j {chain}")]
     for n in range(1, MAX_HOP_LIMIT + 1):

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import pytest
 
+from openimds.control.call import Settings
 from openimds.l3.agent import hosted_here
 
 from .conftest import Api, make_network
+
+
+@pytest.fixture
+def settings() -> Settings:
+    """Legacy (single-agent) routers: with two L3 agents alive, l3_ha would default to true
+    (HA routers are tested in test_l3_ha_api.py)."""
+    return Settings(l3_ha=False)
 
 
 async def register(api: Api, host: str, agent_type: str = "L3 agent") -> str:

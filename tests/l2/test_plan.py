@@ -9,7 +9,14 @@ from typing import Any
 import pytest
 
 from openimds.l2.apply import Action, L2Actual, diff_l2
-from openimds.l2.plan import L2Options, L2Plan, PlanError, Uplink, desired_l2_state
+from openimds.l2.plan import (
+    L2Options,
+    L2Plan,
+    PlanError,
+    Uplink,
+    desired_l2_state,
+    ha_router_hosts,
+)
 from openimds.linux import segments as seg
 from openimds.linux.segments import SegmentLink, parse_flood_entries, parse_segment_links
 
@@ -52,6 +59,26 @@ def vx(peers: tuple[str, ...] = (), vni: int = 1001) -> Uplink:
 def test_desired_l2_state(network: dict[str, Any] | None, bound: tuple[str, ...],
                           expected: L2Plan | None) -> None:
     assert desired_l2_state(network, ports(*bound), OPTS, PEERS) == expected
+
+
+def test_ha_router_hosts_need_the_bridges_of_its_networks() -> None:
+    """An HA router's interface is unbound; its ha- ports' hosts get the bridge and are
+    flood peers, a legacy router's ha-less interface adds nobody."""
+    rows = [
+        {"id": "qr", "network_id": NET, "device_id": "r1", "binding:host_id": "",
+         "device_owner": "network:router_interface"},
+        {"id": "ha1", "network_id": "ha-net", "device_id": "r1", "binding:host_id": "cmp-1",
+         "device_owner": "network:router_ha_interface"},
+        {"id": "ha2", "network_id": "ha-net", "device_id": "r1", "binding:host_id": "net-1",
+         "device_owner": "network:router_ha_interface"},
+        {"id": "qr2", "network_id": "other", "device_id": "r2", "binding:host_id": "net-9",
+         "device_owner": "network:router_interface"},
+    ]
+    extra = ha_router_hosts(rows)
+    assert extra == {NET: {"cmp-1", "net-1"}}
+    assert desired_l2_state(net("vxlan", seg_id=1001), rows[:1], OPTS, PEERS,
+                            extra[NET]) == L2Plan(NET, BRQ, 1450, vx(("192.0.2.10",)))
+    assert desired_l2_state(net("vxlan", seg_id=1001), rows[:1], OPTS, PEERS) is None
 
 
 @pytest.mark.parametrize(("network", "options", "fragment"), [

@@ -52,10 +52,12 @@ def kinds(actions: list[act.Action]) -> list[str]:
 def test_fresh_router_builds_everything() -> None:
     plan = desired_router_state(ROUTER, OPTS)
     out = diff_router(RID, plan, RouterActual(), SETTINGS)
-    assert kinds(out) == ["EnsureNamespace", "SetSysctl", "EnsurePortLink", "SyncAddresses",
-                          "RestoreIptables", "EnsureProxy"]
+    # Rules before devices: they name devices by wildcard, and nothing may leave a device
+    # before they are in place (an HA router's copy must never send MLD).
+    assert kinds(out) == ["EnsureNamespace", "SetSysctl", "RestoreIptables", "EnsurePortLink",
+                          "SyncAddresses", "EnsureProxy"]
     assert out[1] == act.SetSysctl(NS, "net.ipv4.ip_forward", "1")
-    assert out[2] == act.EnsurePortLink("fab", "net-a", "port-aaaaaaaa", NS, "qr-port-aaaaaa",
+    assert out[3] == act.EnsurePortLink("fab", "net-a", "port-aaaaaaaa", NS, "qr-port-aaaaaa",
                                         "fa:16:3e:00:00:01", 1500)
 
 
@@ -75,8 +77,8 @@ def test_drifted_rule_and_sysctl_are_repaired_and_stale_port_removed() -> None:
         iptables=saved(plan.rules[:-1]),
     )
     out = diff_router(RID, plan, actual, SETTINGS)
-    assert kinds(out) == ["SetSysctl", "DeleteLink", "RestoreIptables", "EnsureProxy"]
-    assert out[1] == act.DeleteLink(NS, "qr-oldport-000")
+    assert kinds(out) == ["SetSysctl", "RestoreIptables", "DeleteLink", "EnsureProxy"]
+    assert out[2] == act.DeleteLink(NS, "qr-oldport-000")
 
 
 def test_proxy_disabled_stops_it() -> None:

@@ -25,7 +25,9 @@ def lab() -> Iterator[MultiHostLab]:
     lab = MultiHostLab(
         [("net-1", NETWORK_NODE), ("net-2", NETWORK_NODE), ("cmp-1", COMPUTE),
          ("cmp-2", COMPUTE)],
+        # Legacy routers: these tests expect one router instance (HA: test_ha_failover.py).
         extra_control=(f"agent_down_time = {DOWN_TIME}\ndhcp_agents_per_network = 2\n"
+                       "l3_ha = false\n"
                        "[ml2]\ntenant_network_types = vxlan\n"
                        "[ml2_type_vxlan]\nvni_ranges = 1000:1999\n"
                        "[ml2_type_vlan]\nnetwork_vlan_ranges = physnet1:100:199\n"))

@@ -308,6 +308,49 @@ class MultiHostLab:
             sh("ip", "netns", "delete", ns, check=False)
         shutil.rmtree(self.root, ignore_errors=True)
 
+    # ---- node loss ----------------------------------------------------------------------
+    def _index(self, host: SimHost) -> int:
+        return self.hosts.index(host) + 1  # the controller is underlay port 0
+
+    def power_cut(self, host: SimHost) -> None:
+        """As if `host` lost power: SIGKILL to every process of it (agents, and dnsmasq,
+        haproxy and keepalived in its namespaces), its namespaces deleted (qrouter-/qdhcp-
+        with their addresses), its bridges and VXLAN devices and its underlay links gone. The
+        keeper (the "hardware") stays so that `power_on` can boot it again."""
+        assert host.keeper is not None
+        # The network goes first and at once, as with a power cut: nothing the dying
+        # processes do afterwards (a proxy whose agent died first answering 502) can reach
+        # anyone.
+        i = self._index(host)
+        for outer in (f"ul{i}-{self.tag}", f"ph{i}-{self.tag}"):
+            sh("ip", "-n", self.underlay, "link", "delete", outer, check=False)
+        pids = {str(p.pid) for p in host.procs.values() if p.poll() is None}
+        pids |= set(sh("ip", "netns", "pids", host.netns, check=False).stdout.split())
+        for ns in host.private_namespaces():
+            pids |= set(host.run("ip", "netns", "pids", ns, check=False).stdout.split())
+        # The keeper may show in a private name too (a fabric that is the host's own netns).
+        for pid in pids - {str(host.keeper.pid)}:
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid), signal.SIGKILL)
+        for proc in host.procs.values():
+            proc.wait()
+        host.procs.clear()
+        for log in host.logs.values():
+            log.close()
+        host.logs.clear()
+        for ns in host.private_namespaces():
+            host.run("ip", "netns", "delete", ns, check=False)
+        # The host's own namespace is its fabric: bridges, VXLAN devices, veths go too.
+        for line in sh("ip", "-n", host.netns, "-o", "link", "show").stdout.splitlines():
+            name = line.split(":")[1].strip().split("@")[0]
+            if name not in ("lo", "ul0", "ph0"):
+                sh("ip", "-n", host.netns, "link", "delete", name, check=False)
+
+    def power_on(self, host: SimHost) -> None:
+        """Boot a host after `power_cut`: underlay links back, agents started."""
+        self._wire(host.netns, host.local_ip, self._index(host))
+        host.start_agents()
+
     # ---- driving ------------------------------------------------------------------------
     def host(self, name: str) -> SimHost:
         return next(h for h in self.hosts if h.name == name)
@@ -406,58 +449,3 @@ class MultiHostLab:
             raise AssertionError(f"metadata not served in {guest}: {last[0]} "
                                  f"{last[1][:200]!r}") from None
         return dict(json.loads(last[1]))
-
-    # ---- node loss ------------------------------------------------------------------------
-    def power_cut(self, host: SimHost) -> None:
-        """A power cut of one simulated host: its agents and every process in its namespaces
-        are killed by pid (SIGKILL, no clean-up of their own), its private namespaces, its
-        underlay links and its network namespace are deleted. Its state directory stays, as
-        a disk would. `power_on` brings it back."""
-        for proc in host.procs.values():
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-        for proc in host.procs.values():
-            proc.wait()
-        host.procs.clear()
-        for log in host.logs.values():
-            log.close()
-        host.logs.clear()
-        keeper = host.keeper
-        if keeper is not None and keeper.poll() is None:
-            private = host.private_namespaces()
-            for ns in private:
-                for pid in host.run("ip", "netns", "pids", ns, check=False).stdout.split():
-                    with contextlib.suppress(ProcessLookupError, ValueError):
-                        os.kill(int(pid), signal.SIGKILL)
-            for pid in sh("ip", "netns", "pids", host.netns, check=False).stdout.split():
-                if int(pid) != keeper.pid:
-                    with contextlib.suppress(ProcessLookupError, ValueError):
-                        os.kill(int(pid), signal.SIGKILL)
-            for ns in private:
-                host.run("ip", "netns", "delete", ns, check=False)
-            keeper.kill()
-            keeper.wait()
-        index = self.hosts.index(host) + 1
-        # The underlay veths by name: a deleted namespace is freed in the background, and
-        # power_on reuses these names.
-        for outer in (f"ul{index}-{self.tag}", f"ph{index}-{self.tag}"):
-            sh("ip", "-n", self.underlay, "link", "delete", outer, check=False)
-        sh("ip", "netns", "delete", host.netns, check=False)
-
-    def power_on(self, host: SimHost) -> None:
-        """Boot a host that `power_cut` stopped: a fresh network namespace wired to the
-        underlay, a new keeper with an empty /run/netns, and its agents (same state path)."""
-        index = self.hosts.index(host) + 1
-        sh("ip", "netns", "add", host.netns)
-        if host.netns not in self.global_ns:
-            self.global_ns.append(host.netns)
-        sh("ip", "-n", host.netns, "link", "set", "lo", "up")
-        self._wire(host.netns, host.local_ip, index)
-        host.keeper = subprocess.Popen(
-            ["unshare", "--mount", "--propagation", "private", "--", "nsenter",
-             f"--net=/run/netns/{host.netns}", "--", "sh", "-c",
-             "mount -t tmpfs tmpfs /run/netns && echo ready && exec sleep infinity"],
-            stdout=subprocess.PIPE, text=True)
-        assert host.keeper.stdout is not None
-        assert host.keeper.stdout.readline().strip() == "ready", host.name
-        host.start_agents()

@@ -16,4 +16,16 @@ DEFAULT_OPTS: list[cfg.Opt] = [
                 "besides fe80::a9fe:a9fe, e.g. fd00:ec2::254 for AWS SDKs in "
                 "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE=IPv6 (reached through the guest's "
                 "default route)."),
+    cfg.IntOpt("ha_vrrp_advert_int", default=2, min=1, max=255,
+               help="Seconds between VRRP advertisements of an HA router's master; a backup "
+                    "takes over about 3 intervals after the master's last one."),
+    cfg.StrOpt("ha_vrrp_auth_type", default="PASS", choices=("AH", "PASS"),
+               help="VRRP authentication type (keepalived authentication/auth_type); used "
+                    "only when ha_vrrp_auth_password is set."),
+    cfg.StrOpt("ha_vrrp_auth_password", secret=True,
+               help="VRRP authentication password (keepalived keeps the first 8 characters)."),
+    cfg.IntOpt("ha_keepalived_state_change_server_threads", min=1,
+               help="Accepted for Neutron's l3_agent.ini; openimds runs no state-change "
+                    "server (the agent reads an HA router's state from its namespace), so it "
+                    "has no effect."),
 ]

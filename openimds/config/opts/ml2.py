@@ -43,6 +43,19 @@ SERVER_OPTS: list[cfg.Opt] = [
     cfg.BoolOpt("allow_automatic_l3agent_failover", default=True,
                 help="Move the routers of an L3 agent that has been dead for agent_down_time "
                      "to alive L3 agents (Neutron's default is false; openimds' is true)."),
+    # HA routers (issue 11; Neutron's l3_hamode_db options).
+    cfg.BoolOpt("l3_ha", default=None,
+                help="Make new routers highly available (keepalived VRRP among several L3 "
+                     "agents). Unset (the default): true when at least 2 L3 agents are alive "
+                     "when the router is created; Neutron's default is false."),
+    cfg.IntOpt("max_l3_agents_per_router", default=3, min=0,
+               help="L3 agents (on distinct hosts) an HA router is scheduled to; 0 = all."),
+    cfg.IntOpt("min_l3_agents_per_router", default=2, min=2,
+               help="Creating a router with ha=true fails (409 HANotEnoughAvailableAgents) "
+                    "with fewer alive L3 agents than this."),
+    cfg.StrOpt("l3_ha_net_cidr", default="169.254.192.0/18",
+               help="Subnet of the per-project HA network (`HA network tenant <project>`) "
+                    "whose ha- ports carry VRRP between a router's instances."),
     cfg.StrOpt("metadata_mode", default="network_node",
                choices=("network_node", "distributed"),
                help="Where guests' metadata requests go. network_node: to the DHCP or router "
