@@ -35,6 +35,7 @@ import asyncio
 import concurrent.futures
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -71,8 +72,10 @@ def address(i: int) -> str:
 async def _build(networks: int, hosts: list[str], per_host: int) -> dict[str, Any]:
     from openimds.control.client import ControlClient
 
-    api = ControlClient(f"http://{CONTROLLER_IP}:9696/v3", "admin", ADMIN_PW, "admin")
-    sem = asyncio.Semaphore(8)
+    # A busy machine and one SQLite writer: few creates at once, each given time.
+    api = ControlClient(f"http://{CONTROLLER_IP}:9696/v3", "admin", ADMIN_PW, "admin",
+                        timeout=180)
+    sem = asyncio.Semaphore(4)
     out: dict[str, Any] = {"networks": []}
     async with api:
         for n in range(networks):
@@ -231,6 +234,8 @@ def main() -> int:
     ap.add_argument("--networks", type=int, default=5)
     ap.add_argument("--compute", type=int, default=4)
     ap.add_argument("--per-host", type=int, default=50, help="instances per (network, host)")
+    ap.add_argument("--keep-logs", metavar="DIR",
+                    help="copy the lab's service logs (agents, APIs) here before cleanup")
     args = ap.parse_args()
     compute = [f"cmp-{i + 1}" for i in range(args.compute)]
     lab = MultiHostLab(
@@ -317,6 +322,11 @@ def main() -> int:
     finally:
         for c in clients.values():
             c.close()
+        if args.keep_logs:
+            for log in lab.root.rglob("*.log"):
+                dest = Path(args.keep_logs) / log.relative_to(lab.root)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(log, dest)
         lab.cleanup()
     return 0
 

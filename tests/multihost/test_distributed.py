@@ -110,6 +110,24 @@ def passive_opens(host: SimHost, network_id: str) -> int | None:
     return int(values[names.index("PassiveOpens")])
 
 
+def diagnose(guest: Guest) -> dict[str, str]:
+    """What a failing guest's host holds for its network (for the failure message)."""
+    host, net = guest.host, guest.network_id
+    ns = f"qmeta-{net}"
+    out = {
+        "fdb": host.run("bridge", "fdb", "show", "br", f"brq{net[:11]}", check=False).stdout,
+        "nft": host.run("nft", "list", "table", "bridge", f"openimds-lp-{net[:11]}",
+                        check=False).stdout,
+        "qmeta": host.run("ip", "-n", ns, "-br", "addr", check=False).stdout
+        + host.run("ip", "netns", "pids", ns, check=False).stdout,
+        "guest": host.run("ip", "-n", guest.netns, "-br", "addr", check=False).stdout
+        + host.run("ip", "-n", guest.netns, "route", check=False).stdout
+        + host.run("ip", "-n", guest.netns, "neigh", check=False).stdout,
+        "l2": (host.state / "l2-agent.log").read_text()[-3000:],
+    }
+    return out
+
+
 def haproxy_pid(host: SimHost, network_id: str) -> int | None:
     path = host.state / "qmeta" / "external" / "pids" / f"{network_id}.pid.haproxy"
     try:
@@ -155,7 +173,8 @@ def test_guests_get_their_own_metadata_from_their_own_host(
             before = {h: passive_opens(lab.host(h), guest.network_id) for h in COMPUTE_HOSTS}
             for path in CRAWL:
                 status, body = guest.fetch(path)
-                assert status == 200, (guest.host.name, path, status, body[:200])
+                assert status == 200, (guest.host.name, path, status, body[:200],
+                                       diagnose(guest))
                 if path.endswith("meta_data.json"):
                     meta = json.loads(body)
                     # Same CIDR, same addresses in both projects: never the other's answer.
