@@ -100,6 +100,12 @@ async def latency(node: Node, nets: list[str], args: argparse.Namespace) -> dict
                                               "fixed_ips": [{"ip_address": CLIENT_IP}]})
             ports.append(port["id"])
             dhcp = await node.dhcp_ip(api, net)
+            # The samples' addresses speak from this port: allowed pairs, or port security
+            # drops them (they are added to the namespace one by one below).
+            j = chosen.index(net)
+            await asyncio.to_thread(node._allow_pairs, port["id"], [
+                f"10.0.0.{10 + i // len(chosen)}" for i in range(args.samples)
+                if i % len(chosen) == j])
             clients[net] = node.client_ns(net, port, [CLIENT_IP], PREFIX, dhcp)
         client = NsClient(next(iter(clients.values())), node)
         lat: list[float] = []

@@ -2,12 +2,14 @@
 a router on a slaac IPv6 subnet runs dnsmasq as an advertisement daemon; a guest forms its
 SLAAC address (its fixed IP) and a default route via the router, and reaches fe80::a9fe:a9fe
 on the router path from its link-local and its global address, and fd00:ec2::254 through the
-default route. A second pass adopts the daemon; the router's removal stops it."""
+default route. A second pass adopts the daemon, a killed one is started again, and the
+router's removal stops it."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 from datetime import UTC, datetime
 
 import pytest
@@ -50,6 +52,13 @@ def test_router_advertises_its_slaac_link(lab: Lab) -> None:  # noqa: F811
     again = applier.apply(rid, plan)
     assert not any(isinstance(a, act.StartDnsmasq | act.StopDnsmasq) for a in again)
     assert find_dnsmasq(pidfile) == daemon
+    assert daemon.pid in applier.children(rid)  # watched by the agent like its haproxy
+    # Killed (ours, by pid): the next pass starts another.
+    os.kill(daemon.pid, signal.SIGKILL)
+    wait_for(lambda: find_dnsmasq(pidfile) is None, timeout=10)
+    applier.apply(rid, plan)
+    restarted = find_dnsmasq(pidfile)
+    assert restarted is not None and restarted.pid != daemon.pid
 
     guest = lab.guest(net, {"id": lab.new_id(), "mac_address": GUEST_MAC})
     sh("sysctl", "-qw", "net.ipv6.conf.eth0.accept_ra=1", netns=guest)
