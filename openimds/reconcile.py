@@ -719,6 +719,15 @@ class InventoryAgent(abc.ABC):
             return
         self._watcher.sync(key, pids)
 
+    def synced_revision(self) -> int | None:
+        """The inventory revision this agent has fully applied: its snapshot's, once every key
+        is reconciled (queue idle); None before the first pass is done. Reported in the
+        agent's `configurations` so operators (and tests) can tell when it has caught up."""
+        snap = self.snapshot
+        if snap is None or not self.queue.idle():
+            return None
+        return snap.revision
+
     async def wait_synced(self, revision: int, timeout: float = 10.0) -> None:
         """Until the agent has seen `revision` and its queue is idle (for tests and demos)."""
         deadline = time.monotonic() + timeout

@@ -106,17 +106,18 @@ def agent_report(service: str, conf: Any, agent: Any) -> Any:
             "tunneling_ip": agent.options.local_ip or "",
             "tunnel_types": ["vxlan"] if agent.options.enable_vxlan else [],
             "l2_population": bool(conf.vxlan.l2_population),
-            "devices": count("networks")},
+            "devices": count("networks"), "synced_revision": agent.synced_revision()},
             availability_zone=None)
     if service == "dhcp-agent":
         return AgentReport(DHCP_AGENT, conf.host, lambda: {
             "dhcp_driver": "dnsmasq", "dhcp_lease_duration": int(conf.dhcp_lease_duration),
-            "networks": count("networks"), "log_agent_heartbeats":
+            "networks": count("networks"), "synced_revision": agent.synced_revision(),
+            "log_agent_heartbeats":
             bool(conf.AGENT.log_agent_heartbeats)},
             availability_zone=conf.AGENT.availability_zone)
     return AgentReport(L3_AGENT, conf.host, lambda: {
         "agent_mode": "legacy", "routers": count("routers"),
-        "ha_routers": agent.ha_states(),
+        "ha_routers": agent.ha_states(), "synced_revision": agent.synced_revision(),
         "log_agent_heartbeats": bool(conf.AGENT.log_agent_heartbeats)},
         availability_zone=conf.AGENT.availability_zone)
 

@@ -63,6 +63,8 @@ class Cloud:
             f"nova_metadata_port = {self.md_port}\n"
             f"metrics_listen_port = {self.metrics_port}\n"
             f"dhcp_lease_duration = {lease_duration}\n"
+            # Heartbeats carry each agent's synced revision; tests wait on it.
+            "[AGENT]\nreport_interval = 2\n"
         )
         self.script = self.state / "udhcpc.sh"
         self.script.write_text(UDHCPC_SCRIPT)

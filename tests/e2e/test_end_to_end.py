@@ -9,6 +9,7 @@ import json
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -122,13 +123,30 @@ def test_seed2_router_attach_restart_and_detach(cloud: Cloud) -> None:
             for link in links for a in link.get("addr_info", []))).encode()
         return files
 
+    def dhcp_agent() -> dict[str, Any]:
+        rows = [a for a in cloud.cli("network", "agent", "list")
+                if a["agent_type"] == "DHCP agent"]
+        assert len(rows) == 1, rows
+        return dict(cloud.cli("network", "agent", "show", rows[0]["id"]))
+
+    # The revision the running agent has fully applied (reported with its heartbeat).
+    synced = wait_for(lambda: dhcp_agent()["configurations"].get("synced_revision"),
+                      timeout=30, interval=0.3)
     before = snapshot()
     old_agent = cloud.child_pid("dhcp-agent")
     assert old_agent is not None
+    old_start = dhcp_agent()["started_at"]
     subprocess.run(["kill", "-TERM", str(old_agent)], check=True)
     wait_for(lambda: cloud.child_pid("dhcp-agent") not in (None, old_agent), timeout=30,
              interval=0.3)
-    time.sleep(4)  # let the restarted agent run a full pass
+
+    def restarted_and_synced() -> bool:
+        row = dhcp_agent()
+        got = row["configurations"].get("synced_revision")
+        return row["started_at"] != old_start and got is not None and got >= synced
+
+    # The restarted agent has adopted everything and finished a whole pass.
+    wait_for(restarted_and_synced, timeout=60, interval=0.3)
     assert snapshot() == before, "a DHCP agent restart must change nothing"
 
     cloud.cli("router", "remove", "subnet", f"r-{tag}", f"gw-sub-{tag}")

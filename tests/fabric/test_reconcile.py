@@ -261,3 +261,22 @@ async def test_a_small_batch_fetches_its_rows_instead_of_relisting() -> None:
     finally:
         agent.stop()
         await task
+
+
+async def test_synced_revision_is_reported_only_once_a_pass_is_done() -> None:
+    inv = MemoryInventory()
+    inv.put("network", {"id": "n1"})
+    agent = FakeAgent(inv, watch_timeout=0.2)
+    assert agent.synced_revision() is None  # nothing seen yet
+    agent.fail["n2"] = 1  # n2's first attempt fails: not synced until its retry succeeds
+    task = asyncio.create_task(agent.run())
+    try:
+        await agent.wait_synced(inv.revision)
+        assert agent.synced_revision() == inv.revision
+        rev = inv.put("network", {"id": "n2"})
+        await agent.wait_synced(rev)
+        assert agent.synced_revision() == rev
+        assert ("n2", True) in agent.calls and agent.fail["n2"] == 0
+    finally:
+        agent.stop()
+        await task
