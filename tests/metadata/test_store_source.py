@@ -7,6 +7,7 @@ assertion is what the next request answers once the feed has applied that revisi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 from collections.abc import AsyncIterator
@@ -494,14 +495,23 @@ async def test_a_dropped_view_is_reloaded_once_in_the_background(
         await source.stop()
 
 
-async def test_a_request_that_gives_up_does_not_cancel_the_load(harness: Harness) -> None:
+async def test_a_request_that_gives_up_does_not_cancel_the_load(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
     source = StoreSource(harness.store, feed_timeout=1.0, prefetch=False)
     await source.start()
     try:
+        # The load is held at a gate, so the request surely gives up while it runs (a fast
+        # load could otherwise finish before the test sees it in flight).
+        loads = GatedLoads(source, monkeypatch)
         asked = asyncio.ensure_future(source.view_for_instance(INSTANCE))
-        await wait_until(lambda: INSTANCE in source._loading)
+        await wait_until(lambda: loads.calls == 1 and INSTANCE in source._loading)
         asked.cancel()  # the guest disconnected
+        with contextlib.suppress(asyncio.CancelledError):
+            await asked
+        loads.gate.set()
         await wait_until(lambda: INSTANCE in source._views)
+        assert loads.calls == 1
     finally:
         await source.stop()
 

@@ -322,6 +322,11 @@ class Poller:
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
+    # At most 4 requests a second: under the per-instance rate limit's refill (5/s), so a
+    # minutes-long poll never spends the burst and meets 429 (on a fast machine one fetch
+    # takes far less than this).
+    PERIOD = 0.25
+
     def _run(self) -> None:
         while not self.stop.is_set():
             with self.lock:
@@ -330,6 +335,7 @@ class Poller:
                 if status == 200 and json.loads(body)["uuid"] != self.guest.server["id"]:
                     status = -1  # someone else's metadata: a failure of the worst kind
                 self.results.append((sent, time.monotonic(), status))
+            self.stop.wait(max(0.0, sent + self.PERIOD - time.monotonic()))
 
     def renew(self) -> str:
         with self.lock:
