@@ -55,6 +55,9 @@ class Cloud:
         self.metrics_port = free_port()
         self.extra_conf = self.state / "test.conf"
         self.extra_conf.write_text(
+            # Heartbeats carry each agent's synced revision; tests wait on it. [DEFAULT] comes
+            # last: tests append their own [DEFAULT] options to this file.
+            "[AGENT]\nreport_interval = 2\n"
             "[DEFAULT]\n"
             f"fabric_namespace = {self.fabric}\n"
             f"bind_port = {self.api_port}\n"
@@ -63,8 +66,6 @@ class Cloud:
             f"nova_metadata_port = {self.md_port}\n"
             f"metrics_listen_port = {self.metrics_port}\n"
             f"dhcp_lease_duration = {lease_duration}\n"
-            # Heartbeats carry each agent's synced revision; tests wait on it.
-            "[AGENT]\nreport_interval = 2\n"
         )
         self.script = self.state / "udhcpc.sh"
         self.script.write_text(UDHCPC_SCRIPT)
