@@ -16,13 +16,15 @@ from openimds.control.app import build_app
 from openimds.control.call import Settings
 from openimds.inventory.migrate import open_store
 from openimds.inventory.store import Store
+from tests.support.sqlite_outage import SqliteOutage
 
 PASSWORD = "s3cret-pw"
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
-    st = open_store(f"sqlite:///{tmp_path / 'inventory.sqlite'}")
+    # In a directory of its own, so tests/control/test_outage.py can take it away atomically.
+    st = open_store(SqliteOutage(tmp_path).url)
     try:
         yield st
     finally:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import pytest
 
 from openimds.inventory.store import Store
+from tests.support.sqlite_outage import SqliteOutage
 
 from .conftest import Api
 
@@ -16,13 +16,9 @@ from .conftest import Api
 async def test_database_gone_is_503_with_retry_after(api: Api, store: Store,
                                                      caplog: pytest.LogCaptureFixture) -> None:
     await api.ok("alice", "GET", "/v2.0/networks")
-    db = Path(store.url.removeprefix("sqlite:///"))
-    away = db.with_name("away.sqlite")
-    # The file is gone and a directory stands in its place; pooled connections are closed.
-    os.rename(db, away)
-    db.mkdir()
-    store._read_engine.dispose()
-    store._write_engine.dispose()
+    outage = SqliteOutage(Path(store.url.removeprefix("sqlite:///")).parent.parent)
+    assert outage.url == store.url, "the store fixture keeps its database in live/"
+    outage.down(store)
     try:
         for method, path, body in (("GET", "/v2.0/networks", None),
                                    ("POST", "/v2.0/networks", {"network": {"name": "n"}})):
@@ -32,7 +28,6 @@ async def test_database_gone_is_503_with_retry_after(api: Api, store: Store,
             assert resp.headers["Retry-After"].isdigit()
             assert (await resp.json())["NeutronError"]["type"] == "HTTPServiceUnavailable"
     finally:
-        db.rmdir()
-        os.rename(away, db)
+        outage.up()
     await api.ok("alice", "GET", "/v2.0/networks")
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]

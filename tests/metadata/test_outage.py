@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from tests.metadata.helpers import call, signed_headers
 from tests.metadata.servers import start_metadata
 from tests.metadata.test_store_source import INSTANCE, seed
 from tests.pg_private import PrivatePostgres
+from tests.support.sqlite_outage import SqliteOutage
 
 OTHER = "0d7c5d2e-0f3e-4b8e-9c62-3c0a6a7f1b10"
 
@@ -184,22 +184,14 @@ async def test_postgresql_stopped_and_started_again(private_pg: PrivatePostgres,
 
 async def test_sqlite_file_gone_and_back(tmp_path: Path, caplog: pytest.LogCaptureFixture,
                                          http_server: str) -> None:
-    db = tmp_path / "inventory.sqlite"
-    away = tmp_path / "away.sqlite"
-    store = open_store(f"sqlite:///{db}")
+    outage = SqliteOutage(tmp_path)
+    store = open_store(outage.url)
 
     def go_down() -> None:
-        # The file is gone and a directory stands in its place, so no connection can open
-        # it; pooled connections (which would keep the old file open) are closed, as after
-        # a restart of the process.
-        os.rename(db, away)
-        db.mkdir()
-        store._read_engine.dispose()
-        store._write_engine.dispose()
+        outage.down(store)
 
     def come_back() -> None:
-        db.rmdir()
-        os.rename(away, db)
+        outage.up()
 
     async for served in _serve(store, http_server):
         await _outage_scenario(served, go_down, come_back, caplog)
@@ -208,14 +200,13 @@ async def test_sqlite_file_gone_and_back(tmp_path: Path, caplog: pytest.LogCaptu
 async def test_started_while_the_database_is_away(tmp_path: Path,
                                                   caplog: pytest.LogCaptureFixture) -> None:
     """The API starts anyway: 503 (not ready) until the database answers, then serves."""
-    db = tmp_path / "inventory.sqlite"
-    store = open_store(f"sqlite:///{db}")
+    outage = SqliteOutage(tmp_path)
+    store = open_store(outage.url)
     ids = seed(store)
     store.dispose()
-    away = tmp_path / "away.sqlite"
-    os.rename(db, away)
-    db.mkdir()
-    store = Store(f"sqlite:///{db}")
+    # Made before the outage: a new Store creates its SQLite file's directory.
+    store = Store(outage.url)
+    outage.down()
     source = StoreSource(store, feed_timeout=0.5)
     await source.start()
     try:
@@ -224,8 +215,7 @@ async def test_started_while_the_database_is_away(tmp_path: Path,
         req_headers = signed_headers(INSTANCE, ids["project"], SECRET)
         resp = await call(responder, "/latest/meta-data/hostname", headers=req_headers)
         assert resp.status == 503 and resp.retry_after
-        db.rmdir()
-        os.rename(away, db)
+        outage.up()
         await source.wait_for_revision(0, timeout=30)
         assert source.ready()
         resp = await call(responder, "/latest/meta-data/hostname", headers=req_headers)
