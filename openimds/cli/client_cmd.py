@@ -18,6 +18,7 @@ import os
 import sys
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from openimds.cli import server_metadata_cmd
@@ -275,17 +276,73 @@ def _shower(resource: str) -> Handler:
     return handler
 
 
+@dataclass(frozen=True)
+class CliResource:
+    """One resource of the client CLI: its openstack noun, its API collection (also the output
+    kind), and its neutron prefix where the seeds' spelling has one (`net-list`)."""
+
+    noun: str
+    collection: str
+    legacy: str | None = None
+    # The neutron spelling's verbs; `port-delete` and friends are not in the seeds.
+    legacy_verbs: tuple[str, ...] = ("list", "show", "delete")
+
+    @property
+    def plural(self) -> str:
+        return "key pairs" if self.collection == "keypairs" else self.collection
+
+
+CLI_RESOURCES: dict[str, CliResource] = {r.noun: r for r in (
+    CliResource("network", "networks", legacy="net"),
+    CliResource("subnet", "subnets", legacy="subnet"),
+    CliResource("router", "routers", legacy="router"),
+    CliResource("port", "ports", legacy="port", legacy_verbs=("list", "show")),
+    CliResource("server", "servers"),
+    CliResource("keypair", "keypairs"),
+)}
+
+
+def _plain_list(resource: str) -> Handler:
+    return lambda api, args: api.list(resource)
+
+
+def _read_verbs(verbs: argparse._SubParsersAction, res: CliResource, *, legacy: bool = False,
+                list_handler: Handler | None = None, show_handler: Handler | None = None,
+                ) -> dict[str, argparse.ArgumentParser]:
+    """`list`, `show` and `delete` of one resource, in one spelling: `network list` under the
+    noun's parser, or `net-list` at the top level (`legacy`). Both spellings come from here,
+    so they cannot drift apart. Returns the leaf parsers, for extra flags."""
+    names = res.legacy_verbs if legacy else ("list", "show", "delete")
+    singular = res.plural.rstrip("s")
+    leaves: dict[str, argparse.ArgumentParser] = {}
+    for verb in names:
+        name = f"{res.legacy}-{verb}" if legacy else verb
+        if verb == "list":
+            leaves[verb] = _leaf(verbs, name, list_handler or _plain_list(res.collection),
+                                 res.collection, f"list {res.plural}")
+        elif verb == "show":
+            leaves[verb] = _leaf(verbs, name, show_handler or _shower(res.collection),
+                                 res.collection, f"show a {singular}")
+            leaves[verb].add_argument("name")
+        else:
+            leaves[verb] = _leaf(verbs, name, _deleter(res.collection), res.collection,
+                                 f"delete {res.plural}")
+            leaves[verb].add_argument("names", nargs="+")
+    return leaves
+
+
+def _noun(sub: argparse._SubParsersAction, res: CliResource) -> argparse._SubParsersAction:
+    return sub.add_parser(res.noun, help=res.plural).add_subparsers(metavar="VERB")
+
+
 def _register_network(sub: argparse._SubParsersAction) -> None:
-    verbs = sub.add_parser("network", help="networks").add_subparsers(metavar="VERB")
+    verbs = _noun(sub, CLI_RESOURCES["network"])
     p = _leaf(verbs, "create", _network_create, "networks", "create a network")
     p.add_argument("name")
     p.add_argument("--share", action="store_true", help="visible to every project (admin)")
     p.add_argument("--disable", action="store_true", help="admin_state_up false")
     add_provider_flags(p)
-    _leaf(verbs, "list", lambda api, a: api.list("networks"), "networks", "list networks")
-    _leaf(verbs, "show", _shower("networks"), "networks", "show a network").add_argument("name")
-    _leaf(verbs, "delete", _deleter("networks"), "networks",
-          "delete networks").add_argument("names", nargs="+")
+    _read_verbs(verbs, CLI_RESOURCES["network"])
     from openimds.cli.agents_cmd import register_network_agent
 
     register_network_agent(verbs, _leaf)
@@ -341,7 +398,7 @@ def _subnet_list(api: Any, args: argparse.Namespace) -> Any:
 
 
 def _register_subnet(sub: argparse._SubParsersAction) -> None:
-    verbs = sub.add_parser("subnet", help="subnets").add_subparsers(metavar="VERB")
+    verbs = _noun(sub, CLI_RESOURCES["subnet"])
     p = _leaf(verbs, "create", _subnet_create, "subnets", "create a subnet")
     p.add_argument("name")
     p.add_argument("--network", required=True, help="network name or id")
@@ -351,18 +408,20 @@ def _register_subnet(sub: argparse._SubParsersAction) -> None:
     gw.add_argument("--gateway", metavar="IP", help="gateway IP (default: first host)")
     p.add_argument("--no-dhcp", action="store_true", help="enable_dhcp false")
     p.add_argument("--dhcp", action="store_false", dest="no_dhcp", help="enable_dhcp (default)")
-    p.add_argument("--ip-version", type=int, choices=(4, 6), default=None)
+    _add_subnet_shape_flags(p)
     for flag in ("--ipv6-ra-mode", "--ipv6-address-mode"):
         p.add_argument(flag, choices=("slaac", "dhcpv6-stateless", "dhcpv6-stateful"))
+    leaves = _read_verbs(verbs, CLI_RESOURCES["subnet"], list_handler=_subnet_list)
+    leaves["list"].add_argument("--network", help="only this network's subnets")
+
+
+def _add_subnet_shape_flags(p: argparse.ArgumentParser) -> None:
+    """The subnet flags both spellings share (`subnet create` and `subnet-create`)."""
+    p.add_argument("--ip-version", type=int, choices=(4, 6), default=None)
     p.add_argument("--host-route", action="append", default=[],
                    metavar="destination=CIDR,gateway=IP")
     p.add_argument("--dns-nameserver", action="append", default=[], metavar="IP")
     p.add_argument("--allocation-pool", action="append", default=[], metavar="start=IP,end=IP")
-    ls = _leaf(verbs, "list", _subnet_list, "subnets", "list subnets")
-    ls.add_argument("--network", help="only this network's subnets")
-    _leaf(verbs, "show", _shower("subnets"), "subnets", "show a subnet").add_argument("name")
-    _leaf(verbs, "delete", _deleter("subnets"), "subnets",
-          "delete subnets").add_argument("names", nargs="+")
 
 
 # ---- routers --------------------------------------------------------------------------------
@@ -385,7 +444,7 @@ def _router_create(api: Any, args: argparse.Namespace) -> Any:
 
 
 def _register_router(sub: argparse._SubParsersAction) -> None:
-    verbs = sub.add_parser("router", help="routers").add_subparsers(metavar="VERB")
+    verbs = _noun(sub, CLI_RESOURCES["router"])
     p = _leaf(verbs, "create", _router_create, "routers", "create a router")
     p.add_argument("name")
     ha = p.add_mutually_exclusive_group()
@@ -393,10 +452,7 @@ def _register_router(sub: argparse._SubParsersAction) -> None:
                     help="highly available router (admin; default: [DEFAULT] l3_ha)")
     ha.add_argument("--no-ha", dest="ha", action="store_const", const=False,
                     help="legacy router on one L3 agent (admin)")
-    _leaf(verbs, "list", lambda api, a: api.list("routers"), "routers", "list routers")
-    _leaf(verbs, "show", _shower("routers"), "routers", "show a router").add_argument("name")
-    _leaf(verbs, "delete", _deleter("routers"), "routers",
-          "delete routers").add_argument("names", nargs="+")
+    _read_verbs(verbs, CLI_RESOURCES["router"])
     for action in ("add", "remove"):
         what = verbs.add_parser(action, help=f"{action} a router interface").add_subparsers(
             metavar="subnet|port")
@@ -450,7 +506,7 @@ def _port_list(api: Any, args: argparse.Namespace) -> Any:
 
 
 def _register_port(sub: argparse._SubParsersAction) -> None:
-    verbs = sub.add_parser("port", help="ports").add_subparsers(metavar="VERB")
+    verbs = _noun(sub, CLI_RESOURCES["port"])
     p = _leaf(verbs, "create", _port_create, "ports", "create a port")
     p.add_argument("name")
     p.add_argument("--network", required=True)
@@ -459,15 +515,12 @@ def _register_port(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mac-address")
     p.add_argument("--device-id")
     p.add_argument("--device-owner")
-    ls = _leaf(verbs, "list", _port_list, "ports", "list ports")
+    ls = _read_verbs(verbs, CLI_RESOURCES["port"], list_handler=_port_list)["list"]
     ls.add_argument("--network")
     ls.add_argument("--device-id")
     ls.add_argument("--device-owner")
     ls.add_argument("--fixed-ip", action="append", default=[], metavar="IP",
                     help="only ports holding this address")
-    _leaf(verbs, "show", _shower("ports"), "ports", "show a port").add_argument("name")
-    _leaf(verbs, "delete", _deleter("ports"), "ports",
-          "delete ports").add_argument("names", nargs="+")
     # `port plug` is a node-local action (veths in the fabric), owned by the network agents' CLI.
     from openimds.cli.network_agents_cmd import add_port_plug
 
@@ -527,7 +580,7 @@ def _server_create(api: Any, args: argparse.Namespace) -> Any:
 
 
 def _register_server(sub: argparse._SubParsersAction) -> None:
-    verbs = sub.add_parser("server", help="servers").add_subparsers(metavar="VERB")
+    verbs = _noun(sub, CLI_RESOURCES["server"])
     p = _leaf(verbs, "create", _server_create, "servers", "create a server")
     p.add_argument("name")
     p.add_argument("--network", action="append", default=[], help="network name or id")
@@ -545,16 +598,14 @@ def _register_server(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--flavor")
     p.add_argument("--image")
     server_metadata_cmd.add_option_flags(p)
-    lister = _leaf(verbs, "list", lambda api, a: api.list(
-        "servers", **({"all_tenants": "True"} if a.all_projects else {})),
-        "servers", "list servers (your project's; --all-projects for admins)")
-    lister.add_argument("--all-projects", action="store_true",
-                        help="every project's servers (admins and services)")
-    _leaf(verbs, "show", server_metadata_cmd.show_server, "servers",
-          "show a server").add_argument("name")
+    leaves = _read_verbs(
+        verbs, CLI_RESOURCES["server"], show_handler=server_metadata_cmd.show_server,
+        list_handler=lambda api, a: api.list(
+            "servers", **({"all_tenants": "True"} if a.all_projects else {})))
+    leaves["list"].description = "your project's servers; --all-projects for admins"
+    leaves["list"].add_argument("--all-projects", action="store_true",
+                                help="every project's servers (admins and services)")
     server_metadata_cmd.register_server_verbs(verbs, _leaf)
-    _leaf(verbs, "delete", _deleter("servers"), "servers",
-          "delete servers").add_argument("names", nargs="+")
 
 
 # ---- key pairs ------------------------------------------------------------------------------
@@ -569,14 +620,11 @@ def _keypair_create(api: Any, args: argparse.Namespace) -> Any:
 
 
 def _register_keypair(sub: argparse._SubParsersAction) -> None:
-    verbs = sub.add_parser("keypair", help="key pairs").add_subparsers(metavar="VERB")
+    verbs = _noun(sub, CLI_RESOURCES["keypair"])
     p = _leaf(verbs, "create", _keypair_create, "keypairs", "import a public key")
     p.add_argument("name")
     p.add_argument("--public-key", metavar="FILE")
-    _leaf(verbs, "list", lambda api, a: api.list("keypairs"), "keypairs", "list key pairs")
-    _leaf(verbs, "show", _shower("keypairs"), "keypairs", "show a key pair").add_argument("name")
-    _leaf(verbs, "delete", _deleter("keypairs"), "keypairs",
-          "delete key pairs").add_argument("names", nargs="+")
+    _read_verbs(verbs, CLI_RESOURCES["keypair"])
 
 
 # ---- the legacy neutron spellings of the seeds ------------------------------------------------
@@ -614,10 +662,6 @@ def _register_legacy(sub: argparse._SubParsersAction) -> None:
               "networks", "create a network (neutron spelling)")
     p.add_argument("name")
     add_provider_flags(p)
-    _leaf(sub, "net-list", lambda api, a: api.list("networks"), "networks", "list networks")
-    _leaf(sub, "net-show", _shower("networks"), "networks", "show a network").add_argument("name")
-    _leaf(sub, "net-delete", _deleter("networks"), "networks",
-          "delete networks").add_argument("names", nargs="+")
 
     p = _leaf(sub, "subnet-create", _legacy_subnet_create, "subnets",
               "create a subnet (neutron spelling: NETWORK CIDR)")
@@ -629,30 +673,19 @@ def _register_legacy(sub: argparse._SubParsersAction) -> None:
     gw.add_argument("--gateway", "--gateway-ip", dest="gateway_ip")
     p.add_argument("--disable-dhcp", action="store_true")
     p.add_argument("--enable-dhcp", action="store_false", dest="disable_dhcp")
-    p.add_argument("--ip-version", type=int, choices=(4, 6), default=None)
-    p.add_argument("--host-route", action="append", default=[],
-                   metavar="destination=CIDR,gateway=IP")
-    p.add_argument("--dns-nameserver", action="append", default=[])
-    p.add_argument("--allocation-pool", action="append", default=[], metavar="start=IP,end=IP")
-    _leaf(sub, "subnet-list", lambda api, a: api.list("subnets"), "subnets", "list subnets")
-    _leaf(sub, "subnet-show", _shower("subnets"), "subnets", "show a subnet").add_argument("name")
-    _leaf(sub, "subnet-delete", _deleter("subnets"), "subnets",
-          "delete subnets").add_argument("names", nargs="+")
+    _add_subnet_shape_flags(p)
 
     p = _leaf(sub, "router-create", lambda api, a: api.create("routers", {"name": a.name}),
               "routers", "create a router (neutron spelling)")
     p.add_argument("name")
-    _leaf(sub, "router-list", lambda api, a: api.list("routers"), "routers", "list routers")
-    _leaf(sub, "router-show", _shower("routers"), "routers", "show a router").add_argument("name")
-    _leaf(sub, "router-delete", _deleter("routers"), "routers",
-          "delete routers").add_argument("names", nargs="+")
     for name, action in (("router-interface-add", "add"), ("router-interface-delete", "remove")):
         p = _leaf(sub, name, _legacy_interface(action), "routers",
                   f"{action} a router interface (neutron spelling: ROUTER INTERFACE)")
         p.add_argument("router")
         p.add_argument("interface", help="SUBNET, subnet=SUBNET or port=PORT")
-    _leaf(sub, "port-list", lambda api, a: api.list("ports"), "ports", "list ports")
-    _leaf(sub, "port-show", _shower("ports"), "ports", "show a port").add_argument("name")
+    for res in CLI_RESOURCES.values():
+        if res.legacy is not None:
+            _read_verbs(sub, res, legacy=True)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -228,3 +228,29 @@ def test_server_metadata_options_through_the_cli(cli: Cli) -> None:
     assert any(u["name"] == "md-vm" and u["tokenless_requests"] == 0 for u in usage)
     assert "Tokenless" in cli.run("server", "token-usage").stdout
     cli.run("server", "delete", "md-vm")
+
+
+def test_both_spellings_list_show_and_delete_alike(cli: Cli) -> None:
+    """`net-show X` and `network show X` (and list, delete) come from one table: the same
+    answers in both spellings, for every resource the seeds spell the neutron way."""
+    cli.run("network", "create", "spelling-net")
+    cli.run("subnet", "create", "spelling-sub", "--network", "spelling-net",
+            "--subnet-range", "10.77.0.0/24")
+    cli.run("router", "create", "spelling-router")
+    cli.run("port", "create", "spelling-port", "--network", "spelling-net")
+    for noun, legacy, name in (("network", "net", "spelling-net"),
+                               ("subnet", "subnet", "spelling-sub"),
+                               ("router", "router", "spelling-router"),
+                               ("port", "port", "spelling-port")):
+        shown = cli.json(noun, "show", name)
+        assert shown["name"] == name
+        assert cli.json(f"{legacy}-show", name) == shown
+        listed = cli.json(noun, "list")
+        assert name in [item["name"] for item in listed]
+        assert cli.json(f"{legacy}-list") == listed
+    cli.run("port", "delete", "spelling-port")
+    for legacy, name in (("subnet", "spelling-sub"), ("net", "spelling-net"),
+                         ("router", "spelling-router")):
+        cli.run(f"{legacy}-delete", name)
+        gone = cli.run(f"{legacy}-show", name, check=False)
+        assert gone.returncode == 1 and f"with a name or ID of '{name}'" in gone.stderr
