@@ -20,6 +20,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from openimds.wire import INSTANCE_OWNER_PREFIXES, ROUTER_INTERFACE_OWNERS
+
 __all__ = [
     "INSTANCE_OWNER_PREFIXES",
     "ROUTER_INTERFACE_OWNERS",
@@ -34,15 +36,6 @@ __all__ = [
     "normalize_mac",
 ]
 
-# Same set as Neutron's metadata agent uses to find a router's networks (spec 1.6 step 5).
-ROUTER_INTERFACE_OWNERS = frozenset({
-    "network:router_interface",
-    "network:ha_router_replicated_interface",
-    "network:router_interface_distributed",
-})
-# Nova binds its ports as compute:<az>; Ironic as baremetal:<az>. Anything else (DHCP, router,
-# floating IP, distributed metadata port) has no instance behind its device_id.
-INSTANCE_OWNER_PREFIXES = ("compute:", "baremetal:")
 
 
 def normalize_ip(text: str) -> str:

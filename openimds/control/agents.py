@@ -23,15 +23,16 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from openimds.control.call import Call, Reply, get_bool, get_str, resource_body
-from openimds.control.dhcp_scheduling import DHCP_OWNER, wanted_dhcp_hosts
+from openimds.control.dhcp_scheduling import wanted_dhcp_hosts
 from openimds.control.errors import BadRequest, Conflict, Forbidden, NotFound
-from openimds.control.l3_scheduling import HA_OWNER, ROUTER_INTERFACE, router_hosts
+from openimds.control.l3_scheduling import router_hosts
 from openimds.control.resources import ListSpec, list_collection, parse_filters
 from openimds.control.scheduling import AGENT_KINDS, DHCP_AGENT, L3_AGENT, is_alive
 from openimds.control.serializers import network_dict, router_dict, select_fields
 from openimds.control.subnets import sync_dhcp_port
 from openimds.inventory import errors as inv
 from openimds.inventory.models import Agent, Network, Port, Router, Subnet, utcnow
+from openimds.wire import DHCP_OWNER, HA_OWNER, ROUTER_INTERFACE
 
 LIST_SPEC = ListSpec(
     model=Agent,

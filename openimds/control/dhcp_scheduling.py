@@ -21,10 +21,10 @@ from openimds.control.call import Settings
 from openimds.control.scheduling import DHCP_AGENT, AgentView, is_alive, pick_agents
 from openimds.dhcp.plan import dhcp_device_id
 from openimds.inventory.models import Agent, Port, utcnow
+from openimds.wire import DHCP_OWNER
 
 __all__ = ["dhcp_agent_views", "dhcp_device_id", "wanted_dhcp_hosts"]
 
-DHCP_OWNER = "network:dhcp"
 
 
 def dhcp_agent_views(s: Session, agent_down_time: float) -> list[AgentView]:

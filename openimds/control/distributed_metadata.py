@@ -33,13 +33,13 @@ from sqlalchemy.orm import Session
 from openimds.inventory.models import FixedIP, Network, Port, Subnet
 from openimds.inventory.store import Store
 from openimds.metadata_retirement import RETIRING_KEY, retire_deadline, retired, retiring_until
+from openimds.wire import DISTRIBUTED_OWNER
 
-__all__ = ["DISTRIBUTED_OWNER", "METADATA_MODES", "metadata_device_id", "next_retirement",
+__all__ = ["METADATA_MODES", "metadata_device_id", "next_retirement",
            "retire_forever", "sync_all_metadata_ports", "sync_metadata_port"]
 
 LOG = logging.getLogger(__name__)
 
-DISTRIBUTED_OWNER = "network:distributed"
 METADATA_MODES = ("network_node", "distributed")
 DEVICE_PREFIX = "qmeta-"
 

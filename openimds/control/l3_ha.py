@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from openimds.control.scheduling import AgentView, pick_agents
+from openimds.wire import HA_OWNER
 
 __all__ = [
     "HA_OWNER",
@@ -33,7 +34,6 @@ __all__ = [
     "pick_ha_hosts",
 ]
 
-HA_OWNER = "network:router_ha_interface"
 MAX_VR_ID = 255  # keepalived's virtual_router_id range is 1..255
 
 

@@ -27,12 +27,11 @@ from openimds.control.errors import Conflict
 from openimds.control.ports import build_port
 from openimds.control.scheduling import L3_AGENT, AgentView, is_alive, pick_agents
 from openimds.inventory.models import Agent, Network, Port, RevisionCounter, Router, Subnet, utcnow
+from openimds.wire import HA_OWNER, ROUTER_INTERFACE
 
-__all__ = ["HA_OWNER", "ROUTER_INTERFACE", "delete_ha_ports", "ha_network", "l3_agent_views",
+__all__ = ["delete_ha_ports", "ha_network", "l3_agent_views",
            "place_router", "router_host", "router_hosts"]
 
-ROUTER_INTERFACE = "network:router_interface"
-HA_OWNER = l3_ha.HA_OWNER
 VXLAN_MTU = 1450
 
 

@@ -10,9 +10,8 @@ from sqlalchemy.orm import Session, selectinload
 from openimds.control import segments
 from openimds.control.call import Call, Reply, get_bool, get_str, resource_body
 from openimds.control.context import scoped
-from openimds.control.distributed_metadata import DISTRIBUTED_OWNER
 from openimds.control.errors import BadRequest, Conflict, Forbidden
-from openimds.control.ports import DHCP_OWNER, shared_network
+from openimds.control.ports import shared_network
 from openimds.control.resources import (
     ListSpec,
     get_visible,
@@ -23,6 +22,7 @@ from openimds.control.resources import (
 from openimds.control.serializers import network_dict, select_fields
 from openimds.inventory import errors as inv
 from openimds.inventory.models import Network, Port, RevisionCounter, Subnet
+from openimds.wire import DHCP_OWNER, DISTRIBUTED_OWNER
 
 LIST_SPEC = ListSpec(
     model=Network,

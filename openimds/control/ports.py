@@ -29,10 +29,8 @@ from openimds.control.serializers import port_dict, select_fields
 from openimds.inventory.errors import InvalidValue
 from openimds.inventory.models import FixedIP, Instance, Network, Port, Subnet
 from openimds.inventory.validate import normalize_mac
+from openimds.wire import ROUTER_INTERFACE_OWNERS
 
-ROUTER_OWNERS = ("network:router_interface", "network:router_interface_distributed",
-                 "network:ha_router_replicated_interface")
-DHCP_OWNER = "network:dhcp"
 COMPUTE_PREFIX = "compute:"
 
 LIST_SPEC = ListSpec(
@@ -230,7 +228,7 @@ def build_port(session: Session, network: Network, project_id: str, *,
                fixed_ips: Sequence[Any] | None = None, name: str = "", device_id: str = "",
                device_owner: str = "", mac: str | None = None,
                admin_state_up: bool = True) -> Port:
-    router = device_owner in ROUTER_OWNERS
+    router = device_owner in ROUTER_INTERFACE_OWNERS
     mac = normalize_mac(mac) if mac else random_mac(session, network.id)
     pairs = resolve_fixed_ips(session, network.id, fixed_ips, router=router, mac=mac)
     port = Port(network_id=network.id, project_id=project_id, name=name, mac_address=mac,
@@ -413,7 +411,7 @@ def update_port(call: Call) -> Reply:
             port.fixed_ips.clear()
             s.flush()
             pairs = resolve_fixed_ips(s, port.network_id, requested,
-                                      router=port.device_owner in ROUTER_OWNERS,
+                                      router=port.device_owner in ROUTER_INTERFACE_OWNERS,
                                       mac=port.mac_address)
             port.fixed_ips = [FixedIP(subnet_id=sub.id, network_id=port.network_id,
                                       ip_address=a) for sub, a in pairs]
@@ -424,7 +422,7 @@ def update_port(call: Call) -> Reply:
 def delete_port(call: Call) -> Reply:
     with call.store.session() as s:
         port = get_visible(s, Port, call.params["id"], call.context, "Port", write=True)
-        if port.device_owner in ROUTER_OWNERS:
+        if port.device_owner in ROUTER_INTERFACE_OWNERS:
             raise Conflict(f"Port {port.id} cannot be deleted directly via the port API: has "
                            f"device owner {port.device_owner}; use remove_router_interface.",
                            type="L3PortInUse")

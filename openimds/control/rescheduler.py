@@ -32,14 +32,12 @@ from openimds.dhcp.plan import dhcp_device_id
 from openimds.inventory.errors import InventoryError
 from openimds.inventory.models import Agent, Port, utcnow
 from openimds.inventory.store import Store
+from openimds.wire import DHCP_OWNER, HA_OWNER, ROUTER_INTERFACE
 
 __all__ = ["failover_forever", "failover_interval", "failover_pass"]
 
 LOG = logging.getLogger(__name__)
 
-DHCP_OWNER = "network:dhcp"
-ROUTER_INTERFACE = "network:router_interface"
-HA_OWNER = "network:router_ha_interface"
 # Any constant: the key of the advisory lock the replicas take for a pass.
 LOCK_KEY = 0x6F696D64_0011
 

@@ -17,7 +17,7 @@ from openimds.control.context import scoped
 from openimds.control.errors import BadRequest, Conflict, Forbidden, NotFound
 from openimds.control.l3_ha import ha_by_default, not_enough_agents
 from openimds.control.l3_scheduling import delete_ha_ports, l3_agent_views, place_router
-from openimds.control.ports import ROUTER_OWNERS, build_port, get_port_for_write
+from openimds.control.ports import build_port, get_port_for_write
 from openimds.control.resources import (
     ListSpec,
     get_visible,
@@ -27,8 +27,7 @@ from openimds.control.resources import (
 )
 from openimds.control.serializers import router_dict, select_fields
 from openimds.inventory.models import Network, Port, Router, Subnet
-
-ROUTER_INTERFACE = "network:router_interface"
+from openimds.wire import ROUTER_INTERFACE, ROUTER_INTERFACE_OWNERS
 
 LIST_SPEC = ListSpec(
     model=Router,
@@ -127,7 +126,7 @@ def update_router(call: Call) -> Reply:
 
 def _interfaces(s: Session, router_id: str) -> list[Port]:
     return list(s.scalars(select(Port).where(Port.device_id == router_id,
-                                             Port.device_owner.in_(ROUTER_OWNERS))))
+                                             Port.device_owner.in_(ROUTER_INTERFACE_OWNERS))))
 
 
 def delete_router(call: Call) -> Reply:

@@ -28,9 +28,9 @@ from openimds.control.call import (
 from openimds.control.context import scoped
 from openimds.control.dhcp_scheduling import dhcp_device_id as scheduled_device_id
 from openimds.control.dhcp_scheduling import wanted_dhcp_hosts
-from openimds.control.distributed_metadata import DISTRIBUTED_OWNER, sync_metadata_port
+from openimds.control.distributed_metadata import sync_metadata_port
 from openimds.control.errors import BadRequest, Conflict
-from openimds.control.ports import DHCP_OWNER, ROUTER_OWNERS, build_port, shared_network
+from openimds.control.ports import build_port, shared_network
 from openimds.control.resources import (
     ListSpec,
     get_visible,
@@ -41,6 +41,7 @@ from openimds.control.resources import (
 )
 from openimds.control.serializers import select_fields, subnet_dict
 from openimds.inventory.models import FixedIP, Network, Port, Subnet
+from openimds.wire import DHCP_OWNER, DISTRIBUTED_OWNER, ROUTER_INTERFACE_OWNERS
 
 LIST_SPEC = ListSpec(
     model=Subnet,
@@ -324,7 +325,7 @@ def _check_gateway_change(s: Session, subnet: Subnet, new_gw: str | None) -> Non
     router_on_old = s.scalars(
         select(Port.id).join(FixedIP).where(FixedIP.subnet_id == subnet.id,
                                             FixedIP.ip_address == subnet.gateway_ip,
-                                            Port.device_owner.in_(ROUTER_OWNERS))).first()
+                                            Port.device_owner.in_(ROUTER_INTERFACE_OWNERS))).first()
     if router_on_old is not None:
         raise Conflict(f"Gateway {subnet.gateway_ip} of subnet {subnet.id} is in use by router "
                        f"port {router_on_old}; remove the router interface first.",

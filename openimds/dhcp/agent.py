@@ -27,6 +27,7 @@ from openimds.linux.nftables import apply_ruleset
 from openimds.linux.observe import Link, links
 from openimds.portsec import port_security_from_neutron, port_security_rules
 from openimds.reconcile import InventoryAgent, InventoryReader, Snapshot
+from openimds.wire import DHCP_OWNER, is_router_interface
 
 __all__ = ["DhcpAgent", "build_dhcp_agent", "dhcp_options_from_conf"]
 
@@ -71,7 +72,7 @@ class DhcpAgent(InventoryAgent):
             return None
         return serving_device_id(self.host, network_id, [
             str(p.get("device_id") or "") for p in snap.ports
-            if p.get("network_id") == network_id and p.get("device_owner") == "network:dhcp"])
+            if p.get("network_id") == network_id and p.get("device_owner") == DHCP_OWNER])
 
     def owners(self, snap: Snapshot) -> dict[tuple[str, str], set[str]]:
         # Every known row has an entry (maybe empty): a change to a row that touches no
@@ -84,9 +85,7 @@ class DhcpAgent(InventoryAgent):
         for p in snap.ports:
             if p.get("network_id"):
                 out[("port", p["id"])] = {p["network_id"]}
-                if p.get("device_id") and str(p.get("device_owner", "")).startswith(
-                    "network:router_interface"
-                ):
+                if p.get("device_id") and is_router_interface(p.get("device_owner")):
                     out.setdefault(("router", p["device_id"]), set()).add(p["network_id"])
         return out
 

@@ -15,9 +15,6 @@ from typing import Any
 from openimds.metadata_retirement import retiring_until
 
 __all__ = [
-    "DEVICE_OWNER_DHCP",
-    "DEVICE_OWNER_DISTRIBUTED",
-    "ROUTER_INTERFACE_OWNERS",
     "NetworkInfo",
     "PortInfo",
     "SubnetInfo",
@@ -27,19 +24,6 @@ __all__ = [
     "port_from_neutron",
     "subnet_from_neutron",
 ]
-
-DEVICE_OWNER_DHCP = "network:dhcp"
-DEVICE_OWNER_DISTRIBUTED = "network:distributed"
-# A port with one of these owners and the subnet's gateway IP makes the subnet "routed"
-# (spec neutron-metadata.md section 3.1).
-ROUTER_INTERFACE_OWNERS = frozenset(
-    {
-        "network:router_interface",
-        "network:ha_router_replicated_interface",
-        "network:router_interface_distributed",
-    }
-)
-
 
 @dataclass(frozen=True)
 class SubnetInfo:

@@ -26,17 +26,11 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from openimds.dhcp.model import (
-    DEVICE_OWNER_DHCP,
-    DEVICE_OWNER_DISTRIBUTED,
-    ROUTER_INTERFACE_OWNERS,
-    NetworkInfo,
-    PortInfo,
-    SubnetInfo,
-)
+from openimds.dhcp.model import NetworkInfo, PortInfo, SubnetInfo
 from openimds.linux.iptables import Rule
 from openimds.proxy.haproxy import METADATA_IPV4, METADATA_IPV4_CIDR, METADATA_IPV6_CIDR
 from openimds.proxy.hoplimit import ttl_rules
+from openimds.wire import DHCP_OWNER, DISTRIBUTED_OWNER, HA_OWNER, ROUTER_INTERFACE_OWNERS
 
 __all__ = [
     "METADATA_V4",
@@ -64,10 +58,10 @@ METADATA_NETWORK = ipaddress.ip_network("169.254.0.0/16")
 # Ports that never get a DHCP host entry (spec 3.5, Wallaby+).
 IGNORED_OWNERS = frozenset(
     {
-        "network:router_ha_interface",
+        HA_OWNER,
         "network:floatingip",
-        DEVICE_OWNER_DHCP,
-        DEVICE_OWNER_DISTRIBUTED,
+        DHCP_OWNER,
+        DISTRIBUTED_OWNER,
     }
 )
 # Our iptables chains in a qdhcp- namespace (the L3 agent's are openimds-l3-*).
@@ -263,7 +257,7 @@ def _ovn_metadata_port(network: NetworkInfo) -> PortInfo | None:
         (
             p
             for p in network.ports
-            if p.device_owner == DEVICE_OWNER_DISTRIBUTED and p.device_id.startswith("ovnmeta-")
+            if p.device_owner == DISTRIBUTED_OWNER and p.device_id.startswith("ovnmeta-")
         ),
         None,
     )
@@ -278,7 +272,7 @@ def distributed_metadata_port(network: NetworkInfo) -> PortInfo | None:
         (
             p
             for p in network.ports
-            if p.device_owner == DEVICE_OWNER_DISTRIBUTED
+            if p.device_owner == DISTRIBUTED_OWNER
             and p.device_id.startswith(("qmeta-", "ovnmeta-"))
             and not p.retiring
         ),
@@ -324,13 +318,13 @@ def metadata_next_hop(
 def dhcp_servers(network: NetworkInfo, subnet_id: str) -> list[str]:
     """Addresses of every DHCP port on `subnet_id`, in the ports' creation order (the order
     the control plane lists them in, the same on every agent)."""
-    ports = sorted((p for p in network.ports if p.device_owner == DEVICE_OWNER_DHCP),
+    ports = sorted((p for p in network.ports if p.device_owner == DHCP_OWNER),
                    key=lambda p: (p.created_at, p.id))
     return [ip for p in ports for sid, ip in p.fixed_ips if sid == subnet_id]
 
 
 def _pick_dhcp_port(network: NetworkInfo, opts: DhcpOptions) -> PortInfo | None:
-    ports = [p for p in network.ports if p.device_owner == DEVICE_OWNER_DHCP]
+    ports = [p for p in network.ports if p.device_owner == DHCP_OWNER]
     if opts.dhcp_port_device_id is not None:
         ports = [p for p in ports if p.device_id == opts.dhcp_port_device_id]
     return min(ports, key=lambda p: (p.created_at, p.id), default=None)

@@ -44,6 +44,7 @@ from openimds.proxy.haproxy import (
     proxy_spec_for_network,
 )
 from openimds.proxy.hoplimit import ttl_rules
+from openimds.wire import DISTRIBUTED_OWNER, INSTANCE_OWNER_PREFIXES
 
 __all__ = ["NAMESPACE_PREFIX", "MetaActual", "MetaApplier", "MetaPlan", "MetaSettings",
            "desired_meta_state", "diff_meta", "namespace_name"]
@@ -53,8 +54,6 @@ LOG = logging.getLogger(__name__)
 NAMESPACE_PREFIX = "qmeta-"
 # Our iptables chains in a qmeta- namespace: the token PUT's hop limit (proxy/hoplimit.py).
 CHAIN_PREFIX = "openimds-meta-"
-DISTRIBUTED_OWNER = "network:distributed"
-INSTANCE_OWNER_PREFIXES = ("compute:", "baremetal:")
 
 
 def namespace_name(network_id: str) -> str:

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from openimds.linux.fabric import bridge_name
+from openimds.wire import HA_OWNER, ROUTER_INTERFACE_OWNERS
 
 __all__ = ["L2Options", "L2Plan", "PlanError", "Uplink", "desired_l2_state", "uplink_name"]
 
@@ -71,9 +72,6 @@ def hosts_of(ports: Iterable[Mapping[str, object]]) -> set[str]:
     return {str(p.get("binding:host_id")) for p in ports if p.get("binding:host_id")}
 
 
-HA_OWNER = "network:router_ha_interface"
-ROUTER_INTERFACE_OWNERS = frozenset({"network:router_interface",
-                                     "network:ha_router_replicated_interface"})
 
 
 def ha_router_hosts(ports: Iterable[Mapping[str, object]]) -> dict[str, set[str]]:

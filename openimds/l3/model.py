@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from openimds.wire import HA_OWNER, ROUTER_INTERFACE_OWNERS
+
 __all__ = [
     "HA_OWNER",
     "HaInfo",
@@ -22,16 +24,7 @@ __all__ = [
     "routers_from_neutron",
 ]
 
-ROUTER_INTERFACE_OWNERS = frozenset(
-    {
-        "network:router_interface",
-        "network:ha_router_replicated_interface",
-        "network:router_interface_distributed",
-    }
-)
 
-# An HA router's port on its project's HA network, one per L3 agent's host (control/l3_ha.py).
-HA_OWNER = "network:router_ha_interface"
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,7 @@ from openimds.inventory.store import ChangeRecord, Store
 from openimds.metadata.errors import Unavailable
 from openimds.metadata.source import AddressMatch, PasswordResult
 from openimds.metadata.view import FixedIPView, InstanceView, KeyPairView, PortView, SubnetView
+from openimds.wire import DHCP_OWNER, ROUTER_INTERFACE_OWNERS
 
 __all__ = ["Availability", "StoreSource", "load_view"]
 
@@ -76,8 +77,6 @@ DATABASE_DOWN = (
 )
 # Seconds a guest is asked to wait (Retry-After) while the inventory is unreachable.
 RETRY_AFTER = 5
-DHCP_OWNER = "network:dhcp"
-ROUTER_OWNERS = ("network:router_interface", "network:router_interface_distributed")
 GONE_STATUSES = ("DELETED", "SOFT_DELETED")
 
 
@@ -579,7 +578,7 @@ class StoreSource:
             networks |= set(
                 session.scalars(
                     select(Port.network_id).where(
-                        Port.device_id == provider, Port.device_owner.in_(ROUTER_OWNERS)
+                        Port.device_id == provider, Port.device_owner.in_(ROUTER_INTERFACE_OWNERS)
                     )
                 )
             )
