@@ -33,6 +33,7 @@ from openimds.inventory.store import Store
 from openimds.metadata.identify import IdentifySettings
 from openimds.metadata.respond import Responder, RespondSettings
 from openimds.metadata.store_source import StoreSource
+from openimds.wire import ROUTER_INTERFACE_OWNERS
 from tests.metadata.fixtures import KEY, SECRET
 from tests.metadata.helpers import call, signed_headers, wait_until
 
@@ -623,3 +624,22 @@ async def test_a_load_is_kept_unless_a_port_it_read_changed_meanwhile(
         assert loads.calls == 3
     finally:
         await source.stop()
+
+
+@pytest.mark.parametrize("owner", list(ROUTER_INTERFACE_OWNERS))
+async def test_a_provider_is_a_router_through_every_interface_owner(harness: Harness,
+                                                                   owner: str) -> None:
+    """Provider mode names a router: its networks are those of its interface ports, whatever
+    the router kind (HA routers' interfaces are network:ha_router_replicated_interface)."""
+    router = "5c1f8e44-7b0a-4f5e-9d51-2e3f4a5b6c7d"
+    assert await harness.source.ports_for_provider(router, "10.0.0.5") is None
+
+    def attach(s: Any) -> None:
+        s.add(Port(network_id=harness.ids["network"], project_id=harness.ids["project"],
+                   mac_address="fa:16:3e:00:00:01", device_id=router, device_owner=owner,
+                   fixed_ips=[FixedIP(subnet_id=harness.ids["subnet"], ip_address="10.0.0.1")]))
+
+    await _mutate(harness, attach)
+    matches = await harness.source.ports_for_provider(router, "10.0.0.5")
+    assert matches is not None
+    assert [(m.port_id, m.device_id) for m in matches] == [(harness.ids["port"], INSTANCE)]
