@@ -35,6 +35,8 @@ _PROXY_WRITER: list[Registration] = [
                  agent.nova_metadata_protocol, agent.nova_metadata_urls]),
     ("metadata_haproxy", proxy.HAPROXY_OPTS),
     ("metadata_rate_limiting", proxy.RATE_LIMIT_OPTS),
+    # Map mode: the proxies apply the agent's per-instance limit (docs/proxy.md).
+    ("metadata_rate_limiting", proxy.AGENT_RATE_LIMIT_OPTS),
 ]
 _AGENT: list[Registration] = [("DEFAULT", agent.AUTH_OPTS), ("AGENT", agent.AGENT_STATE_OPTS),
                                ("DEFAULT", agent.HOST_OPTS)]

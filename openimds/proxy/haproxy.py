@@ -21,6 +21,7 @@ an L3 agent sharing the state_path never takes that proxy for its own.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ __all__ = [
     "IDENTITY_SOURCES",
     "MAP_VALUE_SEPARATOR",
     "IdentitySource",
+    "InstanceLimit",
     "Bind",
     "Connections",
     "InvalidProxySpec",
@@ -153,6 +155,19 @@ class Timeouts:
     http_keep_alive: int = 30
 
 
+class InstanceLimit(NamedTuple):
+    """`[metadata_rate_limiting] instance_rate` (requests/s sustained) and `instance_burst`."""
+
+    rate: float
+    burst: int
+
+    @property
+    def window(self) -> int:
+        """The sliding window that lets `burst` through at once and `rate` on average:
+        burst / rate seconds, at least 1."""
+        return max(1, math.ceil(self.burst / self.rate))
+
+
 @dataclass(frozen=True)
 class Connections:
     """`[metadata_haproxy]` connection limits and the way the proxy talks to the agent.
@@ -174,6 +189,9 @@ class Connections:
     # the first preferred and the others backups, instead of the agent's socket.
     identity: IdentitySource = "agent"
     api_servers: tuple[tuple[str, int], ...] = ()
+    # Map mode: the agent's per-instance limit (`instance_rate` /s, `instance_burst` at once)
+    # in haproxy; None = off. In the agent's mode the agent applies it itself.
+    instance_limit: InstanceLimit | None = None
 
 
 @dataclass(frozen=True)
@@ -231,6 +249,7 @@ class ProxySpec:
     identity_source: IdentitySource = "agent"
     api_servers: tuple[tuple[str, int], ...] = ()
     map_file: str | None = None
+    instance_limit: InstanceLimit | None = None
     # Map mode: haproxy runs in the agent's namespace (where the metadata API is reachable)
     # and opens its listeners in this one (`bind ... namespace`); set by the supervisor.
     bind_netns: str | None = None
@@ -404,7 +423,8 @@ def _map_fields(conns: Connections, state_path: str, resource_id: str) -> dict[s
     if conns.identity != "haproxy_map":
         return {}
     return {"identity_source": conns.identity, "api_servers": conns.api_servers,
-            "map_file": map_path(state_path, resource_id)}
+            "map_file": map_path(state_path, resource_id),
+            "instance_limit": conns.instance_limit}
 
 
 def render_haproxy_cfg(spec: ProxySpec) -> str:
@@ -490,6 +510,14 @@ def render_haproxy_cfg(spec: ProxySpec) -> str:
             "backend per_source_connections",
             "    stick-table type ipv6 size 100k expire 60s store conn_cur",
         ]
+    il = _instance_limit(spec)
+    if il is not None:
+        lines += [
+            "",
+            "backend instance_rate_limiter",
+            f"    stick-table type string len 64 size 100k expire {il.window}s"
+            f" store http_req_rate({il.window}s)",
+        ]
     rl = spec.rate_limit
     if rl is not None:
         table = "ip" if rl.ip_version == 4 else "ipv6"
@@ -562,6 +590,19 @@ def _map_identity_lines(spec: ProxySpec) -> list[str]:
         f"    http-request set-header X-Tenant-ID %[var(txn.guest),field(2,{sep})]",
         f"    http-request set-header X-Instance-ID-Signature %[var(txn.guest),field(3,{sep})]",
     ]
+    il = _instance_limit(spec)
+    if il is not None:
+        # Keyed by the instance: its IPv4, IPv6 and link-local addresses share one budget, as
+        # with the agent's token bucket; a sliding window of burst/rate seconds holding at most
+        # `burst` requests allows the same burst and the same sustained rate.
+        lines += [
+            f"    http-request track-sc0 var(txn.guest),field(1,{sep})"
+            " table instance_rate_limiter",
+            "    http-request deny deny_status 429 content-type \"text/plain; charset=utf-8\""
+            " string \"Too many requests from this instance; slow down.\""
+            f" hdr Retry-After {max(1, math.ceil(1 / il.rate))}"
+            f" if {{ sc0_http_req_rate(instance_rate_limiter) gt {il.burst} }}",
+        ]
     for i, (host, port) in enumerate(spec.api_servers):
         addr = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         line = (f"    server api{i} {addr} maxconn {spec.agent_maxconn}"
@@ -571,6 +612,14 @@ def _map_identity_lines(spec: ProxySpec) -> list[str]:
             line += " check inter 2s" + (" backup" if i else "")
         lines.append(line)
     return lines
+
+
+def _instance_limit(spec: ProxySpec) -> InstanceLimit | None:
+    """The per-instance limit map mode renders: it needs sticky counter 0, which Neutron's
+    per-source limiter (`rate_limit_enabled`) holds when on; that one then applies alone."""
+    if spec.identity_source != "haproxy_map" or spec.rate_limit is not None:
+        return None
+    return spec.instance_limit
 
 
 def _bind(b: Bind, netns: str | None = None) -> str:
@@ -672,6 +721,9 @@ def _validate(spec: ProxySpec) -> None:
         if spec.stats_socket is None:
             raise InvalidProxySpec("map mode needs the admin socket (the metadata agent updates "
                                    "the map through it): choose a shorter state_path")
+    if spec.instance_limit is not None and (spec.instance_limit.rate <= 0
+                                            or spec.instance_limit.burst < 1):
+        raise InvalidProxySpec("instance limit needs a rate > 0 and a burst >= 1")
     if spec.bind_netns is not None and not _SAFE_ID.fullmatch(spec.bind_netns):
         raise InvalidProxySpec(f"bind_netns {spec.bind_netns!r} is not a namespace name")
     if spec.agent_mode not in AGENT_MODES:

@@ -13,7 +13,13 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from openimds.proxy.haproxy import Connections, IdentitySource, RateLimit, Timeouts
+from openimds.proxy.haproxy import (
+    Connections,
+    IdentitySource,
+    InstanceLimit,
+    RateLimit,
+    Timeouts,
+)
 
 __all__ = [
     "DEV_LOG",
@@ -118,7 +124,16 @@ def connections_from_conf(conf: Any) -> Connections:
         agent_mode=mode,
         identity=identity,
         api_servers=api_servers_from_conf(conf) if identity == "haproxy_map" else (),
+        instance_limit=_instance_limit(conf) if identity == "haproxy_map" else None,
     )
+
+
+def _instance_limit(conf: Any) -> InstanceLimit | None:
+    """Map mode: the metadata agent's per-instance limit, applied by the proxies instead."""
+    g = conf.metadata_rate_limiting
+    if not getattr(g, "instance_rate_limit_enabled", False):
+        return None
+    return InstanceLimit(rate=float(g.instance_rate), burst=int(g.instance_burst))
 
 
 def api_servers_from_conf(conf: Any) -> tuple[tuple[str, int], ...]:

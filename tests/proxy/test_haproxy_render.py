@@ -14,6 +14,7 @@ from openimds.proxy.haproxy import (
     Bind,
     Connections,
     Identity,
+    InstanceLimit,
     InvalidProxySpec,
     ProxySpec,
     RateLimit,
@@ -444,3 +445,26 @@ def _check_map_mode_config(tmp_path: Path) -> None:
     cfg.write_text(render_haproxy_cfg(spec))
     proc = subprocess.run(["haproxy", "-c", "-f", str(cfg)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_map_mode_applies_the_agents_per_instance_limit() -> None:
+    limited = Connections(identity="haproxy_map", api_servers=(("127.0.0.1", 8775),),
+                          instance_limit=InstanceLimit(rate=5.0, burst=200))
+    text = render_haproxy_cfg(net_spec(connections=limited))
+    ls = lines(text)
+    # 200 at once, 5/s on average: a 40 s window holding at most 200, keyed by the instance.
+    table = ls.index("backend instance_rate_limiter")
+    assert ls[table + 1] == ("stick-table type string len 64 size 100k expire 40s "
+                             "store http_req_rate(40s)")
+    lis = listener(text)
+    track = lis.index("http-request track-sc0 var(txn.guest),field(1,|) table "
+                      "instance_rate_limiter")
+    assert lis[track + 1].startswith("http-request deny deny_status 429 ")
+    assert lis[track + 1].endswith(
+        "hdr Retry-After 1 if { sc0_http_req_rate(instance_rate_limiter) gt 200 }")
+    # Neutron's per-source limiter holds sticky counter 0 when on: it then applies alone.
+    both = render_haproxy_cfg(net_spec(connections=limited, rate_limit=RateLimit()))
+    assert "instance_rate_limiter" not in both and "base_rate_limiter" in both
+    # The agent's path: the agent applies it.
+    agent = Connections(instance_limit=InstanceLimit(rate=5.0, burst=200))
+    assert "instance_rate_limiter" not in render_haproxy_cfg(net_spec(connections=agent))

@@ -27,7 +27,12 @@ import pytest
 from openimds.agent.index import PortEntry, PortIndex, PortRemoved, PortUpsert
 from openimds.agent.map_keeper import MapKeeper
 from openimds.metadata.identify import sign_instance_id
-from openimds.proxy.haproxy import Connections, ProxySpec, proxy_spec_for_network
+from openimds.proxy.haproxy import (
+    Connections,
+    InstanceLimit,
+    ProxySpec,
+    proxy_spec_for_network,
+)
 from openimds.proxy.runtime_api import RuntimeApi
 from openimds.proxy.supervisor import HaproxySupervisor, Outcome
 from tests.proxy.test_supervisor import (
@@ -65,8 +70,9 @@ class Lab:
     proxies: dict[str, str]  # network -> proxy ns
     guests: dict[str, str]  # network -> guest ns
 
-    def spec(self, network: str) -> ProxySpec:
-        conns = Connections(identity="haproxy_map", api_servers=(("127.0.0.1", self.api_port),))
+    def spec(self, network: str, limit: InstanceLimit | None = None) -> ProxySpec:
+        conns = Connections(identity="haproxy_map", api_servers=(("127.0.0.1", self.api_port),),
+                            instance_limit=limit)
         return proxy_spec_for_network(network, state_path=self.state,
                                       socket_path=os.path.join(self.state, "unused"),
                                       log_target=None, user="nobody", group="nogroup",
@@ -131,6 +137,9 @@ def test_overlapping_tenants_port_change_and_unknown_source(lab: Lab) -> None:
         # Exactly one X-Forwarded-For: the guest's real address, as the agent sends it.
         assert header_values(resp, "X-Forwarded-For") == [GUEST_IP]
         assert header_values(resp, "X-Neutron-Network-ID") == []
+        # The guest sent X-Forwarded-For: noted for the API's token-PUT rule (403), as on the
+        # agent's path.
+        assert header_values(resp, "X-OpenIMDS-Guest-Forwarded") == ["1"]
         assert_no_spoof_except_identity(resp)
 
     # The port now belongs to another instance: the running map follows, no reload.
@@ -197,3 +206,16 @@ def test_recreated_namespace_gets_a_new_proxy(lab: Lab, make_netns: Callable[[st
     assert lab.sup.ensure(spec, ns) is Outcome.RESTARTED
     assert lab.sup.pid("net-a") not in (None, old)
 
+
+
+def test_per_instance_limit_answers_429_with_retry_after(lab: Lab) -> None:
+    index = PortIndex()
+    index.replace(1, [_port("p-a", "net-a", GUEST_IP, "vm-a", "proj-a", "fa:16:3e:00:00:0a")],
+                  [])
+    keeper = MapKeeper(index, lab.state, SECRET)
+    # Three at once, then one per 100 s: the fourth request in a row is over the limit.
+    lab.sup.ensure(lab.spec("net-a", InstanceLimit(rate=0.01, burst=3)), lab.proxies["net-a"])
+    asyncio.run(keeper.run_pass())
+    got = guest_get(lab.guests["net-a"], MD_IP, 80, "/latest/meta-data/", count=5)
+    assert [r["status"] for r in got] == [200, 200, 200, 429, 429], got
+    assert "Too many requests" in got[3]["body"]
