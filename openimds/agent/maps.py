@@ -103,9 +103,8 @@ def desired_map(index: PortIndex, kind: ResourceKind, scope_id: str,
                 secret: str) -> dict[str, str]:
     """{guest source address: "instance|project|signature"} for the proxy stamping
     (kind, scope_id): every address the agent resolves there, and nothing else."""
-    request = (lambda addr: AgentRequest(forwarded_for=(addr,), network_ids=(scope_id,))) \
-        if kind == "network" else \
-        (lambda addr: AgentRequest(forwarded_for=(addr,), router_ids=(scope_id,)))
+    # The headers that proxy would have sent the agent for a guest at `addr`.
+    stamped = {"network_ids": (scope_id,)} if kind == "network" else {"router_ids": (scope_id,)}
     signatures: dict[str, str] = {}
     out: dict[str, str] = {}
     for network_id in scope_networks(index, kind, scope_id):
@@ -114,7 +113,7 @@ def desired_map(index: PortIndex, kind: ResourceKind, scope_id: str,
                 continue  # resolve() would refuse every address of it
             for addr in _candidates(port):
                 try:
-                    res = resolve(request(addr), index)
+                    res = resolve(AgentRequest(forwarded_for=(addr,), **stamped), index)
                 except AgentError:
                     continue
                 if not (_SAFE_VALUE.fullmatch(res.instance_id)

@@ -219,3 +219,26 @@ def test_per_instance_limit_answers_429_with_retry_after(lab: Lab) -> None:
     got = guest_get(lab.guests["net-a"], MD_IP, 80, "/latest/meta-data/", count=5)
     assert [r["status"] for r in got] == [200, 200, 200, 429, 429], got
     assert "Too many requests" in got[3]["body"]
+
+
+def test_switching_modes_replaces_the_proxy_both_ways(lab: Lab) -> None:
+    index = PortIndex()
+    index.replace(1, [_port("p-a", "net-a", GUEST_IP, "vm-a", "proj-a", "fa:16:3e:00:00:0a")],
+                  [])
+    ns = lab.proxies["net-a"]
+    agent_spec = proxy_spec_for_network("net-a", state_path=lab.state,
+                                        socket_path=os.path.join(lab.state, "unused"),
+                                        log_target=None)
+    lab.sup.ensure(agent_spec, ns)
+    in_ns = lab.sup.pid("net-a")
+    # agent -> haproxy_map: the proxy moves out of the namespace, still listening in it.
+    lab.sup.ensure(lab.spec("net-a"), ns)
+    asyncio.run(MapKeeper(index, lab.state, SECRET).run_pass())
+    [resp] = guest_get(lab.guests["net-a"], MD_IP, 80, "/latest/meta-data/instance-id")
+    assert header_values(resp, "X-Instance-ID") == ["vm-a"]
+    assert lab.sup.pid("net-a") not in (None, in_ns)
+    # and back: the agent's proxy listens again (its agent socket is absent here: 503).
+    lab.sup.ensure(agent_spec, ns)
+    assert lab.sup.is_listening(agent_spec)
+    [resp] = guest_get(lab.guests["net-a"], MD_IP, 80, "/latest/meta-data/instance-id")
+    assert resp["status"] == 503, resp
