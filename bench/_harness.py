@@ -166,6 +166,21 @@ def processes_by_netns() -> dict[int, list[tuple[int, str]]]:
     return out
 
 
+def _haproxy_argvs() -> list[tuple[int, list[bytes]]]:
+    """(pid, argv) of every live haproxy (one /proc scan)."""
+    out = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{entry.name}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"haproxy"):
+            out.append((int(entry.name), argv))
+    return out
+
+
 def netns_pids(name: str) -> list[int]:
     ino = netns_inode(name)
     if ino is None:
@@ -365,13 +380,15 @@ class Node:
         return [pid] if pid is not None else []
 
     def proxy_pids(self) -> list[int]:
-        """haproxy processes in the node's qdhcp namespaces."""
-        table = processes_by_netns()
-        out = []
-        for n in self.network_ids:
-            ino = netns_inode(f"qdhcp-{n}")
-            out += [p for p, c in table.get(ino, []) if c == "haproxy"] if ino else []
-        return out
+        """haproxy processes of the node's networks: found by their config path, which names
+        the network, so also in map mode (haproxy then runs outside the qdhcp namespace and
+        only listens in it)."""
+        confs = {f"{self.state}/ns-metadata-proxy/{n}.conf".encode() for n in self.network_ids}
+        return [pid for pid, argv in _haproxy_argvs() if confs & set(argv)]
+
+    def proxy_running(self, network_id: str) -> bool:
+        conf = f"{self.state}/ns-metadata-proxy/{network_id}.conf".encode()
+        return any(conf in argv for _, argv in _haproxy_argvs())
 
     def cpu_meter(self, **extra: Callable[[], list[int]]) -> CpuMeter:
         return CpuMeter({
@@ -441,7 +458,7 @@ class Node:
         """qdhcp-<id> exists and holds a dnsmasq and a haproxy."""
         ino = netns_inode(f"qdhcp-{network_id}")
         comms = {comm for _, comm in table.get(ino, [])} if ino is not None else set()
-        return {"dnsmasq", "haproxy"} <= comms
+        return "dnsmasq" in comms and ("haproxy" in comms or self.proxy_running(network_id))
 
     def network_gone(self, network_id: str) -> bool:
         return netns_inode(f"qdhcp-{network_id}") is None

@@ -23,7 +23,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -130,6 +130,9 @@ class IndexSync:
         self.connected = False
         self.synced_at: float | None = None
         self.syncs = 0
+        # Told which networks each applied change touched (None: a full listing replaced
+        # everything), after the index holds it: map mode's MapKeeper.changed.
+        self.on_change: Callable[[set[str] | None], None] | None = None
 
     async def run(self) -> None:
         outage_logged = False
@@ -181,6 +184,8 @@ class IndexSync:
         if not self.ready.is_set():
             LOG.info("port index ready at revision %d (%d ports)", snap.revision, len(entries))
         self.ready.set()
+        if self.on_change is not None:
+            self.on_change(None)
 
     async def apply_batch(self, batch: ChangeBatch) -> None:
         if len(batch.records) > self.resync_over:
@@ -189,14 +194,31 @@ class IndexSync:
             return
         # One refetch per named resource: the current state answers for every record of it.
         seen: set[tuple[str, str]] = set()
+        touched: set[str] = set()
         for rec in batch.records:
             key = (rec.resource, rec.resource_id)
             if key in seen:
                 continue
             seen.add(key)
             for change in await self._changes_for(rec):
+                if self.on_change is not None:
+                    touched |= self._networks_of(change)
                 self.index.apply(change)
         self.index.advance(batch.revision)
+        if self.on_change is not None and touched:
+            self.on_change(touched)
+
+    def _networks_of(self, change: IndexChange) -> set[str]:
+        """The networks a port change touches: the port's network before and after."""
+        port_id = (change.port.id if isinstance(change, PortUpsert)
+                   else change.port_id if isinstance(change, PortRemoved) else None)
+        if port_id is None:
+            return set()
+        old = self.index.port(port_id)
+        out = {old.network_id} if old is not None else set()
+        if isinstance(change, PortUpsert):
+            out.add(change.port.network_id)
+        return out
 
     async def _changes_for(self, rec: ChangeRecord) -> list[IndexChange]:
         if rec.resource == "port":

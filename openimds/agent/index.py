@@ -145,7 +145,7 @@ class PortIndex:
     """
 
     __slots__ = ("revision", "host", "_ports", "_by_ip", "_by_mac", "_router_ports",
-                 "_routers")
+                 "_routers", "_by_network")
 
     def __init__(self, host: str | None = None) -> None:
         self.host = host
@@ -158,6 +158,8 @@ class PortIndex:
         self._by_mac: dict[_Key, tuple[str, ...]] = {}
         self._router_ports: dict[str, tuple[str, ...]] = {}
         self._routers: set[str] = set()
+        # Port ids per network: what a namespace's identity map is built from (agent/maps.py).
+        self._by_network: dict[str, set[str]] = {}
 
     # -- loading ---------------------------------------------------------------------------
     def replace(self, revision: int, ports: Iterable[PortEntry], routers: Iterable[str]) -> None:
@@ -192,6 +194,7 @@ class PortIndex:
         if self.host is not None and port.host != self.host:
             return
         self._ports[port.id] = port
+        self._by_network.setdefault(port.network_id, set()).add(port.id)
         for ip in port.ips:
             _add(self._by_ip, (port.network_id, ip), port.id)
         if port.mac_address:
@@ -204,6 +207,11 @@ class PortIndex:
         old = self._ports.pop(port_id, None)
         if old is None:
             return
+        on_network = self._by_network.get(old.network_id)
+        if on_network is not None:
+            on_network.discard(old.id)
+            if not on_network:
+                del self._by_network[old.network_id]
         for ip in old.ips:
             _discard(self._by_ip, (old.network_id, ip), old.id)
         if old.mac_address:
@@ -224,6 +232,10 @@ class PortIndex:
 
     def ports(self) -> Iterable[PortEntry]:
         return self._ports.values()
+
+    def ports_on_network(self, network_id: str) -> tuple[PortEntry, ...]:
+        """Every port of `network_id` (any owner), in no particular order."""
+        return tuple(self._ports[i] for i in self._by_network.get(network_id, ()))
 
     def ports_with_ip(self, network_id: str, ip: str) -> tuple[PortEntry, ...]:
         """`ip` must already be normalised (normalize_ip)."""

@@ -277,8 +277,11 @@ FeedFactory = Callable[[AgentSettings], InventoryFeed]
 
 
 async def run_worker(sock: socket.socket, settings: AgentSettings, feed: InventoryFeed,
-                     stop: asyncio.Event | None = None) -> None:
-    """Serve on an already-listening socket until `stop` is set (or SIGTERM/SIGINT)."""
+                     stop: asyncio.Event | None = None, *, keep_maps: bool = True) -> None:
+    """Serve on an already-listening socket until `stop` is set (or SIGTERM/SIGINT).
+
+    In map mode (`proxy_identity` "haproxy_map") the worker with `keep_maps` also keeps the
+    proxies' identity maps current from its index (agent/map_keeper.py); one worker is enough."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -293,17 +296,26 @@ async def run_worker(sock: socket.socket, settings: AgentSettings, feed: Invento
     # listen() is called again when serving starts: keep our backlog.
     await server.start_socket(sock, backlog=settings.backlog)
     sync_task = asyncio.create_task(sync.run(), name="index-sync")
+    tasks = {sync_task}
+    if keep_maps and settings.proxy_identity == "haproxy_map":
+        from openimds.agent.map_keeper import MapKeeper
+
+        keeper = MapKeeper(index, settings.state_path, settings.shared_secret)
+        sync.on_change = keeper.changed
+        tasks.add(asyncio.create_task(keeper.run(), name="identity-maps"))
     LOG.info("metadata agent serving on %s (pid %d; upstream %s)", settings.socket_path,
              os.getpid(), ", ".join(settings.upstream_urls))
     try:
         stopped = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait({sync_task, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        if sync_task in done:
-            sync_task.result()  # the loop only ends by a bug: surface it
+        done, _ = await asyncio.wait({*tasks, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        for task in done & tasks:
+            task.result()  # these loops only end by a bug: surface it
     finally:
-        sync_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sync_task
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await server.close()
         await upstream.close()
         aclose = getattr(feed, "aclose", None)
@@ -311,7 +323,8 @@ async def run_worker(sock: socket.socket, settings: AgentSettings, feed: Invento
             await aclose()
 
 
-def _run_loop(sock: socket.socket, settings: AgentSettings, feed_factory: FeedFactory) -> None:
+def _run_loop(sock: socket.socket, settings: AgentSettings, feed_factory: FeedFactory,
+              keep_maps: bool = True) -> None:
     try:
         import uvloop
     except ImportError:
@@ -323,7 +336,7 @@ def _run_loop(sock: socket.socket, settings: AgentSettings, feed_factory: FeedFa
         # process: move it out of the collector's generations so full collections triggered
         # by per-request garbage do not rescan it.
         gc.freeze()
-        await run_worker(sock, settings, feed)
+        await run_worker(sock, settings, feed, keep_maps=keep_maps)
 
     if uvloop is not None:
         uvloop.run(main())
@@ -349,20 +362,25 @@ def serve(settings: AgentSettings, feed_factory: FeedFactory) -> int:
 def _supervise(sock: socket.socket, settings: AgentSettings, feed_factory: FeedFactory) -> int:
     children: set[int] = set()
     stopping = False
+    # Map mode: exactly one worker keeps the identity maps (a replacement takes over).
+    keeper: list[int] = []
 
     def spawn() -> None:
+        keep_maps = not keeper
         pid = os.fork()
         if pid == 0:
             code = 0
             try:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
-                _run_loop(sock, settings, feed_factory)
+                _run_loop(sock, settings, feed_factory, keep_maps)
             except BaseException:
                 LOG.exception("worker %d failed", os.getpid())
                 code = 1
             os._exit(code)
         children.add(pid)
+        if keep_maps:
+            keeper.append(pid)
 
     def on_signal(signum: int, _frame: object) -> None:
         nonlocal stopping
@@ -384,6 +402,8 @@ def _supervise(sock: socket.socket, settings: AgentSettings, feed_factory: FeedF
         except InterruptedError:
             continue
         children.discard(pid)
+        if pid in keeper:
+            keeper.remove(pid)
         if not stopping:
             LOG.error("worker %d exited (status %d); starting another", pid, status)
             time.sleep(1)  # a worker that dies at once must not become a fork loop

@@ -52,6 +52,9 @@ class AgentSettings:
     rate_limit: BucketPolicy | None = None
     # metadata_agent_scope = host: resolve only ports bound to this host name (None = all).
     index_host: str | None = None
+    # metadata_proxy_identity = haproxy_map: keep the proxies' identity maps under state_path.
+    proxy_identity: str = "agent"
+    state_path: str = ""
 
 
 def upstream_base_urls(protocol: str, host: str, port: int, urls: list[str] | tuple[str, ...]
@@ -160,6 +163,8 @@ def from_conf(conf: Any) -> AgentSettings:
         auth_ca_cert=conf.auth_ca_cert or None,
         rate_limit=_rate_limit(conf),
         index_host=conf.host if conf.metadata_agent_scope == "host" else None,
+        proxy_identity=conf.metadata_proxy_identity,
+        state_path=conf.state_path,
     )
 
 

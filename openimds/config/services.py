@@ -28,8 +28,15 @@ _COMMON: list[Registration] = [("DEFAULT", common.DEFAULT_OPTS),
                                ("database", common.DATABASE_OPTS)]
 _PROXY_WRITER: list[Registration] = [
     ("DEFAULT", proxy.SOCKET_OPTS),
+    # Map mode: the proxies forward straight to the metadata API, so their writers read its
+    # address (the same options as metadata_agent.ini).
+    ("DEFAULT", proxy.IDENTITY_OPTS),
+    ("DEFAULT", [agent.nova_metadata_host, agent.nova_metadata_port,
+                 agent.nova_metadata_protocol, agent.nova_metadata_urls]),
     ("metadata_haproxy", proxy.HAPROXY_OPTS),
     ("metadata_rate_limiting", proxy.RATE_LIMIT_OPTS),
+    # Map mode: the proxies apply the agent's per-instance limit (docs/proxy.md).
+    ("metadata_rate_limiting", proxy.AGENT_RATE_LIMIT_OPTS),
 ]
 _AGENT: list[Registration] = [("DEFAULT", agent.AUTH_OPTS), ("AGENT", agent.AGENT_STATE_OPTS),
                                ("DEFAULT", agent.HOST_OPTS)]
@@ -58,6 +65,7 @@ _BY_SERVICE: dict[str, list[Registration]] = {
         ("DEFAULT", agent.METADATA_AGENT_OPTS),
         ("DEFAULT", [metadata_api.metadata_workers]),
         ("DEFAULT", proxy.SOCKET_OPTS),
+        ("DEFAULT", proxy.IDENTITY_OPTS),
         ("metadata_haproxy", proxy.HAPROXY_OPTS),
         ("metadata_rate_limiting", proxy.AGENT_RATE_LIMIT_OPTS),
     ],

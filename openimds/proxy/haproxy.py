@@ -21,10 +21,11 @@ an L3 agent sharing the state_path never takes that proxy for its own.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from openimds.proxy.hoplimit import haproxy_response_lines
 
@@ -38,6 +39,10 @@ __all__ = [
     "METADATA_IPV6_CIDR",
     "ROUTER_METADATA_PORT",
     "AGENT_MODES",
+    "IDENTITY_SOURCES",
+    "MAP_VALUE_SEPARATOR",
+    "IdentitySource",
+    "InstanceLimit",
     "Bind",
     "Connections",
     "InvalidProxySpec",
@@ -49,6 +54,7 @@ __all__ = [
     "config_owner",
     "config_path",
     "id_header",
+    "map_path",
     "owned_proxy_ids",
     "pidfile_path",
     "proxy_spec_for_network",
@@ -60,6 +66,15 @@ __all__ = [
 ResourceKind = Literal["network", "router"]
 AgentMode = Literal["reuse", "close"]
 AGENT_MODES: tuple[AgentMode, ...] = ("reuse", "close")
+# Who tells the metadata API which instance is asking (`[DEFAULT] metadata_proxy_identity`):
+# "agent" = haproxy stamps its network/router id and forwards to the metadata agent's unix
+# socket (Neutron's path); "haproxy_map" = haproxy looks the guest's source address up in a map
+# the metadata agent keeps current and forwards straight to the metadata API (docs/proxy.md).
+IdentitySource = Literal["agent", "haproxy_map"]
+IDENTITY_SOURCES: tuple[IdentitySource, ...] = ("agent", "haproxy_map")
+# The map value: instance id, project id and signature, joined by a character no id or hex
+# signature contains (haproxy's `field` converter splits it again).
+MAP_VALUE_SEPARATOR = "|"
 
 METADATA_IPV4 = "169.254.169.254"
 METADATA_IPV6 = "fe80::a9fe:a9fe"
@@ -140,6 +155,19 @@ class Timeouts:
     http_keep_alive: int = 30
 
 
+class InstanceLimit(NamedTuple):
+    """`[metadata_rate_limiting] instance_rate` (requests/s sustained) and `instance_burst`."""
+
+    rate: float
+    burst: int
+
+    @property
+    def window(self) -> int:
+        """The sliding window that lets `burst` through at once and `rate` on average:
+        burst / rate seconds, at least 1."""
+        return max(1, math.ceil(self.burst / self.rate))
+
+
 @dataclass(frozen=True)
 class Connections:
     """`[metadata_haproxy]` connection limits and the way the proxy talks to the agent.
@@ -157,6 +185,13 @@ class Connections:
     per_source: int = 32
     agent_maxconn: int = 32
     agent_mode: AgentMode = "reuse"
+    # "haproxy_map": identify guests from the map and forward to `api_servers` (host, port),
+    # the first preferred and the others backups, instead of the agent's socket.
+    identity: IdentitySource = "agent"
+    api_servers: tuple[tuple[str, int], ...] = ()
+    # Map mode: the agent's per-instance limit (`instance_rate` /s, `instance_burst` at once)
+    # in haproxy; None = off. In the agent's mode the agent applies it itself.
+    instance_limit: InstanceLimit | None = None
 
 
 @dataclass(frozen=True)
@@ -209,6 +244,15 @@ class ProxySpec:
     stats_socket: str | None = None
     # Another id to stamp than the owner's: a metadata network identifies its router (§3.6).
     identity: Identity | None = None
+    # "haproxy_map": the guest is identified from `map_file` (source address -> instance,
+    # project, signature) and the request goes to `api_servers`; `socket_path` is unused.
+    identity_source: IdentitySource = "agent"
+    api_servers: tuple[tuple[str, int], ...] = ()
+    map_file: str | None = None
+    instance_limit: InstanceLimit | None = None
+    # Map mode: haproxy runs in the agent's namespace (where the metadata API is reachable)
+    # and opens its listeners in this one (`bind ... namespace`); set by the supervisor.
+    bind_netns: str | None = None
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -270,6 +314,12 @@ def pidfile_path(state_path: str, resource_id: str) -> str:
     return os.path.join(state_path, "external", "pids", f"{resource_id}.pid.haproxy")
 
 
+def map_path(state_path: str, resource_id: str) -> str:
+    """`<state_path>/ns-metadata-proxy/<id>.map`: the identity map of a proxy in map mode,
+    written by the metadata agent (it holds the index and the shared secret)."""
+    return os.path.join(state_path, "ns-metadata-proxy", f"{resource_id}.map")
+
+
 def stats_socket_path(state_path: str, resource_id: str) -> str | None:
     """`<state_path>/ns-metadata-proxy/<id>.sock`, or None when the path would not fit in a
     sockaddr_un (the proxy then reloads with a plain `-sf`, which can reset queued connections)."""
@@ -322,6 +372,7 @@ def proxy_spec_for_network(
         per_source_maxconn=conns.per_source,
         agent_maxconn=conns.agent_maxconn,
         agent_mode=conns.agent_mode,
+        **_map_fields(conns, state_path, network_id),
     )
 
 
@@ -364,7 +415,16 @@ def proxy_spec_for_router(
         per_source_maxconn=conns.per_source,
         agent_maxconn=conns.agent_maxconn,
         agent_mode=conns.agent_mode,
+        **_map_fields(conns, state_path, router_id),
     )
+
+
+def _map_fields(conns: Connections, state_path: str, resource_id: str) -> dict[str, Any]:
+    if conns.identity != "haproxy_map":
+        return {}
+    return {"identity_source": conns.identity, "api_servers": conns.api_servers,
+            "map_file": map_path(state_path, resource_id),
+            "instance_limit": conns.instance_limit}
 
 
 def render_haproxy_cfg(spec: ProxySpec) -> str:
@@ -374,8 +434,13 @@ def render_haproxy_cfg(spec: ProxySpec) -> str:
         "# Generated by openimds for the metadata proxy; changes are overwritten.",
     ]
     stamped = spec.stamped
-    if stamped != (spec.kind, spec.resource_id):
+    map_mode = spec.identity_source == "haproxy_map"
+    # Map mode sets no X-Neutron-* header to read ownership from: always an owner line, and the
+    # identity whose guests the metadata agent writes into the map (agent/maps.py reads it).
+    if stamped != (spec.kind, spec.resource_id) or map_mode:
         lines.append(f"# owner: {spec.kind} {spec.resource_id}")
+    if map_mode:
+        lines.append(f"# identity-map: {stamped.kind} {stamped.id} {spec.map_file}")
     lines.append("global")
     if spec.log_target:
         lines.append(
@@ -404,7 +469,16 @@ def render_haproxy_cfg(spec: ProxySpec) -> str:
     lines += [
         "    mode http",
     ]
-    if spec.agent_mode == "reuse":
+    if map_mode:
+        lines += [
+            # Straight to the metadata API, whose connections carry no per-connection state
+            # either: shared keep-alive connections, as with the agent. A connection the API
+            # closed while idle is retried on a new one (not a POST: it may have been sent).
+            "    option http-keep-alive",
+            "    http-reuse always",
+            "    retry-on conn-failure empty-response",
+        ]
+    elif spec.agent_mode == "reuse":
         lines += [
             # Keep connections to the agent open and share them between guests' requests: the
             # identity travels in per-request headers (deleted, set and appended below for
@@ -436,6 +510,14 @@ def render_haproxy_cfg(spec: ProxySpec) -> str:
             "backend per_source_connections",
             "    stick-table type ipv6 size 100k expire 60s store conn_cur",
         ]
+    il = _instance_limit(spec)
+    if il is not None:
+        lines += [
+            "",
+            "backend instance_rate_limiter",
+            f"    stick-table type string len 64 size 100k expire {il.window}s"
+            f" store http_req_rate({il.window}s)",
+        ]
     rl = spec.rate_limit
     if rl is not None:
         table = "ip" if rl.ip_version == 4 else "ipv6"
@@ -451,7 +533,7 @@ def render_haproxy_cfg(spec: ProxySpec) -> str:
             f" store http_req_rate({rl.burst_window}s)",
         ]
     lines += ["", "listen listener"]
-    lines += [f"    bind {_bind(b)}" for b in spec.binds]
+    lines += [f"    bind {_bind(b, spec.bind_netns)}" for b in spec.binds]
     if spec.per_source_maxconn:
         # At accept, before a byte is read: a guest over its share is reset at once and never
         # holds a slot another guest needs (issue 16, defect 3).
@@ -479,6 +561,9 @@ def render_haproxy_cfg(spec: ProxySpec) -> str:
     # The token PUT's hop limit: internal header → DSCP → TTL (proxy/hoplimit.py); set-tos
     # needs no privilege, so it holds for proxies running as an unprivileged user too.
     lines += haproxy_response_lines()
+    if map_mode:
+        lines += _map_identity_lines(spec)
+        return "\n".join(lines) + "\n"
     lines.append(f"    http-request set-header {id_header(stamped.kind)} {stamped.id}")
     server = f"    server metadata {spec.socket_path} maxconn {spec.agent_maxconn}"
     if spec.agent_mode == "reuse":
@@ -487,9 +572,61 @@ def render_haproxy_cfg(spec: ProxySpec) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _bind(b: Bind) -> str:
+def _map_identity_lines(spec: ProxySpec) -> list[str]:
+    """Map mode: the guest's source address -> instance|project|signature (the metadata
+    agent's resolution of that address in this namespace), stamped as the four headers Nova
+    expects; X-Forwarded-For is the source itself (`option forwardfor`, the guest's copy
+    deleted above). An address the map lacks is answered 404 here, as the agent would."""
+    stamped = spec.stamped
+    sep = MAP_VALUE_SEPARATOR
+    lines = [
+        f"    http-request set-var(txn.guest) src,map_ip({spec.map_file})",
+        '    http-request return status 404 content-type "text/plain; charset=utf-8"'
+        f' string "Instance was not found on {stamped.kind} {stamped.id}."'
+        " if !{ var(txn.guest) -m found }",
+        # A POST (the password) is never sent twice.
+        "    http-request disable-l7-retry if METH_POST",
+        f"    http-request set-header X-Instance-ID %[var(txn.guest),field(1,{sep})]",
+        f"    http-request set-header X-Tenant-ID %[var(txn.guest),field(2,{sep})]",
+        f"    http-request set-header X-Instance-ID-Signature %[var(txn.guest),field(3,{sep})]",
+    ]
+    il = _instance_limit(spec)
+    if il is not None:
+        # Keyed by the instance: its IPv4, IPv6 and link-local addresses share one budget, as
+        # with the agent's token bucket; a sliding window of burst/rate seconds holding at most
+        # `burst` requests allows the same burst and the same sustained rate.
+        lines += [
+            f"    http-request track-sc0 var(txn.guest),field(1,{sep})"
+            " table instance_rate_limiter",
+            "    http-request deny deny_status 429 content-type \"text/plain; charset=utf-8\""
+            " string \"Too many requests from this instance; slow down.\""
+            f" hdr Retry-After {max(1, math.ceil(1 / il.rate))}"
+            f" if {{ sc0_http_req_rate(instance_rate_limiter) gt {il.burst} }}",
+        ]
+    for i, (host, port) in enumerate(spec.api_servers):
+        addr = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        line = (f"    server api{i} {addr} maxconn {spec.agent_maxconn}"
+                f" pool-max-conn {spec.agent_maxconn} pool-purge-delay 5s")
+        if len(spec.api_servers) > 1:
+            # Failover in the configured order, as the agent does: the first while it answers.
+            line += " check inter 2s" + (" backup" if i else "")
+        lines.append(line)
+    return lines
+
+
+def _instance_limit(spec: ProxySpec) -> InstanceLimit | None:
+    """The per-instance limit map mode renders: it needs sticky counter 0, which Neutron's
+    per-source limiter (`rate_limit_enabled`) holds when on; that one then applies alone."""
+    if spec.identity_source != "haproxy_map" or spec.rate_limit is not None:
+        return None
+    return spec.instance_limit
+
+
+def _bind(b: Bind, netns: str | None = None) -> str:
     addr = ipaddress.ip_address(b.host)
     text = f"[{b.host}]:{b.port}" if addr.version == 6 else f"{b.host}:{b.port}"
+    if netns:
+        text += f" namespace {netns}"
     if b.interface:
         text += f" interface {b.interface}"
     if b.v6only:
@@ -561,6 +698,34 @@ def _validate(spec: ProxySpec) -> None:
         raise InvalidProxySpec("agent_maxconn must be at least 1")
     if spec.per_source_maxconn < 0:
         raise InvalidProxySpec("per_source_maxconn must be 0 (no limit) or more")
+    if spec.identity_source not in IDENTITY_SOURCES:
+        raise InvalidProxySpec(f"identity_source must be one of {', '.join(IDENTITY_SOURCES)}, "
+                               f"not {spec.identity_source!r}")
+    if spec.identity_source == "haproxy_map":
+        if not spec.api_servers:
+            raise InvalidProxySpec("map mode needs the metadata API's address (api_servers: "
+                                   "nova_metadata_host and nova_metadata_port)")
+        for host, port in spec.api_servers:
+            try:
+                ipaddress.ip_address(host)
+            except ValueError:
+                if not _SAFE_ID.fullmatch(host):
+                    raise InvalidProxySpec(f"api server host {host!r} is not an address or "
+                                           "host name") from None
+            if not 0 < port < 65536:
+                raise InvalidProxySpec(f"api server port {port} is outside 1..65535")
+        if spec.map_file is None or not os.path.isabs(spec.map_file) \
+                or not _SAFE_TOKEN.fullmatch(spec.map_file):
+            raise InvalidProxySpec(f"map_file {spec.map_file!r} must be an absolute path "
+                                   "without spaces")
+        if spec.stats_socket is None:
+            raise InvalidProxySpec("map mode needs the admin socket (the metadata agent updates "
+                                   "the map through it): choose a shorter state_path")
+    if spec.instance_limit is not None and (spec.instance_limit.rate <= 0
+                                            or spec.instance_limit.burst < 1):
+        raise InvalidProxySpec("instance limit needs a rate > 0 and a burst >= 1")
+    if spec.bind_netns is not None and not _SAFE_ID.fullmatch(spec.bind_netns):
+        raise InvalidProxySpec(f"bind_netns {spec.bind_netns!r} is not a namespace name")
     if spec.agent_mode not in AGENT_MODES:
         raise InvalidProxySpec(
             f"agent_mode must be one of {', '.join(AGENT_MODES)}, not {spec.agent_mode!r}"

@@ -11,11 +11,19 @@ import os
 import pwd
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
-from openimds.proxy.haproxy import Connections, RateLimit, Timeouts
+from openimds.proxy.haproxy import (
+    Connections,
+    IdentitySource,
+    InstanceLimit,
+    RateLimit,
+    Timeouts,
+)
 
 __all__ = [
     "DEV_LOG",
+    "api_servers_from_conf",
     "connections_from_conf",
     "default_proxy_user",
     "log_sink_path",
@@ -106,12 +114,47 @@ def connections_from_conf(conf: Any) -> Connections:
     agent_max = g.agent_max_connections
     if agent_max is None:
         agent_max = Connections.agent_maxconn if mode == "reuse" else CLOSE_MODE_AGENT_MAXCONN
+    # Not registered for every service that writes a proxy: absent means the agent's path.
+    identity: IdentitySource = "haproxy_map" if getattr(
+        conf, "metadata_proxy_identity", "agent") == "haproxy_map" else "agent"
     return Connections(
         maxconn=int(g.max_connections),
         per_source=int(g.max_connections_per_source),
         agent_maxconn=int(agent_max),
         agent_mode=mode,
+        identity=identity,
+        api_servers=api_servers_from_conf(conf) if identity == "haproxy_map" else (),
+        instance_limit=_instance_limit(conf) if identity == "haproxy_map" else None,
     )
+
+
+def _instance_limit(conf: Any) -> InstanceLimit | None:
+    """Map mode: the metadata agent's per-instance limit, applied by the proxies instead."""
+    g = conf.metadata_rate_limiting
+    if not getattr(g, "instance_rate_limit_enabled", False):
+        return None
+    return InstanceLimit(rate=float(g.instance_rate), burst=int(g.instance_burst))
+
+
+def api_servers_from_conf(conf: Any) -> tuple[tuple[str, int], ...]:
+    """Map mode: the metadata API's (host, port) in failover order, from the same options the
+    metadata agent reads (`nova_metadata_urls`, else `nova_metadata_host` on
+    `nova_metadata_port`). ValueError for https: the proxies speak plain HTTP to the API."""
+    urls = list(conf.nova_metadata_urls or [])
+    if urls:
+        out = []
+        for url in urls:
+            parts = urlsplit(url)
+            if parts.scheme != "http" or not parts.hostname or parts.path not in ("", "/"):
+                raise ValueError(f"metadata_proxy_identity = haproxy_map: nova_metadata_urls "
+                                 f"entry {url!r} must be http://host[:port] (no TLS, no path)")
+            out.append((parts.hostname, parts.port or 80))
+        return tuple(out)
+    if conf.nova_metadata_protocol != "http":
+        raise ValueError("metadata_proxy_identity = haproxy_map: the proxies reach the metadata "
+                         "API over plain HTTP; nova_metadata_protocol must be http")
+    port = int(conf.nova_metadata_port)
+    return tuple((h.strip(), port) for h in str(conf.nova_metadata_host).split(",") if h.strip())
 
 
 def rate_limit_from_conf(conf: Any) -> RateLimit | None:

@@ -18,6 +18,7 @@ the listener never closes.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import enum
 import logging
 import os
@@ -36,6 +37,7 @@ from openimds.proxy.haproxy import (
     ProxySpec,
     ResourceKind,
     config_path,
+    map_path,
     owned_proxy_ids,
     pidfile_path,
     render_haproxy_cfg,
@@ -101,11 +103,26 @@ class HaproxySupervisor:
         """Make the proxy for `spec` run in `netns` (None = current namespace) with exactly
         the rendered config, listening on every bind. Idempotent."""
         rid = spec.resource_id
+        listen_ns = netns
+        if spec.identity_source == "haproxy_map":
+            # Map mode: haproxy runs here, where the metadata API is reachable, and opens its
+            # listeners inside `netns` (as root, before dropping privileges).
+            spec = dataclasses.replace(spec, bind_netns=netns)
+            netns = None
+            _ensure_map_file(spec.map_file)
         text = render_haproxy_cfg(spec)
         conf = config_path(self.state_path, rid)
         on_disk = read_text(conf)
         old_paths = self._paths(rid, on_disk)
         pid = self._live_pid(conf, old_paths.pidfile, netns)
+        if pid is not None and listen_ns != netns and on_disk == text \
+                and not _binds_listening_in(spec, listen_ns):
+            # Its listeners are not in the namespace of that name (deleted and re-created):
+            # this haproxy serves a dead namespace; replace it.
+            LOG.warning("proxy %s (pid %d) does not listen in netns %s; restarting", rid, pid,
+                        listen_ns)
+            self._terminate([pid], conf)
+            pid = None
 
         if pid is not None and on_disk == text:
             outcome = Outcome.UNCHANGED if self._seen.get(rid) == pid else Outcome.ADOPTED
@@ -121,7 +138,7 @@ class HaproxySupervisor:
                 _unlink(old_paths.pidfile)
             try:
                 self._exec(conf, spec.pidfile, netns, reuse_fds=reuse_fds, replace_pid=pid)
-                new_pid = self._wait_ready(spec, conf, netns, not_pid=pid)
+                new_pid = self._wait_ready(spec, conf, netns, not_pid=pid, listen_ns=listen_ns)
             except ProxyStartFailed:
                 # The old process still runs its old config: put that config back so the
                 # next ensure() sees the difference and retries instead of reporting UNCHANGED.
@@ -139,7 +156,7 @@ class HaproxySupervisor:
                 self._terminate(strays, conf)
             _unlink(spec.pidfile)
             self._exec(conf, spec.pidfile, netns, reuse_fds=None, replace_pid=None)
-            new_pid = self._wait_ready(spec, conf, netns, not_pid=None)
+            new_pid = self._wait_ready(spec, conf, netns, not_pid=None, listen_ns=listen_ns)
             outcome = Outcome.RESTARTED if had_run or strays else Outcome.STARTED
         self._seen[rid] = new_pid
         LOG.info("proxy %s %s (pid %d, netns %s)", rid, outcome.value, new_pid, netns or "-")
@@ -154,7 +171,8 @@ class HaproxySupervisor:
         stopped = bool(pids)
         if pids:
             self._terminate(sorted(pids), conf)
-        for path in (conf, paths.pidfile, paths.stats_socket):
+        for path in (conf, paths.pidfile, paths.stats_socket,
+                     map_path(self.state_path, resource_id)):
             _unlink(path)
         self._seen.pop(resource_id, None)
         if stopped:
@@ -258,12 +276,15 @@ class HaproxySupervisor:
             raise ProxyStartFailed(str(exc)) from exc
 
     def _wait_ready(
-        self, spec: ProxySpec, conf: str, netns: str | None, *, not_pid: int | None
+        self, spec: ProxySpec, conf: str, netns: str | None, *, not_pid: int | None,
+        listen_ns: str | None,
     ) -> int:
         deadline = time.monotonic() + self.ready_timeout
         while True:
             pid = self._live_pid(conf, spec.pidfile, netns)
-            if pid is not None and pid != not_pid and _binds_listening(spec, pid):
+            if pid is not None and pid != not_pid and (
+                    _binds_listening(spec, pid) if listen_ns == netns
+                    else _binds_listening_in(spec, listen_ns)):
                 return pid
             if time.monotonic() > deadline:
                 raise ProxyStartFailed(
@@ -316,6 +337,31 @@ def _pids_with_config(conf: str) -> list[int]:
 def _binds_listening(spec: ProxySpec, pid: int) -> bool:
     have = listening_sockets(pid)
     return all((b.host, b.port) in have for b in spec.binds)
+
+
+def _binds_listening_in(spec: ProxySpec, netns: str | None) -> bool:
+    """Every bind has a TCP listener in the named namespace (map mode: haproxy runs outside
+    it, so its own /proc/<pid>/net shows another namespace's table)."""
+    have: set[tuple[str, int]] = set()
+    for name, v6 in (("tcp", False), ("tcp6", True)):
+        try:
+            out = run(["cat", f"/proc/net/{name}"], netns=netns).stdout
+        except CommandFailed:
+            return False
+        have |= parse_proc_net_tcp(out, ipv6=v6)
+    return all((b.host, b.port) in have for b in spec.binds)
+
+
+def _ensure_map_file(path: str | None) -> None:
+    """An empty map when there is none yet: haproxy refuses to start without the file, and
+    the metadata agent fills it (and the running map) once it sees this proxy."""
+    if path is None or os.path.exists(path):
+        return
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    # O_EXCL: never truncate a map the metadata agent wrote meanwhile. 0600: it holds
+    # signatures; haproxy reads it as root, before dropping privileges.
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def _is_socket(path: str | None) -> bool:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ from openimds.proxy.haproxy import (
     Bind,
     Connections,
     Identity,
+    InstanceLimit,
     InvalidProxySpec,
     ProxySpec,
     RateLimit,
@@ -370,3 +373,98 @@ def test_hop_limit_header_becomes_a_dscp_and_never_reaches_the_guest() -> None:
     # set-tos needs no privilege: a proxy that drops to another user keeps the hop limit.
     dropped = listener(render_haproxy_cfg(net_spec(user="998")))
     assert "http-response set-tos 4 if { var(txn.hop_limit) -m int 1 }" in dropped
+
+
+MAP = Connections(identity="haproxy_map", api_servers=(("127.0.0.1", 8775),))
+
+
+def test_map_mode_identifies_from_the_map_and_forwards_to_the_api() -> None:
+    text = render_haproxy_cfg(net_spec(connections=MAP))
+    ls = lines(text)
+    # Ownership and the map's scope are readable without any X-Neutron-* header line.
+    assert ls[1:3] == [f"# owner: network {NET}",
+                       f"# identity-map: network {NET} {STATE}/ns-metadata-proxy/{NET}.map"]
+    assert config_owner(text) == "network"
+    lis = listener(text)
+    assert not any("X-Neutron-" in ln and ln.startswith("http-request set-header") for ln in lis)
+    assert not any(SOCK in ln for ln in ls)
+    lookup = lis.index(f"http-request set-var(txn.guest) src,map_ip({STATE}/ns-metadata-proxy/"
+                       f"{NET}.map)")
+    # Every guest identity header is deleted before the map's values are set.
+    last_delete = max(i for i, ln in enumerate(lis) if ln.startswith("http-request del-header"))
+    assert last_delete < lookup
+    assert lis[lookup + 1] == (
+        'http-request return status 404 content-type "text/plain; charset=utf-8" string '
+        f'"Instance was not found on network {NET}." if !{{ var(txn.guest) -m found }}')
+    for n, name in ((1, "X-Instance-ID"), (2, "X-Tenant-ID"), (3, "X-Instance-ID-Signature")):
+        assert f"http-request set-header {name} %[var(txn.guest),field({n},|)]" in lis
+    assert "option forwardfor" in ls  # X-Forwarded-For = the source, appended
+    assert lis[-1] == "server api0 127.0.0.1:8775 maxconn 32 pool-max-conn 32 pool-purge-delay 5s"
+    # Several API hosts: failover in order, like the agent's.
+    two = Connections(identity="haproxy_map", api_servers=(("10.1.0.1", 8775), ("::1", 8775)))
+    tail = listener(render_haproxy_cfg(rtr_spec(connections=two)))[-2:]
+    assert tail == [
+        "server api0 10.1.0.1:8775 maxconn 32 pool-max-conn 32 pool-purge-delay 5s check inter 2s",
+        "server api1 [::1]:8775 maxconn 32 pool-max-conn 32 pool-purge-delay 5s check inter 2s "
+        "backup",
+    ]
+
+
+def test_map_mode_listens_in_the_namespace_it_is_given() -> None:
+    spec = replace(net_spec(connections=MAP, ipv6_interface="tap1"), bind_netns=f"qdhcp-{NET}")
+    lis = listener(render_haproxy_cfg(spec))
+    assert lis[:2] == [f"bind 169.254.169.254:80 namespace qdhcp-{NET}",
+                       f"bind [fe80::a9fe:a9fe]:80 namespace qdhcp-{NET} interface tap1"]
+
+
+def test_map_mode_refuses_what_it_cannot_render() -> None:
+    with pytest.raises(InvalidProxySpec, match="metadata API's address"):
+        net_spec(connections=Connections(identity="haproxy_map"))
+    with pytest.raises(InvalidProxySpec, match="api server host"):
+        net_spec(connections=Connections(identity="haproxy_map", api_servers=(("a b", 1),)))
+    with pytest.raises(InvalidProxySpec, match="admin socket"):
+        proxy_spec_for_network(NET, state_path="/" + "x" * 90, socket_path=SOCK, connections=MAP)
+    with pytest.raises(InvalidProxySpec, match="bind_netns"):
+        replace(net_spec(connections=MAP), bind_netns="a b")
+
+
+@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy not installed")
+def test_map_mode_config_passes_haproxy_check() -> None:
+    # A short state path: the admin socket must fit in sockaddr_un.
+    with tempfile.TemporaryDirectory(prefix="orc-", dir="/tmp") as tmp:
+        _check_map_mode_config(Path(tmp))
+
+
+def _check_map_mode_config(tmp_path: Path) -> None:
+    spec = proxy_spec_for_network(NET, state_path=str(tmp_path), socket_path=SOCK,
+                                  connections=MAP, log_target=None, router_id=RTR)
+    assert spec.map_file is not None
+    Path(spec.map_file).parent.mkdir(parents=True)
+    Path(spec.map_file).write_text("10.0.0.5 vm|proj|sig\n")
+    cfg = tmp_path / "h.cfg"
+    cfg.write_text(render_haproxy_cfg(spec))
+    proc = subprocess.run(["haproxy", "-c", "-f", str(cfg)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_map_mode_applies_the_agents_per_instance_limit() -> None:
+    limited = Connections(identity="haproxy_map", api_servers=(("127.0.0.1", 8775),),
+                          instance_limit=InstanceLimit(rate=5.0, burst=200))
+    text = render_haproxy_cfg(net_spec(connections=limited))
+    ls = lines(text)
+    # 200 at once, 5/s on average: a 40 s window holding at most 200, keyed by the instance.
+    table = ls.index("backend instance_rate_limiter")
+    assert ls[table + 1] == ("stick-table type string len 64 size 100k expire 40s "
+                             "store http_req_rate(40s)")
+    lis = listener(text)
+    track = lis.index("http-request track-sc0 var(txn.guest),field(1,|) table "
+                      "instance_rate_limiter")
+    assert lis[track + 1].startswith("http-request deny deny_status 429 ")
+    assert lis[track + 1].endswith(
+        "hdr Retry-After 1 if { sc0_http_req_rate(instance_rate_limiter) gt 200 }")
+    # Neutron's per-source limiter holds sticky counter 0 when on: it then applies alone.
+    both = render_haproxy_cfg(net_spec(connections=limited, rate_limit=RateLimit()))
+    assert "instance_rate_limiter" not in both and "base_rate_limiter" in both
+    # The agent's path: the agent applies it.
+    agent = Connections(instance_limit=InstanceLimit(rate=5.0, burst=200))
+    assert "instance_rate_limiter" not in render_haproxy_cfg(net_spec(connections=agent))

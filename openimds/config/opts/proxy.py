@@ -32,6 +32,23 @@ SOCKET_OPTS: list[cfg.Opt] = [
     metadata_proxy_socket_mode,
 ]
 
+metadata_proxy_identity = cfg.StrOpt(
+    "metadata_proxy_identity",
+    default="agent",
+    choices=[
+        ("agent", "haproxy stamps its network/router id and forwards to the metadata agent's "
+                  "unix socket, which identifies and signs (Neutron's path; any Nova-"
+                  "compatible metadata API)"),
+        ("haproxy_map", "haproxy identifies the guest itself from a per-namespace map (source "
+                        "address -> instance, project, signature) that the metadata agent keeps "
+                        "current through haproxy's admin socket, and forwards straight to the "
+                        "metadata API (nova_metadata_host/port) with the same four headers"),
+    ],
+    help="Who identifies the guest on the metadata path. Set the same value for the DHCP, L3, "
+         "L2 and metadata agents, which must share state_path (docs/proxy.md, 'Map mode').",
+)
+IDENTITY_OPTS: list[cfg.Opt] = [metadata_proxy_identity]
+
 metadata_port = cfg.PortOpt(
     "metadata_port", default=9697,
     help="Port the proxy listens on in a router namespace (the REDIRECT target).",
