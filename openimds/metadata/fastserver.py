@@ -33,7 +33,6 @@ from openimds.edge import edge_logger
 from openimds.leanhttp import LeanServer, Request, Shortcut, status_head
 from openimds.metadata.access import AccessLog
 from openimds.metadata.answers import Answer, AnswerCache, plain_identity
-from openimds.metadata.gate import TokenState
 from openimds.metadata.metrics import MetadataMetrics
 from openimds.metadata.respond import (
     PASSWORD_MAX_BYTES,
@@ -199,8 +198,9 @@ def _shortcut(
     log: AccessLog,
 ) -> Shortcut:
     """The hot path: a kept answer for a request, or None (see the module docstring)."""
-    observe = metrics.observe if metrics is not None else None
-    token_event = metrics.token_event if metrics is not None else None
+    # Counted as the handler counts (metrics.answered_again); without metrics, the responder's
+    # tree cache callback still hears of the reuse.
+    answered_again = metrics.answered_again if metrics is not None else None
     cache_event = metrics.cache_event if metrics is not None else None
     count_reuse = responder.count_reuse
     again = log.again
@@ -208,18 +208,13 @@ def _shortcut(
     compare_digest = hmac.compare_digest
     perf_counter = time.perf_counter
     wall = time.time
-    tokenless = TokenState.NONE
+    own_clock = clock is _utc_now
     # The UTC date, recomputed only when the wall clock leaves the day it was computed for
     # (the default clock); a clock passed in (tests) is asked every time.
     day, day_start, day_end = date.min, 0.0, 0.0
 
-    def today() -> date:
+    def new_day(now: float) -> date:
         nonlocal day, day_start, day_end
-        if clock is not _utc_now:
-            return clock().date()
-        now = wall()
-        if day_start <= now < day_end:
-            return day
         day = datetime.fromtimestamp(now, UTC).date()
         start = datetime(day.year, day.month, day.day, tzinfo=UTC)
         day_start, day_end = start.timestamp(), (start + timedelta(days=1)).timestamp()
@@ -227,7 +222,7 @@ def _shortcut(
 
     def shortcut(method: str, target: bytes, headers: list[tuple[bytes, bytes]],
                  peer: str | None) -> tuple[bytes, bytes] | None:
-        if method not in _REUSABLE_METHODS:
+        if method != "GET" and method != "HEAD":
             return None
         started = perf_counter()
         identity = plain_identity(headers)
@@ -239,7 +234,12 @@ def _shortcut(
             if cache_event is not None:
                 cache_event("answer", False)
             return None
-        if cached_view(answer.uuid) is not answer.view or today() != answer.today:
+        if own_clock:
+            now = wall()
+            today = day if day_start <= now < day_end else new_day(now)
+        else:
+            today = clock().date()
+        if cached_view(answer.uuid) is not answer.view or today != answer.today:
             # Overtaken by a change (or midnight): the Responder answers, and keeps the new one.
             answers.discard(key, answer)
             if cache_event is not None:
@@ -249,11 +249,10 @@ def _shortcut(
             return None  # the Responder refuses it (403), and logs why
         body = answer.content(random_bytes) if answer.suffix is not None else answer.body
         elapsed = perf_counter() - started
-        if observe is not None:
-            observe(answer.status, answer.family, elapsed)
-            token_event(tokenless, answer.uuid)  # type: ignore[misc]
-            cache_event("answer", True)  # type: ignore[misc]
-        count_reuse()
+        if answered_again is not None:
+            answered_again(answer.status, answer.family, elapsed, answer.uuid)
+        else:
+            count_reuse()
         again(peer, answer.log_entry, answer.fields, elapsed)
         return answer.head, body
 
