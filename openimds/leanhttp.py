@@ -334,14 +334,15 @@ class _Connection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         size = len(name) + len(value)
-        self.head_size += size + 4
+        head_size = self.head_size = self.head_size + size + 4
+        headers = self.headers
         if size > MAX_HEADER_LINE:
             raise _ClientError(431, "header line too long")
-        if len(self.headers) >= MAX_HEADERS or self.head_size > MAX_HEAD:
+        if len(headers) >= MAX_HEADERS or head_size > MAX_HEAD:
             raise _ClientError(431, "too many headers")
         if len(name) == 4 and name.lower() == b"host":
             self.has_host = True
-        self.headers.append((name, value))
+        headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         parser = self.parser
@@ -495,7 +496,7 @@ class _Connection(asyncio.Protocol):
             return
         server = self.server
         if keep_alive is not None and not server.stopping:
-            transport.write(head + server.date + keep_alive + (b"" if head_only else body))
+            transport.write(b"".join((head, server.date, keep_alive, b"" if head_only else body)))
             return
         transport.write(head + server.date + b"Connection: close\r\n\r\n"
                         + (b"" if head_only else body))

@@ -128,6 +128,7 @@ class Answer:
         "fields",
         "head",
         "log_entry",
+        "metric_key",
         "signature",
         "size",
         "status",
@@ -160,6 +161,7 @@ class Answer:
         self.suffix = suffix
         self.status = status
         self.family = family
+        self.metric_key = (status, family)
         # (method, target, status, size, instance, outcome) of the access log line, and the
         # part of the line they make, formatted once.
         self.fields = fields
@@ -175,7 +177,7 @@ class Answer:
         if suffix is None:
             return self.body
         seed = binascii.b2a_base64(random_bytes(RANDOM_SEED_BYTES), newline=False)
-        return self.body + seed + suffix
+        return b"".join((self.body, seed, suffix))
 
 
 class AnswerCache:

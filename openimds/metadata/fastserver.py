@@ -250,7 +250,7 @@ def _shortcut(
         body = answer.content(random_bytes) if answer.suffix is not None else answer.body
         elapsed = perf_counter() - started
         if answered_again is not None:
-            answered_again(answer.status, answer.family, elapsed, answer.uuid)
+            answered_again(answer.metric_key, elapsed, answer.uuid)
         else:
             count_reuse()
         again(peer, answer.log_entry, answer.fields, elapsed)
