@@ -26,6 +26,12 @@ What it keeps of a full server (aiohttp's behaviour, where the tests pin it):
   `request_timeout` of its first byte gets 408 and the connection closes;
 * back-pressure: reading pauses while the transport's write buffer is full.
 
+A `shortcut` (optional) sees every complete request first, inside the parser callback, with
+the raw header bytes, and may answer it from memory with no handler, Request or coroutine at
+all (the metadata API's answers kept as bytes); it returns None to leave the request to the
+handler. It runs only when no earlier request of the connection is still being answered, so
+responses keep their order.
+
 With `eager` (the default), handlers that finish without suspending (the common case: answers
 from memory) are run to completion inside the parser callback with `coroutine.send(None)`, so
 no Task is created and no event-loop iteration passes between request and response; a handler
@@ -49,7 +55,7 @@ from typing import Any, NamedTuple, cast
 
 import httptools
 
-__all__ = ["LeanServer", "Request", "Handler", "status_head"]
+__all__ = ["LeanServer", "Request", "Handler", "Shortcut", "status_head"]
 
 
 class Request(NamedTuple):
@@ -64,6 +70,10 @@ class Request(NamedTuple):
 
 
 Handler = Callable[[Request], Coroutine[Any, Any, tuple[bytes, bytes]]]
+# Answers a complete request from memory, or returns None to leave it to the handler:
+# (method, request target bytes, raw (name, value) header pairs, peer) -> (head, body) | None.
+# Called inside the parser callback, only when nothing is queued before the request.
+Shortcut = Callable[[str, bytes, list[tuple[bytes, bytes]], str | None], tuple[bytes, bytes] | None]
 
 MAX_TARGET = 8190
 MAX_HEADER_LINE = 16384
@@ -123,8 +133,10 @@ class LeanServer:
         request_timeout: float = 30.0,
         date_header: bool = True,
         eager: bool = True,
+        shortcut: Shortcut | None = None,
     ) -> None:
         self.handler = handler
+        self.shortcut = shortcut
         self.logger = logger
         self.body_methods = body_methods
         self.body_limit = body_limit
@@ -225,7 +237,8 @@ class _Connection(asyncio.Protocol):
         self.reading = False
         self.url: list[bytes] = []
         self.method = ""
-        self.headers: list[tuple[str, str]] = []
+        # Raw (name, value) pairs: decoded only for the handler (a shortcut reads the bytes).
+        self.headers: list[tuple[bytes, bytes]] = []
         self.has_host = False
         self.head_size = 0
         self.body: list[bytes] | None = None
@@ -321,15 +334,15 @@ class _Connection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         size = len(name) + len(value)
-        self.head_size += size + 4
+        head_size = self.head_size = self.head_size + size + 4
+        headers = self.headers
         if size > MAX_HEADER_LINE:
             raise _ClientError(431, "header line too long")
-        if len(self.headers) >= MAX_HEADERS or self.head_size > MAX_HEAD:
+        if len(headers) >= MAX_HEADERS or head_size > MAX_HEAD:
             raise _ClientError(431, "too many headers")
         if len(name) == 4 and name.lower() == b"host":
             self.has_host = True
-        self.headers.append(
-            (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape")))
+        headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         parser = self.parser
@@ -339,7 +352,7 @@ class _Connection(asyncio.Protocol):
         methods = self.server.body_methods
         self.collect = methods is None or method in methods
         if self.collect and any(
-            k.lower() == "expect" and v.lower() == "100-continue" for k, v in self.headers
+            k.lower() == b"expect" and v.lower() == b"100-continue" for k, v in self.headers
         ) and self.busy_task is None and not self.queue and self.transport is not None:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
@@ -377,13 +390,24 @@ class _Connection(asyncio.Protocol):
         # After CONNECT or an Upgrade request the bytes that follow are no HTTP we serve.
         if parser.should_keep_alive() and not parser.should_upgrade():
             keep_alive = b"\r\n" if parser.get_http_version() != "1.0" else _KEEP_ALIVE_10
+        shortcut = self.server.shortcut
+        if shortcut is not None and self.busy_task is None and not self.queue:
+            url = self.url
+            method = self.method
+            result = shortcut(method, url[0] if len(url) == 1 else b"".join(url), self.headers,
+                              self.peer)
+            if result is not None:
+                self._write(result, keep_alive, method == "HEAD")
+                return
         self._complete(keep_alive)
 
     def _complete(self, keep_alive: bytes | None) -> None:
         method = self.method
         url = b"".join(self.url).decode("utf-8", "surrogateescape")
         body = b"".join(self.body) if self.body is not None else None
-        request = Request(method, url, tuple(self.headers), body, self.peer)
+        headers = tuple((k.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
+                        for k, v in self.headers)
+        request = Request(method, url, headers, body, self.peer)
         head_only = method == "HEAD"
         if self.busy_task is not None or self.queue:
             self.queue.append((request, keep_alive, head_only))
@@ -472,7 +496,7 @@ class _Connection(asyncio.Protocol):
             return
         server = self.server
         if keep_alive is not None and not server.stopping:
-            transport.write(head + server.date + keep_alive + (b"" if head_only else body))
+            transport.write(b"".join((head, server.date, keep_alive, b"" if head_only else body)))
             return
         transport.write(head + server.date + b"Connection: close\r\n\r\n"
                         + (b"" if head_only else body))

@@ -163,6 +163,22 @@ class AccessLog:
         if self._batch is not None:
             self._batch.flush()
 
+    def again(
+        self,
+        peer: str | None,
+        entry: str,
+        fields: tuple[str, str, int, int, str | None, str],
+        seconds: float,
+    ) -> None:
+        """The line `self(peer, *fields, seconds)` writes, for an answer given again from bytes
+        (`answers.py`): `entry` is its middle part, formatted once when the answer was kept."""
+        batch = self._batch
+        if batch is not None:
+            if self._logger.isEnabledFor(logging.INFO):
+                batch.add(f"{peer} {entry} {seconds * 1000:.1f}ms")
+            return
+        self(peer, *fields, seconds)
+
     def __call__(
         self,
         peer: str | None,

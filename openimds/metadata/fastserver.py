@@ -1,30 +1,45 @@
 """The metadata API on the lean HTTP layer (`openimds.leanhttp`): the default server.
 
-    LeanServer (httptools protocol) ─► handler ─► Responder.respond ─► response bytes
+    LeanServer (httptools protocol) ─┬► shortcut: answers kept as bytes (answers.py)
+                                     └► handler ─► Responder.respond ─► response bytes
 
-The same thin adapter as the aiohttp handler in `server.py`: it converts a parsed request into
-a `MetadataRequest`, asks the `Responder` (the one place that decides answers) and turns the
-`MetadataResponse` into bytes. The answers themselves are already bytes: the Responder keeps
-each instance's rendered tree, whose leaves are the encoded documents per path and format,
-until the source hands out a new view (the change feed bumps the instance's epoch), and splices
-a pooled `random_seed` into meta_data.json per request. This module adds the head: status line
-and headers are kept per (status, content type, length, extra headers), so a response is one
-concatenation and one write(2).
+The handler is the same thin adapter as the aiohttp handler in `server.py`: it converts a
+parsed request into a `MetadataRequest`, asks the `Responder` (the one place that decides
+answers) and turns the `MetadataResponse` into bytes; status line and headers are kept per
+(status, content type, length, extra headers), so a response is one concatenation and one
+write(2).
 
-`[DEFAULT] metadata_http_server = aiohttp` selects the aiohttp server instead.
+An answer the Responder marks reusable (`respond.Reuse`) is also kept whole, as head and body
+bytes, by (method, target, instance, tenant) in an `AnswerCache`. The shortcut answers the next
+request with that key inside the parser callback, without a Request, a coroutine or the
+Responder: it checks the raw identity headers, that the source still hands out the view the
+answer was made from (the change feed replaces or drops it on any change that matters), the
+date, and the signature against the one that made the answer (constant time); it splices a
+fresh pooled `random_seed` into meta_data.json; and it counts the request in the metrics and
+the access log exactly as the handler would (both batched: no syscall per request). Whatever
+it cannot answer goes to the handler.
+
+`[DEFAULT] metadata_http_server = aiohttp` selects the aiohttp server instead (no shortcut).
 """
 
 from __future__ import annotations
 
+import hmac
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta
 
 from openimds.edge import edge_logger
-from openimds.leanhttp import LeanServer, Request, status_head
+from openimds.leanhttp import LeanServer, Request, Shortcut, status_head
 from openimds.metadata.access import AccessLog
+from openimds.metadata.answers import Answer, AnswerCache, plain_identity
 from openimds.metadata.metrics import MetadataMetrics
-from openimds.metadata.respond import PASSWORD_MAX_BYTES, MetadataRequest, Responder
+from openimds.metadata.respond import (
+    PASSWORD_MAX_BYTES,
+    MetadataRequest,
+    MetadataResponse,
+    Responder,
+)
 from openimds.metadata.server import EntropyPool, _path_of, _utc_now
 
 __all__ = ["fast_metadata_server"]
@@ -33,6 +48,14 @@ _HTTP_LOG = edge_logger("openimds.metadata.http")
 # Distinct heads seen; a bound so odd extra headers (token TTL echoes) cannot grow it forever.
 _HEAD_CACHE_SIZE = 4096
 _PATH_CACHE_SIZE = 4096
+# Answers kept as bytes (about 0.5 KB each beside the documents the trees hold anyway).
+ANSWER_CACHE_SIZE = 65536
+_REUSABLE_METHODS = ("GET", "HEAD")
+
+
+def _surrogate_bytes(text: str) -> bytes:
+    # The exact inverse of the layer's decoding: the bytes as they came off the wire.
+    return text.encode("utf-8", "surrogateescape")
 
 
 def fast_metadata_server(
@@ -44,8 +67,12 @@ def fast_metadata_server(
     access_log: AccessLog | None = None,
     idle_timeout: float = 75.0,
     request_timeout: float = 30.0,
+    answer_cache_size: int = ANSWER_CACHE_SIZE,
 ) -> LeanServer:
-    """The guest-facing server (start it with `start_tcp`, stop with `close`)."""
+    """The guest-facing server (start it with `start_tcp`, stop with `close`).
+
+    `answer_cache_size` bounds the answers kept as bytes (0: none, every request goes to the
+    Responder); they are kept only when the source offers `cached_view` (`CachedViews`)."""
     observe = metrics.observe if metrics is not None else None
     token_event = metrics.token_event if metrics is not None else None
     respond = responder.respond
@@ -55,6 +82,46 @@ def fast_metadata_server(
     heads: dict[tuple[object, ...], bytes] = {}
     # Request target -> decoded path: guests ask for a few dozen distinct targets.
     paths: dict[str, str] = {}
+    source = responder.source
+    cached_view: Callable[[str], object] | None = getattr(source, "cached_view", None)
+    answers = AnswerCache(answer_cache_size)
+    if cached_view is not None and answer_cache_size > 0:
+        source.add_forget_listener(answers.drop_instance)  # type: ignore[attr-defined]
+    else:
+        cached_view = None
+
+    def keep(request: Request, resp: MetadataResponse, head: bytes) -> None:
+        """Keep a reusable answer as bytes under the raw key of the request that got it."""
+        reuse = resp.reuse
+        assert reuse is not None and cached_view is not None
+        if cached_view(reuse.view.uuid) is not reuse.view:
+            return  # made from a view the source no longer hands out (or only its last one)
+        identity = plain_identity(
+            [(_surrogate_bytes(k), _surrogate_bytes(v)) for k, v in request.headers]
+        )
+        if identity is None:
+            return
+        instance, tenant, signature = identity
+        seeded = reuse.seeded
+        body, suffix = resp.body, None
+        if seeded is not None and seeded.suffix is not None:
+            body, suffix = seeded.prefix, seeded.suffix
+        answers.put(
+            (request.method, _surrogate_bytes(request.target), instance, tenant),
+            Answer(
+                view=reuse.view,
+                today=reuse.today,
+                # The request passed the signature check, so it carried the expected HMAC.
+                signature=signature,
+                head=head,
+                body=body,
+                suffix=suffix,
+                status=resp.status,
+                family=resp.family,
+                fields=(request.method, request.target, resp.status, len(resp.body),
+                        resp.instance_id or "-", resp.outcome),
+            ),
+        )
 
     async def handle(request: Request) -> tuple[bytes, bytes]:
         started = perf_counter()
@@ -97,7 +164,14 @@ def fast_metadata_server(
             if len(heads) >= _HEAD_CACHE_SIZE:
                 heads.clear()
             heads[key] = head
+        if (resp.reuse is not None and cached_view is not None and resp.status == 200
+                and method in _REUSABLE_METHODS):
+            keep(request, resp, head)
         return head, body
+
+    shortcut: Shortcut | None = None
+    if cached_view is not None:
+        shortcut = _shortcut(answers, cached_view, responder, metrics, clock, random_bytes, log)
 
     return LeanServer(
         handle,
@@ -110,4 +184,76 @@ def fast_metadata_server(
         body_limit=PASSWORD_MAX_BYTES + 1,
         idle_timeout=idle_timeout,
         request_timeout=request_timeout,
+        shortcut=shortcut,
     )
+
+
+def _shortcut(
+    answers: AnswerCache,
+    cached_view: Callable[[str], object],
+    responder: Responder,
+    metrics: MetadataMetrics | None,
+    clock: Callable[[], datetime],
+    random_bytes: Callable[[int], bytes],
+    log: AccessLog,
+) -> Shortcut:
+    """The hot path: a kept answer for a request, or None (see the module docstring)."""
+    # Counted as the handler counts (metrics.answered_again); without metrics, the responder's
+    # tree cache callback still hears of the reuse.
+    answered_again = metrics.answered_again if metrics is not None else None
+    cache_event = metrics.cache_event if metrics is not None else None
+    count_reuse = responder.count_reuse
+    again = log.again
+    get = answers.get
+    compare_digest = hmac.compare_digest
+    perf_counter = time.perf_counter
+    wall = time.time
+    own_clock = clock is _utc_now
+    # The UTC date, recomputed only when the wall clock leaves the day it was computed for
+    # (the default clock); a clock passed in (tests) is asked every time.
+    day, day_start, day_end = date.min, 0.0, 0.0
+
+    def new_day(now: float) -> date:
+        nonlocal day, day_start, day_end
+        day = datetime.fromtimestamp(now, UTC).date()
+        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        day_start, day_end = start.timestamp(), (start + timedelta(days=1)).timestamp()
+        return day
+
+    def shortcut(method: str, target: bytes, headers: list[tuple[bytes, bytes]],
+                 peer: str | None) -> tuple[bytes, bytes] | None:
+        if method != "GET" and method != "HEAD":
+            return None
+        started = perf_counter()
+        identity = plain_identity(headers)
+        if identity is None:
+            return None
+        key = (method, target, identity[0], identity[1])
+        answer = get(key)
+        if answer is None:
+            if cache_event is not None:
+                cache_event("answer", False)
+            return None
+        if own_clock:
+            now = wall()
+            today = day if day_start <= now < day_end else new_day(now)
+        else:
+            today = clock().date()
+        if cached_view(answer.uuid) is not answer.view or today != answer.today:
+            # Overtaken by a change (or midnight): the Responder answers, and keeps the new one.
+            answers.discard(key, answer)
+            if cache_event is not None:
+                cache_event("answer", False)
+            return None
+        if not compare_digest(answer.signature, identity[2]):
+            return None  # the Responder refuses it (403), and logs why
+        body = answer.content(random_bytes) if answer.suffix is not None else answer.body
+        elapsed = perf_counter() - started
+        if answered_again is not None:
+            answered_again(answer.metric_key, elapsed, answer.uuid)
+        else:
+            count_reuse()
+        again(peer, answer.log_entry, answer.fields, elapsed)
+        return answer.head, body
+
+    return shortcut

@@ -24,7 +24,10 @@ from prometheus_client.metrics_core import Metric
 
 __all__ = ["BUCKETS", "MetadataMetrics", "render_metrics"]
 
-BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+_FIRST_BOUND = 0.0005
+_ANSWER_HIT = ("answer", True)
+_TREE_HIT = ("tree", True)
+BUCKETS = (_FIRST_BOUND, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 class _Exporter:
@@ -93,7 +96,7 @@ class MetadataMetrics:
         )
         self.cache = Counter(
             "openimds_metadata_cache",
-            "Cache lookups by cache (view, address, tree) and result (hit, miss).",
+            "Cache lookups by cache (view, address, tree, answer) and result (hit, miss).",
             ["cache", "result"],
             registry=None,
         )
@@ -149,6 +152,33 @@ class MetadataMetrics:
         # Upper bounds are inclusive (`le`): the first bound >= seconds, else +Inf.
         buckets[bisect_left(BUCKETS, seconds)] += 1
         self._sums[family] += seconds
+
+    def answered_again(self, key: tuple[int, str], seconds: float, instance_id: str) -> None:
+        """One request answered from the answers kept as bytes (`answers.py`), `key` being
+        its (status, family): all that `observe`, `token_event` (tokenless) and the cache
+        events count for it, in one call. It counts as an `answer` cache hit and, as the
+        answer's bytes come from a rendered tree, as a `tree` hit too."""
+        if self._loop is not None:
+            self._counted()
+        requests = self._requests
+        requests[key] = requests.get(key, 0) + 1
+        family = key[1]
+        buckets = self._buckets.get(family)
+        if buckets is None:
+            buckets = self._buckets[family] = [0] * (len(BUCKETS) + 1)
+            self._sums[family] = 0.0
+        # Answered from memory: nearly always within the first bucket.
+        buckets[0 if seconds <= _FIRST_BOUND else bisect_left(BUCKETS, seconds)] += 1
+        self._sums[family] += seconds
+        counts = self._cache
+        counts[_ANSWER_HIT] = counts.get(_ANSWER_HIT, 0) + 1
+        counts[_TREE_HIT] = counts.get(_TREE_HIT, 0) + 1
+        tokens = self._tokens
+        tokens["none"] = tokens.get("none", 0) + 1
+        usage = self._instance_usage.get(instance_id)
+        if usage is None:
+            usage = self._instance_usage[instance_id] = [0, 0]
+        usage[0] += 1
 
     def cache_event(self, cache: str, hit: bool) -> None:
         if self._loop is not None:

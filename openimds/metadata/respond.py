@@ -62,6 +62,7 @@ __all__ = [
     "MetadataResponse",
     "RespondSettings",
     "Responder",
+    "Reuse",
     "VendordataFetcher",
     "normalise_path",
 ]
@@ -90,6 +91,18 @@ class MetadataRequest(NamedTuple):
     now: float = 0.0
 
 
+class Reuse(NamedTuple):
+    """Set on an answer that any request with the same method, path and signed identity
+    headers, without a session token, would get again (whatever its X-Forwarded-For) for as long
+    as the source hands out the same `view` object and the date is `today`: the fast server
+    keeps such answers as bytes (`answers.py`). `seeded` is meta_data.json's leaf, whose
+    `random_seed` must still be fresh on every response."""
+
+    view: InstanceView
+    today: date
+    seeded: SeededJsonLeaf | None = None
+
+
 class MetadataResponse(NamedTuple):
     status: int
     content_type: str
@@ -104,6 +117,8 @@ class MetadataResponse(NamedTuple):
     headers: tuple[tuple[str, str], ...] = ()
     # gate.TokenState of the request ("" when the gate did not run), for counters.
     token: str = ""
+    # Whether and how this very answer may be given again without asking (see `Reuse`).
+    reuse: Reuse | None = None
 
 
 @dataclass(frozen=True)
@@ -186,6 +201,12 @@ class Responder:
         self._root_listing = ec2_version_listing(self.settings.ec2_profile == "aws")
         self._tokens = TokenVerifier(self.settings.tokens)
 
+    def count_reuse(self) -> None:
+        """One of this responder's answers was given again from bytes (`answers.py`): its
+        rendered tree served the request, so it counts as a tree cache hit."""
+        if self._on_tree_cache:
+            self._on_tree_cache(True)
+
     def _tree(self, view: InstanceView, today: date) -> Tree:
         cached = self._trees.get(view.uuid)
         # Identity, not equality: the source hands out a new object exactly when data changed.
@@ -218,8 +239,9 @@ class Responder:
 
     async def _instance(
         self, req: MetadataRequest, headers: Headers
-    ) -> tuple[InstanceView, str | None]:
-        """Identify the caller and load its view; returns (view, request address)."""
+    ) -> tuple[InstanceView, str | None, bool]:
+        """Identify the caller and load its view; returns (view, request address, whether the
+        caller was identified by its signed instance id alone)."""
         who = identify(headers, req.peer, self.settings.identify, self._signatures)
         if isinstance(who, ByInstanceId):
             view = await self.source.view_for_instance(who.instance_id)
@@ -229,7 +251,7 @@ class Responder:
                 raise e.InstanceNotFound(
                     log_detail=f"instance {who.instance_id!r} is not in tenant {who.tenant_id!r}"
                 )
-            return view, who.request_address
+            return view, who.request_address, True
         if isinstance(who, ByProvider):
             matches = await self.source.ports_for_provider(who.provider, who.address)
             if matches is None:
@@ -245,7 +267,7 @@ class Responder:
             view = await self.source.view_for_instance(match.device_id)
             if view is None or view.project_id != match.project_id:
                 raise e.InstanceNotFound(log_detail=f"provider port {match.port_id}: no instance")
-            return view, who.address
+            return view, who.address, False
         assert isinstance(who, ByAddress)
         matches = await self.source.ports_for_address(who.address)
         if not matches:
@@ -269,14 +291,15 @@ class Responder:
                 log_detail=f"address {who.address}: port {match.port_id} of project "
                 f"{match.project_id} names instance {view.uuid} of another project"
             )
-        return view, who.address
+        return view, who.address, False
 
     async def _password(
         self, req: MetadataRequest, view: InstanceView, leaf: PasswordLeaf
     ) -> MetadataResponse:
         method = req.method.upper()
         if method == "GET":
-            return MetadataResponse(200, HTML, (leaf.current or "").encode(), view.uuid)
+            return MetadataResponse(200, HTML, (leaf.current or "").encode(), view.uuid,
+                                    reuse=Reuse(view, req.today))
         if method != "POST":
             raise e.PasswordMethod()
         # The already-set check comes first, as in nova (a big POST over a set password is 409).
@@ -300,7 +323,7 @@ class Responder:
         self, req: MetadataRequest, tokens: list[str]
     ) -> tuple[MetadataResponse, InstanceView]:
         headers = Headers(req.headers)
-        view, request_address = await self._instance(req, headers)
+        view, request_address, by_instance_id = await self._instance(req, headers)
         try:
             state = self._gate(req, tokens, headers, view, request_address)
             if isinstance(state, gate.IssuedToken):
@@ -309,6 +332,17 @@ class Responder:
                     200, TEXT, body, view.uuid, "token-issued", headers=state.headers()
                 ), view
             resp = await self._leaf(req, tokens, view, request_address)
+            if resp.reuse is not None and not (
+                # Reused only where nothing but the view, date, method, path and signed
+                # identity decided it: no token (its expiry is the request's), and an address
+                # (X-Forwarded-For) that plays no part (the IPv6 option looks at it).
+                by_instance_id
+                and state == gate.TokenState.NONE
+                and effective_options(
+                    view.metadata_options, self.settings.metadata_defaults
+                ).http_protocol_ipv6 == "enabled"
+            ):
+                resp = resp._replace(reuse=None)
             return resp._replace(token=state), view
         except e.MetadataError as err:
             err.instance_id = view.uuid
@@ -358,20 +392,26 @@ class Responder:
         if isinstance(node, PasswordLeaf):
             return await self._password(req, view, node)
         if isinstance(node, Dir):
-            return MetadataResponse(200, TEXT, node.listing, view.uuid)
+            return MetadataResponse(200, TEXT, node.listing, view.uuid,
+                                    reuse=Reuse(view, req.today))
         if isinstance(node, TextLeaf):
-            return MetadataResponse(200, node.content_type, node.body, view.uuid)
+            return MetadataResponse(200, node.content_type, node.body, view.uuid,
+                                    reuse=Reuse(view, req.today))
         if isinstance(node, SeededJsonLeaf):
             body = node.body(req.random_bytes(RANDOM_SEED_BYTES) if node.needs_seed else b"")
-            return MetadataResponse(200, JSON, body, view.uuid)
+            return MetadataResponse(200, JSON, body, view.uuid,
+                                    reuse=Reuse(view, req.today, node))
         if isinstance(node, RequestAddressLeaf):
             return MetadataResponse(200, TEXT, str(request_address).encode(), view.uuid)
         assert isinstance(node, VendorData2Leaf)
         dynamic: list[tuple[str, Any]] = []
+        reuse: Reuse | None = Reuse(view, req.today)
         if "DynamicJSON" in node.providers and self.vendordata is not None:
+            # Another service's answer of the moment: asked again every time.
             dynamic = await self.vendordata.fetch(view)
+            reuse = None
         doc = merge_vendordata2(node.providers, node.static, dynamic)
-        return MetadataResponse(200, JSON, json.dumps(doc).encode(), view.uuid)
+        return MetadataResponse(200, JSON, json.dumps(doc).encode(), view.uuid, reuse=reuse)
 
     async def respond(self, req: MetadataRequest) -> MetadataResponse:
         path = normalise_path(req.path)

@@ -14,13 +14,13 @@ the responder cache rendered trees by identity.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Protocol
 
 from openimds.metadata.view import InstanceView
 
-__all__ = ["AddressMatch", "DictSource", "InstanceSource", "PasswordResult"]
+__all__ = ["AddressMatch", "CachedViews", "DictSource", "InstanceSource", "PasswordResult"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +61,20 @@ class InstanceSource(Protocol):
         ...
 
 
+class CachedViews(Protocol):
+    """What a source offers the answers kept as bytes (`answers.py`), besides `InstanceSource`.
+
+    `cached_view` is synchronous and never loads: the view the source would hand out right now
+    from memory, or None (not loaded, or dropped by a change). A kept answer is valid while its
+    view is still that very object. `on_forget` listeners hear every instance whose cached view
+    was dropped or replaced, so answers built from it can be let go at once.
+    """
+
+    def cached_view(self, uuid: str) -> InstanceView | None: ...
+
+    def add_forget_listener(self, listener: Callable[[str], None]) -> None: ...
+
+
 class DictSource:
     """Views kept in memory. `providers` maps a provider id to the network ids it serves."""
 
@@ -72,12 +86,25 @@ class DictSource:
     ) -> None:
         self._views: dict[str, InstanceView] = {view.uuid: view for view in views}
         self._providers = {k: frozenset(nets) for k, nets in (providers or {}).items()}
+        self._forget_listeners: list[Callable[[str], None]] = []
+
+    def _forgot(self, uuid: str) -> None:
+        for listener in self._forget_listeners:
+            listener(uuid)
 
     def put(self, view: InstanceView) -> None:
         self._views[view.uuid] = view
+        self._forgot(view.uuid)
 
     def delete(self, uuid: str) -> None:
         self._views.pop(uuid, None)
+        self._forgot(uuid)
+
+    def cached_view(self, uuid: str) -> InstanceView | None:
+        return self._views.get(uuid)
+
+    def add_forget_listener(self, listener: Callable[[str], None]) -> None:
+        self._forget_listeners.append(listener)
 
     async def view_for_instance(self, uuid: str) -> InstanceView | None:
         return self._views.get(uuid)
@@ -106,6 +133,7 @@ class DictSource:
         if view.password:
             return PasswordResult.ALREADY_SET
         self._views[uuid] = replace(view, password=password)
+        self._forgot(uuid)
         return PasswordResult.SET
 
     def ready(self) -> bool:

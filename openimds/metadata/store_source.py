@@ -347,6 +347,7 @@ class StoreSource:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self.availability = Availability()
+        self._forget_listeners: list[Callable[[str], None]] = []
 
     # ---- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -399,6 +400,17 @@ class StoreSource:
             raise Unavailable(retry_after=RETRY_AFTER) from exc
         self.availability.succeeded()
         return result
+
+    def cached_view(self, uuid: str) -> InstanceView | None:
+        """The view a request would be served now without waiting, or None (CachedViews).
+
+        Only the current cached view: not the last view of one the feed dropped (requests for
+        it wait for its reload), so nothing kept from it outlives the change."""
+        return self._views.get(uuid)
+
+    def add_forget_listener(self, listener: Callable[[str], None]) -> None:
+        """Call `listener(uuid)` whenever that instance's cached view is dropped (CachedViews)."""
+        self._forget_listeners.append(listener)
 
     def _hit(self, kind: str, hit: bool) -> None:
         if self._on_cache is not None:
@@ -512,6 +524,8 @@ class StoreSource:
     def _forget(self, uuid: str) -> None:
         self._epoch[uuid] += 1
         self._views.pop(uuid, None)
+        for listener in self._forget_listeners:
+            listener(uuid)
         deps = self._deps.pop(uuid, None)
         if deps is None:
             return

@@ -1,0 +1,234 @@
+"""Answers kept as response bytes, and the requests they may answer again.
+
+    slow path: request ─► Responder ─► MetadataResponse(reuse=Reuse(view, today, seeded))
+                                             │ (fastserver.py keeps it)
+                                             ▼
+    fast path: raw request ─► plain_identity ─► AnswerCache.get ─► valid_for ─► head + body
+
+The Responder marks an answer reusable (`respond.Reuse`) when nothing but the instance's view,
+the date, the method, the path and the signed identity decided it. The fast server keeps it here
+as bytes under the request's raw (method, target, X-Instance-ID, X-Tenant-ID), with the
+signature that request carried, and answers later requests with the same key without the
+Responder. A kept answer is given again only while
+
+* the source still hands out the very view object it was rendered from (`CachedViews.
+  cached_view`): every change the feed applies to the instance, its ports, subnets, networks or
+  key pair, a password POST and a metadata options change replace or drop that object;
+* the date is the one it was rendered on (the OpenStack version listing depends on it);
+* the request carries the same signature (checked in constant time), exactly one of each
+  identity header, no provider headers and no session token (`plain_identity`).
+
+Anything else goes to the Responder, which decides as always. Besides the identity check,
+the source's forget listener drops an instance's answers as soon as the feed drops its view,
+so a changed instance holds no memory here. meta_data.json's `random_seed` is spliced in
+fresh per response (`Answer.body`), from the same entropy pool as the slow path.
+
+Pure: no sockets, no clock, no logging; the fast server does the I/O.
+"""
+
+from __future__ import annotations
+
+import binascii
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from datetime import date
+
+from openimds.metadata.gate import GUEST_FORWARDED_HEADER, TOKEN_HEADER, TTL_HEADER
+from openimds.metadata.identify import (
+    FORWARDED_FOR,
+    INSTANCE_ID,
+    PROVIDER,
+    PROVIDER_SIGNATURE,
+    SIGNATURE,
+    TENANT_ID,
+)
+from openimds.metadata.respond import RANDOM_SEED_BYTES
+from openimds.metadata.view import InstanceView
+
+__all__ = ["Answer", "AnswerCache", "AnswerKey", "plain_identity"]
+
+# (method, raw request target, raw X-Instance-ID, raw X-Tenant-ID)
+AnswerKey = tuple[str, bytes, bytes, bytes]
+
+# What a header does to a kept answer.
+_OTHER = 0  # nothing (Host, User-Agent, Accept: only error bodies depend on it)
+_INSTANCE = 1
+_TENANT = 2
+_SIGNATURE = 3
+# X-Forwarded-For: plays no part in a reusable answer, but must be text (a 400 otherwise).
+_FORWARDED = 4
+# Decides the answer in a way a kept one does not know: the Responder must see the request.
+_SLOW = 5
+
+_ROLES: dict[bytes, int] = {
+    INSTANCE_ID.lower().encode(): _INSTANCE,
+    TENANT_ID.lower().encode(): _TENANT,
+    SIGNATURE.lower().encode(): _SIGNATURE,
+    FORWARDED_FOR.lower().encode(): _FORWARDED,
+    PROVIDER.lower().encode(): _SLOW,
+    PROVIDER_SIGNATURE.lower().encode(): _SLOW,
+    TOKEN_HEADER.lower().encode(): _SLOW,
+    TTL_HEADER.lower().encode(): _SLOW,
+    GUEST_FORWARDED_HEADER.lower().encode(): _SLOW,
+}
+# Header names as sent (any case) -> role; bounded, as names are the client's choice.
+_SEEN: dict[bytes, int] = {}
+_SEEN_LIMIT = 1024
+
+
+def _role(name: bytes) -> int:
+    role = _SEEN.get(name)
+    if role is not None:
+        return role
+    # llhttp accepts only token characters in names; anything else is left to the Responder.
+    role = _ROLES.get(name.lower(), _OTHER) if name.isascii() else _SLOW
+    if len(_SEEN) < _SEEN_LIMIT:
+        _SEEN[name] = role
+    return role
+
+
+def plain_identity(headers: Iterable[tuple[bytes, bytes]]) -> tuple[bytes, bytes, bytes] | None:
+    """(instance id, tenant id, signature) of a request signed the plain proxy-mode way, as
+    sent; None when anything else (a duplicate, a provider, a token) could change its answer."""
+    instance = tenant = signature = None
+    for name, value in headers:
+        role = _SEEN.get(name)
+        if role is None:
+            role = _role(name)
+        if not role:
+            continue
+        if role == _INSTANCE:
+            if instance is not None:
+                return None
+            instance = value
+        elif role == _TENANT:
+            if tenant is not None:
+                return None
+            tenant = value
+        elif role == _SIGNATURE:
+            if signature is not None:
+                return None
+            signature = value
+        elif role == _FORWARDED:
+            if not value.isascii():
+                return None
+        else:
+            return None
+    if instance is None or tenant is None or signature is None:
+        return None
+    return instance, tenant, signature
+
+
+class Answer:
+    """One kept response: `head` is the status line and headers as `LeanServer` takes them."""
+
+    __slots__ = (
+        "body",
+        "family",
+        "fields",
+        "head",
+        "log_entry",
+        "metric_key",
+        "signature",
+        "size",
+        "status",
+        "suffix",
+        "today",
+        "uuid",
+        "view",
+    )
+
+    def __init__(
+        self,
+        *,
+        view: InstanceView,
+        today: date,
+        signature: bytes,
+        head: bytes,
+        body: bytes,
+        suffix: bytes | None,
+        status: int,
+        family: str,
+        fields: tuple[str, str, int, int, str, str],
+    ) -> None:
+        self.view = view
+        self.uuid = view.uuid
+        self.today = today
+        self.signature = signature
+        self.head = head
+        # The whole body, or meta_data.json up to its random_seed (then `suffix` after it).
+        self.body = body
+        self.suffix = suffix
+        self.status = status
+        self.family = family
+        self.metric_key = (status, family)
+        # (method, target, status, size, instance, outcome) of the access log line, and the
+        # part of the line they make, formatted once.
+        self.fields = fields
+        self.size = fields[3]
+        method, target, status_, size, instance, outcome = fields
+        # `AccessLog`'s format, from the method to the outcome.
+        self.log_entry = f'"{method} {target}" {status_:d} {size:d} instance={instance} outcome={outcome}'
+
+
+    def content(self, random_bytes: Callable[[int], bytes]) -> bytes:
+        """The body of one response: a fresh random_seed in meta_data.json, as nova does."""
+        suffix = self.suffix
+        if suffix is None:
+            return self.body
+        seed = binascii.b2a_base64(random_bytes(RANDOM_SEED_BYTES), newline=False)
+        return b"".join((self.body, seed, suffix))
+
+
+class AnswerCache:
+    """Answers by `AnswerKey`, at most `size` of them (the oldest goes first)."""
+
+    __slots__ = ("_answers", "_by_instance", "_size", "get")
+
+    def __init__(self, size: int = 65536) -> None:
+        self._size = size
+        self._answers: OrderedDict[AnswerKey, Answer] = OrderedDict()
+        self._by_instance: dict[str, set[AnswerKey]] = {}
+        # The hot path's lookup, bound once.
+        self.get = self._answers.get
+
+    def __len__(self) -> int:
+        return len(self._answers)
+
+    def put(self, key: AnswerKey, answer: Answer) -> None:
+        if self._size <= 0:
+            return
+        answers = self._answers
+        if key in answers:
+            self._discard(key)
+        while len(answers) >= self._size:
+            self._discard(next(iter(answers)))
+        answers[key] = answer
+        self._by_instance.setdefault(answer.uuid, set()).add(key)
+
+    def _discard(self, key: AnswerKey) -> None:
+        answer = self._answers.pop(key, None)
+        if answer is None:
+            return
+        keys = self._by_instance.get(answer.uuid)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._by_instance[answer.uuid]
+
+    def discard(self, key: AnswerKey, answer: Answer) -> None:
+        """Drop `key` if it still holds `answer` (found stale by the hot path)."""
+        if self._answers.get(key) is answer:
+            self._discard(key)
+
+    def drop_instance(self, uuid: str) -> None:
+        """Forget every answer of `uuid` (its view was dropped or replaced)."""
+        keys = self._by_instance.pop(uuid, None)
+        if keys:
+            answers = self._answers
+            for key in keys:
+                answers.pop(key, None)
+
+    def clear(self) -> None:
+        self._answers.clear()
+        self._by_instance.clear()
