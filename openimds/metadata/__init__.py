@@ -1,14 +1,54 @@
 """The metadata API: pure rendering of nova's EC2/OpenStack trees plus the server around it.
 
 Public surface (everything else is internal to the package); see docs/metadata.md.
+
+The names are loaded on first use (PEP 562): other processes import small pure modules of
+this package (the control-api reads `metadata.options` and `metadata.identity`), and an eager
+`__init__` would load the whole server (aiohttp's client, the renderers) into each of them,
+about 30 MB of RSS in a process that never serves metadata.
 """
 
-from openimds.metadata.errors import MetadataError
-from openimds.metadata.identify import IdentifySettings, identify, sign_instance_id
-from openimds.metadata.respond import MetadataRequest, MetadataResponse, Responder, RespondSettings
-from openimds.metadata.source import AddressMatch, DictSource, InstanceSource, PasswordResult
-from openimds.metadata.tree import VendordataOptions, lookup, render_tree
-from openimds.metadata.view import FixedIPView, InstanceView, KeyPairView, PortView, SubnetView
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from openimds.metadata.errors import MetadataError
+    from openimds.metadata.identify import IdentifySettings, identify, sign_instance_id
+    from openimds.metadata.respond import (
+        MetadataRequest,
+        MetadataResponse,
+        Responder,
+        RespondSettings,
+    )
+    from openimds.metadata.source import AddressMatch, DictSource, InstanceSource, PasswordResult
+    from openimds.metadata.tree import VendordataOptions, lookup, render_tree
+    from openimds.metadata.view import FixedIPView, InstanceView, KeyPairView, PortView, SubnetView
+
+# public name -> the module that defines it
+_WHERE = {
+    "MetadataError": "errors",
+    "IdentifySettings": "identify",
+    "identify": "identify",
+    "sign_instance_id": "identify",
+    "MetadataRequest": "respond",
+    "MetadataResponse": "respond",
+    "Responder": "respond",
+    "RespondSettings": "respond",
+    "AddressMatch": "source",
+    "DictSource": "source",
+    "InstanceSource": "source",
+    "PasswordResult": "source",
+    "VendordataOptions": "tree",
+    "lookup": "tree",
+    "render_tree": "tree",
+    "FixedIPView": "view",
+    "InstanceView": "view",
+    "KeyPairView": "view",
+    "PortView": "view",
+    "SubnetView": "view",
+}
 
 __all__ = [
     "AddressMatch",
@@ -32,3 +72,17 @@ __all__ = [
     "render_tree",
     "sign_instance_id",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        # AttributeError lets `from openimds.metadata import <submodule>` import it.
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # once loaded, a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
