@@ -122,6 +122,7 @@ def _serve(args: argparse.Namespace) -> int:
     from openimds.control.app import build_app
     from openimds.inventory.migrate import UpgradeFailed, upgrade_in_child
     from openimds.inventory.store import Store
+    from openimds.linux.malloc import bound_heap_retention
 
     setup_logging(args.debug)
     try:
@@ -138,6 +139,9 @@ def _serve(args: argparse.Namespace) -> int:
     except UpgradeFailed as exc:
         print(f"openimds control-api: {exc}", file=sys.stderr)
         return 1
+    # Password checks (scrypt, 16 MiB each) and list pages run on worker threads: without
+    # this each thread's arena keeps its largest buffers resident (openimds/linux/malloc.py).
+    bound_heap_retention()
     store = Store(database_url(conf))
     try:
         import uvloop

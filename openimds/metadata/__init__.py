@@ -2,10 +2,12 @@
 
 Public surface (everything else is internal to the package); see docs/metadata.md.
 
-The names are loaded on first use (PEP 562): other processes import small pure modules of
-this package (the control-api reads `metadata.options` and `metadata.identity`), and an eager
-`__init__` would load the whole server (aiohttp's client, the renderers) into each of them,
-about 30 MB of RSS in a process that never serves metadata.
+The renderer and the server's names (`respond`, `tree`) are loaded on first use (PEP 562):
+other processes import small pure modules of this package (the control-api reads
+`metadata.options`), and an eager `__init__` would load the whole server (aiohttp's client,
+the renderers) into each of them, about 30 MB of RSS in a process that never serves
+metadata. The small modules stay eager; `identify` must, as its function shares the name of
+its module (a later `import openimds.metadata.identify` would otherwise bind the module here).
 """
 
 from __future__ import annotations
@@ -13,41 +15,29 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from openimds.metadata.errors import MetadataError
+from openimds.metadata.identify import IdentifySettings, identify, sign_instance_id
+from openimds.metadata.source import AddressMatch, DictSource, InstanceSource, PasswordResult
+from openimds.metadata.view import FixedIPView, InstanceView, KeyPairView, PortView, SubnetView
+
 if TYPE_CHECKING:
-    from openimds.metadata.errors import MetadataError
-    from openimds.metadata.identify import IdentifySettings, identify, sign_instance_id
     from openimds.metadata.respond import (
         MetadataRequest,
         MetadataResponse,
         Responder,
         RespondSettings,
     )
-    from openimds.metadata.source import AddressMatch, DictSource, InstanceSource, PasswordResult
     from openimds.metadata.tree import VendordataOptions, lookup, render_tree
-    from openimds.metadata.view import FixedIPView, InstanceView, KeyPairView, PortView, SubnetView
 
-# public name -> the module that defines it
+# lazily loaded public name -> the module that defines it
 _WHERE = {
-    "MetadataError": "errors",
-    "IdentifySettings": "identify",
-    "identify": "identify",
-    "sign_instance_id": "identify",
     "MetadataRequest": "respond",
     "MetadataResponse": "respond",
     "Responder": "respond",
     "RespondSettings": "respond",
-    "AddressMatch": "source",
-    "DictSource": "source",
-    "InstanceSource": "source",
-    "PasswordResult": "source",
     "VendordataOptions": "tree",
     "lookup": "tree",
     "render_tree": "tree",
-    "FixedIPView": "view",
-    "InstanceView": "view",
-    "KeyPairView": "view",
-    "PortView": "view",
-    "SubnetView": "view",
 }
 
 __all__ = [
