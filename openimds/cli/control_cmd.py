@@ -120,8 +120,9 @@ def _serve(args: argparse.Namespace) -> int:
 
     from openimds.config import ConfigError, database_url
     from openimds.control.app import build_app
-    from openimds.inventory.migrate import upgrade_when_reachable
+    from openimds.inventory.migrate import UpgradeFailed, upgrade_in_child
     from openimds.inventory.store import Store
+    from openimds.linux.malloc import bound_heap_retention
 
     setup_logging(args.debug)
     try:
@@ -132,7 +133,15 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     # A database that is not up yet is waited for (one WARNING), not a traceback and exit;
     # once serving, an outage is a 503 per request (docs/control-plane.md).
-    upgrade_when_reachable(database_url(conf))
+    # In a child process: the migration tooling then never occupies the server's memory.
+    try:
+        upgrade_in_child(database_url(conf))
+    except UpgradeFailed as exc:
+        print(f"openimds control-api: {exc}", file=sys.stderr)
+        return 1
+    # Password checks (scrypt, 16 MiB each) and list pages run on worker threads: without
+    # this each thread's arena keeps its largest buffers resident (openimds/linux/malloc.py).
+    bound_heap_retention()
     store = Store(database_url(conf))
     try:
         import uvloop

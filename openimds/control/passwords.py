@@ -11,11 +11,23 @@ import functools
 import hashlib
 import hmac
 import secrets
+import threading
 
 # RFC 7914 interactive-login parameters: ~16 MiB and tens of milliseconds per check.
 N, R, P = 2**14, 8, 1
 _DKLEN = 32
 _MAXMEM = 64 * 1024 * 1024
+# At most this many KDF runs at once in a process: each holds a 16 MiB work buffer, and the
+# control-api runs requests on 32 threads, so a burst of logins (agents restarting together)
+# would otherwise need 32 x 16 MiB at once. The machine's cores bound the useful parallelism
+# of a CPU-bound KDF anyway.
+KDF_SLOTS = 2
+_kdf_slots = threading.BoundedSemaphore(KDF_SLOTS)
+
+
+def _scrypt(password: bytes, salt: bytes, n: int, r: int, p: int, dklen: int) -> bytes:
+    with _kdf_slots:
+        return hashlib.scrypt(password, salt=salt, n=n, r=r, p=p, dklen=dklen, maxmem=_MAXMEM)
 
 
 def _b64(data: bytes) -> str:
@@ -24,9 +36,7 @@ def _b64(data: bytes) -> str:
 
 def hash_password(password: str) -> str:
     salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(
-        password.encode("utf-8"), salt=salt, n=N, r=R, p=P, dklen=_DKLEN, maxmem=_MAXMEM
-    )
+    digest = _scrypt(password.encode("utf-8"), salt, N, R, P, _DKLEN)
     return f"scrypt${N}${R}${P}${_b64(salt)}${_b64(digest)}"
 
 
@@ -37,15 +47,8 @@ def verify_password(password: str, stored: str) -> bool:
         if scheme != "scrypt":
             return False
         expected = base64.b64decode(digest)
-        actual = hashlib.scrypt(
-            password.encode("utf-8"),
-            salt=base64.b64decode(salt),
-            n=int(n),
-            r=int(r),
-            p=int(p),
-            dklen=len(expected),
-            maxmem=_MAXMEM,
-        )
+        actual = _scrypt(password.encode("utf-8"), base64.b64decode(salt), int(n), int(r),
+                         int(p), len(expected))
     except (ValueError, TypeError):
         return False
     return hmac.compare_digest(actual, expected)

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlencode
 
-from sqlalchemy import select
+from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session, selectinload
 
 from openimds.control import placement
@@ -430,14 +430,7 @@ def _list(call: Call, detail: bool) -> Reply:
     limit = _limit(call)
     marker = call.query_one("marker")
     with call.store.read() as s:
-        rows = list(s.scalars(stmt.order_by(Instance.created_at.desc(), Instance.id.desc())))
-        if matches is not None:
-            rows = [r for r in rows if matches(r.name)]
-        if marker is not None:
-            ids = [r.uuid for r in rows]
-            if marker not in ids:
-                raise BadRequest(f"marker [{marker}] not found")
-            rows = rows[ids.index(marker) + 1:]
+        rows = _page(s, stmt, matches, marker, limit)
         links = []
         if limit is not None and len(rows) > limit:
             rows = rows[:limit]
@@ -460,6 +453,34 @@ def _list(call: Call, detail: bool) -> Reply:
         if links:
             body["servers_links"] = links
         return Reply(200, body)
+
+
+# Rows read from the database per round trip while a name filter is applied in Python.
+_STREAM_ROWS = 500
+
+
+def _page(s: Session, stmt: Any, matches: Any, marker: str | None,
+          limit: int | None) -> list[Instance]:
+    """The listed servers after `marker`, newest first, at most `limit` + 1 of them (the one
+    more tells whether a next link is due). Cut in SQL (keyset on created_at, id) and read in
+    batches, so a page of a 100k-instance cloud never loads the other instances."""
+    order = (Instance.created_at.desc(), Instance.id.desc())
+    if marker is not None:
+        anchor = s.scalars(stmt.where(Instance.uuid == marker).limit(1)).first()
+        if anchor is None or (matches is not None and not matches(anchor.name)):
+            raise BadRequest(f"marker [{marker}] not found")
+        stmt = stmt.where(tuple_(Instance.created_at, Instance.id)
+                          < tuple_(anchor.created_at, anchor.id))
+    stmt = stmt.order_by(*order)
+    if matches is None:
+        return list(s.scalars(stmt if limit is None else stmt.limit(limit + 1)))
+    out: list[Instance] = []
+    for row in s.scalars(stmt.execution_options(yield_per=_STREAM_ROWS)):
+        if matches(row.name):
+            out.append(row)
+            if limit is not None and len(out) > limit:
+                break
+    return out
 
 
 def list_servers(call: Call) -> Reply:
