@@ -12,6 +12,7 @@ from openimds.control.call import Call, Reply, get_bool, get_str, resource_body
 from openimds.control.context import scoped
 from openimds.control.distributed_metadata import DISTRIBUTED_OWNER
 from openimds.control.errors import BadRequest, Conflict, Forbidden
+from openimds.control.metadata_vip import METADATA_OWNER
 from openimds.control.ports import DHCP_OWNER, shared_network
 from openimds.control.resources import (
     ListSpec,
@@ -171,13 +172,14 @@ def delete_network(call: Call) -> Reply:
     with call.store.session() as s:
         net = get_visible(s, Network, call.params["id"], call.context, "Network", write=True)
         ports = list(s.scalars(select(Port).where(Port.network_id == net.id)))
-        busy = [p for p in ports if p.device_owner not in (DHCP_OWNER, DISTRIBUTED_OWNER)]
+        busy = [p for p in ports
+                if p.device_owner not in (DHCP_OWNER, DISTRIBUTED_OWNER, METADATA_OWNER)]
         if busy:
             raise Conflict(f"Unable to complete operation on network {net.id}. There are one "
                            f"or more ports still in use on the network "
                            f"({', '.join(p.id for p in busy[:5])}).", type="NetworkInUse")
-        # What the network owns itself (its DHCP and distributed metadata ports, then its
-        # subnets) goes with it.
+        # What the network owns itself (its DHCP, distributed metadata and metadata next hop
+        # ports, then its subnets) goes with it.
         for port in ports:
             s.delete(port)
         s.flush()

@@ -17,6 +17,7 @@ from openimds.metadata_retirement import retiring_until
 __all__ = [
     "DEVICE_OWNER_DHCP",
     "DEVICE_OWNER_DISTRIBUTED",
+    "DEVICE_OWNER_METADATA",
     "ROUTER_INTERFACE_OWNERS",
     "NetworkInfo",
     "PortInfo",
@@ -30,6 +31,9 @@ __all__ = [
 
 DEVICE_OWNER_DHCP = "network:dhcp"
 DEVICE_OWNER_DISTRIBUTED = "network:distributed"
+# The isolated-subnet metadata next hop of a network with several DHCP agents (issue 11
+# item 2): an address reservation whose IP keepalived moves among the DHCP namespaces.
+DEVICE_OWNER_METADATA = "network:metadata"
 # A port with one of these owners and the subnet's gateway IP makes the subnet "routed"
 # (spec neutron-metadata.md section 3.1).
 ROUTER_INTERFACE_OWNERS = frozenset(
