@@ -12,6 +12,7 @@ __all__ = [
     "DISTRIBUTED_OWNER",
     "HA_OWNER",
     "INSTANCE_OWNER_PREFIXES",
+    "METADATA_OWNER",
     "ROUTER_INTERFACE",
     "ROUTER_INTERFACE_OWNERS",
     "is_instance_owner",
@@ -21,6 +22,9 @@ __all__ = [
 DHCP_OWNER = "network:dhcp"
 # The distributed metadata port (issue 12): one per network, the same IP and MAC on every host.
 DISTRIBUTED_OWNER = "network:distributed"
+# The isolated-subnet metadata next hop of a network with several DHCP agents (issue 11 item 2):
+# an address reservation whose IP keepalived moves among the network's DHCP namespaces.
+METADATA_OWNER = "network:metadata"
 # An HA router's port on its project's HA network, one per L3 agent (control/l3_ha.py).
 HA_OWNER = "network:router_ha_interface"
 # What openimds writes on a router interface it creates.

@@ -14,6 +14,7 @@ def test_device_owners_are_neutrons() -> None:
         "network:router_interface", "network:ha_router_replicated_interface",
         "network:router_interface_distributed"}
     assert wire.INSTANCE_OWNER_PREFIXES == ("compute:", "baremetal:")
+    assert wire.METADATA_OWNER == "network:metadata"
 
 
 def test_predicates() -> None:

@@ -69,7 +69,8 @@ _BY_SERVICE: dict[str, list[Registration]] = {
         ("metadata_haproxy", proxy.HAPROXY_OPTS),
         ("metadata_rate_limiting", proxy.AGENT_RATE_LIMIT_OPTS),
     ],
-    "dhcp-agent": [*_COMMON, *_AGENT, *_PROXY_WRITER, ("DEFAULT", dhcp.DEFAULT_OPTS)],
+    "dhcp-agent": [*_COMMON, *_AGENT, *_PROXY_WRITER, ("DEFAULT", dhcp.DEFAULT_OPTS),
+                   ("DEFAULT", [l3.HA_VRRP_ADVERT_INT])],
     "l3-agent": [
         *_COMMON, *_AGENT, *_PROXY_WRITER,
         ("DEFAULT", l3.DEFAULT_OPTS), ("DEFAULT", [proxy.metadata_port]),

@@ -22,7 +22,7 @@ from openimds.control.resources import (
 from openimds.control.serializers import network_dict, select_fields
 from openimds.inventory import errors as inv
 from openimds.inventory.models import Network, Port, RevisionCounter, Subnet
-from openimds.wire import DHCP_OWNER, DISTRIBUTED_OWNER
+from openimds.wire import DHCP_OWNER, DISTRIBUTED_OWNER, METADATA_OWNER
 
 LIST_SPEC = ListSpec(
     model=Network,
@@ -171,13 +171,14 @@ def delete_network(call: Call) -> Reply:
     with call.store.session() as s:
         net = get_visible(s, Network, call.params["id"], call.context, "Network", write=True)
         ports = list(s.scalars(select(Port).where(Port.network_id == net.id)))
-        busy = [p for p in ports if p.device_owner not in (DHCP_OWNER, DISTRIBUTED_OWNER)]
+        busy = [p for p in ports
+                if p.device_owner not in (DHCP_OWNER, DISTRIBUTED_OWNER, METADATA_OWNER)]
         if busy:
             raise Conflict(f"Unable to complete operation on network {net.id}. There are one "
                            f"or more ports still in use on the network "
                            f"({', '.join(p.id for p in busy[:5])}).", type="NetworkInUse")
-        # What the network owns itself (its DHCP and distributed metadata ports, then its
-        # subnets) goes with it.
+        # What the network owns itself (its DHCP, distributed metadata and metadata next hop
+        # ports, then its subnets) goes with it.
         for port in ports:
             s.delete(port)
         s.flush()

@@ -181,7 +181,7 @@ def _boot_image(obj: dict[str, Any]) -> str | None:
 
 def _count(obj: dict[str, Any], key: str) -> int:
     value = obj.get(key, 1)
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, str) and value.isascii() and value.isdigit():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value != 1:
         raise BadRequest(f"Invalid input for {key}: openimds creates one server per request")
@@ -380,7 +380,7 @@ def _limit(call: Call) -> int | None:
     raw = call.query_one("limit")
     if raw is None:
         return None
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):
         raise BadRequest(f"Invalid limit {raw!r}: expected a non-negative integer")
     return min(int(raw), MAX_LIMIT)
 

@@ -30,6 +30,7 @@ from openimds.control.dhcp_scheduling import dhcp_device_id as scheduled_device_
 from openimds.control.dhcp_scheduling import wanted_dhcp_hosts
 from openimds.control.distributed_metadata import sync_metadata_port
 from openimds.control.errors import BadRequest, Conflict
+from openimds.control.metadata_vip import sync_metadata_vip_port
 from openimds.control.ports import build_port, shared_network
 from openimds.control.resources import (
     ListSpec,
@@ -41,7 +42,7 @@ from openimds.control.resources import (
 )
 from openimds.control.serializers import select_fields, subnet_dict
 from openimds.inventory.models import FixedIP, Network, Port, Subnet
-from openimds.wire import DHCP_OWNER, DISTRIBUTED_OWNER, ROUTER_INTERFACE_OWNERS
+from openimds.wire import DHCP_OWNER, DISTRIBUTED_OWNER, METADATA_OWNER, ROUTER_INTERFACE_OWNERS
 
 LIST_SPEC = ListSpec(
     model=Subnet,
@@ -63,7 +64,7 @@ CREATE_FIELDS = ("network_id", "cidr", "ip_version", "name", "gateway_ip", "enab
 UPDATE_FIELDS = ("name", "gateway_ip", "enable_dhcp", "allocation_pools", "host_routes",
                  "dns_nameservers", "description")
 # Ports the network keeps for itself: they let go of a deleted subnet's address on their own.
-NETWORK_OWNED = (DHCP_OWNER, DISTRIBUTED_OWNER)
+NETWORK_OWNED = (DHCP_OWNER, DISTRIBUTED_OWNER, METADATA_OWNER)
 IPV6_MODES = (None, "slaac", "dhcpv6-stateful", "dhcpv6-stateless")
 
 
@@ -91,6 +92,7 @@ def sync_dhcp_port(session: Session, network: Network,
         for port in ports:
             session.delete(port)
         session.flush()
+        sync_metadata_vip_port(session, network)
         return
     if hosts is None:
         targets = {dhcp_device_id(network.id): ""}
@@ -113,6 +115,8 @@ def sync_dhcp_port(session: Session, network: Network,
                              device_id=device_id, device_owner=DHCP_OWNER)
         created.binding_host_id = host
         session.flush()
+    # The metadata next hop follows the DHCP ports (control/metadata_vip.py).
+    sync_metadata_vip_port(session, network)
 
 
 def _sync_addresses(session: Session, network: Network, port: Port,

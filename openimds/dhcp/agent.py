@@ -101,6 +101,7 @@ class DhcpAgent(InventoryAgent):
                 if _ID.match(d) and os.path.isdir(os.path.join(confs, d))
             }
         found |= set(self.applier.proxy_ids())
+        found |= set(self.applier.keepalived_ids())
         return {k for k in found if self.owns(k)}
 
     def children(self, key: str) -> list[int]:
@@ -199,6 +200,7 @@ def dhcp_options_from_conf(conf: Any) -> DhcpOptions:
         dnsmasq_config_file=conf.dnsmasq_config_file or "",
         dnsmasq_dns_servers=tuple(conf.dnsmasq_dns_servers or ()),
         ipv6_enabled=os.path.exists("/proc/net/if_inet6"),
+        vrrp_advert_int=int(conf.ha_vrrp_advert_int),
     )
 
 

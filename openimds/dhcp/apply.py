@@ -30,9 +30,11 @@ from openimds.linux.claims import Claims
 from openimds.linux.converge import execute_pass
 from openimds.linux.dnsmasq import DnsmasqProcess, daemon_argv, find_dnsmasq, netns_inode
 from openimds.linux.fabric import bridge_name, fabric_port_name
+from openimds.linux.keepalived import KeepalivedSupervisor, render_vrrp_conf
 from openimds.linux.netns import netns_exists
-from openimds.linux.observe import Address, Link, addresses, links
+from openimds.linux.observe import Address, Link, addresses, links, normalize_cidr
 from openimds.linux.ports import addresses_match, port_link_state
+from openimds.linux.procfs import pid_in_netns
 from openimds.proxy.haproxy import (
     Connections,
     ProxySpec,
@@ -99,12 +101,17 @@ class DhcpActual:
     proxy_configured: bool = False  # a proxy config owned by this network is on disk
     iptables: ipt.IptablesState = field(default_factory=ipt.IptablesState)
     ip6tables: ipt.IptablesState = field(default_factory=ipt.IptablesState)
+    keepalived_configured: bool = False  # a metadata next hop config of ours on disk
+    keepalived_running: bool = False  # and its process alive in this namespace
 
     def link(self, name: str) -> Link | None:
         return next((x for x in self.links if x.name == name), None)
 
     def fabric_link(self, name: str) -> Link | None:
         return next((x for x in self.fabric_links if x.name == name), None)
+
+
+KEEPALIVED_SUBDIR = "dhcp_ha"  # <state_path>/dhcp_ha/<network id>/keepalived.conf
 
 
 def files_digest(files: dict[str, str]) -> str:
@@ -150,6 +157,8 @@ def diff_dhcp(
     out: list[act.Action] = []
 
     if plan is None:
+        if actual.keepalived_configured:
+            out.append(act.StopKeepalived(network_id))
         if actual.proxy_configured:
             out.append(act.StopProxy(network_id))
         if actual.dnsmasq is not None:
@@ -167,6 +176,10 @@ def diff_dhcp(
 
     if not actual.namespace_exists:
         out.append(act.EnsureNamespace(ns))
+    if plan.vrrp is None and actual.keepalived_configured:
+        # keepalived goes first: it removes its addresses as it stops, and the address sync
+        # below then puts what the plan holds statically.
+        out.append(act.StopKeepalived(network_id))
     out += [
         act.DeleteLink(ns, x.name)
         for x in actual.links
@@ -200,8 +213,9 @@ def diff_dhcp(
         # Before the address goes: haproxy is bound to it.
         out.append(act.StopProxy(network_id))
 
-    if not paired or not addresses_match(actual.addresses, plan.interface, plan.addresses):
-        out.append(act.SyncAddresses(ns, plan.interface, tuple(plan.addresses)))
+    wanted = _wanted_addresses(plan, actual, paired)
+    if not paired or not addresses_match(actual.addresses, plan.interface, wanted):
+        out.append(act.SyncAddresses(ns, plan.interface, wanted))
 
     # The hop-limit rules before the proxy (re)starts, so its first token answer is limited.
     v4 = render_iptables_restore(plan.rules, actual.iptables, plan.chain_prefix)
@@ -232,10 +246,23 @@ def diff_dhcp(
     elif proc is not None and (changed or actual.marker != f"{proc.pid} {digest}"):
         out.append(act.ReloadDnsmasq(pidfile, marker, digest))
 
+    if plan.vrrp is not None:
+        # Always, like the proxy: adopts after an agent restart, restarts a dead one.
+        out.append(act.EnsureKeepalived(network_id, render_vrrp_conf(plan.vrrp), ns))
     if spec is not None:
         # Always: ensure is idempotent and cheap, adopts after a restart, restarts if dead.
         out.append(act.EnsureProxy(spec, ns))
     return out
+
+
+def _wanted_addresses(plan: DhcpPlan, actual: DhcpActual, paired: bool) -> tuple[str, ...]:
+    """The tap's addresses: the plan's, plus the metadata next hops keepalived holds right
+    now (they are its to add and remove). Without a running keepalived none of them may stay:
+    a namespace holding one without being master would answer ARP for it beside the master."""
+    if plan.vrrp is None or not actual.keepalived_running or not paired:
+        return tuple(plan.addresses)
+    held = {a.cidr for a in actual.addresses if a.dev == plan.interface}
+    return (*plan.addresses, *(c for c in plan.vips if normalize_cidr(c) in held))
 
 
 def _read(path: str) -> str | None:
@@ -251,10 +278,12 @@ def observe_dhcp(
     plan: DhcpPlan | None,
     settings: DhcpSettings,
     proxy_ids: Iterable[str],
+    keepalived: KeepalivedSupervisor | None = None,
 ) -> DhcpActual:
     """Read the state of one network on this host (only what `diff_dhcp` looks at)."""
     ns = namespace_name(network_id)
     exists = netns_exists(ns)
+    ka_pid = keepalived.pid(network_id) if keepalived is not None else None
     conf_dir = settings.conf_dir(network_id)
     wanted_fabric = {bridge_name(network_id)}
     if plan is not None:
@@ -275,6 +304,9 @@ def observe_dhcp(
                   else ipt.IptablesState()),
         ip6tables=(ipt.save(ns, ipv6=True, tables=("mangle",))
                    if exists and plan is not None else ipt.IptablesState()),
+        keepalived_configured=(keepalived is not None
+                               and network_id in keepalived.owned_ids()),
+        keepalived_running=ka_pid is not None and exists and pid_in_netns(ka_pid, ns),
     )
 
 
@@ -284,7 +316,8 @@ class DhcpApplier:
     def __init__(self, settings: DhcpSettings, proxy: Any) -> None:
         self.settings = settings
         self.proxy = proxy  # HaproxySupervisor (ensure/stop)
-        self.executor = act.Executor(proxy)
+        self.keepalived = KeepalivedSupervisor(settings.state_path, subdir=KEEPALIVED_SUBDIR)
+        self.executor = act.Executor(proxy, self.keepalived)
         self.claims = Claims(settings.state_path, "network")
 
     def apply(
@@ -295,7 +328,8 @@ class DhcpApplier:
         network_exists: bool,
         log: logging.LoggerAdapter[Any] | logging.Logger = LOG,
     ) -> list[act.Action]:
-        actual = observe_dhcp(network_id, plan, self.settings, self.proxy_ids())
+        actual = observe_dhcp(network_id, plan, self.settings, self.proxy_ids(),
+                              self.keepalived)
         actions = diff_dhcp(
             network_id, plan, actual, self.settings, network_exists=network_exists
         )
@@ -310,10 +344,24 @@ class DhcpApplier:
         found = find_dnsmasq(os.path.join(self.settings.conf_dir(network_id), "pid"))
         if found is not None:
             pids.append(found.pid)
-        proxy_pid = self.proxy.pid(network_id)
-        if proxy_pid is not None:
-            pids.append(proxy_pid)
+        for pid in (self.proxy.pid(network_id), self.keepalived.pid(network_id)):
+            if pid is not None:
+                pids.append(pid)
         return pids
+
+    def vrrp_state(self, network_id: str, plan: DhcpPlan | None) -> str | None:
+        """`active` when this namespace holds the network's metadata next hops, `standby`
+        when keepalived runs here without them, None when no keepalived is planned."""
+        if plan is None or plan.vrrp is None:
+            return None
+        ns = namespace_name(network_id)
+        if not netns_exists(ns):
+            return "standby"
+        held = {a.cidr for a in addresses(ns, plan.interface)}
+        return "active" if all(normalize_cidr(c) in held for c in plan.vips) else "standby"
+
+    def keepalived_ids(self) -> list[str]:
+        return self.keepalived.owned_ids()
 
     def proxy_ids(self) -> list[str]:
         """Networks with a proxy config of ours on disk (metadata networks included)."""

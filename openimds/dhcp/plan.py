@@ -27,10 +27,18 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from openimds.dhcp.model import NetworkInfo, PortInfo, SubnetInfo
+from openimds.dhcp.vrrp import plan_vips, vip_ip
 from openimds.linux.iptables import Rule
+from openimds.linux.keepalived import VrrpConf
 from openimds.proxy.haproxy import METADATA_IPV4, METADATA_IPV4_CIDR, METADATA_IPV6_CIDR
 from openimds.proxy.hoplimit import ttl_rules
-from openimds.wire import DHCP_OWNER, DISTRIBUTED_OWNER, HA_OWNER, ROUTER_INTERFACE_OWNERS
+from openimds.wire import (
+    DHCP_OWNER,
+    DISTRIBUTED_OWNER,
+    HA_OWNER,
+    METADATA_OWNER,
+    ROUTER_INTERFACE_OWNERS,
+)
 
 __all__ = [
     "METADATA_V4",
@@ -62,6 +70,7 @@ IGNORED_OWNERS = frozenset(
         "network:floatingip",
         DHCP_OWNER,
         DISTRIBUTED_OWNER,
+        METADATA_OWNER,
     }
 )
 # Our iptables chains in a qdhcp- namespace (the L3 agent's are openimds-l3-*).
@@ -97,6 +106,8 @@ class DhcpOptions:
     # Which network:dhcp port is ours (Neutron: dhcp_device_id(host, network)). None = the
     # oldest DHCP port of the network, for single-agent deployments.
     dhcp_port_device_id: str | None = None
+    # keepalived's advert interval for the metadata next hop (dhcp/vrrp.py).
+    vrrp_advert_int: int = 2
 
 
 @dataclass(frozen=True)
@@ -198,6 +209,11 @@ class DhcpPlan:
     # When the plan changes by time alone (end of a lease window); None = never.
     next_change_at: datetime | None = None
     isolated: tuple[str, ...] = field(default=())  # ids of isolated DHCP subnets (for logs)
+    # The network's metadata next hops (dhcp/vrrp.py) when keepalived moves them: the
+    # keepalived config, and the addresses it adds and removes on `interface` (which the
+    # address sync leaves as keepalived has them). Without peers they are in `addresses`.
+    vrrp: VrrpConf | None = None
+    vips: tuple[str, ...] = ()
     # mangle rules (iptables-save form) while the proxy runs: the token PUT's answer leaves
     # with the instance's hop limit (proxy/hoplimit.py), over IPv4 and IPv6 alike.
     rules: tuple[Rule, ...] = ()
@@ -296,6 +312,7 @@ def metadata_next_hop(
     dhcp_ip: str | None,
     distributed_ip: str | None,
     gateway: str | None,
+    vip: str | None = None,
 ) -> str | None:
     """Which address option 121/249 sends 169.254.169.254/32 to on one IPv4 subnet (None: no
     metadata route).
@@ -305,11 +322,15 @@ def metadata_next_hop(
       yet falls back to the network_node answer, so a guest never leases a dead route.
     * network_node (spec 3.4): the DHCP port with force_metadata, or on an isolated subnet
       with enable_isolated_metadata; else the router (the gateway) on a routed subnet.
+      Where the DHCP port would be the answer and the network has a metadata next hop
+      (`vip`, a `network:metadata` port's address that keepalived moves among the DHCP
+      namespaces, dhcp/vrrp.py), that address instead: the same for every DHCP agent, and
+      still right when the agent that leased it is gone.
     """
     if metadata_mode == "distributed" and distributed_ip:
         return distributed_ip
     if force_metadata or (isolated and enable_isolated_metadata):
-        return dhcp_ip
+        return vip or dhcp_ip
     if not isolated and gateway:
         return gateway
     return None
@@ -394,6 +415,7 @@ def render_opts(
             dhcp_ip=_ip_in(dhcp_port, subnet.id),
             distributed_ip=_ip_in(local_port, subnet.id),
             gateway=gateway,
+            vip=vip_ip(network, subnet.id),
         )
         if via:
             routes.append(f"{METADATA_V4},{via}")
@@ -538,7 +560,15 @@ def desired_dhcp_state(network: NetworkInfo, opts: DhcpOptions, now: datetime) -
                 prefix = ipaddress.ip_network(subnet.cidr, strict=False).prefixlen
                 addresses.append(f"{ip}/{prefix}")
     bind_v6 = False
+    iface = tap_name(port.id)
+    vips: tuple[str, ...] = ()
+    vrrp = None
     if serve:
+        static, vrrp = plan_vips(network, port, iface,
+                                 [s.id for s in subnets if s.ip_version == 4],
+                                 opts.vrrp_advert_int)
+        addresses += static
+        vips = tuple(c for c, _ in vrrp.vips) if vrrp is not None else ()
         if not any(a.split("/")[0] == METADATA_IP for a in addresses):
             addresses.append(METADATA_V4)
         # fe80::a9fe:a9fe only while no router serves it on this link: a router's qr- port
@@ -550,7 +580,6 @@ def desired_dhcp_state(network: NetworkInfo, opts: DhcpOptions, now: datetime) -
     conf_dir = f"{opts.dhcp_confs.rstrip('/')}/{network.id}"
     ranges, size = _dhcp_ranges(subnets, opts.dhcp_lease_duration, isolated)
     advertised = [s for s in subnets if advertised_here(s, isolated[s.id])]
-    iface = tap_name(port.id)
     dnsmasq = DnsmasqArgs(
         interface=iface,
         conf_dir=conf_dir,
@@ -583,6 +612,8 @@ def desired_dhcp_state(network: NetworkInfo, opts: DhcpOptions, now: datetime) -
         proxy_bind_ipv6=bind_v6,
         next_change_at=next_change,
         isolated=tuple(s.id for s in subnets if isolated[s.id]),
+        vrrp=vrrp,
+        vips=vips,
         rules=tuple(ttl_rules(DHCP_CHAIN_PREFIX, ipv6=False)) if serve else (),
         rules6=(tuple(ttl_rules(DHCP_CHAIN_PREFIX, ipv6=True))
                 if serve and opts.ipv6_enabled else ()),

@@ -20,9 +20,10 @@ openimds needs none.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+
+from openimds.linux.keepalived import VrrpConf, canonical_cidr, render_vrrp_conf
 
 __all__ = [
     "ACTIVE",
@@ -36,8 +37,6 @@ __all__ = [
 
 ACTIVE = "active"
 STANDBY = "standby"
-PRIORITY = 50  # Neutron's HA_DEFAULT_PRIORITY: equal everywhere, nopreempt decides
-GARP_MASTER_DELAY = 60  # Neutron's: a second round of gratuitous ARPs a minute later
 
 
 def ha_name(port_id: str) -> str:
@@ -68,50 +67,14 @@ class HaPlan:
 def render_keepalived_conf(plan: HaPlan) -> str:
     """keepalived.conf text for one HA router (deterministic: the supervisor compares it with
     the file on disk to decide on a reload)."""
-    if not 1 <= plan.vr_id <= 255:
-        raise ValueError(f"VRRP id {plan.vr_id} is outside 1..255")
-    lines = [
-        "global_defs {",
-        f"    router_id {plan.router_id[:36]}",
-        "    vrrp_garp_master_repeat 5",
-        "}",
-        f"vrrp_instance VR_{plan.vr_id} {{",
-        "    state BACKUP",
-        f"    interface {plan.device}",
-        f"    virtual_router_id {plan.vr_id}",
-        f"    priority {PRIORITY}",
-        "    nopreempt",
-        f"    advert_int {plan.advert_int}",
-        f"    garp_master_delay {GARP_MASTER_DELAY}",
-    ]
-    if plan.auth_password:
-        lines += [
-            "    authentication {",
-            f"        auth_type {plan.auth_type or 'PASS'}",
-            f"        auth_pass {plan.auth_password[:8]}",
-            "    }",
-        ]
-    lines += [
-        "    virtual_ipaddress {",
-        f"        {plan.primary} dev {plan.device}",
-        "    }",
-    ]
-    if plan.vips:
-        lines.append("    virtual_ipaddress_excluded {")
-        for cidr, dev in sorted(plan.vips, key=_vip_key):
-            lines.append(f"        {_canonical(cidr)} dev {dev}")
-        lines.append("    }")
-    lines.append("}")
-    return "".join(f"{line}\n" for line in lines)
+    return render_vrrp_conf(VrrpConf(
+        name=plan.router_id, vr_id=plan.vr_id, device=plan.device,
+        vips=((plan.primary, plan.device),), excluded=plan.vips,
+        advert_int=plan.advert_int, auth_type=plan.auth_type,
+        auth_password=plan.auth_password))
 
 
-def _canonical(cidr: str) -> str:
-    return str(ipaddress.ip_interface(cidr))
-
-
-def _vip_key(vip: tuple[str, str]) -> tuple[str, int, str]:
-    iface = ipaddress.ip_interface(vip[0])
-    return (vip[1], iface.version, str(iface))
+_canonical = canonical_cidr
 
 
 def state_from_addresses(plan: HaPlan, held: Iterable[tuple[str, str]]) -> str:

@@ -1,4 +1,9 @@
-"""keepalived as a daemon tracked by its pid file, one per HA router namespace.
+"""keepalived as a daemon tracked by its pid file, one per HA router namespace (and one per
+DHCP namespace holding a network's metadata next hop, under its own `subdir`).
+
+`render_vrrp_conf(VrrpConf)` is the one pure renderer both users share: l3/ha.py (an HA
+router, multicast VRRP over its HA network) and dhcp/vrrp.py (the isolated-subnet metadata
+next hop, unicast VRRP between the network's DHCP ports).
 
 Like haproxy (proxy/supervisor.py) and dnsmasq (linux/dnsmasq.py), everything is rediscovered
 from files under `state_path` (`ha_confs/<router id>/keepalived.conf`, `keepalived.pid`,
@@ -18,20 +23,114 @@ the parent wrote its pid file.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import os
 import shutil
 import signal
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from openimds.linux import procfs
 from openimds.linux.files import read_text, write_atomic
 from openimds.linux.process import CommandFailed, run
 
-__all__ = ["KeepalivedFailed", "KeepalivedSupervisor", "keepalived_argv", "runs_config"]
+__all__ = [
+    "KeepalivedFailed",
+    "KeepalivedSupervisor",
+    "VrrpConf",
+    "canonical_cidr",
+    "keepalived_argv",
+    "render_vrrp_conf",
+    "runs_config",
+]
 
 LOG = logging.getLogger(__name__)
+
+PRIORITY = 50  # Neutron's HA_DEFAULT_PRIORITY: equal everywhere, nopreempt decides
+GARP_MASTER_DELAY = 60  # Neutron's: a second round of gratuitous ARPs a minute later
+
+
+@dataclass(frozen=True)
+class VrrpConf:
+    """One keepalived with one VRRP instance, every copy `state BACKUP`, equal priority and
+    `nopreempt`: a node that comes back never takes the master role from the one holding it.
+
+    `vips` are carried in the advertisements (`virtual_ipaddress`), `excluded` are only
+    added/removed with the state (`virtual_ipaddress_excluded`); both (cidr, device).
+    `unicast_src`/`unicast_peers`: unicast VRRP (no multicast advert on the link, and with
+    `check_unicast_src` an advert from any other source is dropped)."""
+
+    name: str  # global_defs router_id (keepalived keeps it short)
+    vr_id: int
+    device: str
+    vips: tuple[tuple[str, str], ...]
+    excluded: tuple[tuple[str, str], ...] = ()
+    advert_int: int = 2
+    auth_type: str | None = None  # AH | PASS, with auth_password
+    auth_password: str | None = None
+    unicast_src: str | None = None
+    unicast_peers: tuple[str, ...] = ()
+
+
+def canonical_cidr(cidr: str) -> str:
+    return str(ipaddress.ip_interface(cidr))
+
+
+def _vip_key(vip: tuple[str, str]) -> tuple[str, int, str]:
+    iface = ipaddress.ip_interface(vip[0])
+    return (vip[1], iface.version, str(iface))
+
+
+def render_vrrp_conf(conf: VrrpConf) -> str:
+    """keepalived.conf text (deterministic: the supervisor compares it with the file on disk
+    to decide on a reload)."""
+    if not 1 <= conf.vr_id <= 255:
+        raise ValueError(f"VRRP id {conf.vr_id} is outside 1..255")
+    lines = [
+        "global_defs {",
+        f"    router_id {conf.name[:36]}",
+        "    vrrp_garp_master_repeat 5",
+        "}",
+        f"vrrp_instance VR_{conf.vr_id} {{",
+        "    state BACKUP",
+        f"    interface {conf.device}",
+        f"    virtual_router_id {conf.vr_id}",
+        f"    priority {PRIORITY}",
+        "    nopreempt",
+        f"    advert_int {conf.advert_int}",
+        f"    garp_master_delay {GARP_MASTER_DELAY}",
+    ]
+    if conf.unicast_src is not None:
+        lines.append(f"    unicast_src_ip {conf.unicast_src}")
+        lines.append("    check_unicast_src")
+        lines.append("    unicast_peer {")
+        lines += [f"        {peer}" for peer in sorted(conf.unicast_peers, key=_ip_key)]
+        lines.append("    }")
+    if conf.auth_password:
+        lines += [
+            "    authentication {",
+            f"        auth_type {conf.auth_type or 'PASS'}",
+            f"        auth_pass {conf.auth_password[:8]}",
+            "    }",
+        ]
+    lines.append("    virtual_ipaddress {")
+    for cidr, dev in sorted(conf.vips, key=_vip_key):
+        lines.append(f"        {canonical_cidr(cidr)} dev {dev}")
+    lines.append("    }")
+    if conf.excluded:
+        lines.append("    virtual_ipaddress_excluded {")
+        for cidr, dev in sorted(conf.excluded, key=_vip_key):
+            lines.append(f"        {canonical_cidr(cidr)} dev {dev}")
+        lines.append("    }")
+    lines.append("}")
+    return "".join(f"{line}\n" for line in lines)
+
+
+def _ip_key(ip: str) -> tuple[int, int]:
+    addr = ipaddress.ip_address(ip)
+    return (addr.version, int(addr))
 
 
 class KeepalivedFailed(RuntimeError):
@@ -53,8 +152,10 @@ def runs_config(argv: Sequence[str], conf: str) -> bool:
 
 class KeepalivedSupervisor:
     def __init__(self, state_path: str, *, keepalived: str = "keepalived",
-                 ready_timeout: float = 10.0, stop_timeout: float = 5.0) -> None:
-        self.root = os.path.join(state_path, "ha_confs")
+                 ready_timeout: float = 10.0, stop_timeout: float = 5.0,
+                 subdir: str = "ha_confs") -> None:
+        # One folder per user: an L3 and a DHCP agent may share one state_path.
+        self.root = os.path.join(state_path, subdir)
         self.keepalived = keepalived
         self.ready_timeout = ready_timeout
         self.stop_timeout = stop_timeout

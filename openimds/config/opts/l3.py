@@ -4,6 +4,13 @@ from __future__ import annotations
 
 from oslo_config import cfg
 
+# Also the DHCP agent's: keepalived of a network's metadata next hop (dhcp/vrrp.py).
+HA_VRRP_ADVERT_INT = cfg.IntOpt(
+    "ha_vrrp_advert_int", default=2, min=1, max=255,
+    help="Seconds between VRRP advertisements of an HA router's master (l3-agent) or of the "
+         "DHCP namespace holding a network's metadata next hop (dhcp-agent); a backup takes "
+         "over about 3 intervals after the master's last one.")
+
 DEFAULT_OPTS: list[cfg.Opt] = [
     cfg.BoolOpt("enable_metadata_proxy", default=True,
                 help="Run the proxy in every router namespace and install the REDIRECT rule."),
@@ -16,9 +23,7 @@ DEFAULT_OPTS: list[cfg.Opt] = [
                 "besides fe80::a9fe:a9fe, e.g. fd00:ec2::254 for AWS SDKs in "
                 "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE=IPv6 (reached through the guest's "
                 "default route)."),
-    cfg.IntOpt("ha_vrrp_advert_int", default=2, min=1, max=255,
-               help="Seconds between VRRP advertisements of an HA router's master; a backup "
-                    "takes over about 3 intervals after the master's last one."),
+    HA_VRRP_ADVERT_INT,
     cfg.StrOpt("ha_vrrp_auth_type", default="PASS", choices=("AH", "PASS"),
                help="VRRP authentication type (keepalived authentication/auth_type); used "
                     "only when ha_vrrp_auth_password is set."),
