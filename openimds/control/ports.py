@@ -196,8 +196,8 @@ def resolve_fixed_ips(session: Session, network_id: str, requested: Sequence[Any
             # Addresses picked earlier in this same request are not in the table yet.
             used = ipam.used_addresses(session, subnet.id) | {a for s, a in taken
                                                               if s == subnet.id}
-            free = ipam.first_free(ipam.parse_pools(subnet.allocation_pools or []), used,
-                                   subnet.gateway_ip)
+            free = ipam.free_address(ipam.parse_pools(subnet.allocation_pools or []), used,
+                                     subnet.gateway_ip)
             if free is None:
                 raise Conflict(f"No more IP addresses available for subnet {subnet.id}.",
                                type="IpAddressGenerationFailure")

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from sqlalchemy import ColumnElement, Select, select
 from sqlalchemy.orm import Session
 
+from openimds.control import ipam
 from openimds.control.call import Call, parse_bool
 from openimds.control.context import RequestContext, scoped
 from openimds.control.errors import BadRequest, Forbidden, NotFound
@@ -148,13 +149,15 @@ def list_collection(call: Call, session: Session, stmt: Select[Any], *, model: A
     return body
 
 
-def retry_on_race(fn: Callable[[], T], attempts: int = 4) -> T:
+def retry_on_race(fn: Callable[[], T], attempts: int = 10) -> T:
     """Run a whole write transaction again when a concurrent writer took the address or MAC we
     picked (PostgreSQL reports it at commit via the unique constraints). A clash on an address
-    the caller asked for explicitly is detected before the write, so it is never retried."""
+    the caller asked for explicitly is detected before the write, so it is never retried. A
+    retry picks its automatic addresses from a wider window (ipam.spread_for)."""
     for attempt in range(attempts):
         try:
-            return fn()
+            with ipam.race_attempt(attempt):
+                return fn()
         except (inv.IpAddressInUse, inv.MacAddressInUse):
             if attempt == attempts - 1:
                 raise

@@ -4,6 +4,7 @@ real operations on a real store, and concurrent creates."""
 from __future__ import annotations
 
 import ipaddress
+import random
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -249,3 +250,21 @@ def test_invalid_ipv6_modes(env: tuple[Store, RequestContext], body: dict[str, A
     store, ctx = env
     with pytest.raises(BadRequest, match=words):
         new_subnet(store, ctx, **body)
+
+
+def test_a_retried_pick_spreads_over_a_window_of_the_lowest_free_addresses() -> None:
+    pools = ipam.parse_pools([{"start": "10.0.0.2", "end": "10.0.0.254"}])
+    used = {"10.0.0.2", "10.0.0.4"}
+    # First try: the lowest, whatever the rng.
+    assert ipam.pick_free(pools, used, "10.0.0.1", 1, random.Random(0)) == "10.0.0.3"
+    window = {"10.0.0.3", "10.0.0.5", "10.0.0.6", "10.0.0.7", "10.0.0.8", "10.0.0.9",
+              "10.0.0.10", "10.0.0.11"}
+    picks = {ipam.pick_free(pools, used, "10.0.0.1", 8, random.Random(seed))
+             for seed in range(200)}
+    assert picks == window  # only the 8 lowest free, and each of them
+    # A window wider than what is left: still only free addresses, None when full.
+    tiny = ipam.parse_pools([{"start": "10.0.0.2", "end": "10.0.0.4"}])
+    assert ipam.pick_free(tiny, {"10.0.0.2", "10.0.0.4"}, None, 64) == "10.0.0.3"
+    assert ipam.pick_free(tiny, {"10.0.0.2", "10.0.0.3", "10.0.0.4"}, None, 64) is None
+    assert [ipam.spread_for(n) for n in range(0, 11)] == [
+        1, 8, 16, 32, 64, 128, 256, 512, 1024, 1024, 1024]
