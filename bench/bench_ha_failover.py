@@ -32,13 +32,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.multihost.test_ha_failover import (  # noqa: E402
-    Poller,
-    active_host,
-    outage,
-    router_agents,
-)
+from tests.multihost.test_ha_failover import active_host, router_agents  # noqa: E402
 from tests.support.multihost import MultiHostLab, wait_for  # noqa: E402
+from tests.support.polling import Poller, outage  # noqa: E402
 
 NETWORK_NODE = ("dhcp-agent", "l3-agent", "metadata-agent", "l2-agent")
 COMPUTE = ("l2-agent",)
