@@ -1,23 +1,31 @@
-"""Benchmark (issue 11): failover outage per guest on the router path, over N power cuts.
+"""Benchmark (issue 11): failover outage per guest over N power cuts, on the router path or
+the isolated path.
 
 Not a test. The multi-host lab (tests/support/multihost.py): 3 network nodes (DHCP, L3,
-metadata, L2 agents) and 2 compute hosts, VXLAN tenant networks, one HA router (keepalived on
-`max_l3_agents_per_router` = 2 nodes, `ha_vrrp_advert_int` as given) with one network and one
-guest on each compute host. Each guest polls meta_data.json every 200 ms (1 s timeout).
+metadata, L2 agents) and 2 compute hosts, VXLAN tenant networks, `dhcp_agents_per_network` =
+2, `ha_vrrp_advert_int` as given, one network with one guest on each compute host. Each guest
+polls meta_data.json every 200 ms (1 s timeout).
 
-One trial: wait until both guests have answers and the router has exactly one active
-instance; power cut of the node holding it (underlay link, every process, namespaces and
+* `--path router`: the network is behind one HA router (keepalived on
+  `max_l3_agents_per_router` = 2 nodes); a trial cuts the node holding the active router.
+* `--path isolated`: the network has no router; its metadata next hop (a `network:metadata`
+  address, keepalived among the network's 2 DHCP namespaces, docs/dhcp-l3.md) is what a trial
+  cuts: the node whose DHCP namespace holds it.
+
+One trial: wait until both guests have answers and exactly one instance holds the role (plus
+one standby); power cut of the node holding it (underlay link, every process, namespaces and
 devices: MultiHostLab.power_cut); the outage of a guest is the time from its last correct
 answer before the cut to its first one after it. Then the node is powered on and the next
-trial waits until it is alive again (it comes back as a backup, or without the router if the
-failover pass moved its slot meanwhile). Every answer is also checked: the guest's own
+trial waits until it is alive again (it comes back as a backup, or without the router/network
+if the failover pass moved its slot meanwhile). Every answer is also checked: the guest's own
 metadata or a connection error, never another instance's data, never an HTTP error.
 
 Beside the figures: Neutron's recovery when a guest's route to the metadata service points at
-a dead node and only its DHCP client can change it (the isolated path, issue 11 item 2): the
-rebind at 7/8 of the lease (T2, RFC 2131), for the same `dhcp_lease_duration`.
+a dead node and only its DHCP client can change it (Neutron's isolated path): the rebind at
+7/8 of the lease (T2, RFC 2131), for the same `dhcp_lease_duration`.
 
-    .venv/bin/python bench/bench_ha_failover.py [--trials 20] [--advert-int 1]
+    .venv/bin/python bench/bench_ha_failover.py [--path router|isolated] [--trials 20]
+        [--advert-int 1]
 
 Root only; everything is removed at the end, also on failure or Ctrl-C.
 """
@@ -32,13 +40,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.multihost.test_ha_failover import (  # noqa: E402
-    Poller,
-    active_host,
-    outage,
-    router_agents,
+from tests.multihost.test_dhcp_ha_failover import (  # noqa: E402
+    dhcp_hosts,
+    holders,
+    reported,
+    vip_of,
 )
+from tests.multihost.test_ha_failover import active_host, router_agents  # noqa: E402
 from tests.support.multihost import MultiHostLab, wait_for  # noqa: E402
+from tests.support.polling import Poller, outage  # noqa: E402
 
 NETWORK_NODE = ("dhcp-agent", "l3-agent", "metadata-agent", "l2-agent")
 COMPUTE = ("l2-agent",)
@@ -54,6 +64,7 @@ def percentile(values: list[float], p: float) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--path", choices=("router", "isolated"), default="router")
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--advert-int", type=int, default=1,
                         help="ha_vrrp_advert_int (Neutron's default is 2)")
@@ -78,9 +89,28 @@ def main() -> int:
                           if alive and t == "L3 agent"} == nodes, timeout=120)
         net = lab.cli("network", "create", "ha-bench")
         sub = lab.cli("subnet", "create", "ha-bench", "--network", net["id"], "--subnet-range",
-                      "10.20.0.0/24")
-        router = lab.cli("router", "create", "ha-bench")["id"]
-        assert lab.cli_raw("router", "add", "subnet", router, sub["id"]).returncode == 0
+                      "10.20.0.0/24",
+                      *(("--no-gateway",) if args.path == "isolated" else ()))
+        if args.path == "router":
+            router = lab.cli("router", "create", "ha-bench")["id"]
+            assert lab.cli_raw("router", "add", "subnet", router, sub["id"]).returncode == 0
+
+            def holder() -> str | None:
+                return active_host(lab, router)
+
+            def settled() -> bool:
+                return len(router_agents(lab, router)) == 2
+        else:
+            vip = vip_of(lab, net["id"])
+
+            def holder() -> str | None:
+                held = holders(lab, net["id"], vip)
+                return held[0] if len(held) == 1 else None
+
+            def settled() -> bool:
+                # Two DHCP namespaces with keepalived: one master, one backup.
+                return (len(dhcp_hosts(lab, net["id"])) == 2
+                        and sorted(reported(lab, net["id"]).values()) == ["active", "standby"])
         guests = []
         for cmp in ("cmp-1", "cmp-2"):
             server = lab.cli("server", "create", f"vm-{cmp}", "--network", net["id"],
@@ -94,7 +124,8 @@ def main() -> int:
         pollers = [Poller(lab, host, guest, cmp) for cmp, _, host, guest in guests]
         outages: list[float] = []
         for trial in range(1, args.trials + 1):
-            victim_name = wait_for(lambda: active_host(lab, router), timeout=120)
+            wait_for(settled, timeout=120)
+            victim_name = wait_for(holder, timeout=120)
             wait_for(lambda: all(sum(1 for x in p.answers() if x[1] == 200
                                      and x[0] > time.time() - 2) >= 3 for p in pollers),
                      timeout=120)
@@ -109,7 +140,7 @@ def main() -> int:
             lab.power_on(victim)
             wait_for(lambda name=victim_name: all(
                 alive for (h, _), alive in lab.agents_alive().items() if h == name), timeout=120)
-            wait_for(lambda: len(router_agents(lab, router)) == 2, timeout=120)
+            wait_for(settled, timeout=120)
             print(f"  trial {trial:2d}: cut {victim_name}, outage "
                   f"{', '.join(f'{g:.2f} s' for g in gaps)}; load {os.getloadavg()[0]:.1f}",
                   flush=True)
@@ -121,7 +152,9 @@ def main() -> int:
                     if x[1] not in (0, 200) or x[1] == 200 and x[2] != server_id]
         p50, p99, worst = (percentile(outages, 50), percentile(outages, 99), max(outages))
         t2 = LEASE * 7 / 8
-        print(f"\nrouter path, {args.trials} power cuts of the active router's node, "
+        what = ("the active router's node" if args.path == "router"
+                else "the node holding the isolated network's metadata next hop")
+        print(f"\n{args.path} path, {args.trials} power cuts of {what}, "
               f"{len(outages)} guest outages (ha_vrrp_advert_int = {args.advert_int}):")
         print(f"  outage per guest  p50 {p50:.2f} s, p99 {p99:.2f} s, max {worst:.2f} s")
         print(f"  wrong answers (another instance's data or an HTTP error): {len(bad)}")

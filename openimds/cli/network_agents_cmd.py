@@ -112,6 +112,7 @@ def agent_report(service: str, conf: Any, agent: Any) -> Any:
         return AgentReport(DHCP_AGENT, conf.host, lambda: {
             "dhcp_driver": "dnsmasq", "dhcp_lease_duration": int(conf.dhcp_lease_duration),
             "networks": count("networks"), "synced_revision": agent.synced_revision(),
+            "metadata_next_hops": agent.vrrp_states(),
             "log_agent_heartbeats":
             bool(conf.AGENT.log_agent_heartbeats)},
             availability_zone=conf.AGENT.availability_zone)

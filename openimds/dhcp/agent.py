@@ -15,7 +15,7 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from openimds.dhcp.apply import DhcpApplier, DhcpSettings
@@ -128,6 +128,26 @@ class DhcpAgent(InventoryAgent):
         self.applier.apply(key, plan, network_exists=network is not None, log=log)
         self.apply_port_security(key, snap)
         return plan.next_change_at if plan else None
+
+    def vrrp_states(self) -> dict[str, str]:
+        """network id -> `active`/`standby` for the networks whose metadata next hop this
+        agent's keepalived takes part in (dhcp/vrrp.py), as the namespaces show them now
+        (reported as configurations.metadata_next_hops)."""
+        snap = self.snapshot
+        if snap is None:
+            return {}
+        out: dict[str, str] = {}
+        for nid, network in self._model(snap).items():
+            ours = self.scheduled_port(snap, nid)
+            if ours is False:
+                continue
+            options = replace(self.options, dhcp_port_device_id=ours) \
+                if isinstance(ours, str) else self.options
+            state = self.applier.vrrp_state(nid, desired_dhcp_state(network, options,
+                                                                    datetime.now(UTC)))
+            if state is not None:
+                out[nid] = state
+        return out
 
     def apply_port_security(self, network_id: str, snap: Snapshot) -> None:
         """The network bridge's port-security table, recomputed from the snapshot's ports and

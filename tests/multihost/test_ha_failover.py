@@ -15,10 +15,7 @@ on converges without a second outage.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,28 +24,11 @@ from typing import Any
 import pytest
 
 from tests.multihost.conftest import COMPUTE, NETWORK_NODE
-from tests.support.multihost import PYTHON, MultiHostLab, SimHost, _env, wait_for
+from tests.support.multihost import MultiHostLab, wait_for
+from tests.support.polling import Poller, outage, timeline
 
 DOWN_TIME = 8
 BAR = 10.0  # seconds: the issue's bar for p99 of the outage
-
-POLLER = """
-import json, sys, time, urllib.request, urllib.error
-url = 'http://169.254.169.254/openstack/latest/meta_data.json'
-out = open(sys.argv[1], 'a', buffering=1)
-while True:
-    t = time.time()
-    try:
-        with urllib.request.urlopen(url, timeout=1) as r:
-            status, uuid = r.status, json.loads(r.read()).get('uuid')
-    except urllib.error.HTTPError as e:
-        status, uuid = e.code, None
-    except (OSError, ValueError) as e:
-        status, uuid = 0, type(e).__name__
-    out.write(json.dumps([t, status, uuid]) + '\\n')
-    time.sleep(max(0.0, 0.2 - (time.time() - t)))
-"""
-
 
 @pytest.fixture(scope="module")
 def ha_lab() -> Iterator[MultiHostLab]:
@@ -73,31 +53,6 @@ def ha_lab() -> Iterator[MultiHostLab]:
         lab.cleanup()
 
 
-class Poller:
-    """A guest's metadata poll loop (inside the guest namespace), one JSON line per answer."""
-
-    def __init__(self, lab: MultiHostLab, host: SimHost, guest: str, name: str) -> None:
-        self.log = lab.root / f"poll-{name}.jsonl"
-        self.proc = subprocess.Popen(
-            host.argv("ip", "netns", "exec", guest, PYTHON, "-c", POLLER, str(self.log)),
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
-
-    def answers(self) -> list[tuple[float, int, str | None]]:
-        if not self.log.exists():
-            return []
-        lines = self.log.read_text().splitlines()
-        return [tuple(json.loads(line)) for line in lines if line.endswith("]")]  # type: ignore[misc]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
 def router_agents(lab: MultiHostLab, router_id: str) -> dict[str, str]:
     """host -> ha_state, as `openimds network agent list --router R --long` shows it."""
     return {a["host"]: a["ha_state"] for a in
@@ -108,27 +63,6 @@ def active_host(lab: MultiHostLab, router_id: str) -> str | None:
     states = router_agents(lab, router_id)
     active = [h for h, s in states.items() if s == "active"]
     return active[0] if len(active) == 1 and len(states) == 2 else None
-
-
-def outage(answers: list[tuple[float, int, str | None]], cut: float) -> float:
-    """Seconds between the last good answer before the cut and the first one after it."""
-    before = [t for t, status, _ in answers if status == 200 and t < cut]
-    after = [t for t, status, _ in answers if status == 200 and t >= cut]
-    assert before and after, "no good answer on one side of the cut"
-    return after[0] - before[-1]
-
-
-def timeline(answers: list[tuple[float, int, str | None]], cut: float) -> str:
-    """Runs of equal outcomes, in seconds after the cut: what a failure message shows."""
-    runs: list[list[Any]] = []
-    for t, status, what in answers:
-        key = (status, what if status != 200 else "ok")
-        if runs and runs[-1][2] == key:
-            runs[-1][1] = t - cut
-            runs[-1][3] += 1
-        else:
-            runs.append([t - cut, t - cut, key, 1])
-    return "; ".join(f"{a:.1f}..{b:.1f} {k[0]} {k[1]} x{n}" for a, b, k, n in runs)
 
 
 def test_power_cut_of_the_active_router_node(ha_lab: MultiHostLab) -> None:
