@@ -54,8 +54,9 @@ _HTTP_LOG = edge_logger("openimds.metadata.http")
 # Distinct heads seen; a bound so odd extra headers (token TTL echoes) cannot grow it forever.
 _HEAD_CACHE_SIZE = 4096
 _PATH_CACHE_SIZE = 4096
-# Answers kept as bytes (about 0.5 KB each beside the documents the trees hold anyway).
-ANSWER_CACHE_SIZE = 65536
+# Answers kept as bytes (about 0.5 KB each beside the documents the trees hold anyway):
+# `[DEFAULT] metadata_answer_cache_size`.
+ANSWER_CACHE_SIZE = 131072
 _REUSABLE_METHODS = ("GET", "HEAD")
 
 
