@@ -489,3 +489,24 @@ def test_seed_pool_texts_are_canonical_base64_of_512_fresh_bytes() -> None:
     # The characters come from the random bytes in order (their low 6 bits).
     alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
     assert seeds[1][:682] == bytes(alphabet[b & 63] for b in reads[0][683 : 683 + 682])
+
+
+@pytest.mark.parametrize("seconds", [0.0, 0.0000123, 0.0000499, 0.00005, 0.0012, 0.25])
+async def test_access_log_again_writes_the_handlers_line(seconds: float) -> None:
+    import io
+
+    from openimds.metadata.access import AccessLog
+
+    log = logging.Logger("test.answers.access", logging.INFO)
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(name)s %(message)s"))
+    log.addHandler(handler)
+    access = AccessLog(log)
+    assert access.batch_on(asyncio.get_running_loop())
+    answer = _answer(UUID_A)
+    access("10.0.0.5", *answer.fields, seconds)
+    access.again("10.0.0.5", answer.log_entry, answer.fields, seconds)
+    access.flush()
+    first, second = stream.getvalue().splitlines()
+    assert first == second
