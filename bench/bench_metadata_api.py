@@ -312,12 +312,17 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-def view_misses(ops: str) -> float:
+def cache_count(ops: str, cache: str, result: str) -> float:
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     with opener.open(ops + "/metrics", timeout=10) as resp:
         text = resp.read().decode()
-    m = re.search(r'openimds_metadata_cache_total\{cache="view",result="miss"\} ([\d.e+]+)', text)
+    pattern = 'openimds_metadata_cache_total\\{cache="' + cache + '",result="' + result + '"\\}'
+    m = re.search(pattern + r" ([\d.e+]+)", text)
     return float(m.group(1)) if m else 0.0
+
+
+def view_misses(ops: str) -> float:
+    return cache_count(ops, "view", "miss")
 
 
 def warm(base: str, ops: str, pairs: list[tuple[str, str]], workers: int) -> bytes:
@@ -486,6 +491,14 @@ def main() -> int:
                         h = run_wrk(hap_name, hbase, args, script, hap.pid)
                         for kind in kinds:
                             rounds[kind].append((measured[kind], h))
+                    for kind in kinds:
+                        # Requests the fast layer answered from the answers kept as bytes
+                        # (metadata_answer_cache_size), against all it looked up there.
+                        hits = cache_count(apis[kind][2], "answer", "hit")
+                        misses = cache_count(apis[kind][2], "answer", "miss")
+                        if hits or misses:
+                            print(f"[{kind}] answers kept as bytes: {hits:.0f} hits, "
+                                  f"{misses:.0f} misses", flush=True)
                 finally:
                     for proc, *_ in apis.values():
                         stop(proc)

@@ -108,6 +108,7 @@ def settings_from_conf(conf: Any) -> Any:
         database_url=database_url(conf),
         log_file=str(conf.log_file) if conf.log_file else None,
         http_server=str(conf.metadata_http_server),
+        answer_cache_size=int(conf.metadata_answer_cache_size),
     )
 
 

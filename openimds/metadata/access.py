@@ -175,7 +175,9 @@ class AccessLog:
         batch = self._batch
         if batch is not None:
             if self._logger.isEnabledFor(logging.INFO):
-                batch.add(f"{peer} {entry} {seconds * 1000:.1f}ms")
+                ms = seconds * 1000
+                # What "%.1f" makes of it: answers from bytes take a few microseconds.
+                batch.add(f"{peer} {entry} {'0.0' if ms < 0.04 else format(ms, '.1f')}ms")
             return
         self(peer, *fields, seconds)
 

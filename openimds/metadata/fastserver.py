@@ -15,7 +15,7 @@ request with that key inside the parser callback, without a Request, a coroutine
 Responder: it checks the raw identity headers, that the source still hands out the view the
 answer was made from (the change feed replaces or drops it on any change that matters), the
 date, and the signature against the one that made the answer (constant time); it splices a
-fresh pooled `random_seed` into meta_data.json; and it counts the request in the metrics and
+fresh pooled `random_seed` into meta_data.json (`answers.SeedPool`); and it counts the request in the metrics and
 the access log exactly as the handler would (both batched: no syscall per request). Whatever
 it cannot answer goes to the handler.
 
@@ -32,7 +32,13 @@ from datetime import UTC, date, datetime, timedelta
 from openimds.edge import edge_logger
 from openimds.leanhttp import LeanServer, Request, Shortcut, status_head
 from openimds.metadata.access import AccessLog
-from openimds.metadata.answers import Answer, AnswerCache, plain_identity
+from openimds.metadata.answers import (
+    Answer,
+    AnswerCache,
+    SeedPool,
+    encoded_seeds,
+    plain_identity,
+)
 from openimds.metadata.metrics import MetadataMetrics
 from openimds.metadata.respond import (
     PASSWORD_MAX_BYTES,
@@ -48,8 +54,9 @@ _HTTP_LOG = edge_logger("openimds.metadata.http")
 # Distinct heads seen; a bound so odd extra headers (token TTL echoes) cannot grow it forever.
 _HEAD_CACHE_SIZE = 4096
 _PATH_CACHE_SIZE = 4096
-# Answers kept as bytes (about 0.5 KB each beside the documents the trees hold anyway).
-ANSWER_CACHE_SIZE = 65536
+# Answers kept as bytes (about 0.5 KB each beside the documents the trees hold anyway):
+# `[DEFAULT] metadata_answer_cache_size`.
+ANSWER_CACHE_SIZE = 131072
 _REUSABLE_METHODS = ("GET", "HEAD")
 
 
@@ -171,7 +178,10 @@ def fast_metadata_server(
 
     shortcut: Shortcut | None = None
     if cached_view is not None:
-        shortcut = _shortcut(answers, cached_view, responder, metrics, clock, random_bytes, log)
+        # The default pool makes seed texts without a base64 encoder; a given source is
+        # encoded per response.
+        seeds = SeedPool() if entropy is None else encoded_seeds(entropy)
+        shortcut = _shortcut(answers, cached_view, responder, metrics, clock, seeds, log)
 
     return LeanServer(
         handle,
@@ -194,7 +204,7 @@ def _shortcut(
     responder: Responder,
     metrics: MetadataMetrics | None,
     clock: Callable[[], datetime],
-    random_bytes: Callable[[int], bytes],
+    seeds: Callable[[], bytes],
     log: AccessLog,
 ) -> Shortcut:
     """The hot path: a kept answer for a request, or None (see the module docstring)."""
@@ -247,7 +257,7 @@ def _shortcut(
             return None
         if not compare_digest(answer.signature, identity[2]):
             return None  # the Responder refuses it (403), and logs why
-        body = answer.content(random_bytes) if answer.suffix is not None else answer.body
+        body = answer.content(seeds) if answer.suffix is not None else answer.body
         elapsed = perf_counter() - started
         if answered_again is not None:
             answered_again(answer.metric_key, elapsed, answer.uuid)

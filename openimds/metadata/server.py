@@ -77,6 +77,8 @@ class MetadataSettings:
     log_file: str | None = None
     # The guest-facing HTTP layer: "fast" (fastserver.py, httptools protocol) or "aiohttp".
     http_server: str = "fast"
+    # Answers the fast layer keeps as response bytes (answers.py); 0: none.
+    answer_cache_size: int = 131072
 
 
 async def _read_limited(request: web.BaseRequest, limit: int) -> bytes:
@@ -352,7 +354,8 @@ async def _start_guest(
     if settings.http_server == "fast":
         from openimds.metadata.fastserver import fast_metadata_server
 
-        server = fast_metadata_server(worker.responder, worker.metrics, access_log=access_log)
+        server = fast_metadata_server(worker.responder, worker.metrics, access_log=access_log,
+                                      answer_cache_size=settings.answer_cache_size)
         await server.start_tcp(settings.listen, settings.port, reuse_port=reuse_port)
         LOG.info("listening on %s:%d", settings.listen, settings.port)
         return lambda: server.close(settings.shutdown_timeout)

@@ -9,8 +9,10 @@ a server that keeps no answers (the Responder alone).
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
+import os
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -24,7 +26,7 @@ from openimds.inventory.migrate import open_store
 from openimds.inventory.models import FixedIP, Instance, KeyPair, Network, Port
 from openimds.inventory.store import Store
 from openimds.leanhttp import LeanServer
-from openimds.metadata.answers import Answer, AnswerCache, plain_identity
+from openimds.metadata.answers import Answer, AnswerCache, SeedPool, plain_identity
 from openimds.metadata.fastserver import fast_metadata_server
 from openimds.metadata.gate import TOKEN_HEADER, TTL_HEADER
 from openimds.metadata.identify import IdentifySettings, sign_instance_id
@@ -467,3 +469,44 @@ def test_dict_source_tells_listeners_of_every_replaced_view() -> None:
     asyncio.run(source.set_password(UUID_A, "pw"))
     source.delete(UUID_A)
     assert heard == [UUID_A] * 3 and source.cached_view(UUID_A) is None
+
+
+def test_seed_pool_texts_are_canonical_base64_of_512_fresh_bytes() -> None:
+    reads: list[bytes] = []
+
+    def urandom(n: int) -> bytes:
+        data = os.urandom(n)
+        reads.append(data)
+        return data
+
+    pool = SeedPool(urandom, size=683 * 3)
+    seeds = [pool() for _ in range(7)]
+    # 683 random bytes per seed (one per character before the "="), none used twice.
+    assert len(reads) == 3 and len(set(seeds)) == 7
+    for text in seeds:
+        raw = base64.b64decode(text, validate=True)
+        assert len(raw) == 512 and base64.b64encode(raw) == text
+    # The characters come from the random bytes in order (their low 6 bits).
+    alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    assert seeds[1][:682] == bytes(alphabet[b & 63] for b in reads[0][683 : 683 + 682])
+
+
+@pytest.mark.parametrize("seconds", [0.0, 0.0000123, 0.0000499, 0.00005, 0.0012, 0.25])
+async def test_access_log_again_writes_the_handlers_line(seconds: float) -> None:
+    import io
+
+    from openimds.metadata.access import AccessLog
+
+    log = logging.Logger("test.answers.access", logging.INFO)
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(name)s %(message)s"))
+    log.addHandler(handler)
+    access = AccessLog(log)
+    assert access.batch_on(asyncio.get_running_loop())
+    answer = _answer(UUID_A)
+    access("10.0.0.5", *answer.fields, seconds)
+    access.again("10.0.0.5", answer.log_entry, answer.fields, seconds)
+    access.flush()
+    first, second = stream.getvalue().splitlines()
+    assert first == second

@@ -50,9 +50,19 @@ metadata_http_server = cfg.StrOpt(
     "same responder decides them).",
 )
 
+metadata_answer_cache_size = cfg.IntOpt(
+    "metadata_answer_cache_size",
+    default=131072,
+    min=0,
+    help="openimds: answers the `fast` HTTP layer keeps as complete response bytes, per "
+    "worker (each about 0.5 KB beside the document it shares with the rendered tree), to "
+    "answer the same signed GET or HEAD again without the responder; every change the "
+    "change feed applies to an instance drops its answers. 0 keeps none.",
+)
+
 DEFAULT_OPTS: list[cfg.Opt] = [
     enabled_apis, metadata_listen, metadata_listen_port, metadata_workers,
-    metrics_listen, metrics_listen_port, metadata_http_server,
+    metrics_listen, metrics_listen_port, metadata_http_server, metadata_answer_cache_size,
 ]
 
 # openimds defaults to proxy mode (nova's default is false): the agent in front of the API
