@@ -115,9 +115,27 @@ class Snapshot:
     subnets: tuple[Mapping[str, Any], ...] = ()
     ports: tuple[Mapping[str, Any], ...] = ()
     routers: tuple[Mapping[str, Any], ...] = ()
+    # Groupings made by `grouped`, kept with the snapshot (it never changes once made).
+    _groups: dict[tuple[str, str], dict[str, tuple[Mapping[str, Any], ...]]] = field(
+        default_factory=dict, init=False, compare=False, repr=False, hash=False)
 
     def ids(self, resource: str) -> set[str]:
         return {d["id"] for d in getattr(self, resource)}
+
+    def grouped(self, resource: str, key: str) -> Mapping[str, tuple[Mapping[str, Any], ...]]:
+        """The rows of `resource` by their `key` value (e.g. ports by network_id), in list
+        order; rows without it are left out. Made once per snapshot: one pass over the rows
+        instead of one per network (100k ports x 100 networks was seconds per change)."""
+        found = self._groups.get((resource, key))
+        if found is None:
+            lists: dict[str, list[Mapping[str, Any]]] = {}
+            for d in getattr(self, resource):
+                value = d.get(key)
+                if value:
+                    lists.setdefault(str(value), []).append(d)
+            found = {k: tuple(v) for k, v in lists.items()}
+            self._groups[(resource, key)] = found
+        return found
 
     def find(self, resource: str, rid: str) -> Mapping[str, Any] | None:
         return next((d for d in getattr(self, resource) if d["id"] == rid), None)
