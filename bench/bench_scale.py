@@ -32,6 +32,7 @@ Only processes started here are stopped, by pid.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -66,9 +67,11 @@ from _harness import (  # noqa: E402
 )
 
 from openimds.control import auth  # noqa: E402
+from openimds.control.scheduling import DHCP_AGENT  # noqa: E402
 from openimds.dhcp.plan import dhcp_device_id  # noqa: E402
 from openimds.inventory.migrate import open_store  # noqa: E402
 from openimds.inventory.models import (  # noqa: E402
+    Agent,
     FixedIP,
     Image,
     Instance,
@@ -146,6 +149,14 @@ def seed(url: str, ports: int, networks: int, hosted: int) -> Layout:
                 layout.routers.append(router)
                 special.append((str(uuid.uuid4()), net, "network:router_interface", router))
         with store.session() as s:
+            # The other host's DHCP agent, alive for the whole run (its heartbeat lies ahead):
+            # the networks scheduled to it stay there when this host's agent registers.
+            later = now + timedelta(days=1)
+            s.execute(Agent.__table__.insert(), [{
+                "id": str(uuid.uuid4()), "agent_type": DHCP_AGENT, "binary": "neutron-dhcp-agent",
+                "topic": "dhcp_agent", "host": OTHER_HOST, "admin_state_up": True,
+                "description": "", "configurations": {}, "created_at": now,
+                "started_at": now, "heartbeat_timestamp": later}])
             s.execute(Router.__table__.insert(), [
                 {**base, "id": r, "name": f"scale-r{i}", "description": "", "tags": []}
                 for i, r in enumerate(layout.routers)])
@@ -282,8 +293,10 @@ class Api:
 def start_control_api(tmp: Path, db_url: str) -> tuple[subprocess.Popen[bytes], str, Path]:
     port = free_port()
     conf = tmp / "control.conf"
+    # No failover: the networks of the other (simulated) DHCP agent must stay with it.
     conf.write_text(f"[DEFAULT]\nstate_path = {tmp}\nbind_host = 127.0.0.1\n"
-                    f"bind_port = {port}\n\n[database]\nconnection = {db_url}\n")
+                    f"bind_port = {port}\nallow_automatic_dhcp_failover = false\n"
+                    f"\n[database]\nconnection = {db_url}\n")
     log_path = tmp / "control-api.log"
     log = open(log_path, "wb")  # noqa: SIM115 - the process holds it; closed at exit
     proc = subprocess.Popen([sys.executable, "-m", "openimds", "control-api", "--config-file",
@@ -493,6 +506,23 @@ def dhcp_ready(fabric: str, hosted: list[str]) -> Callable[[list[tuple[str, str,
     return check
 
 
+def leftovers(tmp: Path) -> list[int]:
+    """Pids of processes whose command line names this run's directory (dnsmasq, haproxy
+    started by the DHCP agent): what must not outlive the run."""
+    mine = os.getpid()
+    out = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == mine:
+            continue
+        try:
+            cmd = Path(f"/proc/{entry.name}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if str(tmp).encode() in cmd:
+            out.append(int(entry.name))
+    return out
+
+
 # ---- main ------------------------------------------------------------------------------------
 
 
@@ -518,11 +548,13 @@ def main() -> int:
     db_url = f"sqlite:///{tmp / 'openimds.sqlite'}"
     api_proc = None
     hosted: list[str] = []
+    all_networks: list[str] = []
     status = 0
     try:
         t0 = time.monotonic()
         layout = seed(db_url, args.ports, args.networks, args.hosted)
         hosted = layout.networks[:args.hosted]
+        all_networks = layout.networks
         total = sum(len(v) for v in layout.ports_by_network.values()) + 2 * args.networks \
             - (args.networks - len(layout.routers))
         print(f"seeded {total} ports ({args.networks} networks, {len(layout.routers)} routers, "
@@ -597,8 +629,13 @@ def main() -> int:
         if api_proc is not None:
             stop(api_proc)
         if not args.no_agents:
-            for net in hosted:
+            # Every network's, not only the hosted ones: had scheduling moved more networks
+            # here, their dnsmasq and haproxy must not outlive the run.
+            for net in all_networks:
                 kill_and_delete(f"qdhcp-{net}")
+            for pid in leftovers(tmp):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             if netns_inode(fabric) is not None:
                 kill_and_delete(fabric)
         shutil.rmtree(tmp, ignore_errors=True)

@@ -45,6 +45,7 @@ from typing import Any, Protocol
 
 from openimds.linux.logsink import LogSink
 from openimds.linux.pidwatch import CrashBackoff, PidWatcher
+from openimds.rows import compact_row
 
 __all__ = [
     "RESOURCES",
@@ -276,7 +277,9 @@ class ControlInventory:
         async with _client_errors("listing the inventory"):
             body = await self.client.changes(since=0, timeout=0, limit=0)
             revision = int(_get(body, "current_revision") or 0)
-            lists = [_unwrap(await self.client.list(r), r) for r in RESOURCES]
+            # Compacted page by page: 100k ports as plain dicts were ~250 MB at once.
+            lists = [_unwrap(await self.client.list(r, each=compact_row), r)
+                     for r in RESOURCES]
         return Snapshot(revision, *(tuple(x) for x in lists))
 
     async def fetch(self, resource: str, rid: str) -> Mapping[str, Any] | None:
@@ -284,7 +287,7 @@ class ControlInventory:
 
         async with _client_errors(f"reading {resource} {rid}"):
             try:
-                return dict(await self.client.get(resource, rid))
+                return compact_row(await self.client.get(resource, rid))
             except ApiError as exc:
                 if exc.status == 404:  # deleted since the change was recorded
                     return None
