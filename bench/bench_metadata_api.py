@@ -12,8 +12,9 @@ request (all its processes; steadier than req/s on a shared machine), then the i
 * more workers: close to linear (>= 80% of linear) up to the cores left for the server
   (the CPU count minus the `--threads` wrk runs; on a 2-core box with wrk that is one core, so
   the bar there is only "no worse than one worker");
-* 10,000 instances no more than 10% slower than 10 (judged on the ratio to the static rate of
-  the same run, which cancels load from other jobs between runs; raw req/s printed too).
+* 10,000 (or, issue 14, 100,000: `--instances 10,100000`) instances no more than 10% slower
+  than 10, i.e. >= 0.9x (goal 0.95x), judged on the ratio to the static rate of the same run,
+  which cancels load from other jobs between runs; raw req/s printed too.
 
     .venv/bin/python bench/bench_metadata_api.py [--duration 10] [--rounds 3] [--workers 1,2]
         [--instances 10,10000] [--connections 64] [--threads 2] [--http-server fast,aiohttp]
@@ -41,7 +42,9 @@ import sys
 import tempfile
 import time
 import urllib.request
+import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +134,10 @@ def clean_env() -> dict[str, str]:
 
 
 def seed(url: str, count: int) -> list[tuple[str, str]]:
-    """`count` instances with one port each on a /16; returns (uuid, project) pairs."""
+    """`count` instances with one port each on a /16; returns (uuid, project) pairs.
+
+    The instances and ports go in with bulk inserts (5,000 rows a statement, no change
+    records: the API starts after the seed), so 100,000 take seconds, not minutes."""
     store = open_store(url)
     out: list[tuple[str, str]] = []
     try:
@@ -156,38 +162,39 @@ def seed(url: str, count: int) -> list[tuple[str, str]]:
             s.flush()
             ids = (project.id, image.id, net.id, sub.id)
         project_id, image_id, net_id, sub_id = ids
-        batch = 500
+        now = datetime.now(UTC)
+        stamps = {"created_at": now, "updated_at": now}
+        batch = 5000
         for start in range(0, count, batch):
+            instances, ports, fixed = [], [], []
+            for i in range(start, min(count, start + batch)):
+                n = i + 10
+                inst, port = str(uuid.uuid4()), str(uuid.uuid4())
+                instances.append({
+                    **stamps, "uuid": inst, "name": f"vm-{i}", "hostname": f"vm-{i}",
+                    "project_id": project_id, "image_id": image_id,
+                    "availability_zone": "nova", "key_name": "bench", "key_data": KEY,
+                    "user_data": b"#cloud-config\n", "properties": {"index": str(i)},
+                    "reservation_id": f"r-{i:08x}", "security_groups": ["default"],
+                    "tags": [], "flavor": "m1.small", "launch_index": 0, "status": "ACTIVE",
+                })
+                ports.append({
+                    **stamps, "id": port, "network_id": net_id, "project_id": project_id,
+                    "name": "", "description": "", "tags": [],
+                    "mac_address": f"fa:16:3e:{(n >> 16) & 255:02x}:{(n >> 8) & 255:02x}:"
+                                   f"{n & 255:02x}",
+                    "device_id": inst, "device_owner": "compute:nova", "admin_state_up": True,
+                    "status": "ACTIVE", "preserve_on_delete": False, "binding_host_id": "",
+                    "binding_profile": {}, "port_security_enabled": True,
+                    "allowed_address_pairs": [],
+                })
+                fixed.append({"port_id": port, "subnet_id": sub_id, "network_id": net_id,
+                              "ip_address": f"10.0.{n >> 8}.{n & 255}"})
+                out.append((inst, project_id))
             with store.session() as s:
-                for i in range(start, min(count, start + batch)):
-                    n = i + 10
-                    inst = Instance(
-                        name=f"vm-{i}",
-                        hostname=f"vm-{i}",
-                        project_id=project_id,
-                        image_id=image_id,
-                        availability_zone="nova",
-                        key_name="bench",
-                        key_data=KEY,
-                        user_data=b"#cloud-config\n",
-                        properties={"index": str(i)},
-                        reservation_id=f"r-{i:08x}",
-                    )
-                    s.add(inst)
-                    s.flush()
-                    s.add(
-                        Port(
-                            network_id=net_id,
-                            project_id=project_id,
-                            mac_address=f"fa:16:3e:{(n >> 16) & 255:02x}:{(n >> 8) & 255:02x}:{n & 255:02x}",
-                            device_id=inst.uuid,
-                            device_owner="compute:nova",
-                            fixed_ips=[
-                                FixedIP(subnet_id=sub_id, ip_address=f"10.0.{n >> 8}.{n & 255}")
-                            ],
-                        )
-                    )
-                    out.append((inst.uuid, project_id))
+                s.execute(Instance.__table__.insert(), instances)
+                s.execute(Port.__table__.insert(), ports)
+                s.execute(FixedIP.__table__.insert(), fixed)
     finally:
         store.dispose()
     return out
@@ -423,11 +430,13 @@ def _bars_of(rows: list[dict[str, Any]], kind: str, wrk_threads: int) -> list[st
         slower = 1 - large["ratio"] / small["ratio"]
         raw = 1 - large["rps"] / small["rps"]
         ok = slower <= 0.10
+        # Issue 14: "100k instances vs 10: API req/s >= 0.9x (goal >= 0.95x)".
+        goal = "goal met" if slower <= 0.05 else "goal (>= 0.95x) not met"
         out.append(
             f"{'PASS' if ok else 'FAIL'}  [{kind}] {workers} worker(s), {counts[-1]} vs "
-            f"{counts[0]} instances: {abs(slower):.1%} {'slower' if slower > 0 else 'faster'} "
-            f"relative to static (bar: at most 10% slower; raw req/s {abs(raw):.1%} "
-            f"{'slower' if raw > 0 else 'faster'})"
+            f"{counts[0]} instances: {1 - slower:.3f}x, {abs(slower):.1%} "
+            f"{'slower' if slower > 0 else 'faster'} relative to static (bar >= 0.90x, "
+            f"{goal}; raw req/s {1 - raw:.3f}x)"
         )
     return out
 

@@ -32,6 +32,7 @@ Only processes started here are stopped, by pid.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -66,9 +67,11 @@ from _harness import (  # noqa: E402
 )
 
 from openimds.control import auth  # noqa: E402
+from openimds.control.scheduling import DHCP_AGENT  # noqa: E402
 from openimds.dhcp.plan import dhcp_device_id  # noqa: E402
 from openimds.inventory.migrate import open_store  # noqa: E402
 from openimds.inventory.models import (  # noqa: E402
+    Agent,
     FixedIP,
     Image,
     Instance,
@@ -146,6 +149,14 @@ def seed(url: str, ports: int, networks: int, hosted: int) -> Layout:
                 layout.routers.append(router)
                 special.append((str(uuid.uuid4()), net, "network:router_interface", router))
         with store.session() as s:
+            # The other host's DHCP agent, alive for the whole run (its heartbeat lies ahead):
+            # the networks scheduled to it stay there when this host's agent registers.
+            later = now + timedelta(days=1)
+            s.execute(Agent.__table__.insert(), [{
+                "id": str(uuid.uuid4()), "agent_type": DHCP_AGENT, "binary": "neutron-dhcp-agent",
+                "topic": "dhcp_agent", "host": OTHER_HOST, "admin_state_up": True,
+                "description": "", "configurations": {}, "created_at": now,
+                "started_at": now, "heartbeat_timestamp": later}])
             s.execute(Router.__table__.insert(), [
                 {**base, "id": r, "name": f"scale-r{i}", "description": "", "tags": []}
                 for i, r in enumerate(layout.routers)])
@@ -220,10 +231,12 @@ def memory_mb(pid: int) -> tuple[float, float]:
     return values["VmRSS"] / 1024, values["VmHWM"] / 1024
 
 
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of `pid` and its reaped children so far."""
+def cpu_s(pid: int, children: bool = False) -> float:
+    """User + system CPU seconds of `pid` so far; with `children`, plus those of its reaped
+    children (the commands an agent runs: ip, nft, dnsmasq's HUP)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return sum(int(fields[i]) for i in (11, 12)) / os.sysconf("SC_CLK_TCK")
+    cols = (11, 12, 13, 14) if children else (11, 12)
+    return sum(int(fields[i]) for i in cols) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_quiet(pid: int, quiet: float = 1.5, timeout: float = 600) -> None:
@@ -280,8 +293,10 @@ class Api:
 def start_control_api(tmp: Path, db_url: str) -> tuple[subprocess.Popen[bytes], str, Path]:
     port = free_port()
     conf = tmp / "control.conf"
+    # No failover: the networks of the other (simulated) DHCP agent must stay with it.
     conf.write_text(f"[DEFAULT]\nstate_path = {tmp}\nbind_host = 127.0.0.1\n"
-                    f"bind_port = {port}\n\n[database]\nconnection = {db_url}\n")
+                    f"bind_port = {port}\nallow_automatic_dhcp_failover = false\n"
+                    f"\n[database]\nconnection = {db_url}\n")
     log_path = tmp / "control-api.log"
     log = open(log_path, "wb")  # noqa: SIM115 - the process holds it; closed at exit
     proc = subprocess.Popen([sys.executable, "-m", "openimds", "control-api", "--config-file",
@@ -393,6 +408,7 @@ class AgentRun:
     sync: tuple[int, int, dict[str, int]] = (0, 0, {})
     change: tuple[int, int, dict[str, int]] = (0, 0, {})
     change_cpu_s: float = 0.0
+    change_cpu_children_s: float = 0.0
     change_s: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -448,7 +464,7 @@ def run_agent(tmp: Path, name: str, cmd: str, base: str, api: Api, log: Path,
         # One change: rename a port of a network this host serves.
         port = layout.ports_by_network[hosted_net][7]
         offset = log.stat().st_size
-        c0 = cpu_s(proc.pid)
+        c0, k0 = cpu_s(proc.pid), cpu_s(proc.pid, children=True)
         t0 = time.monotonic()
         api.call("PUT", f"/v2.0/ports/{port}", {"port": {"name": f"renamed-{time.time_ns()}"}})
         wait_for(lambda: any(p.startswith(f"/v2.0/ports/{port}")
@@ -457,6 +473,7 @@ def run_agent(tmp: Path, name: str, cmd: str, base: str, api: Api, log: Path,
         wait_quiet(proc.pid)
         run.change_s = time.monotonic() - t0
         run.change_cpu_s = cpu_s(proc.pid) - c0
+        run.change_cpu_children_s = cpu_s(proc.pid, children=True) - k0
         lines = [x for x in access_since(log, offset) if x[0] != "PUT"]
         run.change = fetched(lines)
         run.rss = max(run.rss, memory_mb(proc.pid))
@@ -489,6 +506,23 @@ def dhcp_ready(fabric: str, hosted: list[str]) -> Callable[[list[tuple[str, str,
     return check
 
 
+def leftovers(tmp: Path) -> list[int]:
+    """Pids of processes whose command line names this run's directory (dnsmasq, haproxy
+    started by the DHCP agent): what must not outlive the run."""
+    mine = os.getpid()
+    out = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == mine:
+            continue
+        try:
+            cmd = Path(f"/proc/{entry.name}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if str(tmp).encode() in cmd:
+            out.append(int(entry.name))
+    return out
+
+
 # ---- main ------------------------------------------------------------------------------------
 
 
@@ -514,11 +548,13 @@ def main() -> int:
     db_url = f"sqlite:///{tmp / 'openimds.sqlite'}"
     api_proc = None
     hosted: list[str] = []
+    all_networks: list[str] = []
     status = 0
     try:
         t0 = time.monotonic()
         layout = seed(db_url, args.ports, args.networks, args.hosted)
         hosted = layout.networks[:args.hosted]
+        all_networks = layout.networks
         total = sum(len(v) for v in layout.ports_by_network.values()) + 2 * args.networks \
             - (args.networks - len(layout.routers))
         print(f"seeded {total} ports ({args.networks} networks, {len(layout.routers)} routers, "
@@ -570,6 +606,7 @@ def main() -> int:
             share = b_chg / b_sync if b_sync else float("nan")
             print(f"  one port renamed: {n_chg} requests, {b_chg} bytes fetched "
                   f"({share:.5%} of the full listing), CPU {r.change_cpu_s * 1000:.0f} ms "
+                  f"(with the commands it ran {r.change_cpu_children_s * 1000:.0f} ms) "
                   f"(full listing {r.sync_cpu_s * 1000:.0f} ms), settled in {r.change_s:.2f}s")
             print(f"    by kind: {kinds}")
             ok_o1 = n_chg <= 3 and b_chg < 16 * 1024
@@ -592,8 +629,13 @@ def main() -> int:
         if api_proc is not None:
             stop(api_proc)
         if not args.no_agents:
-            for net in hosted:
+            # Every network's, not only the hosted ones: had scheduling moved more networks
+            # here, their dnsmasq and haproxy must not outlive the run.
+            for net in all_networks:
                 kill_and_delete(f"qdhcp-{net}")
+            for pid in leftovers(tmp):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             if netns_inode(fabric) is not None:
                 kill_and_delete(fabric)
         shutil.rmtree(tmp, ignore_errors=True)

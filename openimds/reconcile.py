@@ -45,6 +45,7 @@ from typing import Any, Protocol
 
 from openimds.linux.logsink import LogSink
 from openimds.linux.pidwatch import CrashBackoff, PidWatcher
+from openimds.rows import compact_row
 
 __all__ = [
     "RESOURCES",
@@ -115,9 +116,27 @@ class Snapshot:
     subnets: tuple[Mapping[str, Any], ...] = ()
     ports: tuple[Mapping[str, Any], ...] = ()
     routers: tuple[Mapping[str, Any], ...] = ()
+    # Groupings made by `grouped`, kept with the snapshot (it never changes once made).
+    _groups: dict[tuple[str, str], dict[str, tuple[Mapping[str, Any], ...]]] = field(
+        default_factory=dict, init=False, compare=False, repr=False, hash=False)
 
     def ids(self, resource: str) -> set[str]:
         return {d["id"] for d in getattr(self, resource)}
+
+    def grouped(self, resource: str, key: str) -> Mapping[str, tuple[Mapping[str, Any], ...]]:
+        """The rows of `resource` by their `key` value (e.g. ports by network_id), in list
+        order; rows without it are left out. Made once per snapshot: one pass over the rows
+        instead of one per network (100k ports x 100 networks was seconds per change)."""
+        found = self._groups.get((resource, key))
+        if found is None:
+            lists: dict[str, list[Mapping[str, Any]]] = {}
+            for d in getattr(self, resource):
+                value = d.get(key)
+                if value:
+                    lists.setdefault(str(value), []).append(d)
+            found = {k: tuple(v) for k, v in lists.items()}
+            self._groups[(resource, key)] = found
+        return found
 
     def find(self, resource: str, rid: str) -> Mapping[str, Any] | None:
         return next((d for d in getattr(self, resource) if d["id"] == rid), None)
@@ -258,7 +277,9 @@ class ControlInventory:
         async with _client_errors("listing the inventory"):
             body = await self.client.changes(since=0, timeout=0, limit=0)
             revision = int(_get(body, "current_revision") or 0)
-            lists = [_unwrap(await self.client.list(r), r) for r in RESOURCES]
+            # Compacted page by page: 100k ports as plain dicts were ~250 MB at once.
+            lists = [_unwrap(await self.client.list(r, each=compact_row), r)
+                     for r in RESOURCES]
         return Snapshot(revision, *(tuple(x) for x in lists))
 
     async def fetch(self, resource: str, rid: str) -> Mapping[str, Any] | None:
@@ -266,7 +287,7 @@ class ControlInventory:
 
         async with _client_errors(f"reading {resource} {rid}"):
             try:
-                return dict(await self.client.get(resource, rid))
+                return compact_row(await self.client.get(resource, rid))
             except ApiError as exc:
                 if exc.status == 404:  # deleted since the change was recorded
                     return None

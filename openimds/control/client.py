@@ -31,7 +31,7 @@ import asyncio
 import json
 import ssl
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -363,12 +363,15 @@ class ControlClient:
                              ) from None
 
     async def list(self, resource: str, *, page_size: int | None = LIST_PAGE_SIZE,
-                   **filters: Any) -> list[dict[str, Any]]:
+                   each: Callable[[dict[str, Any]], Any] | None = None,
+                   **filters: Any) -> list[Any]:
         """List `resource` with Neutron filters; a list value repeats the key (OR).
 
         Networking lists are read in pages of `page_size` (limit/marker, following the
         `<collection>_links` next marker) so a snapshot of a large cloud never asks the API
-        for one unbounded answer; None reads the list in one request."""
+        for one unbounded answer; None reads the list in one request. `each` turns every row
+        into what is kept, page by page (the agents keep compact rows: a whole listing of
+        100k ports as dicts never exists at once)."""
         service, path, key = self._resource(resource)
         if resource == "servers":
             path += "/detail"
@@ -378,16 +381,17 @@ class ControlClient:
             items = data[resource]
             if resource == "keypairs":  # Nova wraps each item
                 items = [i["keypair"] for i in items]
-            return list(items)
-        out: list[dict[str, Any]] = []
+            return [each(i) for i in items] if each is not None else list(items)
+        out: list[Any] = []
         marker: str | None = None
         while True:
             query = [*params, ("limit", str(page_size))]
             if marker is not None:
                 query.append(("marker", marker))
             data = await self.request("GET", service, path, params=query)
-            out.extend(data[resource])
+            out.extend(data[resource] if each is None else map(each, data[resource]))
             marker = _next_marker(data.get(f"{resource}_links", ()))
+            del data  # the page's dicts go before the next page is read
             if marker is None:
                 return out
 

@@ -19,9 +19,10 @@ _DKLEN = 32
 _MAXMEM = 64 * 1024 * 1024
 # At most this many KDF runs at once in a process: each holds a 16 MiB work buffer, and the
 # control-api runs requests on 32 threads, so a burst of logins (agents restarting together)
-# would otherwise need 32 x 16 MiB at once. The machine's cores bound the useful parallelism
-# of a CPU-bound KDF anyway.
-KDF_SLOTS = 2
+# would otherwise need 32 x 16 MiB at once. One at a time keeps the API's peak within its
+# 100 MB budget (issue 14) and still checks 20-50 passwords a second; tokens are cached by
+# every client, so logins are rare.
+KDF_SLOTS = 1
 _kdf_slots = threading.BoundedSemaphore(KDF_SLOTS)
 
 

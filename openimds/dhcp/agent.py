@@ -54,7 +54,7 @@ class DhcpAgent(InventoryAgent):
         # [DEFAULT] host: with several DHCP agents, each serves only the networks scheduled to
         # it (a DHCP port with its device_id); "" = every network (round 1's one agent).
         self.host = host
-        self._networks: tuple[int, dict[str, NetworkInfo]] | None = None
+        self._networks: tuple[int, dict[str, NetworkInfo | None]] | None = None
         # Networks this agent has seen in its inventory: the only ones whose bridges it may
         # sweep (the fabric namespace can be shared with other nodes on the host).
         self._seen_networks: set[str] = set()
@@ -71,8 +71,9 @@ class DhcpAgent(InventoryAgent):
         if not self.host:
             return None
         return serving_device_id(self.host, network_id, [
-            str(p.get("device_id") or "") for p in snap.ports
-            if p.get("network_id") == network_id and p.get("device_owner") == DHCP_OWNER])
+            str(p.get("device_id") or "")
+            for p in snap.grouped("ports", "network_id").get(network_id, ())
+            if p.get("device_owner") == DHCP_OWNER])
 
     def owners(self, snap: Snapshot) -> dict[tuple[str, str], set[str]]:
         # Every known row has an entry (maybe empty): a change to a row that touches no
@@ -107,18 +108,24 @@ class DhcpAgent(InventoryAgent):
     def children(self, key: str) -> list[int]:
         return self.applier.children(key)
 
-    def _model(self, snap: Snapshot) -> dict[str, NetworkInfo]:
+    def _model(self, snap: Snapshot, network_id: str) -> NetworkInfo | None:
+        """The DHCP model of one network, made from that network's rows only (a change to one
+        port re-plans its network without a pass over the other networks' ports)."""
         if self._networks is None or self._networks[0] != snap.revision:
-            self._networks = (
-                snap.revision,
-                networks_from_neutron(snap.networks, snap.subnets, snap.ports),
-            )
-        return self._networks[1]
+            self._networks = (snap.revision, {})
+        made = self._networks[1]
+        if network_id not in made:
+            rows = snap.grouped("networks", "id").get(network_id, ())
+            made[network_id] = networks_from_neutron(
+                rows, snap.grouped("subnets", "network_id").get(network_id, ()),
+                snap.grouped("ports", "network_id").get(network_id, ()),
+            ).get(network_id)
+        return made[network_id]
 
     def reconcile_key(
         self, key: str, snap: Snapshot, now: datetime, log: logging.LoggerAdapter[Any]
     ) -> datetime | None:
-        network = self._model(snap).get(key)
+        network = self._model(snap, key)
         ours = self.scheduled_port(snap, key)
         options = self.options
         if isinstance(ours, str):
@@ -137,9 +144,10 @@ class DhcpAgent(InventoryAgent):
         if snap is None:
             return {}
         out: dict[str, str] = {}
-        for nid, network in self._model(snap).items():
+        for nid in snap.grouped("networks", "id"):
+            network = self._model(snap, nid)
             ours = self.scheduled_port(snap, nid)
-            if ours is False:
+            if network is None or ours is False:
                 continue
             options = replace(self.options, dhcp_port_device_id=ours) \
                 if isinstance(ours, str) else self.options
@@ -152,7 +160,7 @@ class DhcpAgent(InventoryAgent):
     def apply_port_security(self, network_id: str, snap: Snapshot) -> None:
         """The network bridge's port-security table, recomputed from the snapshot's ports and
         loaded whole (a gone network, or one without protected ports, loses its table)."""
-        ports = [p for p in snap.ports if p.get("network_id") == network_id]
+        ports = snap.grouped("ports", "network_id").get(network_id, ())
         protected = [ps for ps in map(port_security_from_neutron, ports) if ps is not None]
         # Always loaded, even empty (then it only deletes the table): what an earlier run or
         # agent left behind is replaced without any memory of it (one nft call per reconcile).

@@ -135,9 +135,25 @@ def networks_from_neutron(
 ) -> dict[str, NetworkInfo]:
     """All networks by id; accepts either the API bodies (`{"networks": [...]}`) or the lists."""
     net_list = _unwrap(networks, "networks")
-    sub_list = _unwrap(subnets, "subnets")
-    port_list = _unwrap(ports, "ports")
-    return {n["id"]: network_from_neutron(n, sub_list, port_list) for n in net_list}
+    # Grouped by network once: filtering every list per network is networks x rows.
+    anywhere = []  # a subnet that names no network counts for each (network_from_neutron)
+    subnets_of: dict[str, list[Mapping[str, Any]]] = {}
+    for sub in _unwrap(subnets, "subnets"):
+        if "network_id" in sub:
+            subnets_of.setdefault(sub["network_id"], []).append(sub)
+        else:
+            anywhere.append(sub)
+    ports_of: dict[str, list[Mapping[str, Any]]] = {}
+    for port in _unwrap(ports, "ports"):
+        ports_of.setdefault(port.get("network_id"), []).append(port)  # type: ignore[arg-type]
+    out = {}
+    for n in net_list:
+        mine = subnets_of.get(n["id"], [])
+        if anywhere:  # keep the listing's order among them
+            mine = [s for s in _unwrap(subnets, "subnets")
+                    if s.get("network_id", n["id"]) == n["id"]]
+        out[n["id"]] = network_from_neutron(n, mine, ports_of.get(n["id"], ()))
+    return out
 
 
 def _unwrap(

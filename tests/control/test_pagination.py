@@ -9,6 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from openimds.control.client import ControlClient
+from openimds.rows import Row, compact_row
 
 from .conftest import PASSWORD, Api
 
@@ -131,3 +132,8 @@ async def test_client_reads_a_list_in_pages(api: Api) -> None:
         filtered = await client.list("networks", page_size=2, name=["net1", "net5", "net6"])
         assert [n["name"] for n in filtered] == ["net1", "net5", "net6"]
         assert [n["id"] for n in await client.list("networks", page_size=None)] == ids
+        # `each` turns every row as its page arrives (the agents keep compact rows).
+        compact = await client.list("networks", page_size=3, each=compact_row)
+        assert all(isinstance(n, Row) for n in compact) and compact == paged
+        whole = await client.list("networks", page_size=None, each=compact_row)
+        assert all(isinstance(n, Row) for n in whole) and whole == paged

@@ -618,3 +618,29 @@ def test_from_neutron_converts_api_bodies() -> None:
             datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
         ),
     )
+
+
+def test_networks_from_neutron_equals_one_network_at_a_time() -> None:
+    """The grouped build (one pass over the rows) gives what filtering per network gives,
+    also with a subnet that names no network (it counts for each) and in Neutron's order."""
+    from openimds.dhcp.model import network_from_neutron
+
+    networks = [{"id": "n1", "subnets": ["s2", "s1"]}, {"id": "n2"}, {"id": "n3"}]
+    subnets = [
+        {"id": "s1", "network_id": "n1", "cidr": "10.0.0.0/24", "ip_version": 4},
+        {"id": "s2", "network_id": "n1", "cidr": "10.0.1.0/24", "ip_version": 4},
+        {"id": "s3", "network_id": "n2", "cidr": "10.0.2.0/24", "ip_version": 4},
+    ]
+    ports = [
+        {"id": f"p{i}", "network_id": ["n1", "n2", "n1", "n9"][i % 4],
+         "mac_address": f"FA:16:3E:00:00:{i:02x}",
+         "fixed_ips": [{"subnet_id": "s1", "ip_address": f"10.0.0.{i + 10}"}]}
+        for i in range(12)
+    ]
+    for subs in (subnets, [*subnets, {"id": "s4", "cidr": "10.0.3.0/24", "ip_version": 4}]):
+        got = networks_from_neutron(networks, subs, ports)
+        assert got == {n["id"]: network_from_neutron(n, subs, ports) for n in networks}
+    got = networks_from_neutron(networks, subnets, ports)
+    assert [s.id for s in got["n1"].subnets] == ["s2", "s1"]
+    assert [p.id for p in got["n1"].ports] == ["p0", "p2", "p4", "p6", "p8", "p10"]
+    assert got["n3"].ports == () and got["n3"].subnets == ()

@@ -280,3 +280,24 @@ async def test_synced_revision_is_reported_only_once_a_pass_is_done() -> None:
     finally:
         agent.stop()
         await task
+
+
+def test_grouped_keeps_list_order_skips_rows_without_the_key_and_is_made_once() -> None:
+    from openimds.reconcile import advance_snapshot
+
+    ports = ({"id": "p1", "network_id": "n1"}, {"id": "p2", "network_id": "n2"},
+             {"id": "p3"}, {"id": "p4", "network_id": "n1"}, {"id": "p5", "network_id": ""})
+    snap = Snapshot(1, ports=ports)
+    groups = snap.grouped("ports", "network_id")
+    assert {k: [p["id"] for p in v] for k, v in groups.items()} == {
+        "n1": ["p1", "p4"], "n2": ["p2"]}
+    assert snap.grouped("ports", "network_id") is groups  # kept with the snapshot
+    assert snap == Snapshot(1, ports=ports)  # and no part of its value
+    # A snapshot advanced from it groups its own rows (nothing carried over).
+    new = advance_snapshot(snap, {("ports", "p2"): {"id": "p2", "network_id": "n1"},
+                                  ("ports", "p4"): None,
+                                  ("ports", "p6"): {"id": "p6", "network_id": "n2"}}, 2)
+    assert {k: [p["id"] for p in v] for k, v in new.grouped("ports", "network_id").items()} \
+        == {"n1": ["p1", "p2"], "n2": ["p6"]}
+    assert {k: [p["id"] for p in v] for k, v in snap.grouped("ports", "network_id").items()} \
+        == {"n1": ["p1", "p4"], "n2": ["p2"]}
