@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import http
 import json
 import logging
@@ -37,6 +36,7 @@ from urllib.parse import unquote
 
 from multidict import CIMultiDict
 
+from openimds import runtime
 from openimds.agent.errors import (
     AgentError,
     AmbiguousAddress,
@@ -325,23 +325,12 @@ async def run_worker(sock: socket.socket, settings: AgentSettings, feed: Invento
 
 def _run_loop(sock: socket.socket, settings: AgentSettings, feed_factory: FeedFactory,
               keep_maps: bool = True) -> None:
-    try:
-        import uvloop
-    except ImportError:
-        uvloop = None  # type: ignore[assignment]
-
     async def main() -> None:
         feed = feed_factory(settings)
-        # Everything allocated so far (modules, settings, the feed client) lives as long as the
-        # process: move it out of the collector's generations so full collections triggered
-        # by per-request garbage do not rescan it.
-        gc.freeze()
+        runtime.freeze_startup_objects()
         await run_worker(sock, settings, feed, keep_maps=keep_maps)
 
-    if uvloop is not None:
-        uvloop.run(main())
-    else:
-        asyncio.run(main())
+    runtime.run_loop(main())
 
 
 def serve(settings: AgentSettings, feed_factory: FeedFactory) -> int:
@@ -360,52 +349,10 @@ def serve(settings: AgentSettings, feed_factory: FeedFactory) -> int:
 
 
 def _supervise(sock: socket.socket, settings: AgentSettings, feed_factory: FeedFactory) -> int:
-    children: set[int] = set()
-    stopping = False
-    # Map mode: exactly one worker keeps the identity maps (a replacement takes over).
-    keeper: list[int] = []
-
-    def spawn() -> None:
-        keep_maps = not keeper
-        pid = os.fork()
-        if pid == 0:
-            code = 0
-            try:
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                signal.signal(signal.SIGINT, signal.SIG_DFL)
-                _run_loop(sock, settings, feed_factory, keep_maps)
-            except BaseException:
-                LOG.exception("worker %d failed", os.getpid())
-                code = 1
-            os._exit(code)
-        children.add(pid)
-        if keep_maps:
-            keeper.append(pid)
-
-    def on_signal(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-        for pid in list(children):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    for _ in range(settings.workers):
-        spawn()
     LOG.info("metadata agent: %d workers on %s", settings.workers, settings.socket_path)
-    while children:
-        try:
-            pid, status = os.wait()
-        except ChildProcessError:
-            break
-        except InterruptedError:
-            continue
-        children.discard(pid)
-        if pid in keeper:
-            keeper.remove(pid)
-        if not stopping:
-            LOG.error("worker %d exited (status %d); starting another", pid, status)
-            time.sleep(1)  # a worker that dies at once must not become a fork loop
-            spawn()
-    return 0
+
+    def run(slot: int) -> None:
+        # Map mode: exactly one worker keeps the identity maps; slot 0's replacement takes over.
+        _run_loop(sock, settings, feed_factory, keep_maps=slot == 0)
+
+    return runtime.supervise_workers(settings.workers, run, name="metadata agent")

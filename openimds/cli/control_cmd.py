@@ -7,9 +7,11 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import socket
 import sys
 from typing import Any
 
+from openimds import runtime
 from openimds.cli.common import config_parent, setup_logging
 
 LOG = logging.getLogger("openimds.control-api")
@@ -142,21 +144,40 @@ def _serve(args: argparse.Namespace) -> int:
     # Password checks (scrypt, 16 MiB each) and list pages run on worker threads: without
     # this each thread's arena keeps its largest buffers resident (openimds/linux/malloc.py).
     bound_heap_retention()
-    store = Store(database_url(conf))
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:  # optional accelerator
         pass
+    workers = conf.api_workers or 1
     LOG.info("control-plane API listening on %s:%s", settings.bind_host, settings.bind_port)
+
+    def run(sock: socket.socket | None = None) -> None:
+        # Each process its own Store: database connections are never shared across a fork.
+        store = Store(database_url(conf))
+        try:
+            where: dict[str, Any] = ({"sock": sock} if sock is not None else
+                                     {"host": settings.bind_host, "port": settings.bind_port})
+            web.run_app(build_app(store, settings), print=None, access_log=LOG,
+                        shutdown_timeout=5.0, **where)
+        finally:
+            store.dispose()
+
+    if workers <= 1:
+        run()
+        return 0
+    # Several processes accept on one listening socket; each runs the whole API (a process
+    # per core for the CPU-bound parts: JSON, password checks). They share nothing but the
+    # database, as replicas on several hosts do (docs/ha.md).
+    family = socket.AF_INET6 if ":" in settings.bind_host else socket.AF_INET
+    sock = socket.create_server((settings.bind_host, settings.bind_port), family=family,
+                                backlog=1024)
     try:
-        web.run_app(build_app(store, settings), host=settings.bind_host,
-                    port=settings.bind_port, print=None, access_log=LOG,
-                    shutdown_timeout=5.0)
+        return runtime.supervise_workers(workers, lambda _slot: run(sock),
+                                         name="control-plane API")
     finally:
-        store.dispose()
-    return 0
+        sock.close()
 
 
 def _fail(message: str) -> int:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import multiprocessing
 import os
@@ -31,6 +30,7 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
+from openimds import runtime
 from openimds.edge import edge_logger, origin_form
 from openimds.metadata.access import AccessLog
 from openimds.metadata.metrics import MetadataMetrics, render_metrics
@@ -326,18 +326,11 @@ async def _run_sites(
             site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
             await site.start()
             LOG.info("listening on %s:%d", host, port)
-        _freeze_startup_objects()
+        runtime.freeze_startup_objects()
         await stop.wait()
     finally:
         for runner, *_ in runners:
             await runner.cleanup()
-
-
-def _freeze_startup_objects() -> None:
-    # Modules, SQLAlchemy metadata, option tables: alive for the whole process. Moving them out
-    # of the collector's generations keeps full collections from rescanning them under load.
-    gc.collect()
-    gc.freeze()
 
 
 def _stop_on_signals(stop: asyncio.Event) -> None:
@@ -415,7 +408,7 @@ async def _serve_worker(settings: MetadataSettings, ready: Any) -> None:
     access_log = _access_log()
     try:
         stop_guest = await _start_guest(settings, worker, access_log, True)
-        _freeze_startup_objects()
+        runtime.freeze_startup_objects()
         ready.set()
         try:
             await stop.wait()
@@ -427,22 +420,12 @@ async def _serve_worker(settings: MetadataSettings, ready: Any) -> None:
         await worker.close()
 
 
-def _run(coro: Any) -> Any:
-    # uvloop when installed (a declared dependency on Linux): measurably faster per request.
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coro)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(coro)
-
-
 def _worker_main(settings: MetadataSettings, ready: Any, debug: bool) -> None:
     from openimds.cli.common import setup_logging
 
     setup_logging(debug, settings.log_file)
     with contextlib.suppress(KeyboardInterrupt):
-        _run(_serve_worker(settings, ready))
+        runtime.run_loop(_serve_worker(settings, ready))
 
 
 async def _supervise(settings: MetadataSettings, debug: bool) -> int:
@@ -505,7 +488,7 @@ async def _supervise(settings: MetadataSettings, debug: bool) -> int:
 def serve(settings: MetadataSettings, *, debug: bool = False) -> int:
     """Run the metadata API until SIGTERM/SIGINT. Returns the process exit code."""
     if settings.workers <= 1:
-        _run(_serve_single(settings))
+        runtime.run_loop(_serve_single(settings))
         return 0
     if settings.demo_source is not None:
         raise ValueError("the in-memory demo source cannot be shared by several workers")

@@ -12,7 +12,9 @@ token_expiration = cfg.IntOpt(
     "token_expiration", default=3600, min=1, help="Lifetime of issued API tokens, in seconds."
 )
 api_workers = cfg.IntOpt(
-    "api_workers", min=0, help="Worker processes of the control-plane API; unset = CPU count."
+    "api_workers", min=0,
+    help="Processes of the control-plane API, accepting on one socket (a supervisor restarts "
+         "one that dies); unset, 0 or 1 = one process.",
 )
 
 change_retention_seconds = cfg.IntOpt(
