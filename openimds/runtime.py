@@ -1,6 +1,6 @@
 """How a long-running openimds service runs: its event loop, its startup heap, its workers.
 
-One place for what every service did for itself: the event loop (uvloop when installed),
+One place for what every service did for itself: logging, the event loop (uvloop when installed),
 `gc.freeze` of what startup allocated, dying with the parent (PR_SET_PDEATHSIG), and one worker
 supervisor with one restart policy (`supervise_workers`): the metadata agent and the
 control-plane API fork their workers from it.
@@ -15,12 +15,13 @@ import gc
 import logging
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 __all__ = ["die_with_parent", "freeze_startup_objects", "restart_delay", "run_loop",
-           "supervise_workers"]
+           "setup_logging", "supervise_workers"]
 
 LOG = logging.getLogger("openimds.runtime")
 T = TypeVar("T")
@@ -126,3 +127,20 @@ def _exit_text(status: int) -> str:
     if os.WIFSIGNALED(status):
         return f"signal {os.WTERMSIG(status)}"
     return f"status {os.waitstatus_to_exitcode(status)}"
+
+
+def setup_logging(debug: bool = False, log_file: str | None = None) -> None:
+    """Configure the root logger once for a command; services log one line per event."""
+    handler: logging.Handler = (
+        # Log lines may quote what a client sent, undecodable bytes included: escape them
+        # (as stderr does) rather than fail the record.
+        logging.FileHandler(log_file, errors="backslashreplace")
+        if log_file
+        else logging.StreamHandler(sys.stderr)
+    )
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s %(message)s")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if debug else logging.INFO)

@@ -1,10 +1,13 @@
-"""Pieces every `openimds` sub-command shares: the config-file flags and logging setup."""
+"""Pieces every `openimds` sub-command shares: the config-file flags, and the logging setup
+(`openimds.runtime.setup_logging`, which the services' workers also use)."""
 
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
+
+from openimds.runtime import setup_logging
+
+__all__ = ["config_parent", "setup_logging"]
 
 
 def config_parent() -> argparse.ArgumentParser:
@@ -32,20 +35,3 @@ def config_parent() -> argparse.ArgumentParser:
     )
     parent.add_argument("--debug", action="store_true", default=False, help="log at DEBUG level")
     return parent
-
-
-def setup_logging(debug: bool = False, log_file: str | None = None) -> None:
-    """Configure the root logger once for a command; services log one line per event."""
-    handler: logging.Handler = (
-        # Log lines may quote what a client sent, undecodable bytes included: escape them
-        # (as stderr does) rather than fail the record.
-        logging.FileHandler(log_file, errors="backslashreplace")
-        if log_file
-        else logging.StreamHandler(sys.stderr)
-    )
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s %(message)s")
-    )
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if debug else logging.INFO)

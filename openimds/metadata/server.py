@@ -421,9 +421,7 @@ async def _serve_worker(settings: MetadataSettings, ready: Any) -> None:
 
 
 def _worker_main(settings: MetadataSettings, ready: Any, debug: bool) -> None:
-    from openimds.cli.common import setup_logging
-
-    setup_logging(debug, settings.log_file)
+    runtime.setup_logging(debug, settings.log_file)
     with contextlib.suppress(KeyboardInterrupt):
         runtime.run_loop(_serve_worker(settings, ready))
 
