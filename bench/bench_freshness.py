@@ -33,7 +33,7 @@ from sqlalchemy import select  # noqa: E402
 from openimds.inventory.migrate import open_store  # noqa: E402
 from openimds.inventory.models import FixedIP, Instance, Network, Port, Project, Subnet  # noqa: E402
 from openimds.inventory.store import Store  # noqa: E402
-from openimds.metadata.identify import sign_instance_id  # noqa: E402
+from openimds.wire import sign_instance_id  # noqa: E402
 
 SECRET = "freshness-secret"
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))

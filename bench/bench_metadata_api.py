@@ -61,7 +61,7 @@ from openimds.inventory.models import (  # noqa: E402
     Project,
     Subnet,
 )
-from openimds.metadata.identify import sign_instance_id  # noqa: E402
+from openimds.wire import sign_instance_id  # noqa: E402
 
 SECRET = "bench-secret"
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBenchBenchBenchBenchBenchBenchBenchBench bench@host"

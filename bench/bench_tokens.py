@@ -40,7 +40,7 @@ from bench_metadata_api import (  # noqa: E402
     stop,
 )
 
-from openimds.metadata.identify import sign_instance_id  # noqa: E402
+from openimds.wire import sign_instance_id  # noqa: E402
 
 PATH = "/latest/meta-data/instance-id"
 

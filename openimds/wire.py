@@ -1,14 +1,37 @@
-"""The OpenStack vocabulary openimds shares with Neutron and Nova: device owners.
+"""The OpenStack vocabulary openimds shares with Neutron and Nova: device owners, the headers
+of the metadata path, the metadata addresses and the instance-id signature.
 
 One place for the names other OpenStack parts write into ports (a Neutron server, Nova, an
-operator's `port create --device-owner`), so every part of openimds reads them alike. Pinned by
+operator's `port create --device-owner`) and put on the wire (Neutron's proxy and agent, Nova's
+metadata API), so every part of openimds reads and writes them alike. Pinned by
 tests/test_wire.py: changing a value here breaks compatibility with the real peers.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+
 __all__ = [
     "DHCP_OWNER",
+    "FORWARDED_FOR",
+    "GUEST_FORWARDED_HEADER",
+    "HOP_LIMIT_HEADER",
+    "IDENTITY_HEADERS",
+    "IDENTITY_HEADER_PREFIXES",
+    "INSTANCE_ID",
+    "INSTANCE_ID_SIGNATURE",
+    "INTERNAL_HEADER_PREFIX",
+    "METADATA_IPV4",
+    "METADATA_IPV6",
+    "NETWORK_ID",
+    "OVN_NETWORK_ID",
+    "PROVIDER",
+    "PROVIDER_SIGNATURE",
+    "ROUTER_ID",
+    "TENANT_ID",
+    "TOKEN_HEADER",
+    "TTL_HEADER",
     "DISTRIBUTED_OWNER",
     "HA_OWNER",
     "INSTANCE_OWNER_PREFIXES",
@@ -17,7 +40,47 @@ __all__ = [
     "ROUTER_INTERFACE_OWNERS",
     "is_instance_owner",
     "is_router_interface",
+    "sign_instance_id",
+    "verify_signature",
 ]
+
+# ---- the metadata path's headers ----------------------------------------------------------
+# Proxy -> agent (Neutron): which network or router the request came through, and the guest.
+FORWARDED_FOR = "X-Forwarded-For"
+NETWORK_ID = "X-Neutron-Network-ID"
+ROUTER_ID = "X-Neutron-Router-ID"
+# OVN's metadata agent's spelling of NETWORK_ID: not ours, but never let a guest send it.
+OVN_NETWORK_ID = "X-OVN-Network-ID"
+# Agent -> metadata API (Nova): the instance, its project, and the HMAC of the instance id.
+INSTANCE_ID = "X-Instance-ID"
+INSTANCE_ID_SIGNATURE = "X-Instance-ID-Signature"
+TENANT_ID = "X-Tenant-ID"
+# Nova's provider mode (a service, not an instance, vouches for the request).
+PROVIDER = "X-Metadata-Provider"
+PROVIDER_SIGNATURE = "X-Metadata-Provider-Signature"
+# What a guest may never send: the proxies delete these names exactly, and every header that
+# starts with one of the prefixes (Nova's provider family and any future member of it).
+IDENTITY_HEADERS: tuple[str, ...] = (
+    FORWARDED_FOR, INSTANCE_ID, INSTANCE_ID_SIGNATURE, TENANT_ID, NETWORK_ID, ROUTER_ID,
+    OVN_NETWORK_ID,
+)
+IDENTITY_HEADER_PREFIXES: tuple[str, ...] = (PROVIDER,)
+
+# AWS's IMDSv2 session token and the TTL asked for it (the token PUT).
+TOKEN_HEADER = "X-aws-ec2-metadata-token"
+TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
+# openimds's own, between its proxy, agent and API; deleted from every guest request.
+INTERNAL_HEADER_PREFIX = "X-OpenIMDS-"
+# Set by the proxy when the guest sent its own X-Forwarded-For (the token PUT SSRF rule).
+GUEST_FORWARDED_HEADER = f"{INTERNAL_HEADER_PREFIX}Guest-Forwarded"
+# Set by the API on a token PUT's answer; the proxy turns it into the packet's hop limit.
+HOP_LIMIT_HEADER = f"{INTERNAL_HEADER_PREFIX}Hop-Limit"
+
+# ---- the metadata addresses -----------------------------------------------------------------
+METADATA_IPV4 = "169.254.169.254"
+METADATA_IPV6 = "fe80::a9fe:a9fe"
+
+# ---- device owners --------------------------------------------------------------------------
 
 DHCP_OWNER = "network:dhcp"
 # The distributed metadata port (issue 12): one per network, the same IP and MAC on every host.
@@ -47,3 +110,17 @@ def is_router_interface(device_owner: str | None) -> bool:
 
 def is_instance_owner(device_owner: str | None) -> bool:
     return bool(device_owner) and str(device_owner).startswith(INSTANCE_OWNER_PREFIXES)
+
+
+# ---- the instance-id signature ----------------------------------------------------------------
+
+
+def sign_instance_id(secret: str, instance_id: str) -> str:
+    """Lower-case hex HMAC-SHA256 of `instance_id` keyed with `secret` (Neutron and Nova)."""
+    return hmac.new(secret.encode(), instance_id.encode(), hashlib.sha256).hexdigest()
+
+
+def verify_signature(secret: str, value: str, signature: str) -> bool:
+    """Constant-time check of `signature` against `sign_instance_id(secret, value)`."""
+    expected = sign_instance_id(secret, value)
+    return hmac.compare_digest(expected.encode(), signature.encode("utf-8", "surrogateescape"))

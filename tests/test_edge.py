@@ -20,9 +20,10 @@ from aiohttp import web
 from openimds.control.app import build_app
 from openimds.edge import origin_form
 from openimds.inventory.migrate import open_store
-from openimds.metadata.identify import IdentifySettings, parse_trusted_proxies, sign_instance_id
+from openimds.metadata.identify import IdentifySettings, parse_trusted_proxies
 from openimds.metadata.respond import Responder, RespondSettings
 from openimds.metadata.source import DictSource
+from openimds.wire import sign_instance_id
 from tests.agent.fakes import FakeFeed, port_dict
 from tests.agent.harness import RunningAgent, StubUpstream, settings_for
 from tests.metadata.fixtures import SECRET, UUID_A, full_view

@@ -32,10 +32,11 @@ from openimds.control import auth
 from openimds.control.app import build_app
 from openimds.inventory.migrate import open_store
 from openimds.inventory.store import Store
-from openimds.metadata.identify import IdentifySettings, parse_trusted_proxies, sign_instance_id
+from openimds.metadata.identify import IdentifySettings, parse_trusted_proxies
 from openimds.metadata.respond import Responder, RespondSettings
 from openimds.metadata.server import metadata_server
 from openimds.metadata.store_source import StoreSource
+from openimds.wire import sign_instance_id
 from tests.metadata.test_store_source import INSTANCE, seed
 
 SECRET = "fuzz-secret"

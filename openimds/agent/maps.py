@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from openimds.agent.errors import AgentError
 from openimds.agent.index import PortEntry, PortIndex
 from openimds.agent.resolve import AgentRequest, resolve
-from openimds.metadata.identify import sign_instance_id
 from openimds.proxy.haproxy import MAP_VALUE_SEPARATOR, ResourceKind
 from openimds.proxy.runtime_api import MapEdit
+from openimds.wire import sign_instance_id
 
 __all__ = [
     "MapTarget",

@@ -30,6 +30,7 @@ from openimds.agent.errors import (
     RouterWithoutNetworks,
 )
 from openimds.agent.index import PortEntry, PortIndex
+from openimds.wire import FORWARDED_FOR, NETWORK_ID, ROUTER_ID
 
 __all__ = [
     "FORWARDED_FOR",
@@ -42,9 +43,6 @@ __all__ = [
     "resolve",
 ]
 
-FORWARDED_FOR = "X-Forwarded-For"
-NETWORK_ID = "X-Neutron-Network-ID"
-ROUTER_ID = "X-Neutron-Router-ID"
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _LINK_LOCAL = ipaddress.ip_network("fe80::/10")

@@ -52,7 +52,13 @@ from openimds.metadata.gate import (
     TOKEN_HEADER,
     TTL_HEADER,
 )
-from openimds.metadata.identify import sign_instance_id
+from openimds.wire import (
+    FORWARDED_FOR,
+    INSTANCE_ID,
+    INSTANCE_ID_SIGNATURE,
+    TENANT_ID,
+    sign_instance_id,
+)
 
 __all__ = ["PASSED_HEADERS", "RELAYED_HEADERS", "Upstream", "UpstreamResponse", "passed_headers"]
 
@@ -341,8 +347,8 @@ class Upstream:
             raise ValueError(f"refusing to forward a header or path with control characters "
                              f"(instance {res.instance_id!r}, path {raw_path!r})")
         # The four identity headers of spec 1.5, signed with the shared secret (spec 1.8).
-        identity = (f"X-Forwarded-For: {res.address}\r\nX-Instance-ID: {res.instance_id}\r\n"
-                    f"X-Tenant-ID: {res.project_id}\r\nX-Instance-ID-Signature: {signature}\r\n")
+        identity = (f"{FORWARDED_FOR}: {res.address}\r\n{INSTANCE_ID}: {res.instance_id}\r\n"
+                    f"{TENANT_ID}: {res.project_id}\r\n{INSTANCE_ID_SIGNATURE}: {signature}\r\n")
         method = method.upper()
         length = f"Content-Length: {len(body)}\r\n" if body or method in _BODY_METHODS else ""
         tail = f"{identity}{passed}{self._fixed_headers}{length}\r\n"

@@ -16,7 +16,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from openimds.metadata.errors import MetadataError
-from openimds.metadata.identify import IdentifySettings, identify, sign_instance_id
+from openimds.metadata.identify import IdentifySettings, identify
 from openimds.metadata.source import AddressMatch, DictSource, InstanceSource, PasswordResult
 from openimds.metadata.view import FixedIPView, InstanceView, KeyPairView, PortView, SubnetView
 
@@ -60,7 +60,6 @@ __all__ = [
     "identify",
     "lookup",
     "render_tree",
-    "sign_instance_id",
 ]
 
 

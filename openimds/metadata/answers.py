@@ -35,16 +35,16 @@ from collections.abc import Callable, Iterable
 from datetime import date
 
 from openimds.metadata.gate import GUEST_FORWARDED_HEADER, TOKEN_HEADER, TTL_HEADER
-from openimds.metadata.identify import (
-    FORWARDED_FOR,
-    INSTANCE_ID,
-    PROVIDER,
-    PROVIDER_SIGNATURE,
-    SIGNATURE,
-    TENANT_ID,
-)
 from openimds.metadata.respond import RANDOM_SEED_BYTES
 from openimds.metadata.view import InstanceView
+from openimds.wire import (
+    FORWARDED_FOR,
+    INSTANCE_ID,
+    INSTANCE_ID_SIGNATURE,
+    PROVIDER,
+    PROVIDER_SIGNATURE,
+    TENANT_ID,
+)
 
 __all__ = ["Answer", "AnswerCache", "AnswerKey", "SeedPool", "encoded_seeds", "plain_identity"]
 
@@ -64,7 +64,7 @@ _SLOW = 5
 _ROLES: dict[bytes, int] = {
     INSTANCE_ID.lower().encode(): _INSTANCE,
     TENANT_ID.lower().encode(): _TENANT,
-    SIGNATURE.lower().encode(): _SIGNATURE,
+    INSTANCE_ID_SIGNATURE.lower().encode(): _SIGNATURE,
     FORWARDED_FOR.lower().encode(): _FORWARDED,
     PROVIDER.lower().encode(): _SLOW,
     PROVIDER_SIGNATURE.lower().encode(): _SLOW,

@@ -32,6 +32,7 @@ from openimds.metadata.tokens import (
     issue_token,
     parse_ttl,
 )
+from openimds.wire import GUEST_FORWARDED_HEADER, HOP_LIMIT_HEADER, TOKEN_HEADER, TTL_HEADER
 
 __all__ = [
     "GUEST_FORWARDED_HEADER",
@@ -46,13 +47,9 @@ __all__ = [
     "over_ipv6",
 ]
 
-TOKEN_HEADER = "X-aws-ec2-metadata-token"
-TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
 # Set by the namespace proxy (after deleting any copy the guest sent) when the guest's request
 # carried X-Forwarded-For; forwarded by the agent.
-GUEST_FORWARDED_HEADER = "X-OpenIMDS-Guest-Forwarded"
 # Answer header read and removed by the namespace proxy: the IP TTL for this response.
-HOP_LIMIT_HEADER = "X-OpenIMDS-Hop-Limit"
 TOKEN_PATH = ["latest", "api", "token"]
 
 _TOKEN_KEY = TOKEN_HEADER.lower()

@@ -14,7 +14,6 @@ header; here a duplicate is a 400. Lookups in the inventory happen later, in `re
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import ipaddress
 from collections.abc import Iterable, Sequence
@@ -28,6 +27,16 @@ from openimds.metadata.errors import (
     InvalidHeader,
     MissingHeader,
 )
+from openimds.wire import (
+    FORWARDED_FOR,
+    INSTANCE_ID,
+    INSTANCE_ID_SIGNATURE,
+    PROVIDER,
+    PROVIDER_SIGNATURE,
+    TENANT_ID,
+    sign_instance_id,
+    verify_signature,
+)
 
 __all__ = [
     "ByAddress",
@@ -40,22 +49,15 @@ __all__ = [
     "identify",
     "is_trusted",
     "parse_trusted_proxies",
-    "sign_instance_id",
-    "verify_signature",
 ]
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-INSTANCE_ID = "X-Instance-ID"
-SIGNATURE = "X-Instance-ID-Signature"
-TENANT_ID = "X-Tenant-ID"
-PROVIDER = "X-Metadata-Provider"
-PROVIDER_SIGNATURE = "X-Metadata-Provider-Signature"
-FORWARDED_FOR = "X-Forwarded-For"
 # Lower-cased once: `identify` reads `Headers._values` directly (it runs on every request).
 _KEY = {
     name: name.lower()
-    for name in (INSTANCE_ID, SIGNATURE, TENANT_ID, PROVIDER, PROVIDER_SIGNATURE, FORWARDED_FOR)
+    for name in (INSTANCE_ID, INSTANCE_ID_SIGNATURE, TENANT_ID, PROVIDER, PROVIDER_SIGNATURE,
+                 FORWARDED_FOR)
 }
 
 
@@ -107,15 +109,6 @@ class ByAddress(NamedTuple):
 Identity = ByInstanceId | ByProvider | ByAddress
 
 
-def sign_instance_id(secret: str, instance_id: str) -> str:
-    """Lower-case hex HMAC-SHA256 of `instance_id` keyed with `secret` (neutron and nova)."""
-    return hmac.new(secret.encode(), instance_id.encode(), hashlib.sha256).hexdigest()
-
-
-def verify_signature(secret: str, value: str, signature: str) -> bool:
-    """Constant-time check of `signature` against `sign_instance_id(secret, value)`."""
-    expected = sign_instance_id(secret, value)
-    return hmac.compare_digest(expected.encode(), signature.encode("utf-8", "surrogateescape"))
 
 
 class SignatureCache:
@@ -239,12 +232,12 @@ def identify(
 
     # Missing headers are reported in nova's order before any duplicate.
     values = headers._values
-    for name in (INSTANCE_ID, SIGNATURE, TENANT_ID):
+    for name in (INSTANCE_ID, INSTANCE_ID_SIGNATURE, TENANT_ID):
         if not values.get(_KEY[name]):
             raise MissingHeader(name)
     instance_id = _single(headers, INSTANCE_ID)
     tenant_id = _single(headers, TENANT_ID)
-    signature = _single(headers, SIGNATURE)
+    signature = _single(headers, INSTANCE_ID_SIGNATURE)
     assert instance_id is not None and tenant_id is not None and signature is not None
     if not signature or not verify(instance_id, signature):
         # Only the received value is logged: the expected HMAC is a forgery oracle (LP 2150094).

@@ -28,6 +28,16 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
 from openimds.proxy.hoplimit import haproxy_response_lines
+from openimds.wire import (
+    GUEST_FORWARDED_HEADER,
+    IDENTITY_HEADER_PREFIXES,
+    IDENTITY_HEADERS,
+    INTERNAL_HEADER_PREFIX,
+    METADATA_IPV4,
+    METADATA_IPV6,
+    NETWORK_ID,
+    ROUTER_ID,
+)
 
 __all__ = [
     "DHCP_METADATA_PORT",
@@ -76,33 +86,11 @@ IDENTITY_SOURCES: tuple[IdentitySource, ...] = ("agent", "haproxy_map")
 # signature contains (haproxy's `field` converter splits it again).
 MAP_VALUE_SEPARATOR = "|"
 
-METADATA_IPV4 = "169.254.169.254"
-METADATA_IPV6 = "fe80::a9fe:a9fe"
 # The same addresses as host routes / interface addresses ("ip/prefix").
 METADATA_IPV4_CIDR = f"{METADATA_IPV4}/32"
 METADATA_IPV6_CIDR = f"{METADATA_IPV6}/128"
 DHCP_METADATA_PORT = 80
 ROUTER_METADATA_PORT = 9697
-
-# Exact names deleted from every guest request. X-OVN-Network-ID is not ours, but an agent
-# that also understands OVN's header must never receive a guest's copy of it.
-IDENTITY_HEADERS: tuple[str, ...] = (
-    "X-Forwarded-For",
-    "X-Instance-ID",
-    "X-Instance-ID-Signature",
-    "X-Tenant-ID",
-    "X-Neutron-Network-ID",
-    "X-Neutron-Router-ID",
-    "X-OVN-Network-ID",
-)
-# Deleted by prefix (haproxy >= 2.2 `del-header NAME -m beg`): Nova's X-Metadata-Provider and
-# X-Metadata-Provider-Signature, and any future member of that family.
-IDENTITY_HEADER_PREFIXES: tuple[str, ...] = ("X-Metadata-Provider",)
-# Our own internal headers: a guest's copies are deleted first of all.
-INTERNAL_HEADER_PREFIX = "X-OpenIMDS-"
-# Set (after the guest's copies are deleted) when the guest's own request carried
-# X-Forwarded-For: the metadata API refuses a session token through a proxy (SSRF rule).
-GUEST_FORWARDED_HEADER = "X-OpenIMDS-Guest-Forwarded"
 
 # sun_path is 108 bytes including the NUL.
 _MAX_UNIX_PATH = 107
@@ -265,7 +253,7 @@ class ProxySpec:
 
 def id_header(kind: ResourceKind) -> str:
     """The header the proxy owns for this kind of namespace."""
-    return "X-Neutron-Network-ID" if kind == "network" else "X-Neutron-Router-ID"
+    return NETWORK_ID if kind == "network" else ROUTER_ID
 
 
 def config_owner(text: str) -> ResourceKind | None:

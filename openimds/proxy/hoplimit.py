@@ -17,6 +17,7 @@ DSCP 1..63, and 64 needs no rule (64 is the kernel's default TTL and hop limit).
 from __future__ import annotations
 
 from openimds.linux.iptables import Rule
+from openimds.wire import HOP_LIMIT_HEADER
 
 __all__ = [
     "DEFAULT_TTL",
@@ -27,7 +28,6 @@ __all__ = [
     "ttl_rules",
 ]
 
-HOP_LIMIT_HEADER = "X-OpenIMDS-Hop-Limit"
 MAX_HOP_LIMIT = 64
 # The kernel's default IP TTL and IPv6 hop limit in a new namespace: no rule needed for it.
 DEFAULT_TTL = 64

@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from openimds.agent.feed import ChangeBatch, ChangeRecord, FeedUnavailable, Snapshot
-from openimds.metadata.identify import verify_signature
+from openimds.wire import verify_signature
 
 IFACE = "network:router_interface"
 

@@ -15,9 +15,9 @@ from openimds.agent.maps import (
     map_target,
 )
 from openimds.agent.resolve import AgentRequest, mac_from_link_local, resolve
-from openimds.metadata.identify import sign_instance_id
 from openimds.proxy.haproxy import Connections, proxy_spec_for_network, render_haproxy_cfg
 from openimds.proxy.runtime_api import MapEdit, parse_show_map
+from openimds.wire import sign_instance_id
 
 IFACE = "network:router_interface"
 SECRET = "s3cret"

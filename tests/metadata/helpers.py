@@ -8,8 +8,8 @@ from collections.abc import Callable
 from datetime import date
 from typing import Any
 
-from openimds.metadata.identify import sign_instance_id
 from openimds.metadata.respond import MetadataRequest, MetadataResponse, Responder
+from openimds.wire import sign_instance_id
 
 TODAY = date(2026, 1, 1)
 _counter = itertools.count()

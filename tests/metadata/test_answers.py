@@ -29,11 +29,12 @@ from openimds.leanhttp import LeanServer
 from openimds.metadata.answers import Answer, AnswerCache, SeedPool, plain_identity
 from openimds.metadata.fastserver import fast_metadata_server
 from openimds.metadata.gate import TOKEN_HEADER, TTL_HEADER
-from openimds.metadata.identify import IdentifySettings, sign_instance_id
+from openimds.metadata.identify import IdentifySettings
 from openimds.metadata.metrics import MetadataMetrics
 from openimds.metadata.respond import Responder, RespondSettings
 from openimds.metadata.source import DictSource
 from openimds.metadata.store_source import StoreSource
+from openimds.wire import sign_instance_id
 from tests.metadata.fixtures import SECRET, UUID_A, full_view
 from tests.metadata.helpers import signed_headers
 from tests.metadata.test_store_source import INSTANCE, seed

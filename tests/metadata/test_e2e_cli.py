@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from openimds.inventory.migrate import open_store
 from openimds.inventory.models import Instance
-from openimds.metadata.identify import sign_instance_id
+from openimds.wire import sign_instance_id
 from tests.metadata.test_store_source import INSTANCE, seed
 
 requests = pytest.importorskip("requests")

@@ -25,7 +25,6 @@ def test_exported_members() -> None:
             "identify",
             "lookup",
             "render_tree",
-            "sign_instance_id",
         ]
     )
     for name in metadata.__all__:

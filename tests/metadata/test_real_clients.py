@@ -29,11 +29,12 @@ from aiohttp import web
 
 from openimds.metadata.aws import AwsProfile
 from openimds.metadata.gate import TOKEN_HEADER, TTL_HEADER
-from openimds.metadata.identify import IdentifySettings, sign_instance_id
+from openimds.metadata.identify import IdentifySettings
 from openimds.metadata.respond import Responder, RespondSettings
 from openimds.metadata.source import DictSource
 from openimds.metadata.tree import VendordataOptions
 from openimds.metadata.view import FixedIPView, InstanceView, PortView, SubnetView
+from openimds.wire import sign_instance_id
 from tests.metadata.fixtures import KEY, PORT_VIEW_A, SECRET, UUID_A, full_view
 from tests.metadata.servers import HTTP_SERVERS, start_metadata
 

@@ -26,7 +26,6 @@ import pytest
 
 from openimds.agent.index import PortEntry, PortIndex, PortRemoved, PortUpsert
 from openimds.agent.map_keeper import MapKeeper
-from openimds.metadata.identify import sign_instance_id
 from openimds.proxy.haproxy import (
     Connections,
     InstanceLimit,
@@ -35,6 +34,7 @@ from openimds.proxy.haproxy import (
 )
 from openimds.proxy.runtime_api import RuntimeApi
 from openimds.proxy.supervisor import HaproxySupervisor, Outcome
+from openimds.wire import sign_instance_id
 from tests.proxy.test_supervisor import (
     MD_IP,
     SPOOFED,
