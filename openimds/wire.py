@@ -38,9 +38,19 @@ __all__ = [
     "METADATA_OWNER",
     "ROUTER_INTERFACE",
     "ROUTER_INTERFACE_OWNERS",
+    "DHCP_NAMESPACE_PREFIX",
+    "METADATA_NAMESPACE_PREFIX",
+    "ROUTER_NAMESPACE_PREFIX",
+    "bridge_device",
+    "dhcp_namespace",
+    "ha_device",
     "is_instance_owner",
     "is_router_interface",
+    "metadata_namespace",
+    "router_interface_device",
+    "router_namespace",
     "sign_instance_id",
+    "tap_device",
     "verify_signature",
 ]
 
@@ -110,6 +120,47 @@ def is_router_interface(device_owner: str | None) -> bool:
 
 def is_instance_owner(device_owner: str | None) -> bool:
     return bool(device_owner) and str(device_owner).startswith(INSTANCE_OWNER_PREFIXES)
+
+
+# ---- namespace and device names (Neutron's Linux-bridge and L3 agents', so operators' tools
+# and habits carry over; a device name is at most 15 characters) -----------------------------
+DHCP_NAMESPACE_PREFIX = "qdhcp-"
+ROUTER_NAMESPACE_PREFIX = "qrouter-"
+# A host's distributed metadata namespace (OVN names its own `ovnmeta-`).
+METADATA_NAMESPACE_PREFIX = "qmeta-"
+_DEVICE_ID_CHARS = 11
+
+
+def dhcp_namespace(network_id: str) -> str:
+    return f"{DHCP_NAMESPACE_PREFIX}{network_id}"
+
+
+def router_namespace(router_id: str) -> str:
+    return f"{ROUTER_NAMESPACE_PREFIX}{router_id}"
+
+
+def metadata_namespace(network_id: str) -> str:
+    return f"{METADATA_NAMESPACE_PREFIX}{network_id}"
+
+
+def tap_device(port_id: str) -> str:
+    """A port's device: `tap` + the first 11 characters of its id."""
+    return f"tap{port_id[:_DEVICE_ID_CHARS]}"
+
+
+def router_interface_device(port_id: str) -> str:
+    """A router interface's device in its `qrouter-` namespace."""
+    return f"qr-{port_id[:_DEVICE_ID_CHARS]}"
+
+
+def ha_device(port_id: str) -> str:
+    """An HA router's device on its HA network."""
+    return f"ha-{port_id[:_DEVICE_ID_CHARS]}"
+
+
+def bridge_device(network_id: str) -> str:
+    """A network's bridge on a host (Linux-bridge Neutron's name)."""
+    return f"brq{network_id[:_DEVICE_ID_CHARS]}"
 
 
 # ---- the instance-id signature ----------------------------------------------------------------

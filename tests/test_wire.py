@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import openimds.wire as wire
 
 
@@ -24,9 +26,11 @@ def test_predicates() -> None:
     assert wire.is_instance_owner("compute:nova") and wire.is_instance_owner("baremetal:az1")
     assert not wire.is_instance_owner("network:dhcp")
     assert not wire.is_instance_owner("") and not wire.is_instance_owner(None)
-    assert sorted(wire.__all__) == sorted(
-        name for name in vars(wire) if name.isupper()
-        or name.startswith(("is_", "sign_", "verify_")))
+    # Everything the module defines is exported, and nothing else.
+    defined = {name for name, value in vars(wire).items()
+               if not name.startswith("_") and not inspect.ismodule(value)
+               and name != "annotations"}
+    assert sorted(wire.__all__) == sorted(defined)
 
 
 def test_headers_and_addresses_are_the_peers() -> None:
@@ -59,3 +63,17 @@ def test_the_instance_id_signature_is_neutrons_hmac() -> None:
     assert not wire.verify_signature("s3cret", "instance-2", signature)
     assert not wire.verify_signature("other", "instance-1", signature)
     assert not wire.verify_signature("s3cret", "instance-1", "\udcff" * 64)
+
+
+def test_namespace_and_device_names_are_neutrons() -> None:
+    port = "8b1e2f3a-4c5d-6e7f-8091-a2b3c4d5e6f7"
+    assert wire.tap_device(port) == "tap8b1e2f3a-4c"
+    assert wire.router_interface_device(port) == "qr-8b1e2f3a-4c"
+    assert wire.ha_device(port) == "ha-8b1e2f3a-4c"
+    assert wire.bridge_device(port) == "brq8b1e2f3a-4c"
+    for device in (wire.tap_device(port), wire.router_interface_device(port),
+                   wire.ha_device(port), wire.bridge_device(port)):
+        assert len(device) <= 15  # IFNAMSIZ - 1
+    assert wire.dhcp_namespace(port) == f"qdhcp-{port}"
+    assert wire.router_namespace(port) == f"qrouter-{port}"
+    assert wire.metadata_namespace(port) == f"qmeta-{port}"

@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from openimds import wire
 from openimds.inventory.models import FixedIP, Network, Port, Subnet
 from openimds.inventory.store import Store
 from openimds.metadata_retirement import RETIRING_KEY, retire_deadline, retired, retiring_until
@@ -41,7 +42,7 @@ __all__ = ["METADATA_MODES", "metadata_device_id", "next_retirement",
 LOG = logging.getLogger(__name__)
 
 METADATA_MODES = ("network_node", "distributed")
-DEVICE_PREFIX = "qmeta-"
+DEVICE_PREFIX = wire.METADATA_NAMESPACE_PREFIX
 
 
 def metadata_device_id(network_id: str) -> str:

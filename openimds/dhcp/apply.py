@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from openimds import wire
 from openimds.dhcp.plan import DhcpPlan
 from openimds.l3.plan import render_iptables_restore
 from openimds.linux import actions as act
@@ -59,7 +60,7 @@ __all__ = [
 LOG = logging.getLogger(__name__)
 
 MARKER_NAME = "reloaded"
-NAMESPACE_PREFIX = "qdhcp-"
+NAMESPACE_PREFIX = wire.DHCP_NAMESPACE_PREFIX
 
 
 def namespace_name(network_id: str) -> str:

@@ -26,6 +26,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from openimds import wire
 from openimds.dhcp.model import NetworkInfo, PortInfo, SubnetInfo
 from openimds.dhcp.vrrp import plan_vips, vip_ip
 from openimds.linux.iptables import Rule
@@ -230,8 +231,7 @@ class DhcpPlan:
 
 
 def tap_name(port_id: str) -> str:
-    """Neutron's device name: 'tap' + the first 11 characters of the port id (15 max)."""
-    return f"tap{port_id[:11]}"
+    return wire.tap_device(port_id)
 
 
 def dhcp_device_id(host: str, network_id: str) -> str:
@@ -596,7 +596,7 @@ def desired_dhcp_state(network: NetworkInfo, opts: DhcpOptions, now: datetime) -
     )
     return DhcpPlan(
         network_id=network.id,
-        namespace=f"qdhcp-{network.id}",
+        namespace=wire.dhcp_namespace(network.id),
         interface=iface,
         port_id=port.id,
         mac_address=port.mac_address,

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from openimds import wire
 from openimds.l3.plan import render_iptables_restore
 from openimds.linux import actions as act
 from openimds.linux import iptables as ipt
@@ -51,7 +52,7 @@ __all__ = ["NAMESPACE_PREFIX", "MetaActual", "MetaApplier", "MetaPlan", "MetaSet
 
 LOG = logging.getLogger(__name__)
 
-NAMESPACE_PREFIX = "qmeta-"
+NAMESPACE_PREFIX = wire.METADATA_NAMESPACE_PREFIX
 # Our iptables chains in a qmeta- namespace: the token PUT's hop limit (proxy/hoplimit.py).
 CHAIN_PREFIX = "openimds-meta-"
 

@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from openimds import wire
 from openimds.l3.ha import render_keepalived_conf, state_from_addresses
 from openimds.l3.plan import RouterPlan, render_iptables_restore
 from openimds.linux import actions as act
@@ -57,7 +58,7 @@ __all__ = [
 
 LOG = logging.getLogger(__name__)
 
-NAMESPACE_PREFIX = "qrouter-"
+NAMESPACE_PREFIX = wire.ROUTER_NAMESPACE_PREFIX
 
 
 def namespace_name(router_id: str) -> str:

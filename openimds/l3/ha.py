@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from openimds import wire
 from openimds.linux.keepalived import VrrpConf, canonical_cidr, render_vrrp_conf
 
 __all__ = [
@@ -40,8 +41,7 @@ STANDBY = "standby"
 
 
 def ha_name(port_id: str) -> str:
-    """Neutron's device name for an HA port: 'ha-' + the first 11 characters of its id."""
-    return f"ha-{port_id[:11]}"
+    return wire.ha_device(port_id)
 
 
 def primary_vip(vr_id: int) -> str:

@@ -17,6 +17,7 @@ import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from openimds import wire
 from openimds.l3.ha import HaPlan, ha_name
 from openimds.l3.model import RouterInfo
 from openimds.linux.iptables import BUILTIN_CHAINS, IptablesState, Rule
@@ -147,8 +148,7 @@ class RouterPlan:
 
 
 def qr_name(port_id: str) -> str:
-    """Neutron's device name: 'qr-' + the first 11 characters of the port id (14 chars)."""
-    return f"qr-{port_id[:11]}"
+    return wire.router_interface_device(port_id)
 
 
 def _mark(opts: L3Options) -> str:
@@ -271,7 +271,7 @@ def desired_router_state(router: RouterInfo, opts: L3Options) -> RouterPlan:
         listen = ("::" if opts.ipv6_enabled else "0.0.0.0", opts.metadata_port)
     return RouterPlan(
         router_id=router.id,
-        namespace=f"qrouter-{router.id}",
+        namespace=wire.router_namespace(router.id),
         ports=ports,
         sysctls=tuple(sysctls),
         rules=tuple(metadata_rules(opts, METADATA_V4)),

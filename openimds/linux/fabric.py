@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+from openimds import wire
 from openimds.linux.addresses import ensure_address
 from openimds.linux.links import ensure_bridge, ensure_veth_pair, set_link
 from openimds.linux.netns import ensure_netns, netns_exists, set_bridge_nf_call, set_sysctl
@@ -47,13 +48,12 @@ HOST_FABRIC_NAME = "openimds-host"
 
 
 def bridge_name(network_id: str) -> str:
-    """`brq` + the first 11 characters of the network id (Linux-bridge Neutron's name)."""
-    return f"{BRIDGE_PREFIX}{network_id[:11]}"
+    return wire.bridge_device(network_id)
 
 
 def fabric_port_name(port_id: str) -> str:
-    """The bridge-side end of a port's veth: `tap` + the first 11 characters of the port id."""
-    return f"{FABRIC_PORT_PREFIX}{port_id[:11]}"
+    """The bridge-side end of a port's veth."""
+    return wire.tap_device(port_id)
 
 
 def ensure_fabric(fabric_namespace: str) -> str:

@@ -13,6 +13,8 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
+from openimds import wire
+
 __all__ = ["FixedIPView", "InstanceView", "KeyPairView", "PortView", "SubnetView"]
 
 
@@ -51,8 +53,7 @@ class PortView:
 
     @property
     def devname(self) -> str:
-        # Neutron names the host-side device tap + the first 11 characters of the port id.
-        return "tap" + self.id[:11]
+        return wire.tap_device(self.id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,8 @@ import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
+from openimds import wire
+
 __all__ = [
     "TRUSTED_OWNER_PREFIX",
     "AddressPair",
@@ -61,8 +63,7 @@ class PortSecurity(NamedTuple):
 
 
 def tap_name(port_id: str) -> str:
-    """`tap` + 11 characters of the port id (openimds.linux.fabric.fabric_port_name)."""
-    return f"tap{port_id[:11]}"
+    return wire.tap_device(port_id)
 
 
 def table_name(network_id: str) -> str:
