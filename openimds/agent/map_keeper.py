@@ -63,6 +63,14 @@ class MapKeeper:
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _scanned: dict[str, tuple[int, int, MapTarget | None]] = field(default_factory=dict)
 
+    def status(self) -> dict[str, int]:
+        """For /healthz: proxies in map mode, those whose running map is not known to be
+        current (haproxy unreachable or refusing), and passes run."""
+        return {"proxies": len(self._kept),
+                "not_current": sum(1 for k in self._kept.values()
+                                   if k.failing or k.pushed is None),
+                "passes": self.passes}
+
     def changed(self, networks: set[str] | None) -> None:
         """The index changed on these networks (None: a full resync, all of them)."""
         if networks is None or self._touched is None:
