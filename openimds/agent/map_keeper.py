@@ -8,9 +8,13 @@ Level-triggered, per proxy (STYLE items 6-7): the proxies in map mode are the co
 agents write them). For each, `maps.desired_map` (pure) is what the map must hold; the map file
 is rewritten atomically when it differs (a haproxy that starts or reloads loads it), and then the
 running map is read back over the admin socket (`show map`), diffed and edited (`add`/`set`/`del
-map`), so a port change reaches the guest without any reload. A proxy is worked on when it is new,
-when a change touched one of its networks, when its last attempt failed, and every
-`verify_interval` seconds regardless (drift, a haproxy restarted from an older file).
+map`), so a port change reaches the guest without any reload. While the last update succeeded
+and the file still holds it, the running map is known and only the edits are sent; haproxy is
+asked (`show map`) for a new proxy, after a failure and every `verify_interval`.
+
+A proxy is worked on when it is new, when a change touched one of its networks, when its map
+file is not the one the keeper last wrote (a proxy stopped and started again has a new, empty
+one), when its last attempt failed, and every `verify_interval` seconds regardless.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ class _Kept:
     pushed: dict[str, str] | None = None  # what the running map was last made equal to
     verified_at: float = 0.0
     failing: bool = False
+    file_id: tuple[int, int] | None = None  # (inode, mtime) of the map file last written/seen
 
 
 @dataclass
@@ -62,6 +67,14 @@ class MapKeeper:
     _touched: set[str] | None = field(default_factory=set)  # None = everything
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _scanned: dict[str, tuple[int, int, MapTarget | None]] = field(default_factory=dict)
+
+    def status(self) -> dict[str, int]:
+        """For /healthz: proxies in map mode, those whose running map is not known to be
+        current (haproxy unreachable or refusing), and passes run."""
+        return {"proxies": len(self._kept),
+                "not_current": sum(1 for k in self._kept.values()
+                                   if k.failing or k.pushed is None),
+                "passes": self.passes}
 
     def changed(self, networks: set[str] | None) -> None:
         """The index changed on these networks (None: a full resync, all of them)."""
@@ -98,11 +111,12 @@ class MapKeeper:
             networks = frozenset(scope_networks(self.index, target.kind, target.scope_id))
             due = (kept.pushed is None or kept.failing or touched is None
                    or bool(touched & (networks | kept.networks))
+                   or _file_id(target.map_file) != kept.file_id
                    or now - kept.verified_at >= self.verify_interval)
             if not due:
                 continue
             kept.networks = networks
-            await self._sync(kept, now)
+            await self._sync(kept, now, verify=now - kept.verified_at >= self.verify_interval)
         self.passes += 1
 
     def _discover(self) -> dict[str, MapTarget]:
@@ -135,16 +149,25 @@ class MapKeeper:
         self._scanned = seen
         return out
 
-    async def _sync(self, kept: _Kept, now: float) -> None:
+    async def _sync(self, kept: _Kept, now: float, *, verify: bool) -> None:
         t = kept.target
         desired = desired_map(self.index, t.kind, t.scope_id, self.secret)
         text = map_file_text(desired)
+        on_disk = read_text(t.map_file)
+        # What the running map holds is known without asking when the last update succeeded
+        # and the file still holds it (a haproxy restarted since loaded that same file; a
+        # proxy re-created from scratch has a new, empty file): the change alone is sent, not
+        # a `show map` of the whole map. Otherwise, and every verify_interval, haproxy is asked.
+        trusted = (kept.pushed is not None and not kept.failing and not verify
+                   and on_disk == map_file_text(kept.pushed))
         # The file first: a haproxy (re)started from now on loads what the running one gets.
-        if read_text(t.map_file) != text:
+        if on_disk != text:
             write_atomic(t.map_file, text, 0o600)
+        kept.file_id = _file_id(t.map_file)
         api = RuntimeApi(t.admin_socket)
         try:
-            actual = await api.show_map(t.map_file)
+            actual = list(kept.pushed.items()) if trusted and kept.pushed is not None \
+                else await api.show_map(t.map_file)
             edits = diff_map(actual, desired)
             if edits:
                 await api.edit_map(t.map_file, edits)
@@ -167,4 +190,13 @@ class MapKeeper:
             LOG.info("identity map of %s %s is current again", t.kind, t.scope_id)
         kept.failing = False
         kept.pushed = desired
-        kept.verified_at = now
+        if not trusted:
+            kept.verified_at = now
+
+
+def _file_id(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns

@@ -47,6 +47,7 @@ from openimds.agent.errors import (
 )
 from openimds.agent.feed import IndexSync, InventoryFeed
 from openimds.agent.index import PortIndex
+from openimds.agent.map_keeper import MapKeeper
 from openimds.agent.ratelimit import TokenBuckets, retry_after_header
 from openimds.agent.resolve import FORWARDED_FOR, NETWORK_ID, ROUTER_ID, AgentRequest, resolve
 from openimds.agent.settings import AgentSettings
@@ -70,11 +71,13 @@ class AgentState:
     """What one worker holds: the index, its sync loop and the upstream client."""
 
     def __init__(self, index: PortIndex, sync: IndexSync, upstream: Upstream,
-                 limiter: TokenBuckets | None = None) -> None:
+                 limiter: TokenBuckets | None = None, keeper: MapKeeper | None = None) -> None:
         self.index = index
         self.sync = sync
         self.upstream = upstream
         self.limiter = limiter
+        # Map mode, in the worker that keeps the proxies' identity maps.
+        self.keeper = keeper
         self.started = time.monotonic()
 
 
@@ -109,13 +112,15 @@ def _error_response(exc: AgentError) -> tuple[bytes, bytes]:
 
 def _health(state: AgentState) -> tuple[bytes, bytes]:
     ready = state.sync.ready.is_set()
-    body = {
+    body: dict[str, Any] = {
         "ready": ready,
         "revision": state.index.revision,
         "ports": len(state.index),
         "control_plane_connected": state.sync.connected,
         "uptime": round(time.monotonic() - state.started, 3),
     }
+    if state.keeper is not None:
+        body["identity_maps"] = state.keeper.status()
     return _response(200 if ready else 503, "application/json; charset=utf-8",
                      json.dumps(body).encode())
 
@@ -291,17 +296,17 @@ async def run_worker(sock: socket.socket, settings: AgentSettings, feed: Invento
     sync = IndexSync(feed, index)
     upstream = Upstream(settings)
     limiter = TokenBuckets(settings.rate_limit) if settings.rate_limit is not None else None
-    state = AgentState(index, sync, upstream, limiter)
+    keeper = None
+    if keep_maps and settings.proxy_identity == "haproxy_map":
+        keeper = MapKeeper(index, settings.state_path, settings.shared_secret)
+        sync.on_change = keeper.changed
+    state = AgentState(index, sync, upstream, limiter, keeper)
     server = build_app(state)
     # listen() is called again when serving starts: keep our backlog.
     await server.start_socket(sock, backlog=settings.backlog)
     sync_task = asyncio.create_task(sync.run(), name="index-sync")
     tasks = {sync_task}
-    if keep_maps and settings.proxy_identity == "haproxy_map":
-        from openimds.agent.map_keeper import MapKeeper
-
-        keeper = MapKeeper(index, settings.state_path, settings.shared_secret)
-        sync.on_change = keeper.changed
+    if keeper is not None:
         tasks.add(asyncio.create_task(keeper.run(), name="identity-maps"))
     LOG.info("metadata agent serving on %s (pid %d; upstream %s)", settings.socket_path,
              os.getpid(), ", ".join(settings.upstream_urls))

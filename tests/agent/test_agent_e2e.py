@@ -405,3 +405,65 @@ async def test_every_replica_503_relays_the_503(tmp_path: Path, feed: FakeFeed) 
     finally:
         await one.stop()
         await two.stop()
+
+
+async def test_map_mode_worker_keeps_the_proxies_maps_from_the_feed(
+        tmp_path: Path, upstream: StubUpstream, feed: FakeFeed) -> None:
+    """The worker's wiring in map mode: its index's changes reach the map files of the proxies
+    configured under state_path (no haproxy here: the runtime update is deferred, and
+    /healthz says so)."""
+    from dataclasses import replace
+
+    from openimds.metadata.identify import sign_instance_id
+    from openimds.proxy.haproxy import (
+        Connections,
+        proxy_spec_for_network,
+        proxy_spec_for_router,
+        render_haproxy_cfg,
+    )
+
+    state = tmp_path / "st"
+    conns = Connections(identity="haproxy_map", api_servers=(("127.0.0.1", upstream.port),))
+    confs = state / "ns-metadata-proxy"
+    confs.mkdir(parents=True)
+    for spec in (proxy_spec_for_network("net-a", state_path=str(state), socket_path="/x",
+                                        connections=conns),
+                 proxy_spec_for_router("r1", state_path=str(state), socket_path="/x",
+                                       connections=conns)):
+        (confs / f"{spec.resource_id}.conf").write_text(render_haproxy_cfg(spec))
+    settings = replace(settings_for(tmp_path, [upstream.url], SECRET),
+                       proxy_identity="haproxy_map", state_path=str(state))
+
+    def entries(owner: str) -> dict[str, str]:
+        path = confs / f"{owner}.map"
+        if not path.exists():
+            return {}
+        return dict(line.split(" ", 1) for line in path.read_text().splitlines())
+
+    def value(instance: str, project: str) -> str:
+        return f"{instance}|{project}|{sign_instance_id(SECRET, instance)}"
+
+    async with RunningAgent(settings, feed) as a:
+        await a.wait_ready()
+
+        async def written() -> bool:
+            return entries("net-a").get("10.0.0.5") == value("vm-a", "proj-a")
+        await poll(written)
+        assert stat.S_IMODE(os.stat(confs / "net-a.map").st_mode) == 0o600
+        # The router's map spans its interface networks (net-a and net-c), not net-b.
+        router = entries("r1")
+        assert router["10.0.0.5"] == value("vm-a", "proj-a")
+        assert router["10.1.0.7"] == value("vm-c", "proj-c")
+        assert "10.0.0.2" not in router and "10.0.0.1" not in router
+
+        await feed.delete_port("p-a")
+        await feed.put_port(port_dict("p-a2", "net-a", "10.0.0.5", device="vm-a2",
+                                      project="proj-a"))
+
+        async def moved() -> bool:
+            return (entries("net-a").get("10.0.0.5") == value("vm-a2", "proj-a")
+                    and entries("r1").get("10.0.0.5") == value("vm-a2", "proj-a"))
+        await poll(moved)
+        health = json.loads((await a.request("/healthz")).body)
+        assert health["identity_maps"]["proxies"] == 2
+        assert health["identity_maps"]["not_current"] == 2  # no haproxy to update

@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from http.server import ThreadingHTTPServer
@@ -186,6 +187,10 @@ def test_restarted_haproxy_loads_the_map_file(lab: Lab) -> None:
     pid = lab.sup.pid("net-a")
     assert pid is not None
     os.kill(pid, 9)
+    deadline = time.monotonic() + 10
+    while lab.sup.pid("net-a") is not None:  # SIGKILL is delivered asynchronously
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
     # Restarted from its config and the map file alone, before the keeper runs again.
     assert lab.sup.ensure(spec, lab.proxies["net-a"]) is Outcome.RESTARTED
     [resp] = guest_get(lab.guests["net-a"], MD_IP, 80, "/latest/meta-data/instance-id")
@@ -242,3 +247,21 @@ def test_switching_modes_replaces_the_proxy_both_ways(lab: Lab) -> None:
     assert lab.sup.is_listening(agent_spec)
     [resp] = guest_get(lab.guests["net-a"], MD_IP, 80, "/latest/meta-data/instance-id")
     assert resp["status"] == 503, resp
+
+
+def test_a_proxy_stopped_and_started_again_gets_its_map_back(lab: Lab) -> None:
+    index = PortIndex()
+    index.replace(1, [_port("p-a", "net-a", GUEST_IP, "vm-a", "proj-a", "fa:16:3e:00:00:0a")],
+                  [])
+    keeper = MapKeeper(index, lab.state, SECRET)
+    spec, ns = lab.spec("net-a"), lab.proxies["net-a"]
+    lab.sup.ensure(spec, ns)
+    asyncio.run(keeper.run_pass())
+    # Stopped (its files removed) and started again between two passes: a new, empty map.
+    lab.sup.stop("net-a")
+    lab.sup.ensure(spec, ns)
+    [resp] = guest_get(lab.guests["net-a"], MD_IP, 80, "/latest/meta-data/instance-id")
+    assert resp["status"] == 404
+    asyncio.run(keeper.run_pass())  # no index change: the new file alone makes it due
+    [resp] = guest_get(lab.guests["net-a"], MD_IP, 80, "/latest/meta-data/instance-id")
+    assert header_values(resp, "X-Instance-ID") == ["vm-a"]
