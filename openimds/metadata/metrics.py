@@ -112,6 +112,9 @@ class MetadataMetrics:
         self._done_tokens: dict[str, int] = {}
         # Per instance, not yet handed to `take_instance_usage`: [tokenless, invalid token].
         self._instance_usage: dict[str, list[int]] = {}
+        # Tokenless requests per instance answered from bytes, not yet taken: plain ints
+        # (no list per instance on the hot path), merged into the above by the taker.
+        self._tokenless_again: dict[str, int] = {}
         # Running totals (event loop thread only) and what flush has exported of them.
         self._requests: dict[tuple[int, str], int] = {}
         self._buckets: dict[str, list[int]] = {}
@@ -175,10 +178,8 @@ class MetadataMetrics:
         counts[_TREE_HIT] = counts.get(_TREE_HIT, 0) + 1
         tokens = self._tokens
         tokens["none"] = tokens.get("none", 0) + 1
-        usage = self._instance_usage.get(instance_id)
-        if usage is None:
-            usage = self._instance_usage[instance_id] = [0, 0]
-        usage[0] += 1
+        again = self._tokenless_again
+        again[instance_id] = again.get(instance_id, 0) + 1
 
     def cache_event(self, cache: str, hit: bool) -> None:
         if self._loop is not None:
@@ -204,6 +205,13 @@ class MetadataMetrics:
         """The per-instance [tokenless, invalid token] counts since the last call (event loop
         thread only; the caller persists them)."""
         taken, self._instance_usage = self._instance_usage, {}
+        again, self._tokenless_again = self._tokenless_again, {}
+        for instance_id, n in again.items():
+            usage = taken.get(instance_id)
+            if usage is None:
+                taken[instance_id] = [n, 0]
+            else:
+                usage[0] += n
         return taken
 
     def flush(self) -> None:

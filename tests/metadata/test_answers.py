@@ -511,3 +511,28 @@ async def test_access_log_again_writes_the_handlers_line(seconds: float) -> None
     access.flush()
     first, second = stream.getvalue().splitlines()
     assert first == second
+
+
+def test_answered_again_counts_what_the_handler_counts() -> None:
+    again, plain = MetadataMetrics(), MetadataMetrics()
+    for _ in range(3):
+        again.answered_again((200, "openstack"), 0.00001, "a")
+        plain.observe(200, "openstack", 0.00001)
+        plain.token_event("none", "a")
+        plain.cache_event("tree", True)
+    again.token_event("invalid", "a")
+    plain.token_event("invalid", "a")
+    assert again.take_instance_usage() == plain.take_instance_usage() == {"a": [3, 1]}
+    assert again.take_instance_usage() == {}
+
+    def samples(metrics: MetadataMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in metrics.registry.collect()
+            for s in family.samples
+            if not s.name.endswith("_created") and s.labels.get("cache") != "answer"
+        }
+
+    assert samples(again) == samples(plain)
+    assert again.registry.get_sample_value(
+        "openimds_metadata_cache_total", {"cache": "answer", "result": "hit"}) == 3
