@@ -14,6 +14,7 @@ import logging
 import os
 import re
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -26,7 +27,7 @@ from openimds.linux.links import delete_link
 from openimds.linux.nftables import apply_ruleset
 from openimds.linux.observe import Link, links
 from openimds.portsec import port_security_from_neutron, port_security_rules
-from openimds.reconcile import InventoryAgent, InventoryReader, Snapshot
+from openimds.reconcile import InventoryAgent, InventoryReader, Owners, Snapshot
 from openimds.wire import DHCP_OWNER, is_router_interface
 
 __all__ = ["DhcpAgent", "build_dhcp_agent", "dhcp_options_from_conf"]
@@ -75,19 +76,33 @@ class DhcpAgent(InventoryAgent):
             for p in snap.grouped("ports", "network_id").get(network_id, ())
             if p.get("device_owner") == DHCP_OWNER])
 
-    def owners(self, snap: Snapshot) -> dict[tuple[str, str], set[str]]:
+    def owners(self, snap: Snapshot) -> Owners:
         # Every known row has an entry (maybe empty): a change to a row that touches no
-        # network must not widen to "every network".
-        out: dict[tuple[str, str], set[str]] = {("router", r["id"]): set() for r in snap.routers}
+        # network must not widen to "every network". One shared set per network: 100k
+        # ports pointing at 100 networks need 100 sets, not 100k (issue 14, agent RSS).
+        none: frozenset[str] = frozenset()
+        by_network: dict[str, frozenset[str]] = {}
+
+        def of(network_id: str) -> frozenset[str]:
+            found = by_network.get(network_id)
+            if found is None:
+                found = by_network[network_id] = frozenset((network_id,))
+            return found
+
+        routers: dict[str, set[str]] = {}
+        out: dict[tuple[str, str], AbstractSet[str]] = {("router", r["id"]): none
+                                                        for r in snap.routers}
         for n in snap.networks:
-            out[("network", n["id"])] = {n["id"]}
+            out[("network", n["id"])] = of(n["id"])
         for s in snap.subnets:
-            out[("subnet", s["id"])] = {s["network_id"]} if s.get("network_id") else set()
+            out[("subnet", s["id"])] = of(s["network_id"]) if s.get("network_id") else none
         for p in snap.ports:
             if p.get("network_id"):
-                out[("port", p["id"])] = {p["network_id"]}
+                out[("port", p["id"])] = of(p["network_id"])
                 if p.get("device_id") and is_router_interface(p.get("device_owner")):
-                    out.setdefault(("router", p["device_id"]), set()).add(p["network_id"])
+                    routers.setdefault(p["device_id"], set()).add(p["network_id"])
+        for router_id, networks in routers.items():
+            out[("router", router_id)] = frozenset(networks)
         return out
 
     def orphan_keys(self) -> set[str]:

@@ -25,7 +25,7 @@ from openimds.control.scheduling import LINUXBRIDGE_AGENT
 from openimds.l2.apply import L2Applier
 from openimds.l2.metadata import MetaApplier, desired_meta_state
 from openimds.l2.plan import HA_OWNER, L2Options, PlanError, desired_l2_state, ha_router_hosts
-from openimds.reconcile import InventoryAgent, InventoryReader, Snapshot, TerminalError
+from openimds.reconcile import InventoryAgent, InventoryReader, Owners, Snapshot, TerminalError
 
 __all__ = ["ControlPeers", "L2Agent", "PeerSource", "build_l2_agent", "l2_options_from_conf",
            "parse_mappings"]
@@ -67,7 +67,7 @@ class L2Agent(InventoryAgent):
         return {str(n["id"]) for n in snap.networks
                 if (n.get("provider:network_type") or "local") != "local"}
 
-    def owners(self, snap: Snapshot) -> dict[tuple[str, str], set[str]]:
+    def owners(self, snap: Snapshot) -> Owners:
         out: dict[tuple[str, str], set[str]] = {("router", r["id"]): set()
                                                 for r in snap.routers}
         # A subnet's prefix is part of the qmeta- namespace's addresses.

@@ -16,7 +16,7 @@ from openimds.l3.apply import RouterApplier, RouterSettings
 from openimds.l3.model import HA_OWNER, ROUTER_INTERFACE_OWNERS, RouterInfo, routers_from_neutron
 from openimds.l3.plan import L3Options, desired_router_state
 from openimds.linux.fabric import ensure_fabric
-from openimds.reconcile import InventoryAgent, InventoryReader, Snapshot
+from openimds.reconcile import InventoryAgent, InventoryReader, Owners, Snapshot
 
 __all__ = ["L3Agent", "build_l3_agent", "l3_options_from_conf"]
 
@@ -75,7 +75,7 @@ class L3Agent(InventoryAgent):
                 out[rid] = state
         return out
 
-    def owners(self, snap: Snapshot) -> dict[tuple[str, str], set[str]]:
+    def owners(self, snap: Snapshot) -> Owners:
         out: dict[tuple[str, str], set[str]] = {("router", r["id"]): {r["id"]} for r in snap.routers}
         routers = snap.ids("routers")
         for p in snap.ports:

@@ -364,3 +364,27 @@ async def test_a_pruned_feed_is_a_gap_that_the_index_recovers_from(
                 assert await instance_of(agent, "10.2.0.6", network=net) == (200, "vm-new")
         finally:
             await feed.aclose()
+
+
+async def test_the_snapshot_keeps_only_what_the_index_reads(
+        tmp_path: Path, control: ControlPlane, upstream: StubUpstream) -> None:
+    """Issue 14 (agent RSS at 100k ports): the listing asks Neutron `fields` for the index's
+    attributes and keeps compact rows; the entries built from them equal those built from
+    the whole ports."""
+    from openimds.agent.control_feed import INDEX_FIELDS
+    from openimds.agent.index import PortEntry
+    from openimds.rows import Row
+
+    async with control.admin() as api:
+        net, _ = await make_network(api, "10.0.0.0/24")
+        for i in range(3):
+            await make_vm_port(api, net, f"10.0.0.{10 + i}", f"vm-{i}")
+        whole = await api.list("ports", page_size=2)
+        feed = ControlFeed.from_settings(agent_settings(tmp_path, control, upstream))
+        try:
+            snap = await feed.snapshot()
+        finally:
+            await feed.aclose()
+    assert all(isinstance(p, Row) and set(p) <= set(INDEX_FIELDS) for p in snap.ports)
+    assert [PortEntry.from_api(p) for p in snap.ports] == [PortEntry.from_api(p) for p in whole]
+    assert {p["id"] for p in snap.ports} == {p["id"] for p in whole}

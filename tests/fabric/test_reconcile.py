@@ -9,7 +9,14 @@ from typing import Any
 
 import pytest
 
-from openimds.reconcile import InventoryAgent, MemoryInventory, Snapshot, TerminalError, WorkQueue
+from openimds.reconcile import (
+    Change,
+    InventoryAgent,
+    MemoryInventory,
+    Snapshot,
+    TerminalError,
+    WorkQueue,
+)
 
 
 async def test_queue_dedupes_and_reruns_a_key_added_while_active() -> None:
@@ -301,3 +308,43 @@ def test_grouped_keeps_list_order_skips_rows_without_the_key_and_is_made_once() 
         == {"n1": ["p1", "p2"], "n2": ["p6"]}
     assert {k: [p["id"] for p in v] for k, v in snap.grouped("ports", "network_id").items()} \
         == {"n1": ["p1", "p4"], "n2": ["p2"]}
+
+
+def test_the_memo_keeps_every_owner_without_changing_the_owners_maps() -> None:
+    """The memo holds the owners maps' own (shared) sets; a row seen under two owners gets
+    a new set for the union, and no owners map is changed by it."""
+    agent = FakeAgent(MemoryInventory())
+    first = Snapshot(1, networks=({"id": "n1"}, {"id": "n2"}),
+                     ports=({"id": "p1", "network_id": "n1"},))
+    agent._take(first)
+    owners_first = agent._owners_of(first)
+    assert agent._memo[("port", "p1")] is owners_first[("port", "p1")]
+    moved = Snapshot(2, networks=first.networks, ports=({"id": "p1", "network_id": "n2"},))
+    agent._take(moved)
+    assert agent._memo[("port", "p1")] == {"n1", "n2"}
+    assert owners_first[("port", "p1")] == {"n1"}
+    assert agent._owners_of(moved)[("port", "p1")] == {"n2"}
+    # A change of p1 reaches both networks: its old one through the memo.
+    change = Change(3, "port", "p1", "update")
+    assert agent.keys_for(change, None, moved) == {"n1", "n2"}
+
+
+def test_dhcp_owners_share_one_set_per_network() -> None:
+    from openimds.dhcp.agent import DhcpAgent
+
+    snap = Snapshot(
+        1, networks=({"id": "n1"}, {"id": "n2"}),
+        subnets=({"id": "s1", "network_id": "n1"}, {"id": "s0"}),
+        ports=({"id": "p1", "network_id": "n1"}, {"id": "p2", "network_id": "n1"},
+               {"id": "r1", "network_id": "n2", "device_id": "R",
+                "device_owner": "network:router_interface"},
+               {"id": "r2", "network_id": "n1", "device_id": "R",
+                "device_owner": "network:router_interface"}),
+        routers=({"id": "R"}, {"id": "lonely"}))
+    owners = DhcpAgent.owners(DhcpAgent.__new__(DhcpAgent), snap)
+    assert {k: set(v) for k, v in owners.items()} == {
+        ("network", "n1"): {"n1"}, ("network", "n2"): {"n2"},
+        ("subnet", "s1"): {"n1"}, ("subnet", "s0"): set(),
+        ("port", "p1"): {"n1"}, ("port", "p2"): {"n1"}, ("port", "r1"): {"n2"},
+        ("port", "r2"): {"n1"}, ("router", "R"): {"n1", "n2"}, ("router", "lonely"): set()}
+    assert owners[("port", "p1")] is owners[("port", "p2")] is owners[("network", "n1")]
