@@ -177,9 +177,11 @@ def diff_dhcp(
 
     if not actual.namespace_exists:
         out.append(act.EnsureNamespace(ns))
-    if plan.vrrp is None and actual.keepalived_configured:
+    stopping = plan.vrrp is None and actual.keepalived_configured
+    if stopping:
         # keepalived goes first: it removes its addresses as it stops, and the address sync
-        # below then puts what the plan holds statically.
+        # below (forced: what was observed still shows them) then puts what the plan holds
+        # statically.
         out.append(act.StopKeepalived(network_id))
     out += [
         act.DeleteLink(ns, x.name)
@@ -215,7 +217,7 @@ def diff_dhcp(
         out.append(act.StopProxy(network_id))
 
     wanted = _wanted_addresses(plan, actual, paired)
-    if not paired or not addresses_match(actual.addresses, plan.interface, wanted):
+    if stopping or not paired or not addresses_match(actual.addresses, plan.interface, wanted):
         out.append(act.SyncAddresses(ns, plan.interface, wanted))
 
     # The hop-limit rules before the proxy (re)starts, so its first token answer is limited.

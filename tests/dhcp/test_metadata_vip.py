@@ -184,5 +184,12 @@ def test_keepalived_stops_first_when_no_longer_planned() -> None:
     out = diff_dhcp(NET, new, actual, SETTINGS, network_exists=True)
     assert kinds(out)[:2] == ["StopKeepalived", "SyncAddresses"]
     assert out[1].cidrs == new.addresses  # type: ignore[attr-defined]
+    # Also when what was observed already matches the new plan: keepalived takes the
+    # addresses it holds (now plain ones of the plan) with it as it stops.
+    vips = tuple(Address(old.interface, c, 4, "global", False, False) for c in old.vips)
+    held = dataclasses.replace(actual, addresses=actual.addresses + vips)
+    assert set(new.addresses) >= set(old.vips)
+    assert kinds(diff_dhcp(NET, new, held, SETTINGS, network_exists=True))[:2] == [
+        "StopKeepalived", "SyncAddresses"]
     gone = diff_dhcp(NET, None, actual, SETTINGS, network_exists=False)
     assert kinds(gone)[0] == "StopKeepalived"
