@@ -131,7 +131,8 @@ def clean_env() -> dict[str, str]:
 
 
 def seed(url: str, count: int) -> list[tuple[str, str]]:
-    """`count` instances with one port each on a /16; returns (uuid, project) pairs."""
+    """`count` instances with one port each on a /8 (room for the issue's 100k); returns
+    (uuid, project) pairs."""
     store = open_store(url)
     out: list[tuple[str, str]] = []
     try:
@@ -148,7 +149,7 @@ def seed(url: str, count: int) -> list[tuple[str, str]]:
                 network_id=net.id,
                 project_id=project.id,
                 ip_version=4,
-                cidr="10.0.0.0/16",
+                cidr="10.0.0.0/8",
                 gateway_ip="10.0.0.1",
                 dns_nameservers=["10.0.0.2"],
             )
@@ -183,7 +184,7 @@ def seed(url: str, count: int) -> list[tuple[str, str]]:
                             device_id=inst.uuid,
                             device_owner="compute:nova",
                             fixed_ips=[
-                                FixedIP(subnet_id=sub_id, ip_address=f"10.0.{n >> 8}.{n & 255}")
+                                FixedIP(subnet_id=sub_id, ip_address=f"10.{n >> 16}.{(n >> 8) & 255}.{n & 255}")
                             ],
                         )
                     )
