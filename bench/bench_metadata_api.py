@@ -134,10 +134,10 @@ def clean_env() -> dict[str, str]:
 
 
 def seed(url: str, count: int) -> list[tuple[str, str]]:
-    """`count` instances with one port each on a /16; returns (uuid, project) pairs.
-
-    The instances and ports go in with bulk inserts (5,000 rows a statement, no change
-    records: the API starts after the seed), so 100,000 take seconds, not minutes."""
+    """`count` instances with one port each on a /8 (room for the issue's 100k); returns
+    (uuid, project) pairs. The instances and ports go in with bulk inserts (5,000 rows a
+    statement, no change records: the API starts after the seed), so 100,000 take seconds,
+    not minutes."""
     store = open_store(url)
     out: list[tuple[str, str]] = []
     try:
@@ -154,7 +154,7 @@ def seed(url: str, count: int) -> list[tuple[str, str]]:
                 network_id=net.id,
                 project_id=project.id,
                 ip_version=4,
-                cidr="10.0.0.0/16",
+                cidr="10.0.0.0/8",
                 gateway_ip="10.0.0.1",
                 dns_nameservers=["10.0.0.2"],
             )
@@ -189,7 +189,7 @@ def seed(url: str, count: int) -> list[tuple[str, str]]:
                     "allowed_address_pairs": [],
                 })
                 fixed.append({"port_id": port, "subnet_id": sub_id, "network_id": net_id,
-                              "ip_address": f"10.0.{n >> 8}.{n & 255}"})
+                              "ip_address": f"10.{n >> 16}.{(n >> 8) & 255}.{n & 255}"})
                 out.append((inst, project_id))
             with store.session() as s:
                 s.execute(Instance.__table__.insert(), instances)
