@@ -225,7 +225,7 @@ def signed_get(base: str, uuid: str, project: str) -> bytes:
         },
     )
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(req, timeout=10) as resp:
+    with opener.open(req, timeout=60) as resp:
         return resp.read()
 
 
@@ -327,17 +327,39 @@ def view_misses(ops: str) -> float:
     return float(m.group(1)) if m else 0.0
 
 
-def warm(base: str, ops: str, pairs: list[tuple[str, str]], workers: int) -> bytes:
+def warm(base: str, ops: str, pairs: list[tuple[str, str]], workers: int,
+         args: argparse.Namespace, script: Path) -> bytes:
     """Request every instance until every worker has loaded each one (by the merged metrics):
-    SO_REUSEPORT spreads connections by hash, so one pass does not reach every worker."""
+    SO_REUSEPORT spreads connections by hash, so one pass does not reach every worker.
+
+    The first 100 instances by urllib; the rest by unmeasured wrk runs of the benchmark's own
+    script (100,000 instances one by one through urllib took ~15 minutes on a busy machine,
+    and a request timed out)."""
     from concurrent.futures import ThreadPoolExecutor
 
+    target = workers * len(pairs)
+    first = pairs[:100]
     body = b""
     with ThreadPoolExecutor(16) as pool:
         for _ in range(8 * workers):
-            body = list(pool.map(lambda p: signed_get(base, *p), pairs))[-1]
-            if view_misses(ops) >= workers * len(pairs):
+            body = list(pool.map(lambda p: signed_get(base, *p), first))[-1]
+            if view_misses(ops) >= workers * len(first):
                 break
+    # The warm-up script starts each run where the last one stopped (the measured script
+    # always starts at the first instance, in every wrk thread).
+    warm_script = script.with_suffix(".warm.lua")
+    warm_script.write_text(script.read_text().replace("local n = 0", "n = 0") +
+                           "init = function(args) n = tonumber(args[1]) end\n")
+    offset = 0
+    for _ in range(50):
+        if view_misses(ops) >= target:
+            break
+        out = subprocess.run(["wrk", f"-t{args.threads}", f"-c{args.connections}",
+                              f"-d{args.duration}s", "-s", str(warm_script), base, "--",
+                              str(offset)],
+                             capture_output=True, text=True, env=clean_env(), check=True)
+        done = re.search(r"(\d+) requests in", out.stdout)
+        offset += int(done.group(1)) // args.threads if done else 0
     return body
 
 
@@ -475,7 +497,8 @@ def main() -> int:
                     for kind in kinds:
                         apis[kind] = start_api(tmp, url, workers, kind)
                         t0 = time.monotonic()
-                        body = warm(apis[kind][1], apis[kind][2], pairs, workers)
+                        body = warm(apis[kind][1], apis[kind][2], pairs, workers, args,
+                                    script)
                         warm_s[kind] = time.monotonic() - t0
                     hap, hbase = start_haproxy(tmp, body, workers)
                     hap_name = f"haproxy   t={workers} n={count}"
