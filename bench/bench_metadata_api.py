@@ -348,15 +348,14 @@ def warm(base: str, ops: str, pairs: list[tuple[str, str]], workers: int,
     # The warm-up script starts each run where the last one stopped (the measured script
     # always starts at the first instance, in every wrk thread).
     warm_script = script.with_suffix(".warm.lua")
-    warm_script.write_text(script.read_text().replace("local n = 0", "n = 0") +
-                           "init = function(args) n = tonumber(args[1]) end\n")
+    text = script.read_text()
     offset = 0
     for _ in range(50):
         if view_misses(ops) >= target:
             break
+        warm_script.write_text(text.replace("local n = 0", f"local n = {offset}"))
         out = subprocess.run(["wrk", f"-t{args.threads}", f"-c{args.connections}",
-                              f"-d{args.duration}s", "-s", str(warm_script), base, "--",
-                              str(offset)],
+                              f"-d{args.duration}s", "-s", str(warm_script), base],
                              capture_output=True, text=True, env=clean_env(), check=True)
         done = re.search(r"(\d+) requests in", out.stdout)
         offset += int(done.group(1)) // args.threads if done else 0
