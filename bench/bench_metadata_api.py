@@ -230,12 +230,18 @@ def signed_get(base: str, uuid: str, project: str) -> bytes:
 
 
 def lua_script(path: Path, pairs: list[tuple[str, str]]) -> None:
-    rows = ",\n".join(f'{{"{u}", "{p}", "{sign_instance_id(SECRET, u)}"}}' for u, p in pairs)
+    """The wrk script: signed requests for the instances round robin. The ids are read from
+    a data file beside it: a Lua table constructor of 100,000 rows exceeds Lua's constant
+    limit, and wrk then silently sent plain `GET /` instead."""
+    data = path.with_suffix(".ids")
+    data.write_text("".join(f"{u},{p},{sign_instance_id(SECRET, u)}\n" for u, p in pairs))
     path.write_text(
         f"""
-local ids = {{
-{rows}
-}}
+local ids = {{}}
+for line in io.lines("{data}") do
+  local u, p, s = line:match("([^,]+),([^,]+),([^,]+)")
+  ids[#ids + 1] = {{u, p, s}}
+end
 local n = 0
 request = function()
   n = n + 1
