@@ -448,7 +448,8 @@ def agent_conf(tmp: Path, name: str, base: str, fabric: str) -> Path:
 
 def run_agent(tmp: Path, name: str, cmd: str, base: str, api: Api, log: Path,
               layout: Layout, fabric: str, hosted_net: str,
-              synced: Callable[[list[tuple[str, str, int]]], bool]) -> AgentRun:
+              synced: Callable[[list[tuple[str, str, int]]], bool],
+              after_sync: Callable[[], list[str]] | None = None) -> AgentRun:
     run = AgentRun(name)
     conf = agent_conf(tmp, name, base, fabric)
     offset = log.stat().st_size
@@ -468,6 +469,8 @@ def run_agent(tmp: Path, name: str, cmd: str, base: str, api: Api, log: Path,
         run.sync_cpu_s = cpu_s(proc.pid)
         run.sync = fetched(access_since(log, offset))
         run.rss = memory_mb(proc.pid)
+        if after_sync is not None:
+            run.notes += after_sync()
         # One change: rename a port of a network this host serves.
         port = layout.ports_by_network[hosted_net][7]
         offset = log.stat().st_size
@@ -596,11 +599,13 @@ def main() -> int:
 
         runs: list[AgentRun] = []
         if not args.no_agents:
+            def served() -> list[str]:
+                made = sum(netns_inode(f"qdhcp-{n}") is not None for n in layout.networks)
+                return [f"qdhcp namespaces made by the DHCP agent: {made} (networks scheduled "
+                        f"to it: {args.hosted})"]
+
             runs.append(run_agent(tmp, "dhcp-agent", "dhcp-agent", base, api, log, layout,
-                                  fabric, hosted[0], dhcp_ready(fabric, hosted)))
-            served = sum(netns_inode(f"qdhcp-{n}") is not None for n in layout.networks)
-            runs[0].notes.append(f"qdhcp namespaces made by the DHCP agent: {served} "
-                                 f"(networks scheduled to it: {args.hosted})")
+                                  fabric, hosted[0], dhcp_ready(fabric, hosted), served))
             runs.append(run_agent(tmp, "metadata-agent", "metadata-agent", base, api, log,
                                   layout, fabric, hosted[0], ports_listed))
             rss, hwm = memory_mb(api_proc.pid)

@@ -21,6 +21,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from openimds.agent.feed import ChangeBatch, ChangeRecord, FeedGap, FeedUnavailable, Snapshot
+from openimds.agent.index import PortEntry
 from openimds.agent.settings import AgentSettings
 from openimds.control.client import (
     ApiConnectionError,
@@ -42,9 +43,13 @@ INDEX_FIELDS = ("id", "network_id", "mac_address", "fixed_ips", "device_id", "de
                 "project_id", "tenant_id", "binding:host_id")
 
 
-def _index_row(port: Mapping[str, Any]) -> Mapping[str, Any]:
-    """A listed port as the index needs it (a server that ignores `fields` sends more)."""
-    return compact_row({k: port[k] for k in INDEX_FIELDS if k in port})
+def _index_entry(port: Mapping[str, Any]) -> PortEntry | Mapping[str, Any]:
+    """A listed port as the index keeps it; one it cannot read stays as it came (the index
+    sync logs and skips it)."""
+    try:
+        return PortEntry.from_api(port)
+    except (KeyError, TypeError):
+        return compact_row({k: port[k] for k in INDEX_FIELDS if k in port})
 
 
 @asynccontextmanager
@@ -86,9 +91,10 @@ class ControlFeed:
     async def snapshot(self) -> Snapshot:
         async with _api_errors("reading the inventory"):
             head = await self.client.changes(since=0, timeout=0, limit=0)
-            # Only what the index reads (PortEntry.from_api), asked as Neutron `fields` and
-            # kept as compact rows page by page: 100k whole ports as dicts were ~250 MB.
-            ports = await self.client.list("ports", fields=list(INDEX_FIELDS), each=_index_row)
+            # Only what the index reads, asked as Neutron `fields` and made into index
+            # entries page by page: 100k whole ports as dicts were ~250 MB.
+            ports = await self.client.list("ports", fields=list(INDEX_FIELDS),
+                                           each=_index_entry)
             routers = await self.client.list("routers")
         return Snapshot(head.current_revision, ports, [str(r["id"]) for r in routers])
 

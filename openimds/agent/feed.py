@@ -83,7 +83,9 @@ class Snapshot:
     """Every port and router id, listed after reading `revision` (so nothing is missed)."""
 
     revision: int
-    ports: Sequence[Mapping[str, Any]]
+    # Port dicts, or entries already made from them page by page (ControlFeed: 100k ports
+    # never exist as dicts at once).
+    ports: Sequence[Mapping[str, Any] | PortEntry]
     router_ids: Sequence[str]
 
 
@@ -173,6 +175,9 @@ class IndexSync:
         snap = await self.feed.snapshot()
         entries = []
         for raw in snap.ports:
+            if isinstance(raw, PortEntry):
+                entries.append(raw)
+                continue
             try:
                 entries.append(PortEntry.from_api(raw))
             except (KeyError, TypeError):
