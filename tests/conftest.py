@@ -13,9 +13,16 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PG_URL_ENV = "OPENIMDS_TEST_DATABASE_URL"
+
+# Property tests assert behaviour, never speed: no per-example deadline and no "too slow"
+# health check (both are timings; on a busy machine they failed tests whose assertions held).
+settings.register_profile("openimds", deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("openimds")
 
 
 def _need(condition: bool, reason: str) -> None:

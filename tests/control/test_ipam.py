@@ -130,7 +130,8 @@ steps = st.lists(st.tuples(st.sampled_from(["auto", "auto", "explicit", "delete"
 
 
 @settings(max_examples=40, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+          suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                 HealthCheck.too_slow])
 @given(prefix=st.integers(26, 29), gateway=st.sampled_from(["default", "none", "last"]),
        script=steps)
 def test_no_address_is_ever_handed_out_twice(env: tuple[Store, RequestContext], prefix: int,
