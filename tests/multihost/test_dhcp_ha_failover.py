@@ -32,7 +32,7 @@ import pytest
 from tests.multihost.conftest import COMPUTE, NETWORK_NODE
 from tests.multihost.test_ha_failover import active_host, router_agents
 from tests.support.multihost import MultiHostLab, SimHost, wait_for
-from tests.support.polling import Poller, outage, timeline
+from tests.support.polling import Poller, outage, second_outages, timeline
 
 DOWN_TIME = 8
 NODES = {"net-1", "net-2", "net-3"}
@@ -138,7 +138,7 @@ def check_answers(lab: MultiHostLab, guests: list[tuple[str, SimHost, str]],
         assert not wrong, f"{host.name} got another's metadata: {wrong[:3]}; {events}"
         errors = [(x[0] - cut, *x[1:]) for x in answers if x[1] not in (0, 200)]
         assert not errors, f"{host.name} got HTTP errors: {errors[:5]}; {events}"
-        second = [(x[0] - cut, *x[1:]) for x in answers if x[0] >= on and x[1] != 200]
+        second = second_outages(answers, on)
         assert not second, f"{host.name}: a second outage after power-on: {events}"
         assert metadata_route(lab, host, guest) == before
         if vip is not None:

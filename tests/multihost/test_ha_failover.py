@@ -25,7 +25,7 @@ import pytest
 
 from tests.multihost.conftest import COMPUTE, NETWORK_NODE
 from tests.support.multihost import MultiHostLab, wait_for
-from tests.support.polling import Poller, outage, timeline
+from tests.support.polling import Poller, outage, second_outages, timeline
 
 DOWN_TIME = 8
 BAR = 10.0  # seconds: the bar for p99 of the outage
@@ -142,7 +142,7 @@ def test_power_cut_of_the_active_router_node(ha_lab: MultiHostLab) -> None:
         errors = [(x[0] - cut, *x[1:]) for x in answers if x[1] not in (0, 200)]
         assert not errors, f"{project} got HTTP errors: {errors[:5]}; {events}"
         gap = outage(answers, cut)
-        second = [(x[0] - cut, *x[1:]) for x in answers if x[0] >= on and x[1] != 200]
+        second = second_outages(answers, on)
         assert not second, f"{project}: a second outage after power-on: {events}"
         report.append(f"{project}: outage {gap:.2f} s, {len(answers)} answers, "
                       f"{sum(1 for x in answers if x[1] == 0)} connection errors/timeouts")

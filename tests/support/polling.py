@@ -10,7 +10,7 @@ from typing import Any
 
 from tests.support.multihost import PYTHON, MultiHostLab, SimHost, _env
 
-__all__ = ["POLLER", "Poller", "outage", "timeline"]
+__all__ = ["POLLER", "Poller", "outage", "second_outages", "timeline"]
 
 POLLER = """
 import json, sys, time, urllib.request, urllib.error
@@ -61,6 +61,28 @@ def outage(answers: list[tuple[float, int, str | None]], cut: float) -> float:
     after = [t for t, status, _ in answers if status == 200 and t >= cut]
     assert before and after, "no good answer on one side of the cut"
     return after[0] - before[-1]
+
+
+def second_outages(answers: list[tuple[float, int, str | None]],
+                   since: float) -> list[list[tuple[float, int, str | None]]]:
+    """Runs of two or more consecutive unanswered polls from `since` on (a power-on). One
+    request alone that times out is a slow answer on a busy machine, not a lost path: losing
+    the metadata next hop or the router again costs keepalived's master-down interval
+    (3 x advert_int and more), which is several polls. HTTP errors are checked apart."""
+    runs: list[list[tuple[float, int, str | None]]] = []
+    current: list[tuple[float, int, str | None]] = []
+    for answer in answers:
+        if answer[0] < since:
+            continue
+        if answer[1] == 0:
+            current.append(answer)
+            continue
+        if len(current) >= 2:
+            runs.append(current)
+        current = []
+    if len(current) >= 2:
+        runs.append(current)
+    return runs
 
 
 def timeline(answers: list[tuple[float, int, str | None]], cut: float) -> str:
