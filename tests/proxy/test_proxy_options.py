@@ -91,3 +91,38 @@ def test_proxy_log_target_is_never_nothing_for_an_agent(
 ) -> None:
     assert proxy_log_target("/var/lib/openimds", service, dev_log=dev_log) == want
     assert proxy_log_target("/" + "x" * 100, "dhcp-agent", dev_log=False) is None
+
+
+def _conns(tmp_path: Path, service: str, text: str) -> Connections:
+    from openimds.proxy.options import connections_from_conf
+
+    ini = tmp_path / f"{service}.ini"
+    ini.write_text(f"[DEFAULT]\nstate_path = {tmp_path}\n" + text)
+    return connections_from_conf(load_config(service, [str(ini)]))
+
+
+def test_map_mode_from_the_same_options_as_the_metadata_agent(tmp_path: Path) -> None:
+    from openimds.proxy.haproxy import InstanceLimit
+
+    for service in ("dhcp-agent", "l3-agent", "l2-agent"):
+        assert _conns(tmp_path, service, "").identity == "agent"
+        got = _conns(tmp_path, service, "metadata_proxy_identity = haproxy_map\n"
+                     "nova_metadata_host = 10.0.0.1,10.0.0.2\nnova_metadata_port = 8776\n")
+        assert got.identity == "haproxy_map"
+        assert got.api_servers == (("10.0.0.1", 8776), ("10.0.0.2", 8776))
+        # The agent's per-instance limit (on by default) moves into the proxies.
+        assert got.instance_limit == InstanceLimit(rate=5.0, burst=200)
+    urls = _conns(tmp_path, "dhcp-agent", "metadata_proxy_identity = haproxy_map\n"
+                  "nova_metadata_urls = http://[fd00::1]:8775,http://api.example\n"
+                  "[metadata_rate_limiting]\ninstance_rate_limit_enabled = false\n")
+    assert urls.api_servers == (("fd00::1", 8775), ("api.example", 80))
+    assert urls.instance_limit is None
+
+
+def test_map_mode_refuses_tls_to_the_api(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="plain HTTP"):
+        _conns(tmp_path, "dhcp-agent", "metadata_proxy_identity = haproxy_map\n"
+               "nova_metadata_protocol = https\n")
+    with pytest.raises(ValueError, match="http://host"):
+        _conns(tmp_path, "l3-agent", "metadata_proxy_identity = haproxy_map\n"
+               "nova_metadata_urls = https://api.example:8775\n")
