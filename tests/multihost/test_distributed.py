@@ -404,7 +404,10 @@ def test_switching_modes_both_ways_while_guests_poll_has_no_outage(
         new_ip = metadata_port(lab, net_id)["fixed_ips"][0]["ip_address"]
         wait_for(lambda: opts_route(lab, net_id) == new_ip, timeout=60)
         marks["distributed opts"] = time.monotonic()
-        for poller in pollers:  # renew at once: the worst case for the race with the l2-agent
+        # Renew at once: the worst case for the race with the l2-agent, whose pass may not
+        # have plugged the new port's namespace yet (issue 12 item 5 allows one pass).
+        marks["renewed to the new port"] = time.monotonic()
+        for poller in pollers:
             assert f"{METADATA_IP} via {new_ip}" in poller.renew()
         for name in COMPUTE_HOSTS:
             wait_for(lambda n=name: f"qmeta-{net_id}" in  # type: ignore[misc]
@@ -415,10 +418,23 @@ def test_switching_modes_both_ways_while_guests_poll_has_no_outage(
                                                                      strict=True)), timeout=60)
     finally:
         outcome = [p.finish() for p in pollers]
-    failed = [f for fails, _ in outcome for f in fails]
+    # A guest that renewed onto the new port before the l2-agent's pass had plugged it on its
+    # host may miss answers until that pass ends: connection errors only, and only until its
+    # first answer on the new route. Anything else (an error before, a failure after that
+    # first answer, an HTTP error, another's data) is an outage the switch must not cause.
+    renewed = marks["renewed to the new port"]
+    converging: list[tuple[float, int]] = []
+    for poller in pollers:
+        back = min((sent for sent, _, status in poller.results
+                    if status == 200 and sent >= renewed), default=None)
+        assert back is not None, "a guest never got an answer on the new route"
+        converging += [(sent, status) for sent, _, status in poller.results
+                       if status == 0 and renewed <= sent < back]
+    failed = [f for fails, _ in outcome for f in fails if f not in converging]
     longest = max(gap for _, gap in outcome)
     total = sum(len(p.results) for p in pollers)
-    print(f"\nmode switch both ways: {total} requests, {len(failed)} failed, longest time "
+    print(f"\nmode switch both ways: {total} requests, {len(failed)} failed, "
+          f"{len(converging)} unanswered while the new port was plugged, longest time "
           f"without an answer {longest:.2f} s")
     start = marks["start"]
     assert failed == [], ({k: round(v - start, 1) for k, v in marks.items()},
