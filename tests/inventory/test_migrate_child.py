@@ -9,7 +9,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,16 +17,13 @@ from sqlalchemy import inspect, text
 
 from openimds.inventory.migrate import UpgradeFailed, upgrade_in_child
 from openimds.inventory.store import Store
+from tests.fabric.lab import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _wait(predicate: object, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met")
-        time.sleep(0.05)
+def _wait(predicate: Callable[[], object], timeout: float = 30.0) -> None:
+    wait_for(predicate, timeout=timeout)  # the suite's one condition poll
 
 
 def test_the_child_migrates_and_the_caller_never_loads_alembic(tmp_path: Path) -> None:

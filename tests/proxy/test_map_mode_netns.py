@@ -18,7 +18,6 @@ import shutil
 import subprocess
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from http.server import ThreadingHTTPServer
@@ -36,6 +35,7 @@ from openimds.proxy.haproxy import (
 from openimds.proxy.runtime_api import RuntimeApi
 from openimds.proxy.supervisor import HaproxySupervisor, Outcome
 from openimds.wire import sign_instance_id
+from tests.fabric.lab import wait_for
 from tests.proxy.test_supervisor import (
     MD_IP,
     SPOOFED,
@@ -187,10 +187,8 @@ def test_restarted_haproxy_loads_the_map_file(lab: Lab) -> None:
     pid = lab.sup.pid("net-a")
     assert pid is not None
     os.kill(pid, 9)
-    deadline = time.monotonic() + 10
-    while lab.sup.pid("net-a") is not None:  # SIGKILL is delivered asynchronously
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    # SIGKILL is delivered asynchronously: wait until the supervisor sees it gone.
+    wait_for(lambda: lab.sup.pid("net-a") is None)
     # Restarted from its config and the map file alone, before the keeper runs again.
     assert lab.sup.ensure(spec, lab.proxies["net-a"]) is Outcome.RESTARTED
     [resp] = guest_get(lab.guests["net-a"], MD_IP, 80, "/latest/meta-data/instance-id")
