@@ -15,7 +15,6 @@ on converges without a second outage.
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.multihost.conftest import COMPUTE, NETWORK_NODE
+from tests.multihost.conftest import node_loss_lab
 from tests.support.multihost import MultiHostLab, wait_for
 from tests.support.polling import Poller, outage, second_outages, timeline
 
@@ -32,25 +31,7 @@ BAR = 10.0  # seconds: the issue's bar for p99 of the outage
 
 @pytest.fixture(scope="module")
 def ha_lab() -> Iterator[MultiHostLab]:
-    from tests.conftest import IN_CI
-
-    if os.geteuid() != 0:
-        if IN_CI:
-            pytest.fail("CI=true but not root: the multi-host lab must run in CI")
-        pytest.skip("needs root (network and mount namespaces)")
-    lab = MultiHostLab(
-        [("net-1", NETWORK_NODE), ("net-2", NETWORK_NODE), ("net-3", NETWORK_NODE),
-         ("cmp-1", COMPUTE), ("cmp-2", COMPUTE)],
-        extra_control=(f"agent_down_time = {DOWN_TIME}\ndhcp_agents_per_network = 2\n"
-                       "max_l3_agents_per_router = 2\n"
-                       "[ml2]\ntenant_network_types = vxlan\n"
-                       "[ml2_type_vxlan]\nvni_ranges = 1000:1999\n"),
-        extra_agent="[DEFAULT]\nha_vrrp_advert_int = 1\n")
-    try:
-        lab.start()
-        yield lab
-    finally:
-        lab.cleanup()
+    yield from node_loss_lab(DOWN_TIME)
 
 
 def router_agents(lab: MultiHostLab, router_id: str) -> dict[str, str]:
