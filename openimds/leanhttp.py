@@ -32,6 +32,14 @@ all (the metadata API's answers kept as bytes); it returns None to leave the req
 handler. It runs only when no earlier request of the connection is still being answered, so
 responses keep their order.
 
+With a `replay` as well, a request the shortcut answered is remembered by its exact bytes
+(bounded, `replay_size`) when it arrived alone in one read, starting and ending at a message
+boundary: the common case of a keep-alive client, and of haproxy, asking again for the same
+thing. The next read of exactly the same bytes at a message boundary skips the parser and goes
+straight to `replay(token, peer)`, the token being what the shortcut returned with its answer;
+the same bytes parse the same way, so nothing HTTP decides is lost, and `replay` re-checks all
+that may have changed since (returning None sends the bytes through the parser as usual).
+
 With `eager` (the default), handlers that finish without suspending (the common case: answers
 from memory) are run to completion inside the parser callback with `coroutine.send(None)`, so
 no Task is created and no event-loop iteration passes between request and response; a handler
@@ -55,7 +63,7 @@ from typing import Any, NamedTuple, cast
 
 import httptools
 
-__all__ = ["LeanServer", "Request", "Handler", "Shortcut", "status_head"]
+__all__ = ["LeanServer", "Request", "Handler", "Replay", "Shortcut", "status_head"]
 
 
 class Request(NamedTuple):
@@ -71,9 +79,16 @@ class Request(NamedTuple):
 
 Handler = Callable[[Request], Coroutine[Any, Any, tuple[bytes, bytes]]]
 # Answers a complete request from memory, or returns None to leave it to the handler:
-# (method, request target bytes, raw (name, value) header pairs, peer) -> (head, body) | None.
-# Called inside the parser callback, only when nothing is queued before the request.
-Shortcut = Callable[[str, bytes, list[tuple[bytes, bytes]], str | None], tuple[bytes, bytes] | None]
+# (method, request target bytes, raw (name, value) header pairs, peer) ->
+# (head, body, replay token or None) | None. Called inside the parser callback, only when
+# nothing is queued before the request.
+Shortcut = Callable[
+    [str, bytes, list[tuple[bytes, bytes]], str | None], tuple[bytes, bytes, Any] | None
+]
+# Answers again a request whose exact bytes the shortcut answered before: (its token, peer) ->
+# (head, body), or None to parse the bytes as usual.
+Replay = Callable[[Any, str | None], tuple[bytes, bytes] | None]
+REPLAY_SIZE = 65536
 
 MAX_TARGET = 8190
 MAX_HEADER_LINE = 16384
@@ -134,9 +149,16 @@ class LeanServer:
         date_header: bool = True,
         eager: bool = True,
         shortcut: Shortcut | None = None,
+        replay: Replay | None = None,
+        replay_size: int = REPLAY_SIZE,
     ) -> None:
         self.handler = handler
         self.shortcut = shortcut
+        self.replay = replay
+        self.replay_size = replay_size
+        # Exact request bytes -> (replay token, keep-alive ending, HEAD); see the docstring.
+        self.replays: dict[bytes, tuple[Any, bytes | None, bool]] | None = (
+            {} if replay is not None and shortcut is not None and replay_size > 0 else None)
         self.logger = logger
         self.body_methods = body_methods
         self.body_limit = body_limit
@@ -223,7 +245,7 @@ class _Connection(asyncio.Protocol):
         "server", "transport", "parser", "peer", "since", "reading", "url", "method", "headers",
         "has_host",
         "head_size", "body", "body_size", "collect", "queue", "busy_task", "closing",
-        "stop_parsing", "paused", "write_paused", "handler", "head_only",
+        "stop_parsing", "paused", "write_paused", "handler", "head_only", "messages", "answered",
     )
 
     def __init__(self, server: LeanServer) -> None:
@@ -253,6 +275,10 @@ class _Connection(asyncio.Protocol):
         self.paused = False
         self.write_paused = False
         self.head_only = False
+        # Messages completed in the current read, and what the shortcut answered the first
+        # with (a candidate for `LeanServer.replays`).
+        self.messages = 0
+        self.answered: tuple[Any, bytes | None, bool] | None = None
 
     # asyncio.Protocol
 
@@ -281,8 +307,25 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.stop_parsing:
             return
+        replays = self.server.replays
+        at_boundary = not self.reading and self.busy_task is None and not self.queue
+        if replays is not None and at_boundary:
+            kept = replays.get(data)
+            if kept is not None:
+                result = self.server.replay(kept[0], self.peer)  # type: ignore[misc]
+                if result is not None:
+                    self.since = self.server.tick
+                    self._write(result, kept[1], kept[2])
+                    return
+        self.messages = 0
+        self.answered = None
         try:
             self.parser.feed_data(data)
+            if (replays is not None and at_boundary and self.messages == 1
+                    and self.answered is not None and not self.reading):
+                if len(replays) >= self.server.replay_size:
+                    replays.clear()
+                replays[data] = self.answered
         except httptools.HttpParserUpgrade:
             # CONNECT, or a request asking to switch protocols: what follows is not HTTP we
             # serve. A complete request was queued or answered; close after its response.
@@ -382,6 +425,7 @@ class _Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self.reading = False
+        self.messages += 1
         self.since = self.server.tick
         if self.closing:
             return
@@ -397,7 +441,10 @@ class _Connection(asyncio.Protocol):
             result = shortcut(method, url[0] if len(url) == 1 else b"".join(url), self.headers,
                               self.peer)
             if result is not None:
-                self._write(result, keep_alive, method == "HEAD")
+                head_only = method == "HEAD"
+                if result[2] is not None:
+                    self.answered = (result[2], keep_alive, head_only)
+                self._write((result[0], result[1]), keep_alive, head_only)
                 return
         self._complete(keep_alive)
 

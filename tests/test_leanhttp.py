@@ -177,3 +177,157 @@ async def test_a_handler_keeps_its_task_semantics(eager: bool) -> None:
         assert out.endswith(b"timed out")
     finally:
         await server.close()
+
+
+class _Transport:
+    """What the layer writes, without a socket: each read is given exactly as the test cuts it."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def get_extra_info(self, name: str) -> object:
+        return ("10.0.0.9", 5555)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+class _Kept:
+    """A shortcut answering "/kept" (token "kept") and a replay that can be told to refuse."""
+
+    def __init__(self) -> None:
+        self.shortcut_calls = 0
+        self.replays: list[tuple[object, str | None]] = []
+        self.refuse = False
+
+    def shortcut(self, method: str, target: bytes, headers: list[tuple[bytes, bytes]],
+                 peer: str | None) -> tuple[bytes, bytes, object] | None:
+        if target != b"/kept":
+            return None
+        self.shortcut_calls += 1
+        body = b"kept answer"
+        return status_head(200, "text/plain", len(body)), body, "kept"
+
+    def replay(self, token: object, peer: str | None) -> tuple[bytes, bytes] | None:
+        self.replays.append((token, peer))
+        if self.refuse:
+            return None
+        body = b"kept answer"
+        return status_head(200, "text/plain", len(body)), body
+
+
+def _conn(kept: _Kept, **kwargs: int) -> tuple[LeanServer, asyncio.Protocol, _Transport]:
+    server = LeanServer(_handler, logger=LOG, shortcut=kept.shortcut, replay=kept.replay,
+                        date_header=False, **kwargs)
+    conn = server._protocol()
+    transport = _Transport()
+    conn.connection_made(transport)  # type: ignore[arg-type]
+    return server, conn, transport
+
+
+KEPT = b"GET /kept HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n\r\n"
+
+
+async def test_the_same_request_bytes_are_answered_again_without_the_parser() -> None:
+    kept = _Kept()
+    server, conn, transport = _conn(kept)
+    conn.data_received(KEPT)
+    assert kept.shortcut_calls == 1 and not kept.replays
+    conn.data_received(bytes(KEPT))  # equal bytes, another object, as a new read gives
+    conn.data_received(bytes(KEPT))
+    assert kept.shortcut_calls == 1
+    assert kept.replays == [("kept", "10.0.0.9")] * 2
+    assert transport.written == [transport.written[0]] * 3
+    assert transport.written[0].endswith(b"\r\n\r\nkept answer") and not transport.closed
+    # Other bytes (one header differs) are parsed: the replay is by exact bytes only.
+    conn.data_received(KEPT.replace(b"X-A: 1", b"X-A: 2"))
+    assert kept.shortcut_calls == 2 and len(kept.replays) == 2
+
+
+async def test_a_refused_replay_goes_through_the_parser() -> None:
+    kept = _Kept()
+    server, conn, transport = _conn(kept)
+    conn.data_received(KEPT)
+    kept.refuse = True
+    conn.data_received(KEPT)
+    assert len(kept.replays) == 1 and kept.shortcut_calls == 2
+    assert len(transport.written) == 2
+
+
+@pytest.mark.parametrize("reads", [
+    # Split across two reads.
+    [KEPT[:10], KEPT[10:]],
+    # Two requests in one read.
+    [KEPT + KEPT],
+    # The read ends inside a second request.
+    [KEPT + KEPT[:5], KEPT[5:]],
+])
+async def test_only_a_request_alone_in_one_read_is_remembered(reads: list[bytes]) -> None:
+    kept = _Kept()
+    server, conn, transport = _conn(kept)
+    for data in reads:
+        conn.data_received(data)
+    assert server.replays == {}
+    assert len(transport.written) == b"".join(reads).count(b"GET /kept")
+
+
+async def test_a_remembered_request_waits_behind_a_request_in_flight() -> None:
+    kept = _Kept()
+    server, conn, transport = _conn(kept)
+    conn.data_received(KEPT)
+    HOLD["event"] = asyncio.Event()
+    try:
+        conn.data_received(b"GET /hold HTTP/1.1\r\nHost: x\r\n\r\n")
+        conn.data_received(KEPT)
+        # Not answered ahead of /hold: queued behind it, no replay.
+        assert len(transport.written) == 1 and not kept.replays
+        HOLD["event"].set()
+        for _ in range(100):
+            if len(transport.written) == 3:
+                break
+            await asyncio.sleep(0)
+        assert b"GET /hold 0" in transport.written[1]
+        # Queued requests go to the handler, in order (the shortcut only sees a request with
+        # nothing before it).
+        assert transport.written[2].endswith(b"GET /kept 0")
+    finally:
+        HOLD.pop("event", None)
+
+
+async def test_replayed_head_and_closing_requests_keep_their_framing() -> None:
+    kept = _Kept()
+    server, conn, transport = _conn(kept)
+    head = KEPT.replace(b"GET", b"HEAD")
+    conn.data_received(head)
+    conn.data_received(head)
+    assert kept.replays and transport.written[0] == transport.written[1]
+    assert transport.written[1].endswith(b"\r\n\r\n")  # no body
+    closing = b"GET /kept HTTP/1.0\r\n\r\n"
+    conn.data_received(closing)
+    assert transport.closed and transport.written[2].endswith(b"kept answer")
+    assert b"Connection: close" in transport.written[2]
+    # A new connection sending the same bytes is answered again, and closed again.
+    conn2 = server._protocol()
+    transport2 = _Transport()
+    conn2.connection_made(transport2)  # type: ignore[arg-type]
+    conn2.data_received(closing)
+    assert len(kept.replays) == 2 and transport2.written == [transport.written[2]]
+    assert transport2.closed
+
+
+async def test_remembered_requests_are_bounded() -> None:
+    kept = _Kept()
+    server, conn, transport = _conn(kept, replay_size=2)
+    for i in range(5):
+        conn.data_received(KEPT.replace(b"X-A: 1", f"X-A: {i}".encode()))
+        assert server.replays is not None and 1 <= len(server.replays) <= 2

@@ -20,6 +20,8 @@ import os
 import re
 import socket
 
+from openimds.loglines import LineBatch, line_batch
+
 __all__ = ["LogSink", "parse_syslog"]
 
 LOG = logging.getLogger("openimds.haproxy")
@@ -40,8 +42,22 @@ def parse_syslog(data: bytes) -> tuple[int, str]:
 
 
 class _Protocol(asyncio.DatagramProtocol):
+    """One line per datagram. A proxy logs a line per request, so INFO lines go through a
+    `LineBatch` when the logging setup allows one (a record per line cost the agent ~23 µs of
+    CPU per guest request; the batch writes many lines per write(2))."""
+
+    def __init__(self, batch: LineBatch | None) -> None:
+        self._batch = batch
+
     def datagram_received(self, data: bytes, addr: object) -> None:
         level, text = parse_syslog(data)
+        batch = self._batch
+        if batch is not None and level == logging.INFO:
+            if LOG.isEnabledFor(logging.INFO):
+                batch.add(text)
+            return
+        if batch is not None:
+            batch.flush()  # lines stay in the order they came
         LOG.log(level, "%s", text)
 
 
@@ -64,7 +80,9 @@ class LogSink:
             os.umask(old)
         sock.setblocking(False)
         loop = asyncio.get_running_loop()
-        self._transport, _ = await loop.create_datagram_endpoint(_Protocol, sock=sock)
+        batch = line_batch(LOG, loop)
+        self._transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Protocol(batch), sock=sock)
 
     def close(self) -> None:
         if self._transport is not None:

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 
 from openimds.edge import edge_logger
-from openimds.leanhttp import LeanServer, Request, Shortcut, status_head
+from openimds.leanhttp import LeanServer, Replay, Request, Shortcut, status_head
 from openimds.metadata.access import AccessLog
 from openimds.metadata.answers import (
     Answer,
@@ -177,11 +177,12 @@ def fast_metadata_server(
         return head, body
 
     shortcut: Shortcut | None = None
+    replay: Replay | None = None
     if cached_view is not None:
         # The default pool makes seed texts without a base64 encoder; a given source is
         # encoded per response.
         seeds = SeedPool() if entropy is None else encoded_seeds(entropy)
-        shortcut = _shortcut(answers, cached_view, responder, metrics, clock, seeds, log)
+        shortcut, replay = _shortcut(answers, cached_view, responder, metrics, clock, seeds, log)
 
     return LeanServer(
         handle,
@@ -195,6 +196,9 @@ def fast_metadata_server(
         idle_timeout=idle_timeout,
         request_timeout=request_timeout,
         shortcut=shortcut,
+        replay=replay,
+        # As many request byte strings as answers kept (each ~0.3 KB).
+        replay_size=answer_cache_size,
     )
 
 
@@ -206,8 +210,9 @@ def _shortcut(
     clock: Callable[[], datetime],
     seeds: Callable[[], bytes],
     log: AccessLog,
-) -> Shortcut:
-    """The hot path: a kept answer for a request, or None (see the module docstring)."""
+) -> tuple[Shortcut, Replay]:
+    """The hot path: a kept answer for a request, or None (see the module docstring); and the
+    same for exact request bytes answered before (`LeanServer`'s replay)."""
     # Counted as the handler counts (metrics.answered_again); without metrics, the responder's
     # tree cache callback still hears of the reuse.
     answered_again = metrics.answered_again if metrics is not None else None
@@ -230,8 +235,27 @@ def _shortcut(
         day_start, day_end = start.timestamp(), (start + timedelta(days=1)).timestamp()
         return day
 
+    def current(answer: Answer) -> bool:
+        """Whether the source still hands out the view `answer` was made from, today."""
+        if own_clock:
+            now = wall()
+            today = day if day_start <= now < day_end else new_day(now)
+        else:
+            today = clock().date()
+        return cached_view(answer.uuid) is answer.view and today == answer.today
+
+    def serve(answer: Answer, peer: str | None, started: float) -> tuple[bytes, bytes]:
+        body = answer.content(seeds) if answer.suffix is not None else answer.body
+        elapsed = perf_counter() - started
+        if answered_again is not None:
+            answered_again(answer.metric_key, elapsed, answer.uuid)
+        else:
+            count_reuse()
+        again(peer, answer.log_entry, answer.fields, elapsed)
+        return answer.head, body
+
     def shortcut(method: str, target: bytes, headers: list[tuple[bytes, bytes]],
-                 peer: str | None) -> tuple[bytes, bytes] | None:
+                 peer: str | None) -> tuple[bytes, bytes, Answer] | None:
         if method != "GET" and method != "HEAD":
             return None
         started = perf_counter()
@@ -244,12 +268,7 @@ def _shortcut(
             if cache_event is not None:
                 cache_event("answer", False)
             return None
-        if own_clock:
-            now = wall()
-            today = day if day_start <= now < day_end else new_day(now)
-        else:
-            today = clock().date()
-        if cached_view(answer.uuid) is not answer.view or today != answer.today:
+        if not current(answer):
             # Overtaken by a change (or midnight): the Responder answers, and keeps the new one.
             answers.discard(key, answer)
             if cache_event is not None:
@@ -257,13 +276,15 @@ def _shortcut(
             return None
         if not compare_digest(answer.signature, identity[2]):
             return None  # the Responder refuses it (403), and logs why
-        body = answer.content(seeds) if answer.suffix is not None else answer.body
-        elapsed = perf_counter() - started
-        if answered_again is not None:
-            answered_again(answer.metric_key, elapsed, answer.uuid)
-        else:
-            count_reuse()
-        again(peer, answer.log_entry, answer.fields, elapsed)
-        return answer.head, body
+        head, body = serve(answer, peer, started)
+        # The same request bytes again get this answer again (`replay`) while it is current.
+        return head, body, answer
 
-    return shortcut
+    def replay(answer: Answer, peer: str | None) -> tuple[bytes, bytes] | None:
+        """The request bytes that got `answer` (signature checked then) came again."""
+        started = perf_counter()
+        if not current(answer):
+            return None  # parsed again: the shortcut drops it, the Responder answers
+        return serve(answer, peer, started)
+
+    return shortcut, replay

@@ -1,0 +1,97 @@
+"""The agents' syslog sink for their proxies (`openimds.linux.logsink`), over a real socket."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from openimds.linux.logsink import LOG, LogSink, parse_syslog
+
+
+@pytest.mark.parametrize(("datagram", "level", "text"), [
+    (b"<134>Dec  7 03:04:05 haproxy[12]: 10.0.0.5:4242 GET /\n", logging.INFO,
+     "haproxy[12]: 10.0.0.5:4242 GET /"),
+    (b"<132>haproxy[12]: Server metadata is DOWN", logging.WARNING,
+     "haproxy[12]: Server metadata is DOWN"),
+    (b"<131>x", logging.ERROR, "x"),
+    (b"no priority at all", logging.INFO, "no priority at all"),
+    (b"<134>bad utf-8 \xff", logging.INFO, "bad utf-8 \ufffd"),
+])
+def test_parse_syslog(datagram: bytes, level: int, text: str) -> None:
+    assert parse_syslog(datagram) == (level, text)
+
+
+@pytest.fixture
+def plain_stream() -> Iterator[io.StringIO]:
+    """`openimds.haproxy` into one plain StreamHandler, as `setup_logging` sets it up."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
+    saved = LOG.handlers[:], LOG.propagate, LOG.level
+    LOG.handlers[:] = [handler]
+    LOG.propagate = False
+    LOG.setLevel(logging.INFO)
+    try:
+        yield stream
+    finally:
+        LOG.handlers[:], LOG.propagate = saved[0], saved[1]
+        LOG.setLevel(saved[2])
+
+
+async def _lines(stream: io.StringIO, count: int) -> list[str]:
+    for _ in range(2000):
+        lines = stream.getvalue().splitlines()
+        if len(lines) >= count:
+            return lines
+        await asyncio.sleep(0.005)  # polling period: the sink writes after a loop iteration
+    raise AssertionError(f"only {stream.getvalue().splitlines()} arrived")
+
+
+async def test_lines_are_written_as_records_would_be(tmp_path: Path,
+                                                    plain_stream: io.StringIO) -> None:
+    sink = LogSink(str(tmp_path / "log.sock"))
+    await sink.start()
+    sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        def send() -> None:
+            # From a thread: a unix datagram socket blocks when the sink's queue is full, and
+            # the sink reads on this test's event loop.
+            for i in range(50):
+                sender.sendto(f"<134>haproxy[7]: request {i} 100% done".encode(), sink.path)
+            sender.sendto(b"<132>haproxy[7]: Server api0 is DOWN", sink.path)
+
+        await asyncio.to_thread(send)
+        lines = await _lines(plain_stream, 51)
+    finally:
+        sender.close()
+        sink.close()
+    # Every INFO line in order and whole (batched), the warning with its own level (a record).
+    assert lines[:50] == [f"INFO openimds.haproxy haproxy[7]: request {i} 100% done"
+                          for i in range(50)]
+    assert lines[50] == "WARNING openimds.haproxy haproxy[7]: Server api0 is DOWN"
+    assert not (tmp_path / "log.sock").exists()
+
+
+async def test_without_a_plain_handler_lines_are_records(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger=LOG.name)
+    sink = LogSink(str(tmp_path / "log.sock"))
+    await sink.start()
+    sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        sender.sendto(b"<134>haproxy[7]: one line", sink.path)
+        for _ in range(2000):
+            if caplog.records:
+                break
+            await asyncio.sleep(0.005)  # polling period
+    finally:
+        sender.close()
+        sink.close()
+    assert [(r.name, r.levelno, r.getMessage()) for r in caplog.records] == [
+        (LOG.name, logging.INFO, "haproxy[7]: one line")]
