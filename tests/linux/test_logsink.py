@@ -95,3 +95,20 @@ async def test_without_a_plain_handler_lines_are_records(
         sink.close()
     assert [(r.name, r.levelno, r.getMessage()) for r in caplog.records] == [
         (LOG.name, logging.INFO, "haproxy[7]: one line")]
+
+
+async def test_lines_keep_coming_after_a_quiet_spell(tmp_path: Path,
+                                                     plain_stream: io.StringIO) -> None:
+    """Reading is re-armed after each coalesced read: a later line still arrives."""
+    sink = LogSink(str(tmp_path / "log.sock"))
+    await sink.start()
+    sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        for i in range(3):
+            sender.sendto(f"<134>haproxy[7]: line {i}".encode(), sink.path)
+            # Each line is read on its own wake-up, after the previous one was written.
+            assert (await _lines(plain_stream, i + 1))[i] == (
+                f"INFO openimds.haproxy haproxy[7]: line {i}")
+    finally:
+        sender.close()
+        sink.close()
