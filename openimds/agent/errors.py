@@ -5,12 +5,14 @@
     │   ├── ConflictingIds        both X-Neutron-Network-ID and X-Neutron-Router-ID, or one repeated
     │   ├── MissingId             neither id header (the request did not come through our proxy)
     │   ├── BadAddress            no usable X-Forwarded-For hop
-    │   └── BadTarget             CONNECT, `*` or another target that names no path
+    │   └── BadTarget             CONNECT, `*`, a target that names no path or holds control
+    │                             characters
     ├── NotFound (404)
     │   ├── NoPort                no port with that address on the network(s)
     │   ├── AmbiguousAddress      more than one port with that address (an inventory problem)
     │   ├── NotAnInstance         the port belongs to a DHCP server, a router, ...
     │   └── RouterWithoutNetworks the router has no interfaces (never a search of all networks)
+    ├── UnforwardableIdentity (500) the inventory's instance/project id is no valid header value
     ├── TooManyRequests (429, Retry-After)  this guest is over its token bucket (ratelimit.py)
     └── Unavailable (503, Retry-After)
         ├── NotReady              the port index has not synchronised yet
@@ -37,6 +39,7 @@ __all__ = [
     "RouterWithoutNetworks",
     "TooManyRequests",
     "Unavailable",
+    "UnforwardableIdentity",
     "UpstreamUnavailable",
 ]
 
@@ -91,6 +94,10 @@ class NotAnInstance(NotFound):
 
 class RouterWithoutNetworks(NotFound):
     pass
+
+
+class UnforwardableIdentity(AgentError):
+    """The inventory holds an instance or project id that is not a valid header value."""
 
 
 class Unavailable(AgentError):

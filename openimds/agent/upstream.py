@@ -42,7 +42,7 @@ from aiohttp.streams import StreamReader
 from multidict import MultiMapping
 from yarl import URL
 
-from openimds.agent.errors import UpstreamUnavailable
+from openimds.agent.errors import BadTarget, UnforwardableIdentity, UpstreamUnavailable
 from openimds.agent.resolve import Resolution
 from openimds.agent.settings import AgentSettings
 from openimds.control.tls import client_ssl_context
@@ -342,10 +342,16 @@ class Upstream:
         signature = sign_instance_id(secret, res.instance_id)
         # The address is ours (normalised) and the signature hex; the ids come from the
         # inventory and the target from the guest, so those are checked.
-        if _UNSAFE_VALUE.search(res.instance_id) or _UNSAFE_VALUE.search(res.project_id) \
-                or _UNSAFE_TARGET.search(raw_path) or not raw_path.startswith("/"):
-            raise ValueError(f"refusing to forward a header or path with control characters "
-                             f"(instance {res.instance_id!r}, path {raw_path!r})")
+        if _UNSAFE_TARGET.search(raw_path) or not raw_path.startswith("/"):
+            # The guest's own request: a 400 it can read, one log line (never a traceback).
+            raise BadTarget("Bad request target: control characters or not a path.",
+                            log_detail=f"refusing to forward path {raw_path!r}")
+        if _UNSAFE_VALUE.search(res.instance_id) or _UNSAFE_VALUE.search(res.project_id):
+            # The inventory's ids: nothing the guest can fix, so a 500 and the operator's line.
+            raise UnforwardableIdentity(
+                "The instance's identity cannot be forwarded.",
+                log_detail=f"refusing to forward ids with control characters (instance "
+                           f"{res.instance_id!r}, project {res.project_id!r})")
         # The four identity headers of spec 1.5, signed with the shared secret (spec 1.8).
         identity = (f"{FORWARDED_FOR}: {res.address}\r\n{INSTANCE_ID}: {res.instance_id}\r\n"
                     f"{TENANT_ID}: {res.project_id}\r\n{INSTANCE_ID_SIGNATURE}: {signature}\r\n")
