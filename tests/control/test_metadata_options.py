@@ -4,7 +4,7 @@ extension), and the metadata API's usage writer that feeds it."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from sqlalchemy import event, select
@@ -183,3 +183,47 @@ async def test_usage_of_many_instances_costs_three_statements(db_url: str) -> No
     assert len(rows) == 600
     assert rows["i-7"] == (3, 1, True)
     assert rows["j-7"] == (0, 3, False)
+
+
+class Row(NamedTuple):
+    tokenless_requests: int
+    invalid_token_requests: int
+    last_tokenless_at: Any
+
+
+async def test_usage_adds_up_across_chunks_and_keeps_the_last_tokenless_time(
+        db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import openimds.metadata.token_usage as token_usage
+
+    store = open_store(db_url)
+
+    # Several statements per batch (the bound on parameters per statement), on both databases.
+    monkeypatch.setattr(token_usage, "CHUNK", 3)
+    ids = [f"i-{n}" for n in range(8)]
+    batches: list[dict[str, list[int]]] = [
+        {u: [n % 2, 1] for n, u in enumerate(ids)},
+        {**{u: [0, 2] for u in ids}, "i-8": [5, 0], "i-9": [0, 0]},
+        {"i-1": [4, 0]},
+    ]
+    writer = TokenUsageWriter(store, lambda: batches.pop(0) if batches else {})
+    await writer.flush()
+    with store.read() as s:
+        first = {r.instance_uuid: r.last_tokenless_at for r in s.scalars(select(MetadataTokenUsage))}
+    await writer.flush()
+    await writer.flush()
+    with store.read() as s:
+        rows = {r.instance_uuid: Row(r.tokenless_requests, r.invalid_token_requests,
+                                     r.last_tokenless_at)
+                for r in s.scalars(select(MetadataTokenUsage))}
+    store.dispose()
+    assert sorted(rows) == sorted([*ids, "i-8", "i-9"])
+    for n, u in enumerate(ids):
+        assert (rows[u].tokenless_requests, rows[u].invalid_token_requests) == (
+            n % 2 + (4 if u == "i-1" else 0), 3)
+        # A batch without tokenless requests leaves the time of the last one as it was.
+        if u != "i-1":
+            assert rows[u].last_tokenless_at == first[u]
+            assert (first[u] is None) == (n % 2 == 0)
+    assert rows["i-1"].last_tokenless_at is not None and rows["i-1"].last_tokenless_at > first["i-1"]
+    assert rows["i-8"].tokenless_requests == 5 and rows["i-9"].last_tokenless_at is None
+    assert writer._pending == {}
