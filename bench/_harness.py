@@ -1,12 +1,14 @@
 """Shared harness of the namespace benchmarks (bench_chain, bench_network_scale, bench_boot_storm).
 
-Not a test. `Node` starts a real `openimds all-in-one` (like tests/e2e/cloud.py, copied rather
-than imported so benchmarks never depend on test code) with a fabric namespace
+Not a test. `Node` is the suite's node harness (tests/support/node.py `AllInOneNode`, also
+under tests/e2e/cloud.py): a real `openimds all-in-one` with a fabric namespace
 `bench-fab-<hex>`; client namespaces are `bench-c-<hex>`; the qdhcp-/qrouter- namespaces are
 those of the uuid4 networks the benchmark creates. `Node.cleanup()` stops all-in-one by pid,
-kills only processes inside those namespaces (found through /proc, like `ip netns pids`),
-deletes the namespaces and the state directory. It runs from `finally`, and SIGTERM/SIGHUP are
-turned into KeyboardInterrupt so that `finally` also runs when the run is stopped.
+kills only processes inside those namespaces (found through /proc, like `ip netns pids`) or
+naming its state directory, deletes the namespaces and the state directory. It runs from
+`finally`, and SIGTERM/SIGHUP are turned into KeyboardInterrupt so that `finally` also runs
+when the run is stopped. What is here is the benchmarks' own: the measuring (CPU, Pss, the
+neighbour table, wrk) and the namespace client.
 
 Requests to 169.254.169.254 are only ever made from inside client namespaces:
 * wrk runs under `ip netns exec <client ns>`;
@@ -20,18 +22,15 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import ctypes
 import json
 import math
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -40,6 +39,29 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tests.support import node as _node  # noqa: E402
+from tests.support.node import (  # noqa: E402
+    AllInOneNode,
+    clean_env,
+    enter_private_netns_dir,
+    free_port,
+    kill_and_delete,
+    netns_inode,
+    netns_pids,
+    processes_by_netns,
+    sh,
+)
+
+__all__ = [
+    "CLIENT_PREFIX", "MD_ADDR", "CpuMeter", "Node", "NsClient", "WrkResult", "clean_env",
+    "cpu_seconds", "enter_private_netns_dir", "free_port", "install_stop_handlers",
+    "kill_and_delete", "neighbour_table", "netns_inode", "netns_pids", "ns_pss_kb",
+    "percentile", "processes_by_netns", "pss_kb", "run_wrk", "sh", "slope", "verdict",
+    "wait_for",
+]
 MD_ADDR = "169.254.169.254"
 CLIENT_PREFIX = "bench-c-"
 CLIENT_SCRIPT = Path(__file__).resolve()
@@ -49,37 +71,9 @@ USER_AGENT = "Cloud-Init/22.4.2"
 # ---- small helpers ---------------------------------------------------------------------------
 
 
-def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment without any *proxy* variable, so no request can be sent to a proxy."""
-    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    env.update(extra or {})
-    return env
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def sh(*argv: str, netns: str | None = None, check: bool = True, timeout: float = 60) -> str:
-    full = ["ip", "netns", "exec", netns, *argv] if netns else list(argv)
-    proc = subprocess.run(full, capture_output=True, text=True, timeout=timeout, env=clean_env())
-    if check and proc.returncode != 0:
-        raise RuntimeError(f"{full} exited {proc.returncode}: {proc.stderr.strip()}")
-    return proc.stdout
-
-
 def wait_for(check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"condition not met within {timeout}s (last: {value!r})")
-        time.sleep(interval)
+    """The harness's poll, with the benchmarks' longer default timeout."""
+    return _node.wait_for(check, timeout=timeout, interval=interval)
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -103,31 +97,6 @@ def slope(xs: Sequence[float], ys: Sequence[float]) -> float:
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / den if den else 0.0
 
 
-PRIVATE_ENV = "OPENIMDS_BENCH_PRIVATE_NETNS"
-
-
-def enter_private_netns_dir() -> None:
-    """Re-exec this benchmark in a private mount namespace with its own empty /run/netns.
-
-    Why: the DHCP and L3 agents of every all-in-one node treat each `qdhcp-*`/`qrouter-*`
-    namespace listed in /run/netns as theirs, and tear down the ones missing from their own
-    inventory as orphans (at start and on every 60 s resync). Another node on this machine
-    would delete the benchmark's namespaces mid-run, and the benchmark's node would delete
-    theirs. With a private /run/netns each side sees only its own names. Everything the
-    benchmark starts (all-in-one, wrk, the namespace client) inherits this mount namespace."""
-    if os.environ.get(PRIVATE_ENV) == "1":
-        return
-    if os.geteuid() != 0:
-        raise SystemExit("needs root (network namespaces)")
-    os.makedirs("/run/netns", exist_ok=True)
-    os.environ[PRIVATE_ENV] = "1"
-    script = (
-        "mount -t tmpfs -o mode=0755 bench-netns /run/netns && exec \"$0\" \"$@\""
-    )
-    os.execvp("unshare", ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
-                          script, sys.executable, *sys.argv])
-
-
 def install_stop_handlers() -> None:
     """SIGTERM/SIGHUP raise KeyboardInterrupt, so every `finally` cleanup runs as on Ctrl-C."""
 
@@ -139,31 +108,6 @@ def install_stop_handlers() -> None:
 
 
 # ---- namespaces and processes ----------------------------------------------------------------
-
-
-def netns_inode(name: str) -> int | None:
-    try:
-        return os.stat(f"/run/netns/{name}").st_ino
-    except OSError:
-        return None
-
-
-def processes_by_netns() -> dict[int, list[tuple[int, str]]]:
-    """netns inode -> [(pid, comm)] of every live, non-zombie process (one /proc scan)."""
-    out: dict[int, list[tuple[int, str]]] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            ino = os.stat(f"/proc/{entry.name}/ns/net").st_ino
-            stat = Path(f"/proc/{entry.name}/stat").read_text()
-        except OSError:
-            continue
-        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
-        if stat[stat.rindex(")") + 2] == "Z":
-            continue
-        out.setdefault(ino, []).append((int(entry.name), comm))
-    return out
 
 
 def _haproxy_argvs() -> list[tuple[int, list[bytes]]]:
@@ -179,25 +123,6 @@ def _haproxy_argvs() -> list[tuple[int, list[bytes]]]:
         if argv and argv[0].endswith(b"haproxy"):
             out.append((int(entry.name), argv))
     return out
-
-
-def netns_pids(name: str) -> list[int]:
-    ino = netns_inode(name)
-    if ino is None:
-        return []
-    # A namespace that is the host's (inode equal to ours) is never ours to touch.
-    if ino == os.stat("/proc/self/ns/net").st_ino:
-        raise RuntimeError(f"{name} is the host namespace")
-    return [pid for pid, _ in processes_by_netns().get(ino, [])]
-
-
-def kill_and_delete(ns: str) -> None:
-    """Kill the processes inside `ns` by pid, then delete `ns` (never anything else)."""
-    for pid in netns_pids(ns):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    if netns_inode(ns) is not None:
-        subprocess.run(["ip", "netns", "delete", ns], capture_output=True)
 
 
 def pss_kb(pid: int) -> int:
@@ -294,63 +219,35 @@ class CpuMeter:
 # ---- the node --------------------------------------------------------------------------------
 
 
-class Node:
+class Node(AllInOneNode):
     """One `openimds all-in-one` node plus client namespaces on its fabric."""
 
     def __init__(self, *, extra_conf: str = "", lease_duration: int = 86400) -> None:
-        self.tag = uuid.uuid4().hex[:8]
-        self.state = Path(tempfile.mkdtemp(prefix=f"bench-{self.tag}-", dir="/tmp"))
-        os.chmod(self.state, 0o755)  # dnsmasq re-reads its files as an unprivileged user
-        self.fabric = f"bench-fab-{self.tag}"
-        self.api_port = free_port()
-        self.md_port = free_port()
-        self.metrics_port = free_port()
-        self.conf = self.state / "bench.conf"
-        self.conf.write_text(
-            "[DEFAULT]\n"
-            f"fabric_namespace = {self.fabric}\n"
-            f"bind_port = {self.api_port}\n"
-            f"auth_url = http://127.0.0.1:{self.api_port}/v2.0\n"
-            f"metadata_listen_port = {self.md_port}\n"
-            f"nova_metadata_port = {self.md_port}\n"
-            f"metrics_listen_port = {self.metrics_port}\n"
-            f"dhcp_lease_duration = {lease_duration}\n" + extra_conf
-        )
+        super().__init__(prefix="bench", ns_prefix="bench", conf_name="bench.conf",
+                         lease_duration=lease_duration, conf_tail=extra_conf)
         self.clients: list[str] = []
         self.network_ids: set[str] = set()
         self.router_ids: set[str] = set()
-        self.log = open(self.state / "all-in-one.log", "wb")  # noqa: SIM115 - closed in stop()
-        self.proc: subprocess.Popen[bytes] | None = None
         self.password = ""
-        self.extra_pids: list[int] = []
 
     # lifecycle
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "openimds", "all-in-one", "--state-dir", str(self.state),
-             "--config-file", str(self.conf)],
-            stdout=self.log, stderr=subprocess.STDOUT, env=clean_env(), cwd=ROOT,
-        )
-        openrc = self.state / "openrc"
-        wait_for(openrc.exists, timeout=60)
-        found = re.search(r"OS_PASSWORD=(\S+)", openrc.read_text())
-        assert found
-        self.password = found.group(1)
+    def ready(self) -> bool:
+        """The control API answers an authenticated listing."""
+        self.password = self.openrc.get("OS_PASSWORD", "")
+        try:
+            asyncio.run(self._probe())
+            return True
+        except Exception:  # noqa: BLE001 - any failure means "not yet"
+            return False
 
-        def api_up() -> bool:
-            if self.proc is not None and self.proc.poll() is not None:
-                self.log.flush()
-                tail = (self.state / "all-in-one.log").read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"all-in-one exited:\n{tail}")
-            try:
-                asyncio.run(self._probe())
-                return True
-            except Exception:  # noqa: BLE001 - any failure means "not yet"
-                return False
-
-        wait_for(api_up, timeout=90, interval=0.3)
-        wait_for((self.state / "metadata_proxy").exists, timeout=60)
+    def start(self, timeout: float = 90) -> None:
+        super().start(timeout)
         wait_for(lambda: netns_inode(self.fabric) is not None, timeout=60)
+
+    def namespace_names(self) -> list[str]:
+        ids = sorted(self.network_ids | self.router_ids)
+        return [f"{kind}-{rid}" for rid in ids for kind in ("qdhcp", "qrouter")] + \
+            super().namespace_names()
 
     async def _probe(self) -> None:
         async with self.api() as api:
@@ -361,19 +258,6 @@ class Node:
 
         return ControlClient(f"http://127.0.0.1:{self.api_port}/v3", "admin", self.password,
                              "admin")
-
-    def child_pid(self, service: str) -> int | None:
-        """Pid of the live all-in-one child running `service` (e.g. "metadata-agent")."""
-        if self.proc is None:
-            return None
-        for pid in _children(self.proc.pid):
-            try:
-                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if service.encode() in argv:
-                return pid
-        return None
 
     def service_pids(self, service: str) -> list[int]:
         pid = self.child_pid(service)
@@ -397,41 +281,6 @@ class Node:
             "api": lambda: self.service_pids("metadata-api"),
             **extra,
         })
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if not self.log.closed:
-            self.log.close()
-
-    def cleanup(self) -> None:
-        try:
-            self.stop()
-        finally:
-            for pid in self.extra_pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            names = [*self.clients]
-            names += [f"qdhcp-{n}" for n in self.network_ids]
-            names += [f"qrouter-{r}" for r in self.router_ids]
-            names.append(self.fabric)
-            for ns in names:
-                with contextlib.suppress(Exception):
-                    kill_and_delete(ns)
-            # A daemon whose namespace name is already gone (deleted by someone else) is still
-            # ours if its command line names our unique state directory: kill it by pid.
-            mark = str(self.state).encode()
-            for entry in os.scandir("/proc"):
-                if entry.name.isdigit():
-                    with contextlib.suppress(OSError):
-                        if mark in Path(f"/proc/{entry.name}/cmdline").read_bytes():
-                            os.kill(int(entry.name), signal.SIGKILL)
-            shutil.rmtree(self.state, ignore_errors=True)
 
     # inventory helpers (async: one ControlClient per benchmark phase)
     async def create_network(self, api: Any, name: str, cidr: str, *, gateway: bool = False,
@@ -478,7 +327,8 @@ class Node:
         if extra:
             self._allow_pairs(port["id"], extra)
         ns = f"{CLIENT_PREFIX}{uuid.uuid4().hex[:8]}"
-        self.clients.append(ns)  # before creation: a half-made namespace is still cleaned up
+        self.clients.append(ns)
+        self.namespaces.append(ns)  # before creation: a half-made namespace is still cleaned up
         plug_port(self.fabric, network_id, port["id"], port["mac_address"], ns)
         batch = "".join(f"addr add {a}/{prefixlen} dev eth0\n" for a in addresses)
         batch += f"route replace {MD_ADDR}/32 via {route_via} dev eth0\n"
@@ -514,21 +364,6 @@ class Node:
         # Callable from sync code that may sit inside a running loop: its own thread and loop.
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             pool.submit(asyncio.run, put()).result()
-
-
-def _children(ppid: int) -> list[int]:
-    out = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry.name}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[1]) == ppid and fields[0] != "Z":
-            out.append(int(entry.name))
-    return out
 
 
 # ---- wrk inside a namespace ------------------------------------------------------------------

@@ -24,7 +24,7 @@ from openimds.cli.common import config_parent, setup_logging
 if TYPE_CHECKING:
     from openimds.control.client import ControlClient
 
-__all__ = ["register"]
+__all__ = ["add_port_plug", "register"]
 
 
 def register(subparsers: Any) -> None:

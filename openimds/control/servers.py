@@ -508,5 +508,6 @@ def delete_server(call: Call) -> Reply:
     return Reply(204)
 
 
-__all__ = ["create_server", "delete_server", "list_servers", "list_servers_detail",
-           "sanitize_hostname", "show_server"]
+__all__ = ["DEFAULT_AZ", "check_metadata", "create_server", "delete_server", "find_server",
+           "list_servers", "list_servers_detail", "sanitize_hostname", "server_body",
+           "show_server"]

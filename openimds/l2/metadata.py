@@ -48,7 +48,7 @@ from openimds.proxy.hoplimit import ttl_rules
 from openimds.wire import DISTRIBUTED_OWNER, INSTANCE_OWNER_PREFIXES
 
 __all__ = ["NAMESPACE_PREFIX", "MetaActual", "MetaApplier", "MetaPlan", "MetaSettings",
-           "desired_meta_state", "diff_meta", "namespace_name"]
+           "desired_meta_state", "diff_meta", "meta_state_path", "namespace_name"]
 
 LOG = logging.getLogger(__name__)
 

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from openimds.linux.fabric import bridge_name
 from openimds.wire import HA_OWNER, ROUTER_INTERFACE_OWNERS
 
-__all__ = ["L2Options", "L2Plan", "PlanError", "Uplink", "desired_l2_state", "uplink_name"]
+__all__ = ["HA_OWNER", "L2Options", "L2Plan", "PlanError", "Uplink", "desired_l2_state",
+           "ha_router_hosts", "uplink_name"]
 
 IFNAMSIZ = 15  # longest Linux interface name
 

@@ -27,6 +27,7 @@ __all__ = [
     "DnsmasqProcess",
     "daemon_argv",
     "find_dnsmasq",
+    "netns_inode",
     "reload_dnsmasq",
     "start_dnsmasq",
     "stop_dnsmasq",

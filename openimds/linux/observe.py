@@ -22,6 +22,7 @@ __all__ = [
     "NamespaceState",
     "addresses",
     "find_link",
+    "is_kernel_link_local",
     "links",
     "normalize_cidr",
     "observe_netns",

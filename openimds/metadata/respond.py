@@ -58,6 +58,7 @@ from openimds.metadata.view import InstanceView
 
 __all__ = [
     "PASSWORD_MAX_BYTES",
+    "RANDOM_SEED_BYTES",
     "MetadataRequest",
     "MetadataResponse",
     "RespondSettings",

@@ -7,7 +7,7 @@ import os
 import signal
 from pathlib import Path
 
-from tests.fabric.lab import wait_for
+from tests.support.node import wait_for
 
 
 def _pid_in(pidfile: Path) -> int | None:

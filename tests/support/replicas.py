@@ -38,6 +38,7 @@ import aiohttp
 
 from openimds.control.client import ApiConnectionError, ApiError, ControlClient
 from tests.pg_private import PrivatePostgres
+from tests.support.node import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 ADMIN_PW = "replica-admin-pw"
@@ -61,14 +62,6 @@ def _env() -> dict[str, str]:
            if "proxy" not in k.lower() and not k.startswith("OS_")}
     env["PYTHONPATH"] = str(REPO)
     return env
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -151,9 +144,9 @@ class ReplicaCloud:
     def __init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="oit-replicas-", dir="/tmp"))
         self.pg: PrivatePostgres | None = None
-        self.api_port = _free_port()
-        self.md_port = _free_port()
-        self.metrics_port = _free_port()
+        self.api_port = free_port()
+        self.md_port = free_port()
+        self.metrics_port = free_port()
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.logs: list[Any] = []
         self.socket = str(self.root / "metadata_proxy")
