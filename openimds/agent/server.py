@@ -150,7 +150,7 @@ def _metrics(state: AgentState) -> tuple[bytes, bytes]:
                 "Guests whose last request was refused.", value=limiter.limited_count())
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector())  # type: ignore[arg-type]
+    registry.register(_Collector())
     return _response(200, "text/plain; version=0.0.4; charset=utf-8", generate_latest(registry))
 
 

@@ -75,7 +75,7 @@ def _set_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--description")
 
 
-def register_network_agent(network_verbs: argparse._SubParsersAction, leaf: Any) -> None:
+def register_network_agent(network_verbs: argparse._SubParsersAction[argparse.ArgumentParser], leaf: Any) -> None:
     """`network agent VERB` under the `network` group; `leaf` is client_cmd._leaf."""
     verbs = network_verbs.add_parser("agent", help="agents (registry)").add_subparsers(
         metavar="VERB")
@@ -104,7 +104,7 @@ def register_network_agent(network_verbs: argparse._SubParsersAction, leaf: Any)
         p.add_argument("network", help="network name or id")
 
 
-def register_legacy(sub: argparse._SubParsersAction, leaf: Any) -> None:
+def register_legacy(sub: argparse._SubParsersAction[argparse.ArgumentParser], leaf: Any) -> None:
     p = leaf(sub, "agent-list", _list, "agents", "list agents (neutron spelling)")
     p.add_argument("--agent-type", choices=sorted(AGENT_TYPES))
     p.add_argument("--host")

@@ -35,7 +35,7 @@ CORE_SERVICES = ("control-api", "metadata-api", "metadata-agent")
 NETWORK_SERVICES = ("dhcp-agent", "l3-agent")
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "all-in-one",
         parents=[config_parent()],

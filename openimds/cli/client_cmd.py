@@ -92,7 +92,7 @@ def _runner(handler: Handler, kind: str) -> Callable[[argparse.Namespace], int]:
     return run
 
 
-def _leaf(verbs: argparse._SubParsersAction, name: str, handler: Handler, kind: str,
+def _leaf(verbs: argparse._SubParsersAction[argparse.ArgumentParser], name: str, handler: Handler, kind: str,
           help: str) -> argparse.ArgumentParser:
     parser = verbs.add_parser(name, parents=[config_parent(), client_parent()], help=help)
     parser.set_defaults(func=_runner(handler, kind))
@@ -306,7 +306,7 @@ def _plain_list(resource: str) -> Handler:
     return lambda api, args: api.list(resource)
 
 
-def _read_verbs(verbs: argparse._SubParsersAction, res: CliResource, *, legacy: bool = False,
+def _read_verbs(verbs: argparse._SubParsersAction[argparse.ArgumentParser], res: CliResource, *, legacy: bool = False,
                 list_handler: Handler | None = None, show_handler: Handler | None = None,
                 ) -> dict[str, argparse.ArgumentParser]:
     """`list`, `show` and `delete` of one resource, in one spelling: `network list` under the
@@ -331,11 +331,11 @@ def _read_verbs(verbs: argparse._SubParsersAction, res: CliResource, *, legacy: 
     return leaves
 
 
-def _noun(sub: argparse._SubParsersAction, res: CliResource) -> argparse._SubParsersAction:
+def _noun(sub: argparse._SubParsersAction[argparse.ArgumentParser], res: CliResource) -> argparse._SubParsersAction[argparse.ArgumentParser]:
     return sub.add_parser(res.noun, help=res.plural).add_subparsers(metavar="VERB")
 
 
-def _register_network(sub: argparse._SubParsersAction) -> None:
+def _register_network(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     verbs = _noun(sub, CLI_RESOURCES["network"])
     p = _leaf(verbs, "create", _network_create, "networks", "create a network")
     p.add_argument("name")
@@ -397,7 +397,7 @@ def _subnet_list(api: Any, args: argparse.Namespace) -> Any:
     return api.list("subnets", **filters)
 
 
-def _register_subnet(sub: argparse._SubParsersAction) -> None:
+def _register_subnet(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     verbs = _noun(sub, CLI_RESOURCES["subnet"])
     p = _leaf(verbs, "create", _subnet_create, "subnets", "create a subnet")
     p.add_argument("name")
@@ -443,7 +443,7 @@ def _router_create(api: Any, args: argparse.Namespace) -> Any:
     return api.create("routers", body)
 
 
-def _register_router(sub: argparse._SubParsersAction) -> None:
+def _register_router(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     verbs = _noun(sub, CLI_RESOURCES["router"])
     p = _leaf(verbs, "create", _router_create, "routers", "create a router")
     p.add_argument("name")
@@ -505,7 +505,7 @@ def _port_list(api: Any, args: argparse.Namespace) -> Any:
     return api.list("ports", **filters)
 
 
-def _register_port(sub: argparse._SubParsersAction) -> None:
+def _register_port(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     verbs = _noun(sub, CLI_RESOURCES["port"])
     p = _leaf(verbs, "create", _port_create, "ports", "create a port")
     p.add_argument("name")
@@ -579,7 +579,7 @@ def _server_create(api: Any, args: argparse.Namespace) -> Any:
     return api.create("servers", body)
 
 
-def _register_server(sub: argparse._SubParsersAction) -> None:
+def _register_server(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     verbs = _noun(sub, CLI_RESOURCES["server"])
     p = _leaf(verbs, "create", _server_create, "servers", "create a server")
     p.add_argument("name")
@@ -619,7 +619,7 @@ def _keypair_create(api: Any, args: argparse.Namespace) -> Any:
     return api.create("keypairs", {"name": args.name, "public_key": key})
 
 
-def _register_keypair(sub: argparse._SubParsersAction) -> None:
+def _register_keypair(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     verbs = _noun(sub, CLI_RESOURCES["keypair"])
     p = _leaf(verbs, "create", _keypair_create, "keypairs", "import a public key")
     p.add_argument("name")
@@ -653,7 +653,7 @@ def _legacy_interface(action: str) -> Handler:
     return handler
 
 
-def _register_legacy(sub: argparse._SubParsersAction) -> None:
+def _register_legacy(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from openimds.cli.agents_cmd import register_legacy
 
     register_legacy(sub, _leaf)
@@ -688,7 +688,7 @@ def _register_legacy(sub: argparse._SubParsersAction) -> None:
             _read_verbs(sub, res, legacy=True)
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _register_network(subparsers)
     _register_subnet(subparsers)
     _register_router(subparsers)

@@ -19,7 +19,7 @@ EXIT_SECRET_MISMATCH = 1
 EXIT_INVALID = 2
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from openimds.config import SERVICES
 
     config = subparsers.add_parser("config", help="configuration files")

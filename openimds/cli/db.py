@@ -7,7 +7,7 @@ import argparse
 from openimds.cli.common import config_parent
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     db = subparsers.add_parser("db", help="inventory database schema")
     verbs = db.add_subparsers(dest="db_command", metavar="VERB")
     up = verbs.add_parser(

@@ -80,7 +80,7 @@ def _identity_certificate(api: Any, args: argparse.Namespace) -> Any:
     return api.request("GET", "compute", "/os-metadata-identity-certificate")
 
 
-def register_server_verbs(verbs: argparse._SubParsersAction, leaf: Any) -> None:
+def register_server_verbs(verbs: argparse._SubParsersAction[argparse.ArgumentParser], leaf: Any) -> None:
     """`server set`, `server token-usage` and `server identity-certificate` (`leaf` is
     client_cmd's leaf-command builder)."""
     p = leaf(verbs, "set", _server_set, "servers", "set a server's metadata options")

@@ -52,7 +52,7 @@ def options_for_create(value: Any) -> dict[str, Any] | None:
 
 def _find(call: Call, s: Any, *, write: bool = False) -> Instance:
     server_id = call.params["id"]
-    inst = s.scalars(
+    inst: Instance | None = s.scalars(
         scoped(select(Instance).where(Instance.uuid == server_id), Instance, call.context,
                write=write)
     ).first()

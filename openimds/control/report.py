@@ -89,7 +89,7 @@ class ReportThread:
     async def _amain(self) -> None:
         self._loop = asyncio.get_running_loop()
         client = self._factory()
-        self._task = asyncio.current_task()  # type: ignore[assignment]
+        self._task = asyncio.current_task()
         self._ready.set()
         try:
             await report_state_loop(client, self._report, self._interval,

@@ -254,6 +254,8 @@ def render_metrics(registry: CollectorRegistry | None) -> bytes:
     """The exposition text: this process's registry, or every worker's in multiprocess mode."""
     if registry is None:
         merged = CollectorRegistry()
-        multiprocess.MultiProcessCollector(merged, path=os.environ["PROMETHEUS_MULTIPROC_DIR"])
+        # prometheus_client leaves this constructor untyped.
+        multiprocess.MultiProcessCollector(  # type: ignore[no-untyped-call]
+            merged, path=os.environ["PROMETHEUS_MULTIPROC_DIR"])
         return generate_latest(merged)
     return generate_latest(registry)

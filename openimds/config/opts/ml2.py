@@ -7,13 +7,13 @@ network_vlan_ranges`. `local` (the one-host fabric) is the default, as in Neutro
 
 from __future__ import annotations
 
-from oslo_config import cfg
+from oslo_config import cfg, types
 
 NETWORK_TYPES = ("local", "flat", "vlan", "vxlan")
 
 ML2_OPTS: list[cfg.Opt] = [
     cfg.ListOpt("tenant_network_types", default=["local"],
-                item_type=cfg.types.String(choices=NETWORK_TYPES),
+                item_type=types.String(choices=NETWORK_TYPES),
                 help="Network types for tenant networks, in order of preference; the first "
                      "with a free id is used."),
 ]
