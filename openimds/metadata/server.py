@@ -47,7 +47,6 @@ __all__ = [
     "EntropyPool",
     "MetadataSettings",
     "build_worker",
-    "metadata_app",
     "metadata_server",
     "ops_app",
     "serve",
@@ -211,24 +210,6 @@ def metadata_server(
         responder, metrics, clock, entropy or EntropyPool(), access_log or AccessLog()
     )
     return web.Server(handle, max_field_size=16384, access_log=None, logger=_HTTP_LOG)
-
-
-def metadata_app(
-    responder: Responder,
-    metrics: MetadataMetrics | None = None,
-    *,
-    clock: Callable[[], datetime] = _utc_now,
-    entropy: Callable[[int], bytes] | None = None,
-    access_log: AccessLog | None = None,
-) -> web.Application:
-    """The same handler as an aiohttp application, to embed beside other routes; slower per
-    request than `metadata_server` (router and middleware machinery)."""
-    handle = _handler(
-        responder, metrics, clock, entropy or EntropyPool(), access_log or AccessLog()
-    )
-    app = web.Application(handler_args={"max_field_size": 16384, "logger": _HTTP_LOG})
-    app.router.add_route("*", "/{tail:.*}", handle)
-    return app
 
 
 def ops_app(
