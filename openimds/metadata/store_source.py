@@ -17,7 +17,8 @@ watcher following the feed.
   `http_endpoint = disabled` take effect at their revision). The last view is kept, though,
   and served when the reload cannot reach the database; an instance never loaded has none:
   503 with Retry-After then.
-* A watcher task follows `Store.changes_since` from the revision read at start-up and drops
+* A watcher task (supervised: restarted with backoff if it ever ends, and the source is not
+  ready meanwhile) follows `Store.changes_since` from the revision read at start-up and drops
   every cached view the change can affect: the instance itself; its ports (including a port
   newly given its device id); the subnets and networks it sits on, and DHCP ports there (they
   decide `dhcp_server` and the MTU); and its key pair.
@@ -41,11 +42,11 @@ miss changes, so none are).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+from openimds import runtime
 from openimds.inventory.errors import ChangesPruned
 from openimds.inventory.store import ChangeRecord, Store
 from openimds.metadata import store_queries as queries
@@ -111,10 +112,12 @@ class StoreSource:
         self._loading: dict[str, asyncio.Task[InstanceView | None]] = {}
         self._prefetch_enabled = prefetch
         self._prefetch_wake: asyncio.Event | None = None
-        self._prefetcher: asyncio.Task[None] | None = None
+        self._prefetcher: runtime.SupervisedTask | None = None
         self.applied_revision = -1
         self._revision_event: asyncio.Event | None = None
-        self._task: asyncio.Task[None] | None = None
+        # The feed watcher: restarted with backoff should it ever end (runtime.py); while it is
+        # down nothing cached would be invalidated, so the source is not ready.
+        self._watcher = runtime.SupervisedTask(self._watch, name="metadata-change-feed")
         self._stopping = False
         self.availability = Availability()
 
@@ -127,25 +130,24 @@ class StoreSource:
             self.applied_revision = await asyncio.to_thread(self.store.current_revision)
         except DATABASE_DOWN as exc:
             self.availability.failed(exc)
-        self._task = asyncio.create_task(self._watch(), name="metadata-change-feed")
+        self._watcher.start()
         if self._prefetch_enabled:
             self._prefetch_wake = asyncio.Event()
-            self._prefetcher = asyncio.create_task(self._prefetch_forever(),
-                                                   name="metadata-view-prefetch")
+            self._prefetcher = runtime.SupervisedTask(self._prefetch_forever,
+                                                      name="metadata-view-prefetch")
+            self._prefetcher.start()
 
     async def stop(self) -> None:
         self._stopping = True
-        for background in (self._task, self._prefetcher):
+        for background in (self._watcher, self._prefetcher):
             if background is not None:
-                background.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await background
+                await background.stop()
         for task in list(self._loading.values()):
             task.cancel()
         await asyncio.gather(*self._loading.values(), return_exceptions=True)
 
     def ready(self) -> bool:
-        return self.applied_revision >= 0 and self._task is not None and not self._task.done()
+        return self.applied_revision >= 0 and self._watcher.running
 
     async def wait_for_revision(self, revision: int, timeout: float = 10.0) -> None:
         """Return once every change up to `revision` has been applied to the caches."""

@@ -403,6 +403,45 @@ async def test_the_feed_outlives_a_failure_to_apply_a_batch(
     assert harness.source.ready()
 
 
+async def test_a_watcher_that_dies_is_restarted_and_unready_meanwhile(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failure outside the watcher's own guards (here: dropping the cache after a failed
+    apply fails too) ends the watcher task: it is logged, the source reports not ready (the
+    healthcheck's 503) and the watcher is started again with backoff, resuming at the
+    revision it had applied, so the change it died on still invalidates its views."""
+    source = harness.source
+    broken = True
+    real_apply, real_drop_all = source.apply, source.drop_all
+
+    def failing_apply(*args: Any) -> None:
+        if broken:
+            raise RuntimeError("invalidation bug")
+        real_apply(*args)
+
+    def failing_drop_all() -> None:
+        if broken:
+            raise RuntimeError("drop bug")
+        real_drop_all()
+
+    def rename(s: Any) -> None:
+        s.scalar(select(Instance).where(Instance.uuid == INSTANCE)).hostname = "after-crash"
+
+    assert (await harness.get("/latest/meta-data/hostname")).body == b"web-1.novalocal"
+    assert source.ready()
+    monkeypatch.setattr(source, "apply", failing_apply)
+    monkeypatch.setattr(source, "drop_all", failing_drop_all)
+    with caplog.at_level("ERROR"):
+        with harness.store.session() as s:
+            rename(s)
+        await wait_until(lambda: not source.ready())
+        assert any("drop bug" in str(r.exc_info) for r in caplog.records)
+        broken = False
+        await harness.settle()
+    assert source.ready()
+    assert (await harness.get("/latest/meta-data/hostname")).body == b"after-crash.novalocal"
+
+
 async def test_metadata_options_follow_the_feed(harness: Harness) -> None:
     assert (await harness.get("/latest/meta-data/instance-id")).status == 200
 
