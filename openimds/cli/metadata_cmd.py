@@ -37,7 +37,7 @@ def settings_from_conf(conf: Any) -> Any:
     from openimds.metadata.identity import IdentitySigner
     from openimds.metadata.options import defaults_from_conf
     from openimds.metadata.respond import RespondSettings
-    from openimds.metadata.server import MetadataSettings
+    from openimds.metadata.service import MetadataSettings
     from openimds.metadata.tokens import TokenKeys
     from openimds.metadata.tree import VendordataOptions
     from openimds.metadata.vendordata import (
@@ -115,7 +115,7 @@ def settings_from_conf(conf: Any) -> Any:
 def _run(args: argparse.Namespace) -> int:
     from openimds.config import load_config
     from openimds.inventory.migrate import upgrade_when_reachable
-    from openimds.metadata.server import serve
+    from openimds.metadata.service import serve
 
     conf = load_config("metadata-api", args.config_files, args.config_dirs)
     debug = bool(args.debug or conf.debug)
