@@ -114,7 +114,7 @@ def settings_from_conf(conf: Any) -> Any:
 
 def _run(args: argparse.Namespace) -> int:
     from openimds.config import load_config
-    from openimds.inventory.migrate import upgrade_when_reachable
+    from openimds.inventory.migrate import UpgradeFailed, upgrade_in_child
     from openimds.metadata.service import serve
 
     conf = load_config("metadata-api", args.config_files, args.config_dirs)
@@ -128,5 +128,10 @@ def _run(args: argparse.Namespace) -> int:
     if not args.no_migrate and settings.database_url:
         # Once, here, before the workers start: they must not race each other to migrate.
         # A database that is not up yet is waited for (one WARNING), not a traceback and exit.
-        upgrade_when_reachable(settings.database_url)
+        # In a child, so Alembic never sits in the heap the workers are forked from.
+        try:
+            upgrade_in_child(settings.database_url)
+        except UpgradeFailed as exc:
+            LOG.error("metadata-api: %s", exc)
+            return 1
     return serve(settings, debug=debug)
