@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 __all__ = ["SupervisedTask", "backoff_delay", "die_with_parent", "freeze_startup_objects",
-           "restart_delay", "run_loop", "setup_logging", "supervise_workers"]
+           "restart_delay", "run_loop", "setup_logging", "stop_on_signals", "supervise_workers"]
 
 LOG = logging.getLogger("openimds.runtime")
 T = TypeVar("T")
@@ -51,6 +51,15 @@ def freeze_startup_objects() -> None:
     per-request garbage would otherwise rescan it every time."""
     gc.collect()
     gc.freeze()
+
+
+def stop_on_signals(stop: asyncio.Event) -> None:
+    """Set `stop` on SIGTERM or SIGINT (from inside the running loop), for a graceful stop.
+    Where the loop cannot take signal handlers (not the main thread), nothing is installed."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
 
 
 def die_with_parent(parent: int) -> None:

@@ -17,12 +17,10 @@ respond.py.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import mmap
 import os
 import shutil
-import signal
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -147,13 +145,6 @@ async def _run_sites(
             await runner.cleanup()
 
 
-def _stop_on_signals(stop: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-
-
 async def _start_guest(
     settings: MetadataSettings, worker: Worker, access_log: AccessLog, reuse_port: bool
 ) -> Callable[[], Awaitable[None]]:
@@ -186,7 +177,7 @@ def _access_log() -> AccessLog:
 
 async def _serve_single(settings: MetadataSettings) -> None:
     stop = asyncio.Event()
-    _stop_on_signals(stop)
+    runtime.stop_on_signals(stop)
     metrics = MetadataMetrics()
     worker = await build_worker(settings, metrics)
     access_log = _access_log()
@@ -253,7 +244,7 @@ def _running(pid: int) -> bool:
 
 async def _serve_worker(settings: MetadataSettings, board: WorkerBoard, slot: int) -> None:
     stop = asyncio.Event()
-    _stop_on_signals(stop)
+    runtime.stop_on_signals(stop)
     metrics = MetadataMetrics()
     worker = await build_worker(settings, metrics)
     # The ops process scrapes this worker's multiprocess files, not its registry.
@@ -276,7 +267,7 @@ async def _serve_worker(settings: MetadataSettings, board: WorkerBoard, slot: in
 
 async def _serve_ops(settings: MetadataSettings, board: WorkerBoard, started: float) -> None:
     stop = asyncio.Event()
-    _stop_on_signals(stop)
+    runtime.stop_on_signals(stop)
 
     def status() -> dict[str, Any]:
         return {"workers": board.alive(), "uptime": round(time.monotonic() - started, 1)}
