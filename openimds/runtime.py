@@ -2,8 +2,10 @@
 
 One place for what every service did for itself: logging, the event loop (uvloop when installed),
 `gc.freeze` of what startup allocated, dying with the parent (PR_SET_PDEATHSIG), and one worker
-supervisor with one restart policy (`supervise_workers`): the metadata agent and the
-control-plane API fork their workers from it.
+supervisor with one restart policy (`supervise_workers`): the metadata agent, the metadata API
+and the control-plane API fork their workers from it. Inside a worker, a loop that must run as
+long as the process (the metadata API's change-feed watcher) is a `SupervisedTask`: restarted
+with backoff when it ends, never silently gone, and `running` says whether it is up.
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
-__all__ = ["die_with_parent", "freeze_startup_objects", "restart_delay", "run_loop",
-           "setup_logging", "supervise_workers"]
+__all__ = ["SupervisedTask", "backoff_delay", "die_with_parent", "freeze_startup_objects",
+           "restart_delay", "run_loop", "setup_logging", "stop_on_signals", "supervise_workers"]
 
 LOG = logging.getLogger("openimds.runtime")
 T = TypeVar("T")
@@ -49,6 +51,15 @@ def freeze_startup_objects() -> None:
     per-request garbage would otherwise rescan it every time."""
     gc.collect()
     gc.freeze()
+
+
+def stop_on_signals(stop: asyncio.Event) -> None:
+    """Set `stop` on SIGTERM or SIGINT (from inside the running loop), for a graceful stop.
+    Where the loop cannot take signal handlers (not the main thread), nothing is installed."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
 
 
 def die_with_parent(parent: int) -> None:
@@ -144,3 +155,64 @@ def setup_logging(debug: bool = False, log_file: str | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if debug else logging.INFO)
+
+
+def backoff_delay(failures: int, *, first: float = 0.5, cap: float = 30.0) -> float:
+    """Seconds to wait after the `failures`-th failure in a row (1, 2, ...): doubling from
+    `first`, at most `cap`."""
+    return min(cap, first * 2 ** max(0, failures - 1))
+
+
+class SupervisedTask:
+    """`run()` as an asyncio task for the life of the process.
+
+    The loops run this way end only when cancelled: if `run()` returns or raises, that is a
+    bug, logged at ERROR with its traceback, and it is started again after `backoff_delay`
+    (the failure count resets once a run lasted `healthy_after` seconds). `running` is False
+    while it waits, so a readiness check can say so. `stop()` cancels it for good."""
+
+    def __init__(self, run: Callable[[], Awaitable[None]], *, name: str,
+                 first_delay: float = 0.5, max_delay: float = 30.0,
+                 healthy_after: float = 60.0) -> None:
+        self.name = name
+        self.restarts = 0
+        self.running = False
+        self._run = run
+        self._first = first_delay
+        self._cap = max_delay
+        self._healthy_after = healthy_after
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start on the running loop."""
+        self._task = asyncio.create_task(self._forever(), name=self.name)
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.running = False
+
+    async def _forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        failures = 0
+        while True:
+            started = loop.time()
+            self.running = True
+            try:
+                await self._run()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - a bug in the loop: logged whole, then restarted
+                LOG.exception("%s failed", self.name)
+            else:
+                LOG.error("%s ended", self.name)
+            finally:
+                self.running = False
+            failures = 1 if loop.time() - started >= self._healthy_after else failures + 1
+            delay = backoff_delay(failures, first=self._first, cap=self._cap)
+            LOG.error("%s: starting it again in %.1f s", self.name, delay)
+            await asyncio.sleep(delay)
+            self.restarts += 1

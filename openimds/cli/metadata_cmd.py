@@ -37,7 +37,7 @@ def settings_from_conf(conf: Any) -> Any:
     from openimds.metadata.identity import IdentitySigner
     from openimds.metadata.options import defaults_from_conf
     from openimds.metadata.respond import RespondSettings
-    from openimds.metadata.server import MetadataSettings
+    from openimds.metadata.service import MetadataSettings
     from openimds.metadata.tokens import TokenKeys
     from openimds.metadata.tree import VendordataOptions
     from openimds.metadata.vendordata import (
@@ -114,8 +114,8 @@ def settings_from_conf(conf: Any) -> Any:
 
 def _run(args: argparse.Namespace) -> int:
     from openimds.config import load_config
-    from openimds.inventory.migrate import upgrade_when_reachable
-    from openimds.metadata.server import serve
+    from openimds.inventory.migrate import UpgradeFailed, upgrade_in_child
+    from openimds.metadata.service import serve
 
     conf = load_config("metadata-api", args.config_files, args.config_dirs)
     debug = bool(args.debug or conf.debug)
@@ -128,5 +128,10 @@ def _run(args: argparse.Namespace) -> int:
     if not args.no_migrate and settings.database_url:
         # Once, here, before the workers start: they must not race each other to migrate.
         # A database that is not up yet is waited for (one WARNING), not a traceback and exit.
-        upgrade_when_reachable(settings.database_url)
+        # In a child, so Alembic never sits in the heap the workers are forked from.
+        try:
+            upgrade_in_child(settings.database_url)
+        except UpgradeFailed as exc:
+            LOG.error("metadata-api: %s", exc)
+            return 1
     return serve(settings, debug=debug)

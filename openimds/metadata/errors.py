@@ -30,7 +30,7 @@
                                    try again after `retry_after` seconds (Retry-After)
 
 The explanation is what nova sends (byte-compatible where the spec pins it) and otherwise says
-what to send instead. `error_response` renders the webob-style body negotiated on `Accept`.
+what to send instead. `error_body` renders the webob-style body negotiated on `Accept`.
 """
 
 from __future__ import annotations

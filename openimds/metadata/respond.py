@@ -322,7 +322,7 @@ class Responder:
 
     async def _serve(
         self, req: MetadataRequest, tokens: list[str]
-    ) -> tuple[MetadataResponse, InstanceView]:
+    ) -> MetadataResponse:
         headers = Headers(req.headers)
         view, request_address, by_instance_id = await self._instance(req, headers)
         try:
@@ -331,7 +331,7 @@ class Responder:
                 body = state.token.encode()
                 return MetadataResponse(
                     200, TEXT, body, view.uuid, "token-issued", headers=state.headers()
-                ), view
+                )
             resp = await self._leaf(req, tokens, view, request_address)
             if resp.reuse is not None and not (
                 # Reused only where nothing but the view, date, method, path and signed
@@ -344,7 +344,7 @@ class Responder:
                 ).http_protocol_ipv6 == "enabled"
             ):
                 resp = resp._replace(reuse=None)
-            return resp._replace(token=state), view
+            return resp._replace(token=state)
         except e.MetadataError as err:
             err.instance_id = view.uuid
             raise
@@ -422,7 +422,7 @@ class Responder:
         tokens = path.split("/")[1:]
         family = _family(tokens)
         try:
-            resp, _view = await self._serve(req, tokens)
+            resp = await self._serve(req, tokens)
         except e.MetadataError as err:
             return self._error(req, err, family)
         except Exception as exc:  # the guest must never see a traceback

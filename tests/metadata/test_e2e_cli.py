@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -40,6 +41,8 @@ class Server:
         self.ops = f"http://127.0.0.1:{ops}"
         self.project = project
         self.url = url
+        self.port = port
+        self.pid = 0
 
     def headers(self) -> dict[str, str]:
         return {
@@ -82,6 +85,7 @@ metadata_proxy_shared_secret = s3cret
         stderr=subprocess.STDOUT,
     )
     srv = Server(port, ops, ids["project"], url)
+    srv.pid = proc.pid
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -140,3 +144,85 @@ def test_cli_serves_signed_requests_and_follows_the_inventory(server: Server) ->
     metrics = session.get(server.ops + "/metrics").text
     assert "openimds_metadata_requests_total" in metrics
     assert 'status="200"' in metrics and 'status="400"' in metrics
+
+
+def _children(parent: int) -> set[int]:
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        # The fields after the command (which may hold spaces) start after its last ')'.
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == parent and fields[0] != "Z":
+            found.add(int(entry))
+    return found
+
+
+def _listeners_on(port: int) -> set[str]:
+    """Socket inodes listening on 127.0.0.1:`port` (state 0A in /proc/net/tcp)."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == f"0100007F:{port:04X}" and fields[3] == "0A":
+            inodes.add(fields[9])
+    return inodes
+
+
+def _holds(pid: int, inodes: set[str]) -> bool:
+    try:
+        links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+    except OSError:
+        return False
+    return any(link[len("socket:["):-1] in inodes for link in links if link.startswith("socket:"))
+
+
+def _wait(predicate: Any, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+def _health(server: Server) -> tuple[int, dict[str, Any]]:
+    try:
+        r = requests.get(server.ops + "/healthcheck", timeout=2)
+    except requests.RequestException:
+        return 0, {}
+    return r.status_code, r.json()
+
+
+def test_a_dead_worker_is_replaced_and_every_worker_stops_with_the_service(
+    server: Server,
+) -> None:
+    """The metadata API's processes run under runtime.supervise_workers, like the agent's and
+    the control-plane API's: a killed guest worker gets a replacement, the service keeps
+    answering, and SIGTERM to the service leaves no process behind."""
+    children = _children(server.pid)
+    guests = {pid for pid in children if _holds(pid, _listeners_on(server.port))}
+    assert len(guests) == 2 and len(children) == 3  # two guest workers and the ops listener
+    status, body = _health(server)
+    assert status == 200 and body["ready"] is True and body["workers"] == 2
+    victim = min(guests)
+    os.kill(victim, signal.SIGKILL)
+
+    def replaced() -> bool:
+        now = {pid for pid in _children(server.pid)
+               if _holds(pid, _listeners_on(server.port))}
+        return len(now) == 2 and victim not in now
+
+    _wait(replaced, "the killed worker was not replaced")
+    _wait(lambda: _health(server)[0] == 200, "not ready again after the replacement")
+    assert _health(server)[1]["workers"] == 2
+    for _ in range(10):  # fresh connections: both workers, the replacement too, answer
+        r = requests.get(server.base + "/latest/meta-data/hostname", headers=server.headers(),
+                         timeout=5)
+        assert r.status_code == 200 and r.text == "web-1.novalocal"
+    everyone = _children(server.pid)
+    os.kill(server.pid, signal.SIGTERM)
+    _wait(lambda: not any(Path(f"/proc/{pid}").exists() and
+                          Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+                          != "Z" for pid in everyone), "a worker outlived the service")

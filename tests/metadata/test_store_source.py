@@ -403,6 +403,45 @@ async def test_the_feed_outlives_a_failure_to_apply_a_batch(
     assert harness.source.ready()
 
 
+async def test_a_watcher_that_dies_is_restarted_and_unready_meanwhile(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failure outside the watcher's own guards (here: dropping the cache after a failed
+    apply fails too) ends the watcher task: it is logged, the source reports not ready (the
+    healthcheck's 503) and the watcher is started again with backoff, resuming at the
+    revision it had applied, so the change it died on still invalidates its views."""
+    source = harness.source
+    broken = True
+    real_apply, real_drop_all = source.apply, source.drop_all
+
+    def failing_apply(*args: Any) -> None:
+        if broken:
+            raise RuntimeError("invalidation bug")
+        real_apply(*args)
+
+    def failing_drop_all() -> None:
+        if broken:
+            raise RuntimeError("drop bug")
+        real_drop_all()
+
+    def rename(s: Any) -> None:
+        s.scalar(select(Instance).where(Instance.uuid == INSTANCE)).hostname = "after-crash"
+
+    assert (await harness.get("/latest/meta-data/hostname")).body == b"web-1.novalocal"
+    assert source.ready()
+    monkeypatch.setattr(source, "apply", failing_apply)
+    monkeypatch.setattr(source, "drop_all", failing_drop_all)
+    with caplog.at_level("ERROR"):
+        with harness.store.session() as s:
+            rename(s)
+        await wait_until(lambda: not source.ready())
+        assert any("drop bug" in str(r.exc_info) for r in caplog.records)
+        broken = False
+        await harness.settle()
+    assert source.ready()
+    assert (await harness.get("/latest/meta-data/hostname")).body == b"after-crash.novalocal"
+
+
 async def test_metadata_options_follow_the_feed(harness: Harness) -> None:
     assert (await harness.get("/latest/meta-data/instance-id")).status == 200
 
@@ -489,7 +528,7 @@ async def test_a_dropped_view_is_reloaded_once_in_the_background(
         views = await asyncio.gather(*waiting)
         assert {v.hostname for v in views if v is not None} == {"renamed"} and None not in views
         assert loads.calls == 1
-        assert INSTANCE in source._views  # cached: the next request runs no load
+        assert INSTANCE in source.cache.views  # cached: the next request runs no load
         await source.view_for_instance(INSTANCE)
         assert loads.calls == 1
     finally:
@@ -511,7 +550,7 @@ async def test_a_request_that_gives_up_does_not_cancel_the_load(
         with contextlib.suppress(asyncio.CancelledError):
             await asked
         loads.gate.set()
-        await wait_until(lambda: INSTANCE in source._views)
+        await wait_until(lambda: INSTANCE in source.cache.views)
         assert loads.calls == 1
     finally:
         await source.stop()
@@ -545,14 +584,14 @@ async def test_the_last_view_is_served_when_its_reload_meets_a_database_outage(
     with harness.store.session() as s:
         s.scalar(select(Instance).where(Instance.uuid == INSTANCE)).properties = {"k": "v"}
     await harness.settle()
-    assert INSTANCE not in harness.source._views
+    assert INSTANCE not in harness.source.cache.views
 
     def refused(*args: Any) -> Any:
         raise OperationalError("SELECT", {}, Exception("connection refused"))
 
     monkeypatch.setattr(harness.store, "read", refused)
     assert (await harness.get("/latest/meta-data/hostname")).body == b"web-1.novalocal"
-    harness.source._last.clear()
+    harness.source.cache.last.clear()
     reply = await harness.get("/latest/meta-data/hostname")
     assert reply.status == 503
 
@@ -576,7 +615,7 @@ async def test_a_created_instance_is_loaded_before_its_first_request(harness: Ha
                        device_owner="compute:nova",
                        fixed_ips=[FixedIP(subnet_id=ids["subnet"], ip_address="10.0.0.6")]))
         await source.wait_for_revision(harness.store.current_revision())
-        await wait_until(lambda: uuid in source._views and not source._loading)
+        await wait_until(lambda: uuid in source.cache.views and not source._loading)
         view = await source.view_for_instance(uuid)
         assert view is not None and view.hostname == "new-1"
         assert [f.ip_address for f in view.ports[0].fixed_ips] == ["10.0.0.6"]
@@ -606,9 +645,9 @@ async def test_a_load_is_kept_unless_a_port_it_read_changed_meanwhile(
         await source.wait_for_revision(harness.store.current_revision())
         loads.gate.set()
         assert (await asked) is not None
-        assert INSTANCE in source._views
+        assert INSTANCE in source.cache.views
 
-        source._forget(INSTANCE)
+        source.cache.forget(INSTANCE)
         loads.gate.clear()
         asked = asyncio.ensure_future(source.view_for_instance(INSTANCE))
         await wait_until(lambda: loads.calls == 2)
@@ -618,7 +657,7 @@ async def test_a_load_is_kept_unless_a_port_it_read_changed_meanwhile(
         loads.gate.set()
         held = await asked
         assert held is not None and len(held.ports) == 1  # read before the port moved
-        assert INSTANCE not in source._views  # ... so not kept
+        assert INSTANCE not in source.cache.views  # ... so not kept
         fresh = await source.view_for_instance(INSTANCE)
         assert fresh is not None and fresh.ports == ()
         assert loads.calls == 3
