@@ -13,6 +13,9 @@ import hashlib
 import hmac
 
 __all__ = [
+    "DYNAMIC_JSON",
+    "STATIC_JSON",
+    "VENDORDATA_PROVIDERS",
     "DHCP_OWNER",
     "FORWARDED_FOR",
     "GUEST_FORWARDED_HEADER",
@@ -89,6 +92,11 @@ HOP_LIMIT_HEADER = f"{INTERNAL_HEADER_PREFIX}Hop-Limit"
 # ---- the metadata addresses -----------------------------------------------------------------
 METADATA_IPV4 = "169.254.169.254"
 METADATA_IPV6 = "fe80::a9fe:a9fe"
+
+# ---- Nova's vendordata providers ([api] vendordata_providers) ----------------------------------
+STATIC_JSON = "StaticJSON"
+DYNAMIC_JSON = "DynamicJSON"
+VENDORDATA_PROVIDERS = (STATIC_JSON, DYNAMIC_JSON)
 
 # ---- device owners --------------------------------------------------------------------------
 

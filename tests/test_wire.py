@@ -55,6 +55,12 @@ def test_headers_and_addresses_are_the_peers() -> None:
         assert internal.startswith(wire.INTERNAL_HEADER_PREFIX)
 
 
+def test_vendordata_providers_are_novas() -> None:
+    """`[api] vendordata_providers` values as nova.conf spells them."""
+    assert wire.VENDORDATA_PROVIDERS == (wire.STATIC_JSON, wire.DYNAMIC_JSON) == (
+        "StaticJSON", "DynamicJSON")
+
+
 def test_the_instance_id_signature_is_neutrons_hmac() -> None:
     # Neutron's metadata agent: hmac.new(secret, instance_id, hashlib.sha256).hexdigest().
     signature = wire.sign_instance_id("s3cret", "instance-1")

@@ -55,6 +55,7 @@ from openimds.metadata.tree import (
 )
 from openimds.metadata.vendordata import merge_vendordata2
 from openimds.metadata.view import InstanceView
+from openimds.wire import DYNAMIC_JSON
 
 __all__ = [
     "PASSWORD_MAX_BYTES",
@@ -407,7 +408,7 @@ class Responder:
         assert isinstance(node, VendorData2Leaf)
         dynamic: list[tuple[str, Any]] = []
         reuse: Reuse | None = Reuse(view, req.today)
-        if "DynamicJSON" in node.providers and self.vendordata is not None:
+        if DYNAMIC_JSON in node.providers and self.vendordata is not None:
             # Another service's answer of the moment: asked again every time.
             dynamic = await self.vendordata.fetch(view)
             reuse = None

@@ -36,6 +36,7 @@ from openimds.metadata.respond import Responder, RespondSettings
 from openimds.metadata.server import metadata_server, ops_app
 from openimds.metadata.source import DictSource, InstanceSource
 from openimds.metadata.vendordata import DynamicVendordata, DynamicVendordataOptions
+from openimds.wire import DYNAMIC_JSON
 
 __all__ = ["MetadataSettings", "Worker", "WorkerBoard", "build_worker", "serve"]
 
@@ -117,7 +118,7 @@ async def build_worker(settings: MetadataSettings, metrics: MetadataMetrics) -> 
         usage.start()
         closers.append(usage.stop)
     fetcher = None
-    if "DynamicJSON" in settings.respond.vendordata.providers:
+    if DYNAMIC_JSON in settings.respond.vendordata.providers:
         fetcher = DynamicVendordata(settings.dynamic_vendordata)
         closers.append(fetcher.close)
     responder = Responder(

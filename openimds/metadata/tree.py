@@ -26,6 +26,7 @@ from openimds.metadata.aws import AWS_EC2_VERSIONS, AwsProfile, aws_dynamic, aws
 from openimds.metadata.errors import PathNotFound
 from openimds.metadata.network_data import network_data
 from openimds.metadata.view import InstanceView
+from openimds.wire import STATIC_JSON
 
 __all__ = [
     "HTML",
@@ -53,8 +54,6 @@ JSON = "application/json"
 # webob's default type; nova's password handler returns a bare string so it gets this.
 HTML = "text/html; charset=UTF-8"
 
-STATIC_JSON = "StaticJSON"
-DYNAMIC_JSON = "DynamicJSON"
 
 
 @dataclass(frozen=True, slots=True)

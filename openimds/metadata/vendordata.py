@@ -21,6 +21,7 @@ import aiohttp
 
 from openimds.metadata.errors import UpstreamFailed
 from openimds.metadata.view import InstanceView
+from openimds.wire import DYNAMIC_JSON, STATIC_JSON
 
 __all__ = [
     "DynamicTarget",
@@ -83,9 +84,9 @@ def merge_vendordata2(
     """vendor_data2.json: walk the providers in order; an already-present key is dropped."""
     out: dict[str, Any] = {}
     for provider in providers:
-        if provider == "StaticJSON" and static is not None:
+        if provider == STATIC_JSON and static is not None:
             out["static"] = dict(static)
-        elif provider == "DynamicJSON":
+        elif provider == DYNAMIC_JSON:
             for name, doc in dynamic:
                 if name in out:
                     LOG.warning("vendordata target %r collides with an existing key; dropped", name)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from oslo_config import cfg, types
 
+from openimds.wire import STATIC_JSON, VENDORDATA_PROVIDERS
+
 enabled_apis = cfg.ListOpt(
     "enabled_apis",
     item_type=types.String(choices=["osapi_compute", "metadata"]),
@@ -103,8 +105,8 @@ dhcp_domain = cfg.StrOpt(
 )
 vendordata_providers = cfg.ListOpt(
     "vendordata_providers",
-    item_type=types.String(choices=["StaticJSON", "DynamicJSON"]),
-    default=["StaticJSON"],
+    item_type=types.String(choices=list(VENDORDATA_PROVIDERS)),
+    default=[STATIC_JSON],
     deprecated_group="DEFAULT",
     help="Vendor data sources, in order.",
 )
