@@ -47,6 +47,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
+from openimds.feed import ChangeRecord, Kind
 from openimds.inventory.errors import ChangesPruned, StoreUnavailable
 from openimds.inventory.models import (
     FixedIP,
@@ -57,7 +58,7 @@ from openimds.inventory.models import (
     SecurityGroup,
     Subnet,
 )
-from openimds.inventory.store import ChangeRecord, Store
+from openimds.inventory.store import Store
 from openimds.metadata.errors import Unavailable
 from openimds.metadata.source import AddressMatch, PasswordResult
 from openimds.metadata.view import FixedIPView, InstanceView, KeyPairView, PortView, SubnetView
@@ -644,8 +645,8 @@ class StoreSource:
         self, revision: int
     ) -> tuple[list[ChangeRecord], list[_PortFacts], list[_KeyFacts]]:
         changes = self.store.changes_since(revision, timeout=self._feed_timeout)
-        port_ids = {c.resource_id for c in changes if c.resource == "port"}
-        key_ids = {c.resource_id for c in changes if c.resource == "keypair"}
+        port_ids = {c.resource_id for c in changes if c.resource == Kind.PORT}
+        key_ids = {c.resource_id for c in changes if c.resource == Kind.KEYPAIR}
         ports: list[_PortFacts] = []
         keys: list[_KeyFacts] = []
         if port_ids or key_ids:
@@ -719,7 +720,7 @@ class StoreSource:
         key_facts = {k.keypair_id: k for k in keys}
         for change in changes:
             rid = change.resource_id
-            if change.resource == "instance":
+            if change.resource == Kind.INSTANCE:
                 # Address matches hold only port facts, so they stay valid.
                 self._forget(rid)
                 if change.op == "delete":
@@ -727,7 +728,7 @@ class StoreSource:
                     self._prefetch.pop(rid, None)
                 else:
                     self._want(rid)
-            elif change.resource == "port":
+            elif change.resource == Kind.PORT:
                 facts = port_facts.get(rid) or _PortFacts(rid, None, None, None, ())
                 # The previous owner of a re-assigned port may be loading right now: its load
                 # read this port, so it is not kept (`_reload`). The new owner's epoch moves
@@ -747,13 +748,13 @@ class StoreSource:
                     assert network_id is not None
                     self._drop_dhcp(network_id)
                 self._drop_addresses(rid, facts.addresses)
-            elif change.resource == "subnet":
+            elif change.resource == Kind.SUBNET:
                 for uuid in list(self._by_subnet.get(rid, ())):
                     self._forget(uuid)
                 self._global_epoch += 1
-            elif change.resource == "network":
+            elif change.resource == Kind.NETWORK:
                 self._drop_dhcp(rid)
-            elif change.resource == "keypair":
+            elif change.resource == Kind.KEYPAIR:
                 facts_k = key_facts.get(rid)
                 if facts_k is not None and facts_k.name is not None:
                     targets = set(self._by_key.get((facts_k.user_id, facts_k.name), ()))
