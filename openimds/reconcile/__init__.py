@@ -26,7 +26,7 @@ from openimds.reconcile.converge import execute_pass
 from openimds.reconcile.executor import Executor
 from openimds.reconcile.queue import WorkQueue
 from openimds.reconcile.snapshot import (
-    RESOURCES,
+    SNAPSHOT_TABLES,
     Snapshot,
     advance_snapshot,
     changed_rows,
@@ -35,9 +35,13 @@ from openimds.reconcile.snapshot import (
     subnet_networks,
 )
 
+# The name this package exported before SNAPSHOT_TABLES (kept for importers).
+RESOURCES = SNAPSHOT_TABLES
+
 __all__ = [
     "MEMO_RETENTION",
     "RESOURCES",
+    "SNAPSHOT_TABLES",
     "Change",
     "Claims",
     "ControlInventory",

@@ -16,8 +16,8 @@ from openimds.feed import NETWORK_KINDS, ChangeFeed, ChangeRecord, Kind, ListSpe
 from openimds.rows import compact_row
 
 __all__ = [
-    "RESOURCES",
     "SNAPSHOT_LISTING",
+    "SNAPSHOT_TABLES",
     "Snapshot",
     "advance_snapshot",
     "changed_rows",
@@ -26,8 +26,9 @@ __all__ = [
     "subnet_networks",
 ]
 
-# The snapshot's tables, by collection name (its attribute names).
-RESOURCES = tuple(k.collection for k in NETWORK_KINDS)
+# The snapshot's tables, by collection name (its attribute names). Not the control client's
+# RESOURCES (every collection it can address), hence the name.
+SNAPSHOT_TABLES = tuple(k.collection for k in NETWORK_KINDS)
 
 # Compacted page by page: 100k ports as plain dicts were ~250 MB at once.
 SNAPSHOT_LISTING = {kind: ListSpec(each=compact_row) for kind in NETWORK_KINDS}
@@ -96,7 +97,7 @@ def advance_snapshot(old: Snapshot, rows: Mapping[tuple[str, str], Mapping[str, 
     keep their place and new ones go last, as the API lists by creation, so a plan that
     follows list order reads the same as after a full listing."""
     tables: dict[str, tuple[Mapping[str, Any], ...]] = {}
-    for resource in RESOURCES:
+    for resource in SNAPSHOT_TABLES:
         fresh = {rid: row for (res, rid), row in rows.items() if res == resource}
         current = getattr(old, resource)
         if not fresh:
