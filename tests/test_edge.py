@@ -19,12 +19,13 @@ from aiohttp import web
 
 from openimds.control.app import build_app
 from openimds.edge import origin_form
+from openimds.feed import Kind, MemoryFeed
 from openimds.inventory.migrate import open_store
 from openimds.metadata.identify import IdentifySettings, parse_trusted_proxies
 from openimds.metadata.respond import Responder, RespondSettings
 from openimds.metadata.source import DictSource
 from openimds.wire import sign_instance_id
-from tests.agent.fakes import FakeFeed, port_dict
+from tests.agent.fakes import port_dict
 from tests.agent.harness import RunningAgent, StubUpstream, settings_for
 from tests.metadata.fixtures import SECRET, UUID_A, full_view
 from tests.metadata.helpers import signed_headers
@@ -168,8 +169,8 @@ async def control_api(tmp_path: Path) -> AsyncIterator[Connect]:
 async def agent(tmp_path: Path) -> AsyncIterator[Connect]:
     upstream = StubUpstream("agent-secret")
     await upstream.start()
-    feed = FakeFeed()
-    await feed.put_port(port_dict("p-a", "net-a", "10.0.0.5", device="vm-a", project="proj-a"))
+    feed = MemoryFeed()
+    feed.put(Kind.PORT, port_dict("p-a", "net-a", "10.0.0.5", device="vm-a", project="proj-a"))
     try:
         settings = settings_for(tmp_path, [upstream.url], "agent-secret")
         async with RunningAgent(settings, feed) as running:

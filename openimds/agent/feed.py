@@ -1,9 +1,8 @@
 """Keeping the PortIndex current: a full listing at revision N, then the change feed from N.
 
-    InventoryFeed (Protocol)   what the agent needs from the control plane; declared here, by its
-                               consumer. `control_feed.ControlFeed` implements it over the
-                               control-plane API client; tests use an in-memory fake.
-    IndexSync                  the loop: snapshot -> watch -> apply, with backoff and resync.
+    InventoryFeed              the change feed (`openimds.feed.ChangeFeed`): `ControlFeed`
+                               over the control-plane API, `MemoryFeed` in tests and demos.
+    IndexSync                  the loop: listing -> watch -> apply, with backoff and resync.
 
 Change records name a resource, not its new state, so every record is handled the same way
 (level-triggered): refetch what it names and put that state into the index, or remove it when
@@ -21,11 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
-import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from openimds.agent.index import (
     IndexChange,
@@ -36,8 +32,22 @@ from openimds.agent.index import (
     RouterRemoved,
     RouterUpsert,
 )
+from openimds.feed import (
+    Backoff,
+    ChangeBatch,
+    ChangeFeed,
+    ChangeRecord,
+    FeedError,
+    FeedGap,
+    FeedUnavailable,
+    Kind,
+    Listing,
+    ListSpec,
+)
+from openimds.rows import compact_row
 
 __all__ = [
+    "INDEX_FIELDS",
     "Backoff",
     "ChangeBatch",
     "ChangeRecord",
@@ -51,70 +61,28 @@ __all__ = [
 
 LOG = logging.getLogger("openimds.agent.feed")
 
+# The names this package has always exported, for the feed's own types.
+InventoryFeed = ChangeFeed
+Snapshot = Listing
 
-class FeedError(Exception):
-    """Base of what an InventoryFeed may raise; anything else is a bug and propagates."""
-
-
-class FeedUnavailable(FeedError):
-    """The control plane cannot be reached, refused our credentials, or failed (5xx)."""
-
-
-class FeedGap(FeedError):
-    """The feed cannot replay from the requested revision (pruned history): resync."""
+# The port attributes PortEntry.from_api reads: all the index keeps of a port.
+INDEX_FIELDS = ("id", "network_id", "mac_address", "fixed_ips", "device_id", "device_owner",
+                "project_id", "tenant_id", "binding:host_id")
 
 
-@dataclass(frozen=True)
-class ChangeRecord:
-    revision: int
-    resource: str
-    resource_id: str
-    op: str
+def _index_entry(port: Mapping[str, Any]) -> PortEntry | Mapping[str, Any]:
+    """A listed port as the index keeps it; one it cannot read stays as it came (the index
+    sync logs and skips it)."""
+    try:
+        return PortEntry.from_api(port)
+    except (KeyError, TypeError):
+        return compact_row({k: port[k] for k in INDEX_FIELDS if k in port})
 
 
-@dataclass(frozen=True)
-class ChangeBatch:
-    records: Sequence[ChangeRecord]
-    revision: int  # pass as the next `since`
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """Every port and router id, listed after reading `revision` (so nothing is missed)."""
-
-    revision: int
-    # Port dicts, or entries already made from them page by page (ControlFeed: 100k ports
-    # never exist as dicts at once).
-    ports: Sequence[Mapping[str, Any] | PortEntry]
-    router_ids: Sequence[str]
-
-
-class InventoryFeed(Protocol):
-    async def snapshot(self) -> Snapshot: ...
-
-    async def changes(self, since: int, timeout: float) -> ChangeBatch: ...
-
-    async def get_port(self, port_id: str) -> Mapping[str, Any] | None: ...
-
-    async def get_router(self, router_id: str) -> Mapping[str, Any] | None: ...
-
-    async def ports_of_device(self, device_id: str) -> Sequence[Mapping[str, Any]]: ...
-
-
-@dataclass
-class Backoff:
-    """Exponential backoff with jitter, so many agents do not hammer a recovering API at once."""
-
-    initial: float = 0.5
-    maximum: float = 15.0
-    _next: float = field(default=0.0, init=False)
-
-    def reset(self) -> None:
-        self._next = 0.0
-
-    def next_delay(self) -> float:
-        self._next = self.initial if self._next == 0 else min(self.maximum, self._next * 2)
-        return self._next * random.uniform(0.8, 1.2)
+# What the index lists: only the port attributes it reads, made into index entries page by
+# page (100k whole ports as dicts were ~250 MB), and the routers (their ids).
+INDEX_LISTING = {Kind.PORT: ListSpec(fields=INDEX_FIELDS, each=_index_entry),
+                 Kind.ROUTER: ListSpec()}
 
 
 class IndexSync:
@@ -130,8 +98,6 @@ class IndexSync:
         self.resync_over = resync_over
         self.ready = asyncio.Event()
         self.connected = False
-        self.synced_at: float | None = None
-        self.syncs = 0
         # Told which networks each applied change touched (None: a full listing replaced
         # everything), after the index holds it: map mode's MapKeeper.changed.
         self.on_change: Callable[[set[str] | None], None] | None = None
@@ -172,9 +138,9 @@ class IndexSync:
                 await asyncio.sleep(self.backoff.next_delay())
 
     async def full_sync(self) -> None:
-        snap = await self.feed.snapshot()
+        snap = await self.feed.listing(INDEX_LISTING)
         entries = []
-        for raw in snap.ports:
+        for raw in snap.of(Kind.PORT):
             if isinstance(raw, PortEntry):
                 entries.append(raw)
                 continue
@@ -182,10 +148,8 @@ class IndexSync:
                 entries.append(PortEntry.from_api(raw))
             except (KeyError, TypeError):
                 LOG.warning("skipping a port without an id in the listing: %r", raw)
-        self.index.replace(snap.revision, entries, snap.router_ids)
+        self.index.replace(snap.revision, entries, [str(r["id"]) for r in snap.of(Kind.ROUTER)])
         self.connected = True
-        self.syncs += 1
-        self.synced_at = time.monotonic()
         if not self.ready.is_set():
             LOG.info("port index ready at revision %d (%d ports)", snap.revision, len(entries))
         self.ready.set()
@@ -226,29 +190,29 @@ class IndexSync:
         return out
 
     async def _changes_for(self, rec: ChangeRecord) -> list[IndexChange]:
-        if rec.resource == "port":
+        if rec.resource == Kind.PORT:
             return [await self._port_state(rec.resource_id)]
-        if rec.resource == "router":
-            router = await self.feed.get_router(rec.resource_id)
+        if rec.resource == Kind.ROUTER:
+            router = await self.feed.fetch(Kind.ROUTER, rec.resource_id)
             return [RouterUpsert(rec.resource_id) if router is not None
                     else RouterRemoved(rec.resource_id)]
-        if rec.resource == "instance":
+        if rec.resource == Kind.INSTANCE:
             # Ports we hold for it (maybe unbound now) and ports bound to it (maybe new).
             ids = {p.id for p in self.index.ports_of_device(rec.resource_id)}
             out: list[IndexChange] = []
-            for raw in await self.feed.ports_of_device(rec.resource_id):
+            for raw in await self.feed.find(Kind.PORT, device_id=rec.resource_id):
                 entry = PortEntry.from_api(raw)
                 ids.discard(entry.id)
                 out.append(PortUpsert(entry))
             for port_id in ids:
                 out.append(await self._port_state(port_id))
             return out
-        if rec.resource == "network" and rec.op == "delete":
+        if rec.resource == Kind.NETWORK and rec.op == "delete":
             return [PortRemoved(p.id) for p in list(self.index.ports())
                     if p.network_id == rec.resource_id]
         # project, subnet, keypair and network updates do not change (network, IP) -> port.
         return []
 
     async def _port_state(self, port_id: str) -> IndexChange:
-        port = await self.feed.get_port(port_id)
+        port = await self.feed.fetch(Kind.PORT, port_id)
         return PortUpsert(PortEntry.from_api(port)) if port is not None else PortRemoved(port_id)

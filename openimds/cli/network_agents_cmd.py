@@ -67,12 +67,12 @@ def _client(conf: Any, service: str) -> ControlClient:
 
 async def _run_agent(service: str, conf: Any, build: Any) -> int:
     from openimds.control.report import report_state_loop
-    from openimds.reconcile import ControlInventory
+    from openimds.feed import ControlFeed
 
     client = _client(conf, service)
     reporter: asyncio.Task[None] | None = None
     try:
-        agent = build(conf, ControlInventory(client))
+        agent = build(conf, ControlFeed(client))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, agent.stop)

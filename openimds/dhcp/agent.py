@@ -22,12 +22,13 @@ from typing import Any
 from openimds.dhcp.apply import DhcpApplier, DhcpSettings
 from openimds.dhcp.model import NetworkInfo, networks_from_neutron
 from openimds.dhcp.plan import DhcpOptions, desired_dhcp_state, dhcp_device_id
+from openimds.feed import ChangeFeed, Kind
 from openimds.linux.fabric import bridge_name, ensure_fabric
 from openimds.linux.links import delete_link
 from openimds.linux.nftables import apply_ruleset
 from openimds.linux.observe import Link, links
 from openimds.portsec import port_security_from_neutron, port_security_rules
-from openimds.reconcile import InventoryAgent, InventoryReader, Owners, Snapshot
+from openimds.reconcile import InventoryAgent, Owners, Snapshot
 from openimds.wire import DHCP_OWNER, is_router_interface
 
 __all__ = ["DhcpAgent", "build_dhcp_agent", "dhcp_options_from_conf"]
@@ -40,7 +41,7 @@ class DhcpAgent(InventoryAgent):
 
     def __init__(
         self,
-        reader: InventoryReader,
+        reader: ChangeFeed,
         applier: DhcpApplier,
         options: DhcpOptions,
         *,
@@ -90,24 +91,24 @@ class DhcpAgent(InventoryAgent):
             return found
 
         routers: dict[str, set[str]] = {}
-        out: dict[tuple[str, str], AbstractSet[str]] = {("router", r["id"]): none
+        out: dict[tuple[str, str], AbstractSet[str]] = {(Kind.ROUTER, r["id"]): none
                                                         for r in snap.routers}
         for n in snap.networks:
-            out[("network", n["id"])] = of(n["id"])
+            out[(Kind.NETWORK, n["id"])] = of(n["id"])
         for s in snap.subnets:
-            out[("subnet", s["id"])] = of(s["network_id"]) if s.get("network_id") else none
+            out[(Kind.SUBNET, s["id"])] = of(s["network_id"]) if s.get("network_id") else none
         for p in snap.ports:
             if p.get("network_id"):
-                out[("port", p["id"])] = of(p["network_id"])
+                out[(Kind.PORT, p["id"])] = of(p["network_id"])
                 if p.get("device_id") and is_router_interface(p.get("device_owner")):
                     routers.setdefault(p["device_id"], set()).add(p["network_id"])
         for router_id, networks in routers.items():
-            out[("router", router_id)] = frozenset(networks)
+            out[(Kind.ROUTER, router_id)] = frozenset(networks)
         return out
 
     def orphan_keys(self) -> set[str]:
         # Only what our own state directory says we created: never the host's namespace list,
-        # which may hold another node's qdhcp-* namespaces (see linux/claims.py).
+        # which may hold another node's qdhcp-* namespaces (see reconcile/claims.py).
         found = set(self.applier.claims.ids())
         confs = self.applier.settings.dhcp_confs
         with contextlib.suppress(FileNotFoundError):
@@ -247,7 +248,7 @@ def dhcp_options_from_conf(conf: Any) -> DhcpOptions:
     )
 
 
-def build_dhcp_agent(conf: Any, reader: InventoryReader, **kwargs: Any) -> DhcpAgent:
+def build_dhcp_agent(conf: Any, reader: ChangeFeed, **kwargs: Any) -> DhcpAgent:
     """The agent for a loaded `dhcp-agent` ConfigOpts over `reader`."""
     from openimds.proxy import HaproxySupervisor
     from openimds.proxy.options import DEV_LOG, proxy_settings_from_conf

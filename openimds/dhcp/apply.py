@@ -2,7 +2,7 @@
 
 `observe_dhcp` reads what exists (namespace, links, addresses, dnsmasq's files and process, the
 proxy configs on disk); `diff_dhcp(plan, actual, settings)` is pure and returns the typed
-actions of `openimds.linux.actions`; `DhcpApplier.apply` runs them. `plan=None` (network gone,
+actions of `openimds.reconcile.actions`; `DhcpApplier.apply` runs them. `plan=None` (network gone,
 or nothing to serve) converges to nothing: proxy, dnsmasq, links, namespace and files go, and
 the network's bridge too once the network itself is gone from the inventory.
 
@@ -25,10 +25,7 @@ from typing import Any
 from openimds import wire
 from openimds.dhcp.plan import DhcpPlan
 from openimds.l3.plan import render_iptables_restore
-from openimds.linux import actions as act
 from openimds.linux import iptables as ipt
-from openimds.linux.claims import Claims
-from openimds.linux.converge import execute_pass
 from openimds.linux.dnsmasq import DnsmasqProcess, daemon_argv, find_dnsmasq, netns_inode
 from openimds.linux.fabric import bridge_name, fabric_port_name
 from openimds.linux.keepalived import KeepalivedSupervisor, render_vrrp_conf
@@ -44,6 +41,10 @@ from openimds.proxy.haproxy import (
     owned_proxy_ids,
     proxy_spec_for_network,
 )
+from openimds.reconcile import actions as act
+from openimds.reconcile.claims import Claims
+from openimds.reconcile.converge import execute_pass
+from openimds.reconcile.executor import Executor
 
 __all__ = [
     "MARKER_NAME",
@@ -320,7 +321,7 @@ class DhcpApplier:
         self.settings = settings
         self.proxy = proxy  # HaproxySupervisor (ensure/stop)
         self.keepalived = KeepalivedSupervisor(settings.state_path, subdir=KEEPALIVED_SUBDIR)
-        self.executor = act.Executor(proxy, self.keepalived)
+        self.executor = Executor(proxy, self.keepalived)
         self.claims = Claims(settings.state_path, "network")
 
     def apply(

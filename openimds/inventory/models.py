@@ -29,6 +29,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from openimds.feed.kinds import Kind
+
 # Explicit constraint names so Alembic migrations are identical on SQLite and PostgreSQL.
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -414,13 +416,14 @@ class RevisionCounter(Base):
     value: Mapped[int] = mapped_column(Integer, default=0)
 
 
-# Which model classes produce change rows, and under which resource name.
-TRACKED: dict[type[Base], str] = {
-    Project: "project",
-    Network: "network",
-    Subnet: "subnet",
-    Port: "port",
-    Router: "router",
-    Instance: "instance",
-    KeyPair: "keypair",
+# Which model classes produce change rows, and under which kind (`openimds.feed.Kind`, pinned
+# to these models one to one by tests/feed/test_kinds.py).
+TRACKED: dict[type[Base], Kind] = {
+    Project: Kind.PROJECT,
+    Network: Kind.NETWORK,
+    Subnet: Kind.SUBNET,
+    Port: Kind.PORT,
+    Router: Kind.ROUTER,
+    Instance: Kind.INSTANCE,
+    KeyPair: Kind.KEYPAIR,
 }

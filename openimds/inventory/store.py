@@ -19,7 +19,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from openimds.feed.records import ChangeRecord
 from openimds.inventory.errors import (
     ChangesPruned,
     Conflict,
@@ -47,22 +47,6 @@ LOG = logging.getLogger(__name__)
 NOTIFY_CHANNEL = "openimds_changes"
 # Cross-process SQLite writers cannot signal us; this bounds how late a waiter notices them.
 POLL_INTERVAL = 0.1
-
-
-@dataclass(frozen=True)
-class ChangeRecord:
-    revision: int
-    resource: str
-    resource_id: str
-    op: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "revision": self.revision,
-            "resource": self.resource,
-            "resource_id": self.resource_id,
-            "op": self.op,
-        }
 
 
 def sqlite_url_for_state_dir(state_path: str) -> str:
@@ -247,7 +231,8 @@ class Store:
         ).scalar_one()
         first = top - len(pending) + 1
         for offset, ((resource, rid), op) in enumerate(pending.items()):
-            session.add(Change(revision=first + offset, resource=resource, resource_id=rid, op=op))
+            session.add(Change(revision=first + offset, resource=str(resource), resource_id=rid,
+                               op=op))
         session.info["committed_revision"] = top
         session.flush()
         if self.backend == "postgresql":

@@ -22,10 +22,11 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from openimds.control.scheduling import LINUXBRIDGE_AGENT
+from openimds.feed import ChangeFeed, Kind
 from openimds.l2.apply import L2Applier
 from openimds.l2.metadata import MetaApplier, desired_meta_state
 from openimds.l2.plan import HA_OWNER, L2Options, PlanError, desired_l2_state, ha_router_hosts
-from openimds.reconcile import InventoryAgent, InventoryReader, Owners, Snapshot, TerminalError
+from openimds.reconcile import InventoryAgent, Owners, Snapshot, TerminalError
 
 __all__ = ["ControlPeers", "L2Agent", "PeerSource", "build_l2_agent", "l2_options_from_conf",
            "parse_mappings"]
@@ -52,7 +53,7 @@ class ControlPeers:
 class L2Agent(InventoryAgent):
     name = "l2-agent"
 
-    def __init__(self, reader: InventoryReader, applier: L2Applier, options: L2Options,
+    def __init__(self, reader: ChangeFeed, applier: L2Applier, options: L2Options,
                  peers: PeerSource, *, peer_interval: float = 2.0,
                  meta: MetaApplier | None = None, **kwargs: Any) -> None:
         super().__init__(reader, **kwargs)
@@ -68,15 +69,15 @@ class L2Agent(InventoryAgent):
                 if (n.get("provider:network_type") or "local") != "local"}
 
     def owners(self, snap: Snapshot) -> Owners:
-        out: dict[tuple[str, str], set[str]] = {("router", r["id"]): set()
+        out: dict[tuple[str, str], set[str]] = {(Kind.ROUTER, r["id"]): set()
                                                 for r in snap.routers}
         # A subnet's prefix is part of the qmeta- namespace's addresses.
-        out.update({("subnet", s["id"]): {s["network_id"]} if s.get("network_id") else set()
+        out.update({(Kind.SUBNET, s["id"]): {s["network_id"]} if s.get("network_id") else set()
                     for s in snap.subnets})
         for n in snap.networks:
-            out[("network", n["id"])] = {n["id"]}
+            out[(Kind.NETWORK, n["id"])] = {n["id"]}
         for p in snap.ports:
-            out[("port", p["id"])] = {p["network_id"]} if p.get("network_id") else set()
+            out[(Kind.PORT, p["id"])] = {p["network_id"]} if p.get("network_id") else set()
         # An ha- port's host needs the bridges of every network its router is attached to.
         interfaces: dict[str, set[str]] = {}
         for p in snap.ports:
@@ -84,7 +85,7 @@ class L2Agent(InventoryAgent):
                 interfaces.setdefault(str(p["device_id"]), set()).add(str(p["network_id"]))
         for p in snap.ports:
             if p.get("device_owner") == HA_OWNER:
-                out[("port", p["id"])] |= interfaces.get(str(p.get("device_id")), set())
+                out[(Kind.PORT, p["id"])] |= interfaces.get(str(p.get("device_id")), set())
         return out
 
     def orphan_keys(self) -> set[str]:
@@ -178,19 +179,19 @@ def l2_options_from_conf(conf: Any) -> L2Options:
                          list(conf.linux_bridge.physical_interface_mappings)))
 
 
-def build_l2_agent(conf: Any, reader: InventoryReader, *, peers: PeerSource | None = None,
+def build_l2_agent(conf: Any, reader: ChangeFeed, *, peers: PeerSource | None = None,
                    **kwargs: Any) -> L2Agent:
     """The agent for a loaded `l2-agent` ConfigOpts over `reader` (the control client's
     registry is the peer source unless one is given)."""
+    from openimds.feed import ControlFeed
     from openimds.l2.metadata import MetaSettings, meta_state_path
     from openimds.linux.fabric import ensure_fabric
     from openimds.proxy import HaproxySupervisor
     from openimds.proxy.options import DEV_LOG, proxy_settings_from_conf
-    from openimds.reconcile import ControlInventory
 
     netns = ensure_fabric(conf.fabric_namespace or "")
     if peers is None:
-        if not isinstance(reader, ControlInventory):
+        if not isinstance(reader, ControlFeed):
             raise TypeError("without a control-plane inventory, pass the peer source")
         peers = ControlPeers(reader.client)
     state = meta_state_path(conf.state_path)

@@ -10,7 +10,7 @@ with the port's MAC) with the port's addresses plus 169.254.169.254/32, and a ha
 bridge's localport table (`portsec/localport.py`) keeps all of it on this host.
 
 `desired_meta_state` and `diff_meta` are pure; `MetaApplier` observes and runs the typed
-actions of `openimds.linux.actions` (the same executor as the DHCP and L3 agents). A restart
+actions of `openimds.reconcile.actions` (the same executor as the DHCP and L3 agents). A restart
 adopts: namespace, veth and addresses are compared, haproxy is adopted by its pid file.
 """
 
@@ -26,7 +26,6 @@ from typing import Any
 
 from openimds import wire
 from openimds.l3.plan import render_iptables_restore
-from openimds.linux import actions as act
 from openimds.linux import iptables as ipt
 from openimds.linux.fabric import bridge_name, fabric_port_name
 from openimds.linux.netns import list_netns, netns_exists
@@ -45,6 +44,8 @@ from openimds.proxy.haproxy import (
     proxy_spec_for_network,
 )
 from openimds.proxy.hoplimit import ttl_rules
+from openimds.reconcile import actions as act
+from openimds.reconcile.executor import Executor
 from openimds.wire import DISTRIBUTED_OWNER, INSTANCE_OWNER_PREFIXES
 
 __all__ = ["NAMESPACE_PREFIX", "MetaActual", "MetaApplier", "MetaPlan", "MetaSettings",
@@ -201,7 +202,7 @@ class MetaApplier:
     def __init__(self, settings: MetaSettings, proxy: Any) -> None:
         self.settings = settings
         self.proxy = proxy  # HaproxySupervisor over settings.state_path
-        self.executor = act.Executor(proxy)
+        self.executor = Executor(proxy)
 
     def observe(self, network_id: str, plan: MetaPlan | None) -> MetaActual:
         ns = namespace_name(network_id)

@@ -12,11 +12,12 @@ import os
 from datetime import datetime
 from typing import Any
 
+from openimds.feed import ChangeFeed, Kind
 from openimds.l3.apply import RouterApplier, RouterSettings
 from openimds.l3.model import HA_OWNER, ROUTER_INTERFACE_OWNERS, RouterInfo, routers_from_neutron
 from openimds.l3.plan import L3Options, desired_router_state
 from openimds.linux.fabric import ensure_fabric
-from openimds.reconcile import InventoryAgent, InventoryReader, Owners, Snapshot
+from openimds.reconcile import InventoryAgent, Owners, Snapshot
 
 __all__ = ["L3Agent", "build_l3_agent", "l3_options_from_conf"]
 
@@ -26,7 +27,7 @@ class L3Agent(InventoryAgent):
 
     def __init__(
         self,
-        reader: InventoryReader,
+        reader: ChangeFeed,
         applier: RouterApplier,
         options: L3Options,
         *,
@@ -76,28 +77,28 @@ class L3Agent(InventoryAgent):
         return out
 
     def owners(self, snap: Snapshot) -> Owners:
-        out: dict[tuple[str, str], set[str]] = {("router", r["id"]): {r["id"]} for r in snap.routers}
+        out: dict[tuple[str, str], set[str]] = {(Kind.ROUTER, r["id"]): {r["id"]} for r in snap.routers}
         routers = snap.ids("routers")
         for p in snap.ports:
             rid = p.get("device_id")
             if (p.get("device_owner") in ROUTER_INTERFACE_OWNERS
                     or p.get("device_owner") == HA_OWNER) and rid:
-                out[("port", p["id"])] = {rid}
+                out[(Kind.PORT, p["id"])] = {rid}
                 if rid in routers:
-                    out.setdefault(("network", p["network_id"]), set()).add(rid)
+                    out.setdefault((Kind.NETWORK, p["network_id"]), set()).add(rid)
                     for f in p.get("fixed_ips") or ():
-                        out.setdefault(("subnet", f["subnet_id"]), set()).add(rid)
+                        out.setdefault((Kind.SUBNET, f["subnet_id"]), set()).add(rid)
             else:
                 # Known, and not ours: an instance port's change never touches a router.
-                out[("port", p["id"])] = set()
+                out[(Kind.PORT, p["id"])] = set()
         for n in snap.networks:
-            out.setdefault(("network", n["id"]), set())
+            out.setdefault((Kind.NETWORK, n["id"]), set())
         for s in snap.subnets:
-            out.setdefault(("subnet", s["id"]), set())
+            out.setdefault((Kind.SUBNET, s["id"]), set())
         return out
 
     def orphan_keys(self) -> set[str]:
-        # Only what our own state directory says we created (see linux/claims.py).
+        # Only what our own state directory says we created (see reconcile/claims.py).
         found = (self.applier.claims.ids() | set(self.applier.proxy_ids())
                  | set(self.applier.keepalived.owned_ids()))
         return {k for k in found if self.owns(k)}
@@ -145,7 +146,7 @@ def l3_options_from_conf(conf: Any) -> L3Options:
     )
 
 
-def build_l3_agent(conf: Any, reader: InventoryReader, **kwargs: Any) -> L3Agent:
+def build_l3_agent(conf: Any, reader: ChangeFeed, **kwargs: Any) -> L3Agent:
     """The agent for a loaded `l3-agent` ConfigOpts over `reader`."""
     from openimds.proxy import HaproxySupervisor
     from openimds.proxy.options import DEV_LOG, proxy_settings_from_conf

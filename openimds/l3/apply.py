@@ -25,10 +25,7 @@ from typing import Any
 from openimds import wire
 from openimds.l3.ha import render_keepalived_conf, state_from_addresses
 from openimds.l3.plan import RouterPlan, render_iptables_restore
-from openimds.linux import actions as act
 from openimds.linux import iptables as ipt
-from openimds.linux.claims import Claims
-from openimds.linux.converge import execute_pass
 from openimds.linux.dnsmasq import DnsmasqProcess, daemon_argv, find_dnsmasq, netns_inode
 from openimds.linux.fabric import bridge_name, fabric_port_name
 from openimds.linux.keepalived import KeepalivedSupervisor
@@ -44,6 +41,10 @@ from openimds.proxy.haproxy import (
     owned_proxy_ids,
     proxy_spec_for_router,
 )
+from openimds.reconcile import actions as act
+from openimds.reconcile.claims import Claims
+from openimds.reconcile.converge import execute_pass
+from openimds.reconcile.executor import Executor
 
 __all__ = [
     "NAMESPACE_PREFIX",
@@ -292,7 +293,7 @@ class RouterApplier:
         self.settings = settings
         self.proxy = proxy  # HaproxySupervisor
         self.keepalived = KeepalivedSupervisor(settings.state_path)
-        self.executor = act.Executor(proxy, self.keepalived)
+        self.executor = Executor(proxy, self.keepalived)
         self.claims = Claims(settings.state_path, "router")
 
     def apply(

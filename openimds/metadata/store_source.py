@@ -47,8 +47,9 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from openimds import runtime
+from openimds.feed import ChangeRecord, Kind
 from openimds.inventory.errors import ChangesPruned
-from openimds.inventory.store import ChangeRecord, Store
+from openimds.inventory.store import Store
 from openimds.metadata import store_queries as queries
 from openimds.metadata.errors import Unavailable
 from openimds.metadata.source import AddressMatch, PasswordResult
@@ -299,8 +300,8 @@ class StoreSource:
         self, revision: int
     ) -> tuple[list[ChangeRecord], list[PortFacts], list[KeyFacts]]:
         changes = self.store.changes_since(revision, timeout=self._feed_timeout)
-        port_ids = {c.resource_id for c in changes if c.resource == "port"}
-        key_ids = {c.resource_id for c in changes if c.resource == "keypair"}
+        port_ids = {c.resource_id for c in changes if c.resource == Kind.PORT}
+        key_ids = {c.resource_id for c in changes if c.resource == Kind.KEYPAIR}
         if not (port_ids or key_ids):
             return changes, [], []
         with self.store.read() as session:

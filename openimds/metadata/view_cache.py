@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from openimds.feed.kinds import Kind
 from openimds.metadata.source import AddressMatch, PasswordResult
 from openimds.metadata.view import InstanceView
 from openimds.wire import DHCP_OWNER
@@ -279,7 +280,7 @@ class ViewCache:
         key_facts: Mapping[str, KeyFacts] = {k.keypair_id: k for k in keys}
         for change in changes:
             rid = change.resource_id
-            if change.resource == "instance":
+            if change.resource == Kind.INSTANCE:
                 # Address matches hold only port facts, so they stay valid.
                 self.forget(rid)
                 if change.op == "delete":
@@ -287,7 +288,7 @@ class ViewCache:
                     self.wanted.pop(rid, None)
                 else:
                     self.want(rid)
-            elif change.resource == "port":
+            elif change.resource == Kind.PORT:
                 facts = port_facts.get(rid) or PortFacts(rid)
                 # The previous owner of a re-assigned port may be loading right now: its load
                 # read this port, so it is not kept (`finish_load`). The new owner's epoch
@@ -307,13 +308,13 @@ class ViewCache:
                     assert network_id is not None
                     self._drop_dhcp(network_id)
                 self._drop_addresses(rid, facts.addresses)
-            elif change.resource == "subnet":
+            elif change.resource == Kind.SUBNET:
                 for uuid in list(self._by_subnet.get(rid, ())):
                     self.forget(uuid)
                 self._global_epoch += 1
-            elif change.resource == "network":
+            elif change.resource == Kind.NETWORK:
                 self._drop_dhcp(rid)
-            elif change.resource == "keypair":
+            elif change.resource == Kind.KEYPAIR:
                 facts_k = key_facts.get(rid)
                 if facts_k is not None and facts_k.name is not None:
                     targets = set(self._by_key.get((facts_k.user_id, facts_k.name), ()))

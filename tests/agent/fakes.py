@@ -1,18 +1,16 @@
-"""An in-memory InventoryFeed and a signature-checking stand-in for the metadata API."""
+"""Port rows for the in-memory feed (`openimds.feed.MemoryFeed`) and a signature-checking
+stand-in for the metadata API."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gzip
 import json
 import zlib
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aiohttp import web
 
-from openimds.agent.feed import ChangeBatch, ChangeRecord, FeedUnavailable, Snapshot
 from openimds.wire import verify_signature
 
 IFACE = "network:router_interface"
@@ -25,77 +23,6 @@ def port_dict(pid: str, net: str, ip: str, *, device: str, owner: str = "compute
     return {"id": pid, "network_id": net, "mac_address": mac,
             "fixed_ips": [{"subnet_id": f"sub-{net}", "ip_address": ip}],
             "device_id": device, "device_owner": owner, "project_id": project}
-
-
-class FakeFeed:
-    """The control plane as the agent sees it: ports, routers, a revisioned change log."""
-
-    def __init__(self) -> None:
-        self.ports: dict[str, dict[str, Any]] = {}
-        self.routers: set[str] = set()
-        self.log: list[ChangeRecord] = []
-        self.down = False
-        self._cond = asyncio.Condition()
-        self.snapshots = 0
-
-    @property
-    def revision(self) -> int:
-        return self.log[-1].revision if self.log else 0
-
-    async def _record(self, resource: str, rid: str, op: str) -> None:
-        async with self._cond:
-            self.log.append(ChangeRecord(self.revision + 1, resource, rid, op))
-            self._cond.notify_all()
-
-    async def put_port(self, port: dict[str, Any]) -> None:
-        op = "update" if port["id"] in self.ports else "create"
-        self.ports[port["id"]] = port
-        await self._record("port", port["id"], op)
-
-    async def delete_port(self, pid: str) -> None:
-        del self.ports[pid]
-        await self._record("port", pid, "delete")
-
-    async def put_router(self, rid: str) -> None:
-        self.routers.add(rid)
-        await self._record("router", rid, "create")
-
-    async def set_down(self, down: bool) -> None:
-        async with self._cond:
-            self.down = down
-            self._cond.notify_all()
-
-    def _check(self) -> None:
-        if self.down:
-            raise FeedUnavailable("fake control plane is down")
-
-    async def snapshot(self) -> Snapshot:
-        self._check()
-        self.snapshots += 1
-        return Snapshot(self.revision, [dict(p) for p in self.ports.values()],
-                        sorted(self.routers))
-
-    async def changes(self, since: int, timeout: float) -> ChangeBatch:
-        self._check()
-        async with self._cond:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._cond.wait_for(lambda: self.down or self.revision > since), timeout)
-        self._check()
-        recs = [r for r in self.log if r.revision > since]
-        return ChangeBatch(recs, recs[-1].revision if recs else since)
-
-    async def get_port(self, port_id: str) -> Mapping[str, Any] | None:
-        self._check()
-        return self.ports.get(port_id)
-
-    async def get_router(self, router_id: str) -> Mapping[str, Any] | None:
-        self._check()
-        return {"id": router_id} if router_id in self.routers else None
-
-    async def ports_of_device(self, device_id: str) -> Sequence[Mapping[str, Any]]:
-        self._check()
-        return [p for p in self.ports.values() if p["device_id"] == device_id]
 
 
 GZ_BODY = gzip.compress(b"#cloud-config\nhostname: x\n")

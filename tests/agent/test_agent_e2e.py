@@ -19,8 +19,9 @@ import pytest
 from aiohttp import web
 
 from openimds.agent.feed import Backoff
+from openimds.feed import Kind, MemoryFeed
 
-from .fakes import GZ_BODY, IFACE, FakeFeed, port_dict
+from .fakes import GZ_BODY, IFACE, port_dict
 from .harness import RunningAgent, StubUpstream, free_port, settings_for
 
 SECRET = "S3cr3t!"
@@ -44,8 +45,8 @@ async def upstream() -> AsyncIterator[StubUpstream]:
 
 
 @pytest.fixture
-async def feed() -> FakeFeed:
-    f = FakeFeed()
+async def feed() -> MemoryFeed:
+    f = MemoryFeed()
     for p in [
         port_dict("p-a", "net-a", "10.0.0.5", device="vm-a", project="proj-a"),
         port_dict("p-b", "net-b", "10.0.0.5", device="vm-b", project="proj-b"),
@@ -56,14 +57,14 @@ async def feed() -> FakeFeed:
         port_dict("dup1", "net-d", "10.4.0.9", device="vm-d1"),
         port_dict("dup2", "net-d", "10.4.0.9", device="vm-d2"),
     ]:
-        await f.put_port(p)
-    await f.put_router("r1")
-    await f.put_router("r-empty")
+        f.put(Kind.PORT, p)
+    f.put(Kind.ROUTER, {"id": "r1"})
+    f.put(Kind.ROUTER, {"id": "r-empty"})
     return f
 
 
 @pytest.fixture
-async def agent(tmp_path: Path, upstream: StubUpstream, feed: FakeFeed
+async def agent(tmp_path: Path, upstream: StubUpstream, feed: MemoryFeed
                 ) -> AsyncIterator[RunningAgent]:
     async with RunningAgent(settings_for(tmp_path, [upstream.url], SECRET), feed) as a:
         await a.wait_ready()
@@ -201,7 +202,7 @@ async def test_upstream_timeout_is_503(agent: RunningAgent) -> None:
     assert r.status == 503 and "Retry-After" in r.headers
 
 
-async def test_failover_to_second_upstream(tmp_path: Path, feed: FakeFeed) -> None:
+async def test_failover_to_second_upstream(tmp_path: Path, feed: MemoryFeed) -> None:
     second = StubUpstream(SECRET)
     await second.start()
     dead = f"http://127.0.0.1:{free_port()}"
@@ -216,7 +217,7 @@ async def test_failover_to_second_upstream(tmp_path: Path, feed: FakeFeed) -> No
 
 
 async def test_secret_mismatch_is_403_and_logged(tmp_path: Path, upstream: StubUpstream,
-                                                 feed: FakeFeed,
+                                                 feed: MemoryFeed,
                                                  caplog: pytest.LogCaptureFixture) -> None:
     async with RunningAgent(settings_for(tmp_path, [upstream.url], "SECRETE_KEY"), feed) as a:
         await a.wait_ready()
@@ -229,20 +230,20 @@ async def test_secret_mismatch_is_403_and_logged(tmp_path: Path, upstream: StubU
 
 # -- control plane ---------------------------------------------------------------------------
 async def test_not_ready_until_first_sync_then_serves(tmp_path: Path, upstream: StubUpstream,
-                                                      feed: FakeFeed) -> None:
-    await feed.set_down(True)
+                                                      feed: MemoryFeed) -> None:
+    feed.set_down(True)
     async with RunningAgent(settings_for(tmp_path, [upstream.url], SECRET), feed) as a:
         r = await a.request(xff=["10.0.0.5"], network=["net-a"])
         assert r.status == 503 and "Retry-After" in r.headers
         assert (await a.request("/healthz")).status == 503
-        await feed.set_down(False)
+        feed.set_down(False)
         await a.wait_ready(timeout=5)
         assert (await a.request(xff=["10.0.0.5"], network=["net-a"])).status == 200
 
 
 async def test_control_plane_lost_after_start_keeps_serving(agent: RunningAgent,
-                                                           feed: FakeFeed) -> None:
-    await feed.set_down(True)
+                                                           feed: MemoryFeed) -> None:
+    feed.set_down(True)
     await asyncio.sleep(0.1)
     r = await agent.request(xff=["10.0.0.5"], network=["net-b"])
     assert r.status == 200 and json.loads(r.body)["instance"] == "vm-b"
@@ -250,8 +251,8 @@ async def test_control_plane_lost_after_start_keeps_serving(agent: RunningAgent,
     assert health["ready"] is True
     # Changes made while we were cut off arrive by a resync when it comes back.
     feed.down = False  # make the change without waking waiters, then announce recovery
-    await feed.delete_port("p-b")
-    await feed.put_port(port_dict("p-b2", "net-b", "10.0.0.5", device="vm-b2"))
+    feed.delete(Kind.PORT, "p-b")
+    feed.put(Kind.PORT, port_dict("p-b2", "net-b", "10.0.0.5", device="vm-b2"))
 
     async def moved() -> bool:
         r = await agent.request(xff=["10.0.0.5"], network=["net-b"])
@@ -260,14 +261,14 @@ async def test_control_plane_lost_after_start_keeps_serving(agent: RunningAgent,
 
 
 # -- churn -----------------------------------------------------------------------------------
-async def test_delete_and_reuse_ip_resolves_new_owner(agent: RunningAgent, feed: FakeFeed
+async def test_delete_and_reuse_ip_resolves_new_owner(agent: RunningAgent, feed: MemoryFeed
                                                       ) -> None:
-    await feed.delete_port("p-a")
+    feed.delete(Kind.PORT, "p-a")
 
     async def gone() -> bool:
         return (await agent.request(xff=["10.0.0.5"], network=["net-a"])).status == 404
     await poll(gone)
-    await feed.put_port(port_dict("p-new", "net-a", "10.0.0.5", device="vm-new",
+    feed.put(Kind.PORT, port_dict("p-new", "net-a", "10.0.0.5", device="vm-new",
                                   project="proj-new"))
 
     async def new_owner() -> bool:
@@ -276,14 +277,14 @@ async def test_delete_and_reuse_ip_resolves_new_owner(agent: RunningAgent, feed:
     await poll(new_owner)
 
 
-async def test_router_interface_added_and_removed(agent: RunningAgent, feed: FakeFeed) -> None:
-    await feed.put_port(port_dict("ri-e", "net-b", "10.0.0.1", device="r-empty", owner=IFACE))
+async def test_router_interface_added_and_removed(agent: RunningAgent, feed: MemoryFeed) -> None:
+    feed.put(Kind.PORT, port_dict("ri-e", "net-b", "10.0.0.1", device="r-empty", owner=IFACE))
 
     async def attached() -> bool:
         r = await agent.request(xff=["10.0.0.5"], router=["r-empty"])
         return r.status == 200 and json.loads(r.body)["instance"] == "vm-b"
     await poll(attached)
-    await feed.delete_port("ri-e")
+    feed.delete(Kind.PORT, "ri-e")
 
     async def detached() -> bool:
         return (await agent.request(xff=["10.0.0.5"], router=["r-empty"])).status == 404
@@ -325,8 +326,8 @@ async def test_many_requests_reuse_pooled_upstream_connections(agent: RunningAge
 
 
 async def test_inventory_value_with_newline_is_never_sent_as_a_header(
-        agent: RunningAgent, feed: FakeFeed) -> None:
-    await feed.put_port(port_dict("p-x", "net-x", "10.7.0.5", device="vm-x\r\nX-Evil: 1"))
+        agent: RunningAgent, feed: MemoryFeed) -> None:
+    feed.put(Kind.PORT, port_dict("p-x", "net-x", "10.7.0.5", device="vm-x\r\nX-Evil: 1"))
 
     async def loaded() -> bool:
         r = await agent.request(xff=["10.7.0.5"], network=["net-x"])
@@ -367,7 +368,7 @@ class _Unavailable:
 
 
 async def test_a_replicas_503_sends_a_get_to_the_next_but_never_a_post(
-        tmp_path: Path, feed: FakeFeed) -> None:
+        tmp_path: Path, feed: MemoryFeed) -> None:
     sick, healthy = _Unavailable(), StubUpstream(SECRET)
     await sick.start()
     await healthy.start()
@@ -391,7 +392,7 @@ async def test_a_replicas_503_sends_a_get_to_the_next_but_never_a_post(
         await healthy.stop()
 
 
-async def test_every_replica_503_relays_the_503(tmp_path: Path, feed: FakeFeed) -> None:
+async def test_every_replica_503_relays_the_503(tmp_path: Path, feed: MemoryFeed) -> None:
     one, two = _Unavailable(), _Unavailable()
     await one.start()
     await two.start()
@@ -408,7 +409,7 @@ async def test_every_replica_503_relays_the_503(tmp_path: Path, feed: FakeFeed) 
 
 
 async def test_map_mode_worker_keeps_the_proxies_maps_from_the_feed(
-        tmp_path: Path, upstream: StubUpstream, feed: FakeFeed) -> None:
+        tmp_path: Path, upstream: StubUpstream, feed: MemoryFeed) -> None:
     """The worker's wiring in map mode: its index's changes reach the map files of the proxies
     configured under state_path (no haproxy here: the runtime update is deferred, and
     /healthz says so)."""
@@ -456,8 +457,8 @@ async def test_map_mode_worker_keeps_the_proxies_maps_from_the_feed(
         assert router["10.1.0.7"] == value("vm-c", "proj-c")
         assert "10.0.0.2" not in router and "10.0.0.1" not in router
 
-        await feed.delete_port("p-a")
-        await feed.put_port(port_dict("p-a2", "net-a", "10.0.0.5", device="vm-a2",
+        feed.delete(Kind.PORT, "p-a")
+        feed.put(Kind.PORT, port_dict("p-a2", "net-a", "10.0.0.5", device="vm-a2",
                                       project="proj-a"))
 
         async def moved() -> bool:

@@ -371,7 +371,9 @@ async def test_the_snapshot_keeps_only_what_the_index_reads(
     """Issue 14 (agent RSS at 100k ports): the listing asks Neutron `fields` for the index's
     attributes and makes index entries page by page; they equal the entries made from the
     whole ports."""
+    from openimds.agent.feed import INDEX_LISTING
     from openimds.agent.index import PortEntry
+    from openimds.feed import Kind
 
     async with control.admin() as api:
         net, _ = await make_network(api, "10.0.0.0/24")
@@ -380,9 +382,9 @@ async def test_the_snapshot_keeps_only_what_the_index_reads(
         whole = await api.list("ports", page_size=2)
         feed = ControlFeed.from_settings(agent_settings(tmp_path, control, upstream))
         try:
-            snap = await feed.snapshot()
+            snap = await feed.listing(INDEX_LISTING)
         finally:
             await feed.aclose()
-    assert all(isinstance(p, PortEntry) for p in snap.ports)
-    assert list(snap.ports) == [PortEntry.from_api(p) for p in whole]
+    assert all(isinstance(p, PortEntry) for p in snap.of(Kind.PORT))
+    assert list(snap.of(Kind.PORT)) == [PortEntry.from_api(p) for p in whole]
     assert len(whole) == 4  # three instance ports and the DHCP port

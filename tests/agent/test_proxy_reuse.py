@@ -28,10 +28,11 @@ from pathlib import Path
 
 import pytest
 
+from openimds.feed import Kind, MemoryFeed
 from openimds.proxy.haproxy import proxy_spec_for_network
 from openimds.proxy.supervisor import HaproxySupervisor
 
-from .fakes import FakeFeed, port_dict
+from .fakes import port_dict
 from .harness import RunningAgent, StubUpstream, settings_for
 
 pytestmark = pytest.mark.root
@@ -89,9 +90,9 @@ async def chain(make_netns: Callable[[str], str]) -> AsyncIterator[tuple[str, st
         _ip(*cmd)
     # Short private dir: the agent and admin socket paths must fit in sockaddr_un.
     root = Path(tempfile.mkdtemp(prefix="oir-", dir="/tmp"))
-    feed = FakeFeed()
-    await feed.put_port(port_dict("p-a", NET, GUEST_A, device="vm-a", project="proj-a"))
-    await feed.put_port(port_dict("p-b", NET, GUEST_B, device="vm-b", project="proj-b"))
+    feed = MemoryFeed()
+    feed.put(Kind.PORT, port_dict("p-a", NET, GUEST_A, device="vm-a", project="proj-a"))
+    feed.put(Kind.PORT, port_dict("p-b", NET, GUEST_B, device="vm-b", project="proj-b"))
     upstream = StubUpstream(SECRET)
     await upstream.start()
     settings = settings_for(root, [upstream.url], SECRET)

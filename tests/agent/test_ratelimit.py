@@ -14,10 +14,11 @@ import pytest
 
 from openimds.agent.ratelimit import BucketPolicy, Decision, TokenBuckets, retry_after_header
 from openimds.config import load_config
+from openimds.feed import Kind, MemoryFeed
 from openimds.metadata.tree import Dir, render_tree
 from tests.metadata.fixtures import full_view
 
-from .fakes import FakeFeed, port_dict
+from .fakes import port_dict
 from .harness import RunningAgent, StubUpstream, settings_for
 
 SECRET = "S3cr3t!"
@@ -97,11 +98,11 @@ async def test_one_budget_per_instance_over_ipv4_ipv6_and_link_local(
 ) -> None:
     """A dual-stack guest's addresses (IPv4, global IPv6, the EUI-64 link-local of its MAC)
     spend one bucket: IPv6 gives a guest no extra budget, and it is held the same way."""
-    feed = FakeFeed()
+    feed = MemoryFeed()
     port = port_dict("p-a", "net-a", "10.0.0.5", device="vm-a", mac="fa:16:3e:00:00:05")
     port["fixed_ips"].append({"subnet_id": "sub6-net-a", "ip_address": "fd00::f816:3eff:fe00:5"})
-    await feed.put_port(port)
-    await feed.put_port(port_dict("p-b", "net-a", "10.0.0.6", device="vm-b"))
+    feed.put(Kind.PORT, port)
+    feed.put(Kind.PORT, port_dict("p-b", "net-a", "10.0.0.6", device="vm-b"))
     settings = dataclasses.replace(
         settings_for(tmp_path, [upstream.url], SECRET),
         rate_limit=BucketPolicy(rate=0.01, burst=3),
@@ -119,9 +120,9 @@ async def test_one_budget_per_instance_over_ipv4_ipv6_and_link_local(
 async def test_agent_answers_429_with_retry_after_and_counts_it(
     tmp_path: Path, upstream: StubUpstream, caplog: pytest.LogCaptureFixture
 ) -> None:
-    feed = FakeFeed()
-    await feed.put_port(port_dict("p-a", "net-a", "10.0.0.5", device="vm-a"))
-    await feed.put_port(port_dict("p-b", "net-a", "10.0.0.6", device="vm-b"))
+    feed = MemoryFeed()
+    feed.put(Kind.PORT, port_dict("p-a", "net-a", "10.0.0.5", device="vm-a"))
+    feed.put(Kind.PORT, port_dict("p-b", "net-a", "10.0.0.6", device="vm-b"))
     settings = dataclasses.replace(
         settings_for(tmp_path, [upstream.url], SECRET),
         rate_limit=BucketPolicy(rate=0.01, burst=5),

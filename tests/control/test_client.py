@@ -15,6 +15,7 @@ from aiohttp import web
 from sqlalchemy import delete, func, select
 
 from openimds.agent.control_feed import ControlFeed, MissingCredentials
+from openimds.agent.feed import INDEX_LISTING
 from openimds.agent.settings import AgentSettings
 from openimds.cli.network_agents_cmd import _client as agents_client
 from openimds.config import load_config
@@ -22,6 +23,7 @@ from openimds.control.app import build_app
 from openimds.control.call import Settings
 from openimds.control.client import ApiConnectionError, ApiError, ControlClient, control_client
 from openimds.control.tls import client_ssl_context
+from openimds.feed import Kind
 from openimds.inventory.models import Token, User
 from openimds.inventory.store import Store
 
@@ -200,8 +202,8 @@ async def test_agent_feed_over_https_closes_its_client(https_api: HttpsApi) -> N
                              username="neutron", password=PASSWORD, project_name="service",
                              auth_region="RegionOne", auth_ca_cert=https_api.cafile)
     feed = ControlFeed.from_settings(settings)
-    snap = await feed.snapshot()
-    assert snap.ports == [] and not feed.client.closed
+    snap = await feed.listing(INDEX_LISTING)
+    assert snap.of(Kind.PORT) == [] and not feed.client.closed
     session = feed.client._session
     await feed.aclose()
     assert feed.client.closed and session is not None and session.closed

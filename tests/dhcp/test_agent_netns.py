@@ -182,7 +182,7 @@ async def test_isolated_network_lifecycle(lab: Lab) -> None:  # noqa: F811
 
     # Detach the router while no agent runs; a new agent converges on startup (the proxy
     # comes back at once: the subnet is isolated again).
-    for p in list(inv._rows["ports"].values()):
+    for p in inv.rows("ports"):
         if p["device_owner"] == "network:router_interface":
             inv.delete("port", p["id"])
     rev = inv.delete("router", rtr)
@@ -204,7 +204,7 @@ async def test_isolated_network_lifecycle(lab: Lab) -> None:  # noqa: F811
         assert agent.counters.by_outcome["ok"] >= 1
 
         # Delete the network: everything created for it goes.
-        for p in list(inv._rows["ports"].values()):
+        for p in inv.rows("ports"):
             inv.delete("port", p["id"])
         inv.delete("subnet", sub)
         rev = inv.delete("network", net)

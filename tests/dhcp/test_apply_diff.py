@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 from openimds.dhcp.apply import DhcpActual, DhcpSettings, diff_dhcp, files_digest
 from openimds.dhcp.model import NetworkInfo, PortInfo, SubnetInfo
 from openimds.dhcp.plan import DhcpOptions, DhcpPlan, desired_dhcp_state
-from openimds.linux import actions as act
 from openimds.linux.dnsmasq import DnsmasqProcess, daemon_argv
 from openimds.linux.iptables import IptablesState, SavedTable
 from openimds.linux.observe import Address, Link
+from openimds.reconcile import actions as act
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 NET = "net-1"

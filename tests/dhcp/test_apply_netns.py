@@ -13,12 +13,13 @@ import pytest
 from openimds.dhcp.apply import MARKER_NAME, DhcpApplier, DhcpSettings, files_digest
 from openimds.dhcp.model import NetworkInfo, PortInfo, SubnetInfo
 from openimds.dhcp.plan import DhcpOptions, desired_dhcp_state
-from openimds.linux import actions as act
 from openimds.linux.dnsmasq import find_dnsmasq
+from openimds.linux.files import write_atomic
 from openimds.linux.links import delete_link
 from openimds.linux.netns import netns_exists
 from openimds.linux.observe import addresses, find_link
 from openimds.proxy import HaproxySupervisor
+from openimds.reconcile import actions as act
 from tests.fabric.lab import Lab, lab  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.root
@@ -59,7 +60,7 @@ def test_crash_mid_apply_converges(lab: Lab) -> None:  # noqa: F811
     b = desired_dhcp_state(network(lab, net, dhcp_id, router=True), opts, NOW)
     assert b is not None and b.opts != a.opts
     for path, text in b.files().items():
-        act.write_atomic(path, text)
+        write_atomic(path, text)
     redo = applier.apply(net, b, network_exists=True)
     assert act.ReloadDnsmasq in [type(x) for x in redo]
     assert find_dnsmasq(pidfile).pid == first.pid  # type: ignore[union-attr]

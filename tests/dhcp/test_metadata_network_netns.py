@@ -25,7 +25,6 @@ from openimds.dhcp.plan import DhcpOptions
 from openimds.l3.agent import L3Agent
 from openimds.l3.apply import RouterApplier, RouterSettings
 from openimds.l3.plan import L3Options
-from openimds.linux.claims import Claims
 from openimds.linux.fabric import bridge_name
 from openimds.linux.netns import netns_exists
 from openimds.linux.observe import find_link
@@ -33,6 +32,7 @@ from openimds.proxy import HaproxySupervisor
 from openimds.proxy.haproxy import config_path, owned_proxy_ids, pidfile_path
 from openimds.proxy.supervisor import listening_sockets
 from openimds.reconcile import InventoryAgent, MemoryInventory
+from openimds.reconcile.claims import Claims
 from tests.dhcp.test_agent_netns import alive, until
 from tests.fabric import inventory as rows
 from tests.fabric.lab import Lab, lab  # noqa: F401 - fixture

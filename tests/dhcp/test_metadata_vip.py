@@ -14,9 +14,9 @@ from openimds.dhcp.apply import diff_dhcp
 from openimds.dhcp.model import NetworkInfo, PortInfo, SubnetInfo
 from openimds.dhcp.plan import DhcpOptions, DhcpPlan, desired_dhcp_state, metadata_next_hop
 from openimds.dhcp.vrrp import plan_vips
-from openimds.linux import actions as act
 from openimds.linux.keepalived import render_vrrp_conf
 from openimds.linux.observe import Address
+from openimds.reconcile import actions as act
 
 from .test_apply_diff import NET, SETTINGS, in_sync, kinds
 

@@ -14,10 +14,10 @@ from openimds.dhcp.plan import DhcpOptions
 from openimds.l3.agent import L3Agent
 from openimds.l3.apply import RouterApplier, RouterSettings
 from openimds.l3.plan import L3Options
-from openimds.linux.claims import Claims
 from openimds.linux.netns import netns_exists
 from openimds.proxy import HaproxySupervisor
 from openimds.reconcile import MemoryInventory
+from openimds.reconcile.claims import Claims
 from tests.dhcp.test_agent_netns import until
 from tests.fabric.lab import Lab, lab  # noqa: F401 - fixture
 

@@ -1,4 +1,4 @@
-"""Neutron-shaped rows for the fake inventory (openimds.reconcile.MemoryInventory)."""
+"""Neutron-shaped rows for the fake inventory (openimds.feed.MemoryFeed)."""
 
 from __future__ import annotations
 

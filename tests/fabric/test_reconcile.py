@@ -148,7 +148,7 @@ def test_an_older_snapshot_never_replaces_a_newer_one() -> None:
 def test_memo_forgets_rows_gone_for_longer_than_the_retention(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import openimds.reconcile as reconcile
+    import openimds.reconcile.agent as reconcile
 
     agent = FakeAgent(MemoryInventory())
     clock = [1000.0]

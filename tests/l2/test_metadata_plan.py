@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from openimds.l2.metadata import MetaActual, MetaSettings, desired_meta_state, diff_meta
-from openimds.linux import actions as act
+from openimds.reconcile import actions as act
 
 NET = "5e0d4f1a-0000-4000-8000-00000000000a"
 SUB = {"id": "s1", "network_id": NET, "cidr": "10.0.0.0/24"}

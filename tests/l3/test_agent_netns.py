@@ -101,8 +101,9 @@ async def test_router_lifecycle(lab: Lab) -> None:  # noqa: F811
         # Our chains hold exactly the plan: rendering against the live rules gives nothing.
         from openimds.l3.model import routers_from_neutron
         from openimds.l3.plan import desired_router_state
+        from openimds.reconcile import read_snapshot
 
-        snap = await inv.snapshot()
+        snap = await read_snapshot(inv)
         plan = desired_router_state(
             routers_from_neutron(snap.routers, snap.ports, snap.subnets, snap.networks)[rid], OPTS
         )

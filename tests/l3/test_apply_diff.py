@@ -7,9 +7,9 @@ import dataclasses
 from openimds.l3.apply import RouterActual, RouterSettings, diff_router
 from openimds.l3.model import RouterInfo, RouterInterface
 from openimds.l3.plan import L3Options, desired_router_state
-from openimds.linux import actions as act
 from openimds.linux.iptables import IptablesState, SavedTable
 from openimds.linux.observe import Address, Link
+from openimds.reconcile import actions as act
 
 RID = "router-1"
 NS = f"qrouter-{RID}"

@@ -21,9 +21,9 @@ from openimds.l3.ha import (
 )
 from openimds.l3.model import router_from_neutron
 from openimds.l3.plan import L3Options, desired_router_state
-from openimds.linux import actions as act
 from openimds.linux.keepalived import keepalived_argv, runs_config
 from openimds.linux.observe import Address
+from openimds.reconcile import actions as act
 
 RID = "11111111-2222-3333-4444-555555555555"
 SETTINGS = RouterSettings(fabric="fab", state_path="/tmp/x", metadata_proxy_socket="/tmp/s")

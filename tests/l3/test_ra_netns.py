@@ -18,9 +18,9 @@ from openimds.control.ipam import eui64_address
 from openimds.l3.apply import RouterApplier, RouterSettings
 from openimds.l3.model import RouterInfo, RouterInterface
 from openimds.l3.plan import L3Options, desired_router_state
-from openimds.linux import actions as act
 from openimds.linux.dnsmasq import find_dnsmasq
 from openimds.proxy import HaproxySupervisor
+from openimds.reconcile import actions as act
 from tests.fabric.lab import Lab, lab, sh, wait_for  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.root

@@ -1,20 +1,11 @@
-"""Typed actions that appliers compute (pure diff) and one dumb executor that performs them.
-
-The DHCP and L3 appliers observe a namespace, compare with their plan in a pure function that
-returns a list of these values, then hand the list to `Executor.run`. Every action is an
-idempotent verb of the linux layer, so re-running a list after a crash half-way is safe, and a
-test can assert on the list without touching the kernel (STYLE items 6 and 10).
-
-The proxy actions carry an opaque spec for an object with `ensure(spec, netns)` and
-`stop(resource_id)` (the haproxy supervisor); the linux layer does not import the proxy package.
-"""
+"""The one dumb executor of the appliers' actions (`actions.py`): each action is one verb of
+the linux layer, run in order; the first failure raises and the next pass re-observes."""
 
 from __future__ import annotations
 
 import logging
 import shutil
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from openimds.linux import dnsmasq, iptables
@@ -23,175 +14,30 @@ from openimds.linux.fabric import ensure_port_link
 from openimds.linux.files import write_atomic
 from openimds.linux.links import delete_link
 from openimds.linux.netns import delete_netns, ensure_netns, set_sysctl
+from openimds.reconcile.actions import (
+    Action,
+    DeleteLink,
+    DeleteNamespace,
+    EnsureAddresses,
+    EnsureKeepalived,
+    EnsureNamespace,
+    EnsurePortLink,
+    EnsureProxy,
+    ReloadDnsmasq,
+    RemoveTree,
+    RestoreIptables,
+    SetSysctl,
+    StartDnsmasq,
+    StopDnsmasq,
+    StopKeepalived,
+    StopProxy,
+    SyncAddresses,
+    WriteFile,
+)
 
-__all__ = [
-    "Action",
-    "DeleteLink",
-    "DeleteNamespace",
-    "EnsureAddresses",
-    "EnsureKeepalived",
-    "EnsureNamespace",
-    "EnsurePortLink",
-    "EnsureProxy",
-    "Executor",
-    "ProxyDriver",
-    "ReloadDnsmasq",
-    "RemoveTree",
-    "RestoreIptables",
-    "SetSysctl",
-    "StartDnsmasq",
-    "StopDnsmasq",
-    "StopKeepalived",
-    "StopProxy",
-    "SyncAddresses",
-    "WriteFile",
-]
+__all__ = ["Executor", "KeepalivedDriver", "ProxyDriver"]
 
 LOG = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class EnsureNamespace:
-    name: str
-
-
-@dataclass(frozen=True)
-class DeleteNamespace:
-    name: str
-
-
-@dataclass(frozen=True)
-class SetSysctl:
-    netns: str
-    key: str
-    value: str
-
-
-@dataclass(frozen=True)
-class EnsurePortLink:
-    """Bridge of `network_id` in `fabric`, veth tap<port> there, far end `ifname` in `netns`."""
-
-    fabric: str
-    network_id: str
-    port_id: str
-    netns: str
-    ifname: str
-    mac: str
-    mtu: int
-
-
-@dataclass(frozen=True)
-class DeleteLink:
-    netns: str
-    name: str
-
-
-@dataclass(frozen=True)
-class SyncAddresses:
-    netns: str
-    dev: str
-    cidrs: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class EnsureAddresses:
-    """`cidrs` present on `dev`, other addresses left alone (keepalived's, on an HA router's
-    ha- device)."""
-
-    netns: str
-    dev: str
-    cidrs: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class EnsureKeepalived:
-    """keepalived of an HA router running in `netns` with exactly `text` as its config."""
-
-    router_id: str
-    text: str
-    netns: str
-
-
-@dataclass(frozen=True)
-class StopKeepalived:
-    router_id: str
-
-
-@dataclass(frozen=True)
-class WriteFile:
-    path: str
-    text: str
-    mode: int = 0o644
-
-
-@dataclass(frozen=True)
-class RemoveTree:
-    path: str
-
-
-@dataclass(frozen=True)
-class StartDnsmasq:
-    """Start dnsmasq, then record "<pid> <digest of the files it read>" in `marker`."""
-
-    netns: str
-    argv: tuple[str, ...]
-    marker: str
-    digest: str
-
-
-@dataclass(frozen=True)
-class StopDnsmasq:
-    pid: int
-    pidfile: str
-
-
-@dataclass(frozen=True)
-class ReloadDnsmasq:
-    """SIGHUP, then record "<pid> <digest>" in `marker`, so a crash between the file writes
-    and the signal is seen (and the signal re-sent) on the next pass."""
-
-    pidfile: str
-    marker: str
-    digest: str
-
-
-@dataclass(frozen=True)
-class RestoreIptables:
-    netns: str
-    text: str
-    ipv6: bool = False
-
-
-@dataclass(frozen=True)
-class EnsureProxy:
-    spec: Any  # openimds.proxy.ProxySpec
-    netns: str
-
-
-@dataclass(frozen=True)
-class StopProxy:
-    resource_id: str
-
-
-Action = (
-    EnsureNamespace
-    | DeleteNamespace
-    | SetSysctl
-    | EnsurePortLink
-    | DeleteLink
-    | SyncAddresses
-    | WriteFile
-    | RemoveTree
-    | StartDnsmasq
-    | StopDnsmasq
-    | ReloadDnsmasq
-    | RestoreIptables
-    | EnsureProxy
-    | StopProxy
-    | EnsureAddresses
-    | EnsureKeepalived
-    | StopKeepalived
-)
 
 
 class ProxyDriver(Protocol):
@@ -214,7 +60,8 @@ class Executor:
         self.proxy = proxy
         self.keepalived = keepalived
 
-    def run(self, actions: Iterable[Action], *, log: logging.LoggerAdapter[Any] | None = None) -> None:
+    def run(self, actions: Iterable[Action], *,
+            log: logging.LoggerAdapter[Any] | logging.Logger | None = None) -> None:
         for action in actions:
             (log or LOG).debug("apply %s", action)
             self.one(action)
