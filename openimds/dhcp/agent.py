@@ -17,11 +17,12 @@ from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from openimds.dhcp.apply import DhcpApplier, DhcpSettings
+from openimds.dhcp.apply import DhcpApplier
 from openimds.dhcp.model import NetworkInfo, networks_from_neutron
 from openimds.dhcp.plan import DhcpOptions, desired_dhcp_state, dhcp_device_id
+from openimds.dhcp.settings import settings_from_conf
 from openimds.linux.fabric import bridge_name, ensure_fabric
 from openimds.linux.links import delete_link
 from openimds.linux.nftables import apply_ruleset
@@ -30,7 +31,10 @@ from openimds.portsec import port_security_from_neutron, port_security_rules
 from openimds.reconcile import InventoryAgent, InventoryReader, Owners, Snapshot
 from openimds.wire import DHCP_OWNER, is_router_interface
 
-__all__ = ["DhcpAgent", "build_dhcp_agent", "dhcp_options_from_conf"]
+if TYPE_CHECKING:
+    from oslo_config.cfg import ConfigOpts
+
+__all__ = ["DhcpAgent", "build_dhcp_agent"]
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -231,43 +235,23 @@ def orphan_bridges(all_links: Sequence[Link], gone_networks: set[str]) -> list[s
     )
 
 
-def dhcp_options_from_conf(conf: Any) -> DhcpOptions:
-    return DhcpOptions(
-        enable_isolated_metadata=bool(conf.enable_isolated_metadata),
-        force_metadata=bool(conf.force_metadata),
-        enable_metadata_network=bool(conf.enable_metadata_network),
-        dhcp_lease_duration=int(conf.dhcp_lease_duration),
-        dns_domain=conf.dns_domain or "",
-        dhcp_confs=conf.dhcp_confs,
-        dnsmasq_lease_max=int(conf.dnsmasq_lease_max),
-        dnsmasq_config_file=conf.dnsmasq_config_file or "",
-        dnsmasq_dns_servers=tuple(conf.dnsmasq_dns_servers or ()),
-        ipv6_enabled=os.path.exists("/proc/net/if_inet6"),
-        vrrp_advert_int=int(conf.ha_vrrp_advert_int),
-    )
-
-
-def build_dhcp_agent(conf: Any, reader: InventoryReader, **kwargs: Any) -> DhcpAgent:
+def build_dhcp_agent(conf: ConfigOpts, reader: InventoryReader, **kwargs: Any) -> DhcpAgent:
     """The agent for a loaded `dhcp-agent` ConfigOpts over `reader`."""
     from openimds.proxy import HaproxySupervisor
-    from openimds.proxy.options import DEV_LOG, proxy_settings_from_conf
+    from openimds.proxy.options import DEV_LOG
 
-    fabric = ensure_fabric(conf.fabric_namespace or "")
-    settings = DhcpSettings(
-        fabric=fabric,
-        dhcp_confs=conf.dhcp_confs,
-        state_path=conf.state_path,
-        **proxy_settings_from_conf(conf, "dhcp-agent"),
-    )
-    applier = DhcpApplier(settings, HaproxySupervisor(conf.state_path))
+    settings = settings_from_conf(conf)
+    ensure_fabric(settings.fabric_namespace)
+    applier = DhcpApplier(settings, HaproxySupervisor(settings.options.proxy.state_path))
     agent = DhcpAgent(
         reader,
         applier,
-        dhcp_options_from_conf(conf),
-        fabric_namespace=conf.fabric_namespace or "",
-        host=conf.host,
+        settings.options,
+        fabric_namespace=settings.fabric_namespace,
+        host=settings.host,
         **kwargs,
     )
-    if settings.proxy_log_target not in (None, DEV_LOG):
-        agent.log_sink_path = settings.proxy_log_target
+    log_target = settings.options.proxy.log_target
+    if log_target not in (None, DEV_LOG):
+        agent.log_sink_path = log_target
     return agent

@@ -31,7 +31,16 @@ from openimds.dhcp.model import NetworkInfo, PortInfo, SubnetInfo
 from openimds.dhcp.vrrp import plan_vips, vip_ip
 from openimds.linux.iptables import Rule
 from openimds.linux.keepalived import VrrpConf
-from openimds.proxy.haproxy import METADATA_IPV4, METADATA_IPV4_CIDR, METADATA_IPV6_CIDR
+from openimds.proxy.haproxy import (
+    METADATA_IPV4,
+    METADATA_IPV4_CIDR,
+    METADATA_IPV6_CIDR,
+    Identity,
+    ProxyDefaults,
+    ProxySpec,
+    network_binds,
+    proxy_spec,
+)
 from openimds.proxy.hoplimit import ttl_rules
 from openimds.wire import (
     DHCP_OWNER,
@@ -109,6 +118,9 @@ class DhcpOptions:
     dhcp_port_device_id: str | None = None
     # keepalived's advert interval for the metadata next hop (dhcp/vrrp.py).
     vrrp_advert_int: int = 2
+    # What the network's proxy shares with every proxy of the agent (its files, the agent
+    # socket, user, limits): the plan adds the namespace's part and carries the ProxySpec.
+    proxy: ProxyDefaults = field(default_factory=ProxyDefaults)
 
 
 @dataclass(frozen=True)
@@ -204,6 +216,9 @@ class DhcpPlan:
     opts: str
     dnsmasq: DnsmasqArgs
     metadata_proxy: bool  # haproxy on 169.254.169.254:80 in this namespace
+    # Its whole spec (None exactly when `metadata_proxy` is False); always keyed (files,
+    # ownership, StopProxy) by the network id, stamping `proxy_router_id` when that is set.
+    proxy: ProxySpec | None = None
     # enable_metadata_network (spec 3.6): the proxy identifies the router, not the network.
     proxy_router_id: str | None = None
     proxy_bind_ipv6: bool = False  # also [fe80::a9fe:a9fe]:80 on the tap
@@ -540,6 +555,14 @@ def _metadata_decision(
     return False, None, None
 
 
+def _proxy_spec(network_id: str, defaults: ProxyDefaults, ipv6_interface: str | None,
+                router_id: str | None) -> ProxySpec:
+    """The network's proxy, always keyed by the network id; a metadata network (spec 3.6)
+    stamps its router's id instead."""
+    return proxy_spec(defaults, "network", network_id, network_binds(ipv6_interface=ipv6_interface),
+                      identity=Identity("router", router_id) if router_id else None)
+
+
 def desired_dhcp_state(network: NetworkInfo, opts: DhcpOptions, now: datetime) -> DhcpPlan | None:
     """The whole DHCP namespace for `network`, or None when nothing should exist there."""
     subnets = [s for s in network.subnets if s.enable_dhcp]
@@ -608,6 +631,8 @@ def desired_dhcp_state(network: NetworkInfo, opts: DhcpOptions, now: datetime) -
         opts=render_opts(network, port, opts),
         dnsmasq=dnsmasq,
         metadata_proxy=serve,
+        proxy=_proxy_spec(network.id, opts.proxy, iface if bind_v6 else None, router_id)
+        if serve else None,
         proxy_router_id=router_id,
         proxy_bind_ipv6=bind_v6,
         next_change_at=next_change,

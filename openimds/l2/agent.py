@@ -185,7 +185,7 @@ def build_l2_agent(conf: Any, reader: InventoryReader, *, peers: PeerSource | No
     from openimds.l2.metadata import MetaSettings, meta_state_path
     from openimds.linux.fabric import ensure_fabric
     from openimds.proxy import HaproxySupervisor
-    from openimds.proxy.options import DEV_LOG, proxy_settings_from_conf
+    from openimds.proxy.options import DEV_LOG, proxy_defaults_from_conf
     from openimds.reconcile import ControlInventory
 
     netns = ensure_fabric(conf.fabric_namespace or "")
@@ -195,10 +195,10 @@ def build_l2_agent(conf: Any, reader: InventoryReader, *, peers: PeerSource | No
         peers = ControlPeers(reader.client)
     state = meta_state_path(conf.state_path)
     settings = MetaSettings(fabric=netns, state_path=state,
-                            **proxy_settings_from_conf(conf, "l2-agent"))
+                            proxy=proxy_defaults_from_conf(conf, "l2-agent", state_path=state))
     meta = MetaApplier(settings, HaproxySupervisor(state))
     agent = L2Agent(reader, L2Applier(netns), l2_options_from_conf(conf), peers, meta=meta,
                     **kwargs)
-    if settings.proxy_log_target not in (None, DEV_LOG):
-        agent.log_sink_path = settings.proxy_log_target
+    if settings.proxy.log_target not in (None, DEV_LOG):
+        agent.log_sink_path = settings.proxy.log_target
     return agent

@@ -148,13 +148,13 @@ def l3_options_from_conf(conf: Any) -> L3Options:
 def build_l3_agent(conf: Any, reader: InventoryReader, **kwargs: Any) -> L3Agent:
     """The agent for a loaded `l3-agent` ConfigOpts over `reader`."""
     from openimds.proxy import HaproxySupervisor
-    from openimds.proxy.options import DEV_LOG, proxy_settings_from_conf
+    from openimds.proxy.options import DEV_LOG, proxy_defaults_from_conf
 
     fabric = ensure_fabric(conf.fabric_namespace or "")
     settings = RouterSettings(
         fabric=fabric,
         state_path=conf.state_path,
-        **proxy_settings_from_conf(conf, "l3-agent"),
+        proxy=proxy_defaults_from_conf(conf, "l3-agent"),
     )
     applier = RouterApplier(settings, HaproxySupervisor(conf.state_path))
     agent = L3Agent(
@@ -165,6 +165,6 @@ def build_l3_agent(conf: Any, reader: InventoryReader, **kwargs: Any) -> L3Agent
         host=conf.host,
         **kwargs,
     )
-    if settings.proxy_log_target not in (None, DEV_LOG):
-        agent.log_sink_path = settings.proxy_log_target
+    if settings.proxy.log_target not in (None, DEV_LOG):
+        agent.log_sink_path = settings.proxy.log_target
     return agent
