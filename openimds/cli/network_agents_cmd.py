@@ -130,7 +130,8 @@ def _dhcp_agent(args: argparse.Namespace) -> int:
 
 
 def _l2_agent(args: argparse.Namespace) -> int:
-    from openimds.l2.agent import build_l2_agent, l2_options_from_conf
+    from openimds.l2.agent import build_l2_agent
+    from openimds.l2.settings import l2_options_from_conf
 
     conf = _load("l2-agent", args)
     try:
