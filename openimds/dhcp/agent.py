@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from openimds.dhcp.apply import DhcpApplier
 from openimds.dhcp.model import NetworkInfo, networks_from_neutron
-from openimds.dhcp.plan import DhcpOptions, desired_dhcp_state, dhcp_device_id
+from openimds.dhcp.plan import DhcpOptions, desired_dhcp_state
 from openimds.dhcp.settings import settings_from_conf
 from openimds.linux.fabric import bridge_name, ensure_fabric
 from openimds.linux.links import delete_link
@@ -29,7 +29,7 @@ from openimds.linux.nftables import apply_ruleset
 from openimds.linux.observe import Link, links
 from openimds.portsec import port_security_from_neutron, port_security_rules
 from openimds.reconcile import InventoryAgent, InventoryReader, Owners, Snapshot
-from openimds.wire import DHCP_OWNER, is_router_interface
+from openimds.wire import DHCP_OWNER, is_router_interface, serving_dhcp_device_id
 
 if TYPE_CHECKING:
     from oslo_config.cfg import ConfigOpts
@@ -75,7 +75,7 @@ class DhcpAgent(InventoryAgent):
         per agent (round 1: any agent serves it); False when it is scheduled to others."""
         if not self.host:
             return None
-        return serving_device_id(self.host, network_id, [
+        return serving_dhcp_device_id(self.host, network_id, [
             str(p.get("device_id") or "")
             for p in snap.grouped("ports", "network_id").get(network_id, ())
             if p.get("device_owner") == DHCP_OWNER])
@@ -207,19 +207,6 @@ class DhcpAgent(InventoryAgent):
         if doomed:
             self.log.info("removed orphan bridges %s", doomed)
         return doomed
-
-
-def serving_device_id(host: str, network_id: str, dhcp_device_ids: Sequence[str]
-                      ) -> str | None | bool:
-    """Pure: which DHCP port of a network is the agent on `host`'s. Per-agent ports carry
-    `dhcp<uuid5(host)>-<network>`; a network with none of those (no DHCP port yet, or round
-    1's `dhcp-<network>`) is served by whichever agent there is (None)."""
-    mine = dhcp_device_id(host, network_id)
-    if mine in dhcp_device_ids:
-        return mine
-    if any(d.startswith("dhcp") and d != f"dhcp-{network_id}" for d in dhcp_device_ids):
-        return False
-    return None
 
 
 def orphan_bridges(all_links: Sequence[Link], gone_networks: set[str]) -> list[str]:

@@ -22,7 +22,6 @@ by time alone so the agent can schedule a re-reconcile.
 from __future__ import annotations
 
 import ipaddress
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -48,6 +47,7 @@ from openimds.wire import (
     HA_OWNER,
     METADATA_OWNER,
     ROUTER_INTERFACE_OWNERS,
+    dhcp_device_id,
 )
 
 __all__ = [
@@ -247,11 +247,6 @@ class DhcpPlan:
 
 def tap_name(port_id: str) -> str:
     return wire.tap_device(port_id)
-
-
-def dhcp_device_id(host: str, network_id: str) -> str:
-    """The device_id Neutron's DHCP agent on `host` gives its port on `network_id`."""
-    return f"dhcp{uuid.uuid5(uuid.NAMESPACE_DNS, host)}-{network_id}"
 
 
 def _same_ip(a: str, b: str) -> bool:
