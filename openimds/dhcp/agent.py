@@ -28,6 +28,7 @@ from openimds.linux.links import delete_link
 from openimds.linux.nftables import apply_ruleset
 from openimds.linux.observe import Link, links
 from openimds.portsec import port_security_from_neutron, port_security_rules
+from openimds.proxy.haproxy import InvalidProxySpec
 from openimds.reconcile import InventoryAgent, InventoryReader, Owners, Snapshot
 from openimds.wire import DHCP_OWNER, is_router_interface, serving_dhcp_device_id
 
@@ -170,8 +171,13 @@ class DhcpAgent(InventoryAgent):
                 continue
             options = replace(self.options, dhcp_port_device_id=ours) \
                 if isinstance(ours, str) else self.options
-            state = self.applier.vrrp_state(nid, desired_dhcp_state(network, options,
-                                                                    datetime.now(UTC)))
+            try:
+                plan = desired_dhcp_state(network, options, datetime.now(UTC))
+            except InvalidProxySpec:
+                # The plan carries its proxy's spec; one that cannot be rendered fails that
+                # network's reconcile (and is logged there), never the agent's state report.
+                continue
+            state = self.applier.vrrp_state(nid, plan)
             if state is not None:
                 out[nid] = state
         return out
