@@ -11,6 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import typing
+import uuid
+
+if typing.TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = [
     "DYNAMIC_JSON",
@@ -45,6 +50,7 @@ __all__ = [
     "METADATA_NAMESPACE_PREFIX",
     "ROUTER_NAMESPACE_PREFIX",
     "bridge_device",
+    "dhcp_device_id",
     "dhcp_namespace",
     "ha_device",
     "is_instance_owner",
@@ -52,8 +58,10 @@ __all__ = [
     "metadata_namespace",
     "router_interface_device",
     "router_namespace",
+    "serving_dhcp_device_id",
     "sign_instance_id",
     "tap_device",
+    "unscheduled_dhcp_device_id",
     "verify_signature",
 ]
 
@@ -169,6 +177,34 @@ def ha_device(port_id: str) -> str:
 def bridge_device(network_id: str) -> str:
     """A network's bridge on a host (Linux-bridge Neutron's name)."""
     return f"brq{network_id[:_DEVICE_ID_CHARS]}"
+
+
+# ---- which DHCP port is whose (Neutron's device ids) --------------------------------------------
+
+
+def dhcp_device_id(host: str, network_id: str) -> str:
+    """The device_id of the DHCP port the agent on `host` plugs on `network_id` (Neutron's)."""
+    return f"dhcp{uuid.uuid5(uuid.NAMESPACE_DNS, host)}-{network_id}"
+
+
+def unscheduled_dhcp_device_id(network_id: str) -> str:
+    """The one DHCP port of a network no DHCP agent is scheduled to (openimds's round 1)."""
+    return f"dhcp-{network_id}"
+
+
+def serving_dhcp_device_id(host: str, network_id: str, dhcp_device_ids: Sequence[str]
+                           ) -> str | None | bool:
+    """Which DHCP port of a network is the agent on `host`'s: its own per-agent port
+    (`dhcp_device_id`) when the network has one; None when the network has no per-agent
+    port at all (no DHCP port yet, or only the unscheduled one): whichever agent there is
+    serves it; False when per-agent ports exist and none is this host's."""
+    mine = dhcp_device_id(host, network_id)
+    if mine in dhcp_device_ids:
+        return mine
+    unscheduled = unscheduled_dhcp_device_id(network_id)
+    if any(d.startswith("dhcp") and d != unscheduled for d in dhcp_device_ids):
+        return False
+    return None
 
 
 # ---- the instance-id signature ----------------------------------------------------------------

@@ -83,3 +83,16 @@ def test_namespace_and_device_names_are_neutrons() -> None:
     assert wire.dhcp_namespace(port) == f"qdhcp-{port}"
     assert wire.router_namespace(port) == f"qrouter-{port}"
     assert wire.metadata_namespace(port) == f"qmeta-{port}"
+
+
+def test_dhcp_port_device_ids_are_neutrons() -> None:
+    # Neutron's DHCP agent: 'dhcp%s-%s' % (uuid.uuid5(uuid.NAMESPACE_DNS, host), network_id).
+    ours = "dhcp9b3b6618-0449-5cf4-ba1a-1bd2727132bc-net-1"
+    assert wire.dhcp_device_id("node-1", "net-1") == ours
+    assert wire.unscheduled_dhcp_device_id("net-1") == "dhcp-net-1"
+    # Which port is ours: the control plane writes these ids, the DHCP agent reads them back.
+    other = wire.dhcp_device_id("node-2", "net-1")
+    assert wire.serving_dhcp_device_id("node-1", "net-1", [other, ours]) == ours
+    assert wire.serving_dhcp_device_id("node-3", "net-1", [other, ours]) is False
+    assert wire.serving_dhcp_device_id("node-3", "net-1", ["dhcp-net-1"]) is None
+    assert wire.serving_dhcp_device_id("node-3", "net-1", []) is None

@@ -1,8 +1,9 @@
 """AgentSettings: the plain values the agent runs on, built once from metadata_agent.ini.
 
-Pure code takes this dataclass, never the ConfigOpts (STYLE anti-pattern 3). `from_conf` is the
-only place that reads options, and it resolves the deduced socket mode, user and group ids and the
-upstream URL list there, so a wrong user name stops the agent at start, not at first request.
+Pure code takes this dataclass, never the ConfigOpts (STYLE anti-pattern 3).
+`settings_from_conf` (also `from_conf`) is the only place that reads options, and it resolves the
+deduced socket mode, user and group ids and the upstream URL list there, so a wrong user name
+stops the agent at start, not at first request.
 """
 
 from __future__ import annotations
@@ -12,12 +13,16 @@ import ipaddress
 import os
 import pwd
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from openimds.agent.ratelimit import BucketPolicy
 from openimds.proxy.options import default_proxy_user
 
-__all__ = ["SOCKET_MODES", "AgentSettings", "deduce_socket_mode", "from_conf", "upstream_base_urls"]
+if TYPE_CHECKING:
+    from oslo_config.cfg import ConfigOpts
+
+__all__ = ["SOCKET_MODES", "AgentSettings", "deduce_socket_mode", "from_conf",
+           "settings_from_conf", "upstream_base_urls"]
 
 SOCKET_MODES = {"user": 0o644, "group": 0o664, "all": 0o666}
 
@@ -128,7 +133,7 @@ def _gid(group: str) -> int | None:
         raise ValueError(f"metadata_proxy_group: no such group {group!r}") from None
 
 
-def from_conf(conf: Any) -> AgentSettings:
+def settings_from_conf(conf: ConfigOpts) -> AgentSettings:
     """Build AgentSettings from `load_config("metadata-agent", ...)`. ValueError names a bad
     user/group."""
     workers = conf.metadata_workers
@@ -168,8 +173,12 @@ def from_conf(conf: Any) -> AgentSettings:
     )
 
 
-def _rate_limit(conf: Any) -> BucketPolicy | None:
+def _rate_limit(conf: ConfigOpts) -> BucketPolicy | None:
     g = conf.metadata_rate_limiting
     if not g.instance_rate_limit_enabled:
         return None
     return BucketPolicy(rate=float(g.instance_rate), burst=int(g.instance_burst))
+
+
+# The name this module had first (the agent's package exports it).
+from_conf = settings_from_conf

@@ -10,9 +10,15 @@ import argparse
 import logging
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
 from openimds.cli.common import config_parent, setup_logging
+
+if TYPE_CHECKING:
+    from oslo_config.cfg import ConfigOpts
+
+    from openimds.agent.settings import AgentSettings
+    from openimds.control.report import ReportThread
 
 EXIT_INVALID = 2
 
@@ -33,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _run(args: argparse.Namespace) -> int:
     from openimds.agent.control_feed import ControlFeed, MissingCredentials
     from openimds.agent.server import serve
-    from openimds.agent.settings import from_conf
+    from openimds.agent.settings import settings_from_conf
     from openimds.config import ConfigError, load_config
 
     try:
@@ -42,7 +48,7 @@ def _run(args: argparse.Namespace) -> int:
         if log_file and conf.log_dir and not os.path.isabs(log_file):
             log_file = os.path.join(conf.log_dir, log_file)
         setup_logging(args.debug or conf.debug, log_file)
-        settings = from_conf(conf)
+        settings = settings_from_conf(conf)
         ControlFeed.check_settings(settings)
     except (ConfigError, MissingCredentials, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -59,7 +65,7 @@ def _run(args: argparse.Namespace) -> int:
         reporter.stop()
 
 
-def _reporter(conf: Any, settings: Any) -> Any:
+def _reporter(conf: ConfigOpts, settings: AgentSettings) -> ReportThread:
     """The registry heartbeat on its own thread: the serving loop lives in (possibly forked)
     workers, and one report per process is what the registry wants."""
     from openimds.agent.control_feed import ControlFeed

@@ -5,14 +5,18 @@ identity administration that writes the database directly: `bootstrap`, `project
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import socket
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from openimds import runtime
 from openimds.cli.common import config_parent, setup_logging
+
+if TYPE_CHECKING:
+    from oslo_config.cfg import ConfigOpts
+
+    from openimds.inventory.store import Store
 
 LOG = logging.getLogger("openimds.control-api")
 
@@ -53,68 +57,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ucreate.set_defaults(func=_user_create)
 
 
-def _conf(args: argparse.Namespace) -> Any:
+def _conf(args: argparse.Namespace) -> ConfigOpts:
     from openimds.config import load_config
 
     return load_config("control-api", args.config_files, args.config_dirs)
 
 
-def _store(args: argparse.Namespace) -> Any:
+def _store(args: argparse.Namespace) -> Store:
     from openimds.config import database_url
     from openimds.inventory.migrate import open_store
 
     return open_store(database_url(_conf(args)))
-
-
-def settings_from_conf(conf: Any) -> Any:
-    """The API's plain settings from a loaded control-api ConfigOpts (ConfigError when an ml2
-    range is malformed)."""
-    from openimds.config import ConfigError
-    from openimds.control.call import Settings
-    from openimds.control.segments import ConfigInvalid, segment_config
-    from openimds.inventory.retention import Retention
-    from openimds.metadata.options import defaults_from_conf
-
-    try:
-        segments = segment_config(conf.ml2.tenant_network_types,
-                                  conf.ml2_type_vxlan.vni_ranges,
-                                  conf.ml2_type_vlan.network_vlan_ranges,
-                                  conf.ml2_type_flat.flat_networks)
-    except ConfigInvalid as exc:
-        raise ConfigError("configuration", None, None, str(exc)) from None
-    defaults = defaults_from_conf(conf)
-    md = conf.metadata
-    try:
-        ha_cidr = str(ipaddress.IPv4Network(conf.l3_ha_net_cidr))
-    except ValueError as exc:
-        raise ConfigError("configuration", "DEFAULT", "l3_ha_net_cidr", str(exc)) from None
-    return Settings(bind_host=conf.bind_host, bind_port=conf.bind_port,
-                    token_expiration=conf.token_expiration, region=str(conf.region_name),
-                    public_url=_url(conf.bind_host, conf.bind_port),
-                    metadata_url=_url(conf.metadata_listen, conf.metadata_listen_port),
-                    metadata_port=conf.metadata_listen_port,
-                    metadata_defaults=defaults,
-                    identity_cert_file=md.identity_cert_file or None,
-                    segments=segments, agent_down_time=conf.agent_down_time,
-                    dhcp_agents_per_network=conf.dhcp_agents_per_network,
-                    allow_automatic_dhcp_failover=conf.allow_automatic_dhcp_failover,
-                    allow_automatic_l3agent_failover=conf.allow_automatic_l3agent_failover,
-                    metadata_mode=str(conf.metadata_mode),
-                    dhcp_lease_duration=int(conf.dhcp_lease_duration),
-                    l3_ha=conf.l3_ha, max_l3_agents_per_router=conf.max_l3_agents_per_router,
-                    min_l3_agents_per_router=conf.min_l3_agents_per_router,
-                    l3_ha_net_cidr=ha_cidr,
-                    change_retention=Retention(conf.change_retention_seconds,
-                                               conf.change_retention_count),
-                    change_prune_interval=float(conf.change_prune_interval))
-
-
-def _url(host: str, port: int) -> str | None:
-    """http://host:port for a listener on one address; None for a wildcard listener (the
-    catalog then names the address each request came to)."""
-    if host in ("", "0.0.0.0", "::"):
-        return None
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -122,6 +75,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from openimds.config import ConfigError, database_url
     from openimds.control.app import build_app
+    from openimds.control.settings import settings_from_conf
     from openimds.inventory.migrate import UpgradeFailed, upgrade_in_child
     from openimds.inventory.store import Store
     from openimds.linux.malloc import bound_heap_retention

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 from openimds.cli.common import config_parent, setup_logging
 
 if TYPE_CHECKING:
+    from oslo_config.cfg import ConfigOpts
+
     from openimds.control.client import ControlClient
 
 __all__ = ["add_port_plug", "register"]
@@ -46,7 +48,7 @@ def register(subparsers: Any) -> None:
     add_port_plug(subparsers, "port-plug")
 
 
-def _load(service: str, args: argparse.Namespace) -> Any:
+def _load(service: str, args: argparse.Namespace) -> ConfigOpts:
     from openimds.config import load_config
 
     conf = load_config(service, args.config_files, args.config_dirs)
@@ -54,7 +56,7 @@ def _load(service: str, args: argparse.Namespace) -> Any:
     return conf
 
 
-def _client(conf: Any, service: str) -> ControlClient:
+def _client(conf: ConfigOpts, service: str) -> ControlClient:
     """The agent's ControlClient (it owns and closes its session); call inside the running
     loop. A missing credential option exits with one line naming them all."""
     from openimds.control.client import MissingCredentials, control_client_from_conf
@@ -65,7 +67,7 @@ def _client(conf: Any, service: str) -> ControlClient:
         raise SystemExit(f"error: {exc}") from None
 
 
-async def _run_agent(service: str, conf: Any, build: Any) -> int:
+async def _run_agent(service: str, conf: ConfigOpts, build: Any) -> int:
     from openimds.control.report import report_state_loop
     from openimds.feed import ControlFeed
 
@@ -89,7 +91,7 @@ async def _run_agent(service: str, conf: Any, build: Any) -> int:
     return 0
 
 
-def agent_report(service: str, conf: Any, agent: Any) -> Any:
+def agent_report(service: str, conf: ConfigOpts, agent: Any) -> Any:
     """What `service` reports to the agent registry (Neutron's agent_type and the
     configurations Neutron's agents show)."""
     from openimds.control.report import AgentReport
@@ -130,7 +132,8 @@ def _dhcp_agent(args: argparse.Namespace) -> int:
 
 
 def _l2_agent(args: argparse.Namespace) -> int:
-    from openimds.l2.agent import build_l2_agent, l2_options_from_conf
+    from openimds.l2.agent import build_l2_agent
+    from openimds.l2.settings import l2_options_from_conf
 
     conf = _load("l2-agent", args)
     try:
@@ -152,7 +155,7 @@ def _l3_agent(args: argparse.Namespace) -> int:
 
 
 async def _fetch_port(
-    conf: Any, port_id: str
+    conf: ConfigOpts, port_id: str
 ) -> tuple[dict[str, Any], list[dict[str, Any]], int]:
     client = _client(conf, "dhcp-agent")
     try:

@@ -15,13 +15,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
 from openimds.cli.common import config_parent, setup_logging
 from openimds.proxy.haproxy import (
+    ProxyDefaults,
     ProxySpec,
-    proxy_spec_for_network,
-    proxy_spec_for_router,
+    network_binds,
+    proxy_spec,
+    router_binds,
 )
 from openimds.proxy.options import (
     connections_from_conf,
@@ -29,6 +31,9 @@ from openimds.proxy.options import (
     rate_limit_from_conf,
     timeouts_from_conf,
 )
+
+if TYPE_CHECKING:
+    from oslo_config.cfg import ConfigOpts
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -97,11 +102,11 @@ def _run(args: argparse.Namespace) -> int:
     return _start(spec, conf_state_path(args, conf), args.haproxy, args.foreground)
 
 
-def conf_state_path(args: argparse.Namespace, conf: Any) -> str:
+def conf_state_path(args: argparse.Namespace, conf: ConfigOpts) -> str:
     return str(args.state_path or conf.state_path)
 
 
-def spec_from_args(args: argparse.Namespace, conf: Any, *, debug: bool = False) -> ProxySpec:
+def spec_from_args(args: argparse.Namespace, conf: ConfigOpts, *, debug: bool = False) -> ProxySpec:
     """The ProxySpec the flags (over the config files) describe; ValueError says what is wrong."""
     c = conf
     network_id = args.network_id or c.network_id
@@ -115,24 +120,24 @@ def spec_from_args(args: argparse.Namespace, conf: Any, *, debug: bool = False) 
     user = (args.metadata_proxy_user or c.metadata_proxy_user or default_proxy_user("")
             or str(os.geteuid()))
     group = args.metadata_proxy_group or c.metadata_proxy_group or str(os.getegid())
-    common: dict[str, Any] = {
-        "state_path": state_path,
-        "socket_path": socket_path,
-        "user": user,
-        "group": group,
-        "timeouts": timeouts_from_conf(conf),
-        "connections": connections_from_conf(conf),
-        "rate_limit": rate_limit_from_conf(conf),
+    defaults = ProxyDefaults(
+        state_path=state_path,
+        socket_path=socket_path,
+        user=user,
+        group=group,
+        timeouts=timeouts_from_conf(conf),
+        connections=connections_from_conf(conf),
+        rate_limit=rate_limit_from_conf(conf),
         # No syslog socket (containers, CI): run without logging rather than fail to log.
-        "log_target": "/dev/log" if os.path.exists("/dev/log") else None,
-        "debug": debug,
-        "pidfile": os.path.abspath(args.pid_file) if args.pid_file else None,
-    }
+        log_target="/dev/log" if os.path.exists("/dev/log") else None,
+        debug=debug,
+    )
+    pidfile = os.path.abspath(args.pid_file) if args.pid_file else None
     if network_id:
-        port = args.metadata_port or 80
-        return proxy_spec_for_network(network_id, port=port, **common)
+        return proxy_spec(defaults, "network", network_id,
+                          network_binds(args.metadata_port or 80), pidfile=pidfile)
     port = args.metadata_port or int(c.metadata_port)
-    return proxy_spec_for_router(router_id, port=port, **common)
+    return proxy_spec(defaults, "router", router_id, router_binds(port), pidfile=pidfile)
 
 
 def _start(spec: ProxySpec, state_path: str, haproxy: str, foreground: bool) -> int:

@@ -34,12 +34,15 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 
 from openimds.control.tls import client_ssl_context
+
+if TYPE_CHECKING:
+    from oslo_config.cfg import ConfigOpts
 
 __all__ = ["RESOURCES", "ApiConnectionError", "ApiError", "ChangesPage", "ControlClient",
            "MissingCredentials", "SyncControlClient", "check_credentials",
@@ -464,7 +467,7 @@ def control_client(auth_url: str | None, username: str | None, password: str | N
                          ssl_context=ctx)
 
 
-def control_client_from_conf(conf: Any, where: str = "[DEFAULT]") -> ControlClient:
+def control_client_from_conf(conf: ConfigOpts, where: str = "[DEFAULT]") -> ControlClient:
     """`control_client` from a loaded ConfigOpts with the agents' AUTH_OPTS (auth_url,
     admin_user, admin_password, admin_tenant_name, auth_region, auth_insecure, auth_ca_cert).
     Call inside the running loop that will use it."""

@@ -19,9 +19,8 @@ from sqlalchemy.orm import Session
 
 from openimds.control.call import Settings
 from openimds.control.scheduling import DHCP_AGENT, AgentView, is_alive, pick_agents
-from openimds.dhcp.plan import dhcp_device_id
 from openimds.inventory.models import Agent, Port, utcnow
-from openimds.wire import DHCP_OWNER
+from openimds.wire import DHCP_OWNER, dhcp_device_id, unscheduled_dhcp_device_id
 
 __all__ = ["dhcp_agent_views", "dhcp_device_id", "wanted_dhcp_hosts"]
 
@@ -44,7 +43,7 @@ def wanted_dhcp_hosts(s: Session, network_id: str, settings: Settings) -> list[s
     views = dhcp_agent_views(s, settings.agent_down_time)
     legacy = s.scalar(select(Port.id).where(Port.network_id == network_id,
                                             Port.device_owner == DHCP_OWNER,
-                                            Port.device_id == f"dhcp-{network_id}"))
+                                            Port.device_id == unscheduled_dhcp_device_id(network_id)))
     if not views or legacy is not None:
         # No agent yet, or a network born before any agent registered: round 1's single
         # port stays (replacing it would change the DHCP server's address under guests).

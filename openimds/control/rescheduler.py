@@ -28,11 +28,10 @@ from sqlalchemy.orm import Session
 from openimds.control.call import Settings
 from openimds.control.failover import Binding, Move, may_act, plan_failover
 from openimds.control.scheduling import DHCP_AGENT, L3_AGENT, AgentView, is_alive
-from openimds.dhcp.plan import dhcp_device_id
 from openimds.inventory.errors import InventoryError
 from openimds.inventory.models import Agent, Port, utcnow
 from openimds.inventory.store import Store
-from openimds.wire import DHCP_OWNER, HA_OWNER, ROUTER_INTERFACE
+from openimds.wire import DHCP_OWNER, HA_OWNER, ROUTER_INTERFACE, dhcp_device_id
 
 __all__ = ["failover_forever", "failover_interval", "failover_pass"]
 

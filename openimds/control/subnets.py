@@ -26,7 +26,6 @@ from openimds.control.call import (
     resource_body,
 )
 from openimds.control.context import scoped
-from openimds.control.dhcp_scheduling import dhcp_device_id as scheduled_device_id
 from openimds.control.dhcp_scheduling import wanted_dhcp_hosts
 from openimds.control.distributed_metadata import sync_metadata_port
 from openimds.control.errors import BadRequest, Conflict
@@ -42,7 +41,14 @@ from openimds.control.resources import (
 )
 from openimds.control.serializers import select_fields, subnet_dict
 from openimds.inventory.models import FixedIP, Network, Port, Subnet
-from openimds.wire import DHCP_OWNER, DISTRIBUTED_OWNER, METADATA_OWNER, ROUTER_INTERFACE_OWNERS
+from openimds.wire import (
+    DHCP_OWNER,
+    DISTRIBUTED_OWNER,
+    METADATA_OWNER,
+    ROUTER_INTERFACE_OWNERS,
+    dhcp_device_id,
+    unscheduled_dhcp_device_id,
+)
 
 LIST_SPEC = ListSpec(
     model=Subnet,
@@ -68,10 +74,6 @@ NETWORK_OWNED = (DHCP_OWNER, DISTRIBUTED_OWNER, METADATA_OWNER)
 IPV6_MODES = (None, "slaac", "dhcpv6-stateful", "dhcpv6-stateless")
 
 
-def dhcp_device_id(network_id: str) -> str:
-    return f"dhcp-{network_id}"
-
-
 def sync_dhcp_port(session: Session, network: Network,
                    hosts: Sequence[str] | None = None) -> None:
     """Make the network's DHCP ports hold one address on each DHCP-enabled subnet (and exist
@@ -95,11 +97,11 @@ def sync_dhcp_port(session: Session, network: Network,
         sync_metadata_vip_port(session, network)
         return
     if hosts is None:
-        targets = {dhcp_device_id(network.id): ""}
+        targets = {unscheduled_dhcp_device_id(network.id): ""}
         if ports and not any(p.device_id in targets for p in ports):
             targets = {ports[0].device_id: ports[0].binding_host_id}  # keep round 1's port
     else:
-        targets = {scheduled_device_id(h, network.id): h for h in hosts}
+        targets = {dhcp_device_id(h, network.id): h for h in hosts}
     for stale in ports:
         if stale.device_id not in targets:
             session.delete(stale)

@@ -17,21 +17,26 @@ from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from openimds.dhcp.apply import DhcpApplier, DhcpSettings
+from openimds.dhcp.apply import DhcpApplier
 from openimds.dhcp.model import NetworkInfo, networks_from_neutron
-from openimds.dhcp.plan import DhcpOptions, desired_dhcp_state, dhcp_device_id
+from openimds.dhcp.plan import DhcpOptions, desired_dhcp_state
+from openimds.dhcp.settings import settings_from_conf
 from openimds.feed import ChangeFeed, Kind
 from openimds.linux.fabric import bridge_name, ensure_fabric
 from openimds.linux.links import delete_link
 from openimds.linux.nftables import apply_ruleset
 from openimds.linux.observe import Link, links
 from openimds.portsec import port_security_from_neutron, port_security_rules
+from openimds.proxy.haproxy import InvalidProxySpec
 from openimds.reconcile import InventoryAgent, Owners, Snapshot
-from openimds.wire import DHCP_OWNER, is_router_interface
+from openimds.wire import DHCP_OWNER, is_router_interface, serving_dhcp_device_id
 
-__all__ = ["DhcpAgent", "build_dhcp_agent", "dhcp_options_from_conf"]
+if TYPE_CHECKING:
+    from oslo_config.cfg import ConfigOpts
+
+__all__ = ["DhcpAgent", "build_dhcp_agent"]
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -72,7 +77,7 @@ class DhcpAgent(InventoryAgent):
         per agent (round 1: any agent serves it); False when it is scheduled to others."""
         if not self.host:
             return None
-        return serving_device_id(self.host, network_id, [
+        return serving_dhcp_device_id(self.host, network_id, [
             str(p.get("device_id") or "")
             for p in snap.grouped("ports", "network_id").get(network_id, ())
             if p.get("device_owner") == DHCP_OWNER])
@@ -167,8 +172,13 @@ class DhcpAgent(InventoryAgent):
                 continue
             options = replace(self.options, dhcp_port_device_id=ours) \
                 if isinstance(ours, str) else self.options
-            state = self.applier.vrrp_state(nid, desired_dhcp_state(network, options,
-                                                                    datetime.now(UTC)))
+            try:
+                plan = desired_dhcp_state(network, options, datetime.now(UTC))
+            except InvalidProxySpec:
+                # The plan carries its proxy's spec; one that cannot be rendered fails that
+                # network's reconcile (and is logged there), never the agent's state report.
+                continue
+            state = self.applier.vrrp_state(nid, plan)
             if state is not None:
                 out[nid] = state
         return out
@@ -206,19 +216,6 @@ class DhcpAgent(InventoryAgent):
         return doomed
 
 
-def serving_device_id(host: str, network_id: str, dhcp_device_ids: Sequence[str]
-                      ) -> str | None | bool:
-    """Pure: which DHCP port of a network is the agent on `host`'s. Per-agent ports carry
-    `dhcp<uuid5(host)>-<network>`; a network with none of those (no DHCP port yet, or round
-    1's `dhcp-<network>`) is served by whichever agent there is (None)."""
-    mine = dhcp_device_id(host, network_id)
-    if mine in dhcp_device_ids:
-        return mine
-    if any(d.startswith("dhcp") and d != f"dhcp-{network_id}" for d in dhcp_device_ids):
-        return False
-    return None
-
-
 def orphan_bridges(all_links: Sequence[Link], gone_networks: set[str]) -> list[str]:
     """Bridges to delete: those of networks known to be gone, and only while nothing is
     plugged into them (a port still on it belongs to someone: the platform or a guest)."""
@@ -232,43 +229,23 @@ def orphan_bridges(all_links: Sequence[Link], gone_networks: set[str]) -> list[s
     )
 
 
-def dhcp_options_from_conf(conf: Any) -> DhcpOptions:
-    return DhcpOptions(
-        enable_isolated_metadata=bool(conf.enable_isolated_metadata),
-        force_metadata=bool(conf.force_metadata),
-        enable_metadata_network=bool(conf.enable_metadata_network),
-        dhcp_lease_duration=int(conf.dhcp_lease_duration),
-        dns_domain=conf.dns_domain or "",
-        dhcp_confs=conf.dhcp_confs,
-        dnsmasq_lease_max=int(conf.dnsmasq_lease_max),
-        dnsmasq_config_file=conf.dnsmasq_config_file or "",
-        dnsmasq_dns_servers=tuple(conf.dnsmasq_dns_servers or ()),
-        ipv6_enabled=os.path.exists("/proc/net/if_inet6"),
-        vrrp_advert_int=int(conf.ha_vrrp_advert_int),
-    )
-
-
-def build_dhcp_agent(conf: Any, reader: ChangeFeed, **kwargs: Any) -> DhcpAgent:
+def build_dhcp_agent(conf: ConfigOpts, reader: ChangeFeed, **kwargs: Any) -> DhcpAgent:
     """The agent for a loaded `dhcp-agent` ConfigOpts over `reader`."""
     from openimds.proxy import HaproxySupervisor
-    from openimds.proxy.options import DEV_LOG, proxy_settings_from_conf
+    from openimds.proxy.options import DEV_LOG
 
-    fabric = ensure_fabric(conf.fabric_namespace or "")
-    settings = DhcpSettings(
-        fabric=fabric,
-        dhcp_confs=conf.dhcp_confs,
-        state_path=conf.state_path,
-        **proxy_settings_from_conf(conf, "dhcp-agent"),
-    )
-    applier = DhcpApplier(settings, HaproxySupervisor(conf.state_path))
+    settings = settings_from_conf(conf)
+    ensure_fabric(settings.fabric_namespace)
+    applier = DhcpApplier(settings, HaproxySupervisor(settings.options.proxy.state_path))
     agent = DhcpAgent(
         reader,
         applier,
-        dhcp_options_from_conf(conf),
-        fabric_namespace=conf.fabric_namespace or "",
-        host=conf.host,
+        settings.options,
+        fabric_namespace=settings.fabric_namespace,
+        host=settings.host,
         **kwargs,
     )
-    if settings.proxy_log_target not in (None, DEV_LOG):
-        agent.log_sink_path = settings.proxy_log_target
+    log_target = settings.options.proxy.log_target
+    if log_target not in (None, DEV_LOG):
+        agent.log_sink_path = log_target
     return agent

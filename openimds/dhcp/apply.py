@@ -24,6 +24,7 @@ from typing import Any
 
 from openimds import wire
 from openimds.dhcp.plan import DhcpPlan
+from openimds.dhcp.settings import DhcpSettings
 from openimds.l3.plan import render_iptables_restore
 from openimds.linux import iptables as ipt
 from openimds.linux.dnsmasq import DnsmasqProcess, daemon_argv, find_dnsmasq, netns_inode
@@ -33,14 +34,7 @@ from openimds.linux.netns import netns_exists
 from openimds.linux.observe import Address, Link, addresses, links, normalize_cidr
 from openimds.linux.ports import addresses_match, port_link_state
 from openimds.linux.procfs import pid_in_netns
-from openimds.proxy.haproxy import (
-    Connections,
-    ProxySpec,
-    RateLimit,
-    Timeouts,
-    owned_proxy_ids,
-    proxy_spec_for_network,
-)
+from openimds.proxy.haproxy import owned_proxy_ids
 from openimds.reconcile import actions as act
 from openimds.reconcile.claims import Claims
 from openimds.reconcile.converge import execute_pass
@@ -55,7 +49,6 @@ __all__ = [
     "files_digest",
     "namespace_name",
     "observe_dhcp",
-    "proxy_spec_for_plan",
 ]
 
 LOG = logging.getLogger(__name__)
@@ -66,25 +59,6 @@ NAMESPACE_PREFIX = wire.DHCP_NAMESPACE_PREFIX
 
 def namespace_name(network_id: str) -> str:
     return f"{NAMESPACE_PREFIX}{network_id}"
-
-
-@dataclass(frozen=True)
-class DhcpSettings:
-    """What the applier needs besides the plan (plain values from the agent's wiring)."""
-
-    fabric: str  # fabric namespace name (already resolved: never "")
-    dhcp_confs: str
-    state_path: str
-    metadata_proxy_socket: str
-    proxy_user: str | None = None
-    proxy_group: str | None = None
-    timeouts: Timeouts = field(default_factory=Timeouts)
-    connections: Connections = field(default_factory=Connections)
-    rate_limit: RateLimit | None = None
-    proxy_log_target: str | None = None
-
-    def conf_dir(self, network_id: str) -> str:
-        return os.path.join(self.dhcp_confs, network_id)
 
 
 @dataclass(frozen=True)
@@ -121,26 +95,6 @@ def files_digest(files: dict[str, str]) -> str:
     for path in sorted(files):
         h.update(path.encode() + b"\0" + files[path].encode() + b"\0")
     return h.hexdigest()[:32]
-
-
-def proxy_spec_for_plan(plan: DhcpPlan, settings: DhcpSettings) -> ProxySpec | None:
-    """The network's proxy, always keyed (files, ownership, StopProxy) by the network id; a
-    metadata network (spec 3.6, `plan.proxy_router_id`) stamps the router's id instead."""
-    if not plan.metadata_proxy:
-        return None
-    return proxy_spec_for_network(
-        plan.network_id,
-        state_path=settings.state_path,
-        socket_path=settings.metadata_proxy_socket,
-        ipv6_interface=plan.interface if plan.proxy_bind_ipv6 else None,
-        user=settings.proxy_user,
-        group=settings.proxy_group,
-        timeouts=settings.timeouts,
-        connections=settings.connections,
-        rate_limit=settings.rate_limit,
-        log_target=settings.proxy_log_target,
-        router_id=plan.proxy_router_id,
-    )
 
 
 def diff_dhcp(
@@ -212,7 +166,7 @@ def diff_dhcp(
             )
         )
 
-    spec = proxy_spec_for_plan(plan, settings)
+    spec = plan.proxy
     if spec is None and actual.proxy_configured:
         # Before the address goes: haproxy is bound to it.
         out.append(act.StopProxy(network_id))

@@ -5,9 +5,9 @@ The applier compares the plan with what `openimds.linux.observe` reads and makes
 no decision here ever looks at the kernel, so a restart or a missed event converges to the same
 result (the field bug of spec neutron-metadata.md section 3.7 cannot happen).
 
-Rules follow spec neutron-metadata.md sections 3.1-3.4 and 3.6 (HEAD behaviour), with the
-file shapes of the seeds (spec/seed-configs.md): per-subnet tags `tag<index>` and, in each
-subnet's opts block, the route lines, the router line, then the DNS line.
+Rules follow spec neutron-metadata.md sections 3.1-3.4 and 3.6 (HEAD behaviour). This module
+holds the decisions only (isolation, the metadata route and proxy, which DHCP port, the lease
+window); `dhcp/dnsmasq_render.py` turns them into dnsmasq's files and argv in the seeds' shapes.
 
 One deliberate change from upstream: the metadata address and the proxy are tied together and
 follow the metadata decision, instead of the address being added whenever an option is on.
@@ -22,23 +22,40 @@ by time alone so the agent can schedule a re-reconcile.
 from __future__ import annotations
 
 import ipaddress
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from openimds import wire
+from openimds.dhcp.dnsmasq_render import (
+    DHCPV6_STATEFUL,
+    RA_RANGE_MODE,
+    DnsmasqArgs,
+    default_gateway,
+    dhcp_ranges,
+    render_addn_hosts,
+    render_host_file,
+    render_opts,
+)
 from openimds.dhcp.model import NetworkInfo, PortInfo, SubnetInfo
 from openimds.dhcp.vrrp import plan_vips, vip_ip
 from openimds.linux.iptables import Rule
 from openimds.linux.keepalived import VrrpConf
-from openimds.proxy.haproxy import METADATA_IPV4, METADATA_IPV4_CIDR, METADATA_IPV6_CIDR
+from openimds.proxy.haproxy import (
+    METADATA_IPV4,
+    METADATA_IPV4_CIDR,
+    METADATA_IPV6_CIDR,
+    Identity,
+    ProxyDefaults,
+    ProxySpec,
+    network_binds,
+    proxy_spec,
+)
 from openimds.proxy.hoplimit import ttl_rules
 from openimds.wire import (
     DHCP_OWNER,
     DISTRIBUTED_OWNER,
-    HA_OWNER,
-    METADATA_OWNER,
     ROUTER_INTERFACE_OWNERS,
+    dhcp_device_id,
 )
 
 __all__ = [
@@ -46,16 +63,13 @@ __all__ = [
     "METADATA_V6",
     "DhcpOptions",
     "DhcpPlan",
-    "DnsmasqArgs",
     "desired_dhcp_state",
     "dhcp_device_id",
     "distributed_metadata_port",
     "isolated_subnets",
     "metadata_mode_of",
     "metadata_next_hop",
-    "render_addn_hosts",
-    "render_host_file",
-    "render_opts",
+    "metadata_next_hops",
     "tap_name",
 ]
 
@@ -64,29 +78,8 @@ METADATA_V4 = METADATA_IPV4_CIDR
 METADATA_V6 = METADATA_IPV6_CIDR
 METADATA_NETWORK = ipaddress.ip_network("169.254.0.0/16")
 
-# Ports that never get a DHCP host entry (spec 3.5, Wallaby+).
-IGNORED_OWNERS = frozenset(
-    {
-        HA_OWNER,
-        "network:floatingip",
-        DHCP_OWNER,
-        DISTRIBUTED_OWNER,
-        METADATA_OWNER,
-    }
-)
 # Our iptables chains in a qdhcp- namespace (the L3 agent's are openimds-l3-*).
 DHCP_CHAIN_PREFIX = "openimds-dhcp-"
-SLAAC = "slaac"
-DHCPV6_STATELESS = "dhcpv6-stateless"
-DHCPV6_STATEFUL = "dhcpv6-stateful"
-# dnsmasq's --dhcp-range mode per ipv6_ra_mode when it sends the router advertisements:
-# ra-only = A flag, no DHCPv6; ra-stateless = A and O flags plus DHCPv6 information requests;
-# static (with --enable-ra) = M flag, addresses only from DHCPv6 host entries.
-RA_RANGE_MODE = {SLAAC: "ra-only", DHCPV6_STATELESS: "ra-stateless", DHCPV6_STATEFUL: "static"}
-# Neutron's radvd MaxRtrAdvInterval: guests also solicit one at link-up, answered at once.
-RA_INTERVAL = 100
-
-
 @dataclass(frozen=True)
 class DhcpOptions:
     """The dhcp_agent.ini / neutron.conf options the plan depends on (plain values)."""
@@ -109,83 +102,9 @@ class DhcpOptions:
     dhcp_port_device_id: str | None = None
     # keepalived's advert interval for the metadata next hop (dhcp/vrrp.py).
     vrrp_advert_int: int = 2
-
-
-@dataclass(frozen=True)
-class DnsmasqArgs:
-    """dnsmasq's command line as typed values; `argv()` renders it in the seeds' order."""
-
-    interface: str
-    conf_dir: str
-    ranges: tuple[str, ...]  # values of --dhcp-range
-    lease_max: int
-    conf_file: str
-    domain: str
-    serve_dns: bool = True
-    dns_servers: tuple[str, ...] = ()
-    # Sent as DHCP option 26: network_data.json withholds the MTU when DHCP serves the
-    # network (as nova does), so DHCP must carry it, as Neutron's dnsmasq driver does.
-    mtu: int | None = None
-    # Router advertisements on `interface` (ra_advertise, docs/dhcp-l3.md): `enable_ra` for a
-    # dhcpv6-stateful range (its `static` mode advertises only with it), `ra_mtu` the link MTU.
-    ra_advertise: bool = False
-    enable_ra: bool = False
-    ra_mtu: int | None = None
-
-    @property
-    def pid_file(self) -> str:
-        return f"{self.conf_dir}/pid"
-
-    @property
-    def host_file(self) -> str:
-        return f"{self.conf_dir}/host"
-
-    @property
-    def addn_hosts_file(self) -> str:
-        return f"{self.conf_dir}/addn_hosts"
-
-    @property
-    def opts_file(self) -> str:
-        return f"{self.conf_dir}/opts"
-
-    @property
-    def lease_file(self) -> str:
-        return f"{self.conf_dir}/leases"
-
-    def argv(self, binary: str = "dnsmasq") -> list[str]:
-        # --keep-in-foreground: the agent supervises dnsmasq as a child (process.spawn);
-        # everything after it is the seeds' command line.
-        args = [
-            binary,
-            "--keep-in-foreground",
-            "--no-hosts",
-            "--no-resolv",
-            "--strict-order",
-            "--bind-interfaces",
-            f"--interface={self.interface}",
-            "--except-interface=lo",
-            f"--pid-file={self.pid_file}",
-            f"--dhcp-hostsfile={self.host_file}",
-            f"--addn-hosts={self.addn_hosts_file}",
-            f"--dhcp-optsfile={self.opts_file}",
-            f"--dhcp-leasefile={self.lease_file}",
-        ]
-        args += [f"--dhcp-range={r}" for r in self.ranges]
-        args += [f"--dhcp-lease-max={self.lease_max}", f"--conf-file={self.conf_file}"]
-        if self.mtu:
-            args.append(f"--dhcp-option-force=option:mtu,{self.mtu}")
-        if self.enable_ra:
-            args.append("--enable-ra")
-        if self.ra_advertise:
-            # Router lifetime 0: the DHCP port routes nothing, so it is nobody's default router.
-            mtu = f"mtu:{self.ra_mtu}," if self.ra_mtu else ""
-            args.append(f"--ra-param={self.interface},{mtu}{RA_INTERVAL},0")
-        args += [f"--server={s}" for s in self.dns_servers]
-        if self.domain:
-            args.append(f"--domain={self.domain}")
-        if not self.serve_dns:
-            args.append("--port=0")
-        return args
+    # What the network's proxy shares with every proxy of the agent (its files, the agent
+    # socket, user, limits): the plan adds the namespace's part and carries the ProxySpec.
+    proxy: ProxyDefaults = field(default_factory=ProxyDefaults)
 
 
 @dataclass(frozen=True)
@@ -204,6 +123,9 @@ class DhcpPlan:
     opts: str
     dnsmasq: DnsmasqArgs
     metadata_proxy: bool  # haproxy on 169.254.169.254:80 in this namespace
+    # Its whole spec (None exactly when `metadata_proxy` is False); always keyed (files,
+    # ownership, StopProxy) by the network id, stamping `proxy_router_id` when that is set.
+    proxy: ProxySpec | None = None
     # enable_metadata_network (spec 3.6): the proxy identifies the router, not the network.
     proxy_router_id: str | None = None
     proxy_bind_ipv6: bool = False  # also [fe80::a9fe:a9fe]:80 on the tap
@@ -232,11 +154,6 @@ class DhcpPlan:
 
 def tap_name(port_id: str) -> str:
     return wire.tap_device(port_id)
-
-
-def dhcp_device_id(host: str, network_id: str) -> str:
-    """The device_id Neutron's DHCP agent on `host` gives its port on `network_id`."""
-    return f"dhcp{uuid.uuid5(uuid.NAMESPACE_DNS, host)}-{network_id}"
 
 
 def _same_ip(a: str, b: str) -> bool:
@@ -351,120 +268,27 @@ def _pick_dhcp_port(network: NetworkInfo, opts: DhcpOptions) -> PortInfo | None:
     return min(ports, key=lambda p: (p.created_at, p.id), default=None)
 
 
-def _fmt_addr(ip: str, version: int) -> str:
-    return f"[{ip}]" if version == 6 else ip
-
-
-def _opt(version: int, tag: str, name: str, values: list[str] | None = None) -> str:
-    prefix = "option6" if version == 6 else "option"
-    line = f"tag:{tag},{prefix}:{name}" if not name.isdigit() else f"tag:{tag},{name}"
-    return ",".join([line, *values]) if values else line
-
-
-def render_opts(
-    network: NetworkInfo,
-    dhcp_port: PortInfo | None,
-    opts: DhcpOptions,
-) -> str:
-    """The dnsmasq opts file (spec 3.4), one block per DHCP-enabled subnet in subnet order."""
-    subnets = [s for s in network.subnets if s.enable_dhcp]
+def metadata_next_hops(network: NetworkInfo, dhcp_port: PortInfo | None, opts: DhcpOptions
+                       ) -> dict[str, str | None]:
+    """IPv4 DHCP subnet id -> where its option 121/249 sends 169.254.169.254/32 (None: no
+    metadata route), by `metadata_next_hop` with this network's mode, isolation and ports."""
     isolated = isolated_subnets(network)
     local_port = distributed_metadata_port(network)
     mode = metadata_mode_of(network)
-    lines: list[str] = []
-    for index, subnet in enumerate(subnets):
-        tag = f"tag{index}"
-        v = subnet.ip_version
-        if v == 6 and subnet.ipv6_address_mode == SLAAC:
-            continue
-        dns_lines: list[str] = []
-        if subnet.dns_nameservers:
-            if list(subnet.dns_nameservers) in (["0.0.0.0"], ["::"]):
-                # An "any" address means: tell guests there is no DNS server.
-                dns_lines.append(_opt(v, tag, "dns-server"))
-            else:
-                servers = [_fmt_addr(s, v) for s in subnet.dns_nameservers]
-                dns_lines.append(_opt(v, tag, "dns-server", servers))
-        else:
-            # Several DHCP agents serve the network: name every DHCP server (seed 002's
-            # `option:dns-server,192.168.111.1,192.168.111.3,192.168.111.2`). With one server
-            # dnsmasq already offers its own address, so nothing is written (round 1).
-            servers = dhcp_servers(network, subnet.id)
-            if len(servers) > 1:
-                dns_lines.append(_opt(v, tag, "dns-server", [_fmt_addr(s, v) for s in servers]))
-        if v == 6:
-            lines += dns_lines
-            if opts.dns_domain:
-                lines.append(_opt(6, tag, "domain-search", [opts.dns_domain]))
-            continue  # dnsmasq has no DHCPv6 route option
-
-        gateway = subnet.gateway_ip
-        routes: list[str] = []
-        for dest, nexthop in subnet.host_routes:
-            if dest == "0.0.0.0/0":
-                # Never emitted as such: it is the gateway when the subnet has none.
-                gateway = gateway or nexthop
-                continue
-            routes.append(f"{dest},{nexthop}")
-
-        via = metadata_next_hop(
+    return {
+        subnet.id: metadata_next_hop(
             mode,
             isolated=isolated[subnet.id],
             force_metadata=opts.force_metadata,
             enable_isolated_metadata=opts.enable_isolated_metadata,
             dhcp_ip=_ip_in(dhcp_port, subnet.id),
             distributed_ip=_ip_in(local_port, subnet.id),
-            gateway=gateway,
+            gateway=default_gateway(subnet),
             vip=vip_ip(network, subnet.id),
         )
-        if via:
-            routes.append(f"{METADATA_V4},{via}")
-
-        for other in subnets:
-            if other.id != subnet.id and other.ip_version == 4:
-                routes.insert(0, f"{other.cidr},0.0.0.0")  # on-link, reverse subnet order
-        if routes and gateway:
-            routes.append(f"0.0.0.0/0,{gateway}")
-        if routes:
-            lines.append(_opt(4, tag, "classless-static-route", routes))
-            lines.append(_opt(4, tag, "249", routes))
-        lines.append(_opt(4, tag, "router", [gateway] if gateway else None))
-        lines += dns_lines
-    return "".join(f"{line}\n" for line in lines)
-
-
-def _host_entries(network: NetworkInfo, opts: DhcpOptions) -> list[tuple[str, str, str, str]]:
-    """(mac, ip as written, fqdn, hostname) for each leasable fixed IP, ports sorted by id."""
-    leasable = {
-        s.id: s
-        for s in network.subnets
-        if s.enable_dhcp
-        and not (s.ip_version == 6 and s.ipv6_address_mode in (SLAAC, DHCPV6_STATELESS))
+        for subnet in network.subnets
+        if subnet.enable_dhcp and subnet.ip_version == 4
     }
-    entries = []
-    for port in sorted(network.ports, key=lambda p: p.id):
-        if port.device_owner in IGNORED_OWNERS:
-            continue
-        for sid, ip in port.fixed_ips:
-            subnet = leasable.get(sid)
-            if subnet is None:
-                continue
-            hostname = "host-" + ip.replace(".", "-").replace(":", "-")
-            fqdn = f"{hostname}.{opts.dns_domain}" if opts.dns_domain else hostname
-            entries.append((port.mac_address, _fmt_addr(ip, subnet.ip_version), fqdn, hostname))
-    return entries
-
-
-def render_host_file(network: NetworkInfo, opts: DhcpOptions) -> str:
-    """--dhcp-hostsfile: `mac,fqdn,ip` per fixed IP (IPv6 bracketed)."""
-    return "".join(f"{mac},{fqdn},{ip}\n" for mac, ip, fqdn, _ in _host_entries(network, opts))
-
-
-def render_addn_hosts(network: NetworkInfo, opts: DhcpOptions) -> str:
-    """--addn-hosts: `ip<TAB>fqdn hostname` per fixed IP, so dnsmasq resolves guest names."""
-    return "".join(
-        f"{ip.strip('[]')}\t{fqdn} {host}\n" for _, ip, fqdn, host in _host_entries(network, opts)
-    )
 
 
 def advertised_here(subnet: SubnetInfo, isolated: bool) -> bool:
@@ -472,28 +296,6 @@ def advertised_here(subnet: SubnetInfo, isolated: bool) -> bool:
     (`ipv6_ra_mode` set) and no router port holds the gateway: a router advertises its own
     links (l3/plan.py), an external router those without `ipv6_ra_mode`."""
     return subnet.ip_version == 6 and subnet.ipv6_ra_mode in RA_RANGE_MODE and isolated
-
-
-def _dhcp_ranges(subnets: list[SubnetInfo], lease: int,
-                 isolated: dict[str, bool]) -> tuple[list[str], int]:
-    lease_text = "infinite" if lease < 0 else f"{lease}s"
-    ranges: list[str] = []
-    size = 0
-    for index, subnet in enumerate(subnets):
-        net = ipaddress.ip_network(subnet.cidr, strict=False)
-        mode = "static"
-        if subnet.ip_version == 4:
-            mask: str = str(net.netmask)
-        elif advertised_here(subnet, isolated[subnet.id]):
-            mode = RA_RANGE_MODE[str(subnet.ipv6_ra_mode)]
-            mask = str(net.prefixlen)
-        elif subnet.ipv6_address_mode == SLAAC:
-            continue  # addresses come from router advertisements, not dnsmasq
-        else:
-            mask = str(net.prefixlen)
-        ranges.append(f"set:tag{index},{net.network_address},{mode},{mask},{lease_text}")
-        size += net.num_addresses
-    return ranges, size
 
 
 def _metadata_decision(
@@ -540,6 +342,14 @@ def _metadata_decision(
     return False, None, None
 
 
+def _proxy_spec(network_id: str, defaults: ProxyDefaults, ipv6_interface: str | None,
+                router_id: str | None) -> ProxySpec:
+    """The network's proxy, always keyed by the network id; a metadata network (spec 3.6)
+    stamps its router's id instead."""
+    return proxy_spec(defaults, "network", network_id, network_binds(ipv6_interface=ipv6_interface),
+                      identity=Identity("router", router_id) if router_id else None)
+
+
 def desired_dhcp_state(network: NetworkInfo, opts: DhcpOptions, now: datetime) -> DhcpPlan | None:
     """The whole DHCP namespace for `network`, or None when nothing should exist there."""
     subnets = [s for s in network.subnets if s.enable_dhcp]
@@ -578,8 +388,8 @@ def desired_dhcp_state(network: NetworkInfo, opts: DhcpOptions, now: datetime) -
             bind_v6 = True
 
     conf_dir = f"{opts.dhcp_confs.rstrip('/')}/{network.id}"
-    ranges, size = _dhcp_ranges(subnets, opts.dhcp_lease_duration, isolated)
     advertised = [s for s in subnets if advertised_here(s, isolated[s.id])]
+    ranges, size = dhcp_ranges(subnets, opts.dhcp_lease_duration, {s.id for s in advertised})
     dnsmasq = DnsmasqArgs(
         interface=iface,
         conf_dir=conf_dir,
@@ -603,11 +413,14 @@ def desired_dhcp_state(network: NetworkInfo, opts: DhcpOptions, now: datetime) -
         mtu=network.mtu,
         addresses=tuple(addresses),
         conf_dir=conf_dir,
-        host_file=render_host_file(network, opts),
-        addn_hosts=render_addn_hosts(network, opts),
-        opts=render_opts(network, port, opts),
+        host_file=render_host_file(network, opts.dns_domain),
+        addn_hosts=render_addn_hosts(network, opts.dns_domain),
+        opts=render_opts(network, opts.dns_domain, metadata_next_hops(network, port, opts),
+                         {s.id: dhcp_servers(network, s.id) for s in subnets}),
         dnsmasq=dnsmasq,
         metadata_proxy=serve,
+        proxy=_proxy_spec(network.id, opts.proxy, iface if bind_v6 else None, router_id)
+        if serve else None,
         proxy_router_id=router_id,
         proxy_bind_ipv6=bind_v6,
         next_change_at=next_change,

@@ -19,17 +19,21 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from openimds.control.scheduling import LINUXBRIDGE_AGENT
-from openimds.feed import ChangeFeed, Kind
+from openimds.feed import ChangeFeed, ControlFeed, Kind
 from openimds.l2.apply import L2Applier
 from openimds.l2.metadata import MetaApplier, desired_meta_state
 from openimds.l2.plan import HA_OWNER, L2Options, PlanError, desired_l2_state, ha_router_hosts
+from openimds.l2.settings import parse_mappings, settings_from_conf
 from openimds.reconcile import InventoryAgent, Owners, Snapshot, TerminalError
 
-__all__ = ["ControlPeers", "L2Agent", "PeerSource", "build_l2_agent", "l2_options_from_conf",
-           "parse_mappings"]
+if TYPE_CHECKING:
+    from oslo_config.cfg import ConfigOpts
+
+# parse_mappings lives in l2/settings.py; re-exported for its callers.
+__all__ = ["ControlPeers", "L2Agent", "PeerSource", "build_l2_agent", "parse_mappings"]
 
 
 class PeerSource(Protocol):
@@ -159,47 +163,23 @@ class L2Agent(InventoryAgent):
             await asyncio.gather(task, return_exceptions=True)
 
 
-def parse_mappings(values: list[str]) -> dict[str, str]:
-    """`["physnet1:eth1"]` -> {"physnet1": "eth1"}; ValueError names a malformed entry."""
-    out: dict[str, str] = {}
-    for raw in values:
-        physnet, sep, iface = raw.strip().partition(":")
-        if not sep or not physnet or not iface:
-            raise ValueError(f"[linux_bridge] physical_interface_mappings: {raw!r} is not "
-                             "<physical_network>:<interface>")
-        out[physnet] = iface
-    return out
-
-
-def l2_options_from_conf(conf: Any) -> L2Options:
-    return L2Options(host=conf.host, local_ip=conf.vxlan.local_ip or None,
-                     enable_vxlan=bool(conf.vxlan.enable_vxlan),
-                     udp_dstport=int(conf.vxlan.udp_dstport),
-                     physical_interface_mappings=parse_mappings(
-                         list(conf.linux_bridge.physical_interface_mappings)))
-
-
-def build_l2_agent(conf: Any, reader: ChangeFeed, *, peers: PeerSource | None = None,
-                   **kwargs: Any) -> L2Agent:
+def build_l2_agent(conf: ConfigOpts, reader: ChangeFeed, *,
+                   peers: PeerSource | None = None, **kwargs: Any) -> L2Agent:
     """The agent for a loaded `l2-agent` ConfigOpts over `reader` (the control client's
     registry is the peer source unless one is given)."""
-    from openimds.feed import ControlFeed
-    from openimds.l2.metadata import MetaSettings, meta_state_path
     from openimds.linux.fabric import ensure_fabric
     from openimds.proxy import HaproxySupervisor
-    from openimds.proxy.options import DEV_LOG, proxy_settings_from_conf
+    from openimds.proxy.options import DEV_LOG
 
-    netns = ensure_fabric(conf.fabric_namespace or "")
+    settings = settings_from_conf(conf)
+    netns = ensure_fabric(settings.fabric_namespace)
     if peers is None:
         if not isinstance(reader, ControlFeed):
             raise TypeError("without a control-plane inventory, pass the peer source")
         peers = ControlPeers(reader.client)
-    state = meta_state_path(conf.state_path)
-    settings = MetaSettings(fabric=netns, state_path=state,
-                            **proxy_settings_from_conf(conf, "l2-agent"))
-    meta = MetaApplier(settings, HaproxySupervisor(state))
-    agent = L2Agent(reader, L2Applier(netns), l2_options_from_conf(conf), peers, meta=meta,
-                    **kwargs)
-    if settings.proxy_log_target not in (None, DEV_LOG):
-        agent.log_sink_path = settings.proxy_log_target
+    meta = MetaApplier(settings.meta, HaproxySupervisor(settings.meta.state_path))
+    agent = L2Agent(reader, L2Applier(netns), settings.options, peers, meta=meta, **kwargs)
+    log_target = settings.meta.proxy.log_target
+    if log_target not in (None, DEV_LOG):
+        agent.log_sink_path = log_target
     return agent

@@ -36,12 +36,11 @@ from openimds.metadata_retirement import retired, retiring_until
 from openimds.portsec.localport import LocalPort, localport_rules
 from openimds.proxy.haproxy import (
     METADATA_IPV4_CIDR,
-    Connections,
+    ProxyDefaults,
     ProxySpec,
-    RateLimit,
-    Timeouts,
+    network_binds,
     owned_proxy_ids,
-    proxy_spec_for_network,
+    proxy_spec,
 )
 from openimds.proxy.hoplimit import ttl_rules
 from openimds.reconcile import actions as act
@@ -133,13 +132,8 @@ def desired_meta_state(network: Mapping[str, Any] | None, subnets: Iterable[Mapp
 class MetaSettings:
     fabric: str
     state_path: str  # the proxies' files: <state_path>/ns-metadata-proxy/<network>.conf
-    metadata_proxy_socket: str
-    proxy_user: str | None = None
-    proxy_group: str | None = None
-    timeouts: Timeouts = field(default_factory=Timeouts)
-    connections: Connections = field(default_factory=Connections)
-    rate_limit: RateLimit | None = None
-    proxy_log_target: str | None = None
+    # What every qmeta- proxy shares; its `state_path` is this one (meta_state_path).
+    proxy: ProxyDefaults = field(default_factory=ProxyDefaults)
 
 
 @dataclass(frozen=True)
@@ -152,13 +146,8 @@ class MetaActual:
     iptables: ipt.IptablesState = field(default_factory=ipt.IptablesState)
 
 
-def proxy_spec(plan: MetaPlan, settings: MetaSettings) -> ProxySpec:
-    return proxy_spec_for_network(
-        plan.network_id, state_path=settings.state_path,
-        socket_path=settings.metadata_proxy_socket, user=settings.proxy_user,
-        group=settings.proxy_group, timeouts=settings.timeouts,
-        connections=settings.connections, rate_limit=settings.rate_limit,
-        log_target=settings.proxy_log_target)
+def meta_proxy_spec(plan: MetaPlan, settings: MetaSettings) -> ProxySpec:
+    return proxy_spec(settings.proxy, "network", plan.network_id, network_binds())
 
 
 def diff_meta(network_id: str, plan: MetaPlan | None, actual: MetaActual,
@@ -192,7 +181,7 @@ def diff_meta(network_id: str, plan: MetaPlan | None, actual: MetaActual,
     if rules:
         out.append(act.RestoreIptables(ns, rules))
     # Always: idempotent and cheap; adopts after a restart, restarts a dead haproxy.
-    out.append(act.EnsureProxy(proxy_spec(plan, settings), ns))
+    out.append(act.EnsureProxy(meta_proxy_spec(plan, settings), ns))
     return out
 
 

@@ -8,18 +8,21 @@ id), and the subnets and networks of those ports (prefix lengths, MTU). Everythi
 from __future__ import annotations
 
 import logging
-import os
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from openimds.feed import ChangeFeed, Kind
-from openimds.l3.apply import RouterApplier, RouterSettings
+from openimds.l3.apply import RouterApplier
 from openimds.l3.model import HA_OWNER, ROUTER_INTERFACE_OWNERS, RouterInfo, routers_from_neutron
 from openimds.l3.plan import L3Options, desired_router_state
+from openimds.l3.settings import settings_from_conf
 from openimds.linux.fabric import ensure_fabric
 from openimds.reconcile import InventoryAgent, Owners, Snapshot
 
-__all__ = ["L3Agent", "build_l3_agent", "l3_options_from_conf"]
+if TYPE_CHECKING:
+    from oslo_config.cfg import ConfigOpts
+
+__all__ = ["L3Agent", "build_l3_agent"]
 
 
 class L3Agent(InventoryAgent):
@@ -133,39 +136,24 @@ def hosted_here(host: str, interface_hosts: list[str]) -> bool:
     return not host or not bound or host in bound
 
 
-def l3_options_from_conf(conf: Any) -> L3Options:
-    return L3Options(
-        enable_metadata_proxy=bool(conf.enable_metadata_proxy),
-        metadata_port=int(conf.metadata_port),
-        metadata_access_mark=conf.metadata_access_mark,
-        ipv6_enabled=os.path.exists("/proc/net/if_inet6"),
-        extra_ipv6_addresses=tuple(str(a) for a in conf.metadata_ipv6_addresses or ()),
-        ha_advert_int=int(conf.ha_vrrp_advert_int),
-        ha_auth_type=str(conf.ha_vrrp_auth_type) if conf.ha_vrrp_auth_password else None,
-        ha_auth_password=conf.ha_vrrp_auth_password or None,
-    )
-
-
-def build_l3_agent(conf: Any, reader: ChangeFeed, **kwargs: Any) -> L3Agent:
+def build_l3_agent(conf: ConfigOpts, reader: ChangeFeed, **kwargs: Any) -> L3Agent:
     """The agent for a loaded `l3-agent` ConfigOpts over `reader`."""
     from openimds.proxy import HaproxySupervisor
-    from openimds.proxy.options import DEV_LOG, proxy_settings_from_conf
+    from openimds.proxy.options import DEV_LOG
 
-    fabric = ensure_fabric(conf.fabric_namespace or "")
-    settings = RouterSettings(
-        fabric=fabric,
-        state_path=conf.state_path,
-        **proxy_settings_from_conf(conf, "l3-agent"),
-    )
-    applier = RouterApplier(settings, HaproxySupervisor(conf.state_path))
+    settings = settings_from_conf(conf)
+    ensure_fabric(settings.fabric_namespace)
+    applier = RouterApplier(settings.router,
+                            HaproxySupervisor(settings.router.proxy.state_path))
     agent = L3Agent(
         reader,
         applier,
-        l3_options_from_conf(conf),
-        fabric_namespace=conf.fabric_namespace or "",
-        host=conf.host,
+        settings.options,
+        fabric_namespace=settings.fabric_namespace,
+        host=settings.host,
         **kwargs,
     )
-    if settings.proxy_log_target not in (None, DEV_LOG):
-        agent.log_sink_path = settings.proxy_log_target
+    log_target = settings.router.proxy.log_target
+    if log_target not in (None, DEV_LOG):
+        agent.log_sink_path = log_target
     return agent

@@ -34,12 +34,11 @@ from openimds.linux.observe import Address, Link, addresses, links, normalize_ci
 from openimds.linux.ports import addresses_match, port_link_state
 from openimds.linux.procfs import pid_in_netns
 from openimds.proxy.haproxy import (
-    Connections,
+    ProxyDefaults,
     ProxySpec,
-    RateLimit,
-    Timeouts,
     owned_proxy_ids,
-    proxy_spec_for_router,
+    proxy_spec,
+    router_binds,
 )
 from openimds.reconcile import actions as act
 from openimds.reconcile.claims import Claims
@@ -70,13 +69,8 @@ def namespace_name(router_id: str) -> str:
 class RouterSettings:
     fabric: str  # resolved fabric namespace name
     state_path: str
-    metadata_proxy_socket: str
-    proxy_user: str | None = None
-    proxy_group: str | None = None
-    timeouts: Timeouts = field(default_factory=Timeouts)
-    connections: Connections = field(default_factory=Connections)
-    rate_limit: RateLimit | None = None
-    proxy_log_target: str | None = None
+    # What every proxy of this agent shares (proxy.options.proxy_defaults_from_conf).
+    proxy: ProxyDefaults = field(default_factory=ProxyDefaults)
 
     def ra_dir(self, router_id: str) -> str:
         """The router advertisement daemon's pid and lease files."""
@@ -110,19 +104,8 @@ def proxy_spec_for_plan(plan: RouterPlan, settings: RouterSettings) -> ProxySpec
     if not plan.metadata_proxy or plan.proxy_listen is None:
         return None
     host, port = plan.proxy_listen
-    return proxy_spec_for_router(
-        plan.router_id,
-        state_path=settings.state_path,
-        socket_path=settings.metadata_proxy_socket,
-        port=port,
-        ipv6=host == "::",
-        user=settings.proxy_user,
-        group=settings.proxy_group,
-        timeouts=settings.timeouts,
-        connections=settings.connections,
-        rate_limit=settings.rate_limit,
-        log_target=settings.proxy_log_target,
-    )
+    return proxy_spec(settings.proxy, "router", plan.router_id,
+                      router_binds(port, ipv6=host == "::"))
 
 
 def diff_router(

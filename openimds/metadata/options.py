@@ -15,7 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from oslo_config.cfg import ConfigOpts
 
 __all__ = [
     "MAX_HOP_LIMIT",
@@ -88,7 +91,7 @@ def validate_options(values: Any) -> dict[str, Any]:
     return out
 
 
-def defaults_from_conf(conf: Any) -> MetadataOptions:
+def defaults_from_conf(conf: ConfigOpts) -> MetadataOptions:
     """The cloud-wide defaults from a loaded ConfigOpts' `[metadata]` group (wiring only)."""
     md = conf.metadata
     return MetadataOptions(

@@ -56,6 +56,7 @@ __all__ = [
     "Bind",
     "Connections",
     "InvalidProxySpec",
+    "ProxyDefaults",
     "ProxySpec",
     "RateLimit",
     "ResourceKind",
@@ -67,9 +68,12 @@ __all__ = [
     "map_path",
     "owned_proxy_ids",
     "pidfile_path",
+    "network_binds",
+    "proxy_spec",
     "proxy_spec_for_network",
     "proxy_spec_for_router",
     "render_haproxy_cfg",
+    "router_binds",
     "stats_socket_path",
 ]
 
@@ -315,6 +319,82 @@ def stats_socket_path(state_path: str, resource_id: str) -> str | None:
     return path if len(path.encode()) <= _MAX_BOUND_UNIX_PATH else None
 
 
+@dataclass(frozen=True)
+class ProxyDefaults:
+    """What every proxy one agent writes shares, built once from its config
+    (`proxy.options.proxy_defaults_from_conf`): where its files live, the agent socket, the
+    user and group, timeouts, connection limits, rate limit and log target. `proxy_spec` adds
+    the one namespace's part (owner, binds, stamped identity)."""
+
+    # Root of the proxies' files (config, pid file, admin socket, identity map); the agent's
+    # state_path, except the l2-agent's, which keeps its qmeta- proxies apart.
+    state_path: str = "/var/lib/openimds"
+    socket_path: str = "/var/lib/openimds/metadata_proxy"
+    user: str | None = None
+    group: str | None = None
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    connections: Connections = field(default_factory=Connections)
+    rate_limit: RateLimit | None = None
+    # syslog target; None = no logging (an agent always sets one: proxy_log_target).
+    log_target: str | None = None
+    debug: bool = False
+
+
+def network_binds(port: int = DHCP_METADATA_PORT, ipv6_interface: str | None = None
+                  ) -> tuple[Bind, ...]:
+    """A `qdhcp-`/`qmeta-` proxy's listeners: 169.254.169.254:port, plus
+    [fe80::a9fe:a9fe]:port on `ipv6_interface` when given (the DHCP tap)."""
+    binds = [Bind(METADATA_IPV4, port)]
+    if ipv6_interface:
+        binds.append(Bind(METADATA_IPV6, port, interface=ipv6_interface))
+    return tuple(binds)
+
+
+def router_binds(port: int = ROUTER_METADATA_PORT, ipv6: bool = False) -> tuple[Bind, ...]:
+    """A `qrouter-` proxy's listeners: 0.0.0.0:port (the REDIRECT target), plus a v6-only
+    `[::]:port` when `ipv6` (guests reaching fe80::a9fe:a9fe via ip6tables REDIRECT)."""
+    binds = [Bind("0.0.0.0", port)]
+    if ipv6:
+        binds.append(Bind("::", port, v6only=True))
+    return tuple(binds)
+
+
+def proxy_spec(
+    defaults: ProxyDefaults,
+    kind: ResourceKind,
+    resource_id: str,
+    binds: tuple[Bind, ...],
+    *,
+    identity: Identity | None = None,
+    pidfile: str | None = None,
+) -> ProxySpec:
+    """The one ProxySpec builder: the agent's `defaults` plus one namespace's owner
+    (`kind`, `resource_id`: the key of its files), listeners and, for a metadata network
+    (spec §3.6), the identity it stamps instead of its owner's."""
+    conns = defaults.connections
+    state_path = defaults.state_path
+    return ProxySpec(
+        kind=kind,
+        resource_id=resource_id,
+        binds=binds,
+        socket_path=defaults.socket_path,
+        pidfile=pidfile or pidfile_path(state_path, resource_id),
+        user=defaults.user or None,
+        group=defaults.group or None,
+        timeouts=defaults.timeouts,
+        rate_limit=defaults.rate_limit,
+        log_target=defaults.log_target,
+        debug=defaults.debug,
+        stats_socket=stats_socket_path(state_path, resource_id),
+        identity=identity,
+        maxconn=conns.maxconn,
+        per_source_maxconn=conns.per_source,
+        agent_maxconn=conns.agent_maxconn,
+        agent_mode=conns.agent_mode,
+        **_map_fields(conns, state_path, resource_id),
+    )
+
+
 def proxy_spec_for_network(
     network_id: str,
     *,
@@ -332,36 +412,17 @@ def proxy_spec_for_network(
     router_id: str | None = None,
     connections: Connections | None = None,
 ) -> ProxySpec:
-    """The proxy of a `qdhcp-<network>` namespace: bound on 169.254.169.254:port, plus
-    [fe80::a9fe:a9fe]:port on `ipv6_interface` when given (the DHCP tap).
-
-    `router_id` makes it a metadata network's proxy (spec §3.6): still the network's (files,
-    ownership), but stamping X-Neutron-Router-ID so the agent searches every network of the
-    router."""
-    conns = connections or Connections()
-    binds = [Bind(METADATA_IPV4, port)]
-    if ipv6_interface:
-        binds.append(Bind(METADATA_IPV6, port, interface=ipv6_interface))
-    return ProxySpec(
-        kind="network",
-        resource_id=network_id,
-        binds=tuple(binds),
-        socket_path=socket_path,
-        pidfile=pidfile or pidfile_path(state_path, network_id),
-        user=user or None,
-        group=group or None,
-        timeouts=timeouts or Timeouts(),
-        rate_limit=rate_limit,
-        log_target=log_target,
-        debug=debug,
-        stats_socket=stats_socket_path(state_path, network_id),
-        identity=Identity("router", router_id) if router_id else None,
-        maxconn=conns.maxconn,
-        per_source_maxconn=conns.per_source,
-        agent_maxconn=conns.agent_maxconn,
-        agent_mode=conns.agent_mode,
-        **_map_fields(conns, state_path, network_id),
-    )
+    """`proxy_spec` for a `qdhcp-<network>` namespace, spelled with keywords (the standalone
+    proxy command and tests). `router_id` makes it a metadata network's proxy (spec §3.6):
+    still the network's (files, ownership), but stamping X-Neutron-Router-ID so the agent
+    searches every network of the router."""
+    defaults = ProxyDefaults(
+        state_path=state_path, socket_path=socket_path, user=user, group=group,
+        timeouts=timeouts or Timeouts(), connections=connections or Connections(),
+        rate_limit=rate_limit, log_target=log_target, debug=debug)
+    return proxy_spec(defaults, "network", network_id, network_binds(port, ipv6_interface),
+                      identity=Identity("router", router_id) if router_id else None,
+                      pidfile=pidfile)
 
 
 def proxy_spec_for_router(
@@ -380,31 +441,13 @@ def proxy_spec_for_router(
     pidfile: str | None = None,
     connections: Connections | None = None,
 ) -> ProxySpec:
-    """The proxy of a `qrouter-<router>` namespace: 0.0.0.0:port (the REDIRECT target), plus a
-    v6-only `[::]:port` when `ipv6` (guests reaching fe80::a9fe:a9fe via ip6tables REDIRECT)."""
-    conns = connections or Connections()
-    binds = [Bind("0.0.0.0", port)]
-    if ipv6:
-        binds.append(Bind("::", port, v6only=True))
-    return ProxySpec(
-        kind="router",
-        resource_id=router_id,
-        binds=tuple(binds),
-        socket_path=socket_path,
-        pidfile=pidfile or pidfile_path(state_path, router_id),
-        user=user or None,
-        group=group or None,
-        timeouts=timeouts or Timeouts(),
-        rate_limit=rate_limit,
-        log_target=log_target,
-        debug=debug,
-        stats_socket=stats_socket_path(state_path, router_id),
-        maxconn=conns.maxconn,
-        per_source_maxconn=conns.per_source,
-        agent_maxconn=conns.agent_maxconn,
-        agent_mode=conns.agent_mode,
-        **_map_fields(conns, state_path, router_id),
-    )
+    """`proxy_spec` for a `qrouter-<router>` namespace, spelled with keywords (the standalone
+    proxy command and tests)."""
+    defaults = ProxyDefaults(
+        state_path=state_path, socket_path=socket_path, user=user, group=group,
+        timeouts=timeouts or Timeouts(), connections=connections or Connections(),
+        rate_limit=rate_limit, log_target=log_target, debug=debug)
+    return proxy_spec(defaults, "router", router_id, router_binds(port, ipv6), pidfile=pidfile)
 
 
 def _map_fields(conns: Connections, state_path: str, resource_id: str) -> dict[str, Any]:

@@ -10,16 +10,20 @@ import logging
 import os
 import pwd
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from openimds.proxy.haproxy import (
     Connections,
     IdentitySource,
     InstanceLimit,
+    ProxyDefaults,
     RateLimit,
     Timeouts,
 )
+
+if TYPE_CHECKING:
+    from oslo_config.cfg import ConfigOpts
 
 __all__ = [
     "DEV_LOG",
@@ -28,7 +32,7 @@ __all__ = [
     "default_proxy_user",
     "log_sink_path",
     "proxy_log_target",
-    "proxy_settings_from_conf",
+    "proxy_defaults_from_conf",
     "rate_limit_from_conf",
     "timeouts_from_conf",
 ]
@@ -40,7 +44,7 @@ CLOSE_MODE_AGENT_MAXCONN = 4
 LOG = logging.getLogger(__name__)
 
 
-def timeouts_from_conf(conf: Any) -> Timeouts:
+def timeouts_from_conf(conf: ConfigOpts) -> Timeouts:
     """`[metadata_haproxy] timeout_*` as Timeouts."""
     g = conf.metadata_haproxy
     return Timeouts(
@@ -107,7 +111,7 @@ def proxy_log_target(state_path: str, service: str | None, *, dev_log: bool) -> 
     return path if len(path.encode()) <= _MAX_UNIX_PATH else None
 
 
-def connections_from_conf(conf: Any) -> Connections:
+def connections_from_conf(conf: ConfigOpts) -> Connections:
     """`[metadata_haproxy]` connection limits and agent mode as Connections."""
     g = conf.metadata_haproxy
     mode = g.agent_connection_mode
@@ -128,7 +132,7 @@ def connections_from_conf(conf: Any) -> Connections:
     )
 
 
-def _instance_limit(conf: Any) -> InstanceLimit | None:
+def _instance_limit(conf: ConfigOpts) -> InstanceLimit | None:
     """Map mode: the metadata agent's per-instance limit, applied by the proxies instead."""
     g = conf.metadata_rate_limiting
     if not getattr(g, "instance_rate_limit_enabled", False):
@@ -136,7 +140,7 @@ def _instance_limit(conf: Any) -> InstanceLimit | None:
     return InstanceLimit(rate=float(g.instance_rate), burst=int(g.instance_burst))
 
 
-def api_servers_from_conf(conf: Any) -> tuple[tuple[str, int], ...]:
+def api_servers_from_conf(conf: ConfigOpts) -> tuple[tuple[str, int], ...]:
     """Map mode: the metadata API's (host, port) in failover order, from the same options the
     metadata agent reads (`nova_metadata_urls`, else `nova_metadata_host` on
     `nova_metadata_port`). ValueError for https: the proxies speak plain HTTP to the API."""
@@ -157,7 +161,7 @@ def api_servers_from_conf(conf: Any) -> tuple[tuple[str, int], ...]:
     return tuple((h.strip(), port) for h in str(conf.nova_metadata_host).split(",") if h.strip())
 
 
-def rate_limit_from_conf(conf: Any) -> RateLimit | None:
+def rate_limit_from_conf(conf: ConfigOpts) -> RateLimit | None:
     """`[metadata_rate_limiting]` as a RateLimit, or None when disabled.
 
     As in Neutron, `ip_versions` must be exactly [4] or [6] (one stick table cannot hold both
@@ -183,17 +187,19 @@ def rate_limit_from_conf(conf: Any) -> RateLimit | None:
     )
 
 
-def proxy_settings_from_conf(conf: Any, service: str | None = None) -> dict[str, Any]:
-    """The proxy fields both agents' settings share (DhcpSettings, RouterSettings), from one
-    loaded ConfigOpts: socket, user/group, timeouts, rate limit and the log target (`service`
-    names the agent whose log sink receives the proxies' lines when there is no /dev/log)."""
-    return {
-        "metadata_proxy_socket": conf.metadata_proxy_socket,
-        "proxy_user": default_proxy_user(conf.metadata_proxy_user) or None,
-        "proxy_group": conf.metadata_proxy_group or None,
-        "timeouts": timeouts_from_conf(conf),
-        "connections": connections_from_conf(conf),
-        "rate_limit": rate_limit_from_conf(conf),
-        "proxy_log_target": proxy_log_target(conf.state_path, service,
-                                             dev_log=os.path.exists(DEV_LOG)),
-    }
+def proxy_defaults_from_conf(conf: ConfigOpts, service: str | None = None, *,
+                             state_path: str | None = None) -> ProxyDefaults:
+    """The one ProxyDefaults of an agent (DHCP, L3, L2), from its loaded ConfigOpts: socket,
+    user/group, timeouts, connections, rate limit and the log target (`service` names the
+    agent whose log sink receives the proxies' lines when there is no /dev/log).
+    `state_path` is where the proxies' files go when not the agent's own state_path."""
+    return ProxyDefaults(
+        state_path=str(state_path or conf.state_path),
+        socket_path=str(conf.metadata_proxy_socket),
+        user=default_proxy_user(conf.metadata_proxy_user) or None,
+        group=conf.metadata_proxy_group or None,
+        timeouts=timeouts_from_conf(conf),
+        connections=connections_from_conf(conf),
+        rate_limit=rate_limit_from_conf(conf),
+        log_target=proxy_log_target(conf.state_path, service, dev_log=os.path.exists(DEV_LOG)),
+    )

@@ -132,8 +132,8 @@ async def test_catalog_names_every_service(api: Api) -> None:
 
 
 def test_catalog_follows_the_effective_options(tmp_path: Any) -> None:
-    from openimds.cli.control_cmd import settings_from_conf
     from openimds.config import load_config
+    from openimds.control.settings import settings_from_conf
 
     conf_file = tmp_path / "c.conf"
     conf_file.write_text("[DEFAULT]\nbind_host = 127.0.0.2\nbind_port = 19999\n"

@@ -20,14 +20,15 @@ from typing import Any
 import pytest
 
 from openimds.dhcp.agent import DhcpAgent
-from openimds.dhcp.apply import DhcpApplier, DhcpSettings
+from openimds.dhcp.apply import DhcpApplier
 from openimds.dhcp.plan import DhcpOptions
+from openimds.dhcp.settings import DhcpSettings
 from openimds.linux.dnsmasq import find_dnsmasq
 from openimds.linux.fabric import bridge_name
 from openimds.linux.netns import netns_exists
 from openimds.linux.observe import addresses, find_link
 from openimds.proxy import HaproxySupervisor
-from openimds.proxy.haproxy import config_path
+from openimds.proxy.haproxy import ProxyDefaults, config_path
 from openimds.proxy.supervisor import listening_sockets
 from openimds.reconcile import MemoryInventory
 from tests.fabric import inventory as inv_rows
@@ -41,13 +42,9 @@ def make_agent(lab: Lab, inv: MemoryInventory, *, lease: int = 86400) -> DhcpAge
         enable_isolated_metadata=True,
         dhcp_lease_duration=lease,
         dhcp_confs=os.path.join(lab.state, "dhcp"),
+        proxy=ProxyDefaults(state_path=lab.state, socket_path=lab.socket),
     )
-    settings = DhcpSettings(
-        fabric=lab.fabric,
-        dhcp_confs=opts.dhcp_confs,
-        state_path=lab.state,
-        metadata_proxy_socket=lab.socket,
-    )
+    settings = DhcpSettings(fabric=lab.fabric, state_path=lab.state, options=opts)
     applier = DhcpApplier(settings, HaproxySupervisor(lab.state))
     return DhcpAgent(
         inv, applier, opts, fabric_namespace=lab.fabric, watch_timeout=1.0,

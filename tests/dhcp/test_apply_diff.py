@@ -5,19 +5,22 @@ from __future__ import annotations
 import dataclasses
 from datetime import UTC, datetime
 
-from openimds.dhcp.apply import DhcpActual, DhcpSettings, diff_dhcp, files_digest
+from openimds.dhcp.apply import DhcpActual, diff_dhcp, files_digest
 from openimds.dhcp.model import NetworkInfo, PortInfo, SubnetInfo
 from openimds.dhcp.plan import DhcpOptions, DhcpPlan, desired_dhcp_state
+from openimds.dhcp.settings import DhcpSettings
 from openimds.linux.dnsmasq import DnsmasqProcess, daemon_argv
 from openimds.linux.iptables import IptablesState, SavedTable
 from openimds.linux.observe import Address, Link
+from openimds.proxy.haproxy import ProxyDefaults
 from openimds.reconcile import actions as act
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 NET = "net-1"
 NS = f"qdhcp-{NET}"
+PROXY = ProxyDefaults(state_path="/s", socket_path="/s/mp")
 SETTINGS = DhcpSettings(
-    fabric="fab", dhcp_confs="/s/dhcp", state_path="/s", metadata_proxy_socket="/s/mp"
+    fabric="fab", state_path="/s", options=DhcpOptions(dhcp_confs="/s/dhcp", proxy=PROXY)
 )
 INODE = (4, 1234)
 
@@ -33,7 +36,8 @@ def plan(isolated: bool = True) -> DhcpPlan:
         ports.append(PortInfo("rport", "fa:16:3e:00:00:01", (("s1", "10.0.0.1"),),
                               "network:router_interface", "r", T0))
     net = NetworkInfo(NET, "n", "p", 1500, (subnet,), tuple(ports))
-    opts = DhcpOptions(enable_isolated_metadata=True, dhcp_confs="/s/dhcp", dhcp_lease_duration=60)
+    opts = DhcpOptions(enable_isolated_metadata=True, dhcp_confs="/s/dhcp", dhcp_lease_duration=60,
+                       proxy=PROXY)
     p = desired_dhcp_state(net, opts, T0 if isolated else datetime(2027, 1, 1, tzinfo=UTC))
     assert p is not None
     return p
@@ -185,7 +189,7 @@ def metadata_network_plan(*, metadata_network: bool = True) -> DhcpPlan:
     )
     net = NetworkInfo(NET, "n", "p", 1500, (subnet,), ports)
     opts = DhcpOptions(enable_isolated_metadata=True, enable_metadata_network=metadata_network,
-                       dhcp_confs="/s/dhcp", dhcp_lease_duration=60)
+                       dhcp_confs="/s/dhcp", dhcp_lease_duration=60, proxy=PROXY)
     p = desired_dhcp_state(net, opts, datetime(2027, 1, 1, tzinfo=UTC))
     assert p is not None
     return p

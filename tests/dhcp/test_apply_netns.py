@@ -10,15 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from openimds.dhcp.apply import MARKER_NAME, DhcpApplier, DhcpSettings, files_digest
+from openimds.dhcp.apply import MARKER_NAME, DhcpApplier, files_digest
 from openimds.dhcp.model import NetworkInfo, PortInfo, SubnetInfo
 from openimds.dhcp.plan import DhcpOptions, desired_dhcp_state
+from openimds.dhcp.settings import DhcpSettings
 from openimds.linux.dnsmasq import find_dnsmasq
 from openimds.linux.files import write_atomic
 from openimds.linux.links import delete_link
 from openimds.linux.netns import netns_exists
 from openimds.linux.observe import addresses, find_link
 from openimds.proxy import HaproxySupervisor
+from openimds.proxy.haproxy import ProxyDefaults
 from openimds.reconcile import actions as act
 from tests.fabric.lab import Lab, lab  # noqa: F401 - fixture
 
@@ -40,9 +42,9 @@ def network(lab: Lab, net: str, dhcp_id: str, router: bool) -> NetworkInfo:  # n
 
 def test_crash_mid_apply_converges(lab: Lab) -> None:  # noqa: F811
     net, dhcp_id = lab.new_id(), lab.new_id()
-    opts = DhcpOptions(enable_isolated_metadata=True, dhcp_confs=os.path.join(lab.state, "dhcp"))
-    settings = DhcpSettings(fabric=lab.fabric, dhcp_confs=opts.dhcp_confs, state_path=lab.state,
-                            metadata_proxy_socket=lab.socket)
+    opts = DhcpOptions(enable_isolated_metadata=True, dhcp_confs=os.path.join(lab.state, "dhcp"),
+                       proxy=ProxyDefaults(state_path=lab.state, socket_path=lab.socket))
+    settings = DhcpSettings(fabric=lab.fabric, state_path=lab.state, options=opts)
     applier = DhcpApplier(settings, HaproxySupervisor(lab.state))
     ns = f"qdhcp-{net}"
     conf = Path(opts.dhcp_confs, net)

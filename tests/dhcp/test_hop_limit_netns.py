@@ -19,10 +19,12 @@ from typing import Any
 import pytest
 
 from openimds.control.ipam import eui64_address
-from openimds.dhcp.apply import DhcpApplier, DhcpSettings
+from openimds.dhcp.apply import DhcpApplier
 from openimds.dhcp.model import NetworkInfo, PortInfo, SubnetInfo
 from openimds.dhcp.plan import DhcpOptions, desired_dhcp_state
+from openimds.dhcp.settings import DhcpSettings
 from openimds.proxy import HaproxySupervisor
+from openimds.proxy.haproxy import ProxyDefaults
 from openimds.proxy.hoplimit import HOP_LIMIT_HEADER
 from tests.fabric.lab import Lab, lab, sh, wait_for  # noqa: F401 - fixture
 
@@ -132,11 +134,12 @@ def test_token_answers_leave_the_dhcp_namespace_with_the_hop_limit(
                  "compute:nova", "i", NOW),
     )
     network = NetworkInfo(net, "n", "p", 1500, (v4, v6), ports)
-    opts = DhcpOptions(enable_isolated_metadata=True, dhcp_confs=os.path.join(lab.state, "dhcp"))
+    opts = DhcpOptions(enable_isolated_metadata=True, dhcp_confs=os.path.join(lab.state, "dhcp"),
+                       proxy=ProxyDefaults(state_path=lab.state, socket_path=lab.socket,
+                                           user="nobody"))
     plan = desired_dhcp_state(network, opts, NOW)
     assert plan is not None and plan.rules and plan.rules6
-    settings = DhcpSettings(fabric=lab.fabric, dhcp_confs=opts.dhcp_confs, state_path=lab.state,
-                            metadata_proxy_socket=lab.socket, proxy_user="nobody")
+    settings = DhcpSettings(fabric=lab.fabric, state_path=lab.state, options=opts)
     applier = DhcpApplier(settings, HaproxySupervisor(lab.state))
     applier.apply(net, plan, network_exists=True)
     # In sync: the second pass restores no rules (the rendered text matched iptables-save).
@@ -184,7 +187,9 @@ def test_token_answers_leave_a_qmeta_namespace_with_the_hop_limit(
     plan = desired_meta_state(network, [subnet], [meta, vm], "cmp-1", f"vx-{lab.tag[:6]}")
     assert plan is not None
     applier = MetaApplier(MetaSettings(fabric=lab.fabric, state_path=lab.state,
-                                       metadata_proxy_socket=lab.socket, proxy_user="nobody"),
+                                       proxy=ProxyDefaults(state_path=lab.state,
+                                                           socket_path=lab.socket,
+                                                           user="nobody")),
                           HaproxySupervisor(lab.state))
     lab.namespaces.append(f"qmeta-{net}")
     try:

@@ -17,10 +17,12 @@ from pathlib import Path
 import pytest
 
 from openimds.control.ipam import eui64_address
-from openimds.dhcp.apply import DhcpApplier, DhcpSettings
+from openimds.dhcp.apply import DhcpApplier
 from openimds.dhcp.model import NetworkInfo, PortInfo, SubnetInfo
 from openimds.dhcp.plan import DhcpOptions, DhcpPlan, desired_dhcp_state
+from openimds.dhcp.settings import DhcpSettings
 from openimds.proxy import HaproxySupervisor
+from openimds.proxy.haproxy import ProxyDefaults
 from tests.fabric.lab import Lab, lab, sh, wait_for  # noqa: F401 - fixture
 from tests.support.daemons import stop_by_pidfile
 
@@ -58,12 +60,12 @@ def applied(lab: Lab, request: pytest.FixtureRequest) -> Iterator[tuple[Lab, str
     mode, guest_ip = request.param
     net = lab.new_id()
     network = _network(lab, net, mode, guest_ip)
-    opts = DhcpOptions(enable_isolated_metadata=True, dhcp_confs=os.path.join(lab.state, "dhcp"))
+    opts = DhcpOptions(enable_isolated_metadata=True, dhcp_confs=os.path.join(lab.state, "dhcp"),
+                       proxy=ProxyDefaults(state_path=lab.state, socket_path=lab.socket))
     plan = desired_dhcp_state(network, opts, NOW)
     assert plan is not None
     lab.echo_agent()
-    settings = DhcpSettings(fabric=lab.fabric, dhcp_confs=opts.dhcp_confs, state_path=lab.state,
-                            metadata_proxy_socket=lab.socket)
+    settings = DhcpSettings(fabric=lab.fabric, state_path=lab.state, options=opts)
     # dnsmasq and haproxy live in the qdhcp- namespace: the lab's cleanup stops them by pid.
     DhcpApplier(settings, HaproxySupervisor(lab.state)).apply(net, plan, network_exists=True)
     guest_port = {"id": network.ports[1].id, "mac_address": GUEST_MAC}

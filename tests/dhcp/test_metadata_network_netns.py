@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 
 from openimds.dhcp.agent import DhcpAgent
-from openimds.dhcp.apply import DhcpApplier, DhcpSettings
+from openimds.dhcp.apply import DhcpApplier
 from openimds.dhcp.plan import DhcpOptions
+from openimds.dhcp.settings import DhcpSettings
 from openimds.l3.agent import L3Agent
 from openimds.l3.apply import RouterApplier, RouterSettings
 from openimds.l3.plan import L3Options
@@ -29,7 +30,7 @@ from openimds.linux.fabric import bridge_name
 from openimds.linux.netns import netns_exists
 from openimds.linux.observe import find_link
 from openimds.proxy import HaproxySupervisor
-from openimds.proxy.haproxy import config_path, owned_proxy_ids, pidfile_path
+from openimds.proxy.haproxy import ProxyDefaults, config_path, owned_proxy_ids, pidfile_path
 from openimds.proxy.supervisor import listening_sockets
 from openimds.reconcile import InventoryAgent, MemoryInventory
 from openimds.reconcile.claims import Claims
@@ -48,13 +49,9 @@ def dhcp_agent(lab: Lab, inv: MemoryInventory, *, metadata_network: bool) -> Dhc
         enable_metadata_network=metadata_network,
         dhcp_lease_duration=8,
         dhcp_confs=os.path.join(lab.state, "dhcp"),
+        proxy=ProxyDefaults(state_path=lab.state, socket_path=lab.socket),
     )
-    settings = DhcpSettings(
-        fabric=lab.fabric,
-        dhcp_confs=opts.dhcp_confs,
-        state_path=lab.state,
-        metadata_proxy_socket=lab.socket,
-    )
+    settings = DhcpSettings(fabric=lab.fabric, state_path=lab.state, options=opts)
     return DhcpAgent(
         inv, DhcpApplier(settings, HaproxySupervisor(lab.state)), opts,
         fabric_namespace=lab.fabric, watch_timeout=0.5, resync_interval=RESYNC,
@@ -64,7 +61,8 @@ def dhcp_agent(lab: Lab, inv: MemoryInventory, *, metadata_network: bool) -> Dhc
 
 def l3_agent(lab: Lab, inv: MemoryInventory) -> L3Agent:  # noqa: F811
     settings = RouterSettings(
-        fabric=lab.fabric, state_path=lab.state, metadata_proxy_socket=lab.socket
+        fabric=lab.fabric, state_path=lab.state,
+        proxy=ProxyDefaults(state_path=lab.state, socket_path=lab.socket),
     )
     return L3Agent(
         inv, RouterApplier(settings, HaproxySupervisor(lab.state)),

@@ -11,13 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from openimds.dhcp.apply import DhcpApplier, DhcpSettings
+from openimds.dhcp.apply import DhcpApplier
 from openimds.dhcp.model import NetworkInfo, PortInfo, SubnetInfo
 from openimds.dhcp.plan import DhcpOptions, DhcpPlan, desired_dhcp_state
+from openimds.dhcp.settings import DhcpSettings
 from openimds.linux import procfs
 from openimds.linux.netns import netns_exists
 from openimds.linux.observe import addresses
 from openimds.proxy import HaproxySupervisor
+from openimds.proxy.haproxy import ProxyDefaults
 from tests.fabric.lab import Lab, lab  # noqa: F401 - fixture
 from tests.support.multihost import wait_for
 
@@ -48,9 +50,9 @@ def v4(ns: str, dev: str) -> set[str]:
 def test_keepalived_holds_the_next_hop_and_is_adopted_and_replaced(lab: Lab) -> None:  # noqa: F811
     net, dhcp_id = lab.new_id(), lab.new_id()
     opts = DhcpOptions(enable_isolated_metadata=True, dhcp_confs=os.path.join(lab.state, "dhcp"),
-                       dhcp_port_device_id="dhcp-a", vrrp_advert_int=1)
-    settings = DhcpSettings(fabric=lab.fabric, dhcp_confs=opts.dhcp_confs, state_path=lab.state,
-                            metadata_proxy_socket=lab.socket)
+                       dhcp_port_device_id="dhcp-a", vrrp_advert_int=1,
+                       proxy=ProxyDefaults(state_path=lab.state, socket_path=lab.socket))
+    settings = DhcpSettings(fabric=lab.fabric, state_path=lab.state, options=opts)
     applier = DhcpApplier(settings, HaproxySupervisor(lab.state))
     ns = f"qdhcp-{net}"
     plan: DhcpPlan | None = desired_dhcp_state(network(net, dhcp_id, peer=True), opts, NOW)

@@ -6,9 +6,9 @@ from datetime import timedelta
 
 import pytest
 
-from openimds.dhcp.agent import serving_device_id
 from openimds.dhcp.model import SubnetInfo
 from openimds.dhcp.plan import desired_dhcp_state, dhcp_device_id
+from openimds.wire import serving_dhcp_device_id as serving_device_id
 
 from .test_plan import ISO, NOW, T0, dhcp_port, net
 

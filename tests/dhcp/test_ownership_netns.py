@@ -9,13 +9,15 @@ import os
 import subprocess
 
 from openimds.dhcp.agent import DhcpAgent
-from openimds.dhcp.apply import DhcpApplier, DhcpSettings
+from openimds.dhcp.apply import DhcpApplier
 from openimds.dhcp.plan import DhcpOptions
+from openimds.dhcp.settings import DhcpSettings
 from openimds.l3.agent import L3Agent
 from openimds.l3.apply import RouterApplier, RouterSettings
 from openimds.l3.plan import L3Options
 from openimds.linux.netns import netns_exists
 from openimds.proxy import HaproxySupervisor
+from openimds.proxy.haproxy import ProxyDefaults
 from openimds.reconcile import MemoryInventory
 from openimds.reconcile.claims import Claims
 from tests.dhcp.test_agent_netns import until
@@ -24,22 +26,22 @@ from tests.fabric.lab import Lab, lab  # noqa: F401 - fixture
 
 def _agents(lab: Lab) -> tuple[DhcpAgent, L3Agent]:  # noqa: F811
     confs = os.path.join(lab.state, "dhcp")
+    proxy = ProxyDefaults(state_path=lab.state, socket_path=lab.socket)
+    opts = DhcpOptions(enable_isolated_metadata=True, dhcp_confs=confs, proxy=proxy)
     dhcp = DhcpAgent(
         MemoryInventory(),
         DhcpApplier(
-            DhcpSettings(fabric=lab.fabric, dhcp_confs=confs, state_path=lab.state,
-                         metadata_proxy_socket=lab.socket),
+            DhcpSettings(fabric=lab.fabric, state_path=lab.state, options=opts),
             HaproxySupervisor(lab.state),
         ),
-        DhcpOptions(enable_isolated_metadata=True, dhcp_confs=confs),
+        opts,
         fabric_namespace=lab.fabric,
         watch_timeout=0.2,
     )
     l3 = L3Agent(
         MemoryInventory(),
         RouterApplier(
-            RouterSettings(fabric=lab.fabric, state_path=lab.state,
-                           metadata_proxy_socket=lab.socket),
+            RouterSettings(fabric=lab.fabric, state_path=lab.state, proxy=proxy),
             HaproxySupervisor(lab.state),
         ),
         L3Options(),

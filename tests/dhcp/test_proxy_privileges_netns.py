@@ -13,9 +13,11 @@ from pathlib import Path
 import pytest
 
 from openimds.dhcp.agent import DhcpAgent
-from openimds.dhcp.apply import DhcpApplier, DhcpSettings
+from openimds.dhcp.apply import DhcpApplier
 from openimds.dhcp.plan import DhcpOptions
+from openimds.dhcp.settings import DhcpSettings
 from openimds.proxy import HaproxySupervisor
+from openimds.proxy.haproxy import ProxyDefaults
 from openimds.proxy.options import default_proxy_user, log_sink_path
 from openimds.reconcile import MemoryInventory
 from tests.dhcp.test_agent_netns import Running
@@ -48,11 +50,10 @@ async def test_proxy_drops_root_and_logs_through_the_agent(
     user = default_proxy_user("")
     assert user in ("haproxy", "nobody")  # we run as root here
     sink = log_sink_path(lab.state, "dhcp-agent")
-    opts = DhcpOptions(enable_isolated_metadata=True, dhcp_confs=os.path.join(lab.state, "dhcp"))
-    settings = DhcpSettings(
-        fabric=lab.fabric, dhcp_confs=opts.dhcp_confs, state_path=lab.state,
-        metadata_proxy_socket=socket_path, proxy_user=user, proxy_log_target=sink,
-    )
+    opts = DhcpOptions(enable_isolated_metadata=True, dhcp_confs=os.path.join(lab.state, "dhcp"),
+                       proxy=ProxyDefaults(state_path=lab.state, socket_path=socket_path,
+                                           user=user, log_target=sink))
+    settings = DhcpSettings(fabric=lab.fabric, state_path=lab.state, options=opts)
     agent = DhcpAgent(inv, DhcpApplier(settings, HaproxySupervisor(lab.state)), opts,
                       fabric_namespace=lab.fabric, owns=lambda key: key in lab.ids)
     agent.log_sink_path = sink

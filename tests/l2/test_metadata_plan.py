@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from openimds.l2.metadata import MetaActual, MetaSettings, desired_meta_state, diff_meta
+from openimds.proxy.haproxy import ProxyDefaults
 from openimds.reconcile import actions as act
 
 NET = "5e0d4f1a-0000-4000-8000-00000000000a"
@@ -52,7 +53,8 @@ def test_plan_holds_the_port_address_the_metadata_ip_and_the_localport() -> None
 
 
 SETTINGS = MetaSettings(fabric="openimds-host", state_path="/s/qmeta",
-                        metadata_proxy_socket="/s/metadata_proxy")
+                        proxy=ProxyDefaults(state_path="/s/qmeta",
+                                            socket_path="/s/metadata_proxy"))
 
 
 def test_diff_from_nothing_builds_namespace_port_addresses_and_proxy() -> None:

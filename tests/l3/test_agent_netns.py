@@ -27,7 +27,7 @@ from openimds.linux.fabric import bridge_name, fabric_port_name
 from openimds.linux.netns import get_sysctl, netns_exists
 from openimds.linux.observe import addresses, find_link
 from openimds.proxy import HaproxySupervisor
-from openimds.proxy.haproxy import config_path
+from openimds.proxy.haproxy import ProxyDefaults, config_path
 from openimds.proxy.supervisor import listening_sockets
 from openimds.reconcile import MemoryInventory
 from tests.fabric import inventory as rows
@@ -40,7 +40,8 @@ OPTS = L3Options(ipv6_enabled=os.path.exists("/proc/net/if_inet6"))
 
 def make_agent(lab: Lab, inv: MemoryInventory) -> L3Agent:  # noqa: F811
     settings = RouterSettings(
-        fabric=lab.fabric, state_path=lab.state, metadata_proxy_socket=lab.socket
+        fabric=lab.fabric, state_path=lab.state,
+        proxy=ProxyDefaults(state_path=lab.state, socket_path=lab.socket),
     )
     applier = RouterApplier(settings, HaproxySupervisor(lab.state))
     return L3Agent(

@@ -9,11 +9,13 @@ from openimds.l3.model import RouterInfo, RouterInterface
 from openimds.l3.plan import L3Options, desired_router_state
 from openimds.linux.iptables import IptablesState, SavedTable
 from openimds.linux.observe import Address, Link
+from openimds.proxy.haproxy import ProxyDefaults
 from openimds.reconcile import actions as act
 
 RID = "router-1"
 NS = f"qrouter-{RID}"
-SETTINGS = RouterSettings(fabric="fab", state_path="/s", metadata_proxy_socket="/s/mp")
+SETTINGS = RouterSettings(fabric="fab", state_path="/s",
+                          proxy=ProxyDefaults(state_path="/s", socket_path="/s/mp"))
 ROUTER = RouterInfo(RID, "r", "p", (
     RouterInterface("port-aaaaaaaa", "net-a", "fa:16:3e:00:00:01", ("10.0.0.1/24",)),
 ))

@@ -23,10 +23,12 @@ from openimds.l3.model import router_from_neutron
 from openimds.l3.plan import L3Options, desired_router_state
 from openimds.linux.keepalived import keepalived_argv, runs_config
 from openimds.linux.observe import Address
+from openimds.proxy.haproxy import ProxyDefaults
 from openimds.reconcile import actions as act
 
 RID = "11111111-2222-3333-4444-555555555555"
-SETTINGS = RouterSettings(fabric="fab", state_path="/tmp/x", metadata_proxy_socket="/tmp/s")
+SETTINGS = RouterSettings(fabric="fab", state_path="/tmp/x",
+                          proxy=ProxyDefaults(state_path="/tmp/x", socket_path="/tmp/s"))
 
 
 def router_rows(ha: bool = True) -> tuple[dict, list[dict], list[dict]]:  # type: ignore[type-arg]

@@ -25,6 +25,7 @@ from openimds.l3.plan import L3Options, qr_name
 from openimds.linux.netns import netns_exists
 from openimds.linux.observe import addresses
 from openimds.proxy import HaproxySupervisor
+from openimds.proxy.haproxy import ProxyDefaults
 from openimds.reconcile import MemoryInventory
 from tests.fabric import inventory as rows
 from tests.fabric.lab import Lab, lab, wait_for  # noqa: F401 - fixture
@@ -37,7 +38,7 @@ OPTS = L3Options(ipv6_enabled=IPV6, ha_advert_int=1)
 
 def make_agent(lab: Lab, inv: MemoryInventory) -> L3Agent:  # noqa: F811
     settings = RouterSettings(fabric=lab.fabric, state_path=lab.state,
-                              metadata_proxy_socket=lab.socket)
+                              proxy=ProxyDefaults(state_path=lab.state, socket_path=lab.socket))
     applier = RouterApplier(settings, HaproxySupervisor(lab.state))
     return L3Agent(inv, applier, OPTS, fabric_namespace=lab.fabric, watch_timeout=1.0,
                    owns=lambda key: key in lab.ids, host="h1")

@@ -20,6 +20,7 @@ from openimds.l3.model import RouterInfo, RouterInterface
 from openimds.l3.plan import L3Options, desired_router_state
 from openimds.linux.dnsmasq import find_dnsmasq
 from openimds.proxy import HaproxySupervisor
+from openimds.proxy.haproxy import ProxyDefaults
 from openimds.reconcile import actions as act
 from tests.fabric.lab import Lab, lab, sh, wait_for  # noqa: F401 - fixture
 
@@ -42,7 +43,7 @@ def test_router_advertises_its_slaac_link(lab: Lab) -> None:  # noqa: F811
     assert plan.ra is not None
     lab.echo_agent()
     settings = RouterSettings(fabric=lab.fabric, state_path=lab.state,
-                              metadata_proxy_socket=lab.socket)
+                              proxy=ProxyDefaults(state_path=lab.state, socket_path=lab.socket))
     applier = RouterApplier(settings, HaproxySupervisor(lab.state))
     applier.apply(rid, plan)
     pidfile = os.path.join(settings.ra_dir(rid), "pid")
