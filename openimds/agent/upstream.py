@@ -349,7 +349,8 @@ class Upstream:
         if _UNSAFE_VALUE.search(res.instance_id) or _UNSAFE_VALUE.search(res.project_id):
             # The inventory's ids: nothing the guest can fix, so a 500 and the operator's line.
             raise UnforwardableIdentity(
-                "The instance's identity cannot be forwarded.",
+                # Neutron's text for any 500: nothing here is the guest's to know.
+                "An unknown error has occurred. Please try your request again.",
                 log_detail=f"refusing to forward ids with control characters (instance "
                            f"{res.instance_id!r}, project {res.project_id!r})")
         # The four identity headers of spec 1.5, signed with the shared secret (spec 1.8).

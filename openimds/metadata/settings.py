@@ -21,12 +21,13 @@ from openimds.metadata.options import defaults_from_conf
 from openimds.metadata.respond import RespondSettings
 from openimds.metadata.service import MetadataSettings
 from openimds.metadata.tokens import TokenKeys
-from openimds.metadata.tree import STATIC_JSON, VendordataOptions
+from openimds.metadata.tree import VendordataOptions
 from openimds.metadata.vendordata import (
     DynamicVendordataOptions,
     load_static_vendordata,
     parse_targets,
 )
+from openimds.wire import STATIC_JSON
 
 if TYPE_CHECKING:
     from oslo_config.cfg import ConfigOpts
