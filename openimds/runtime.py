@@ -159,8 +159,10 @@ def setup_logging(debug: bool = False, log_file: str | None = None) -> None:
 
 def backoff_delay(failures: int, *, first: float = 0.5, cap: float = 30.0) -> float:
     """Seconds to wait after the `failures`-th failure in a row (1, 2, ...): doubling from
-    `first`, at most `cap`."""
-    return min(cap, first * 2 ** max(0, failures - 1))
+    `first`, at most `cap`: the change feed's one retry rule (`openimds.feed.backoff`)."""
+    from openimds.feed.backoff import exponential_delay
+
+    return exponential_delay(failures, first, cap)
 
 
 class SupervisedTask:

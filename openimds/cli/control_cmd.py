@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 LOG = logging.getLogger("openimds.control-api")
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     api = subparsers.add_parser("control-api", parents=[config_parent()],
                                 help="run the control-plane REST API (Neutron/Nova shapes)")
     api.set_defaults(func=_serve)

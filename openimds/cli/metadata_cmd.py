@@ -14,7 +14,7 @@ from openimds.cli.common import config_parent, setup_logging
 LOG = logging.getLogger(__name__)
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "metadata-api",
         parents=[config_parent()],

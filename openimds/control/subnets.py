@@ -224,9 +224,11 @@ def list_subnets(call: Call) -> Reply:
 
 
 def _visible_subnet(s: Session, call: Call, *, write: bool = False) -> Subnet:
-    return get_visible(s, Subnet, call.params["id"], call.context, "Subnet", write=write,
-                       shared=None if write else Subnet.network_id.in_(
-                           select(Network.id).where(shared_network())))
+    subnet: Subnet = get_visible(
+        s, Subnet, call.params["id"], call.context, "Subnet", write=write,
+        shared=None if write else Subnet.network_id.in_(
+            select(Network.id).where(shared_network())))
+    return subnet
 
 
 def show_subnet(call: Call) -> Reply:

@@ -10,7 +10,7 @@ __all__ = ["Backoff", "exponential_delay"]
 
 def exponential_delay(attempt: int, initial: float, maximum: float) -> float:
     """The delay before retry number `attempt` (1, 2, ...): initial, 2x, 4x, ... up to maximum."""
-    return min(maximum, initial * 2 ** max(0, attempt - 1))
+    return float(min(maximum, initial * 2 ** max(0, attempt - 1)))
 
 
 @dataclass

@@ -314,7 +314,7 @@ def serve(settings: MetadataSettings, *, debug: bool = False) -> int:
     # prometheus_client picks its value class when first imported, which happened before the
     # directory was set: pick again, so the forked workers write their counts to files.
     in_process = values.ValueClass
-    values.ValueClass = values.get_value_class()
+    values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
     try:
         return _supervise(settings)
     finally:
