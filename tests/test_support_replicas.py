@@ -4,6 +4,7 @@ pass for it), and its ports never come from the range other tests' bind(0) draws
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.replicas import HOSTS, ReplicaCloud, _ephemeral_range
+from tests.support.replicas import HOSTS, ReplicaCloud, Round, _ephemeral_range, run_faults
 
 # Listens on argv[1] (host) argv[2] (port) and says so on stdout, then waits to be stopped.
 LISTENER = ("import socket, sys, time\n"
@@ -67,3 +68,49 @@ def test_a_service_that_exits_is_reported_with_its_log(cloud: ReplicaCloud) -> N
     (cloud.root / "metadata-api-1.log").write_text("address already in use")
     with pytest.raises(AssertionError, match="address already in use"):
         cloud.wait_listening("metadata-api-1", timeout=30)
+
+
+class _RoundsCloud:
+    """Just what run_faults drives, in memory: records whether a replica was killed while
+    a password POST of its round was still unanswered."""
+
+    instances = [("10.0.0.5", "u1")]
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.killed_during_post: list[str] = []
+        self.killed: list[str] = []
+
+    async def writer(self, stop: asyncio.Event, out: Round, tag: str) -> None:
+        out.acked_networks.append(f"{tag}-0")
+        await stop.wait()
+
+    async def crawl(self, instances: object, round_no: int, rounds: int, out: Round,
+                    until: asyncio.Event, posted: asyncio.Event | None = None) -> None:
+        self.in_flight += 1
+        await asyncio.sleep(0.05)  # the metadata API writing the password
+        self.in_flight -= 1
+        if posted is not None:
+            posted.set()
+        await until.wait()
+
+    def kill(self, name: str) -> None:
+        self.killed.append(name)
+        if self.in_flight:
+            self.killed_during_post.append(name)
+
+    def restart_postgres(self) -> None:
+        pass
+
+    def start_service(self, name: str) -> None:
+        pass
+
+    def wait_listening(self, name: str) -> None:
+        pass
+
+
+def test_a_replica_is_not_killed_while_a_password_post_is_unanswered() -> None:
+    cloud = _RoundsCloud()
+    asyncio.run(run_faults(cloud, kill_after=0.0, settle=0.0))  # type: ignore[arg-type]
+    assert cloud.killed == ["control-api-1", "metadata-api-1"]
+    assert cloud.killed_during_post == []

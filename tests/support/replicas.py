@@ -381,12 +381,19 @@ class ReplicaCloud:
         return True
 
     async def crawl(self, instances: Sequence[tuple[str, str]], round_no: int,
-                    rounds: int, out: Round, until: asyncio.Event) -> None:
+                    rounds: int, out: Round, until: asyncio.Event,
+                    posted: asyncio.Event | None = None) -> None:
         """Every instance runs CRAWL, again and again until `until` is set; those with
         index % rounds == round_no post their password after their first pass (each instance
-        once in its life)."""
+        once in its life). `posted` is set once every password POST of the round was
+        answered."""
+        posters = sum(1 for i in range(len(instances)) if i % rounds == round_no)
+        answered = 0
+        if posted is not None and posters == 0:
+            posted.set()
         async with self._session() as session:
             async def one(i: int, address: str, uid: str) -> None:
+                nonlocal answered
                 await crawl_once(address, uid)
                 if i % rounds == round_no:
                     pw = f"pw-{uid}"
@@ -397,6 +404,9 @@ class ReplicaCloud:
                                               address, sent))
                     if status == 200:
                         out.acked_passwords[address] = pw
+                    answered += 1
+                    if posted is not None and answered == posters:
+                        posted.set()
                 while not until.is_set():
                     await crawl_once(address, uid)
 
@@ -458,15 +468,24 @@ async def run_faults(cloud: ReplicaCloud, kill_after: float = 0.3,
     """Per fault (none, kill -9 of control-api-1, of metadata-api-1, a PostgreSQL restart) a
     round: every instance crawls from the start until `settle` seconds after the fault was
     done, the writer running throughout; the killed replica is started again after its
-    round."""
+    round.
+
+    A replica is killed `kill_after` seconds into its round and not before the round's
+    password POSTs were answered: a POST that a replica holds when it is killed may have
+    been written, so the agent must not send it again and answers 503 (a write is never
+    made twice). The crawl's GETs, and the writer, keep running across the kill."""
     rounds: dict[str, Round] = {}
     for no, fault in enumerate(FAULTS):
         out = Round()
         stop = asyncio.Event()
         writer = asyncio.create_task(cloud.writer(stop, out, f"ack-{fault}"))
+        posted = asyncio.Event()
 
-        async def inject(fault: str = fault, out: Round = out) -> None:
+        async def inject(fault: str = fault, out: Round = out,
+                         posted: asyncio.Event = posted) -> None:
             await asyncio.sleep(kill_after)
+            if fault in ("control-api", "metadata-api"):
+                await posted.wait()
             out.fault_at = time.monotonic()
             if fault == "postgresql":
                 await asyncio.to_thread(cloud.restart_postgres)
@@ -477,7 +496,7 @@ async def run_faults(cloud: ReplicaCloud, kill_after: float = 0.3,
         injector = asyncio.create_task(inject())
         injector.add_done_callback(
             lambda _t, ev=until: asyncio.get_running_loop().call_later(settle, ev.set))
-        await cloud.crawl(cloud.instances, no, len(FAULTS), out, until)
+        await cloud.crawl(cloud.instances, no, len(FAULTS), out, until, posted)
         await injector
         stop.set()
         await writer
