@@ -17,7 +17,8 @@ relayed as is, except a 503 to a GET/HEAD (a replica that is starting or lost it
 which moves on to the next URL; when every URL says 503 the last 503 is relayed. Transport
 failures move on to the next URL: a GET/HEAD may be retried after a timeout or a dropped
 connection; a POST (the password) only when the connection was never established, because a
-second POST after a lost answer could write twice. When every URL fails: UpstreamUnavailable
+second POST after a lost answer could write twice (so a POST always opens a new connection: a
+pooled one may already be closed by the server, which looks like a lost answer). When every URL fails: UpstreamUnavailable
 (503 + Retry-After at the server edge).
 
 Why not `aiohttp.ClientSession`: it was a third of the agent's CPU per request (URL and
@@ -423,7 +424,12 @@ class Upstream:
     async def _exchange(self, pool: _Pool, method: str, request: bytes,
                         loop: asyncio.AbstractEventLoop, *, fresh: bool = False
                         ) -> UpstreamResponse:
-        conn = None if fresh else pool.take(loop.time())
+        # A POST goes on a new connection: on a pooled one the server may have closed (idle
+        # timeout, a replica killed) before our loop noticed, the request is written, the
+        # answer never comes, and that cannot be told from a request the server did receive,
+        # so it could not be sent elsewhere (a write must not happen twice). A refused
+        # connect is certain: the next replica is asked.
+        conn = None if fresh or method == "POST" else pool.take(loop.time())
         reused = conn is not None
         if conn is None:
             conn = await pool.connect()

@@ -105,33 +105,46 @@ def _serve(args: argparse.Namespace) -> int:
     except ImportError:  # optional accelerator
         pass
     workers = conf.api_workers or 1
-    LOG.info("control-plane API listening on %s:%s", settings.bind_host, settings.bind_port)
 
-    def run(sock: socket.socket | None = None) -> None:
+    def run(sock: socket.socket) -> None:
         # Each process its own Store: database connections are never shared across a fork.
         store = Store(database_url(conf))
         try:
-            where: dict[str, Any] = ({"sock": sock} if sock is not None else
-                                     {"host": settings.bind_host, "port": settings.bind_port})
             web.run_app(build_app(store, settings), print=None, access_log=LOG,
-                        shutdown_timeout=5.0, **where)
+                        shutdown_timeout=5.0, sock=sock)
         finally:
             store.dispose()
 
-    if workers <= 1:
-        run()
-        return 0
-    # Several processes accept on one listening socket; each runs the whole API (a process
-    # per core for the CPU-bound parts: JSON, password checks). They share nothing but the
-    # database, as replicas on several hosts do (docs/ha.md).
-    family = socket.AF_INET6 if ":" in settings.bind_host else socket.AF_INET
-    sock = socket.create_server((settings.bind_host, settings.bind_port), family=family,
-                                backlog=1024)
+    # Bound here, before anything is served: an address another process holds is one line
+    # and exit 1 (not a traceback), and "listening" is said only once it is true. With
+    # several workers, they all accept on this one socket; each runs the whole API (a
+    # process per core for the CPU-bound parts: JSON, password checks). They share nothing
+    # but the database, as replicas on several hosts do (docs/ha.md).
     try:
+        sock = listen_socket(settings.bind_host, settings.bind_port)
+    except OSError as exc:
+        print(f"openimds control-api: cannot listen on {settings.bind_host}:"
+              f"{settings.bind_port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    LOG.info("control-plane API listening on %s:%s", settings.bind_host, settings.bind_port)
+    try:
+        if workers <= 1:
+            run(sock)
+            return 0
         return runtime.supervise_workers(workers, lambda _slot: run(sock),
                                          name="control-plane API")
     finally:
         sock.close()
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """The API's listening socket on host:port (OSError when it cannot be had)."""
+    if host == "" and socket.has_dualstack_ipv6():
+        # "" is every address, IPv4 and IPv6 alike (as the event loop's own bind has it).
+        return socket.create_server(("", port), family=socket.AF_INET6, backlog=1024,
+                                    dualstack_ipv6=True)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=1024)
 
 
 def _fail(message: str) -> int:

@@ -142,11 +142,11 @@ class Store:
             yield session
             session.commit()
         except DBAPIError as exc:
-            session.rollback()
+            _end(session)
             had_deletes = bool(session.info.get("had_deletes"))
             raise _translate(exc, had_deletes) from exc
         except BaseException:
-            session.rollback()
+            _end(session)
             raise
         finally:
             session.close()
@@ -160,7 +160,7 @@ class Store:
         except DBAPIError as exc:
             raise _translate(exc, False) from exc
         finally:
-            session.rollback()
+            _end(session)
             session.close()
 
     def release_waiters(self) -> None:
@@ -342,6 +342,21 @@ class Store:
                 with suppress(Exception):
                     self._wake()
                 self._closed.wait(1.0)
+
+
+def _end(session: Session) -> None:
+    """Roll back `session`'s transaction. When its connection died meanwhile (a database
+    restart, a killed backend) the ROLLBACK fails, but the server already discarded the
+    transaction: nothing is left to undo. The connection is then invalidated (never handed
+    out again) and the failure goes no further, so what the caller raises or returns stands:
+    rows already read, the body's own error, StoreUnavailable for a commit that failed."""
+    try:
+        session.rollback()
+    except DBAPIError as exc:
+        LOG.debug("rollback on a lost database connection: %s",
+                  str(exc.orig).strip().splitlines()[0][:200] if str(exc.orig).strip()
+                  else type(exc.orig).__name__)
+        session.invalidate()
 
 
 def _pg_notify(payload: str) -> Any:

@@ -254,3 +254,23 @@ def test_both_spellings_list_show_and_delete_alike(cli: Cli) -> None:
         cli.run(f"{legacy}-delete", name)
         gone = cli.run(f"{legacy}-show", name, check=False)
         assert gone.returncode == 1 and f"with a name or ID of '{name}'" in gone.stderr
+
+
+def test_control_api_on_an_address_another_process_holds_says_so_in_one_line(
+        tmp_path: Path) -> None:
+    """A port already taken is an operator's condition, not a crash: exit 1 with one line
+    naming the address, no traceback, and no claim that it is listening."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = int(taken.getsockname()[1])
+        conf = tmp_path / "control.conf"
+        conf.write_text(f"[DEFAULT]\nstate_path = {tmp_path}\nbind_host = 127.0.0.1\n"
+                        f"bind_port = {port}\n")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+        proc = subprocess.run([PYTHON, "-m", "openimds", "control-api", "--config-file",
+                               str(conf)], capture_output=True, text=True, env=env,
+                              timeout=120)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 1, output
+    assert "Traceback" not in output, output
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in proc.stderr, output
+    assert "listening on" not in output, output

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -38,7 +39,6 @@ import aiohttp
 
 from openimds.control.client import ApiConnectionError, ApiError, ControlClient
 from tests.pg_private import PrivatePostgres
-from tests.support.node import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 ADMIN_PW = "replica-admin-pw"
@@ -55,6 +55,64 @@ EC2 = ("/2009-04-04/meta-data/", "/2009-04-04/meta-data/instance-id",
        "/2009-04-04/meta-data/public-keys/", "/2009-04-04/meta-data/block-device-mapping/",
        "/2009-04-04/user-data")
 CRAWL = OPENSTACK + EC2
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+    return int(low), int(high)
+
+
+def _unshared_port(taken: set[int]) -> int:
+    """A port free on every replica address, chosen below the kernel's ephemeral range. A
+    port from bind(("127.0.0.1", 0)) is free only until the socket closes: until a server
+    binds it (seconds later, after the migrations) any other process on the machine may get
+    the same number from the same call and listen there, and the cloud then talks to a
+    stranger (an auth POST answered "404: Not Found" by another aiohttp server). Neither
+    bind(0) nor an outgoing connection ever hands out a port below the ephemeral range."""
+    import socket
+
+    low, _high = _ephemeral_range()
+    while True:
+        port = random.randrange(10_000, low)
+        if port in taken:
+            continue
+        try:
+            for host in HOSTS:
+                with socket.socket() as s:
+                    s.bind((host, port))
+        except OSError:
+            continue
+        taken.add(port)
+        return port
+
+
+def _listener_inodes(host: str, port: int) -> set[str]:
+    """Inodes of the TCP sockets listening on host:port (this network namespace)."""
+    import socket
+
+    local = f"{socket.inet_aton(host)[::-1].hex().upper()}:{port:04X}"
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == local and fields[3] == "0A":  # 0A: TCP_LISTEN
+            inodes.add(fields[9])
+    return inodes
+
+
+def _holds_socket(pid: int, inodes: set[str]) -> bool:
+    """Whether process `pid` has one of these socket inodes open."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:[") and link[8:-1] in inodes:
+            return True
+    return False
 
 
 def _env() -> dict[str, str]:
@@ -144,9 +202,10 @@ class ReplicaCloud:
     def __init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="oit-replicas-", dir="/tmp"))
         self.pg: PrivatePostgres | None = None
-        self.api_port = free_port()
-        self.md_port = free_port()
-        self.metrics_port = free_port()
+        taken: set[int] = set()
+        self.api_port = _unshared_port(taken)
+        self.md_port = _unshared_port(taken)
+        self.metrics_port = _unshared_port(taken)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.logs: list[Any] = []
         self.socket = str(self.root / "metadata_proxy")
@@ -189,21 +248,27 @@ class ReplicaCloud:
         return (host, self.api_port if name.startswith("control") else self.md_port)
 
     def wait_listening(self, name: str, timeout: float = 60) -> None:
-        """Until the service accepts connections (it exits: its log in the error)."""
+        """Until the service itself listens (it exits: its log in the error). On TCP that is
+        its own listening socket, not merely a connection accepted on its address: another
+        process holding the port would accept too."""
         import socket
 
         address = self._address(name)
+        proc = self.procs[name]
         deadline = time.monotonic() + timeout
         while True:
-            family = socket.AF_UNIX if isinstance(address, str) else socket.AF_INET
-            with socket.socket(family) as s:
-                try:
-                    s.connect(address)
-                    return
-                except OSError:
-                    pass
-            if self.procs[name].poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"{name} is not listening: {self.log_text(name)[-2000:]}")
+            if isinstance(address, str):  # a unix socket in our private directory
+                with socket.socket(socket.AF_UNIX) as s:
+                    try:
+                        s.connect(address)
+                        return
+                    except OSError:
+                        pass
+            elif _holds_socket(proc.pid, _listener_inodes(*address)):
+                return
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"{name} is not listening on {address}: "
+                                     f"{self.log_text(name)[-2000:]}")
             time.sleep(0.1)
 
     @property
@@ -316,12 +381,19 @@ class ReplicaCloud:
         return True
 
     async def crawl(self, instances: Sequence[tuple[str, str]], round_no: int,
-                    rounds: int, out: Round, until: asyncio.Event) -> None:
+                    rounds: int, out: Round, until: asyncio.Event,
+                    posted: asyncio.Event | None = None) -> None:
         """Every instance runs CRAWL, again and again until `until` is set; those with
         index % rounds == round_no post their password after their first pass (each instance
-        once in its life)."""
+        once in its life). `posted` is set once every password POST of the round was
+        answered."""
+        posters = sum(1 for i in range(len(instances)) if i % rounds == round_no)
+        answered = 0
+        if posted is not None and posters == 0:
+            posted.set()
         async with self._session() as session:
             async def one(i: int, address: str, uid: str) -> None:
+                nonlocal answered
                 await crawl_once(address, uid)
                 if i % rounds == round_no:
                     pw = f"pw-{uid}"
@@ -332,6 +404,9 @@ class ReplicaCloud:
                                               address, sent))
                     if status == 200:
                         out.acked_passwords[address] = pw
+                    answered += 1
+                    if posted is not None and answered == posters:
+                        posted.set()
                 while not until.is_set():
                     await crawl_once(address, uid)
 
@@ -393,15 +468,24 @@ async def run_faults(cloud: ReplicaCloud, kill_after: float = 0.3,
     """Per fault (none, kill -9 of control-api-1, of metadata-api-1, a PostgreSQL restart) a
     round: every instance crawls from the start until `settle` seconds after the fault was
     done, the writer running throughout; the killed replica is started again after its
-    round."""
+    round.
+
+    A replica is killed `kill_after` seconds into its round and not before the round's
+    password POSTs were answered: a POST that a replica holds when it is killed may have
+    been written, so the agent must not send it again and answers 503 (a write is never
+    made twice). The crawl's GETs, and the writer, keep running across the kill."""
     rounds: dict[str, Round] = {}
     for no, fault in enumerate(FAULTS):
         out = Round()
         stop = asyncio.Event()
         writer = asyncio.create_task(cloud.writer(stop, out, f"ack-{fault}"))
+        posted = asyncio.Event()
 
-        async def inject(fault: str = fault, out: Round = out) -> None:
+        async def inject(fault: str = fault, out: Round = out,
+                         posted: asyncio.Event = posted) -> None:
             await asyncio.sleep(kill_after)
+            if fault in ("control-api", "metadata-api"):
+                await posted.wait()
             out.fault_at = time.monotonic()
             if fault == "postgresql":
                 await asyncio.to_thread(cloud.restart_postgres)
@@ -412,7 +496,7 @@ async def run_faults(cloud: ReplicaCloud, kill_after: float = 0.3,
         injector = asyncio.create_task(inject())
         injector.add_done_callback(
             lambda _t, ev=until: asyncio.get_running_loop().call_later(settle, ev.set))
-        await cloud.crawl(cloud.instances, no, len(FAULTS), out, until)
+        await cloud.crawl(cloud.instances, no, len(FAULTS), out, until, posted)
         await injector
         stop.set()
         await writer
