@@ -8,7 +8,7 @@ import argparse
 import logging
 import socket
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from openimds import runtime
 from openimds.cli.common import config_parent, setup_logging
