@@ -10,22 +10,9 @@ import sys
 import urllib.request
 from pathlib import Path
 
+from tests.support.node import children
+
 from .test_allinone import REPO, free_port, wait_for
-
-
-def _children(parent: int) -> set[int]:
-    found = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        # The fields after the command (which may hold spaces) start after its last ')'.
-        if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
-            found.add(int(entry))
-    return found
 
 
 def _alive(pid: int) -> bool:
@@ -58,17 +45,17 @@ def test_api_workers_serve_restart_and_die_with_the_supervisor(tmp_path: Path) -
                                 stderr=subprocess.STDOUT, env=env, cwd=REPO)
     workers: set[int] = set()
     try:
-        wait_for(lambda: len(_children(proc.pid)) == 2 and _status(port) == 200
+        wait_for(lambda: len(set(children(proc.pid, include_zombies=True))) == 2 and _status(port) == 200
                  or proc.poll() is not None)
         assert proc.poll() is None, log_path.read_text()
-        workers = _children(proc.pid)
+        workers = set(children(proc.pid, include_zombies=True))
         # Both workers answer: a request lands on one or the other, and killing one leaves
         # the other serving while the supervisor starts a third.
         victim = min(workers)
         os.kill(victim, signal.SIGKILL)
-        wait_for(lambda: len(_children(proc.pid) - {victim}) == 2)
+        wait_for(lambda: len(set(children(proc.pid, include_zombies=True)) - {victim}) == 2)
         assert _status(port) == 200
-        replaced = _children(proc.pid)
+        replaced = set(children(proc.pid, include_zombies=True))
         assert victim not in replaced and len(replaced & workers) == 1
         workers |= replaced
         # A supervisor killed outright takes its workers with it (nothing keeps the port).

@@ -19,6 +19,8 @@ from openimds.inventory.migrate import open_store
 from openimds.inventory.models import Instance
 from openimds.wire import sign_instance_id
 from tests.metadata.test_store_source import INSTANCE, seed
+from tests.support.node import children as child_pids
+from tests.support.node import wait_for
 
 requests = pytest.importorskip("requests")
 
@@ -146,22 +148,6 @@ def test_cli_serves_signed_requests_and_follows_the_inventory(server: Server) ->
     assert 'status="200"' in metrics and 'status="400"' in metrics
 
 
-def _children(parent: int) -> set[int]:
-    found = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        # The fields after the command (which may hold spaces) start after its last ')'.
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[1]) == parent and fields[0] != "Z":
-            found.add(int(entry))
-    return found
-
-
 def _listeners_on(port: int) -> set[str]:
     """Socket inodes listening on 127.0.0.1:`port` (state 0A in /proc/net/tcp)."""
     inodes = set()
@@ -181,10 +167,10 @@ def _holds(pid: int, inodes: set[str]) -> bool:
 
 
 def _wait(predicate: Any, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.1)
+    try:
+        wait_for(predicate, timeout=timeout, interval=0.1)
+    except AssertionError as exc:
+        raise AssertionError(what) from exc
 
 
 def _health(server: Server) -> tuple[int, dict[str, Any]]:
@@ -201,7 +187,7 @@ def test_a_dead_worker_is_replaced_and_every_worker_stops_with_the_service(
     """The metadata API's processes run under runtime.supervise_workers, like the agent's and
     the control-plane API's: a killed guest worker gets a replacement, the service keeps
     answering, and SIGTERM to the service leaves no process behind."""
-    children = _children(server.pid)
+    children = set(child_pids(server.pid))
     guests = {pid for pid in children if _holds(pid, _listeners_on(server.port))}
     assert len(guests) == 2 and len(children) == 3  # two guest workers and the ops listener
     status, body = _health(server)
@@ -210,7 +196,7 @@ def test_a_dead_worker_is_replaced_and_every_worker_stops_with_the_service(
     os.kill(victim, signal.SIGKILL)
 
     def replaced() -> bool:
-        now = {pid for pid in _children(server.pid)
+        now = {pid for pid in set(child_pids(server.pid))
                if _holds(pid, _listeners_on(server.port))}
         return len(now) == 2 and victim not in now
 
@@ -221,7 +207,7 @@ def test_a_dead_worker_is_replaced_and_every_worker_stops_with_the_service(
         r = requests.get(server.base + "/latest/meta-data/hostname", headers=server.headers(),
                          timeout=5)
         assert r.status_code == 200 and r.text == "web-1.novalocal"
-    everyone = _children(server.pid)
+    everyone = set(child_pids(server.pid))
     os.kill(server.pid, signal.SIGTERM)
     _wait(lambda: not any(Path(f"/proc/{pid}").exists() and
                           Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]

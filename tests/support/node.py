@@ -188,8 +188,8 @@ def kill_marked(marker: str) -> None:
                     os.kill(int(entry.name), signal.SIGKILL)
 
 
-def children(ppid: int) -> list[int]:
-    """Pids of the live (non-zombie) children of `ppid`."""
+def children(ppid: int, *, include_zombies: bool = False) -> list[int]:
+    """Pids of the live children of `ppid` (exited-but-unreaped ones too, if asked)."""
     out = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -199,7 +199,7 @@ def children(ppid: int) -> list[int]:
         except OSError:
             continue
         fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[1]) == ppid and fields[0] != "Z":
+        if int(fields[1]) == ppid and (include_zombies or fields[0] != "Z"):
             out.append(int(entry.name))
     return out
 
