@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
-from openimds.proxy.hoplimit import haproxy_response_lines
+from openimds.proxy.hoplimit import listener_response_lines, token_backend_response_lines
 from openimds.wire import (
     GUEST_FORWARDED_HEADER,
     IDENTITY_HEADER_PREFIXES,
@@ -89,6 +89,8 @@ IDENTITY_SOURCES: tuple[IdentitySource, ...] = ("agent", "haproxy_map")
 # The map value: instance id, project id and signature, joined by a character no id or hex
 # signature contains (haproxy's `field` converter splits it again).
 MAP_VALUE_SEPARATOR = "|"
+# The backend only the token PUT reaches (its answer alone carries the hop limit).
+TOKEN_BACKEND = "token_put"
 
 # The same addresses as host routes / interface addresses ("ip/prefix").
 METADATA_IPV4_CIDR = f"{METADATA_IPV4}/32"
@@ -563,6 +565,16 @@ def render_haproxy_cfg(spec: ProxySpec) -> str:
             f"    stick-table type {table} size 10k expire {expire}s"
             f" store http_req_rate({rl.burst_window}s)",
         ]
+    servers = _api_server_lines(spec) if map_mode else [_agent_server_line(spec)]
+    lines += [
+        "",
+        # The token PUT's own backend: only its answer carries a hop limit, so only PUTs run
+        # the 64 set-tos rules (every other answer skips them: ~3 us per request of haproxy's
+        # CPU). Same servers as the listener's; health comes from the listener's checks.
+        f"backend {TOKEN_BACKEND}",
+        *token_backend_response_lines(),
+        *_tracking(servers),
+    ]
     lines += ["", "listen listener"]
     lines += [f"    bind {_bind(b, spec.bind_netns)}" for b in spec.binds]
     if spec.per_source_maxconn:
@@ -591,16 +603,46 @@ def render_haproxy_cfg(spec: ProxySpec) -> str:
     lines += [f"    http-request del-header {p} -m beg" for p in IDENTITY_HEADER_PREFIXES]
     # The token PUT's hop limit: internal header → DSCP → TTL (proxy/hoplimit.py); set-tos
     # needs no privilege, so it holds for proxies running as an unprivileged user too.
-    lines += haproxy_response_lines()
+    lines += listener_response_lines()
     if map_mode:
         lines += _map_identity_lines(spec)
-        return "\n".join(lines) + "\n"
-    lines.append(f"    http-request set-header {id_header(stamped.kind)} {stamped.id}")
+    else:
+        lines.append(f"    http-request set-header {id_header(stamped.kind)} {stamped.id}")
+    lines.append(f"    use_backend {TOKEN_BACKEND} if METH_PUT")
+    lines += servers
+    return "\n".join(lines) + "\n"
+
+
+def _agent_server_line(spec: ProxySpec) -> str:
     server = f"    server metadata {spec.socket_path} maxconn {spec.agent_maxconn}"
     if spec.agent_mode == "reuse":
         server += f" pool-max-conn {spec.agent_maxconn} pool-purge-delay 5s"
-    lines.append(server)
-    return "\n".join(lines) + "\n"
+    return server
+
+
+def _api_server_lines(spec: ProxySpec) -> list[str]:
+    lines = []
+    for i, (host, port) in enumerate(spec.api_servers):
+        addr = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        line = (f"    server api{i} {addr} maxconn {spec.agent_maxconn}"
+                f" pool-max-conn {spec.agent_maxconn} pool-purge-delay 5s")
+        if len(spec.api_servers) > 1:
+            # Failover in the configured order, as the agent does: the first while it answers.
+            line += " check inter 2s" + (" backup" if i else "")
+        lines.append(line)
+    return lines
+
+
+def _tracking(servers: list[str]) -> list[str]:
+    """The listener's server lines for the token backend: a checked server there follows the
+    listener's check (`track`) instead of running a second health check of its own."""
+    out = []
+    for line in servers:
+        if " check inter 2s" in line:
+            name = line.split()[1]
+            line = line.replace(" check inter 2s", f" track listener/{name}")
+        out.append(line)
+    return out
 
 
 def _map_identity_lines(spec: ProxySpec) -> list[str]:
@@ -634,14 +676,6 @@ def _map_identity_lines(spec: ProxySpec) -> list[str]:
             f" hdr Retry-After {max(1, math.ceil(1 / il.rate))}"
             f" if {{ sc0_http_req_rate(instance_rate_limiter) gt {il.burst} }}",
         ]
-    for i, (host, port) in enumerate(spec.api_servers):
-        addr = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        line = (f"    server api{i} {addr} maxconn {spec.agent_maxconn}"
-                f" pool-max-conn {spec.agent_maxconn} pool-purge-delay 5s")
-        if len(spec.api_servers) > 1:
-            # Failover in the configured order, as the agent does: the first while it answers.
-            line += " check inter 2s" + (" backup" if i else "")
-        lines.append(line)
     return lines
 
 

@@ -23,8 +23,9 @@ __all__ = [
     "DEFAULT_TTL",
     "HOP_LIMIT_HEADER",
     "MAX_HOP_LIMIT",
-    "haproxy_response_lines",
     "hop_limit_dscp",
+    "listener_response_lines",
+    "token_backend_response_lines",
     "ttl_rules",
 ]
 
@@ -40,27 +41,37 @@ def hop_limit_dscp(limit: int) -> int:
     return 0 if limit == DEFAULT_TTL else limit
 
 
-def haproxy_response_lines() -> list[str]:
-    """`listen` lines: header → DSCP (haproxy 2.6 `set-tos` takes a constant, hence one rule
-    per value; a response without the header fails each on a missing variable). The TOS byte
-    is DSCP << 2 (the low two bits are ECN, left to the kernel)."""
+def token_backend_response_lines() -> list[str]:
+    """Lines of the token PUT's backend: header -> DSCP. haproxy 2.6's `set-tos` takes a
+    constant, hence one rule per value; they sit in a backend of their own that only PUTs
+    reach, so no other answer pays for evaluating 64 rules. A response without the header
+    fails each on a missing variable. The TOS byte is DSCP << 2 (the low two bits are ECN,
+    left to the kernel)."""
     h = HOP_LIMIT_HEADER
     lines = [
         f"    http-response set-var(txn.hop_limit) res.hdr({h}) if {{ res.hdr_cnt({h}) gt 0 }}",
-        # A later answer on a connection that carried a token answer goes out unmarked.
-        "    http-response set-tos 0 if { var(sess.hop_marked) -m found }"
-        " !{ var(txn.hop_limit) -m found }",
-        "    http-response unset-var(sess.hop_marked) if !{ var(txn.hop_limit) -m found }",
     ]
     lines += [
         f"    http-response set-tos {hop_limit_dscp(n) << 2} if {{ var(txn.hop_limit) -m int {n} }}"
         for n in range(1, MAX_HOP_LIMIT + 1)
     ]
-    lines += [
-        "    http-response set-var(sess.hop_marked) bool(1) if { var(txn.hop_limit) -m found }",
+    lines.append(
+        "    http-response set-var(sess.hop_marked) bool(1) if { var(txn.hop_limit) -m found }"
+    )
+    return lines
+
+
+def listener_response_lines() -> list[str]:
+    """The listener's lines, run for every answer after the backend's: a later answer on a
+    connection that carried a token answer goes out unmarked again, and the internal header
+    never reaches the guest whichever backend answered."""
+    h = HOP_LIMIT_HEADER
+    return [
+        "    http-response set-tos 0 if { var(sess.hop_marked) -m found }"
+        " !{ var(txn.hop_limit) -m found }",
+        "    http-response unset-var(sess.hop_marked) if !{ var(txn.hop_limit) -m found }",
         f"    http-response del-header {h}",
     ]
-    return lines
 
 
 def ttl_rules(chain_prefix: str, *, ipv6: bool) -> list[Rule]:

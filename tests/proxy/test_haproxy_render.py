@@ -362,17 +362,44 @@ def test_connection_settings_are_accepted_by_haproxy(
     subprocess.run(["haproxy", "-c", "-q", "-f", str(path)], check=True)
 
 
+def section(text: str, header: str) -> list[str]:
+    ls = lines(text)
+    start = ls.index(header) + 1
+    end = ls.index("", start) if "" in ls[start:] else len(ls)
+    return ls[start:end]
+
+
 def test_hop_limit_header_becomes_a_dscp_and_never_reaches_the_guest() -> None:
-    body = listener(render_haproxy_cfg(net_spec()))
-    assert "http-response set-tos 4 if { var(txn.hop_limit) -m int 1 }" in body
-    assert "http-response set-tos 252 if { var(txn.hop_limit) -m int 63 }" in body
+    text = render_haproxy_cfg(net_spec())
+    token = section(text, "backend token_put")
+    assert "http-response set-tos 4 if { var(txn.hop_limit) -m int 1 }" in token
+    assert "http-response set-tos 252 if { var(txn.hop_limit) -m int 63 }" in token
     # 64 is the kernel's default TTL: no DSCP, no rule.
-    assert "http-response set-tos 0 if { var(txn.hop_limit) -m int 64 }" in body
+    assert "http-response set-tos 0 if { var(txn.hop_limit) -m int 64 }" in token
+    # The same agent behind both; only PUTs (the token's method) reach the 64 rules.
+    assert token[-1] == f"server metadata {SOCK} maxconn 32 pool-max-conn 32 pool-purge-delay 5s"
+    body = listener(text)
+    assert not [ln for ln in body if "set-tos" in ln and "hop_limit) -m int" in ln]
+    assert "use_backend token_put if METH_PUT" in body
+    # Whichever backend answered: unmarked after a token answer, internal header deleted.
+    assert ("http-response set-tos 0 if { var(sess.hop_marked) -m found } "
+            "!{ var(txn.hop_limit) -m found }") in body
     assert "http-response del-header X-OpenIMDS-Hop-Limit" in body
-    assert not [ln for ln in body if "set-mark" in ln]
+    assert not [ln for ln in lines(text) if "set-mark" in ln]
     # set-tos needs no privilege: a proxy that drops to another user keeps the hop limit.
-    dropped = listener(render_haproxy_cfg(net_spec(user="998")))
+    dropped = section(render_haproxy_cfg(net_spec(user="998")), "backend token_put")
     assert "http-response set-tos 4 if { var(txn.hop_limit) -m int 1 }" in dropped
+
+
+def test_token_backend_follows_the_listeners_health_checks() -> None:
+    two = Connections(identity="haproxy_map", api_servers=(("10.1.0.1", 8775), ("::1", 8775)))
+    token = section(render_haproxy_cfg(rtr_spec(connections=two)), "backend token_put")
+    assert token[-2:] == [
+        "server api0 10.1.0.1:8775 maxconn 32 pool-max-conn 32 pool-purge-delay 5s "
+        "track listener/api0",
+        "server api1 [::1]:8775 maxconn 32 pool-max-conn 32 pool-purge-delay 5s "
+        "track listener/api1 backup",
+    ]
 
 
 MAP = Connections(identity="haproxy_map", api_servers=(("127.0.0.1", 8775),))
