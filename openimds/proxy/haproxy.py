@@ -89,6 +89,12 @@ IDENTITY_SOURCES: tuple[IdentitySource, ...] = ("agent", "haproxy_map")
 # The map value: instance id, project id and signature, joined by a character no id or hex
 # signature contains (haproxy's `field` converter splits it again).
 MAP_VALUE_SEPARATOR = "|"
+# Logging to the agent's stream sink: the ring buffer the lines wait in, its size (a
+# couple of seconds of a busy proxy's lines; Pss grows only as far as it is written) and the
+# longest line (haproxy's default log line length).
+LOG_RING = "openimds-log"
+LOG_RING_BYTES = 262144
+LOG_LINE_MAX = 1024
 # The backend only the token PUT reaches (its answer alone carries the hop limit).
 TOKEN_BACKEND = "token_put"
 
@@ -232,6 +238,10 @@ class ProxySpec:
     rate_limit: RateLimit | None = None
     # syslog target ("/dev/log", "127.0.0.1:514", "stdout"); None = no logging at all.
     log_target: str | None = "/dev/log"
+    # A unix stream socket (the agent's log sink) that takes the lines instead of
+    # `log_target`: haproxy logs into a ring buffer and forwards it over one connection, many
+    # lines per send, instead of one sendto(2) per request.
+    log_stream: str | None = None
     debug: bool = False
     # Admin socket that hands the listening sockets to the next process on reload
     # (`expose-fd listeners` + `haproxy -x`), so a reload never closes the listener.
@@ -339,6 +349,8 @@ class ProxyDefaults:
     rate_limit: RateLimit | None = None
     # syslog target; None = no logging (an agent always sets one: proxy_log_target).
     log_target: str | None = None
+    # The agent's stream sink that takes the lines instead (ProxySpec.log_stream).
+    log_stream: str | None = None
     debug: bool = False
 
 
@@ -386,6 +398,7 @@ def proxy_spec(
         timeouts=defaults.timeouts,
         rate_limit=defaults.rate_limit,
         log_target=defaults.log_target,
+        log_stream=defaults.log_stream,
         debug=defaults.debug,
         stats_socket=stats_socket_path(state_path, resource_id),
         identity=identity,
@@ -475,10 +488,10 @@ def render_haproxy_cfg(spec: ProxySpec) -> str:
     if map_mode:
         lines.append(f"# identity-map: {stamped.kind} {stamped.id} {spec.map_file}")
     lines.append("global")
-    if spec.log_target:
-        lines.append(
-            f"    log         {spec.log_target} local0 {'debug' if spec.debug else 'info'}"
-        )
+    logging_on = bool(spec.log_target or spec.log_stream)
+    if logging_on:
+        target = f"ring@{LOG_RING}" if spec.log_stream else spec.log_target
+        lines.append(f"    log         {target} local0 {'debug' if spec.debug else 'info'}")
         # A tag starting with "haproxy" lets Debian's rsyslog route it to haproxy.log.
         lines.append(f"    log-tag     haproxy-metadata-proxy-{spec.resource_id}")
     if spec.user:
@@ -496,8 +509,21 @@ def render_haproxy_cfg(spec: ProxySpec) -> str:
         lines.append(
             f"    stats socket {spec.stats_socket} mode 600 level admin expose-fd listeners"
         )
+    if spec.log_stream:
+        lines += [
+            "",
+            # The lines wait here while the agent is away (the oldest are overwritten when it
+            # is full, never blocking a request) and go out on one connection, in bulk.
+            f"ring {LOG_RING}",
+            "    format      rfc3164",
+            f"    maxlen      {LOG_LINE_MAX}",
+            f"    size        {LOG_RING_BYTES}",
+            "    timeout connect 5s",
+            f"    timeout server  {t.server}s",
+            f"    server      sink unix@{spec.log_stream}",
+        ]
     lines += ["", "defaults"]
-    if spec.log_target:
+    if logging_on:
         lines += ["    log global", "    option httplog", "    option dontlognull"]
     lines += [
         "    mode http",
@@ -757,6 +783,12 @@ def _validate(spec: ProxySpec) -> None:
             raise InvalidProxySpec(f"{name} {value!r} must be a user/group name or numeric id")
     if spec.log_target is not None and not _SAFE_TOKEN.fullmatch(spec.log_target):
         raise InvalidProxySpec(f"log_target {spec.log_target!r} must be one token")
+    if spec.log_stream is not None and not (
+            spec.log_stream.startswith("/") and _SAFE_TOKEN.fullmatch(spec.log_stream)
+            and len(spec.log_stream.encode()) <= _MAX_UNIX_PATH):
+        raise InvalidProxySpec(
+            f"log_stream {spec.log_stream!r} must be an absolute unix socket path of one token"
+            f" and at most {_MAX_UNIX_PATH} bytes")
     if spec.maxconn < 1:
         raise InvalidProxySpec("maxconn must be at least 1")
     if spec.agent_maxconn < 1:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from openimds.linux.logsink import stream_socket_path
 from openimds.proxy.haproxy import (
     Connections,
     IdentitySource,
@@ -31,6 +32,7 @@ __all__ = [
     "connections_from_conf",
     "default_proxy_user",
     "log_sink_path",
+    "proxy_log_stream",
     "proxy_log_target",
     "proxy_defaults_from_conf",
     "rate_limit_from_conf",
@@ -108,6 +110,16 @@ def proxy_log_target(state_path: str, service: str | None, *, dev_log: bool) -> 
     if service is None:
         return None
     path = log_sink_path(state_path, service)
+    return path if len(path.encode()) <= _MAX_UNIX_PATH else None
+
+
+def proxy_log_stream(log_target: str | None) -> str | None:
+    """The agent's stream sink beside its datagram sink `log_target` (linux/logsink.py), where
+    its proxies forward their lines in bulk; None when they log to the host's syslog, not at
+    all, or the path would not fit a unix socket address."""
+    if log_target is None or log_target == DEV_LOG:
+        return None
+    path = stream_socket_path(log_target)
     return path if len(path.encode()) <= _MAX_UNIX_PATH else None
 
 
@@ -193,6 +205,7 @@ def proxy_defaults_from_conf(conf: ConfigOpts, service: str | None = None, *,
     user/group, timeouts, connections, rate limit and the log target (`service` names the
     agent whose log sink receives the proxies' lines when there is no /dev/log).
     `state_path` is where the proxies' files go when not the agent's own state_path."""
+    log_target = proxy_log_target(conf.state_path, service, dev_log=os.path.exists(DEV_LOG))
     return ProxyDefaults(
         state_path=str(state_path or conf.state_path),
         socket_path=str(conf.metadata_proxy_socket),
@@ -201,5 +214,6 @@ def proxy_defaults_from_conf(conf: ConfigOpts, service: str | None = None, *,
         timeouts=timeouts_from_conf(conf),
         connections=connections_from_conf(conf),
         rate_limit=rate_limit_from_conf(conf),
-        log_target=proxy_log_target(conf.state_path, service, dev_log=os.path.exists(DEV_LOG)),
+        log_target=log_target,
+        log_stream=proxy_log_stream(log_target),
     )

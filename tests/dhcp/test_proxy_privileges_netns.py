@@ -16,9 +16,10 @@ from openimds.dhcp.agent import DhcpAgent
 from openimds.dhcp.apply import DhcpApplier
 from openimds.dhcp.plan import DhcpOptions
 from openimds.dhcp.settings import DhcpSettings
+from openimds.linux.logsink import stream_socket_path
 from openimds.proxy import HaproxySupervisor
 from openimds.proxy.haproxy import ProxyDefaults
-from openimds.proxy.options import default_proxy_user, log_sink_path
+from openimds.proxy.options import default_proxy_user, log_sink_path, proxy_log_stream
 from openimds.reconcile import MemoryInventory
 from tests.dhcp.test_agent_netns import Running
 from tests.fabric import inventory as inv_rows
@@ -34,9 +35,12 @@ def _uid(pid: int) -> int:
     raise AssertionError("no Uid line")
 
 
+@pytest.mark.parametrize("transport", ["stream", "datagram"])
 async def test_proxy_drops_root_and_logs_through_the_agent(
-    lab: Lab, caplog: pytest.LogCaptureFixture  # noqa: F811
+    lab: Lab, caplog: pytest.LogCaptureFixture, transport: str  # noqa: F811
 ) -> None:
+    """Both ways into the agent's sink: the ring buffer forwarded over the stream socket (what
+    the agents render when the host has no /dev/log) and one datagram per line."""
     inv = MemoryInventory()
     net, sub = lab.new_id(), lab.new_id()
     inv.put("network", inv_rows.network(net, [sub]))
@@ -52,7 +56,9 @@ async def test_proxy_drops_root_and_logs_through_the_agent(
     sink = log_sink_path(lab.state, "dhcp-agent")
     opts = DhcpOptions(enable_isolated_metadata=True, dhcp_confs=os.path.join(lab.state, "dhcp"),
                        proxy=ProxyDefaults(state_path=lab.state, socket_path=socket_path,
-                                           user=user, log_target=sink))
+                                           user=user, log_target=sink,
+                                           log_stream=(proxy_log_stream(sink)
+                                                       if transport == "stream" else None)))
     settings = DhcpSettings(fabric=lab.fabric, state_path=lab.state, options=opts)
     agent = DhcpAgent(inv, DhcpApplier(settings, HaproxySupervisor(lab.state)), opts,
                       fabric_namespace=lab.fabric, owns=lambda key: key in lab.ids)
@@ -76,5 +82,7 @@ async def test_proxy_drops_root_and_logs_through_the_agent(
 
             await asyncio.to_thread(wait_for, logged, 10.0)
     line = logged()[0]
-    assert f"haproxy-metadata-proxy-{net}" in line and " 200 " in line
-    assert not os.path.exists(sink)  # the agent removed its sink on the way out
+    # The proxy's tag first (the ring's host name field is dropped), then its request line.
+    assert line.startswith(f"haproxy-metadata-proxy-{net}[") and " 200 " in line, line
+    # The agent removed its sockets on the way out.
+    assert not os.path.exists(sink) and not os.path.exists(stream_socket_path(sink))

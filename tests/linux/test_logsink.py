@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from openimds.linux.logsink import LOG, LogSink, parse_syslog
+from openimds.linux.logsink import LOG, LogSink, parse_syslog, stream_socket_path
 
 
 @pytest.mark.parametrize(("datagram", "level", "text"), [
@@ -22,6 +22,11 @@ from openimds.linux.logsink import LOG, LogSink, parse_syslog
     (b"<131>x", logging.ERROR, "x"),
     (b"no priority at all", logging.INFO, "no priority at all"),
     (b"<134>bad utf-8 \xff", logging.INFO, "bad utf-8 \ufffd"),
+    # From haproxy's ring buffer: the host name after the time is not part of the text.
+    (b"<134>Dec  7 06:12:48 localhost haproxy-metadata-proxy-n1[798]: 10.0.0.5:4242 GET /",
+     logging.INFO, "haproxy-metadata-proxy-n1[798]: 10.0.0.5:4242 GET /"),
+    (b"<134>Dec  7 06:12:48 haproxy[798]: two words: kept", logging.INFO,
+     "haproxy[798]: two words: kept"),
 ])
 def test_parse_syslog(datagram: bytes, level: int, text: str) -> None:
     assert parse_syslog(datagram) == (level, text)
@@ -111,4 +116,59 @@ async def test_lines_keep_coming_after_a_quiet_spell(tmp_path: Path,
                 f"INFO openimds.haproxy haproxy[7]: line {i}")
     finally:
         sender.close()
+        sink.close()
+
+
+def test_stream_socket_sits_beside_the_datagram_socket() -> None:
+    assert stream_socket_path("/s/ns-metadata-proxy/dhcp-agent-log.sock") == (
+        "/s/ns-metadata-proxy/dhcp-agent-log.stream.sock")
+    assert stream_socket_path("/s/sink") == "/s/sink.stream.sock"
+
+
+async def test_stream_lines_arrive_whole_and_in_order(tmp_path: Path,
+                                                       plain_stream: io.StringIO) -> None:
+    """haproxy's ring forwards many lines per send, and a send may end inside a line."""
+    sink = LogSink(str(tmp_path / "log.sock"))
+    await sink.start()
+    assert sink.stream_path == str(tmp_path / "log.stream.sock")
+    reader, writer = await asyncio.open_unix_connection(sink.stream_path)
+    try:
+        text = "".join(f"<134>Dec  7 06:12:48 localhost haproxy-x[7]: request {i}\n"
+                       for i in range(40))
+        text += "<132>Dec  7 06:12:48 localhost haproxy-x[7]: Server api0 is DOWN\n"
+        cut = len(text) // 2 + 5  # inside a line
+        writer.write(text[:cut].encode())
+        await writer.drain()
+        lines = await _lines(plain_stream, 1)  # the first part was read...
+        writer.write(text[cut:].encode())  # ...before the rest of the cut line came
+        await writer.drain()
+        lines = await _lines(plain_stream, 41)
+        # A connection that goes away: its last line, without a newline, is kept too.
+        writer.write(b"<134>Dec  7 06:12:49 localhost haproxy-x[7]: last words")
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+        lines = await _lines(plain_stream, 42)
+    finally:
+        sink.close()
+    assert lines[:40] == [f"INFO openimds.haproxy haproxy-x[7]: request {i}" for i in range(40)]
+    assert lines[40] == "WARNING openimds.haproxy haproxy-x[7]: Server api0 is DOWN"
+    assert lines[41] == "INFO openimds.haproxy haproxy-x[7]: last words"
+    assert not (tmp_path / "log.sock").exists() and not (tmp_path / "log.stream.sock").exists()
+
+
+async def test_stream_keeps_reading_after_a_pause(tmp_path: Path,
+                                                  plain_stream: io.StringIO) -> None:
+    """After each read the connection pauses to coalesce; it resumes: later lines arrive."""
+    sink = LogSink(str(tmp_path / "log.sock"))
+    await sink.start()
+    _, writer = await asyncio.open_unix_connection(sink.stream_path)
+    try:
+        for i in range(3):
+            writer.write(f"<134>haproxy[7]: line {i}\n".encode())
+            await writer.drain()
+            assert (await _lines(plain_stream, i + 1))[i] == (
+                f"INFO openimds.haproxy haproxy[7]: line {i}")
+    finally:
+        writer.close()
         sink.close()

@@ -156,6 +156,42 @@ def test_metadata_network_is_the_networks_but_stamps_the_router() -> None:
         assert plain.stamped == Identity(plain.kind, plain.resource_id)
 
 
+def test_lines_go_through_a_ring_to_the_agents_stream_sink() -> None:
+    stream = f"{STATE}/ns-metadata-proxy/dhcp-agent-log.stream.sock"
+    spec = replace(net_spec(log_target=f"{STATE}/ns-metadata-proxy/dhcp-agent-log.sock"),
+                   log_stream=stream)
+    ls = lines(render_haproxy_cfg(spec))
+    g = ls[ls.index("global") + 1 : ls.index("ring openimds-log")]
+    assert "log         ring@openimds-log local0 info" in g
+    assert f"log-tag     haproxy-metadata-proxy-{NET}" in g
+    ring = section(render_haproxy_cfg(spec), "ring openimds-log")
+    assert ring == [
+        "format      rfc3164",
+        "maxlen      1024",
+        "size        262144",
+        "timeout connect 5s",
+        "timeout server  32s",
+        f"server      sink unix@{stream}",
+    ]
+    d = ls[ls.index("defaults") + 1 : ls.index("listen listener")]
+    assert d[:3] == ["log global", "option httplog", "option dontlognull"]
+    # Without a stream sink: no ring, one datagram per line as before.
+    assert not [ln for ln in lines(render_haproxy_cfg(net_spec())) if ln.startswith("ring")]
+    with pytest.raises(InvalidProxySpec, match="log_stream"):
+        replace(spec, log_stream="relative.sock")
+    with pytest.raises(InvalidProxySpec, match="log_stream"):
+        replace(spec, log_stream="/" + "x" * 120)
+
+
+@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy not installed")
+def test_ring_config_passes_haproxy_check(tmp_path: Path) -> None:
+    spec = replace(net_spec(log_target=None), log_stream=str(tmp_path / "log.stream.sock"))
+    cfg = tmp_path / "h.cfg"
+    cfg.write_text(render_haproxy_cfg(spec))
+    proc = subprocess.run(["haproxy", "-c", "-f", str(cfg)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_config_owner_reads_the_owner_line_else_the_header() -> None:
     assert config_owner(render_haproxy_cfg(net_spec())) == "network"
     assert config_owner(render_haproxy_cfg(rtr_spec())) == "router"

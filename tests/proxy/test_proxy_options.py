@@ -11,6 +11,7 @@ from openimds.proxy.haproxy import Connections, Timeouts
 from openimds.proxy.options import (
     default_proxy_user,
     proxy_defaults_from_conf,
+    proxy_log_stream,
     proxy_log_target,
 )
 
@@ -91,6 +92,16 @@ def test_proxy_log_target_is_never_nothing_for_an_agent(
 ) -> None:
     assert proxy_log_target("/var/lib/openimds", service, dev_log=dev_log) == want
     assert proxy_log_target("/" + "x" * 100, "dhcp-agent", dev_log=False) is None
+
+
+def test_proxy_log_stream_sits_beside_the_agents_sink_only() -> None:
+    sink = "/var/lib/openimds/ns-metadata-proxy/dhcp-agent-log.sock"
+    assert proxy_log_stream(sink) == (
+        "/var/lib/openimds/ns-metadata-proxy/dhcp-agent-log.stream.sock")
+    assert proxy_log_stream("/dev/log") is None  # the host's syslog takes datagrams
+    assert proxy_log_stream(None) is None
+    # A datagram path that fits but whose stream path would not: datagrams then.
+    assert proxy_log_stream("/" + "x" * 95 + ".sock") is None
 
 
 def _conns(tmp_path: Path, service: str, text: str) -> Connections:
