@@ -17,13 +17,15 @@ import gc
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 __all__ = ["SupervisedTask", "backoff_delay", "die_with_parent", "freeze_startup_objects",
-           "restart_delay", "run_loop", "setup_logging", "stop_on_signals", "supervise_workers"]
+           "listen_problem", "restart_delay", "run_loop", "setup_logging", "stop_on_signals",
+           "supervise_workers"]
 
 LOG = logging.getLogger("openimds.runtime")
 T = TypeVar("T")
@@ -32,6 +34,34 @@ _PR_SET_PDEATHSIG = 1
 # A worker that dies sooner than this after its start is restarted only after this long, so a
 # worker that cannot start does not become a fork loop; any other is replaced at once.
 MIN_WORKER_LIFETIME = 1.0
+
+
+def listen_problem(host: str, port: int, *, reuse_port: bool = False) -> str | None:
+    """Why a server could not listen on host:port (None: it can), found by binding as the event
+    loop's `create_server` would (SO_REUSEADDR, SO_REUSEPORT for forked workers, IPv6 only on
+    an IPv6 socket) and letting go at once. Checked before serving, so an address another
+    process holds is one line and an exit code, not a traceback from inside the loop or
+    workers restarted in a loop."""
+    if port == 0:
+        return None
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        return str(exc.strerror or exc)
+    for family, kind, proto, _, addr in {(i[0], i[1], i[2], "", i[4]) for i in infos}:
+        try:
+            with socket.socket(family, kind, proto) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if reuse_port:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind(addr)
+                sock.listen(1)
+        except OSError as exc:
+            return str(exc.strerror or exc)
+    return None
 
 
 def run_loop(main: Coroutine[Any, Any, T]) -> T:

@@ -300,6 +300,14 @@ def serve(settings: MetadataSettings, *, debug: bool = False) -> int:
     """Run the metadata API until SIGTERM/SIGINT. Returns the process exit code.
 
     `debug` is kept for callers; the forked workers inherit this process's logging."""
+    listeners = [(settings.listen, settings.port, settings.workers > 1)]
+    if settings.metrics_port:
+        listeners.append((settings.metrics_listen, settings.metrics_port, False))
+    for host, port, reuse_port in listeners:
+        problem = runtime.listen_problem(host, port, reuse_port=reuse_port)
+        if problem is not None:
+            LOG.error("metadata-api: cannot listen on %s:%d: %s", host, port, problem)
+            return 1
     if settings.workers <= 1:
         runtime.run_loop(_serve_single(settings))
         return 0

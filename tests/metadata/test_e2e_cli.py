@@ -212,3 +212,28 @@ def test_a_dead_worker_is_replaced_and_every_worker_stops_with_the_service(
     _wait(lambda: not any(Path(f"/proc/{pid}").exists() and
                           Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
                           != "Z" for pid in everyone), "a worker outlived the service")
+
+
+@pytest.mark.parametrize(("workers", "which"), [(1, "guest"), (2, "guest"), (1, "metrics")])
+def test_an_address_another_process_holds_is_one_line_and_exit_1(
+        tmp_path: Path, workers: int, which: str) -> None:
+    """A port already taken is an operator's condition, not a crash: exit 1 with one line
+    naming the address, no traceback, no worker restarted in a loop, no claim to listen."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        held = int(taken.getsockname()[1])
+        port, ops = (held, free_port()) if which == "guest" else (free_port(), held)
+        conf = tmp_path / "nova.conf"
+        conf.write_text(
+            f"[DEFAULT]\nmetadata_listen = 127.0.0.1\nmetadata_listen_port = {port}\n"
+            f"metadata_workers = {workers}\nmetrics_listen = 127.0.0.1\n"
+            f"metrics_listen_port = {ops}\nstate_path = {tmp_path}\n\n"
+            f"[database]\nconnection = sqlite:///{tmp_path}/inv.sqlite\n\n"
+            "[neutron]\nservice_metadata_proxy = true\nmetadata_proxy_shared_secret = s3cret\n")
+        proc = subprocess.run(
+            [sys.executable, "-m", "openimds", "metadata-api", "--config-file", str(conf)],
+            env=clean_env(), capture_output=True, text=True, timeout=120)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 1, output
+    assert "Traceback" not in output, output
+    assert f"cannot listen on 127.0.0.1:{held}: Address already in use" in output, output
+    assert "listening on" not in output, output
