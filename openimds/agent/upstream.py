@@ -15,8 +15,8 @@ transport failed is put last for DOWN_COOLDOWN seconds (health-aware: the reques
 not pay a connect timeout or a reset on a replica known to be away). Any HTTP answer is
 relayed as is, except a 503 to a GET/HEAD (a replica that is starting or lost its database),
 which moves on to the next URL; when every URL says 503 the last 503 is relayed. Transport
-failures move on to the next URL: a GET/HEAD may be retried after a timeout or a dropped
-connection; a POST (the password) only when the connection was never established, because a
+failures move on to the next URL: a GET/HEAD, and IMDSv2's token PUT (it writes nothing), may
+be retried after a timeout or a dropped connection; a POST (the password) only when the connection was never established, because a
 second POST after a lost answer could write twice (so a POST always opens a new connection: a
 pooled one may already be closed by the server, which looks like a lost answer). When every URL fails: UpstreamUnavailable
 (503 + Retry-After at the server edge).
@@ -68,6 +68,10 @@ LOG = logging.getLogger("openimds.agent.upstream")
 UNAVAILABLE_TEXT = ("The remote metadata server is temporarily unavailable. "
                     "Please try again later.")
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
+# Safe to send again after a lost answer: the idempotent methods and PUT, whose only use on
+# the metadata path is IMDSv2's token PUT (idempotent by HTTP's rules; sent twice it mints a
+# second signed token, writes nothing). A POST (the password) is a write and never resent.
+_RESENDABLE = _IDEMPOTENT | {"PUT"}
 # Methods whose request carries a Content-Length even when the body is empty (as aiohttp sent).
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 # Idle pooled connections are dropped after this long: below the metadata API's own idle
@@ -377,12 +381,12 @@ class Upstream:
             except _TransportFailure as exc:
                 failures.append(f"{pool.base}: {exc.reason}")
                 self._down_until[i] = asyncio.get_running_loop().time() + DOWN_COOLDOWN
-                if exc.sent and method not in _IDEMPOTENT:
+                if exc.sent and method not in _RESENDABLE:
                     break
                 continue
-            if answer.status == 503 and method in _IDEMPOTENT and count > 1:
+            if answer.status == 503 and method in _RESENDABLE and count > 1:
                 # This replica cannot serve now (starting, or its database is away): another
-                # may; a GET is safe to ask twice.
+                # may; a GET or the token PUT is safe to ask twice.
                 unavailable = answer
                 failures.append(f"{pool.base}: 503")
                 continue
@@ -415,7 +419,7 @@ class Upstream:
                 except _TransportFailure as exc:
                     # A pooled connection the server closed while idle: an idempotent
                     # request is retried once on a new connection (as aiohttp does).
-                    if not (exc.reused and method in _IDEMPOTENT):
+                    if not (exc.reused and method in _RESENDABLE):
                         raise
                     return await self._exchange(pool, method, request, loop, fresh=True)
         except TimeoutError as exc:

@@ -79,3 +79,24 @@ async def test_a_post_after_the_server_closed_the_pooled_connection_is_delivered
     finally:
         await upstream.close()
         server.stop()
+
+
+async def test_a_token_put_on_a_pooled_connection_the_server_closed_is_sent_again() -> None:
+    """IMDSv2's token PUT may take a pooled connection (it writes nothing); when the server
+    had closed it, the PUT is sent again on a new one instead of the guest getting a 503."""
+    server = ClosingServer()
+    upstream = Upstream(AgentSettings(socket_path="unused", shared_secret="s",
+                                      upstream_urls=(server.url,), upstream_timeout=10.0,
+                                      upstream_connect_timeout=5.0))
+    try:
+        first = await upstream.forward("GET", "/openstack/latest/meta_data.json", b"", RES)
+        assert first.status == 200
+        assert server.closed.acquire(timeout=10)  # as above: the loop has not noticed yet
+        answer = await upstream.forward("PUT", "/latest/api/token", b"", RES,
+                                        "X-aws-ec2-metadata-token-ttl-seconds: 60\r\n")
+        assert answer.status == 200
+        assert server.requests == [b"GET /openstack/latest/meta_data.json HTTP/1.1",
+                                   b"PUT /latest/api/token HTTP/1.1"]
+    finally:
+        await upstream.close()
+        server.stop()
