@@ -59,3 +59,22 @@ async def test_a_stopped_task_is_not_started_again() -> None:
     await asyncio.wait_for(started.wait(), 10)
     await task.stop()
     assert not task.running and task.restarts == 0
+
+
+def test_listen_problem_names_what_holds_an_address() -> None:
+    import socket  # noqa: PLC0415
+
+    assert runtime.listen_problem("127.0.0.1", 0) is None
+    with socket.create_server(("127.0.0.1", 0)) as held:
+        port = int(held.getsockname()[1])
+        assert runtime.listen_problem("127.0.0.1", port) == "Address already in use"
+        # A holder without SO_REUSEPORT refuses the workers' shared bind as well.
+        assert runtime.listen_problem("127.0.0.1", port, reuse_port=True) == (
+            "Address already in use")
+    with socket.socket() as group:
+        group.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        group.bind(("127.0.0.1", 0))
+        group.listen(1)
+        port = int(group.getsockname()[1])
+        # Another worker of the same group: sharing is what the workers do.
+        assert runtime.listen_problem("127.0.0.1", port, reuse_port=True) is None
