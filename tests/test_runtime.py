@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import pytest
 
@@ -62,7 +63,6 @@ async def test_a_stopped_task_is_not_started_again() -> None:
 
 
 def test_listen_problem_names_what_holds_an_address() -> None:
-    import socket  # noqa: PLC0415
 
     assert runtime.listen_problem("127.0.0.1", 0) is None
     with socket.create_server(("127.0.0.1", 0)) as held:
