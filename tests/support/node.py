@@ -384,8 +384,16 @@ class AllInOneNode(Sandbox):
                  and f":{self.api_port}/" in openrc.read_text(), timeout=60)
         # The CLI environment comes from the openrc all-in-one writes, as a newcomer's would.
         self.openrc = dict(re.findall(r"export (OS_\w+)=(\S+)", openrc.read_text()))
-        wait_for(lambda: self._alive() and self.ready(), timeout=timeout, interval=0.3)
-        wait_for(lambda: self._alive() and (self.root / "metadata_proxy").exists(), timeout=60)
+        try:
+            wait_for(lambda: self._alive() and self.ready(), timeout=timeout, interval=0.3)
+            wait_for(lambda: self._alive() and (self.root / "metadata_proxy").exists(),
+                     timeout=60)
+        except AssertionError as exc:
+            # Not ready in time: say why from the node's own log, which goes with its tmp dir.
+            if self._log is not None:
+                self._log.flush()
+            tail = self.log_path.read_text(errors="replace")[-4000:]
+            raise AssertionError(f"{exc}; all-in-one log tail:\n{tail}") from None
 
     def _alive(self) -> bool:
         """True while all-in-one runs; its exit ends a wait at once, with its log's tail."""
