@@ -36,10 +36,13 @@ def test_state_directory_is_unique_traversable_and_removed() -> None:
 
 def test_remove_everything_kills_only_processes_naming_its_directory() -> None:
     mine, other = Sandbox("oit-unit"), Sandbox("oit-unit")
-    # `sh -c CMD NAME`: NAME is $0, so the directory is in the command line, as a daemon's
-    # config path would be.
-    ours = subprocess.Popen(["sh", "-c", "sleep 60", str(mine.root)])
-    theirs = subprocess.Popen(["sh", "-c", "sleep 60", str(other.root)])
+    # The directory is an argument, as a daemon's config path would be. Not `sh -c "sleep 60"
+    # DIR`: the shell may exec sleep in place, and then the directory leaves the command line.
+    # Popen returns after the exec, so the command line is final when the cleanup reads it.
+    def sleeper(root: object) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", str(root)])
+
+    ours, theirs = sleeper(mine.root), sleeper(other.root)
     try:
         mine.remove_everything()
         assert wait_for(lambda: ours.poll() is not None) and ours.returncode == -9
