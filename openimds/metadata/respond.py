@@ -209,6 +209,11 @@ class Responder:
         if self._on_tree_cache:
             self._on_tree_cache(True)
 
+    def prepare(self, view: InstanceView, today: date) -> None:
+        """Render `view`'s tree for `today` now, ahead of its first request (the tree cache
+        keeps it while the source hands out this very view)."""
+        self._tree(view, today)
+
     def _tree(self, view: InstanceView, today: date) -> Tree:
         cached = self._trees.get(view.uuid)
         # Identity, not equality: the source hands out a new object exactly when data changed.
