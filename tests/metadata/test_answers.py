@@ -331,6 +331,30 @@ async def test_a_new_instance_is_answered_from_bytes_rendered_ahead(
     assert (await api.ask("/latest/meta-data/hostname", forged))[0] == 403
 
 
+async def test_an_instances_own_entries_of_crawled_listings_are_rendered_ahead(
+    inventory: Inventory,
+) -> None:
+    """A guest that crawled a listing (asked it and its entries) teaches that the listing is
+    crawled: a new instance's own entries there (its MAC's directory) are rendered ahead."""
+    api, macs = inventory.api, "/latest/meta-data/network/interfaces/macs/"
+    for path in (macs, macs + "fa:16:3e:00:00:05/", macs + "fa:16:3e:00:00:05/local-ipv4s"):
+        assert (await api.ask(path, inventory.headers))[0] == 200
+    seen = _prefetched(inventory.source)
+    await inventory.mutate(_create_new(inventory.ids))
+    await wait_until(lambda: NEW in seen)
+    h = dict(signed_headers(NEW, inventory.ids["project"], SECRET))
+    hits, misses = _hits(api.metrics), _hits(api.metrics, "miss")
+    own = (macs, macs + "fa:16:3e:00:00:06/", macs + "fa:16:3e:00:00:06/local-ipv4s",
+           macs + "fa:16:3e:00:00:06/mac")
+    for path in own:
+        await _same_as_plain(api, path, h)
+    assert (await api.ask(own[2], h))[2] == b"10.0.0.6"
+    assert _hits(api.metrics) == hits + len(own) + 1
+    assert _hits(api.metrics, "miss") == misses
+    # Another instance's MAC is not this instance's: 404, as from the Responder.
+    await _same_as_plain(api, macs + "fa:16:3e:00:00:05/local-ipv4s", h)
+
+
 async def test_answers_rendered_ahead_follow_every_change(inventory: Inventory) -> None:
     api = inventory.api
     for path in TAUGHT:
