@@ -211,7 +211,11 @@ class Responder:
 
     def prepare(self, view: InstanceView, today: date) -> None:
         """Render `view`'s tree for `today` now, ahead of its first request (the tree cache
-        keeps it while the source hands out this very view)."""
+        keeps it while the source hands out this very view). Only into free room: a tree
+        rendered ahead never evicts one in use."""
+        cached = self._trees.get(view.uuid)
+        if cached is None and len(self._trees) >= self.settings.tree_cache_size:
+            return
         self._tree(view, today)
 
     def _tree(self, view: InstanceView, today: date) -> Tree:

@@ -24,7 +24,7 @@ from openimds.metadata.vendordata import (
 )
 from openimds.metadata.view import InstanceView
 from tests.metadata.fixtures import SECRET, UUID_A, full_view
-from tests.metadata.helpers import call, signed_headers
+from tests.metadata.helpers import TODAY, call, signed_headers
 from tests.metadata.servers import start_metadata
 
 H = signed_headers(UUID_A, "test", SECRET)
@@ -155,6 +155,29 @@ async def test_tree_cache_follows_the_source() -> None:
     assert events == [False, True, False]
     source.delete(UUID_A)
     assert (await call(r, "/latest/meta-data/hostname", headers=H)).status == 404
+
+
+async def test_a_tree_prepared_ahead_serves_the_first_request_and_never_evicts() -> None:
+    events: list[bool] = []
+    other = replace(full_view(), uuid="11111111-2222-3333-4444-555555555555")
+    source = DictSource([full_view(), other])
+    r = Responder(
+        source,
+        RespondSettings(identify=IdentifySettings(True, SECRET), tree_cache_size=1),
+        on_tree_cache=events.append,
+    )
+    view = await source.view_for_instance(UUID_A)
+    assert view is not None
+    r.prepare(view, TODAY)
+    assert events == [False]
+    # Rendered ahead: the first request is a hit.
+    assert (await call(r, "/latest/meta-data/hostname", headers=H)).body == b"test.novalocal"
+    assert events == [False, True]
+    # The cache is full: another instance's tree is not rendered ahead over the one in use.
+    r.prepare(other, TODAY)
+    assert events == [False, True]
+    assert (await call(r, "/latest/meta-data/hostname", headers=H)).body == b"test.novalocal"
+    assert events == [False, True, True]
 
 
 async def test_dhcp_domain_empty_gives_bare_hostname() -> None:
