@@ -260,6 +260,12 @@ def main() -> int:
         print(f"  per instance      p50 {r['instance_p50_s']:.1f} s, max "
               f"{r['instance_max_s']:.1f} s (sum of its request times)")
         print(f"  {meter.report(r['requests'])}")
+        # The chain alone (a cloud's guests are other machines; here the client shares the
+        # cores, and other users of the machine may too): its CPU, and that over the cores.
+        chain = sum(v for k, v in meter.used.items() if k != "client")
+        print(f"  chain             {chain:.1f} s of CPU, "
+              f"{chain / max(1, r['requests']) * 1e6:.0f} us/req (haproxy, agent, API, DHCP "
+              f"agent): {chain / (os.cpu_count() or 1):.1f} s on {os.cpu_count()} idle cores")
         print("  API caches        " + ", ".join(
             f"{cache} {caches.get((cache, 'hit'), 0):.0f} hits / "
             f"{caches.get((cache, 'miss'), 0):.0f} misses"
