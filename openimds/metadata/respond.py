@@ -91,6 +91,9 @@ class MetadataRequest(NamedTuple):
     body: bytes | None = None
     # Unix time of the request (session token expiry).
     now: float = 0.0
+    # Asked by the server itself to render an answer ahead of the guest (fastserver.py):
+    # what needs another service's answer of the moment is then not rendered (nor asked).
+    ahead: bool = False
 
 
 class Reuse(NamedTuple):
@@ -418,6 +421,9 @@ class Responder:
         dynamic: list[tuple[str, Any]] = []
         reuse: Reuse | None = Reuse(view, req.today)
         if DYNAMIC_JSON in node.providers and self.vendordata is not None:
+            if req.ahead:
+                # Never kept, so never rendered ahead: no call to that service for it.
+                return MetadataResponse(204, TEXT, b"", view.uuid, outcome="not-ahead")
             # Another service's answer of the moment: asked again every time.
             dynamic = await self.vendordata.fetch(view)
             reuse = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
 from typing import Any
 
@@ -12,7 +13,7 @@ from aiohttp import web
 
 from openimds.metadata.errors import error_body
 from openimds.metadata.identify import IdentifySettings
-from openimds.metadata.respond import Responder, RespondSettings
+from openimds.metadata.respond import MetadataRequest, Responder, RespondSettings
 from openimds.metadata.source import DictSource, PasswordResult
 from openimds.metadata.tree import VendordataOptions
 from openimds.metadata.vendordata import (
@@ -178,6 +179,37 @@ async def test_a_tree_prepared_ahead_serves_the_first_request_and_never_evicts()
     assert events == [False, True]
     assert (await call(r, "/latest/meta-data/hostname", headers=H)).body == b"test.novalocal"
     assert events == [False, True, True]
+
+
+async def test_dynamic_vendordata_is_never_asked_to_render_ahead() -> None:
+    class Counting:
+        calls = 0
+
+        async def fetch(self, view: InstanceView) -> list[tuple[str, Any]]:
+            self.calls += 1
+            return [("t", {"y": 2})]
+
+    fetcher = Counting()
+    r = Responder(
+        DictSource([full_view()]),
+        RespondSettings(
+            identify=IdentifySettings(True, SECRET),
+            vendordata=VendordataOptions(("StaticJSON", "DynamicJSON"), {}),
+        ),
+        vendordata=fetcher,
+    )
+    path = "/openstack/latest/vendor_data2.json"
+    ahead = await r.respond(MetadataRequest("GET", path, tuple(H), None, TODAY,
+                                            os.urandom, ahead=True))
+    assert ahead.reuse is None and ahead.status != 200 and fetcher.calls == 0
+    resp = await call(r, path, headers=H)
+    assert resp.status == 200 and json.loads(resp.body)["t"] == {"y": 2}
+    assert fetcher.calls == 1
+    # The rest of the tree is rendered ahead as for a guest.
+    ahead = await r.respond(MetadataRequest("GET", "/openstack/latest/meta_data.json",
+                                            tuple(H), None, TODAY, os.urandom,
+                                            ahead=True))
+    assert ahead.status == 200 and ahead.reuse is not None
 
 
 async def test_dhcp_domain_empty_gives_bare_hostname() -> None:
