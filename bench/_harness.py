@@ -274,6 +274,23 @@ class Node(AllInOneNode):
         conf = f"{self.state}/ns-metadata-proxy/{network_id}.conf".encode()
         return any(conf in argv for _, argv in _haproxy_argvs())
 
+    def api_cache_counts(self) -> dict[tuple[str, str], float]:
+        """The metadata API's cache counters ((cache, result) -> count) from its /metrics
+        listener on loopback; empty when it does not answer."""
+        import urllib.request
+
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        try:
+            text = opener.open(f"http://127.0.0.1:{self.metrics_port}/metrics",
+                               timeout=10).read().decode()
+        except OSError:
+            return {}
+        out: dict[tuple[str, str], float] = {}
+        for m in re.finditer(r'^openimds_metadata_cache_total\{cache="(\w+)",result="(\w+)"\}'
+                             r" (\S+)$", text, re.M):
+            out[(m.group(1), m.group(2))] = float(m.group(3))
+        return out
+
     def cpu_meter(self, **extra: Callable[[], list[int]]) -> CpuMeter:
         return CpuMeter({
             "haproxy": self.proxy_pids,
@@ -497,58 +514,143 @@ class _Netns:
         self.current = got
 
 
+class _Sockets:
+    """TCP sockets born in client namespaces, made a batch at a time: one setns(2) (and its
+    inode check) per batch instead of per socket. No await runs between a setns and the
+    socket(2) calls that follow it, so every socket of a batch is born in that namespace."""
+
+    BATCH = 16
+
+    def __init__(self, netns: _Netns) -> None:
+        self.netns = netns
+        self.pools: dict[str, list[socket.socket]] = {}
+
+    def take(self, ns: str) -> socket.socket:
+        pool = self.pools.get(ns)
+        if not pool:
+            self.netns.enter(ns)
+            pool = self.pools[ns] = []
+            for _ in range(self.BATCH):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sock.setblocking(False)
+                pool.append(sock)
+        return pool.pop()
+
+
+class _Get(asyncio.Protocol):
+    """One request written on connect, its response collected until complete."""
+
+    def __init__(self, request: bytes, done: asyncio.Future[tuple[int, bytes]]) -> None:
+        self.request = request
+        self.done = done
+        self.buf = bytearray()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.write(self.request)  # type: ignore[attr-defined]  # uvloop's is no subclass
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        self._check(eof=False)
+
+    def eof_received(self) -> bool:
+        self._check(eof=True)
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_exception(exc or asyncio.IncompleteReadError(bytes(self.buf), None))
+
+    def _check(self, *, eof: bool) -> None:
+        if self.done.done():
+            return
+        try:
+            got = _parse_response(self.buf, eof)
+        except ValueError as exc:
+            self.done.set_exception(exc)
+            return
+        if got is not None:
+            self.done.set_result(got)
+
+
+_CHUNKED = re.compile(rb"\r\ntransfer-encoding:[ \t]*chunked")
+
+
+def _parse_response(buf: bytearray, eof: bool) -> tuple[int, bytes] | None:
+    """(status, body) once `buf` holds a whole response; None while it does not (yet)."""
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        if eof:
+            raise ValueError(f"no response head: {bytes(buf[:80])!r}")
+        return None
+    head = bytes(buf[:end]).lower()
+    status = int(head.split(b" ", 2)[1])
+    start = end + 4
+    at = head.find(b"\r\ncontent-length:")
+    if at >= 0:
+        stop = head.find(b"\r\n", at + 2)
+        length = int(head[at + 17 : stop if stop >= 0 else len(head)])
+        if len(buf) >= start + length:
+            return status, bytes(buf[start : start + length])
+    elif _CHUNKED.search(head):
+        body = bytearray()
+        at = start
+        while True:
+            line_end = buf.find(b"\r\n", at)
+            if line_end < 0:
+                break
+            size = int(bytes(buf[at:line_end]).split(b";")[0], 16)
+            if len(buf) < line_end + 2 + size + 2:
+                break
+            if size == 0:
+                return status, bytes(body)
+            body += buf[line_end + 2 : line_end + 2 + size]
+            at = line_end + 2 + size + 2
+    elif eof:
+        return status, bytes(buf[start:])
+    if eof:
+        raise ValueError(f"response cut short after {len(buf)} bytes")
+    return None
+
+
 class _Http:
-    """One GET per new TCP connection, like cloud-init (a new requests.Session each time)."""
+    """One GET per new TCP connection, like cloud-init (a new requests.Session each time).
+
+    Lean on purpose (it shares the cores with what it measures): sockets made in batches per
+    namespace (`_Sockets`), request bytes built once per path, a protocol instead of streams,
+    one timer per request; the checks are the callers' (status, uuid, local-ipv4)."""
 
     def __init__(self, timeout: float, host_ino: int) -> None:
-        self.netns = _Netns(host_ino)
+        self.sockets = _Sockets(_Netns(host_ino))
         self.timeout = timeout
+        self.requests: dict[str, bytes] = {}
+
+    def _request(self, path: str) -> bytes:
+        req = self.requests.get(path)
+        if req is None:
+            req = self.requests[path] = (
+                f"GET {path} HTTP/1.1\r\nHost: {MD_ADDR}\r\nUser-Agent: {USER_AGENT}\r\n"
+                "Accept-Encoding: gzip, deflate\r\nAccept: */*\r\nConnection: keep-alive\r\n\r\n"
+            ).encode()
+        return req
 
     async def get(self, ns: str, src: str, path: str) -> tuple[int, bytes]:
         loop = asyncio.get_running_loop()
-        # No await between setns and socket(): the socket is born in `ns`.
-        self.netns.enter(ns)
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        writer = None
+        request = self._request(path)
+        sock = self.sockets.take(ns)
+        transport = None
         try:
-            sock.setblocking(False)
-            sock.bind((src, 0))
-            await asyncio.wait_for(loop.sock_connect(sock, (MD_ADDR, 80)), self.timeout)
-            reader, writer = await asyncio.open_connection(sock=sock)
-            writer.write(
-                f"GET {path} HTTP/1.1\r\nHost: {MD_ADDR}\r\nUser-Agent: {USER_AGENT}\r\n"
-                "Accept-Encoding: gzip, deflate\r\nAccept: */*\r\nConnection: keep-alive\r\n\r\n"
-                .encode()
-            )
-            return await asyncio.wait_for(_read_response(reader), self.timeout)
+            async with asyncio.timeout(self.timeout):
+                sock.bind((src, 0))
+                await loop.sock_connect(sock, (MD_ADDR, 80))
+                done: asyncio.Future[tuple[int, bytes]] = loop.create_future()
+                transport, _ = await loop.create_connection(lambda: _Get(request, done),
+                                                            sock=sock)
+                return await done
         finally:
-            if writer is not None:
-                writer.close()
+            if transport is not None:
+                transport.close()
             else:
                 sock.close()
-
-
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    headers = {}
-    for line in lines[1:]:
-        k, _, v = line.partition(":")
-        headers[k.strip().lower()] = v.strip()
-    if "content-length" in headers:
-        body = await reader.readexactly(int(headers["content-length"]))
-    elif headers.get("transfer-encoding", "").lower() == "chunked":
-        body = b""
-        while True:
-            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
-            body += await reader.readexactly(size + 2)
-            if size == 0:
-                break
-            body = body[:-2]
-    else:
-        body = await reader.read()
-    return status, body
 
 
 async def _poll(http: _Http, req: dict[str, Any]) -> dict[str, Any]:
@@ -572,8 +674,10 @@ async def _poll(http: _Http, req: dict[str, Any]) -> dict[str, Any]:
 class _Instance:
     """cloud-init 22.4.2's OpenStack datasource request sequence for one instance."""
 
-    def __init__(self, http: _Http, ns: str, src: str, uuid_: str) -> None:
+    def __init__(self, http: _Http, ns: str, src: str, uuid_: str, *, ec2: bool = True) -> None:
         self.http, self.ns, self.src, self.uuid = http, ns, src, uuid_
+        # cloud-init's OpenStack reader also crawls the EC2 meta-data tree (`--sequence`).
+        self.ec2 = ec2
         self.latencies: list[float] = []
         self.slowest: tuple[float, float, str] = (0.0, 0.0, "")  # latency, start, path
         self.failures: list[str] = []
@@ -617,7 +721,8 @@ class _Instance:
                 for f in meta.get("files", []):
                     if f.get("content_path"):
                         await self.get(f"/openstack{f['content_path']}")
-        await self.crawl("/latest/meta-data/")
+        if self.ec2:
+            await self.crawl("/latest/meta-data/")
 
     async def crawl(self, url: str) -> None:
         """MetadataMaterializer: directories first (depth first), then leaves, listing order."""
@@ -646,7 +751,9 @@ class _Instance:
 
 
 async def _storm(http: _Http, req: dict[str, Any]) -> dict[str, Any]:
-    instances = [_Instance(http, i["ns"], i["src"], i["uuid"]) for i in req["instances"]]
+    ec2 = {"openstack": False, "openstack+ec2": True}[req.get("sequence", "openstack+ec2")]
+    instances = [_Instance(http, i["ns"], i["src"], i["uuid"], ec2=ec2)
+                 for i in req["instances"]]
     t0 = time.monotonic()
     await asyncio.gather(*(inst.run() for inst in instances))
     total = time.monotonic() - t0
@@ -712,4 +819,10 @@ if __name__ == "__main__":
     host = int(sys.argv[2])
     if os.stat("/proc/self/ns/net").st_ino == host:
         raise SystemExit("the namespace client must run inside a client namespace")
-    asyncio.run(_client_main(host))
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(_client_main(host))
+    else:  # the leaner loop: the client shares the cores with what it measures
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(_client_main(host))

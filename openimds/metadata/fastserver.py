@@ -24,9 +24,11 @@ it cannot answer goes to the handler.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 
 from openimds.edge import edge_logger
@@ -47,6 +49,8 @@ from openimds.metadata.respond import (
     Responder,
 )
 from openimds.metadata.server import EntropyPool, _path_of, _utc_now
+from openimds.metadata.view import InstanceView
+from openimds.wire import INSTANCE_ID, INSTANCE_ID_SIGNATURE, TENANT_ID, sign_instance_id
 
 __all__ = ["fast_metadata_server"]
 
@@ -58,6 +62,14 @@ _PATH_CACHE_SIZE = 4096
 # `[DEFAULT] metadata_answer_cache_size`.
 ANSWER_CACHE_SIZE = 131072
 _REUSABLE_METHODS = ("GET", "HEAD")
+# Request targets whose answers were kept lately: what the next guests will ask too (a boot's
+# client asks the same few dozen paths of every instance). Bounded: targets are guests' choice.
+WARM_TARGETS = 256
+# Answers rendered ahead per instance at most (learned targets and crawled listings' entries).
+AHEAD_PER_INSTANCE = 512
+# A learned target rendered ahead this many times in a row without a kept answer (another
+# instance's own path, such as its MAC's directory) is no longer rendered ahead.
+AHEAD_MISSES = 3
 
 
 def _surrogate_bytes(text: str) -> bytes:
@@ -96,6 +108,34 @@ def fast_metadata_server(
         source.add_forget_listener(answers.drop_instance)  # type: ignore[attr-defined]
     else:
         cached_view = None
+    # Told of views loaded ahead of their guest's first request (store_source.py).
+    add_prefetch_listener: Callable[[Callable[[InstanceView], Awaitable[None]]], None] | None = (
+        getattr(source, "add_prefetch_listener", None) if cached_view is not None else None
+    )
+
+    # Raw GET targets of kept answers, most recent last (`prerender` renders these ahead),
+    # and how many renders ahead in a row kept nothing for each.
+    targets: OrderedDict[str, int] = OrderedDict()
+    # Learned listings ("/" at the end) of which an entry was learned too: guests crawl them,
+    # so an instance's own entries there (its MAC's directory) are rendered ahead as well.
+    crawled: set[str] = set()
+
+    def learn(target: str) -> None:
+        if target in targets:
+            targets[target] = 0
+            targets.move_to_end(target)
+            return
+        targets[target] = 0
+        at = target.find("/", 1)
+        while 0 <= at < len(target) - 1:
+            if target[: at + 1] in targets:
+                crawled.add(target[: at + 1])
+            at = target.find("/", at + 1)
+        if target.endswith("/") and any(t != target and t.startswith(target) for t in targets):
+            crawled.add(target)
+        if len(targets) > WARM_TARGETS:
+            gone, _ = targets.popitem(last=False)
+            crawled.discard(gone)
 
     def keep(request: Request, resp: MetadataResponse, head: bytes) -> None:
         """Keep a reusable answer as bytes under the raw key of the request that got it."""
@@ -103,6 +143,8 @@ def fast_metadata_server(
         assert reuse is not None and cached_view is not None
         if cached_view(reuse.view.uuid) is not reuse.view:
             return  # made from a view the source no longer hands out (or only its last one)
+        if request.method == "GET":
+            learn(request.target)
         identity = plain_identity(
             [(_surrogate_bytes(k), _surrogate_bytes(v)) for k, v in request.headers]
         )
@@ -161,6 +203,14 @@ def fast_metadata_server(
             token_event(resp.token, resp.instance_id)
         body = resp.body
         log(peer, method, target, resp.status, len(body), resp.instance_id, resp.outcome, elapsed)
+        head = head_of(resp)
+        if (resp.reuse is not None and cached_view is not None and resp.status == 200
+                and method in _REUSABLE_METHODS):
+            keep(request, resp, head)
+        return head, body
+
+    def head_of(resp: MetadataResponse) -> bytes:
+        body = resp.body
         key = (resp.status, resp.content_type, len(body), resp.retry_after, resp.headers)
         head = heads.get(key)
         if head is None:
@@ -171,11 +221,65 @@ def fast_metadata_server(
             if len(heads) >= _HEAD_CACHE_SIZE:
                 heads.clear()
             heads[key] = head
-        if (resp.reuse is not None and cached_view is not None and resp.status == 200
-                and method in _REUSABLE_METHODS):
-            keep(request, resp, head)
-        return head, body
+        return head
 
+    identify_settings = responder.settings.identify
+
+    async def prerender(view: InstanceView) -> None:
+        """Render and keep `view`'s answers to the warm targets before its guest asks: the
+        source calls this when it has loaded a view ahead of its first request (an instance
+        the feed shows created or changed). The Responder decides each answer exactly as for
+        a guest's request signed by the proxy (a refusal, a token rule or a 404 keeps
+        nothing); `keep` checks the view is still current, and the shortcut checks it again
+        on every use. Never evicts: nothing unless the learned targets all fit in the answer
+        cache's room, and entries of crawled listings only while there is room."""
+        responder.prepare(view, clock().date())
+        if not targets or not identify_settings.service_metadata_proxy:
+            return
+        uuid = view.uuid
+        raw_uuid, raw_project = _surrogate_bytes(uuid), _surrogate_bytes(view.project_id)
+        wanted = [t for t in targets
+                  if answers.get(("GET", _surrogate_bytes(t), raw_uuid, raw_project)) is None]
+        if len(answers) + len(wanted) > answer_cache_size:
+            return
+        headers = ((INSTANCE_ID, uuid), (TENANT_ID, view.project_id),
+                   (INSTANCE_ID_SIGNATURE, sign_instance_id(identify_settings.shared_secret,
+                                                            uuid)))
+        learned = len(wanted)
+        queued = set(wanted)
+        # A crawled listing's own entries that are listings are crawled too (whole subtrees).
+        crawl = set(crawled)
+        for done, target in enumerate(wanted):
+            if done >= AHEAD_PER_INSTANCE or len(answers) >= answer_cache_size:
+                return
+            if cached_view is None or cached_view(uuid) is not view:
+                return  # overtaken by a change: its own reload renders again
+            path = paths.get(target) or _path_of(target)
+            current = clock()
+            resp = await respond(MetadataRequest(
+                method="GET", path=path, headers=headers, peer=None, today=current.date(),
+                random_bytes=random_bytes, now=current.timestamp(), ahead=True))
+            kept = resp.reuse is not None and resp.status == 200
+            if kept:
+                keep(Request("GET", target, headers, None, None), resp, head_of(resp))
+            if done < learned and target in targets:
+                targets[target] = 0 if kept else targets[target] + 1
+                if targets[target] >= AHEAD_MISSES:
+                    del targets[target]
+                    crawled.discard(target)
+            if kept and target in crawl:
+                for entry in _listing_entries(resp.body):
+                    child = target + entry
+                    if child not in queued and answers.get(
+                            ("GET", _surrogate_bytes(child), raw_uuid, raw_project)) is None:
+                        queued.add(child)
+                        wanted.append(child)
+                        if child.endswith("/"):
+                            crawl.add(child)
+            await asyncio.sleep(0)  # guests' requests go first
+
+    if add_prefetch_listener is not None:
+        add_prefetch_listener(prerender)
     shortcut: Shortcut | None = None
     replay: Replay | None = None
     if cached_view is not None:
@@ -200,6 +304,23 @@ def fast_metadata_server(
         # As many request byte strings as answers kept (each ~0.3 KB).
         replay_size=answer_cache_size,
     )
+
+
+def _listing_entries(body: bytes) -> list[str]:
+    """The request target suffixes of an EC2-style listing's entries ("name", "dir/", and
+    "0=key-name" for the directory "0/"); empty for anything that is not a listing's text."""
+    try:
+        text = body.decode()
+    except UnicodeDecodeError:
+        return []
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or any(c in line for c in " ?#%\\"):
+            continue
+        name, eq, _ = line.partition("=")
+        out.append(name + "/" if eq else line)
+    return out
 
 
 def _shortcut(

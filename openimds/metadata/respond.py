@@ -91,6 +91,9 @@ class MetadataRequest(NamedTuple):
     body: bytes | None = None
     # Unix time of the request (session token expiry).
     now: float = 0.0
+    # Asked by the server itself to render an answer ahead of the guest (fastserver.py):
+    # what needs another service's answer of the moment is then not rendered (nor asked).
+    ahead: bool = False
 
 
 class Reuse(NamedTuple):
@@ -208,6 +211,15 @@ class Responder:
         rendered tree served the request, so it counts as a tree cache hit."""
         if self._on_tree_cache:
             self._on_tree_cache(True)
+
+    def prepare(self, view: InstanceView, today: date) -> None:
+        """Render `view`'s tree for `today` now, ahead of its first request (the tree cache
+        keeps it while the source hands out this very view). Only into free room: a tree
+        rendered ahead never evicts one in use."""
+        cached = self._trees.get(view.uuid)
+        if cached is None and len(self._trees) >= self.settings.tree_cache_size:
+            return
+        self._tree(view, today)
 
     def _tree(self, view: InstanceView, today: date) -> Tree:
         cached = self._trees.get(view.uuid)
@@ -409,6 +421,9 @@ class Responder:
         dynamic: list[tuple[str, Any]] = []
         reuse: Reuse | None = Reuse(view, req.today)
         if DYNAMIC_JSON in node.providers and self.vendordata is not None:
+            if req.ahead:
+                # Never kept, so never rendered ahead: no call to that service for it.
+                return MetadataResponse(204, TEXT, b"", view.uuid, outcome="not-ahead")
             # Another service's answer of the moment: asked again every time.
             dynamic = await self.vendordata.fetch(view)
             reuse = None

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from openimds import runtime
@@ -114,6 +114,7 @@ class StoreSource:
         self._prefetch_enabled = prefetch
         self._prefetch_wake: asyncio.Event | None = None
         self._prefetcher: runtime.SupervisedTask | None = None
+        self._prefetch_listeners: list[Callable[[InstanceView], Awaitable[None]]] = []
         self.applied_revision = -1
         self._revision_event: asyncio.Event | None = None
         # The feed watcher: restarted with backoff should it ever end (runtime.py); while it is
@@ -188,6 +189,11 @@ class StoreSource:
         """Call `listener(uuid)` whenever that instance's cached view is dropped (CachedViews)."""
         self.cache.add_forget_listener(listener)
 
+    def add_prefetch_listener(self, listener: Callable[[InstanceView], Awaitable[None]]) -> None:
+        """Await `listener(view)` for each view the prefetcher loaded and cached ahead of its
+        first request (answers rendered ahead: fastserver.py), one at a time."""
+        self._prefetch_listeners.append(listener)
+
     def _hit(self, kind: str, hit: bool) -> None:
         if self._on_cache is not None:
             self._on_cache(kind, hit)
@@ -247,6 +253,14 @@ class StoreSource:
                 continue
             if view is not None and uuid not in self.cache.views and tries < 2:
                 wanted.setdefault(uuid, tries + 1)
+            elif view is not None and self.cache.views.get(uuid) is view:
+                for listener in self._prefetch_listeners:
+                    try:
+                        await listener(view)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception:  # a bug there must not stop the prefetcher
+                        LOG.exception("prefetch listener failed for instance %s", uuid)
 
     async def _reload(self, uuid: str) -> InstanceView | None:
         ticket = self.cache.begin_load(uuid)

@@ -36,7 +36,7 @@ from openimds.metadata.source import DictSource
 from openimds.metadata.store_source import StoreSource
 from openimds.wire import sign_instance_id
 from tests.metadata.fixtures import SECRET, UUID_A, full_view
-from tests.metadata.helpers import signed_headers
+from tests.metadata.helpers import signed_headers, wait_until
 from tests.metadata.test_store_source import INSTANCE, seed
 
 MD = "/openstack/latest/meta_data.json"
@@ -263,6 +263,179 @@ async def test_kept_answers_are_dropped_with_their_view(inventory: Inventory) ->
     misses = _hits(api.metrics, "miss")
     assert (await api.ask("/latest/meta-data/hostname", h))[2] == b"again.novalocal"
     assert _hits(api.metrics, "miss") == misses + 1
+
+
+# ---- answers rendered ahead of a new instance's first request --------------------------------
+
+NEW = "0b7e6c1e-2f43-4c8a-8d1e-5a4b3c2d1e0f"
+# What a boot asks (a guest of instance A asks them first, so the server learns them).
+TAUGHT = ("/openstack", MD, "/openstack/latest/network_data.json", "/latest/meta-data/",
+          "/latest/meta-data/hostname", "/latest/meta-data/public-keys/0/openssh-key")
+
+
+def _create_new(ids: dict[str, Any], **options: str) -> Any:
+    def create(s: Any) -> None:
+        s.add(Instance(uuid=NEW, name="new-1", hostname="new-1", project_id=ids["project"],
+                       user_id=ids["user"], availability_zone="nova", image_id=ids["image"],
+                       reservation_id="r-00000002", metadata_options=options or None,
+                       key_name="key", key_data=s.scalars(select(KeyPair)).one().public_key))
+        s.flush()
+        s.add(Port(network_id=ids["network"], project_id=ids["project"],
+                   mac_address="fa:16:3e:00:00:06", device_id=NEW, device_owner="compute:nova",
+                   fixed_ips=[FixedIP(subnet_id=ids["subnet"], ip_address="10.0.0.6")]))
+
+    return create
+
+
+def _prefetched(source: StoreSource) -> list[str]:
+    """Instances the prefetcher handed to its listeners, in order; a listener added after the
+    fast server's runs after its render is done."""
+    seen: list[str] = []
+
+    async def note(view: Any) -> None:
+        seen.append(view.uuid)
+
+    source.add_prefetch_listener(note)
+    return seen
+
+
+async def _same_as_plain(api: Api, path: str, headers: Any) -> None:
+    kept = await api.ask(path, headers)
+    plain = await api.ask(path, headers, plain=True)
+    assert kept[:2] == plain[:2], path
+    if path == MD:
+        assert _seedless(kept[2]) == _seedless(plain[2])
+    else:
+        assert kept[2] == plain[2], path
+
+
+async def test_a_new_instance_is_answered_from_bytes_rendered_ahead(
+    inventory: Inventory,
+) -> None:
+    """Paths guests asked before are rendered for an instance as soon as the feed brings it:
+    its very first requests are answered from bytes, equal to the Responder's answers."""
+    api = inventory.api
+    for path in TAUGHT:
+        assert (await api.ask(path, inventory.headers))[0] == 200
+    seen = _prefetched(inventory.source)
+    await inventory.mutate(_create_new(inventory.ids))
+    await wait_until(lambda: NEW in seen)
+    h = dict(signed_headers(NEW, inventory.ids["project"], SECRET))
+    hits, misses = _hits(api.metrics), _hits(api.metrics, "miss")
+    for path in TAUGHT:
+        await _same_as_plain(api, path, h)
+    assert _hits(api.metrics) == hits + len(TAUGHT)
+    assert _hits(api.metrics, "miss") == misses
+    # A forged signature is still refused (the kept answer holds the expected one).
+    forged = {**h, "X-Instance-ID-Signature": sign_instance_id("wrong", NEW)}
+    assert (await api.ask("/latest/meta-data/hostname", forged))[0] == 403
+
+
+async def test_an_instances_own_entries_of_crawled_listings_are_rendered_ahead(
+    inventory: Inventory,
+) -> None:
+    """A guest that crawled a listing (asked it and its entries) teaches that the listing is
+    crawled: a new instance's own entries there (its MAC's directory) are rendered ahead."""
+    api, macs = inventory.api, "/latest/meta-data/network/interfaces/macs/"
+    for path in (macs, macs + "fa:16:3e:00:00:05/", macs + "fa:16:3e:00:00:05/local-ipv4s"):
+        assert (await api.ask(path, inventory.headers))[0] == 200
+    seen = _prefetched(inventory.source)
+    await inventory.mutate(_create_new(inventory.ids))
+    await wait_until(lambda: NEW in seen)
+    h = dict(signed_headers(NEW, inventory.ids["project"], SECRET))
+    hits, misses = _hits(api.metrics), _hits(api.metrics, "miss")
+    own = (macs, macs + "fa:16:3e:00:00:06/", macs + "fa:16:3e:00:00:06/local-ipv4s",
+           macs + "fa:16:3e:00:00:06/mac")
+    for path in own:
+        await _same_as_plain(api, path, h)
+    assert (await api.ask(own[2], h))[2] == b"10.0.0.6"
+    assert _hits(api.metrics) == hits + len(own) + 1
+    assert _hits(api.metrics, "miss") == misses
+    # Another instance's MAC is not this instance's: 404, as from the Responder.
+    await _same_as_plain(api, macs + "fa:16:3e:00:00:05/local-ipv4s", h)
+
+
+async def test_answers_rendered_ahead_follow_every_change(inventory: Inventory) -> None:
+    api = inventory.api
+    for path in TAUGHT:
+        await api.ask(path, inventory.headers)
+    seen = _prefetched(inventory.source)
+    await inventory.mutate(_create_new(inventory.ids))
+    await wait_until(lambda: NEW in seen)
+    h = dict(signed_headers(NEW, inventory.ids["project"], SECRET))
+
+    def rename(s: Any) -> None:
+        s.scalar(select(Instance).where(Instance.uuid == NEW)).hostname = "renamed"
+
+    await inventory.mutate(rename)
+    # Asked at once, before or while the changed instance is rendered again: never the old one.
+    assert (await api.ask("/latest/meta-data/hostname", h))[2] == b"renamed.novalocal"
+    # Rendered again for the new view, and served from bytes.
+    await wait_until(lambda: seen.count(NEW) == 2)
+    assert await api.reused("/latest/meta-data/hostname", h) == (200, b"renamed.novalocal")
+
+    def drop_key(s: Any) -> None:
+        s.delete(s.scalars(select(KeyPair)).one())
+
+    await inventory.mutate(drop_key)
+    assert "public_keys" not in json.loads((await api.ask(MD, h))[2])
+    for path in TAUGHT:
+        await _same_as_plain(api, path, h)
+
+
+async def test_nothing_is_rendered_ahead_that_a_guest_would_be_refused(
+    inventory: Inventory,
+) -> None:
+    api = inventory.api
+    for path in TAUGHT:
+        await api.ask(path, inventory.headers)
+    seen = _prefetched(inventory.source)
+    await inventory.mutate(_create_new(inventory.ids, http_tokens="required"))
+    await wait_until(lambda: NEW in seen)
+    h = dict(signed_headers(NEW, inventory.ids["project"], SECRET))
+    hits = _hits(api.metrics)
+    assert (await api.ask("/latest/meta-data/hostname", h))[0] == 401
+    assert (await api.ask(MD, h))[0] == 401
+    assert _hits(api.metrics) == hits
+
+
+async def test_rendering_ahead_never_evicts_kept_answers(db_url: str) -> None:
+    store = open_store(db_url)
+    ids = seed(store)
+    source = StoreSource(store, feed_timeout=1.0)
+    await source.start()
+    metrics = MetadataMetrics()
+    server = fast_metadata_server(
+        Responder(source, RespondSettings(identify=IdentifySettings(True, SECRET))), metrics,
+        answer_cache_size=3)
+    port = await server.start_tcp("127.0.0.1", 0)
+    seen = _prefetched(source)
+    h = dict(signed_headers(INSTANCE, ids["project"], SECRET))
+    try:
+        async with aiohttp.ClientSession() as session:
+
+            async def ask(path: str, headers: Any) -> int:
+                async with session.get(f"http://127.0.0.1:{port}{path}", headers=headers) as r:
+                    await r.read()
+                    return r.status
+
+            for path in ("/latest/meta-data/hostname", "/latest/meta-data/local-ipv4"):
+                assert await ask(path, h) == 200
+            with store.session() as s:
+                _create_new(ids)(s)
+            await source.wait_for_revision(store.current_revision())
+            await wait_until(lambda: NEW in seen)
+            # Two more would not fit beside the two kept: none was rendered, none evicted.
+            hits, misses = _hits(metrics), _hits(metrics, "miss")
+            new = dict(signed_headers(NEW, ids["project"], SECRET))
+            assert await ask("/latest/meta-data/hostname", new) == 200
+            assert (_hits(metrics), _hits(metrics, "miss")) == (hits, misses + 1)
+            assert await ask("/latest/meta-data/local-ipv4", h) == 200
+            assert _hits(metrics) == hits + 1
+    finally:
+        await server.close()
+        await source.stop()
+        store.dispose()
 
 
 # ---- against the Responder alone ------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
 from typing import Any
 
@@ -12,7 +13,7 @@ from aiohttp import web
 
 from openimds.metadata.errors import error_body
 from openimds.metadata.identify import IdentifySettings
-from openimds.metadata.respond import Responder, RespondSettings
+from openimds.metadata.respond import MetadataRequest, Responder, RespondSettings
 from openimds.metadata.source import DictSource, PasswordResult
 from openimds.metadata.tree import VendordataOptions
 from openimds.metadata.vendordata import (
@@ -24,7 +25,7 @@ from openimds.metadata.vendordata import (
 )
 from openimds.metadata.view import InstanceView
 from tests.metadata.fixtures import SECRET, UUID_A, full_view
-from tests.metadata.helpers import call, signed_headers
+from tests.metadata.helpers import TODAY, call, signed_headers
 from tests.metadata.servers import start_metadata
 
 H = signed_headers(UUID_A, "test", SECRET)
@@ -155,6 +156,60 @@ async def test_tree_cache_follows_the_source() -> None:
     assert events == [False, True, False]
     source.delete(UUID_A)
     assert (await call(r, "/latest/meta-data/hostname", headers=H)).status == 404
+
+
+async def test_a_tree_prepared_ahead_serves_the_first_request_and_never_evicts() -> None:
+    events: list[bool] = []
+    other = replace(full_view(), uuid="11111111-2222-3333-4444-555555555555")
+    source = DictSource([full_view(), other])
+    r = Responder(
+        source,
+        RespondSettings(identify=IdentifySettings(True, SECRET), tree_cache_size=1),
+        on_tree_cache=events.append,
+    )
+    view = await source.view_for_instance(UUID_A)
+    assert view is not None
+    r.prepare(view, TODAY)
+    assert events == [False]
+    # Rendered ahead: the first request is a hit.
+    assert (await call(r, "/latest/meta-data/hostname", headers=H)).body == b"test.novalocal"
+    assert events == [False, True]
+    # The cache is full: another instance's tree is not rendered ahead over the one in use.
+    r.prepare(other, TODAY)
+    assert events == [False, True]
+    assert (await call(r, "/latest/meta-data/hostname", headers=H)).body == b"test.novalocal"
+    assert events == [False, True, True]
+
+
+async def test_dynamic_vendordata_is_never_asked_to_render_ahead() -> None:
+    class Counting:
+        calls = 0
+
+        async def fetch(self, view: InstanceView) -> list[tuple[str, Any]]:
+            self.calls += 1
+            return [("t", {"y": 2})]
+
+    fetcher = Counting()
+    r = Responder(
+        DictSource([full_view()]),
+        RespondSettings(
+            identify=IdentifySettings(True, SECRET),
+            vendordata=VendordataOptions(("StaticJSON", "DynamicJSON"), {}),
+        ),
+        vendordata=fetcher,
+    )
+    path = "/openstack/latest/vendor_data2.json"
+    ahead = await r.respond(MetadataRequest("GET", path, tuple(H), None, TODAY,
+                                            os.urandom, ahead=True))
+    assert ahead.reuse is None and ahead.status != 200 and fetcher.calls == 0
+    resp = await call(r, path, headers=H)
+    assert resp.status == 200 and json.loads(resp.body)["t"] == {"y": 2}
+    assert fetcher.calls == 1
+    # The rest of the tree is rendered ahead as for a guest.
+    ahead = await r.respond(MetadataRequest("GET", "/openstack/latest/meta_data.json",
+                                            tuple(H), None, TODAY, os.urandom,
+                                            ahead=True))
+    assert ahead.status == 200 and ahead.reuse is not None
 
 
 async def test_dhcp_domain_empty_gives_bare_hostname() -> None:
