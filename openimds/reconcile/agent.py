@@ -19,6 +19,11 @@ agents.
   `incremental_limit` records, after a feed gap, and on the periodic resync. Deleted rows are
   then gone, so a memo of (kind, id) → keys from earlier snapshots maps a deleted port or
   subnet to its network or router; a change that maps to nothing known enqueues every key.
+* Agents with `incremental_owners` (DHCP, L3, L2) answer "which keys does this row touch" from
+  the row itself and the snapshot's groupings (`row_owners`), and reconcile a key from its own
+  group of rows, so a port change at 100k ports costs its network's rows, not a pass over the
+  inventory; their memo holds only rows gone from the inventory. A resync's listing reuses
+  the rows the agent already holds, so it never holds two copies of the inventory.
 * The inventory is read through `openimds.feed.ChangeFeed` (`ControlFeed` over the
   control-plane API, `MemoryFeed` for tests and demos). It raises `FeedUnavailable` when the
   inventory cannot be read (the control plane is not up yet, restarting, or refuses our
@@ -239,7 +244,8 @@ class InventoryAgent(abc.ABC):
         if self.snapshot is None or snap.revision >= self.snapshot.revision:
             self.snapshot = snap
         if self.incremental_owners:
-            self._remember_gone(previous, snap)
+            if self.snapshot is snap:  # an older snapshot taken late replaces nothing
+                self._remember_gone(previous, snap)
             return
         owners = self._owners_of(snap)
         memo = self._memo
@@ -449,7 +455,7 @@ class InventoryAgent(abc.ABC):
                        rev: int) -> Snapshot:
         rows = changed_rows(changes)
         if old is None or len(rows) > self.incremental_limit:
-            return await read_snapshot(self.reader, self.listing)
+            return await read_snapshot(self.reader, _reusing(self.listing, old))
         fetched: dict[tuple[str, str], Mapping[str, Any] | None] = {}
         for (resource, rid), op in rows.items():
             fetched[(resource, rid)] = (
