@@ -19,7 +19,7 @@ network and a router on every tenth network; `--ports` ports in all. Then:
    it spent for that change are printed against the full listing (bar: O(1) records).
 
     .venv/bin/python bench/bench_scale.py [--ports 100000] [--networks 100] [--hosted 1]
-        [--walks 3] [--no-agents] [--unpaged]
+        [--walks 3] [--no-agents] [--unpaged] [--changes 1]
 
 `--unpaged` ends with one `GET /v2.0/ports` without `limit` (Neutron allows it) and prints the
 RSS after it separately: that answer is the whole inventory in one body by design.
@@ -417,6 +417,8 @@ class AgentRun:
     change_cpu_s: float = 0.0
     change_cpu_children_s: float = 0.0
     change_s: float = 0.0
+    # Every change of --changes: (agent CPU s, with its commands s, requests, bytes).
+    each_change: list[tuple[float, float, int, int]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
@@ -449,7 +451,8 @@ def agent_conf(tmp: Path, name: str, base: str, fabric: str) -> Path:
 def run_agent(tmp: Path, name: str, cmd: str, base: str, api: Api, log: Path,
               layout: Layout, fabric: str, hosted_net: str,
               synced: Callable[[list[tuple[str, str, int]]], bool],
-              after_sync: Callable[[], list[str]] | None = None) -> AgentRun:
+              after_sync: Callable[[], list[str]] | None = None,
+              changes: int = 1) -> AgentRun:
     run = AgentRun(name)
     conf = agent_conf(tmp, name, base, fabric)
     offset = log.stat().st_size
@@ -471,21 +474,28 @@ def run_agent(tmp: Path, name: str, cmd: str, base: str, api: Api, log: Path,
         run.rss = memory_mb(proc.pid)
         if after_sync is not None:
             run.notes += after_sync()
-        # One change: rename a port of a network this host serves.
-        port = layout.ports_by_network[hosted_net][7]
-        offset = log.stat().st_size
-        c0, k0 = cpu_s(proc.pid), cpu_s(proc.pid, children=True)
-        t0 = time.monotonic()
-        api.call("PUT", f"/v2.0/ports/{port}", {"port": {"name": f"renamed-{time.time_ns()}"}})
-        wait_for(lambda: any(p.startswith(f"/v2.0/ports/{port}")
-                             for m, p, _ in access_since(log, offset) if m == "GET"),
-                 timeout=120, interval=0.05)
-        wait_quiet(proc.pid)
-        run.change_s = time.monotonic() - t0
-        run.change_cpu_s = cpu_s(proc.pid) - c0
-        run.change_cpu_children_s = cpu_s(proc.pid, children=True) - k0
-        lines = [x for x in access_since(log, offset) if x[0] != "PUT"]
-        run.change = fetched(lines)
+        # One change at a time: rename a port of a network this host serves (`changes`
+        # ports, one after the other; the first one's figures are the headline).
+        for i in range(changes):
+            port = layout.ports_by_network[hosted_net][7 + i]
+            offset = log.stat().st_size
+            c0, k0 = cpu_s(proc.pid), cpu_s(proc.pid, children=True)
+            t0 = time.monotonic()
+            api.call("PUT", f"/v2.0/ports/{port}",
+                     {"port": {"name": f"renamed-{time.time_ns()}"}})
+            wait_for(lambda port=port, offset=offset: any(
+                p.startswith(f"/v2.0/ports/{port}")
+                for m, p, _ in access_since(log, offset) if m == "GET"),
+                timeout=120, interval=0.05)
+            wait_quiet(proc.pid)
+            lines = [x for x in access_since(log, offset) if x[0] != "PUT"]
+            got = fetched(lines)
+            cpu, cpu_all = cpu_s(proc.pid) - c0, cpu_s(proc.pid, children=True) - k0
+            run.each_change.append((cpu, cpu_all, got[0], got[1]))
+            if i == 0:
+                run.change_s = time.monotonic() - t0
+                run.change_cpu_s, run.change_cpu_children_s = cpu, cpu_all
+                run.change = got
         run.rss = max(run.rss, memory_mb(proc.pid))
     finally:
         stop(proc)
@@ -544,6 +554,8 @@ def main() -> int:
     ap.add_argument("--walks", type=int, default=3)
     ap.add_argument("--no-agents", action="store_true")
     ap.add_argument("--unpaged", action="store_true")
+    ap.add_argument("--changes", type=int, default=1,
+                    help="ports renamed one after the other per agent (CPU per change)")
     args = ap.parse_args()
     if not args.no_agents:
         for tool in ("dnsmasq", "haproxy"):
@@ -605,9 +617,11 @@ def main() -> int:
                         f"to it: {args.hosted})"]
 
             runs.append(run_agent(tmp, "dhcp-agent", "dhcp-agent", base, api, log, layout,
-                                  fabric, hosted[0], dhcp_ready(fabric, hosted), served))
+                                  fabric, hosted[0], dhcp_ready(fabric, hosted), served,
+                                  changes=args.changes))
             runs.append(run_agent(tmp, "metadata-agent", "metadata-agent", base, api, log,
-                                  layout, fabric, hosted[0], ports_listed))
+                                  layout, fabric, hosted[0], ports_listed,
+                                  changes=args.changes))
             rss, hwm = memory_mb(api_proc.pid)
             print(f"  control-api after the agents: VmRSS {rss:.1f} MB  VmHWM {hwm:.1f} MB")
         for r in runs:
@@ -628,6 +642,14 @@ def main() -> int:
                   f"(with the commands it ran {r.change_cpu_children_s * 1000:.0f} ms) "
                   f"(full listing {r.sync_cpu_s * 1000:.0f} ms), settled in {r.change_s:.2f}s")
             print(f"    by kind: {kinds}")
+            if len(r.each_change) > 1:
+                cpus = sorted(c for c, _, _, _ in r.each_change)
+                print(f"  {len(r.each_change)} ports renamed one after the other: agent CPU "
+                      f"{', '.join(f'{c * 1000:.0f}' for c, _, _, _ in r.each_change)} ms "
+                      f"(median {cpus[len(cpus) // 2] * 1000:.0f} ms), with the commands it ran "
+                      f"{', '.join(f'{a * 1000:.0f}' for _, a, _, _ in r.each_change)} ms; "
+                      f"requests {[n for _, _, n, _ in r.each_change]}, bytes "
+                      f"{[b for _, _, _, b in r.each_change]}")
             for note in r.notes:
                 print(f"  {note}")
             ok_o1 = n_chg <= 3 and b_chg < 16 * 1024

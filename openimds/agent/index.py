@@ -16,6 +16,7 @@ tell "unknown router" from "router without interfaces" in the log.
 from __future__ import annotations
 
 import ipaddress
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -69,15 +70,18 @@ class PortEntry:
                 ips.append(normalize_ip(str(fixed["ip_address"])))
             except (KeyError, TypeError, ValueError):
                 continue
+        # Values shared by many ports (network, owner, project, host) are interned: the JSON
+        # decoder makes a new string for each, ~290 bytes a port at 100k ports (issue 14).
+        intern = sys.intern
         return cls(
             id=str(port["id"]),
-            network_id=str(port.get("network_id") or ""),
+            network_id=intern(str(port.get("network_id") or "")),
             mac_address=normalize_mac(str(port.get("mac_address") or "")),
             ips=tuple(ips),
             device_id=str(port.get("device_id") or ""),
-            device_owner=str(port.get("device_owner") or ""),
-            project_id=str(port.get("project_id") or port.get("tenant_id") or ""),
-            host=str(port.get("binding:host_id") or ""),
+            device_owner=intern(str(port.get("device_owner") or "")),
+            project_id=intern(str(port.get("project_id") or port.get("tenant_id") or "")),
+            host=intern(str(port.get("binding:host_id") or "")),
         )
 
     @property
@@ -111,28 +115,46 @@ class RouterRemoved:
 
 IndexChange = PortUpsert | PortRemoved | RouterUpsert | RouterRemoved
 
-# Values of the multi-maps are tuples, not sets: nearly every key has exactly one port and a
-# 1-tuple is far smaller than a set, which matters at 10,000+ ports.
-_Key = tuple[str, str]
+# The multi-maps are network id -> address -> port id(s). Nearly every address has exactly
+# one port: its value is then the port id itself (a str), and a tuple of ids only when
+# several share it. A (network, address) tuple key per entry plus a 1-tuple value took
+# ~140 bytes a port per map; one dict per network and the shared id ~35 (issue 14: the
+# metadata agent at 100k ports).
+_Ids = str | tuple[str, ...]
+_Table = dict[str, dict[str, _Ids]]
 
 
-def _add(table: dict[_Key, tuple[str, ...]], key: _Key, port_id: str) -> None:
-    found = table.get(key)
+def _ids(found: _Ids | None) -> tuple[str, ...]:
     if found is None:
-        table[key] = (port_id,)
-    elif port_id not in found:
-        table[key] = (*found, port_id)
+        return ()
+    return (found,) if isinstance(found, str) else found
 
 
-def _discard(table: dict[_Key, tuple[str, ...]], key: _Key, port_id: str) -> None:
-    found = table.get(key)
+def _add(table: _Table, network_id: str, key: str, port_id: str) -> None:
+    inner = table.get(network_id)
+    if inner is None:
+        inner = table[network_id] = {}
+    found = inner.get(key)
     if found is None:
+        inner[key] = port_id
+    elif port_id not in _ids(found):
+        inner[key] = (*_ids(found), port_id)
+
+
+def _discard(table: _Table, network_id: str, key: str, port_id: str) -> None:
+    inner = table.get(network_id)
+    found = inner.get(key) if inner is not None else None
+    if inner is None or found is None:
         return
-    rest = tuple(p for p in found if p != port_id)
-    if rest:
-        table[key] = rest
+    rest = tuple(p for p in _ids(found) if p != port_id)
+    if len(rest) > 1:
+        inner[key] = rest
+    elif rest:
+        inner[key] = rest[0]
     else:
-        del table[key]
+        del inner[key]
+        if not inner:
+            del table[network_id]
 
 
 class PortIndex:
@@ -154,8 +176,8 @@ class PortIndex:
     def _reset(self) -> None:
         self.revision = 0
         self._ports: dict[str, PortEntry] = {}
-        self._by_ip: dict[_Key, tuple[str, ...]] = {}
-        self._by_mac: dict[_Key, tuple[str, ...]] = {}
+        self._by_ip: _Table = {}
+        self._by_mac: _Table = {}
         self._router_ports: dict[str, tuple[str, ...]] = {}
         self._routers: set[str] = set()
         # Port ids per network: what a namespace's identity map is built from (agent/maps.py).
@@ -196,9 +218,9 @@ class PortIndex:
         self._ports[port.id] = port
         self._by_network.setdefault(port.network_id, set()).add(port.id)
         for ip in port.ips:
-            _add(self._by_ip, (port.network_id, ip), port.id)
+            _add(self._by_ip, port.network_id, ip, port.id)
         if port.mac_address:
-            _add(self._by_mac, (port.network_id, port.mac_address), port.id)
+            _add(self._by_mac, port.network_id, port.mac_address, port.id)
         if port.is_router_interface:
             found = self._router_ports.get(port.device_id, ())
             self._router_ports[port.device_id] = (*found, port.id)
@@ -213,9 +235,9 @@ class PortIndex:
             if not on_network:
                 del self._by_network[old.network_id]
         for ip in old.ips:
-            _discard(self._by_ip, (old.network_id, ip), old.id)
+            _discard(self._by_ip, old.network_id, ip, old.id)
         if old.mac_address:
-            _discard(self._by_mac, (old.network_id, old.mac_address), old.id)
+            _discard(self._by_mac, old.network_id, old.mac_address, old.id)
         if old.is_router_interface:
             rest = tuple(p for p in self._router_ports.get(old.device_id, ()) if p != old.id)
             if rest:
@@ -239,11 +261,11 @@ class PortIndex:
 
     def ports_with_ip(self, network_id: str, ip: str) -> tuple[PortEntry, ...]:
         """`ip` must already be normalised (normalize_ip)."""
-        ids = self._by_ip.get((network_id, ip), ())
+        ids = _ids(self._by_ip.get(network_id, {}).get(ip))
         return tuple(self._ports[i] for i in ids)
 
     def ports_with_mac(self, network_id: str, mac: str) -> tuple[PortEntry, ...]:
-        ids = self._by_mac.get((network_id, normalize_mac(mac)), ())
+        ids = _ids(self._by_mac.get(network_id, {}).get(normalize_mac(mac)))
         return tuple(self._ports[i] for i in ids)
 
     def router_networks(self, router_id: str) -> tuple[str, ...]:

@@ -99,7 +99,7 @@ def agent_report(service: str, conf: ConfigOpts, agent: Any) -> Any:
 
     def count(resource: str) -> int:
         snap = agent.snapshot
-        return len(snap.ids(resource)) if snap is not None else 0
+        return snap.count(resource) if snap is not None else 0
 
     if service == "l2-agent":
         return AgentReport(LINUXBRIDGE_AGENT, conf.host, lambda: {

@@ -23,7 +23,7 @@ from openimds.dhcp.apply import DhcpApplier
 from openimds.dhcp.model import NetworkInfo, networks_from_neutron
 from openimds.dhcp.plan import DhcpOptions, desired_dhcp_state
 from openimds.dhcp.settings import settings_from_conf
-from openimds.feed import ChangeFeed, Kind
+from openimds.feed import NETWORK_KINDS, ChangeFeed, Kind, ListSpec
 from openimds.linux.fabric import bridge_name, ensure_fabric
 from openimds.linux.links import delete_link
 from openimds.linux.nftables import apply_ruleset
@@ -31,7 +31,13 @@ from openimds.linux.observe import Link, links
 from openimds.portsec import port_security_from_neutron, port_security_rules
 from openimds.proxy.haproxy import InvalidProxySpec
 from openimds.reconcile import InventoryAgent, Owners, Snapshot
-from openimds.wire import DHCP_OWNER, is_router_interface, serving_dhcp_device_id
+from openimds.rows import compact_row
+from openimds.wire import (
+    DHCP_OWNER,
+    ROUTER_INTERFACE_OWNERS,
+    is_router_interface,
+    serving_dhcp_device_id,
+)
 
 if TYPE_CHECKING:
     from oslo_config.cfg import ConfigOpts
@@ -40,9 +46,22 @@ __all__ = ["DhcpAgent", "build_dhcp_agent"]
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
+# The port attributes the DHCP agent reads (dhcp/model.port_from_neutron, the scheduling
+# check, portsec.port_security_from_neutron): all its snapshot keeps of a port. A whole port
+# has ~26; at 100k ports the others were tens of MB (issue 14: agent RSS).
+DHCP_PORT_FIELDS = ("id", "network_id", "mac_address", "fixed_ips", "device_owner",
+                    "device_id", "created_at", "binding:profile", "port_security_enabled",
+                    "allowed_address_pairs")
+DHCP_LISTING = {kind: ListSpec(fields=DHCP_PORT_FIELDS if kind is Kind.PORT else None,
+                               each=compact_row) for kind in NETWORK_KINDS}
+# Router interface ports by router id: which networks a router change touches.
+_ROUTER_PORTS = ("device_owner", frozenset(ROUTER_INTERFACE_OWNERS))
+
 
 class DhcpAgent(InventoryAgent):
     name = "dhcp-agent"
+    listing = DHCP_LISTING
+    incremental_owners = True
 
     def __init__(
         self,
@@ -111,6 +130,24 @@ class DhcpAgent(InventoryAgent):
             out[(Kind.ROUTER, router_id)] = frozenset(networks)
         return out
 
+    def row_owners(self, snap: Snapshot, resource: str, rid: str) -> AbstractSet[str] | None:
+        """What `owners` says of one row, from that row (and, for a router, its interface
+        ports): a change re-plans the networks it touches without a pass over the others."""
+        if resource == Kind.ROUTER:
+            ports = snap.grouped("ports", "device_id", _ROUTER_PORTS).get(rid, ())
+            if not ports and snap.find("routers", rid) is None:
+                return None
+            return frozenset(str(p["network_id"]) for p in ports if p.get("network_id"))
+        if resource not in (Kind.NETWORK, Kind.SUBNET, Kind.PORT):
+            return None
+        row = snap.find(Kind(resource).collection, rid)
+        if row is None:
+            return None
+        if resource == Kind.NETWORK:
+            return frozenset((rid,))
+        network_id = row.get("network_id")
+        return frozenset((str(network_id),)) if network_id else frozenset()
+
     def orphan_keys(self) -> set[str]:
         # Only what our own state directory says we created: never the host's namespace list,
         # which may hold another node's qdhcp-* namespaces (see reconcile/claims.py).
@@ -136,9 +173,9 @@ class DhcpAgent(InventoryAgent):
             self._networks = (snap.revision, {})
         made = self._networks[1]
         if network_id not in made:
-            rows = snap.grouped("networks", "id").get(network_id, ())
+            row = snap.find("networks", network_id)
             made[network_id] = networks_from_neutron(
-                rows, snap.grouped("subnets", "network_id").get(network_id, ()),
+                () if row is None else (row,), snap.grouped("subnets", "network_id").get(network_id, ()),
                 snap.grouped("ports", "network_id").get(network_id, ()),
             ).get(network_id)
         return made[network_id]
@@ -165,7 +202,7 @@ class DhcpAgent(InventoryAgent):
         if snap is None:
             return {}
         out: dict[str, str] = {}
-        for nid in snap.grouped("networks", "id"):
+        for nid in snap.row_ids("networks"):
             network = self._model(snap, nid)
             ours = self.scheduled_port(snap, nid)
             if network is None or ours is False:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -28,12 +29,18 @@ from openimds.l2.metadata import MetaApplier, desired_meta_state
 from openimds.l2.plan import HA_OWNER, L2Options, PlanError, desired_l2_state, ha_router_hosts
 from openimds.l2.settings import parse_mappings, settings_from_conf
 from openimds.reconcile import InventoryAgent, Owners, Snapshot, TerminalError
+from openimds.wire import ROUTER_INTERFACE_OWNERS
 
 if TYPE_CHECKING:
     from oslo_config.cfg import ConfigOpts
 
 # parse_mappings lives in l2/settings.py; re-exported for its callers.
 __all__ = ["ControlPeers", "L2Agent", "PeerSource", "build_l2_agent", "parse_mappings"]
+
+# A router's ports by router id (interfaces, ha- ports, gateway): which networks an ha- port's
+# host needs, read from its router's ports instead of a pass over every port.
+_ROUTER_PORTS = ("device_owner", frozenset((*ROUTER_INTERFACE_OWNERS, HA_OWNER,
+                                            "network:router_gateway")))
 
 
 class PeerSource(Protocol):
@@ -56,6 +63,7 @@ class ControlPeers:
 
 class L2Agent(InventoryAgent):
     name = "l2-agent"
+    incremental_owners = True
 
     def __init__(self, reader: ChangeFeed, applier: L2Applier, options: L2Options,
                  peers: PeerSource, *, peer_interval: float = 2.0,
@@ -92,6 +100,38 @@ class L2Agent(InventoryAgent):
                 out[(Kind.PORT, p["id"])] |= interfaces.get(str(p.get("device_id")), set())
         return out
 
+    def row_owners(self, snap: Snapshot, resource: str, rid: str) -> AbstractSet[str] | None:
+        """What `owners` says of one row, from that row (and, for an ha- port, its router's
+        ports): a change re-plans the networks it touches without a pass over the others."""
+        if resource not in (Kind.NETWORK, Kind.SUBNET, Kind.PORT, Kind.ROUTER):
+            return None
+        row = snap.find(Kind(resource).collection, rid)
+        if row is None:
+            return None
+        if resource == Kind.ROUTER:
+            return frozenset()
+        if resource == Kind.NETWORK:
+            return frozenset((rid,))
+        found = {str(row["network_id"])} if row.get("network_id") else set()
+        if resource == Kind.PORT and row.get("device_owner") == HA_OWNER:
+            found |= {str(p["network_id"]) for p in self._router_ports(
+                snap, str(row.get("device_id"))) if p.get("network_id")}
+        return frozenset(found)
+
+    @staticmethod
+    def _router_ports(snap: Snapshot, router_id: str) -> tuple[Mapping[str, Any], ...]:
+        return snap.grouped("ports", "device_id", _ROUTER_PORTS).get(router_id, ())
+
+    def _ha_hosts(self, snap: Snapshot, network_id: str,
+                  ports: tuple[Mapping[str, Any], ...]) -> set[str]:
+        """`ha_router_hosts(...)[network_id]` from the network's own ports and the ha- ports
+        of the routers attached to it (not a pass over every port of the cloud)."""
+        routers = {str(p.get("device_id")) for p in ports
+                   if p.get("device_owner") in ROUTER_INTERFACE_OWNERS}
+        ha = [p for r in sorted(routers) for p in self._router_ports(snap, r)
+              if p.get("device_owner") == HA_OWNER]
+        return ha_router_hosts([*ports, *ha]).get(network_id, set())
+
     def orphan_keys(self) -> set[str]:
         found = self.applier.owned_networks()
         if self.meta is not None:
@@ -104,10 +144,10 @@ class L2Agent(InventoryAgent):
     def reconcile_key(self, key: str, snap: Snapshot, now: datetime,
                       log: logging.LoggerAdapter[Any]) -> datetime | None:
         network = snap.find("networks", key)
-        ports = [p for p in snap.ports if p.get("network_id") == key]
+        ports = snap.grouped("ports", "network_id").get(key, ())
         try:
             plan = desired_l2_state(network, ports, self.options, self.peers,
-                                    ha_router_hosts(snap.ports).get(key, ()))
+                                    self._ha_hosts(snap, key, ports))
         except PlanError as exc:
             if self.meta is not None:
                 self.meta.apply(key, None, log)

@@ -19,6 +19,11 @@ agents.
   `incremental_limit` records, after a feed gap, and on the periodic resync. Deleted rows are
   then gone, so a memo of (kind, id) → keys from earlier snapshots maps a deleted port or
   subnet to its network or router; a change that maps to nothing known enqueues every key.
+* Agents with `incremental_owners` (DHCP, L3, L2) answer "which keys does this row touch" from
+  the row itself and the snapshot's groupings (`row_owners`), and reconcile a key from its own
+  group of rows, so a port change at 100k ports costs its network's rows, not a pass over the
+  inventory; their memo holds only rows gone from the inventory. A resync's listing reuses
+  the rows the agent already holds, so it never holds two copies of the inventory.
 * The inventory is read through `openimds.feed.ChangeFeed` (`ControlFeed` over the
   control-plane API, `MemoryFeed` for tests and demos). It raises `FeedUnavailable` when the
   inventory cannot be read (the control plane is not up yet, restarting, or refuses our
@@ -38,7 +43,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -52,11 +57,14 @@ from openimds.feed import (
     FeedGap,
     FeedUnavailable,
     Kind,
+    ListSpec,
 )
 from openimds.linux.logsink import LogSink
 from openimds.linux.pidwatch import CrashBackoff, PidWatcher
 from openimds.reconcile.queue import WorkQueue
 from openimds.reconcile.snapshot import (
+    SNAPSHOT_LISTING,
+    SNAPSHOT_TABLES,
     Snapshot,
     advance_snapshot,
     changed_rows,
@@ -111,6 +119,26 @@ Owners = Mapping[tuple[str, str], AbstractSet[str]]
 MEMO_RETENTION = 600.0
 
 
+def _reusing(listing: Mapping[Kind, ListSpec], snap: Snapshot | None) -> Mapping[Kind, ListSpec]:
+    """`listing` whose rows equal to the ones `snap` holds come back as `snap`'s objects: a
+    resync then holds one copy of the unchanged inventory, not two while the new listing is
+    read (the DHCP agent's peak at 100k ports, issue 14)."""
+    if snap is None:
+        return listing
+
+    def spec(kind: Kind, each: Callable[[dict[str, Any]], Any] | None) -> Callable[..., Any]:
+        table = kind.collection
+
+        def keep(raw: dict[str, Any]) -> Any:
+            row = each(raw) if each is not None else raw
+            old = snap.find(table, str(row.get("id"))) if isinstance(row, Mapping) else None
+            return old if old is not None and old == row else row
+        return keep
+
+    return {kind: ListSpec(fields=s.fields, each=spec(kind, s.each))
+            for kind, s in listing.items()}
+
+
 class InventoryAgent(abc.ABC):
     """Feed watcher + work queue + one worker running `reconcile_key` in a thread.
 
@@ -121,6 +149,14 @@ class InventoryAgent(abc.ABC):
     """
 
     name = "agent"
+    # What the full listing asks for (kinds, fields) and how each row is kept. An agent that
+    # reads few of a port's attributes lists only those (issue 14: agent RSS at 100k ports);
+    # rows fetched one by one after a change are cut to the same fields.
+    listing: Mapping[Kind, ListSpec] = SNAPSHOT_LISTING
+    # True when `row_owners` answers from the snapshot's rows and groupings without the
+    # whole owners map: a change then costs the rows it touches, not a pass over the
+    # inventory (issue 14, item 3), and the memo holds only rows gone from the inventory.
+    incremental_owners = False
 
     def __init__(
         self,
@@ -185,6 +221,12 @@ class InventoryAgent(abc.ABC):
     ) -> datetime | None:
         """Make `key` match `snap`; return when the desired state changes by time alone."""
 
+    def row_owners(self, snap: Snapshot, resource: str, rid: str) -> AbstractSet[str] | None:
+        """Keys whose desired state depends on the row (resource singular, id) of `snap`;
+        None when `snap` does not know the row. By default from the whole owners map (made
+        once per snapshot); agents with `incremental_owners` answer from the row itself."""
+        return self._owners_of(snap).get((resource, rid))
+
     def children(self, key: str) -> list[int]:
         """Pids of the long-running processes `key` has on this host (dnsmasq, haproxy),
         verified as ours; they are watched, and an exit reconciles `key` at once."""
@@ -198,8 +240,13 @@ class InventoryAgent(abc.ABC):
     def _take(self, snap: Snapshot) -> None:
         # The watcher and the periodic resync both take snapshots, concurrently: never let an
         # older one replace a newer one (the watcher has already moved past its changes).
+        previous = self.snapshot
         if self.snapshot is None or snap.revision >= self.snapshot.revision:
             self.snapshot = snap
+        if self.incremental_owners:
+            if self.snapshot is snap:  # an older snapshot taken late replaces nothing
+                self._remember_gone(previous, snap)
+            return
         owners = self._owners_of(snap)
         memo = self._memo
         for k, v in owners.items():
@@ -215,6 +262,31 @@ class InventoryAgent(abc.ABC):
         for k in self._memo.keys() - owners.keys():
             if now - self._memo_gone.setdefault(k, now) > MEMO_RETENTION:
                 del self._memo[k], self._memo_gone[k]
+
+    def _remember_gone(self, old: Snapshot | None, new: Snapshot,
+                       refs: Iterable[tuple[str, str]] | None = None) -> None:
+        """The memo of an agent with `incremental_owners`: the rows of `old` that `new`
+        lacks (among `refs`, or all of them after a full listing), with their owners in
+        `old`, kept MEMO_RETENTION seconds so a late change of theirs still finds them."""
+        now = time.monotonic()
+        if old is not None and old is not new:
+            if refs is None:
+                gone = [(Kind.of_collection(t).value, rid) for t in SNAPSHOT_TABLES
+                        for rid in old.row_ids(t) if new.find(t, rid) is None]
+            else:
+                gone = [(r, rid) for r, rid in refs
+                        if new.find(Kind(r).collection, rid) is None]
+            for ref in gone:
+                found = self.row_owners(old, *ref)
+                if found is not None:
+                    seen = self._memo.get(ref)
+                    self._memo[ref] = found if seen is None else frozenset(seen | found)
+                    self._memo_gone.setdefault(ref, now)
+        for ref, since in list(self._memo_gone.items()):
+            if new.find(Kind(ref[0]).collection, ref[1]) is not None:
+                del self._memo_gone[ref], self._memo[ref]  # back: its rows answer again
+            elif now - since > MEMO_RETENTION:
+                del self._memo[ref], self._memo_gone[ref]
 
     def _owners_of(self, snap: Snapshot) -> Owners:
         # Computed once per snapshot, not once per change of a batch (a batch asks for the
@@ -233,17 +305,23 @@ class InventoryAgent(abc.ABC):
         ref = (change.resource, change.resource_id)
         known = False
         found: set[str] = set()
-        for table in [self._owners_of(s) for s in (old, new) if s is not None] + [self._memo]:
-            if ref in table:
-                known = True
-                found |= table[ref]
+        if change.resource in NETWORK_KINDS:
+            for snap in (old, new):
+                if snap is not None:
+                    owners = self.row_owners(snap, *ref)
+                    if owners is not None:
+                        known = True
+                        found |= owners
+        if ref in self._memo:
+            known = True
+            found |= self._memo[ref]
         if not known and change.resource in NETWORK_KINDS:
             found = self.keys(new) | (self.keys(old) if old else set())
         return found
 
     async def full_sync(self) -> None:
         """Fresh snapshot, then every wanted key and every orphan."""
-        snap = await read_snapshot(self.reader)
+        snap = await read_snapshot(self.reader, _reusing(self.listing, self.snapshot))
         orphans = await asyncio.to_thread(self.orphan_keys)
         # Take the snapshot and queue its keys in one step (no await between), so nobody
         # sees the new revision with an idle queue before its keys are queued.
@@ -353,7 +431,10 @@ class InventoryAgent(abc.ABC):
                                    backoff.attempts)
                 await self._sleep(delay)
                 continue
-            self._take(new)
+            if self.incremental_owners and old is not None:
+                self._take_advanced(old, new, changes)
+            else:
+                self._take(new)
             since = rev
             keys: set[str] = set()
             for c in changes:
@@ -362,11 +443,19 @@ class InventoryAgent(abc.ABC):
             for key in sorted(keys):
                 self.queue.add(key)
 
+    def _take_advanced(self, old: Snapshot, new: Snapshot,
+                       changes: Sequence[ChangeRecord]) -> None:
+        """`_take` for a snapshot advanced by a batch: the memo looks only at its rows."""
+        if self.snapshot is None or new.revision >= self.snapshot.revision:
+            self.snapshot = new
+        self._remember_gone(old, new, {(c.resource, c.resource_id) for c in changes
+                                       if c.resource in NETWORK_KINDS})
+
     async def _advance(self, old: Snapshot | None, changes: Sequence[ChangeRecord],
                        rev: int) -> Snapshot:
         rows = changed_rows(changes)
         if old is None or len(rows) > self.incremental_limit:
-            return await read_snapshot(self.reader)
+            return await read_snapshot(self.reader, _reusing(self.listing, old))
         fetched: dict[tuple[str, str], Mapping[str, Any] | None] = {}
         for (resource, rid), op in rows.items():
             fetched[(resource, rid)] = (
@@ -381,7 +470,12 @@ class InventoryAgent(abc.ABC):
 
     async def _fetch(self, kind: Kind, rid: str) -> Mapping[str, Any] | None:
         row = await self.reader.fetch(kind, rid)
-        return compact_row(row) if row is not None else None
+        if row is None:
+            return None
+        spec = self.listing.get(kind)
+        if spec is not None and spec.fields is not None:
+            row = {k: row[k] for k in spec.fields if k in row}
+        return compact_row(row)
 
     async def _resync(self) -> None:
         while not self._stopping.is_set():

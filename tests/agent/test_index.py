@@ -125,3 +125,23 @@ def test_host_scoped_index_keeps_only_ports_bound_to_its_host() -> None:
     unscoped = PortIndex()
     unscoped.replace(1, [entry("cmp-2")], [])
     assert len(unscoped) == 1
+
+
+def test_ports_sharing_an_address_are_all_found_until_each_is_removed() -> None:
+    idx = PortIndex()
+    same_mac = "fa:16:3e:00:00:09"
+    idx.replace(1, [port("a", "net1", "10.0.0.5", device="vm1", mac=same_mac),
+                    port("b", "net1", "10.0.0.5", device="vm2", mac=same_mac),
+                    port("c", "net1", "10.0.0.5", device="vm3", mac=same_mac)], routers=[])
+    assert [p.id for p in idx.ports_with_ip("net1", "10.0.0.5")] == ["a", "b", "c"]
+    assert [p.id for p in idx.ports_with_mac("net1", same_mac.upper())] == ["a", "b", "c"]
+    idx.apply(PortRemoved("b"))
+    assert [p.id for p in idx.ports_with_ip("net1", "10.0.0.5")] == ["a", "c"]
+    idx.apply(PortRemoved("a"))
+    assert [p.id for p in idx.ports_with_ip("net1", "10.0.0.5")] == ["c"]
+    idx.apply(PortUpsert(port("c", "net1", "10.0.0.5", device="vm3", mac=same_mac)))
+    assert [p.id for p in idx.ports_with_ip("net1", "10.0.0.5")] == ["c"]  # idempotent
+    idx.apply(PortRemoved("c"))
+    assert idx.ports_with_ip("net1", "10.0.0.5") == () == idx.ports_with_mac("net1", same_mac)
+    idx.apply(PortUpsert(port("d", "net1", "10.0.0.5", device="vm4")))
+    assert [p.device_id for p in idx.ports_with_ip("net1", "10.0.0.5")] == ["vm4"]
