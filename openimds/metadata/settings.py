@@ -103,4 +103,6 @@ def settings_from_conf(conf: ConfigOpts) -> MetadataSettings:
         log_file=str(conf.log_file) if conf.log_file else None,
         http_server=str(conf.metadata_http_server),
         answer_cache_size=int(conf.metadata_answer_cache_size),
+        token_usage_interval=float(conf.metadata_token_usage_interval),
+        token_usage_max_interval=float(conf.metadata_token_usage_max_interval),
     )
