@@ -114,3 +114,26 @@ def test_usage_counts_hold_no_container_per_instance() -> None:
     taken = metrics.take_instance_usage()
     assert taken["i-7"] == [2, 0] and taken["j-7"] == [0, 1] and len(taken) == 200
     assert metrics.take_instance_usage() == {}
+
+
+@pytest.mark.parametrize(
+    ("lines", "trees", "interval", "max_interval"),
+    [
+        ("", 4096, 1.0, 60.0),  # the fast layer keeps answers as bytes: fewer trees
+        ("metadata_http_server = aiohttp\n", 20000, 1.0, 60.0),
+        ("metadata_answer_cache_size = 0\n", 20000, 1.0, 60.0),
+        ("metadata_token_usage_interval = 2.5\nmetadata_token_usage_max_interval = 30\n",
+         4096, 2.5, 30.0),
+    ],
+)
+def test_metadata_api_settings_from_config(tmp_path: Path, lines: str, trees: int,
+                                           interval: float, max_interval: float) -> None:
+    from openimds.config import load_config
+    from openimds.metadata.settings import settings_from_conf
+
+    conf_file = tmp_path / "nova.conf"
+    conf_file.write_text("[DEFAULT]\n" + lines + "[neutron]\nmetadata_proxy_shared_secret = s\n")
+    settings = settings_from_conf(load_config("metadata-api", [str(conf_file)], []))
+    assert settings.respond.tree_cache_size == trees
+    assert (settings.token_usage_interval, settings.token_usage_max_interval) == (
+        interval, max_interval)
