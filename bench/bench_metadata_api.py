@@ -95,6 +95,17 @@ def _tree_pids(pid: int) -> list[int]:
     return out
 
 
+def _rss_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def median_result(rounds: list[tuple[Result, Result]], index: int) -> Result:
     """Per-field medians over the rounds of one server (0: openimds, 1: haproxy)."""
     rs = [r[index] for r in rounds]
@@ -536,6 +547,9 @@ def main() -> int:
                         if hits or misses:
                             print(f"[{kind}] answers kept as bytes: {hits:.0f} hits, "
                                   f"{misses:.0f} misses", flush=True)
+                        rss = sum(_rss_kb(p) for p in _tree_pids(apis[kind][0].pid))
+                        print(f"[{kind}] resident set after the rounds: {rss / 1024:.0f} MB "
+                              f"(VmRSS, all its processes)", flush=True)
                 finally:
                     for proc, *_ in apis.values():
                         stop(proc)

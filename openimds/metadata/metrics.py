@@ -110,11 +110,13 @@ class MetadataMetrics:
         self.exported = (self.requests, self.latency, self.cache, self.tokens)
         self._tokens: dict[str, int] = {}
         self._done_tokens: dict[str, int] = {}
-        # Per instance, not yet handed to `take_instance_usage`: [tokenless, invalid token].
-        self._instance_usage: dict[str, list[int]] = {}
-        # Tokenless requests per instance answered from bytes, not yet taken: plain ints
-        # (no list per instance on the hot path), merged into the above by the taker.
+        # Per instance, not yet handed to `take_instance_usage`: tokenless and invalid-token
+        # requests, as flat {uuid: int} maps. They hold no container per instance, so the
+        # collector never tracks them: at 100k instances counted between two writes of the
+        # token-usage writer, a list per instance was ~100k objects promoted to the oldest
+        # generation each time, enough to trigger full collections of the whole heap.
         self._tokenless_again: dict[str, int] = {}
+        self._invalid: dict[str, int] = {}
         # Running totals (event loop thread only) and what flush has exported of them.
         self._requests: dict[tuple[int, str], int] = {}
         self._buckets: dict[str, list[int]] = {}
@@ -196,22 +198,18 @@ class MetadataMetrics:
         counts[state] = counts.get(state, 0) + 1
         if instance_id is None or state == "valid":
             return
-        usage = self._instance_usage.get(instance_id)
-        if usage is None:
-            usage = self._instance_usage[instance_id] = [0, 0]
-        usage[0 if state == "none" else 1] += 1
+        counts = self._tokenless_again if state == "none" else self._invalid
+        counts[instance_id] = counts.get(instance_id, 0) + 1
 
     def take_instance_usage(self) -> dict[str, list[int]]:
         """The per-instance [tokenless, invalid token] counts since the last call (event loop
         thread only; the caller persists them)."""
-        taken, self._instance_usage = self._instance_usage, {}
-        again, self._tokenless_again = self._tokenless_again, {}
-        for instance_id, n in again.items():
-            usage = taken.get(instance_id)
-            if usage is None:
-                taken[instance_id] = [n, 0]
-            else:
-                usage[0] += n
+        tokenless, self._tokenless_again = self._tokenless_again, {}
+        invalid, self._invalid = self._invalid, {}
+        taken = {instance_id: [n, invalid.pop(instance_id, 0)]
+                 for instance_id, n in tokenless.items()}
+        for instance_id, n in invalid.items():
+            taken[instance_id] = [0, n]
         return taken
 
     def flush(self) -> None:

@@ -65,6 +65,10 @@ class MetadataSettings:
     http_server: str = "fast"
     # Answers the fast layer keeps as response bytes (answers.py); 0: none.
     answer_cache_size: int = 131072
+    # Seconds between writes of the session-token usage, and the longest stretch of it
+    # (token_usage.py: the wait grows with the cost of a write).
+    token_usage_interval: float = 1.0
+    token_usage_max_interval: float = 60.0
 
 
 @dataclass
@@ -114,7 +118,9 @@ async def build_worker(settings: MetadataSettings, metrics: MetadataMetrics) -> 
         source = store_source
         from openimds.metadata.token_usage import TokenUsageWriter
 
-        usage = TokenUsageWriter(store, metrics.take_instance_usage)
+        usage = TokenUsageWriter(store, metrics.take_instance_usage,
+                                 interval=settings.token_usage_interval,
+                                 max_interval=settings.token_usage_max_interval)
         usage.start()
         closers.append(usage.stop)
     fetcher = None

@@ -32,7 +32,14 @@ from openimds.wire import STATIC_JSON
 if TYPE_CHECKING:
     from oslo_config.cfg import ConfigOpts
 
-__all__ = ["MetadataSettings", "settings_from_conf"]
+__all__ = ["TREE_CACHE_BESIDE_ANSWERS", "MetadataSettings", "settings_from_conf"]
+
+# Rendered trees kept per process when the fast layer keeps answers as bytes: a tree (~23 KB,
+# ~270 objects the collector tracks) serves an instance's first request for each path, which
+# a boot makes within seconds, and every later request is answered from bytes. 20,000 trees
+# (the Responder's own default, for the aiohttp layer) held ~460 MB at 100k instances and
+# made each full collection walk ~5M objects.
+TREE_CACHE_BESIDE_ANSWERS = 4096
 
 # The operator reads these warnings as the metadata API's (the name it logged them under).
 LOG = logging.getLogger("openimds.cli.metadata_cmd")
@@ -91,6 +98,9 @@ def settings_from_conf(conf: ConfigOpts) -> MetadataSettings:
             metadata_defaults=defaults,
             ec2_profile=str(guest.ec2_profile),
             aws=aws,
+            **({"tree_cache_size": TREE_CACHE_BESIDE_ANSWERS}
+               if str(conf.metadata_http_server) == "fast" and conf.metadata_answer_cache_size
+               else {}),
         ),
         dynamic_vendordata=DynamicVendordataOptions(
             targets=parse_targets(api.vendordata_dynamic_targets or ()),
@@ -103,4 +113,6 @@ def settings_from_conf(conf: ConfigOpts) -> MetadataSettings:
         log_file=str(conf.log_file) if conf.log_file else None,
         http_server=str(conf.metadata_http_server),
         answer_cache_size=int(conf.metadata_answer_cache_size),
+        token_usage_interval=float(conf.metadata_token_usage_interval),
+        token_usage_max_interval=float(conf.metadata_token_usage_max_interval),
     )

@@ -62,9 +62,30 @@ metadata_answer_cache_size = cfg.IntOpt(
     "change feed applies to an instance drops its answers. 0 keeps none.",
 )
 
+metadata_token_usage_interval = cfg.FloatOpt(
+    "metadata_token_usage_interval",
+    default=1.0,
+    min=0.1,
+    help="openimds: seconds between two writes of the per-instance session-token usage "
+    "(tokenless and invalid-token requests, shown by `server show` and `server metadata "
+    "token-usage`) to the inventory, while writing is cheap.",
+)
+
+metadata_token_usage_max_interval = cfg.FloatOpt(
+    "metadata_token_usage_max_interval",
+    default=60.0,
+    min=0.1,
+    help="openimds: the longest wait between two writes of the session-token usage. When many "
+    "instances make tokenless requests (a write costs ~10 us of CPU per instance), the wait "
+    "stretches from metadata_token_usage_interval until writing takes at most 2% of a core, "
+    "up to this; counts are kept in memory meanwhile (and written at shutdown), so the usage "
+    "shown is at most this many seconds old.",
+)
+
 DEFAULT_OPTS: list[cfg.Opt] = [
     enabled_apis, metadata_listen, metadata_listen_port, metadata_workers,
     metrics_listen, metrics_listen_port, metadata_http_server, metadata_answer_cache_size,
+    metadata_token_usage_interval, metadata_token_usage_max_interval,
 ]
 
 # openimds defaults to proxy mode (nova's default is false): the agent in front of the API
