@@ -126,6 +126,16 @@ def _target_set(ips: Iterable[str]) -> str:
     return "{ " + ", ".join(items) + " }"
 
 
+def _pair_set(pairs: Iterable[AddressPair], *, mac_twice: bool = False) -> str:
+    """An anonymous set of concatenated (MAC . address) elements: a frame is checked against
+    all of a port's pairs with one lookup, where a rule per pair was walked in turn (a port
+    with many allowed address pairs, a Kubernetes node's, paid for every one of its frames).
+    `mac_twice`: (MAC . MAC . address), for ARP's Ethernet and sender hardware addresses."""
+    items = [f"{pair.mac} . {pair.mac} . {pair.ip}" if mac_twice else f"{pair.mac} . {pair.ip}"
+             for pair in pairs]
+    return "{ " + ", ".join(dict.fromkeys(items)) + " }"
+
+
 def _port_chain(p: PortSecurity) -> list[str]:
     macs = sorted({p.mac, *(pair.mac for pair in p.pairs)})
     v4 = [pair for pair in p.pairs if _family(pair.ip) == 4]
@@ -138,17 +148,19 @@ def _port_chain(p: PortSecurity) -> list[str]:
         "ether type ip6 udp sport 547 drop",
         "ether type ip6 icmpv6 type nd-router-advert drop",
     ]
-    rules += [f"ether type ip ether saddr {pair.mac} ip saddr {pair.ip} accept" for pair in v4]
+    if v4:
+        rules.append(f"ether type ip ether saddr . ip saddr {_pair_set(v4)} accept")
     rules.append(f"ether type ip ether saddr {p.mac} ip saddr 0.0.0.0"
                  " udp sport 68 udp dport 67 accept")
-    rules += [f"ether type arp ether saddr {pair.mac} arp saddr ether {pair.mac}"
-              f" arp saddr ip {pair.ip} accept" for pair in v4]
+    if v4:
+        rules.append("ether type arp ether saddr . arp saddr ether . arp saddr ip "
+                     f"{_pair_set(v4, mac_twice=True)} accept")
     rules.append(f"ether type arp ether saddr {p.mac} arp saddr ether {p.mac}"
                  " arp saddr ip 0.0.0.0 accept")
     own6 = _target_set(pair.ip for pair in v6)
     # A neighbour advertisement (from any of its addresses) may only speak for its own.
     rules.append(f"ether type ip6 icmpv6 type nd-neighbor-advert {_ND_TARGET} != {own6} drop")
-    rules += [f"ether type ip6 ether saddr {pair.mac} ip6 saddr {pair.ip} accept" for pair in v6]
+    rules.append(f"ether type ip6 ether saddr . ip6 saddr {_pair_set(v6)} accept")
     # Before an address is usable: duplicate address detection for its own addresses only,
     # router solicitation and MLD reports, all from ::.
     rules.append(f"ether type ip6 ether saddr {p.mac} ip6 saddr ::"

@@ -1,7 +1,10 @@
-"""Port security as a pure computation: Neutron port dicts in, nftables text out."""
+"""Port security as a pure computation: Neutron port dicts in, nftables text out (and, as
+root, that the kernel loads that text)."""
 
 from __future__ import annotations
 
+import subprocess
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -82,11 +85,11 @@ def test_rules_for_one_port_only_pass_its_own_sources() -> None:
     assert lines[5:8] == ["iifname vmap {", '"tap4f1c2d3e-aa" : jump port-tap4f1c2d3e-aa', "}"]
     c = chain(text, "tap4f1c2d3e-aa")
     assert c[0] == f"ether saddr != {{ {MAC} }} drop"
-    assert f"ether type ip ether saddr {MAC} ip saddr 10.0.0.5 accept" in c
-    assert (f"ether type arp ether saddr {MAC} arp saddr ether {MAC} arp saddr ip 10.0.0.5 "
-            "accept") in c
-    assert f"ether type ip6 ether saddr {MAC} ip6 saddr fd00::5 accept" in c
-    assert f"ether type ip6 ether saddr {MAC} ip6 saddr fe80::f816:3eff:fe00:5 accept" in c
+    assert f"ether type ip ether saddr . ip saddr {{ {MAC} . 10.0.0.5 }} accept" in c
+    assert ("ether type arp ether saddr . arp saddr ether . arp saddr ip "
+            f"{{ {MAC} . {MAC} . 10.0.0.5 }} accept") in c
+    assert (f"ether type ip6 ether saddr . ip6 saddr {{ {MAC} . fd00::5, "
+            f"{MAC} . fe80::f816:3eff:fe00:5 }} accept") in c
     assert ("ether type ip6 icmpv6 type nd-neighbor-advert @th,64,128 != "
             "{ 0xfd000000000000000000000000000005, 0xfe80000000000000f8163efffe000005 } drop"
             ) in c
@@ -97,6 +100,50 @@ def test_rules_for_one_port_only_pass_its_own_sources() -> None:
     accepts = [r for r in c if r.startswith(("ether type ip ", "ether type arp"))
                and r.endswith("accept")]
     assert len(accepts) == 4  # ip 10.0.0.5, DHCP from 0.0.0.0, arp 10.0.0.5, ARP probe
+
+
+def test_many_allowed_pairs_are_one_set_lookup_per_family() -> None:
+    """Fifty pairs (two with a MAC of their own, one a CIDR) are one rule per family and
+    protocol, not fifty: a frame from the last pair costs what one from the first does."""
+    other = "fa:16:3e:00:00:99"
+    pairs = [{"ip_address": f"10.0.1.{n}"} for n in range(46)]
+    pairs += [{"ip_address": "10.0.2.7", "mac_address": other},
+              {"ip_address": "10.0.3.0/24"}, {"ip_address": "fd00::7"},
+              {"ip_address": "fd00::8", "mac_address": other}]
+    ps = port_security_from_neutron(port(allowed_address_pairs=pairs))
+    assert ps is not None
+    c = chain(port_security_rules(NET, [ps]), "tap4f1c2d3e-aa")
+    ip_rules = [r for r in c if r.startswith("ether type ip ether saddr . ip saddr")]
+    arp_rules = [r for r in c if r.startswith("ether type arp ether saddr . arp saddr ether")]
+    ip6_rules = [r for r in c if r.startswith("ether type ip6 ether saddr . ip6 saddr")]
+    assert len(ip_rules) == len(arp_rules) == len(ip6_rules) == 1
+    assert f"{MAC} . 10.0.0.5, {MAC} . 10.0.1.0," in ip_rules[0]  # the fixed IP first
+    assert f", {other} . 10.0.2.7, {MAC} . 10.0.3.0/24 }} accept" in ip_rules[0]
+    assert f"{other} . {other} . 10.0.2.7" in arp_rules[0]
+    assert f"{MAC} . fd00::7, {other} . fd00::8" in ip6_rules[0]
+    # Both MACs' link-local addresses, each from its own MAC.
+    assert f"{other} . fe80::f816:3eff:fe00:99" in ip6_rules[0]
+    assert f"ether saddr != {{ {MAC}, {other} }} drop" == c[0]
+
+
+@pytest.mark.root
+def test_the_kernel_loads_the_pair_sets(make_netns: Callable[[str], str]) -> None:
+    """nft and the kernel accept the concatenated sets as written (single addresses and
+    prefixes, both families, a second MAC), and read them back with every element."""
+    ns = make_netns("ps")
+    other = "fa:16:3e:00:00:99"
+    pairs = [{"ip_address": f"10.0.1.{n}"} for n in range(46)]
+    pairs += [{"ip_address": "10.0.3.0/24"}, {"ip_address": "fd00::8", "mac_address": other},
+              {"ip_address": "fd00:1::/127"}]
+    ps = port_security_from_neutron(port(allowed_address_pairs=pairs))
+    assert ps is not None
+    subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", "-"], check=True, text=True,
+                   input=port_security_rules(NET, [ps]))
+    listed = subprocess.run(["ip", "netns", "exec", ns, "nft", "list", "ruleset"], check=True,
+                            capture_output=True, text=True).stdout
+    assert f"{MAC} . 10.0.1.45" in listed and f"{MAC} . 10.0.3.0/24" in listed
+    assert f"{MAC} . {MAC} . 10.0.3.0/24" in listed
+    assert f"{other} . fd00::8" in listed and f"{MAC} . fd00:1::/127" in listed
 
 
 def test_allowed_pair_cidr_becomes_a_range_for_nd() -> None:
