@@ -32,9 +32,8 @@ during the storm and the load.
 
 `--identity` sets `[DEFAULT] metadata_proxy_identity` (default: the product's, agent).
 `--sequence openstack` runs cloud-init's OpenStack datasource reads only (GET /openstack twice,
-the five files; 28 requests per instance with the listing's versions), the figure issue 14's
-12.8 s was measured with; `openstack+ec2` (the default, what cloud-init 22.4.2's OpenStack
-reader really sends) adds its EC2 meta-data crawl (52 requests per instance; 28 with
+the five files: 7 requests per instance); `openstack+ec2` (the default, what cloud-init 22.4.2's
+OpenStack reader really sends) adds its EC2 meta-data crawl (52 requests per instance; 28 with
 `--ec2-profile nova`, Nova's smaller EC2 tree, which the issue's 12.8 s was measured on).
 Before the storm's servers are created, a canary guest on a network of its own boots with
 the same sequence, as in a cloud that has served boots before (the metadata API learns from
