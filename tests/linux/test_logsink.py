@@ -11,7 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from openimds.linux.logsink import LOG, LogSink, parse_syslog, stream_socket_path
+from openimds.linux.logsink import (
+    COALESCE_SECONDS,
+    LOG,
+    QUIET_COALESCE_SECONDS,
+    QUIET_LINES,
+    LogSink,
+    coalesce_delay,
+    parse_syslog,
+    stream_socket_path,
+)
 
 
 @pytest.mark.parametrize(("datagram", "level", "text"), [
@@ -117,6 +126,15 @@ async def test_lines_keep_coming_after_a_quiet_spell(tmp_path: Path,
     finally:
         sender.close()
         sink.close()
+
+
+def test_a_read_of_few_lines_waits_longer_than_a_busy_one() -> None:
+    # Many quiet proxies: fewer wake-ups; one busy proxy: read often, its ring stays far
+    # from full.
+    assert coalesce_delay(0) == coalesce_delay(1) == coalesce_delay(QUIET_LINES - 1) \
+        == QUIET_COALESCE_SECONDS
+    assert coalesce_delay(QUIET_LINES) == coalesce_delay(5000) == COALESCE_SECONDS
+    assert COALESCE_SECONDS < QUIET_COALESCE_SECONDS <= 0.05
 
 
 def test_stream_socket_sits_beside_the_datagram_socket() -> None:
