@@ -40,7 +40,7 @@ def test_remove_everything_kills_only_processes_naming_its_directory() -> None:
     # DIR`: the shell may exec sleep in place, and then the directory leaves the command line.
     # Popen returns after the exec, so the command line is final when the cleanup reads it.
     def sleeper(root: object) -> subprocess.Popen[bytes]:
-        return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", str(root)])
+        return subprocess.Popen([sys.executable, "-c", "import signal; signal.pause()", str(root)])
 
     ours, theirs = sleeper(mine.root), sleeper(other.root)
     try:

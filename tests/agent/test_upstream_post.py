@@ -61,11 +61,15 @@ class ClosingServer:
         self.listener.close()
 
 
+def _upstream_of(server: ClosingServer) -> Upstream:
+    return Upstream(AgentSettings(socket_path="unused", shared_secret="s",
+                                  upstream_urls=(server.url,), upstream_timeout=10.0,
+                                  upstream_connect_timeout=5.0))
+
+
 async def test_a_post_after_the_server_closed_the_pooled_connection_is_delivered() -> None:
     server = ClosingServer()
-    upstream = Upstream(AgentSettings(socket_path="unused", shared_secret="s",
-                                      upstream_urls=(server.url,), upstream_timeout=10.0,
-                                      upstream_connect_timeout=5.0))
+    upstream = _upstream_of(server)
     try:
         first = await upstream.forward("GET", "/openstack/latest/meta_data.json", b"", RES)
         assert first.status == 200
@@ -85,9 +89,7 @@ async def test_a_token_put_on_a_pooled_connection_the_server_closed_is_sent_agai
     """IMDSv2's token PUT may take a pooled connection (it writes nothing); when the server
     had closed it, the PUT is sent again on a new one instead of the guest getting a 503."""
     server = ClosingServer()
-    upstream = Upstream(AgentSettings(socket_path="unused", shared_secret="s",
-                                      upstream_urls=(server.url,), upstream_timeout=10.0,
-                                      upstream_connect_timeout=5.0))
+    upstream = _upstream_of(server)
     try:
         first = await upstream.forward("GET", "/openstack/latest/meta_data.json", b"", RES)
         assert first.status == 200
